@@ -1,0 +1,152 @@
+// Package api is the Go client of the agent's local HTTP API, and the JSON
+// types that travel over it. The CLI is built on it; so can be any tool that
+// talks to an agent.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultAddr is where the agent's HTTP API listens unless configured.
+const DefaultAddr = "127.0.0.1:8500"
+
+// AddrEnv names the environment variable that overrides DefaultAddr.
+const AddrEnv = "MESHWORK_HTTP_ADDR"
+
+// IndexHeader carries the catalog (or policy) index of a response, for
+// blocking queries.
+const IndexHeader = "X-Meshwork-Index"
+
+// ErrUnreachable is returned when no connection to the agent could be made.
+var ErrUnreachable = errors.New("cannot reach the agent")
+
+// Error is an error answer from the agent.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int
+	// Message is the agent's one-line explanation.
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// Client talks to one agent. It is safe for concurrent use.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the agent at addr ("host:port" or a URL).
+// An empty addr means $MESHWORK_HTTP_ADDR, or DefaultAddr.
+func NewClient(addr string) *Client {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{
+		base: strings.TrimRight(addr, "/"),
+		// No overall timeout: blocking queries wait as long as they ask to.
+		hc: &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 4,
+		}},
+	}
+}
+
+// Addr is the base URL of the agent this client talks to.
+func (c *Client) Addr() string { return c.base }
+
+// QueryMeta is what a response says about itself.
+type QueryMeta struct {
+	// Index is the value of the X-Meshwork-Index header, 0 when absent.
+	Index uint64
+}
+
+// Do sends one request. in, when not nil, is sent as a JSON body; out, when not
+// nil, receives the JSON answer. An error answer becomes an *Error; a failed
+// connection wraps ErrUnreachable.
+func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) (QueryMeta, error) {
+	var meta QueryMeta
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return meta, fmt.Errorf("api: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return meta, fmt.Errorf("api: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return meta, ctx.Err()
+		}
+		return meta, fmt.Errorf("%w at %s: %s", ErrUnreachable, c.base, rootCause(err))
+	}
+	defer resp.Body.Close()
+	if idx := resp.Header.Get(IndexHeader); idx != "" {
+		meta.Index, _ = strconv.ParseUint(idx, 10, 64)
+	}
+	if resp.StatusCode >= 300 {
+		var eb struct {
+			Error string `json:"error"`
+		}
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {
+			eb.Error = strings.TrimSpace(string(raw))
+		}
+		if eb.Error == "" {
+			eb.Error = http.StatusText(resp.StatusCode)
+		}
+		return meta, &Error{Status: resp.StatusCode, Message: eb.Error}
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return meta, nil
+	}
+	if w, ok := out.(io.Writer); ok {
+		_, err = io.Copy(w, resp.Body)
+		return meta, err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return meta, fmt.Errorf("api: decode answer of %s %s: %w", method, path, err)
+	}
+	return meta, nil
+}
+
+// rootCause strips the layers of url.Error and net.OpError down to the
+// system's own words, such as "connection refused".
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}

@@ -1,0 +1,51 @@
+// Command meshwork is the Meshwork agent and its command-line interface.
+// `meshwork agent` runs the agent; every other subcommand talks to a running
+// agent through its local HTTP API, or works offline (validate, keygen).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	root := newRootCmd()
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "meshwork:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the process with a code and no further message; the command
+// has already said what went wrong.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// subcommands are registered by the files of this package, each adding its own
+// command group in an init function, so that no file edits another's.
+var subcommands []func() *cobra.Command
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "meshwork",
+		Short:         "Meshwork: a service mesh for virtual machines and bare-metal hosts",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, mk := range subcommands {
+		root.AddCommand(mk())
+	}
+	return root
+}

@@ -1,0 +1,64 @@
+// Package httpjson holds the few helpers every JSON HTTP endpoint of the agent
+// shares, so that all of them answer errors in one format and read bodies with
+// the same limits.
+package httpjson
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// MaxBody is the largest request body an endpoint reads (1 MiB). Policy
+// documents and service definitions are far smaller.
+const MaxBody = 1 << 20
+
+// ErrorBody is the JSON shape of every error the API returns.
+type ErrorBody struct {
+	// Error is a one-line, human-readable message naming what was wrong.
+	Error string `json:"error"`
+}
+
+// Write answers status with v encoded as JSON.
+func Write(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// Error answers status with err's message as an ErrorBody.
+func Error(w http.ResponseWriter, status int, err error) {
+	Write(w, status, ErrorBody{Error: err.Error()})
+}
+
+// ErrBadBody wraps every error Decode returns.
+var ErrBadBody = errors.New("bad request body")
+
+// Decode reads a JSON body into v. It refuses unknown fields, trailing data and
+// bodies over MaxBody, and names the problem in its error.
+func Decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, MaxBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: body is empty", ErrBadBody)
+		case errors.As(err, &se):
+			return fmt.Errorf("%w: malformed JSON at byte %d", ErrBadBody, se.Offset)
+		case errors.As(err, &te):
+			return fmt.Errorf("%w: field %q: want %s, got JSON %s", ErrBadBody, te.Field, te.Type, te.Value)
+		default:
+			return fmt.Errorf("%w: %v", ErrBadBody, err)
+		}
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON value", ErrBadBody)
+	}
+	return nil
+}

@@ -1,0 +1,44 @@
+package httpjson
+
+import (
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestDecode(t *testing.T) {
+	type body struct {
+		Name string `json:"name"`
+		Port int    `json:"port"`
+	}
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string
+	}{
+		{"good", `{"name":"web","port":80}`, ""},
+		{"empty", ``, "body is empty"},
+		{"unknown field", `{"nmae":"web"}`, `unknown field "nmae"`},
+		{"wrong type", `{"port":"80"}`, `field "port"`},
+		{"syntax", `{"name":`, "bad request body"},
+		{"trailing", `{"name":"a"} {}`, "trailing data"},
+		{"too large", `{"name":"` + strings.Repeat("a", MaxBody) + `"}`, "bad request body"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("PUT", "/", strings.NewReader(tc.in))
+			var b body
+			err := Decode(r, &b)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrBadBody) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Decode error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

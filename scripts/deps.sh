@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs what the tests, benchmarks and demo need, by group. Idempotent: a
+# group whose tools are present costs a few `command -v` calls.
+#
+#   scripts/deps.sh test     dig (DNS client tests), iproute2
+#   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
+#                            systemd-container, debootstrap, ansible, ssh
+#   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy,
+#                            fortio, redis, postgresql
+#   scripts/deps.sh step     step-ca and the step CLI, for the external-CA test
+#   scripts/deps.sh lint     ansible-lint, systemd-analyze
+set -euo pipefail
+
+# Versions are pinned: the module proxy here serves a limited mirror.
+COREDNS_VERSION=v1.15.0
+STEP_VERSION=v0.30.2
+FORTIO_VERSION=v1.68.2
+
+GOBIN=${GOBIN:-$(go env GOPATH)/bin}
+export PATH="$GOBIN:$PATH"
+
+apt_updated=0
+# apt_install PKG... installs the Debian packages that are missing.
+apt_install() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	if [ $apt_updated -eq 0 ]; then
+		$sudo apt-get update -qq
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# go_install BIN MODULE@VERSION [env...] installs a Go tool unless BIN exists.
+go_install() {
+	local bin=$1 mod=$2
+	shift 2
+	[ -x "$GOBIN/$bin" ] && return 0
+	env "$@" go install "$mod"
+}
+
+group_test() {
+	apt_install bind9-dnsutils iproute2
+}
+
+group_e2e() {
+	group_test
+	apt_install tshark curl nginx-light systemd-container debootstrap ansible openssh-client bridge-utils
+}
+
+group_bench() {
+	apt_install dnsperf iperf3 stunnel4 haproxy redis-server redis-tools postgresql postgresql-contrib wrk
+	go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION"
+	go_install fortio "fortio.org/fortio@$FORTIO_VERSION"
+}
+
+group_step() {
+	go_install step-ca "github.com/smallstep/certificates/cmd/step-ca@$STEP_VERSION" CGO_ENABLED=0
+	go_install step "github.com/smallstep/cli/cmd/step@$STEP_VERSION"
+}
+
+group_lint() {
+	apt_install ansible-lint systemd
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 test|e2e|bench|step|lint..." >&2; exit 2; }
+for g in "$@"; do
+	case $g in
+	test | e2e | bench | step | lint) "group_$g" ;;
+	*) echo "deps.sh: unknown group $g" >&2; exit 2 ;;
+	esac
+done
