@@ -1,0 +1,351 @@
+// Package config reads the agent's configuration: YAML files and directories
+// merged in order, then command-line flags on top. Unknown keys are refused,
+// and every error names the file, the line and the key.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meshwork/meshwork/api"
+)
+
+// Default ports, as DESIGN.md lists them.
+const (
+	DefaultHTTPPort   = 8500
+	DefaultDNSPort    = 8600
+	DefaultGossipPort = 7946
+	DefaultRaftPort   = 7947
+	DefaultTunnelPort = 7948
+)
+
+// Config is the whole agent configuration as an operator writes it. Each
+// section is translated into the Config of the component it configures.
+type Config struct {
+	// Node is this node's name, unique in the cluster. Default: the hostname.
+	Node string `yaml:"node"`
+	// DataDir holds the agent's state: registrations, keyring, Raft, CA.
+	// Required, except with Dev, which uses a fresh temporary directory.
+	DataDir string `yaml:"data_dir"`
+	// Bind is the address the cluster-facing listeners (gossip, Raft, tunnel)
+	// bind. Default: 0.0.0.0.
+	Bind string `yaml:"bind"`
+	// Advertise is the address other agents use to reach this one. Default:
+	// Bind, or the first private IPv4 address when Bind is unspecified.
+	Advertise string `yaml:"advertise"`
+	// RetryJoin lists agents (host or host:port) to join at start, retried with
+	// backoff until one answers.
+	RetryJoin []string `yaml:"retry_join"`
+	// Server makes this agent a Raft server. Default: false.
+	Server bool `yaml:"server"`
+	// BootstrapExpect is how many servers to wait for before the first Raft
+	// election: 1, 3 or 5. Only for servers. Default: 0 (join an existing cluster).
+	BootstrapExpect int `yaml:"bootstrap_expect"`
+	// Dev starts a single self-contained node on loopback with no files needed.
+	Dev bool `yaml:"dev"`
+	// LogLevel is debug, info, warn or error. Default: info.
+	LogLevel string `yaml:"log_level"`
+	// LogJSON writes logs as JSON lines. Default: false (text).
+	LogJSON bool `yaml:"log_json"`
+	// Encrypt is the gossip encryption key, base64 of 32 random bytes
+	// (`meshwork keygen`). Default: none, and the agent warns.
+	Encrypt string `yaml:"encrypt"`
+	// ClusterKey, base64 of 32 random bytes, authenticates and encrypts traffic
+	// to the servers (Raft and agent-to-server calls). Required on every agent
+	// of a cluster with servers. Dev generates one.
+	ClusterKey string `yaml:"cluster_key"`
+
+	Ports     Ports     `yaml:"ports"`
+	Addresses Addresses `yaml:"addresses"`
+
+	// Services are registered at start and replaced on reload.
+	Services []api.ServiceDefinition `yaml:"services"`
+	// Service is one more service; handy for one file per service in a
+	// config directory.
+	Service *api.ServiceDefinition `yaml:"service"`
+
+	DNS    DNS    `yaml:"dns"`
+	Gossip Gossip `yaml:"gossip"`
+	Raft   Raft   `yaml:"raft"`
+	CA     CA     `yaml:"ca"`
+	Tunnel Tunnel `yaml:"tunnel"`
+}
+
+// Ports are the listening ports. 0 means the default; -1 disables a listener
+// where that makes sense (dns, raft on clients).
+type Ports struct {
+	// HTTP is the local API port. Default: 8500.
+	HTTP int `yaml:"http"`
+	// DNS is the DNS port, UDP and TCP. Default: 8600.
+	DNS int `yaml:"dns"`
+	// Gossip is the memberlist port, UDP and TCP. Default: 7946.
+	Gossip int `yaml:"gossip"`
+	// Raft is the server port (Raft and agent-to-server calls). Default: 7947.
+	Raft int `yaml:"raft"`
+	// Tunnel is the QUIC tunnel port, UDP. Default: 7948.
+	Tunnel int `yaml:"tunnel"`
+}
+
+// Addresses are where the host-local listeners bind.
+type Addresses struct {
+	// HTTP is the local API address. Default: 127.0.0.1.
+	HTTP string `yaml:"http"`
+	// DNS is the DNS address. Default: 127.0.0.1.
+	DNS string `yaml:"dns"`
+}
+
+// DNS configures the DNS interface.
+type DNS struct {
+	// Domain is the mesh domain. Default: "mesh.".
+	Domain string `yaml:"domain"`
+	// Recursors receive queries for other zones (host or host:port). Default:
+	// none, and such queries are refused.
+	Recursors []string `yaml:"recursors"`
+	// RecursorTimeout bounds one forwarded query. Default: 2s.
+	RecursorTimeout api.Duration `yaml:"recursor_timeout"`
+	// ServiceTTL is the TTL of service answers. Default: 0s, because health
+	// changes within seconds.
+	ServiceTTL *api.Duration `yaml:"service_ttl"`
+	// NodeTTL is the TTL of node answers. Default: 30s.
+	NodeTTL *api.Duration `yaml:"node_ttl"`
+	// NegativeTTL is the SOA minimum, how long resolvers cache a negative
+	// answer. Default: 5s.
+	NegativeTTL *api.Duration `yaml:"negative_ttl"`
+}
+
+// Gossip tunes membership. Leave it alone unless a measurement says otherwise.
+type Gossip struct {
+	// Profile is "lan" (the default: tuned for failure detection within about
+	// 3 s) or "wan" (slower, for links with high latency).
+	Profile string `yaml:"profile"`
+	// ReconnectTimeout is how long a failed node stays listed before it is
+	// forgotten. Default: 72h.
+	ReconnectTimeout api.Duration `yaml:"reconnect_timeout"`
+	// TombstoneTimeout is how long a node that left stays listed. Default: 24h.
+	TombstoneTimeout api.Duration `yaml:"tombstone_timeout"`
+	// RetryJoinInterval is the first wait between join attempts; it doubles up
+	// to 30s. Default: 1s.
+	RetryJoinInterval api.Duration `yaml:"retry_join_interval"`
+}
+
+// Raft tunes the server side.
+type Raft struct {
+	// DeadServerAfter is how long a server must stay failed before it is
+	// removed from the Raft configuration. Default: 5m.
+	DeadServerAfter api.Duration `yaml:"dead_server_after"`
+	// SnapshotThreshold is how many log entries trigger a snapshot.
+	// Default: 8192.
+	SnapshotThreshold int `yaml:"snapshot_threshold"`
+}
+
+// CA configures the mesh PKI.
+type CA struct {
+	// Provider is "embedded" (the default: the servers run the CA) or
+	// "step-ca" (an external step-ca).
+	Provider string `yaml:"provider"`
+	// TrustDomain is the SPIFFE trust domain. Default: "meshwork.local".
+	TrustDomain string `yaml:"trust_domain"`
+	// LeafTTL is the lifetime of leaf certificates. Default: 24h.
+	LeafTTL api.Duration `yaml:"leaf_ttl"`
+	// TokenFile holds a one-time bootstrap token (`meshwork ca token`).
+	TokenFile string `yaml:"token_file"`
+	// StepCA configures the external CA when Provider is "step-ca".
+	StepCA StepCA `yaml:"step_ca"`
+}
+
+// StepCA points at an external step-ca server.
+type StepCA struct {
+	// URL of the step-ca server, https://host:port.
+	URL string `yaml:"url"`
+	// RootFingerprint is the SHA-256 fingerprint of its root, in hex.
+	RootFingerprint string `yaml:"root_fingerprint"`
+	// Provisioner is the name of a JWK provisioner.
+	Provisioner string `yaml:"provisioner"`
+	// PasswordFile holds the provisioner's password.
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Tunnel configures the data plane.
+type Tunnel struct {
+	// VIPRange is where service virtual IPs are allocated. Default:
+	// 127.240.0.0/12.
+	VIPRange string `yaml:"vip_range"`
+	// DefaultPolicy decides calls that no Intention matches, until the mesh-wide
+	// default is set by policy: "allow" or "deny". Default: "deny", or "allow"
+	// with Dev.
+	DefaultPolicy string `yaml:"default_policy"`
+	// IdleTimeout closes proxied connections idle this long. Default: 1h.
+	IdleTimeout api.Duration `yaml:"idle_timeout"`
+	// MaxStreamsPerPeer caps the concurrent streams one peer agent may open.
+	// Default: 4096.
+	MaxStreamsPerPeer int `yaml:"max_streams_per_peer"`
+}
+
+// Durations of the defaults that other files refer to.
+const (
+	defaultRecursorTimeout = 2 * time.Second
+)
+
+// ApplyDefaults fills every field left empty with its default. With Dev it
+// also makes the node self-contained: loopback, a server of one, a fresh data
+// directory and cluster key.
+func (c *Config) ApplyDefaults() error {
+	if c.Dev {
+		if c.Bind == "" {
+			c.Bind = "127.0.0.1"
+		}
+		if c.DataDir == "" {
+			dir, err := os.MkdirTemp("", "meshwork-dev-")
+			if err != nil {
+				return fmt.Errorf("dev: data_dir: %w", err)
+			}
+			c.DataDir = dir
+		}
+		c.Server = true
+		if c.BootstrapExpect == 0 {
+			c.BootstrapExpect = 1
+		}
+		if c.ClusterKey == "" {
+			c.ClusterKey = NewKey()
+		}
+		if c.Tunnel.DefaultPolicy == "" {
+			c.Tunnel.DefaultPolicy = "allow"
+		}
+		if c.LogLevel == "" {
+			c.LogLevel = "debug"
+		}
+	}
+	if c.Node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node: no node name given and the hostname is unknown: %w", err)
+		}
+		c.Node = h
+	}
+	if c.Bind == "" {
+		c.Bind = "0.0.0.0"
+	}
+	if c.Advertise == "" {
+		adv, err := defaultAdvertise(c.Bind)
+		if err != nil {
+			return err
+		}
+		c.Advertise = adv
+	}
+	setInt(&c.Ports.HTTP, DefaultHTTPPort)
+	setInt(&c.Ports.DNS, DefaultDNSPort)
+	setInt(&c.Ports.Gossip, DefaultGossipPort)
+	setInt(&c.Ports.Raft, DefaultRaftPort)
+	setInt(&c.Ports.Tunnel, DefaultTunnelPort)
+	setStr(&c.Addresses.HTTP, "127.0.0.1")
+	setStr(&c.Addresses.DNS, "127.0.0.1")
+	setStr(&c.LogLevel, "info")
+
+	setStr(&c.DNS.Domain, "mesh.")
+	if !strings.HasSuffix(c.DNS.Domain, ".") {
+		c.DNS.Domain += "."
+	}
+	setDur(&c.DNS.RecursorTimeout, defaultRecursorTimeout)
+	setDurPtr(&c.DNS.ServiceTTL, 0)
+	setDurPtr(&c.DNS.NodeTTL, 30*time.Second)
+	setDurPtr(&c.DNS.NegativeTTL, 5*time.Second)
+
+	setStr(&c.Gossip.Profile, "lan")
+	setDur(&c.Gossip.ReconnectTimeout, 72*time.Hour)
+	setDur(&c.Gossip.TombstoneTimeout, 24*time.Hour)
+	setDur(&c.Gossip.RetryJoinInterval, time.Second)
+
+	setDur(&c.Raft.DeadServerAfter, 5*time.Minute)
+	setInt(&c.Raft.SnapshotThreshold, 8192)
+
+	setStr(&c.CA.Provider, "embedded")
+	setStr(&c.CA.TrustDomain, "meshwork.local")
+	setDur(&c.CA.LeafTTL, 24*time.Hour)
+
+	setStr(&c.Tunnel.VIPRange, "127.240.0.0/12")
+	setStr(&c.Tunnel.DefaultPolicy, "deny")
+	setDur(&c.Tunnel.IdleTimeout, time.Hour)
+	setInt(&c.Tunnel.MaxStreamsPerPeer, 4096)
+	return nil
+}
+
+func setInt(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+func setStr(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+func setDur(p *api.Duration, v time.Duration) {
+	if *p == 0 {
+		*p = api.Duration(v)
+	}
+}
+
+func setDurPtr(p **api.Duration, v time.Duration) {
+	if *p == nil {
+		d := api.Duration(v)
+		*p = &d
+	}
+}
+
+// defaultAdvertise picks the address to advertise for a bind address.
+func defaultAdvertise(bind string) (string, error) {
+	ip, err := netip.ParseAddr(bind)
+	if err != nil {
+		return "", fmt.Errorf("bind: %q is not an IP address", bind)
+	}
+	if !ip.IsUnspecified() {
+		return bind, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("advertise: cannot list interface addresses: %w", err)
+	}
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		if ip := pfx.Addr(); ip.Is4() && (ip.IsPrivate() || isBenchmarkRange(ip)) {
+			return ip.String(), nil
+		}
+	}
+	return "", errors.New("advertise: bind is 0.0.0.0 and no private IPv4 address was found; set advertise")
+}
+
+// isBenchmarkRange reports whether ip is in 198.18.0.0/15, which test hosts use.
+func isBenchmarkRange(ip netip.Addr) bool {
+	return netip.MustParsePrefix("198.18.0.0/15").Contains(ip)
+}
+
+// NewKey returns a fresh base64 key of 32 random bytes, the form of both
+// Encrypt and ClusterKey.
+func NewKey() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("config: crypto/rand failed: " + err.Error()) // the kernel's RNG does not fail
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// AllServices returns Services followed by Service.
+func (c *Config) AllServices() []api.ServiceDefinition {
+	out := append([]api.ServiceDefinition(nil), c.Services...)
+	if c.Service != nil {
+		out = append(out, *c.Service)
+	}
+	return out
+}

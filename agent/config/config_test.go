@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const testKey = "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
+
+func write(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadErrorsNameFileAndKey(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"unknown top-level key", "node: a\ndata_dri: b\n", []string{"bad.yaml", "line 2", "data_dri", "unknown key", `did you mean "data_dir"`}},
+		{"unknown nested key", "ports:\n  http: 1\n  htp: 2\n", []string{"bad.yaml", "line 3", "ports.htp", `did you mean "http"`}},
+		{"unknown key in a service", "services:\n  - name: web\n    prot: 80\n", []string{"line 3", "services[0].prot", `"port"`}},
+		{"wrong type", "ports:\n  http: eighty\n", []string{"line 2", "ports.http", "eighty"}},
+		{"bare number duration", "dns:\n  recursor_timeout: 30\n", []string{"line 2", "dns.recursor_timeout", "unit"}},
+		{"list where a mapping belongs", "ports: [1, 2]\n", []string{"line 1", "ports", "want a mapping"}},
+		{"syntax error", "node: [a\n", []string{"bad.yaml", "line"}},
+		{"not a mapping", "- a\n- b\n", []string{"bad.yaml", "must be a mapping"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(t, t.TempDir(), "bad.yaml", tc.body)
+			_, err := Load([]string{p}, nil)
+			if err == nil {
+				t.Fatal("Load accepted a bad file")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingFileIsNotAWrongFile(t *testing.T) {
+	_, err := Load([]string{filepath.Join(t.TempDir(), "nope.yaml")}, nil)
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing file: %v, want ErrNotFound", err)
+	}
+	p := write(t, t.TempDir(), "bad.yaml", "nope: 1\n")
+	if _, err := Load([]string{p}, nil); err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("wrong file: %v, want an error that is not ErrNotFound", err)
+	}
+	if _, err := Load(nil, []string{filepath.Join(t.TempDir(), "nodir")}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing dir: %v, want ErrNotFound", err)
+	}
+}
+
+func TestConfigDirMerges(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "00-agent.yaml", "node: n1\ndata_dir: /var/lib/mw\ncluster_key: "+testKey+"\nretry_join: [10.0.0.1]\nports:\n  http: 9500\n")
+	write(t, dir, "10-web.yaml", "service:\n  name: web\n  port: 8080\n")
+	write(t, dir, "20-more.yaml", "retry_join: [10.0.0.2]\nservices:\n  - name: api\n    port: 9090\n  - name: db\n    port: 5432\nports:\n  dns: 8601\n")
+	write(t, dir, "README.txt", "not yaml: [")
+	l, err := LoadAndValidate(nil, []string{dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Node != "n1" || l.Ports.HTTP != 9500 || l.Ports.DNS != 8601 {
+		t.Errorf("scalars not merged: node=%q http=%d dns=%d", l.Node, l.Ports.HTTP, l.Ports.DNS)
+	}
+	if got := strings.Join(l.RetryJoin, ","); got != "10.0.0.1,10.0.0.2" {
+		t.Errorf("retry_join = %s, want both files' entries", got)
+	}
+	var names []string
+	for _, s := range l.Services {
+		names = append(names, s.Name)
+	}
+	if got := strings.Join(names, ","); got != "web,api,db" {
+		t.Errorf("services = %s, want web,api,db", got)
+	}
+	if o := l.Origin("services[2].port"); !strings.HasSuffix(o, "20-more.yaml:6") {
+		t.Errorf("origin of services[2].port = %q, want 20-more.yaml:6", o)
+	}
+}
+
+func TestValidateNamesKeyAndOrigin(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.yaml", "node: n1\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\n")
+	write(t, dir, "b.yaml", "ports:\n  http: 70000\nbootstrap_expect: 2\nserver: true\nservices:\n  - name: web\n    port: 1\n    checks:\n      - tcp: 127.0.0.1:1\n        interval: 0s\n")
+	_, err := LoadAndValidate(nil, []string{dir}, nil)
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, w := range []string{"b.yaml:2: ports.http: 70000", "b.yaml:3: bootstrap_expect: 2", "b.yaml:5: services[0]", "interval"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
+func TestOverridesAndDefaults(t *testing.T) {
+	p := write(t, t.TempDir(), "a.yaml", "node: n1\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\nbind: 10.1.2.3\n")
+	l, err := LoadAndValidate([]string{p}, nil, func(c *Config) { c.Node = "from-flag" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Node != "from-flag" {
+		t.Errorf("flag did not override the file: node = %q", l.Node)
+	}
+	if l.Advertise != "10.1.2.3" || l.Ports.Gossip != DefaultGossipPort || l.DNS.Domain != "mesh." || l.CA.LeafTTL.D() != 24*time.Hour {
+		t.Errorf("defaults not applied: %+v", l.Config)
+	}
+	if l.Tunnel.DefaultPolicy != "deny" {
+		t.Errorf("default_policy = %q, want deny outside dev", l.Tunnel.DefaultPolicy)
+	}
+}
+
+func TestDevNeedsNoFiles(t *testing.T) {
+	l, err := LoadAndValidate(nil, nil, func(c *Config) { c.Dev = true; c.Node = "dev" })
+	if err != nil {
+		t.Fatalf("dev config refused: %v", err)
+	}
+	if !l.Server || l.BootstrapExpect != 1 || l.Bind != "127.0.0.1" || l.ClusterKey == "" || l.Tunnel.DefaultPolicy != "allow" {
+		t.Errorf("dev defaults wrong: %+v", l.Config)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte("node: a\nports:\n  http: 1\n"))
+	f.Add([]byte("services:\n  - name: web\n    checks:\n      - http: http://x\n        interval: 1s\n"))
+	f.Add([]byte("service: {name: a, port: 1, tags: [x]}\n"))
+	f.Add([]byte("dns: {recursors: ['1.1.1.1:53'], service_ttl: 5s}\n"))
+	f.Add([]byte("&a x: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l := &Loaded{origin: map[string]string{}}
+		if err := l.mergeBytes("fuzz.yaml", data); err != nil {
+			return
+		}
+		l.Node = "n"
+		l.DataDir = "/tmp"
+		if err := l.ApplyDefaults(); err != nil {
+			return
+		}
+		_ = l.Annotate(l.Validate())
+	})
+}
