@@ -1,0 +1,51 @@
+# Meshwork. `make demo` runs a mesh on this host; `make test` passes the tests.
+# Both install what they need (Debian packages, pinned Go tools) through
+# scripts/deps.sh, so a fresh Debian machine with Go needs nothing else.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BIN      := bin/meshwork
+FUZZTIME ?= 10s
+
+.PHONY: all build test unit fuzz e2e demo bench lint clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshwork
+
+# test: vet, unit and integration tests with the race detector, then a short
+# run of every fuzz target.
+test: unit fuzz
+
+unit:
+	scripts/deps.sh test
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+# e2e: multi-host scenarios with the real binary, in network namespaces and
+# on booted systemd hosts. Needs root.
+e2e: build
+	scripts/deps.sh e2e step
+	$(GO) test -tags e2e -count=1 -timeout 45m ./test/...
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	scripts/deps.sh bench
+	scripts/bench.sh
+
+lint:
+	scripts/deps.sh lint
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/...
+	scripts/lint-ops.sh
+
+clean:
+	rm -rf bin

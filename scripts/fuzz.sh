@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module for a short time (default 10s each),
+# as CI does: enough to catch a parser that panics on its seed corpus or on
+# the first mutations.
+set -euo pipefail
+fuzztime=${1:-10s}
+cd "$(dirname "$0")/.."
+status=0
+while IFS= read -r file; do
+	pkg=./$(dirname "$file")
+	for fn in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
+		echo "fuzz: $pkg $fn ($fuzztime)"
+		if ! go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+			cat /tmp/fuzz-$$.log
+			status=1
+		fi
+	done
+done < <(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | sort)
+rm -f /tmp/fuzz-$$.log
+exit $status
