@@ -1,0 +1,57 @@
+package policy
+
+import (
+	"encoding/json"
+	"os"
+	"testing"
+)
+
+// FuzzParse feeds arbitrary bytes to the parser: it must never panic, and
+// whatever it accepts must validate, survive a YAML and a JSON round trip,
+// and parse again to the same documents.
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile("testdata/example.yaml"); err == nil {
+		f.Add(b)
+	}
+	for _, s := range []string{
+		"kind: Split\nname: web\nsplits:\n- weight: 100\n",
+		"kind: Resilience\nname: '*'\ntimeouts: {connect: 1s}\n",
+		`[{"kind":"Intention","name":"web","sources":[{"name":"*","action":"deny"}]}]`,
+		"kind: Split\nname: web\nsplits:\n- &a {weight: 100}\n- *a\n",
+		"---\n---\nkind: IntentionDefaults\nname: default\naction: allow\n",
+		"kind: Route\nname: web\nroutes:\n- match: {path_prefix: /, headers: [{name: a, exact: b}]}\n  split: s\n",
+		"{kind: ServiceDefaults, name: x, protocol: 0x10}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		docs, err := Parse(data)
+		if err != nil {
+			return
+		}
+		for i := range docs {
+			if err := docs[i].Validate(); err != nil {
+				t.Fatalf("accepted document does not validate: %v", err)
+			}
+			b, err := json.Marshal(docs[i])
+			if err != nil {
+				t.Fatalf("marshal: %v", err)
+			}
+			var back Document
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatalf("JSON round trip: %v (%s)", err, b)
+			}
+		}
+		y, err := EncodeYAML(docs)
+		if err != nil {
+			t.Fatalf("EncodeYAML: %v", err)
+		}
+		again, err := Parse(y)
+		if err != nil {
+			t.Fatalf("re-parse of encoded YAML failed: %v\n%s", err, y)
+		}
+		if len(again) != len(docs) {
+			t.Fatalf("re-parse gave %d documents, want %d", len(again), len(docs))
+		}
+	})
+}

@@ -1,0 +1,353 @@
+// Package policy holds the typed policy documents of the mesh: their YAML
+// form, their strict validation, and an immutable Set with the queries the
+// data plane asks on its hot path (who may call whom, how traffic is split,
+// which protocol and resilience settings apply).
+//
+// It is a leaf package: it knows nothing of Raft or of the network. The
+// raftstore package replicates documents; the transport package reads a *Set.
+//
+// Every document has a kind and a name:
+//
+//	ServiceDefaults    name = service or "*"    protocol
+//	Route              name = service           L7 matches, each pointing to a Split
+//	Split              name = split             weights over subsets of a service
+//	Resilience         name = service or "*"    retries, timeouts, circuit breaker, outlier ejection
+//	Intention          name = destination or "*" sources allowed or denied
+//	IntentionDefaults  name = "default"         the mesh-wide action when no intention matches
+//
+// Names are matched case-insensitively, as the catalog matches service names.
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind is the type of a document, the value of its `kind:` key.
+type Kind string
+
+// The document kinds.
+const (
+	KindServiceDefaults   Kind = "ServiceDefaults"
+	KindRoute             Kind = "Route"
+	KindSplit             Kind = "Split"
+	KindResilience        Kind = "Resilience"
+	KindIntention         Kind = "Intention"
+	KindIntentionDefaults Kind = "IntentionDefaults"
+)
+
+// Kinds lists every kind, in the order documents are listed.
+var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults}
+
+// ParseKind returns the kind called s, matched case-insensitively so that the
+// CLI accepts `split` as well as `Split`.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if strings.EqualFold(string(k), s) {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("%w: kind %q is unknown (want one of %s)", ErrInvalid, s, kindList())
+}
+
+func kindList() string {
+	s := make([]string, len(Kinds))
+	for i, k := range Kinds {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Wildcard is the name of a document that applies to every service that has
+// no document of its own (ServiceDefaults, Resilience, Intention), and the
+// source of an intention that matches every caller.
+const Wildcard = "*"
+
+// DefaultsName is the only name an IntentionDefaults document may have.
+const DefaultsName = "default"
+
+// Spec is the kind-specific body of a document. It is implemented by
+// *ServiceDefaults, *Route, *Split, *Resilience, *Intention and
+// *IntentionDefaults.
+type Spec interface {
+	// Kind is the kind this spec belongs to.
+	Kind() Kind
+	validate(v *validator)
+}
+
+// Document is one policy document: a kind, a name and the body of that kind.
+// Its JSON and YAML forms are flat: `kind`, `name`, then the spec's fields.
+type Document struct {
+	Kind Kind
+	Name string
+	// Spec is never nil in a parsed document, and its Kind() is Kind.
+	Spec Spec
+}
+
+// Key identifies a document.
+type Key struct {
+	Kind Kind   `json:"kind"`
+	Name string `json:"name"`
+}
+
+// String is "Kind/name".
+func (k Key) String() string { return string(k.Kind) + "/" + k.Name }
+
+// Normal returns the key as stored: names are compared case-insensitively.
+func (k Key) Normal() Key { return Key{Kind: k.Kind, Name: strings.ToLower(k.Name)} }
+
+// Key returns the document's key.
+func (d *Document) Key() Key { return Key{Kind: d.Kind, Name: d.Name} }
+
+// Entry is a stored document with the Raft indexes that created and last
+// modified it. ModifyIndex is what a compare-and-set update names.
+type Entry struct {
+	Document
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Protocol is the application protocol of a service.
+type Protocol string
+
+// Protocols. Only tcp is proxied per connection; the others per request.
+const (
+	ProtocolTCP   Protocol = "tcp"
+	ProtocolHTTP  Protocol = "http"
+	ProtocolHTTP2 Protocol = "http2"
+	ProtocolGRPC  Protocol = "grpc"
+)
+
+// IsL7 reports whether the protocol is proxied per request.
+func (p Protocol) IsL7() bool { return p == ProtocolHTTP || p == ProtocolHTTP2 || p == ProtocolGRPC }
+
+// ServiceDefaults sets the protocol of a service.
+type ServiceDefaults struct {
+	// Protocol is tcp when empty.
+	Protocol Protocol `yaml:"protocol" json:"protocol,omitempty"`
+}
+
+// Route sends requests of an L7 service to splits by path prefix, header and
+// method. Rules are tried in order and the first that matches wins; a
+// request matching none goes to the service's own Split, or to all of its
+// instances.
+type Route struct {
+	Routes []RouteRule `yaml:"routes" json:"routes"`
+}
+
+// RouteRule is one match and where it sends the request.
+type RouteRule struct {
+	Match RouteMatch `yaml:"match" json:"match"`
+	// Split names the Split document that receives the matching requests.
+	Split string `yaml:"split" json:"split"`
+}
+
+// RouteMatch holds conditions that must all be true. An empty match matches
+// every request.
+type RouteMatch struct {
+	// PathPrefix must start with "/". Empty matches any path.
+	PathPrefix string `yaml:"path_prefix" json:"path_prefix,omitempty"`
+	// Headers must all be present with exactly these values.
+	Headers []HeaderMatch `yaml:"headers" json:"headers,omitempty"`
+	// Methods, when set, lists the HTTP methods that match (upper case).
+	Methods []string `yaml:"methods" json:"methods,omitempty"`
+}
+
+// HeaderMatch is an exact header value match. Names are case-insensitive.
+type HeaderMatch struct {
+	Name  string `yaml:"name" json:"name"`
+	Exact string `yaml:"exact" json:"exact"`
+}
+
+// Split spreads the traffic of a service over subsets of its instances.
+// The Split named like a service is that service's default split.
+type Split struct {
+	// Service is the service whose instances are split. It defaults to the
+	// document's name.
+	Service string `yaml:"service" json:"service,omitempty"`
+	// Splits' weights are whole percents and sum to 100.
+	Splits []SplitTarget `yaml:"splits" json:"splits"`
+}
+
+// SplitTarget is one weighted subset.
+type SplitTarget struct {
+	// Weight is a whole percent, 0 to 100.
+	Weight int    `yaml:"weight" json:"weight"`
+	Subset Subset `yaml:"subset" json:"subset"`
+}
+
+// Subset chooses instances that carry every tag and every meta pair listed.
+// An empty subset is every instance.
+type Subset struct {
+	Tags []string          `yaml:"tags" json:"tags,omitempty"`
+	Meta map[string]string `yaml:"meta" json:"meta,omitempty"`
+}
+
+// Resilience sets how callers treat a destination service. Each section left
+// out falls back to the "*" document's, then to DefaultResilience.
+type Resilience struct {
+	Retries          *Retries          `yaml:"retries" json:"retries,omitempty"`
+	Timeouts         *Timeouts         `yaml:"timeouts" json:"timeouts,omitempty"`
+	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker" json:"circuit_breaker,omitempty"`
+	OutlierDetection *OutlierDetection `yaml:"outlier_detection" json:"outlier_detection,omitempty"`
+}
+
+// RetryCondition is a failure after which a request may be retried.
+type RetryCondition string
+
+// Retry conditions. connect-failure and refused-stream also apply to tcp.
+const (
+	RetryConnectFailure    RetryCondition = "connect-failure"
+	RetryRefusedStream     RetryCondition = "refused-stream"
+	RetryReset             RetryCondition = "reset"
+	Retry5xx               RetryCondition = "5xx"
+	RetryGatewayError      RetryCondition = "gateway-error" // 502, 503, 504
+	RetryRetriable4xx      RetryCondition = "retriable-4xx" // 409
+	RetryGRPCUnavailable   RetryCondition = "unavailable"
+	RetryGRPCResExhausted  RetryCondition = "resource-exhausted"
+	RetryGRPCCancelled     RetryCondition = "cancelled"
+	RetryGRPCDeadlineExcdd RetryCondition = "deadline-exceeded"
+)
+
+var retryConditions = []RetryCondition{RetryConnectFailure, RetryRefusedStream, RetryReset, Retry5xx,
+	RetryGatewayError, RetryRetriable4xx, RetryGRPCUnavailable, RetryGRPCResExhausted, RetryGRPCCancelled, RetryGRPCDeadlineExcdd}
+
+// Retries bounds how a failed request is tried again.
+type Retries struct {
+	// Attempts is the number of retries after the first try, 0 to 10.
+	Attempts int `yaml:"attempts" json:"attempts"`
+	// RetryOn lists the failures that are retried.
+	RetryOn []RetryCondition `yaml:"retry_on" json:"retry_on,omitempty"`
+	// PerTryTimeout bounds each try; 0 means only the request timeout applies.
+	PerTryTimeout Duration `yaml:"per_try_timeout" json:"per_try_timeout,omitempty"`
+	// Budget caps retries as a share of requests, so that retries cannot
+	// multiply the load on a struggling service.
+	Budget *RetryBudget `yaml:"budget" json:"budget,omitempty"`
+}
+
+// RetryBudget allows retries up to Percent of the requests of the last ten
+// seconds, and at least MinPerSecond retries per second.
+type RetryBudget struct {
+	Percent      int `yaml:"percent" json:"percent"`
+	MinPerSecond int `yaml:"min_per_second" json:"min_per_second"`
+}
+
+// Timeouts bound the phases of a call. Zero means no limit (except Connect).
+type Timeouts struct {
+	Connect Duration `yaml:"connect" json:"connect,omitempty"`
+	Request Duration `yaml:"request" json:"request,omitempty"`
+	Idle    Duration `yaml:"idle" json:"idle,omitempty"`
+}
+
+// CircuitBreaker bounds the load one caller sends to a service. Zero means
+// the default.
+type CircuitBreaker struct {
+	MaxConnections int `yaml:"max_connections" json:"max_connections,omitempty"`
+	MaxPending     int `yaml:"max_pending" json:"max_pending,omitempty"`
+	MaxRequests    int `yaml:"max_requests" json:"max_requests,omitempty"`
+}
+
+// OutlierDetection ejects an instance after consecutive errors, for
+// BaseEjectionTime times the number of times it was ejected.
+type OutlierDetection struct {
+	ConsecutiveErrors int      `yaml:"consecutive_errors" json:"consecutive_errors"`
+	Interval          Duration `yaml:"interval" json:"interval,omitempty"`
+	BaseEjectionTime  Duration `yaml:"base_ejection_time" json:"base_ejection_time,omitempty"`
+	MaxEjectedPercent int      `yaml:"max_ejected_percent" json:"max_ejected_percent"`
+}
+
+// Action is what an intention does.
+type Action string
+
+// Actions.
+const (
+	Allow Action = "allow"
+	Deny  Action = "deny"
+)
+
+// Intention lists which sources may call the destination service named by
+// the document (or every destination, for "*").
+type Intention struct {
+	Sources []IntentionSource `yaml:"sources" json:"sources"`
+}
+
+// IntentionSource is one source service ("*" for any) and its action.
+type IntentionSource struct {
+	Name        string `yaml:"name" json:"name"`
+	Action      Action `yaml:"action" json:"action"`
+	Description string `yaml:"description" json:"description,omitempty"`
+}
+
+// IntentionDefaults is the mesh-wide action when no intention matches.
+type IntentionDefaults struct {
+	Action Action `yaml:"action" json:"action"`
+}
+
+// Kind implements Spec.
+func (*ServiceDefaults) Kind() Kind { return KindServiceDefaults }
+
+// Kind implements Spec.
+func (*Route) Kind() Kind { return KindRoute }
+
+// Kind implements Spec.
+func (*Split) Kind() Kind { return KindSplit }
+
+// Kind implements Spec.
+func (*Resilience) Kind() Kind { return KindResilience }
+
+// Kind implements Spec.
+func (*Intention) Kind() Kind { return KindIntention }
+
+// Kind implements Spec.
+func (*IntentionDefaults) Kind() Kind { return KindIntentionDefaults }
+
+// newSpec returns an empty spec of kind k, or nil for an unknown kind.
+func newSpec(k Kind) Spec {
+	switch k {
+	case KindServiceDefaults:
+		return &ServiceDefaults{}
+	case KindRoute:
+		return &Route{}
+	case KindSplit:
+		return &Split{}
+	case KindResilience:
+		return &Resilience{}
+	case KindIntention:
+		return &Intention{}
+	case KindIntentionDefaults:
+		return &IntentionDefaults{}
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as a string such as "1.5s" in YAML and
+// JSON. A bare number is refused, so that "5" cannot mean 5 nanoseconds.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String is the Go duration syntax.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"5s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }

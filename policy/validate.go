@@ -1,0 +1,261 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Bounds of the numeric fields, documented in docs/policy.md.
+const (
+	MaxRetryAttempts = 10
+	maxNameLen       = 63
+	maxLimit         = 1 << 20 // circuit-breaker limits
+	maxDuration      = 24 * time.Hour
+)
+
+// nameRE is a DNS label, as service names are: letters, digits, '-' and '_'
+// inside, starting with a letter or digit. Dots are allowed for split names.
+var (
+	nameRE      = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$`)
+	splitNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+	headerRE    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+	methodRE    = regexp.MustCompile(`^[A-Z]{1,16}$`)
+)
+
+// Validate checks a document built in code, as Parse does for parsed ones.
+// Its error joins one *FieldError for each wrong field.
+func (d *Document) Validate() error {
+	if errs := validateDoc(d, 1, 0); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+func validateDoc(d *Document, pos, line int) []error {
+	v := &validator{kind: d.Kind, name: d.Name, doc: pos, line: line}
+	if d.Spec == nil || newSpec(d.Kind) == nil {
+		v.add("kind", "%q is unknown (want one of %s)", d.Kind, kindList())
+		return v.errs
+	}
+	if d.Spec.Kind() != d.Kind {
+		v.add("kind", "%s does not match its body (%s)", d.Kind, d.Spec.Kind())
+		return v.errs
+	}
+	switch d.Kind {
+	case KindIntentionDefaults:
+		if d.Name != DefaultsName {
+			v.add("name", "%q: an IntentionDefaults document must be named %q", d.Name, DefaultsName)
+		}
+	case KindServiceDefaults, KindResilience, KindIntention:
+		if d.Name != Wildcard {
+			v.serviceName("name", d.Name)
+		}
+	case KindSplit:
+		if !splitNameRE.MatchString(d.Name) {
+			v.add("name", "%q must be 1 to 63 letters, digits, '-', '_' or '.'", truncate(d.Name))
+		}
+	default:
+		v.serviceName("name", d.Name)
+	}
+	d.Spec.validate(v)
+	return v.errs
+}
+
+// validator collects field errors for one document.
+type validator struct {
+	kind Kind
+	name string
+	doc  int
+	line int
+	errs []error
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Kind: v.kind, Name: v.name, Doc: v.doc, Line: v.line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) serviceName(path, s string) {
+	if s == "" {
+		v.add(path, "required")
+		return
+	}
+	if !nameRE.MatchString(s) {
+		v.add(path, "%q must be a service name: 1 to 63 letters, digits, '-' or '_'", truncate(s))
+	}
+}
+
+func (v *validator) intRange(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(path, "%d must be between %d and %d", n, lo, hi)
+	}
+}
+
+func (v *validator) duration(path string, d Duration, allowZero bool) {
+	switch {
+	case d < 0:
+		v.add(path, "%s must not be negative", d)
+	case d == 0 && !allowZero:
+		v.add(path, "must be more than 0")
+	case d.D() > maxDuration:
+		v.add(path, "%s is longer than %s", d, maxDuration)
+	}
+}
+
+func (s *ServiceDefaults) validate(v *validator) {
+	switch s.Protocol {
+	case "", ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
+	default:
+		v.add("protocol", "%q is unknown (want tcp, http, http2 or grpc)", truncate(string(s.Protocol)))
+	}
+}
+
+func (r *Route) validate(v *validator) {
+	if len(r.Routes) == 0 {
+		v.add("routes", "at least one route is required")
+	}
+	for i, rule := range r.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		m := rule.Match
+		if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
+			v.add(p+".match.path_prefix", "%q must start with \"/\"", truncate(m.PathPrefix))
+		}
+		for j, h := range m.Headers {
+			if !headerRE.MatchString(h.Name) {
+				v.add(fmt.Sprintf("%s.match.headers[%d].name", p, j), "%q is not a valid header name", truncate(h.Name))
+			}
+		}
+		for j, meth := range m.Methods {
+			if !methodRE.MatchString(meth) {
+				v.add(fmt.Sprintf("%s.match.methods[%d]", p, j), "%q must be an upper-case HTTP method such as GET", truncate(meth))
+			}
+		}
+		if rule.Split == "" {
+			v.add(p+".split", "required: the name of a Split document")
+		} else if !splitNameRE.MatchString(rule.Split) {
+			v.add(p+".split", "%q is not a valid split name", truncate(rule.Split))
+		}
+	}
+}
+
+func (s *Split) validate(v *validator) {
+	if s.Service != "" {
+		v.serviceName("service", s.Service)
+	} else if !nameRE.MatchString(v.name) {
+		v.add("service", "required when the name %q is not a service name", truncate(v.name))
+	}
+	if len(s.Splits) == 0 {
+		v.add("splits", "at least one split is required")
+		return
+	}
+	sum, bad := 0, false
+	for i, t := range s.Splits {
+		p := fmt.Sprintf("splits[%d]", i)
+		if t.Weight < 0 || t.Weight > 100 {
+			v.add(p+".weight", "%d must be between 0 and 100", t.Weight)
+			bad = true
+		}
+		sum += t.Weight
+		for j, tag := range t.Subset.Tags {
+			if tag == "" {
+				v.add(fmt.Sprintf("%s.subset.tags[%d]", p, j), "must not be empty")
+			}
+		}
+		for k := range t.Subset.Meta {
+			if k == "" {
+				v.add(p+".subset.meta", "keys must not be empty")
+			}
+		}
+	}
+	if !bad && sum != 100 {
+		v.add("splits", "weights sum to %d, they must sum to 100", sum)
+	}
+}
+
+func (r *Resilience) validate(v *validator) {
+	if r.Retries == nil && r.Timeouts == nil && r.CircuitBreaker == nil && r.OutlierDetection == nil {
+		v.add("", "sets nothing: give retries, timeouts, circuit_breaker or outlier_detection")
+	}
+	if rt := r.Retries; rt != nil {
+		v.intRange("retries.attempts", rt.Attempts, 0, MaxRetryAttempts)
+		for i, c := range rt.RetryOn {
+			if !validCondition(c) {
+				v.add(fmt.Sprintf("retries.retry_on[%d]", i), "%q is unknown (want one of %s)", truncate(string(c)), conditionList())
+			}
+		}
+		v.duration("retries.per_try_timeout", rt.PerTryTimeout, true)
+		if b := rt.Budget; b != nil {
+			v.intRange("retries.budget.percent", b.Percent, 0, 100)
+			v.intRange("retries.budget.min_per_second", b.MinPerSecond, 0, 10000)
+		}
+	}
+	if t := r.Timeouts; t != nil {
+		v.duration("timeouts.connect", t.Connect, true)
+		v.duration("timeouts.request", t.Request, true)
+		v.duration("timeouts.idle", t.Idle, true)
+		if r.Retries != nil && r.Retries.PerTryTimeout > 0 && t.Request > 0 && r.Retries.PerTryTimeout > t.Request {
+			v.add("retries.per_try_timeout", "%s is longer than timeouts.request %s", r.Retries.PerTryTimeout, t.Request)
+		}
+	}
+	if cb := r.CircuitBreaker; cb != nil {
+		v.intRange("circuit_breaker.max_connections", cb.MaxConnections, 0, maxLimit)
+		v.intRange("circuit_breaker.max_pending", cb.MaxPending, 0, maxLimit)
+		v.intRange("circuit_breaker.max_requests", cb.MaxRequests, 0, maxLimit)
+	}
+	if o := r.OutlierDetection; o != nil {
+		v.intRange("outlier_detection.consecutive_errors", o.ConsecutiveErrors, 1, 1000)
+		v.duration("outlier_detection.interval", o.Interval, true)
+		v.duration("outlier_detection.base_ejection_time", o.BaseEjectionTime, true)
+		v.intRange("outlier_detection.max_ejected_percent", o.MaxEjectedPercent, 0, 100)
+	}
+}
+
+func validCondition(c RetryCondition) bool {
+	for _, k := range retryConditions {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+func conditionList() string {
+	s := make([]string, len(retryConditions))
+	for i, c := range retryConditions {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ", ")
+}
+
+func validAction(path string, a Action, v *validator) {
+	if a != Allow && a != Deny {
+		v.add(path, "%q must be allow or deny", truncate(string(a)))
+	}
+}
+
+func (in *Intention) validate(v *validator) {
+	if len(in.Sources) == 0 {
+		v.add("sources", "at least one source is required")
+	}
+	seen := map[string]int{}
+	for i, s := range in.Sources {
+		p := fmt.Sprintf("sources[%d]", i)
+		if s.Name != Wildcard {
+			v.serviceName(p+".name", s.Name)
+		}
+		if j, dup := seen[strings.ToLower(s.Name)]; dup {
+			v.add(p+".name", "%q is already listed at sources[%d]", truncate(s.Name), j)
+		}
+		seen[strings.ToLower(s.Name)] = i
+		validAction(p+".action", s.Action, v)
+		if len(s.Description) > 512 {
+			v.add(p+".description", "is longer than 512 characters")
+		}
+	}
+}
+
+func (d *IntentionDefaults) validate(v *validator) {
+	validAction("action", d.Action, v)
+}
