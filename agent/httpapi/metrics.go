@@ -1,0 +1,52 @@
+package httpapi
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, as documented and checked by a test.
+const (
+	MetricRequests        = "meshwork_http_requests_total"
+	MetricRequestDuration = "meshwork_http_request_duration_seconds"
+	MetricBlocking        = "meshwork_http_blocking_queries"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	blocking prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricRequests,
+			Help: "Requests to the local HTTP API, by route pattern and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: MetricRequestDuration,
+			Help: "Latency of the local HTTP API by route pattern; blocking queries include their wait.",
+			// Up to the longest blocking query.
+			Buckets: []float64{.0005, .001, .005, .025, .1, .5, 1, 5, 30, 120, 600},
+		}, []string{"route"}),
+		blocking: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricBlocking,
+			Help: "Blocking queries waiting for a catalog change.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("httpapi: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}

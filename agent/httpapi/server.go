@@ -1,0 +1,399 @@
+// Package httpapi is the agent's local HTTP API: JSON on 127.0.0.1:8500 by
+// default, read by the CLI (through package api) and by tools such as
+// meshwork-k8s-sync. It serves the agent's own services and checks, the
+// gossip members, the catalog with blocking queries, and Prometheus
+// metrics. Other components add their routes with Mount.
+//
+// The server depends only on small interfaces (Local, Catalog, Members) so
+// that it can be tested, and composed, without an agent.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshwork/meshwork/agent/local"
+	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Defaults of Config.
+const (
+	DefaultAddr        = "127.0.0.1:8500"
+	DefaultWait        = 5 * time.Minute
+	DefaultMaxWait     = 10 * time.Minute
+	DefaultVersion     = "dev"
+	shutdownGrace      = 5 * time.Second
+	readHeaderTimeout  = 10 * time.Second
+	idleTimeout        = 90 * time.Second
+	unmatchedRouteName = "unmatched"
+)
+
+// ErrStarted is returned by Start when the server was already started.
+var ErrStarted = errors.New("httpapi: already started")
+
+// Local is the agent's local state (agent/local.Manager implements it).
+// Methods are safe for concurrent use and do not block on the network.
+type Local interface {
+	NodeName() string
+	NodeInfo() local.NodeInfo
+	Services() []api.AgentService
+	Service(id string) (api.AgentService, bool)
+	// Register errors match api.ErrInvalid for a bad definition.
+	Register(def api.ServiceDefinition) error
+	// Deregister errors match local.ErrServiceNotFound for an unknown id.
+	Deregister(id string) error
+	Checks() []api.CheckStatus
+	// UpdateTTL errors match local.ErrCheckNotFound, local.ErrNotTTL or
+	// local.ErrBadStatus.
+	UpdateTTL(checkID, status, output string) error
+}
+
+// Catalog is the catalog store (catalog.Store implements it). Current never
+// blocks; Wait blocks until the index passes index or ctx ends.
+type Catalog interface {
+	Current() *catalog.Snapshot
+	Wait(ctx context.Context, index uint64) (*catalog.Snapshot, error)
+}
+
+// Members lists the nodes the gossip layer knows. It must be safe for
+// concurrent use and must not block.
+type Members interface {
+	Members() []api.Member
+}
+
+// MembersFunc adapts a function to Members.
+type MembersFunc func() []api.Member
+
+// Members calls f.
+func (f MembersFunc) Members() []api.Member { return f() }
+
+// Config configures the server.
+type Config struct {
+	// Addr is where Start listens when Deps.Listener is nil.
+	// Default: 127.0.0.1:8500.
+	Addr string
+	// Version is reported by /v1/agent/self. Default: "dev".
+	Version string
+	// DefaultWait is a blocking query's wait when it gives none. Default: 5m.
+	DefaultWait time.Duration
+	// MaxWait caps a blocking query's wait. Default: 10m.
+	MaxWait time.Duration
+}
+
+// Validate checks the config; errors name the field and the value.
+func (c *Config) Validate() error {
+	if c.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			return fmt.Errorf("httpapi: config: addr %q: %w", c.Addr, err)
+		}
+	}
+	if c.DefaultWait < 0 {
+		return fmt.Errorf("httpapi: config: default_wait %s must not be negative", c.DefaultWait)
+	}
+	if c.MaxWait < 0 {
+		return fmt.Errorf("httpapi: config: max_wait %s must not be negative", c.MaxWait)
+	}
+	if c.MaxWait > 0 && c.DefaultWait > c.MaxWait {
+		return fmt.Errorf("httpapi: config: default_wait %s is above max_wait %s", c.DefaultWait, c.MaxWait)
+	}
+	return nil
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	// Listener is served by Start, which then owns it. Default: Start
+	// listens on Config.Addr.
+	Listener net.Listener
+	// Local is this node's services and checks. Required.
+	Local Local
+	// Catalog is the catalog store. Required.
+	Catalog Catalog
+	// Members lists the gossip members. Default: the catalog's members,
+	// without gossip ports.
+	Members Members
+	// Gatherer is exposed on /v1/metrics. Required.
+	Gatherer prometheus.Gatherer
+	// Registerer receives the API's own metrics. Default: none.
+	Registerer prometheus.Registerer
+	// Logger. Default: discards.
+	Logger *slog.Logger
+}
+
+// Server is the local HTTP API. Create it with New, add routes with Mount,
+// then Start; Close stops it.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+
+	routesMu sync.RWMutex
+	routes   map[string]bool // patterns, the metric label of a matched request
+
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	srv       *http.Server
+	listener  net.Listener
+	serveDone chan struct{}
+}
+
+// New validates its arguments and registers the routes. It opens no socket.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.Version == "" {
+		cfg.Version = DefaultVersion
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.DefaultWait == 0 {
+		cfg.DefaultWait = min(DefaultWait, cfg.MaxWait)
+	}
+	switch {
+	case deps.Local == nil:
+		return nil, errors.New("httpapi: deps: local is nil")
+	case deps.Catalog == nil:
+		return nil, errors.New("httpapi: deps: catalog is nil")
+	case deps.Gatherer == nil:
+		return nil, errors.New("httpapi: deps: gatherer is nil")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	met, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		deps:    deps,
+		log:     deps.Logger,
+		metrics: met,
+		mux:     http.NewServeMux(),
+		routes:  map[string]bool{},
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.routesInit()
+	return s, nil
+}
+
+// Mount adds a route served by h, with a net/http pattern such as
+// "GET /v1/operator/raft/peers". It may be called before or after Start.
+// Mounted routes share the JSON 404/405 answers and the request metrics.
+// A pattern that is malformed or conflicts with another is an error.
+func (s *Server) Mount(pattern string, h http.Handler) (err error) {
+	defer func() {
+		// ServeMux reports bad and conflicting patterns by panicking.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("httpapi: mount %q: %v", pattern, r)
+		}
+	}()
+	s.mux.Handle(pattern, h)
+	s.routesMu.Lock()
+	s.routes[pattern] = true
+	s.routesMu.Unlock()
+	return nil
+}
+
+func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	if err := s.Mount(pattern, h); err != nil {
+		panic(err) // our own routes; a conflict is a programming error
+	}
+}
+
+// Handler returns the API as an http.Handler, for tests and for callers that
+// serve it themselves.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Start listens (unless a listener was injected) and serves in a goroutine.
+// It returns once the listener is bound: connections made after it returns
+// are served. ctx bounds only the listening.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("httpapi: start: closed")
+	}
+	if s.started {
+		return ErrStarted
+	}
+	l := s.deps.Listener
+	if l == nil {
+		var lc net.ListenConfig
+		var err error
+		l, err = lc.Listen(ctx, "tcp", s.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("httpapi: start: %w", err)
+		}
+	}
+	s.started = true
+	s.listener = l
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		// No WriteTimeout: blocking queries answer after up to MaxWait.
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.serveDone = make(chan struct{})
+	go func() {
+		defer close(s.serveDone)
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http api stopped serving", "err", err)
+		}
+	}()
+	s.log.Info("http api listening", "addr", l.Addr().String())
+	return nil
+}
+
+// Addr returns the address served, or nil before Start.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		return nil
+	}
+	return s.listener.Addr()
+}
+
+// Close answers the blocking queries in flight with the current catalog,
+// lets other requests finish for up to 5 seconds, closes the listener and
+// waits for the serving goroutine. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	srv, done := s.srv, s.serveDone
+	s.mu.Unlock()
+	s.cancelBase()
+	if srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+	}
+	<-done
+	return nil
+}
+
+// serveHTTP wraps the mux: it answers unknown routes and wrong methods in
+// JSON, and records every request's route, code and latency.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	_, pattern := s.mux.Handler(r)
+	s.routesMu.RLock()
+	known := s.routes[pattern]
+	s.routesMu.RUnlock()
+	route := pattern
+	if pattern == "" {
+		route = unmatchedRouteName
+		s.noRoute(sw, r)
+	} else {
+		if !known {
+			route = "redirect"
+		}
+		s.mux.ServeHTTP(sw, r)
+	}
+	if sw.status == 0 {
+		sw.status = http.StatusOK
+	}
+	d := time.Since(start)
+	s.metrics.observe(route, sw.status, d)
+	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "route", route, "code", sw.status, "duration", d)
+}
+
+// noRoute answers a request no pattern matched: 405 with Allow when the
+// path exists for other methods, else 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	probe := &headerRecorder{h: http.Header{}}
+	s.mux.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		allow := probe.h.Get("Allow")
+		w.Header().Set("Allow", allow)
+		httpjson.Error(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+		return
+	}
+	httpjson.Error(w, http.StatusNotFound, fmt.Errorf("no endpoint %s %s", r.Method, r.URL.Path))
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// headerRecorder captures what the mux's own 404/405 handler would answer.
+type headerRecorder struct {
+	h      http.Header
+	status int
+}
+
+func (r *headerRecorder) Header() http.Header         { return r.h }
+func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *headerRecorder) WriteHeader(code int)        { r.status = code }
+
+// metricsHandler serves the Gatherer in the Prometheus text format.
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// pathID is a path value, refused when empty.
+func pathValue(r *http.Request, name string) (string, error) {
+	v := r.PathValue(name)
+	if strings.TrimSpace(v) == "" {
+		return "", fmt.Errorf("the %s in the path is empty", name)
+	}
+	return v, nil
+}
