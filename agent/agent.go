@@ -1,0 +1,210 @@
+// Package agent is the composition root of a Meshwork agent. It translates
+// the configuration into each component's own Config, hands every component
+// the few collaborators it needs, starts them in dependency order and stops
+// them in reverse. It holds no logic of its own beyond that wiring: the
+// components never import this package.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/meshwork/meshwork/agent/config"
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/agent/httpapi"
+	"github.com/meshwork/meshwork/agent/local"
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Deps are what the process gives the agent. Only Logger matters in
+// production; the sockets and the gossip profile are for in-process tests
+// that run many agents on one host.
+type Deps struct {
+	// Logger receives every component's logs, each under a "component" key.
+	// Default: discards.
+	Logger *slog.Logger
+	// Version is reported by the API. Default: "dev".
+	Version string
+	// Registry receives every metric. Default: a fresh registry with the Go
+	// runtime and process collectors.
+	Registry *prometheus.Registry
+
+	// GossipTransport replaces memberlist's UDP/TCP transport.
+	GossipTransport memberlist.Transport
+	// GossipProfile replaces the production timers of gossip
+	// (gossip.DefaultLANConfig); the agent still sets names, addresses and
+	// keys from the configuration.
+	GossipProfile *gossip.Config
+	// HTTPListener, DNSConn and DNSListener replace the sockets the agent
+	// would bind from the configuration.
+	HTTPListener net.Listener
+	DNSConn      net.PacketConn
+	DNSListener  net.Listener
+}
+
+// Agent is one running Meshwork agent.
+type Agent struct {
+	cfg  *config.Config
+	deps Deps
+	log  *slog.Logger
+	reg  *prometheus.Registry
+
+	store  *catalog.Store
+	gossip *gossip.Gossip
+	local  *local.Manager
+	dns    *dnsserver.Server
+	http   *httpapi.Server
+
+	dnsAddr string // where DNS listens, once started
+
+	// components in start order; Close stops them in reverse.
+	components []component
+
+	mu      sync.Mutex
+	started []component
+	closed  bool
+}
+
+// component is one part of the agent with its lifecycle.
+type component struct {
+	name  string
+	start func(ctx context.Context) error
+	close func() error
+}
+
+// New builds every component from cfg, which must be validated. It opens no
+// socket and starts no goroutine.
+func New(cfg *config.Config, deps Deps) (*Agent, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Version == "" {
+		deps.Version = "dev"
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+		deps.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data_dir: %w", err)
+	}
+	a := &Agent{
+		cfg:   cfg,
+		deps:  deps,
+		log:   deps.Logger,
+		reg:   deps.Registry,
+		store: catalog.NewStore(),
+	}
+	// Order matters: each builder may use what the earlier ones made.
+	builders := []func() error{
+		a.buildMembership,
+		a.buildDNS,
+		a.buildHTTP,
+	}
+	for _, b := range builders {
+		if err := b(); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// add appends a component to the start order.
+func (a *Agent) add(name string, start func(context.Context) error, closeFn func() error) {
+	a.components = append(a.components, component{name: name, start: start, close: closeFn})
+}
+
+// logger returns the logger of one component.
+func (a *Agent) logger(component string) *slog.Logger {
+	return a.log.With("component", component)
+}
+
+// Start starts the components in order and returns once all are ready: gossip
+// has started, and DNS and the API are listening. When one fails, those
+// already started are closed.
+func (a *Agent) Start(ctx context.Context) error {
+	for _, c := range a.components {
+		if err := c.start(ctx); err != nil {
+			_ = a.Close()
+			return fmt.Errorf("agent: start %s: %w", c.name, err)
+		}
+		a.mu.Lock()
+		a.started = append(a.started, c)
+		a.mu.Unlock()
+	}
+	a.log.Info("agent started", "node", a.cfg.Node, "advertise", a.cfg.Advertise, "server", a.cfg.Server, "version", a.deps.Version)
+	return nil
+}
+
+// Reload applies the parts of a new configuration that can change while the
+// agent runs: the services and their checks. Other changes need a restart
+// and are reported.
+func (a *Agent) Reload(cfg *config.Config) error {
+	if cfg.Node != a.cfg.Node || cfg.Bind != a.cfg.Bind || cfg.Ports != a.cfg.Ports || cfg.Server != a.cfg.Server {
+		a.log.Warn("reload: node, bind, ports and server take effect only after a restart")
+	}
+	if err := a.local.Reload(cfg.Services); err != nil {
+		return fmt.Errorf("agent: reload: %w", err)
+	}
+	return nil
+}
+
+// Leave leaves the cluster gracefully: other agents see this node as left,
+// not failed, and stop routing to it at once.
+func (a *Agent) Leave(ctx context.Context) error {
+	timeout := defaultLeaveTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = timeUntil(dl)
+	}
+	return a.gossip.Leave(timeout)
+}
+
+// Close stops every started component in reverse order. It is idempotent.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	started := a.started
+	a.mu.Unlock()
+
+	var errs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		if err := started[i].close(); err != nil {
+			errs = append(errs, fmt.Errorf("agent: close %s: %w", started[i].name, err))
+		}
+	}
+	a.log.Info("agent stopped", "node", a.cfg.Node)
+	return errors.Join(errs...)
+}
+
+// Catalog is the agent's catalog store.
+func (a *Agent) Catalog() *catalog.Store { return a.store }
+
+// Gossip is the agent's gossip layer.
+func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
+
+// Local is the agent's local services and checks.
+func (a *Agent) Local() *local.Manager { return a.local }
+
+// HTTPAddr is where the API listens, once started.
+func (a *Agent) HTTPAddr() string {
+	if addr := a.http.Addr(); addr != nil {
+		return addr.String()
+	}
+	return ""
+}
+
+// DNSAddr is where DNS listens (UDP and TCP), once started; "" when disabled.
+func (a *Agent) DNSAddr() string { return a.dnsAddr }

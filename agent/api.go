@@ -1,0 +1,33 @@
+package agent
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/agent/httpapi"
+)
+
+// buildHTTP makes the local API and mounts the routes of the components that
+// have their own.
+func (a *Agent) buildHTTP() error {
+	addr := net.JoinHostPort(a.cfg.Addresses.HTTP, strconv.Itoa(a.cfg.Ports.HTTP))
+	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version}, httpapi.Deps{
+		Listener:   a.deps.HTTPListener,
+		Local:      a.local,
+		Catalog:    a.store,
+		Members:    httpapi.MembersFunc(a.members),
+		Gatherer:   a.reg,
+		Registerer: a.reg,
+		Logger:     a.logger("http"),
+	})
+	if err != nil {
+		return err
+	}
+	a.http = s
+	if err := s.Mount("/v1/operator/keyring", gossip.NewKeyringHandler(a.gossip)); err != nil {
+		return err
+	}
+	a.add("http", s.Start, s.Close)
+	return nil
+}

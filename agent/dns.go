@@ -1,0 +1,50 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/meshwork/meshwork/dnsserver"
+)
+
+// buildDNS makes the DNS server over the catalog, unless ports.dns is -1.
+func (a *Agent) buildDNS() error {
+	if a.cfg.Ports.DNS < 0 && a.deps.DNSConn == nil {
+		return nil
+	}
+	dc := dnsserver.DefaultConfig()
+	dc.Domain = a.cfg.DNS.Domain
+	dc.Recursors = a.cfg.DNS.Recursors
+	dc.RecursorTimeout = a.cfg.DNS.RecursorTimeout.D()
+	dc.ServiceTTL = a.cfg.DNS.ServiceTTL.D()
+	dc.NodeTTL = a.cfg.DNS.NodeTTL.D()
+	dc.NegativeTTL = a.cfg.DNS.NegativeTTL.D()
+	dc.NodeName = a.cfg.Node
+	if ip, err := netip.ParseAddr(a.cfg.Addresses.DNS); err == nil && !ip.IsUnspecified() {
+		dc.AdvertiseAddr = ip
+	}
+	s, err := dnsserver.New(dc, dnsserver.Deps{
+		Catalog:    a.store,
+		Logger:     a.logger("dns"),
+		Registerer: a.reg,
+	})
+	if err != nil {
+		return err
+	}
+	a.dns = s
+	a.add("dns", func(ctx context.Context) error {
+		pc, l := a.deps.DNSConn, a.deps.DNSListener
+		if pc == nil || l == nil {
+			var err error
+			pc, l, err = dnsserver.Listen(net.JoinHostPort(a.cfg.Addresses.DNS, strconv.Itoa(a.cfg.Ports.DNS)))
+			if err != nil {
+				return err
+			}
+		}
+		a.dnsAddr = pc.LocalAddr().String()
+		return s.Start(ctx, pc, l)
+	}, s.Close)
+	return nil
+}

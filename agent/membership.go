@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/agent/local"
+	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/catalog"
+)
+
+// defaultLeaveTimeout bounds a graceful leave when the caller gives no
+// deadline: long enough for the leave message to reach most members.
+const defaultLeaveTimeout = 5 * time.Second
+
+func timeUntil(t time.Time) time.Duration {
+	if d := time.Until(t); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// Node meta keys other components read from a member's record.
+const (
+	// MetaRaftPort is the server port of a server agent.
+	MetaRaftPort = "raft_port"
+)
+
+// buildMembership makes the gossip layer and the local-state manager, which
+// publishes this node's record through gossip.
+func (a *Agent) buildMembership() error {
+	gc := gossip.DefaultLANConfig()
+	if a.deps.GossipProfile != nil {
+		gc = *a.deps.GossipProfile
+	}
+	gc.NodeName = a.cfg.Node
+	gc.BindAddr = a.cfg.Bind
+	gc.BindPort = a.cfg.Ports.Gossip
+	gc.AdvertiseAddr = a.cfg.Advertise
+	if a.cfg.Encrypt != "" {
+		gc.Keyring = []string{a.cfg.Encrypt}
+	}
+	gc.KeyringFile = filepath.Join(a.cfg.DataDir, "gossip", "keyring.json")
+	gc.RetryJoin = a.cfg.RetryJoin
+	if a.deps.GossipProfile == nil {
+		gc.RetryJoinInterval = a.cfg.Gossip.RetryJoinInterval.D()
+		gc.ReconnectTimeout = a.cfg.Gossip.ReconnectTimeout.D()
+		gc.TombstoneTimeout = a.cfg.Gossip.TombstoneTimeout.D()
+	}
+	g, err := gossip.New(gc, gossip.Deps{
+		Logger:     a.logger("gossip"),
+		Registerer: a.reg,
+		Store:      a.store,
+		Transport:  a.deps.GossipTransport,
+	})
+	if err != nil {
+		return err
+	}
+	a.gossip = g
+
+	meta := map[string]string{}
+	if a.cfg.Server && a.cfg.Ports.Raft > 0 {
+		meta[MetaRaftPort] = strconv.Itoa(a.cfg.Ports.Raft)
+	}
+	tunnelPort := 0
+	if a.cfg.Ports.Tunnel > 0 {
+		tunnelPort = a.cfg.Ports.Tunnel
+	}
+	lm, err := local.New(local.Config{
+		Node:    a.cfg.Node,
+		DataDir: a.cfg.DataDir,
+		NodeInfo: local.NodeInfo{
+			Addr:       a.cfg.Advertise,
+			TunnelPort: tunnelPort,
+			Server:     a.cfg.Server,
+			Meta:       meta,
+		},
+		Services: a.cfg.Services,
+	}, local.Deps{
+		Publisher:  local.PublisherFunc(a.publishLocal),
+		Logger:     a.logger("local"),
+		Registerer: a.reg,
+	})
+	if err != nil {
+		return err
+	}
+	a.local = lm
+
+	a.add("gossip", g.Start, g.Close)
+	a.add("local", lm.Start, lm.Close)
+	return nil
+}
+
+// publishLocal hands this node's record to gossip. A refusal is a bug in the
+// local manager's validation, so it is logged loudly rather than lost.
+func (a *Agent) publishLocal(rec catalog.Record) {
+	if _, err := a.gossip.SetLocal(rec); err != nil {
+		a.log.Error("gossip refused the local record", "err", err)
+	}
+}
+
+// members adapts gossip's member list to the API's.
+func (a *Agent) members() []api.Member {
+	ms := a.gossip.Members()
+	out := make([]api.Member, len(ms))
+	for i, m := range ms {
+		out[i] = api.Member{Name: m.Name, Addr: m.Addr, Port: m.Port, Status: string(m.Status), Server: m.Server, Meta: m.Meta}
+	}
+	return out
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/meshwork/meshwork/agent"
+	"github.com/meshwork/meshwork/agent/config"
+	"github.com/meshwork/meshwork/internal/sdnotify"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newAgentCmd) }
+
+// agentFlags are the command-line flags of `meshwork agent`. Each one has a
+// config key of the same name in snake_case and, when given, wins over it.
+type agentFlags struct {
+	configs         []string
+	configDirs      []string
+	dataDir         string
+	node            string
+	bind            string
+	advertise       string
+	retryJoin       []string
+	server          bool
+	bootstrapExpect int
+	dev             bool
+	logLevel        string
+	logJSON         bool
+}
+
+func newAgentCmd() *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the Meshwork agent",
+		Long: `Run the Meshwork agent: gossip membership, the service catalog, health
+checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA.
+
+SIGTERM or SIGINT leaves the cluster gracefully. SIGHUP reloads the services
+and their checks from the configuration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.configs, "config", nil, "configuration file (YAML); repeatable, later files win")
+	fl.StringArrayVar(&f.configDirs, "config-dir", nil, "directory whose *.yaml files are merged in name order; repeatable")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the agent's state (data_dir)")
+	fl.StringVar(&f.node, "node", "", "node name, unique in the cluster (node; default: hostname)")
+	fl.StringVar(&f.bind, "bind", "", "address for gossip, Raft and tunnels (bind; default 0.0.0.0)")
+	fl.StringVar(&f.advertise, "advertise", "", "address other agents reach this one at (advertise)")
+	fl.StringArrayVar(&f.retryJoin, "retry-join", nil, "agent to join, host or host:port; repeatable (retry_join)")
+	fl.BoolVar(&f.server, "server", false, "run as a Raft server (server)")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "servers to wait for before the first election: 1, 3 or 5 (bootstrap_expect)")
+	fl.BoolVar(&f.dev, "dev", false, "single self-contained node on loopback, no files needed (dev)")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (log_level; default info)")
+	fl.BoolVar(&f.logJSON, "log-json", false, "log JSON lines (log_json)")
+	return cmd
+}
+
+// load reads the configuration from the files and directories, with the flags
+// that were given on top.
+func (f *agentFlags) load(cmd *cobra.Command) (*config.Loaded, error) {
+	changed := cmd.Flags().Changed
+	return config.LoadAndValidate(f.configs, f.configDirs, func(c *config.Config) {
+		if changed("data-dir") {
+			c.DataDir = f.dataDir
+		}
+		if changed("node") {
+			c.Node = f.node
+		}
+		if changed("bind") {
+			c.Bind = f.bind
+		}
+		if changed("advertise") {
+			c.Advertise = f.advertise
+		}
+		if changed("retry-join") {
+			c.RetryJoin = append(c.RetryJoin, f.retryJoin...)
+		}
+		if changed("server") {
+			c.Server = f.server
+		}
+		if changed("bootstrap-expect") {
+			c.BootstrapExpect = f.bootstrapExpect
+		}
+		if changed("dev") {
+			c.Dev = f.dev
+		}
+		if changed("log-level") {
+			c.LogLevel = f.logLevel
+		}
+		if changed("log-json") {
+			c.LogJSON = f.logJSON
+		}
+	})
+}
+
+func runAgent(cmd *cobra.Command, f *agentFlags) error {
+	loaded, err := f.load(cmd)
+	if err != nil {
+		return err
+	}
+	cfg := &loaded.Config
+	logger := newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogJSON)
+
+	if cfg.Dev && cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "meshwork-dev-")
+		if err != nil {
+			return fmt.Errorf("dev: data_dir: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		cfg.DataDir = dir
+	}
+
+	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
+
+	if err := a.Start(ctx); err != nil {
+		_ = a.Close()
+		return err
+	}
+	_ = sdnotify.Ready()
+	_ = sdnotify.Status("running")
+
+	for sig := range signals {
+		if sig == syscall.SIGHUP {
+			reload(cmd, f, a, logger)
+			continue
+		}
+		logger.Info("leaving the cluster", "signal", sig.String())
+		_ = sdnotify.Stopping()
+		go func() {
+			// A second signal during the leave stops at once.
+			if s := <-signals; s != syscall.SIGHUP {
+				logger.Warn("second signal, stopping without a graceful leave", "signal", s.String())
+				cancel()
+			}
+		}()
+		leaveCtx, leaveCancel := context.WithTimeout(ctx, 15*time.Second)
+		if err := a.Leave(leaveCtx); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Warn("graceful leave failed", "err", err)
+		}
+		leaveCancel()
+		break
+	}
+	return a.Close()
+}
+
+// reload rereads the configuration on SIGHUP and applies what can change at
+// run time: services and their checks. A bad configuration is logged and the
+// running one kept.
+func reload(cmd *cobra.Command, f *agentFlags, a *agent.Agent, logger *slog.Logger) {
+	_ = sdnotify.Reloading()
+	defer func() { _ = sdnotify.Ready() }()
+	loaded, err := f.load(cmd)
+	if err != nil {
+		logger.Error("reload refused: the configuration is invalid; keeping the running one", "err", err)
+		return
+	}
+	if err := a.Reload(&loaded.Config); err != nil {
+		logger.Error("reload failed", "err", err)
+		return
+	}
+	logger.Info("configuration reloaded", "services", len(loaded.Services))
+}
+
+// newLogger builds the process's one slog handler. Only cmd/ chooses it.
+func newLogger(w io.Writer, level string, asJSON bool) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated already
+	opts := &slog.HandlerOptions{Level: lv}
+	if asJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/meshwork/meshwork/agent/config"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newValidateCmd) }
+
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE|DIR...",
+		Short: "Check a configuration without starting the agent",
+		Long: `Check configuration files and directories as the agent would read them,
+merged in the order given, without starting anything. Exits 0 when the
+configuration is valid, and 1 with every problem, each naming its file, line
+and key, when it is not. Ansible's template module runs it as "validate:".`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var files, dirs []string
+			for _, a := range args {
+				st, err := os.Stat(a)
+				if err == nil && st.IsDir() {
+					dirs = append(dirs, a)
+				} else {
+					files = append(files, a)
+				}
+			}
+			if _, err := config.LoadAndValidate(files, dirs, nil); err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				return exitError{code: 1}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "configuration is valid")
+			return nil
+		},
+	}
+}
