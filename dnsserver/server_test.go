@@ -31,7 +31,7 @@ type queryCase struct {
 
 func directCases() []queryCase {
 	const (
-		svcTTL = 0
+		svcTTL  = 0
 		nodeTTL = 30
 	)
 	return []queryCase{
