@@ -1,0 +1,251 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/policy"
+)
+
+// ApplyResponse answers PUT /v1/policy and DELETE /v1/policy/<kind>/<name>.
+type ApplyResponse struct {
+	// Index is the Raft index the change was committed at.
+	Index     uint64       `json:"index"`
+	Documents []policy.Key `json:"documents,omitempty"`
+}
+
+// PolicyList answers GET /v1/policy.
+type PolicyList struct {
+	Index     uint64         `json:"index"`
+	Documents []policy.Entry `json:"documents"`
+}
+
+// RegisterAPI mounts the policy, operator and snapshot endpoints of the
+// agent's local HTTP API with mount (the HTTP API's Mount). Patterns carry
+// their method, as net/http.ServeMux reads them.
+//
+//	PUT    /v1/policy                    apply documents (YAML or JSON body); ?cas=INDEX
+//	GET    /v1/policy                    list; ?kind=KIND; blocking with ?index=N&wait=30s; ?consistent
+//	GET    /v1/policy/status             index, digest, staleness, last contact
+//	GET    /v1/policy/{kind}/{name}      one document; ?consistent
+//	DELETE /v1/policy/{kind}/{name}      delete; ?cas=INDEX
+//	GET    /v1/operator/raft/peers       the Raft configuration
+//	DELETE /v1/operator/raft/peers/{id}  remove a server
+//	GET    /v1/snapshot                  save a backup (gzip)
+//	PUT    /v1/snapshot                  restore a backup
+func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler)) {
+	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
+		mount(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := f(w, r); err != nil {
+				httpjson.Error(w, apiStatus(err), err)
+			}
+		}))
+	}
+	h("PUT /v1/policy", n.apiApply)
+	h("GET /v1/policy", n.apiList)
+	h("GET /v1/policy/status", func(w http.ResponseWriter, r *http.Request) error {
+		st := n.Status()
+		w.Header().Set(HeaderIndex, strconv.FormatUint(st.Index, 10))
+		httpjson.Write(w, http.StatusOK, st)
+		return nil
+	})
+	h("GET /v1/policy/{kind}/{name}", n.apiGet)
+	h("DELETE /v1/policy/{kind}/{name}", n.apiDelete)
+	h("GET /v1/operator/raft/peers", func(w http.ResponseWriter, r *http.Request) error {
+		p, err := n.Peers(r.Context())
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, p)
+		return nil
+	})
+	h("DELETE /v1/operator/raft/peers/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.RemovePeer(r.Context(), r.PathValue("id")); err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, map[string]string{"removed": r.PathValue("id")})
+		return nil
+	})
+	h("GET /v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
+		pr, pw := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			err := n.SaveSnapshot(r.Context(), pw)
+			pw.CloseWithError(err)
+			errc <- err
+		}()
+		// Read the first bytes before answering, so a failure is an error
+		// answer rather than a cut stream.
+		first := make([]byte, 32<<10)
+		k, rerr := io.ReadAtLeast(pr, first, 1)
+		if rerr != nil {
+			pr.Close()
+			if err := <-errc; err != nil {
+				return err
+			}
+			return rerr
+		}
+		w.Header().Set("Content-Type", "application/gzip")
+		w.Header().Set("Content-Disposition", `attachment; filename="meshwork.snap"`)
+		_, _ = w.Write(first[:k])
+		_, _ = io.Copy(w, pr)
+		<-errc
+		return nil
+	})
+	h("PUT /v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
+		idx, err := n.RestoreSnapshot(r.Context(), r.Body)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, ApplyResponse{Index: idx})
+		return nil
+	})
+}
+
+// apiStatus maps an error to its HTTP status.
+func apiStatus(err error) int {
+	switch {
+	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid), errors.Is(err, ErrBadSnapshot):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrCASConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrLeadershipLost), errors.Is(err, ErrNoServers), errors.Is(err, ErrNotLeader):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+func casParam(r *http.Request) (*uint64, error) {
+	v := r.URL.Query().Get("cas")
+	if v == "" {
+		return nil, nil
+	}
+	c, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cas %q: want a modify index", ErrInvalid, v)
+	}
+	return &c, nil
+}
+
+func (n *Node) apiApply(w http.ResponseWriter, r *http.Request) error {
+	cas, err := casParam(r)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, policy.MaxInput+1))
+	if err != nil {
+		return fmt.Errorf("%w: read body: %v", ErrInvalid, err)
+	}
+	docs, err := policy.Parse(body)
+	if err != nil {
+		return err
+	}
+	idx, err := n.ApplyDocuments(r.Context(), docs, cas)
+	if err != nil {
+		return err
+	}
+	keys := make([]policy.Key, len(docs))
+	for i := range docs {
+		keys[i] = docs[i].Key()
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(idx, 10))
+	httpjson.Write(w, http.StatusOK, ApplyResponse{Index: idx, Documents: keys})
+	return nil
+}
+
+// readSet returns the set a read is served from: the local replica, waited
+// on for a blocking query (?index=N&wait=D), or the leader's (?consistent).
+func (n *Node) readSet(r *http.Request) (*policy.Set, error) {
+	q := r.URL.Query()
+	if _, ok := q["consistent"]; ok {
+		return n.ConsistentPolicy(r.Context())
+	}
+	if v := q.Get("index"); v != "" {
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: index %q: want a number", ErrInvalid, v)
+		}
+		wait := 5 * time.Minute
+		if wv := q.Get("wait"); wv != "" {
+			d, err := time.ParseDuration(wv)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%w: wait %q: want a duration such as 30s", ErrInvalid, wv)
+			}
+			wait = min(d, wait)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		s, _ := n.replica.Wait(ctx, idx)
+		return s, nil
+	}
+	return n.replica.Current(), nil
+}
+
+func (n *Node) apiList(w http.ResponseWriter, r *http.Request) error {
+	var kind policy.Kind
+	if v := r.URL.Query().Get("kind"); v != "" {
+		k, err := policy.ParseKind(v)
+		if err != nil {
+			return err
+		}
+		kind = k
+	}
+	s, err := n.readSet(r)
+	if err != nil {
+		return err
+	}
+	out := PolicyList{Index: s.Index(), Documents: []policy.Entry{}}
+	for _, e := range s.List(kind) {
+		out.Documents = append(out.Documents, *e)
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(s.Index(), 10))
+	httpjson.Write(w, http.StatusOK, out)
+	return nil
+}
+
+func (n *Node) apiGet(w http.ResponseWriter, r *http.Request) error {
+	kind, err := policy.ParseKind(r.PathValue("kind"))
+	if err != nil {
+		return err
+	}
+	s, err := n.readSet(r)
+	if err != nil {
+		return err
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(s.Index(), 10))
+	e, ok := s.Get(kind, r.PathValue("name"))
+	if !ok {
+		return fmt.Errorf("%w: %s %q (policy index %d)", ErrNotFound, kind, r.PathValue("name"), s.Index())
+	}
+	httpjson.Write(w, http.StatusOK, e)
+	return nil
+}
+
+func (n *Node) apiDelete(w http.ResponseWriter, r *http.Request) error {
+	kind, err := policy.ParseKind(r.PathValue("kind"))
+	if err != nil {
+		return err
+	}
+	cas, err := casParam(r)
+	if err != nil {
+		return err
+	}
+	idx, err := n.DeleteDocument(r.Context(), policy.Key{Kind: kind, Name: r.PathValue("name")}, cas)
+	if err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, ApplyResponse{Index: idx})
+	return nil
+}

@@ -1,0 +1,211 @@
+package raftstore
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// DefaultPort is the server port: Raft and RPC, multiplexed by ALPN.
+const DefaultPort = 7947
+
+// ALPN protocol names on the server port.
+const (
+	ALPNRaft = "meshwork-raft/1"
+	ALPNRPC  = "meshwork-rpc/1"
+)
+
+// Member meta keys a server agent publishes in its gossip record (see
+// MemberMeta), read back by CatalogDiscovery.
+const (
+	MetaRaftPort        = "raft_port"
+	MetaBootstrapExpect = "bootstrap_expect"
+)
+
+// Timing holds the Raft timers. The zero value means LANTiming.
+type Timing struct {
+	// HeartbeatTimeout is how long a follower waits without hearing from
+	// the leader before it starts an election (randomised up to twice).
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout is how long a candidate waits for votes.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout is how long a leader stays leader without a quorum.
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout bounds how long a follower may wait to learn a commit.
+	CommitTimeout time.Duration
+}
+
+// LANTiming is the production profile. A leader is replaced within one to
+// two heartbeat timeouts plus an election round: about 1-2.5 s with these
+// values, under the 3 s target, while a GC pause or fsync stall of several
+// hundred milliseconds on a busy host does not start a needless election.
+// They are the values Consul uses with raft_multiplier 1, which it
+// recommends for production.
+var LANTiming = Timing{
+	HeartbeatTimeout:   1000 * time.Millisecond,
+	ElectionTimeout:    1000 * time.Millisecond,
+	LeaderLeaseTimeout: 500 * time.Millisecond,
+	CommitTimeout:      50 * time.Millisecond,
+}
+
+// FastTiming is for tests in one process: elections in well under a second.
+var FastTiming = Timing{
+	HeartbeatTimeout:   300 * time.Millisecond,
+	ElectionTimeout:    300 * time.Millisecond,
+	LeaderLeaseTimeout: 150 * time.Millisecond,
+	CommitTimeout:      10 * time.Millisecond,
+}
+
+func (t Timing) orDefault() Timing {
+	if t == (Timing{}) {
+		return LANTiming
+	}
+	return t
+}
+
+// Config configures a Node. Every agent has one; the server fields matter
+// only when Server is true.
+type Config struct {
+	// NodeName is this agent's name, also its Raft server ID. Required.
+	NodeName string
+	// DataDir holds raft/ (log, stable store, snapshots; servers only) and
+	// policy.json (the last policy, every agent). Required.
+	DataDir string
+	// ClusterKey is the decoded shared secret (32 bytes) from which the
+	// mutual TLS of the server port is derived. Required.
+	ClusterKey []byte
+
+	// Server makes this agent a Raft server. Default false (client agent).
+	Server bool
+	// BootstrapExpect is the number of servers (1, 3 or 5) that bootstrap
+	// the cluster together. 0 (the default) never bootstraps: the server
+	// waits to be added to an existing cluster.
+	BootstrapExpect int
+	// BindAddr is where a server listens, unless Deps.Listener is given.
+	// Default "0.0.0.0:7947".
+	BindAddr string
+	// AdvertiseAddr is the host:port other servers dial to reach this one.
+	// Default: BindAddr when its host is not unspecified; required otherwise.
+	AdvertiseAddr string
+
+	// Timing holds the Raft timers. Default LANTiming.
+	Timing Timing
+	// ApplyTimeout bounds one write on the leader. Default 10s.
+	ApplyTimeout time.Duration
+	// MaxBatch is the most writes grouped into one Raft log entry.
+	// Default 256.
+	MaxBatch int
+	// SnapshotThreshold is the number of log entries between snapshots.
+	// Default 8192 (raft's).
+	SnapshotThreshold uint64
+	// SnapshotRetain is the number of snapshot files kept. Default 2.
+	SnapshotRetain int
+
+	// DeadServerThreshold is how long a server may stay failed in gossip
+	// before autopilot removes it from the configuration. Default 2m.
+	DeadServerThreshold time.Duration
+	// StabilizationTime is how long a new server must stay healthy and
+	// caught up before it is promoted to voter. Default 10s.
+	StabilizationTime time.Duration
+	// AutopilotInterval is how often the leader reconciles membership.
+	// Default 2s.
+	AutopilotInterval time.Duration
+
+	// WatchHeartbeat is how often a policy stream sends a heartbeat; a
+	// stream silent for three heartbeats is dropped. Default 2s.
+	WatchHeartbeat time.Duration
+	// StaleAfter is the staleness above which the policy is reported stale.
+	// Default 30s.
+	StaleAfter time.Duration
+	// RPCTimeout bounds one forwarded request, redirects and retries
+	// included, when the caller's context has no deadline. Default 15s.
+	RPCTimeout time.Duration
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	c.Timing = c.Timing.orDefault()
+	if c.BindAddr == "" {
+		c.BindAddr = "0.0.0.0:" + strconv.Itoa(DefaultPort)
+	}
+	if c.AdvertiseAddr == "" {
+		if ap, err := netip.ParseAddrPort(c.BindAddr); err == nil && !ap.Addr().IsUnspecified() {
+			c.AdvertiseAddr = c.BindAddr
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.ApplyTimeout, 10*time.Second)
+	def(&c.DeadServerThreshold, 2*time.Minute)
+	def(&c.StabilizationTime, 10*time.Second)
+	def(&c.AutopilotInterval, 2*time.Second)
+	def(&c.WatchHeartbeat, 2*time.Second)
+	def(&c.StaleAfter, 30*time.Second)
+	def(&c.RPCTimeout, 15*time.Second)
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 256
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = 2
+	}
+	return c
+}
+
+// Validate checks the config; its errors name the field and the value.
+func (c *Config) Validate() error {
+	if c.NodeName == "" {
+		return fmt.Errorf("raftstore: config: NodeName: required")
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("raftstore: config: DataDir: required")
+	}
+	if len(c.ClusterKey) != 32 {
+		return fmt.Errorf("raftstore: config: ClusterKey: must be 32 bytes, got %d", len(c.ClusterKey))
+	}
+	d := c.withDefaults()
+	if c.Server {
+		switch c.BootstrapExpect {
+		case 0, 1, 3, 5:
+		default:
+			return fmt.Errorf("raftstore: config: BootstrapExpect %d: must be 1, 3 or 5 (or 0 to join an existing cluster)", c.BootstrapExpect)
+		}
+		if _, _, err := net.SplitHostPort(d.BindAddr); err != nil {
+			return fmt.Errorf("raftstore: config: BindAddr %q: %v", c.BindAddr, err)
+		}
+		if d.AdvertiseAddr == "" {
+			return fmt.Errorf("raftstore: config: AdvertiseAddr: required when BindAddr %q has no specific IP", d.BindAddr)
+		}
+		if _, _, err := net.SplitHostPort(d.AdvertiseAddr); err != nil {
+			return fmt.Errorf("raftstore: config: AdvertiseAddr %q: want host:port: %v", c.AdvertiseAddr, err)
+		}
+	} else if c.BootstrapExpect != 0 {
+		return fmt.Errorf("raftstore: config: BootstrapExpect %d: only servers bootstrap", c.BootstrapExpect)
+	}
+	t := d.Timing
+	for name, v := range map[string]time.Duration{
+		"Timing.HeartbeatTimeout": t.HeartbeatTimeout, "Timing.ElectionTimeout": t.ElectionTimeout,
+		"Timing.LeaderLeaseTimeout": t.LeaderLeaseTimeout, "Timing.CommitTimeout": t.CommitTimeout,
+		"ApplyTimeout": d.ApplyTimeout, "DeadServerThreshold": d.DeadServerThreshold,
+		"StabilizationTime": d.StabilizationTime, "AutopilotInterval": d.AutopilotInterval,
+		"WatchHeartbeat": d.WatchHeartbeat, "StaleAfter": d.StaleAfter, "RPCTimeout": d.RPCTimeout,
+	} {
+		if v < 0 {
+			return fmt.Errorf("raftstore: config: %s %s: must not be negative", name, v)
+		}
+	}
+	if t.LeaderLeaseTimeout > t.HeartbeatTimeout {
+		return fmt.Errorf("raftstore: config: Timing.LeaderLeaseTimeout %s: must not exceed HeartbeatTimeout %s", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	}
+	if c.MaxBatch < 0 || c.MaxBatch > 4096 {
+		return fmt.Errorf("raftstore: config: MaxBatch %d: must be between 1 and 4096", c.MaxBatch)
+	}
+	return nil
+}

@@ -1,0 +1,525 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+)
+
+// server is the Raft peer of a server agent.
+type server struct {
+	cfg  Config
+	log  *slog.Logger
+	m    *metrics
+	fsm  *FSM
+	disc Discovery
+	rpc  *RPCClient
+
+	raft    *raft.Raft
+	trans   raft.Transport
+	wal     *raftwal.WAL
+	meta    *metadb.BoltMetaDB
+	snaps   raft.SnapshotStore
+	batcher *batcher
+	dir     string
+
+	hadState bool // the data dir held Raft state when we started
+
+	leaderMu  sync.Mutex
+	isLeader  bool
+	leaderChg chan struct{} // closed and replaced on every change
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// openServer opens the stores in cfg.DataDir/raft and starts the Raft peer
+// over trans.
+func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discovery, rpc *RPCClient, trans raft.Transport) (*server, error) {
+	s := &server{cfg: cfg, log: log, m: m, fsm: fsm, disc: disc, rpc: rpc, trans: trans, leaderChg: make(chan struct{})}
+	s.dir = filepath.Join(cfg.DataDir, "raft")
+	walDir := filepath.Join(s.dir, "wal")
+	// 0700: the log and snapshots hold the CA's key material.
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: data dir: %w", err)
+	}
+	_ = os.Chmod(s.dir, 0o700)
+	s.meta = &metadb.BoltMetaDB{}
+	wal, err := raftwal.Open(walDir, raftwal.WithMetaStore(s.meta), raftwal.WithLogger(newHCLog(log.With("component", "wal"))))
+	if err != nil {
+		s.meta.Close()
+		return nil, fmt.Errorf("raftstore: open log in %s: %w", walDir, err)
+	}
+	s.wal = wal
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.dir, cfg.SnapshotRetain, newHCLog(log.With("component", "snapshots")))
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: open snapshots in %s: %w", s.dir, err)
+	}
+	s.snaps = &secureSnapshots{SnapshotStore: snaps, dir: s.dir}
+	s.hadState, err = raft.HasExistingState(wal, wal, s.snaps)
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: read state: %w", err)
+	}
+	tighten(s.dir)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeName)
+	rc.HeartbeatTimeout = cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Timing.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.BatchApplyCh = true // group concurrent applies into one disk write
+	rc.MaxAppendEntries = 128
+	rc.ShutdownOnRemove = false // a removed server may be added again
+	rc.Logger = newHCLog(log.With("component", "raft"))
+	notify := make(chan bool, 8)
+	rc.NotifyCh = notify
+	r, err := raft.NewRaft(rc, fsm, wal, wal, s.snaps, trans)
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	s.raft = r
+	s.batcher = newBatcher(r, cfg.MaxBatch, cfg.ApplyTimeout, m)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.goRun(func() { s.batcher.run(ctx) })
+	s.goRun(func() { s.watchLeadership(ctx, notify) })
+	s.goRun(func() { s.statsLoop(ctx) })
+	s.goRun(func() { s.autopilot(ctx) })
+	if !s.hadState && cfg.BootstrapExpect > 0 {
+		s.goRun(func() { s.bootstrapLoop(ctx) })
+	}
+	return s, nil
+}
+
+func (s *server) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+func (s *server) closeStores() {
+	if s.wal != nil {
+		s.wal.Close()
+	}
+	if s.meta != nil {
+		s.meta.Close() // raft-wal leaves its meta store to the caller
+	}
+}
+
+// close shuts Raft down (without leaving the cluster: a restarted server
+// takes its place again), then its goroutines, then the stores.
+func (s *server) close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	var err error
+	if s.raft != nil {
+		err = s.raft.Shutdown().Error()
+	}
+	s.cancel()
+	s.wg.Wait()
+	if c, ok := s.trans.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+	s.closeStores()
+	return err
+}
+
+// leadership returns whether this server leads and a channel closed on the
+// next change.
+func (s *server) leadership() (bool, <-chan struct{}) {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.isLeader, s.leaderChg
+}
+
+func (s *server) watchLeadership(ctx context.Context, notify <-chan bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lead := <-notify:
+			s.leaderMu.Lock()
+			s.isLeader = lead
+			close(s.leaderChg)
+			s.leaderChg = make(chan struct{})
+			s.leaderMu.Unlock()
+			s.m.leaderChanges.Inc()
+			if lead {
+				s.m.isLeader.Set(1)
+				s.log.Info("raft leadership gained", "node", s.cfg.NodeName)
+				s.goRun(func() { s.afterElection(ctx) })
+			} else {
+				s.m.isLeader.Set(0)
+				s.log.Info("raft leadership lost", "node", s.cfg.NodeName)
+			}
+		}
+	}
+}
+
+// afterElection commits a reindex entry when a restore moved the state's
+// indexes backwards, so that every watcher sees the restored state as new.
+func (s *server) afterElection(ctx context.Context) {
+	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+		return
+	}
+	if s.fsm.needReindex.Load() {
+		if _, err := s.apply(ctx, Txn{{Type: opReindex}}); err == nil {
+			s.fsm.needReindex.Store(false)
+		}
+	}
+}
+
+func (s *server) statsLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.raft.State() == raft.Leader {
+			s.m.lastContact.Set(0)
+		} else if lc := s.raft.LastContact(); !lc.IsZero() {
+			s.m.lastContact.Set(time.Since(lc).Seconds())
+		}
+		if f := s.raft.GetConfiguration(); f.Error() == nil {
+			v, nv := 0, 0
+			for _, srv := range f.Configuration().Servers {
+				if srv.Suffrage == raft.Voter {
+					v++
+				} else {
+					nv++
+				}
+			}
+			s.m.peers.WithLabelValues("voter").Set(float64(v))
+			s.m.peers.WithLabelValues("nonvoter").Set(float64(nv))
+		}
+		if time.Since(last) > time.Minute {
+			tighten(s.dir)
+			last = time.Now()
+		}
+	}
+}
+
+// apply proposes txn on this server, which must be the leader.
+func (s *server) apply(ctx context.Context, txn Txn) (uint64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	if s.raft.State() != raft.Leader {
+		return 0, s.notLeaderError()
+	}
+	return s.batcher.submit(ctx, txn)
+}
+
+// notLeaderError is ErrNotLeader when a leader is known, else ErrNoLeader.
+func (s *server) notLeaderError() error {
+	if _, id := s.raft.LeaderWithID(); id != "" {
+		return fmt.Errorf("%w (the leader is %s)", ErrNotLeader, id)
+	}
+	return fmt.Errorf("%w (server %s sees no leader; last contact %s)", ErrNoLeader, s.cfg.NodeName, since(s.raft.LastContact()))
+}
+
+func since(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(time.Millisecond).String() + " ago"
+}
+
+// barrier makes sure this server is the leader and its state machine holds
+// every committed entry: the base of a consistent read.
+func (s *server) barrier() error {
+	if s.raft.State() != raft.Leader {
+		return s.notLeaderError()
+	}
+	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+		return raftError(err)
+	}
+	return nil
+}
+
+// raftError maps raft's errors to the package's sentinels.
+func raftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return ErrLeadershipLost
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("raft did not take the write in time (overloaded, or leadership changing): %w", err)
+	}
+	return err
+}
+
+// ServerStatus is what a server says about itself over RPC: bootstrap,
+// autopilot and the operator read it.
+type ServerStatus struct {
+	ID           string       `json:"id"`
+	Addr         string       `json:"addr"`
+	State        string       `json:"state"`
+	Leader       string       `json:"leader,omitempty"`
+	HasState     bool         `json:"has_state"`
+	Term         uint64       `json:"term"`
+	LastIndex    uint64       `json:"last_index"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	LastContact  time.Time    `json:"last_contact"`
+	Expect       int          `json:"bootstrap_expect"`
+	Servers      []ServerInfo `json:"servers"`
+}
+
+func (s *server) status() ServerStatus {
+	_, leaderID := s.raft.LeaderWithID()
+	st := ServerStatus{
+		ID:           s.cfg.NodeName,
+		Addr:         s.cfg.AdvertiseAddr,
+		State:        s.raft.State().String(),
+		Leader:       string(leaderID),
+		Term:         s.raft.CurrentTerm(),
+		LastIndex:    s.raft.LastIndex(),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.raft.AppliedIndex(),
+		LastContact:  s.raft.LastContact(),
+		Expect:       s.cfg.BootstrapExpect,
+	}
+	st.HasState = s.hadState || st.LastIndex > 0 || st.Leader != ""
+	if s.disc != nil {
+		st.Servers, _ = s.disc.Watch()
+	}
+	return st
+}
+
+// Peer is one server of the Raft configuration.
+type Peer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+}
+
+func (s *server) peers() ([]Peer, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	_, leaderID := s.raft.LeaderWithID()
+	var out []Peer
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, Peer{ID: string(srv.ID), Address: string(srv.Address),
+			Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID})
+	}
+	return out, nil
+}
+
+func (s *server) removePeer(id string) error {
+	if s.raft.State() != raft.Leader {
+		return s.notLeaderError()
+	}
+	peers, err := s.peers()
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, p := range peers {
+		found = found || p.ID == id
+	}
+	if !found {
+		return fmt.Errorf("%w: no server %q in the configuration", ErrNotFound, id)
+	}
+	return raftError(s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout).Error())
+}
+
+// secureSnapshots makes every snapshot's files 0600 once written.
+type secureSnapshots struct {
+	raft.SnapshotStore
+	dir string
+}
+
+func (s *secureSnapshots) Create(version raft.SnapshotVersion, index, term uint64, c raft.Configuration, ci uint64, t raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.SnapshotStore.Create(version, index, term, c, ci, t)
+	if err != nil {
+		return nil, err
+	}
+	return &secureSink{SnapshotSink: sink, dir: s.dir}, nil
+}
+
+type secureSink struct {
+	raft.SnapshotSink
+	dir string
+}
+
+func (s *secureSink) Close() error {
+	err := s.SnapshotSink.Close()
+	tighten(filepath.Join(s.dir, "snapshots"))
+	return err
+}
+
+// tighten makes the files under dir 0600 and directories 0700. The
+// libraries create them 0644 inside our 0700 directory; this is a second
+// line of defence for the key material they hold.
+func tighten(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		} else {
+			_ = os.Chmod(p, 0o600)
+		}
+		return nil
+	})
+}
+
+// batcher groups concurrent writes into one Raft log entry. It keeps a
+// bounded number of entries in flight: while they commit, new writes queue
+// and leave together in the next entry, so throughput grows with load while
+// a lone write still goes out at once.
+type batcher struct {
+	raft     *raft.Raft
+	max      int
+	timeout  time.Duration
+	m        *metrics
+	ch       chan *pending
+	inflight chan struct{}
+	wg       sync.WaitGroup
+}
+
+type pending struct {
+	txn  Txn
+	done chan applyResult
+}
+
+type applyResult struct {
+	index uint64
+	err   error
+}
+
+const maxInflightEntries = 8
+
+func newBatcher(r *raft.Raft, max int, timeout time.Duration, m *metrics) *batcher {
+	return &batcher{raft: r, max: max, timeout: timeout, m: m, ch: make(chan *pending, 4*max), inflight: make(chan struct{}, maxInflightEntries)}
+}
+
+func (b *batcher) submit(ctx context.Context, txn Txn) (uint64, error) {
+	p := &pending{txn: txn, done: make(chan applyResult, 1)}
+	select {
+	case b.ch <- p:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case r := <-p.done:
+		return r.index, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (b *batcher) run(ctx context.Context) {
+	defer b.wg.Wait()
+	for {
+		var first *pending
+		select {
+		case first = <-b.ch:
+		case <-ctx.Done():
+			b.failQueued()
+			return
+		}
+		select {
+		case b.inflight <- struct{}{}:
+		case <-ctx.Done():
+			first.done <- applyResult{err: ErrClosed}
+			b.failQueued()
+			return
+		}
+		batch := []*pending{first}
+	drain:
+		for len(batch) < b.max {
+			select {
+			case p := <-b.ch:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		txns := make([]Txn, len(batch))
+		for i, p := range batch {
+			txns[i] = p.txn
+		}
+		data, err := encodeEntry(txns)
+		if err != nil {
+			<-b.inflight
+			for _, p := range batch {
+				p.done <- applyResult{err: err}
+			}
+			continue
+		}
+		b.m.applyBatch.Observe(float64(len(batch)))
+		f := b.raft.Apply(data, b.timeout)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			err := f.Error()
+			<-b.inflight
+			if err != nil {
+				err = raftError(err)
+				for _, p := range batch {
+					p.done <- applyResult{err: err}
+				}
+				return
+			}
+			res, _ := f.Response().([]TxnResult)
+			for i, p := range batch {
+				if i >= len(res) {
+					p.done <- applyResult{err: errors.New("raftstore: missing result")}
+					continue
+				}
+				if res[i].Err != nil {
+					p.done <- applyResult{err: res[i].Err}
+					continue
+				}
+				p.done <- applyResult{index: res[i].Index}
+			}
+		}()
+	}
+}
+
+func (b *batcher) failQueued() {
+	for {
+		select {
+		case p := <-b.ch:
+			p.done <- applyResult{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,625 @@
+package raftstore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/policy"
+)
+
+// TestNetwork selects the network a test cluster runs on.
+type TestNetwork int
+
+const (
+	// NetTCP runs every server on a loopback TCP port with mutual TLS:
+	// Raft and RPC share the port, as in production.
+	NetTCP TestNetwork = iota
+	// NetInmem runs Raft over raft.InmemTransport and RPC over in-memory
+	// pipes (still with mutual TLS): no socket at all.
+	NetInmem
+)
+
+// TestOptions tune MakeTestCluster.
+type TestOptions struct {
+	// Network is NetTCP unless set.
+	Network TestNetwork
+	// Configure, when set, edits each server's Config before it starts.
+	Configure func(*Config)
+	// Logger receives every node's logs. Default: discard, or text on
+	// stderr when MESHWORK_TEST_LOG is set.
+	Logger *slog.Logger
+}
+
+// TestCluster is a cluster of server (and client) agents in one process,
+// with fast timers, for tests of this package and of any package built on
+// it. Kill, Restart, Partition and Heal act on its servers.
+type TestCluster struct {
+	t    testing.TB
+	opts TestOptions
+	// Key is the cluster key every node shares.
+	Key []byte
+	// Disc is the discovery every node reads; Kill and Restart keep the
+	// statuses in it as gossip would.
+	Disc *StaticDiscovery
+	net  *testNet
+	base string
+
+	mu      sync.Mutex
+	servers []*TestNode
+	clients []*TestNode
+}
+
+// TestNode is one agent of a TestCluster.
+type TestNode struct {
+	Name    string
+	Addr    string
+	DataDir string
+	Config  Config
+	// Node is nil while the agent is killed.
+	Node *Node
+
+	inmem *raft.InmemTransport
+}
+
+// MakeTestCluster starts n servers (1, 3 or 5) that bootstrap together, and
+// waits for a leader. Everything is closed by t.Cleanup.
+func MakeTestCluster(t testing.TB, n int, opts ...TestOptions) *TestCluster {
+	t.Helper()
+	var o TestOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Logger == nil {
+		if os.Getenv("MESHWORK_TEST_LOG") != "" {
+			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		} else {
+			o.Logger = slog.New(slog.DiscardHandler)
+		}
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	// The base directory is made before Close is registered, so that the
+	// nodes are closed before their directories are removed.
+	c := &TestCluster{t: t, opts: o, Key: key, Disc: NewStaticDiscovery(), net: newTestNet(o.Network), base: t.TempDir()}
+	t.Cleanup(c.Close)
+	for i := 0; i < n; i++ {
+		c.servers = append(c.servers, c.newServerNode(fmt.Sprintf("s%d", i+1), n))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, s := range c.servers {
+		wg.Add(1)
+		go func() { // start all at the same moment: bootstrap must still happen once
+			defer wg.Done()
+			errs[i] = c.start(s)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("start test cluster: %v", err)
+		}
+	}
+	c.Leader()
+	return c
+}
+
+func (c *TestCluster) newServerNode(name string, expect int) *TestNode {
+	tn := &TestNode{Name: name, DataDir: c.dir(name)}
+	tn.Addr = c.net.reserve(c.t, name)
+	tn.Config = Config{
+		NodeName:            name,
+		DataDir:             tn.DataDir,
+		ClusterKey:          c.Key,
+		Server:              true,
+		BootstrapExpect:     expect,
+		BindAddr:            tn.Addr,
+		AdvertiseAddr:       tn.Addr,
+		Timing:              FastTiming,
+		AutopilotInterval:   200 * time.Millisecond,
+		StabilizationTime:   time.Second,
+		WatchHeartbeat:      500 * time.Millisecond,
+		SnapshotThreshold:   1024,
+		DeadServerThreshold: time.Hour,
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(&tn.Config)
+	}
+	return tn
+}
+
+func (c *TestCluster) dir(name string) string {
+	d, err := os.MkdirTemp(c.base, name+"-")
+	if err != nil {
+		c.t.Fatalf("data dir: %v", err)
+	}
+	return d
+}
+
+// start (re)creates the node of tn and starts it.
+func (c *TestCluster) start(tn *TestNode) error {
+	deps := Deps{
+		Logger:    c.opts.Logger.With("node", tn.Name),
+		Discovery: c.Disc,
+		Dial:      c.net.dialer(tn.Name),
+	}
+	if tn.Config.Server {
+		ln, err := c.net.listen(tn.Name, tn.Addr)
+		if err != nil {
+			return err
+		}
+		deps.Listener = ln
+		if c.net.mode == NetInmem {
+			_, tn.inmem = raft.NewInmemTransport(raft.ServerAddress(tn.Addr))
+			deps.RaftTransport = tn.inmem
+			c.net.addInmem(tn.Name, tn.inmem)
+		}
+	}
+	n, err := New(tn.Config, deps)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(context.Background()); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	tn.Node = n
+	c.mu.Unlock()
+	if tn.Config.Server {
+		c.Disc.Update(tn.Name, func(s *ServerInfo) {
+			s.Addr, s.Status, s.Expect = tn.Addr, catalog.StatusAlive, tn.Config.BootstrapExpect
+		})
+	}
+	return nil
+}
+
+// Close closes every node. It is idempotent.
+func (c *TestCluster) Close() {
+	c.mu.Lock()
+	all := append(append([]*TestNode(nil), c.clients...), c.servers...)
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, tn := range all {
+		if n := tn.Node; n != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = n.Close()
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// Servers returns the server agents, killed ones included.
+func (c *TestCluster) Servers() []*TestNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*TestNode(nil), c.servers...)
+}
+
+// Server returns server i (0-based).
+func (c *TestCluster) Server(i int) *TestNode { return c.Servers()[i] }
+
+// Index returns the position of tn among the servers.
+func (c *TestCluster) Index(tn *TestNode) int {
+	for i, s := range c.Servers() {
+		if s == tn {
+			return i
+		}
+	}
+	return -1
+}
+
+// Leader waits until the live servers of one side agree on a leader that
+// is one of them, and returns it. It fails the test after 30s.
+func (c *TestCluster) Leader() *TestNode {
+	c.t.Helper()
+	var leader *TestNode
+	c.WaitFor(30*time.Second, "one leader", func() bool {
+		leader = c.currentLeader()
+		return leader != nil
+	})
+	return leader
+}
+
+func (c *TestCluster) currentLeader() *TestNode {
+	var leaders []*TestNode
+	for _, s := range c.Servers() {
+		if s.Node != nil && s.Node.srv != nil && s.Node.srv.raft.State() == raft.Leader {
+			leaders = append(leaders, s)
+		}
+	}
+	// During a partition an old leader may not have stepped down yet:
+	// take the one whose term is highest, once followers agree with it.
+	var best *TestNode
+	for _, l := range leaders {
+		if best == nil || l.Node.srv.raft.CurrentTerm() > best.Node.srv.raft.CurrentTerm() {
+			best = l
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	for _, s := range c.Servers() {
+		if s.Node == nil || s == best || !c.net.connected(s.Name, best.Name) {
+			continue
+		}
+		if _, id := s.Node.srv.raft.LeaderWithID(); string(id) != best.Name {
+			return nil
+		}
+	}
+	return best
+}
+
+// WaitFor polls cond until it holds, failing the test after timeout.
+func (c *TestCluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	WaitFor(c.t, timeout, what, cond)
+}
+
+// WaitFor polls cond every 10ms until it holds, and fails t after timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		tick := time.NewTimer(10 * time.Millisecond)
+		<-tick.C
+	}
+}
+
+// Kill stops server i abruptly, as kill -9 would from the cluster's point of
+// view: it does not leave, and gossip marks it failed.
+func (c *TestCluster) Kill(i int) {
+	c.t.Helper()
+	tn := c.Server(i)
+	c.mu.Lock()
+	n := tn.Node
+	tn.Node = nil
+	c.mu.Unlock()
+	if n == nil {
+		return
+	}
+	c.net.kill(tn.Name)
+	_ = n.Close()
+	c.Disc.Update(tn.Name, func(s *ServerInfo) { s.Status = catalog.StatusFailed })
+}
+
+// Restart starts a killed server again from its data directory, at the
+// same address.
+func (c *TestCluster) Restart(i int) {
+	c.t.Helper()
+	tn := c.Server(i)
+	if tn.Node != nil {
+		c.Kill(i)
+	}
+	var err error
+	// The port may linger for a moment after the old listener closed.
+	WaitFor(c.t, 10*time.Second, "restart of "+tn.Name, func() bool {
+		err = c.start(tn)
+		return err == nil || !errors.Is(err, errAddrInUse)
+	})
+	if err != nil {
+		c.t.Fatalf("restart %s: %v", tn.Name, err)
+	}
+}
+
+// AddServer starts a new server that joins the existing cluster (it does
+// not bootstrap); autopilot adds it as a non-voter and promotes it.
+func (c *TestCluster) AddServer(name string) *TestNode {
+	c.t.Helper()
+	tn := c.newServerNode(name, 0)
+	c.mu.Lock()
+	c.servers = append(c.servers, tn)
+	c.mu.Unlock()
+	if err := c.start(tn); err != nil {
+		c.t.Fatalf("add server %s: %v", name, err)
+	}
+	return tn
+}
+
+// AddClient starts a client agent that reaches the servers over RPC.
+func (c *TestCluster) AddClient(name string) *TestNode {
+	c.t.Helper()
+	tn := &TestNode{Name: name, DataDir: c.dir(name)}
+	tn.Config = Config{NodeName: name, DataDir: tn.DataDir, ClusterKey: c.Key, WatchHeartbeat: 500 * time.Millisecond, StaleAfter: 2 * time.Second}
+	c.mu.Lock()
+	c.clients = append(c.clients, tn)
+	c.mu.Unlock()
+	if err := c.start(tn); err != nil {
+		c.t.Fatalf("add client %s: %v", name, err)
+	}
+	return tn
+}
+
+// StopClient closes a client agent (its policy stays on disk).
+func (c *TestCluster) StopClient(tn *TestNode) {
+	c.mu.Lock()
+	n := tn.Node
+	tn.Node = nil
+	c.mu.Unlock()
+	if n != nil {
+		_ = n.Close()
+	}
+}
+
+// StartClient starts a stopped client agent again from its data directory.
+func (c *TestCluster) StartClient(tn *TestNode) {
+	c.t.Helper()
+	if err := c.start(tn); err != nil {
+		c.t.Fatalf("start client %s: %v", tn.Name, err)
+	}
+}
+
+// Partition cuts the network between the given groups of servers (by
+// index). Client agents stay connected to every server. Heal undoes it.
+func (c *TestCluster) Partition(groups ...[]int) {
+	names := map[string]int{}
+	for g, list := range groups {
+		for _, i := range list {
+			names[c.Server(i).Name] = g + 1
+		}
+	}
+	c.net.partition(names)
+}
+
+// Heal reconnects every server.
+func (c *TestCluster) Heal() { c.net.partition(nil) }
+
+// Isolate cuts a client agent (or server) by name from every server.
+func (c *TestCluster) Isolate(name string, cut bool) { c.net.isolate(name, cut) }
+
+// ApplyDoc is a helper that parses src and applies it through node n.
+func ApplyDoc(ctx context.Context, n *Node, src string) (uint64, error) {
+	docs, err := policy.Parse([]byte(src))
+	if err != nil {
+		return 0, err
+	}
+	return n.ApplyDocuments(ctx, docs, nil)
+}
+
+// testNet is the network of a test cluster: it refuses dials across a
+// partition and closes the connections that cross one when it is made.
+type testNet struct {
+	mode TestNetwork
+
+	mu       sync.Mutex
+	group    map[string]int  // node -> partition group; absent = everywhere
+	cut      map[string]bool // isolated nodes
+	addrNode map[string]string
+	conns    map[*trackedConn]struct{}
+	mem      map[string]*memListener
+	inmem    map[string]*raft.InmemTransport
+}
+
+var errAddrInUse = errors.New("address in use")
+
+func newTestNet(mode TestNetwork) *testNet {
+	return &testNet{mode: mode, group: map[string]int{}, cut: map[string]bool{}, addrNode: map[string]string{},
+		conns: map[*trackedConn]struct{}{}, mem: map[string]*memListener{}, inmem: map[string]*raft.InmemTransport{}}
+}
+
+// reserve picks the address of a server.
+func (tn *testNet) reserve(t testing.TB, name string) string {
+	var addr string
+	if tn.mode == NetInmem {
+		addr = "mem-" + name + ":7947"
+	} else {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("reserve port: %v", err)
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+	}
+	tn.mu.Lock()
+	tn.addrNode[addr] = name
+	tn.mu.Unlock()
+	return addr
+}
+
+func (tn *testNet) listen(name, addr string) (net.Listener, error) {
+	if tn.mode == NetInmem {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		ln := &memListener{addr: tcpAddr(addr), ch: make(chan net.Conn), done: make(chan struct{})}
+		tn.mem[addr] = ln
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errAddrInUse, err)
+	}
+	return ln, nil
+}
+
+func (tn *testNet) connected(a, b string) bool {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.connectedLocked(a, b)
+}
+
+func (tn *testNet) connectedLocked(a, b string) bool {
+	if tn.cut[a] || tn.cut[b] {
+		return false
+	}
+	ga, oka := tn.group[a]
+	gb, okb := tn.group[b]
+	return !oka || !okb || ga == gb
+}
+
+func (tn *testNet) dialer(from string) DialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		tn.mu.Lock()
+		to := tn.addrNode[addr]
+		if !tn.connectedLocked(from, to) {
+			tn.mu.Unlock()
+			return nil, fmt.Errorf("dial %s: network partitioned (test)", addr)
+		}
+		ml := tn.mem[addr]
+		tn.mu.Unlock()
+		var c net.Conn
+		var err error
+		if tn.mode == NetInmem {
+			if ml == nil {
+				return nil, fmt.Errorf("dial %s: connection refused", addr)
+			}
+			c, err = ml.dial(ctx)
+		} else {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return tn.track(from, to, c), nil
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	from, to string
+	tn       *testNet
+	once     sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.tn.mu.Lock()
+		delete(c.tn.conns, c)
+		c.tn.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (tn *testNet) track(from, to string, c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, from: from, to: to, tn: tn}
+	tn.mu.Lock()
+	tn.conns[tc] = struct{}{}
+	tn.mu.Unlock()
+	return tc
+}
+
+// dropCrossing closes connections between nodes no longer connected.
+// Called with tn.mu held; closes outside it.
+func (tn *testNet) dropCrossingLocked() []net.Conn {
+	var drop []net.Conn
+	for c := range tn.conns {
+		if !tn.connectedLocked(c.from, c.to) {
+			drop = append(drop, c.Conn)
+			delete(tn.conns, c)
+		}
+	}
+	return drop
+}
+
+func (tn *testNet) partition(groups map[string]int) {
+	tn.mu.Lock()
+	tn.group = map[string]int{}
+	for k, v := range groups {
+		tn.group[k] = v
+	}
+	drop := tn.dropCrossingLocked()
+	tn.rewireInmemLocked()
+	tn.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
+	}
+}
+
+func (tn *testNet) isolate(name string, cut bool) {
+	tn.mu.Lock()
+	if cut {
+		tn.cut[name] = true
+	} else {
+		delete(tn.cut, name)
+	}
+	drop := tn.dropCrossingLocked()
+	tn.rewireInmemLocked()
+	tn.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
+	}
+}
+
+// kill forgets a server's in-memory transport and listener.
+func (tn *testNet) kill(name string) {
+	tn.mu.Lock()
+	delete(tn.inmem, name)
+	for addr, n := range tn.addrNode {
+		if n == name {
+			delete(tn.mem, addr)
+		}
+	}
+	tn.rewireInmemLocked()
+	tn.mu.Unlock()
+}
+
+func (tn *testNet) addInmem(name string, t *raft.InmemTransport) {
+	tn.mu.Lock()
+	tn.inmem[name] = t
+	tn.rewireInmemLocked()
+	tn.mu.Unlock()
+}
+
+// rewireInmemLocked connects every pair of in-memory transports that the
+// partition allows, and disconnects the others.
+func (tn *testNet) rewireInmemLocked() {
+	for a, ta := range tn.inmem {
+		ta.DisconnectAll()
+		for b, tb := range tn.inmem {
+			if a != b && tn.connectedLocked(a, b) {
+				ta.Connect(tb.LocalAddr(), tb)
+			}
+		}
+	}
+}
+
+// memListener is an in-memory listener; dial gives it one end of a pipe.
+type memListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *memListener) dial(ctx context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case l.ch <- b:
+		return a, nil
+	case <-l.done:
+		return nil, fmt.Errorf("dial %s: connection refused", l.addr)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *memListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *memListener) Addr() net.Addr { return l.addr }
