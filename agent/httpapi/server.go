@@ -4,6 +4,25 @@
 // gossip members, the catalog with blocking queries, and Prometheus
 // metrics. Other components add their routes with Mount.
 //
+// Endpoints (errors are {"error": "..."} with 400, 404, 405 or 503):
+//
+//	GET  /v1/agent/self                     api.Self
+//	GET  /v1/agent/members                  []api.Member
+//	GET  /v1/agent/services                 []api.AgentService
+//	GET  /v1/agent/service/<id>             api.AgentService
+//	PUT  /v1/agent/service/register         body api.ServiceDefinition; answers api.AgentService
+//	PUT  /v1/agent/service/deregister/<id>
+//	GET  /v1/agent/checks                   []api.CheckStatus
+//	PUT  /v1/agent/check/{pass,warn,fail}/<id>?note=...
+//	PUT  /v1/agent/check/update/<id>        body api.CheckUpdate
+//	GET  /v1/catalog/services               []api.CatalogServiceSummary   (blocking)
+//	GET  /v1/catalog/nodes                  []api.Node                    (blocking)
+//	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     (blocking)
+//	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry (blocking)
+//	GET  /v1/metrics                        Prometheus text format
+//
+// Blocking reads take ?index=N&wait=30s and answer X-Meshwork-Index.
+//
 // The server depends only on small interfaces (Local, Catalog, Members) so
 // that it can be tested, and composed, without an agent.
 package httpapi

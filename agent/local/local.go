@@ -146,8 +146,9 @@ type Manager struct {
 	closed   bool
 	wg       sync.WaitGroup // reapers in flight
 
-	pubMu   sync.Mutex // orders publications
-	version uint64
+	pubMu      sync.Mutex // orders publications
+	pubStopped bool       // set by Close under pubMu
+	version    uint64
 	view    atomic.Pointer[view]
 }
 
@@ -277,6 +278,11 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	closeChecks(checks)
 	m.wg.Wait()
+	// Wait out a publication in flight (one started by a TTL update from the
+	// API), so that none reaches the Publisher after Close.
+	m.pubMu.Lock()
+	m.pubStopped = true
+	m.pubMu.Unlock()
 	return nil
 }
 
@@ -632,6 +638,9 @@ func (m *Manager) usableLocked() error {
 func (m *Manager) publish() {
 	m.pubMu.Lock()
 	defer m.pubMu.Unlock()
+	if m.pubStopped {
+		return
+	}
 	m.mu.Lock()
 	if !m.started || m.closed {
 		m.mu.Unlock()
