@@ -149,7 +149,7 @@ type Manager struct {
 	pubMu      sync.Mutex // orders publications
 	pubStopped bool       // set by Close under pubMu
 	version    uint64
-	view    atomic.Pointer[view]
+	view       atomic.Pointer[view]
 }
 
 type service struct {
