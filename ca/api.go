@@ -1,0 +1,158 @@
+package ca
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/meshwork/meshwork/internal/httpjson"
+)
+
+// Local HTTP API paths (served by the agent on 127.0.0.1:8500).
+const (
+	APIPathRoots  = "/v1/ca/roots"
+	APIPathLeaf   = "/v1/ca/leaf"
+	APIPathToken  = "/v1/ca/token"
+	APIPathRotate = "/v1/ca/rotate"
+)
+
+// RootInfo describes one trusted root.
+type RootInfo struct {
+	Fingerprint string    `json:"fingerprint"`
+	Subject     string    `json:"subject"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	// Active is true for the root new leaves chain to.
+	Active bool `json:"active"`
+	// PEM is the root certificate.
+	PEM string `json:"pem"`
+}
+
+// RootsResponse answers GET /v1/ca/roots.
+type RootsResponse struct {
+	TrustDomain string     `json:"trust_domain"`
+	Generation  uint64     `json:"generation"`
+	Roots       []RootInfo `json:"roots"`
+	// Rotation is the rotation status; servers only.
+	Rotation *RotationStatus `json:"rotation,omitempty"`
+}
+
+// TokenRequest is the body of POST /v1/ca/token.
+type TokenRequest struct {
+	Node string `json:"node"`
+	// TTL is a Go duration such as "10m"; empty means the default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// TokenResponse answers POST /v1/ca/token.
+type TokenResponse struct {
+	Node    string    `json:"node"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+// APIDeps are what the local API handlers read.
+type APIDeps struct {
+	// Manager is the agent's certificate manager. Required.
+	Manager *Manager
+	// Server is the embedded CA; nil on client agents and with provider
+	// step-ca (token and rotate then answer 501).
+	Server *Server
+}
+
+// NewAPIHandler returns the handler of the CA's local API: GET /v1/ca/roots,
+// GET /v1/ca/leaf (the leaf, its SANs and expiry, never its key), POST
+// /v1/ca/token and POST /v1/ca/rotate. Errors are RPCError bodies.
+func NewAPIHandler(deps APIDeps) http.Handler {
+	h := &apiHandler{deps: deps}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+APIPathRoots, h.roots)
+	mux.HandleFunc("GET "+APIPathLeaf, h.leaf)
+	mux.HandleFunc("POST "+APIPathToken, h.token)
+	mux.HandleFunc("POST "+APIPathRotate, h.rotate)
+	return mux
+}
+
+type apiHandler struct{ deps APIDeps }
+
+func (h *apiHandler) roots(w http.ResponseWriter, r *http.Request) {
+	b := h.deps.Manager.Bundle()
+	if s := h.deps.Server; s != nil {
+		if sb := s.Bundle(); sb != nil && (b == nil || sb.Generation > b.Generation) {
+			b = sb
+		}
+	}
+	if b == nil {
+		writeError(w, fmt.Errorf("ca: roots: %w: no trust bundle yet", ErrNotReady))
+		return
+	}
+	resp := RootsResponse{TrustDomain: b.TrustDomain, Generation: b.Generation}
+	for _, c := range b.Roots {
+		fp := Fingerprint(c)
+		resp.Roots = append(resp.Roots, RootInfo{
+			Fingerprint: fp, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+			Active: fp == b.ActiveRoot || len(b.Roots) == 1, PEM: string(EncodeCertificatesPEM(c)),
+		})
+	}
+	if s := h.deps.Server; s != nil {
+		if st, err := s.RotationStatus(r.Context()); err == nil {
+			resp.Rotation = &st
+		}
+	}
+	httpjson.Write(w, http.StatusOK, resp)
+}
+
+func (h *apiHandler) leaf(w http.ResponseWriter, _ *http.Request) {
+	li, err := h.deps.Manager.Leaf()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	httpjson.Write(w, http.StatusOK, li)
+}
+
+func (h *apiHandler) token(w http.ResponseWriter, r *http.Request) {
+	if h.deps.Server == nil {
+		writeError(w, fmt.Errorf("ca: token: %w: tokens are made by the embedded CA on server agents", ErrNotServer))
+		return
+	}
+	var req TokenRequest
+	if err := httpjson.Decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			writeError(w, fmt.Errorf("ca: token: %w: ttl %q: %v", ErrBadRequest, req.TTL, err))
+			return
+		}
+		ttl = d
+	}
+	tok, exp, err := h.deps.Server.Token(r.Context(), req.Node, ttl)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	httpjson.Write(w, http.StatusOK, TokenResponse{Node: req.Node, Token: tok, Expires: exp})
+}
+
+func (h *apiHandler) rotate(w http.ResponseWriter, r *http.Request) {
+	if h.deps.Server == nil {
+		writeError(w, fmt.Errorf("ca: rotate: %w: run it on a server agent", ErrNotServer))
+		return
+	}
+	st, err := h.deps.Server.Rotate(r.Context())
+	if err != nil {
+		if errors.Is(err, ErrRotationInProgress) {
+			if cur, serr := h.deps.Server.RotationStatus(r.Context()); serr == nil {
+				err = fmt.Errorf("%w (from %s to %s, waiting for %d nodes)", err, cur.From, cur.To, len(cur.Pending))
+			}
+		}
+		writeError(w, err)
+		return
+	}
+	httpjson.Write(w, http.StatusOK, st)
+}

@@ -1,0 +1,317 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smallstep/cli-utils/token"
+	"github.com/smallstep/cli-utils/token/provision"
+	"go.step.sm/crypto/jose"
+)
+
+const testTD = "mesh.test"
+
+// testLogger logs to the test output when -v is given.
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+func newStateKey(t *testing.T) []byte {
+	t.Helper()
+	k := make([]byte, StateKeySize)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// cluster is a set of CA servers sharing one replicated state.
+type cluster struct {
+	t     *testing.T // the test that made it; see in
+	state StateStore
+	key   []byte
+}
+
+// in returns c bound to the subtest t, so that its helpers fail t.
+func (c *cluster) in(t *testing.T) *cluster {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return &cluster{t: t, state: NewMemStore(), key: newStateKey(t)}
+}
+
+// server starts a CA server named node; mod may change its config and deps.
+func (c *cluster) server(node string, mod func(*ServerConfig, *ServerDeps)) *Server {
+	c.t.Helper()
+	cfg := ServerConfig{TrustDomain: testTD, Node: node, StateKey: c.key, LeafTTL: time.Hour, RotationCheck: 50 * time.Millisecond}
+	deps := ServerDeps{State: c.state, Logger: testLogger(c.t), PeerTLS: testPeerTLS}
+	if mod != nil {
+		mod(&cfg, &deps)
+	}
+	s, err := NewServer(cfg, deps)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { s.Close() })
+	if err := s.WaitReady(ctxT(c.t, 10*time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// rpcServer is a server agent's RPC port: its own leaf from the local
+// issuer, HTTP over TLS on loopback, client certificates requested but not
+// required, as raftstore's RPC port does it.
+type rpcServer struct {
+	srv  *Server
+	mgr  *Manager
+	addr string
+	stop func()
+}
+
+func (c *cluster) rpc(s *Server) *rpcServer {
+	c.t.Helper()
+	mgr := c.manager(s.cfg.Node, nil, s.LocalIssuer(), nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: mgr.GetCertificate,
+		ClientAuth:     tls.RequestClientCert,
+		NextProtos:     []string{RPCALPN},
+	}
+	// As raftstore's port does: handshake first, then hand the connection
+	// to net/http with its type hidden (net/http drops a *tls.Conn whose
+	// ALPN protocol it does not know) and its TLS state in the context.
+	hs := &http.Server{
+		Handler:  s.RPCHandler(),
+		ErrorLog: log.New(io.Discard, "", 0),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if hc, ok := c.(*hiddenTLS); ok {
+				return context.WithValue(ctx, peerTLSKey{}, hc.state)
+			}
+			return ctx
+		},
+	}
+	tl := &handshakeListener{Listener: ln, cfg: cfg}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = hs.Serve(tl) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { hs.Close(); <-done }) }
+	c.t.Cleanup(stop)
+	return &rpcServer{srv: s, mgr: mgr, addr: ln.Addr().String(), stop: stop}
+}
+
+type peerTLSKey struct{}
+
+// testPeerTLS is ServerDeps.PeerTLS for servers behind rpc.
+func testPeerTLS(r *http.Request) (tls.ConnectionState, bool) {
+	st, ok := r.Context().Value(peerTLSKey{}).(tls.ConnectionState)
+	return st, ok
+}
+
+type hiddenTLS struct {
+	net.Conn
+	state tls.ConnectionState
+}
+
+type handshakeListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Server(c, l.cfg)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			continue
+		}
+		_ = tc.SetDeadline(time.Time{})
+		return &hiddenTLS{Conn: tc, state: tc.ConnectionState()}, nil
+	}
+}
+
+// manager starts a Manager for node with the given issuer (nil: an RPC
+// client to addrs) and waits until it is ready.
+func (c *cluster) manager(node string, mod func(*ManagerConfig), iss Issuer, addrs func() []string) *Manager {
+	c.t.Helper()
+	m := c.newManager(node, mod, iss, addrs)
+	if err := m.Start(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { m.Close() })
+	if err := m.WaitReady(ctxT(c.t, 15*time.Second)); err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+func (c *cluster) newManager(node string, mod func(*ManagerConfig), iss Issuer, addrs func() []string) *Manager {
+	c.t.Helper()
+	if iss == nil {
+		iss = c.rpcClient(addrs)
+	}
+	cfg := ManagerConfig{TrustDomain: testTD, Node: node, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, RotationSpread: 100 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := NewManager(cfg, ManagerDeps{Issuer: iss, Bundles: NewStateBundleSource(c.state, testTD), Logger: testLogger(c.t)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
+
+func (c *cluster) rpcClient(addrs func() []string) *RPCClient {
+	c.t.Helper()
+	cl, err := NewRPCClient(RPCClientConfig{
+		TrustDomain: testTD,
+		Servers:     func(context.Context) ([]string, error) { return addrs(), nil },
+		Timeout:     5 * time.Second,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+func (c *cluster) token(s *Server, node string) string {
+	c.t.Helper()
+	tok, _, err := s.Token(context.Background(), node, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tok
+}
+
+func fixed(addrs ...string) func() []string { return func() []string { return addrs } }
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// waitChange waits for the manager's next change notification.
+func waitChange(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
+}
+
+// tlsEcho serves TLS on loopback with the manager's server config: every
+// accepted connection completes its handshake, writes the client's first
+// SPIFFE ID back, and closes.
+func tlsEcho(t *testing.T, m *Manager) (addr string, handshakeErrs func() []error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var errs []error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := tls.Server(c, m.ServerTLSConfig())
+				if err := tc.Handshake(); err != nil {
+					if !errors.Is(err, net.ErrClosed) {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+					return
+				}
+				_, _ = tc.Write([]byte(tc.ConnectionState().PeerCertificates[0].URIs[0].String() + "\n"))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String(), func() []error {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]error(nil), errs...)
+	}
+}
+
+// forgedToken is a well-formed bootstrap token for node signed by a key that
+// is not the provisioner's.
+func forgedToken(t *testing.T, node string) string {
+	t.Helper()
+	jwk, err := jose.GenerateJWK("EC", "P-256", "ES256", "sig", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := provision.New(node,
+		token.WithJWTID("forged-"+node),
+		token.WithIssuer(DefaultProvisioner),
+		token.WithAudience(tokenAudience(testTD)),
+		token.WithValidity(now, now.Add(5*time.Minute)),
+		token.WithSANS([]string{NodeID(testTD, node)}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tok.SignedString(jwk.Algorithm, jwk.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
