@@ -10,7 +10,7 @@ import (
 // vclock is a virtual clock the tests move by hand.
 type vclock struct{ t time.Duration }
 
-func (c *vclock) now() time.Duration     { return c.t }
+func (c *vclock) now() time.Duration      { return c.t }
 func (c *vclock) advance(d time.Duration) { c.t += d }
 
 // completion is a request in flight in the simulation.

@@ -1,0 +1,213 @@
+package transport
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/meshwork/meshwork/catalog"
+)
+
+// Identity supplies this agent's certificate and judges peers'. The agent's
+// certificate manager (ca/) implements it. Its methods are called
+// concurrently from TLS handshakes and must not block on the network:
+// GetCertificate and GetClientCertificate return the current leaf (they are
+// asked on every handshake, so a renewed leaf is used from the next one on,
+// while established connections and their streams carry on), and
+// VerifyPeer checks a peer's chain against the current trust bundle (so
+// that rotated roots apply at once).
+type Identity interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// VerifyPeer returns the peer's SPIFFE IDs in the mesh trust domain, or
+	// an error when the chain does not verify.
+	VerifyPeer(rawCerts [][]byte) (spiffeIDs []string, err error)
+}
+
+// Catalog is the catalog as gossip publishes it; *catalog.Store implements
+// it. Both methods are lock-free or nearly so and never block.
+type Catalog interface {
+	// Current returns the latest snapshot; never nil.
+	Current() *catalog.Snapshot
+	// Watch returns the latest snapshot and a channel closed when a newer
+	// one is published.
+	Watch() (*catalog.Snapshot, <-chan struct{})
+}
+
+// Source is the verified identity of a caller, as the receiving agent
+// hands it to the Authorizer.
+type Source struct {
+	// ID is the SPIFFE ID claimed and proven by the certificate.
+	ID string
+	// Service is the calling service for a service identity, else "".
+	Service string
+	// Node is the calling node for a node identity, else "".
+	Node string
+}
+
+// Authorizer decides whether a caller may reach a destination service.
+// policy.Set's Intentions implement it through a small adapter. It is
+// called on every inbound stream, concurrently, and must not block: read
+// an in-memory copy of the policy.
+type Authorizer interface {
+	// Allowed returns the verdict and a short reason for logs and refusals.
+	Allowed(src Source, dst string) (allowed bool, reason string)
+}
+
+// AuthorizerFunc adapts a function to Authorizer.
+type AuthorizerFunc func(src Source, dst string) (bool, string)
+
+// Allowed calls f.
+func (f AuthorizerFunc) Allowed(src Source, dst string) (bool, string) { return f(src, dst) }
+
+// SplitTarget is one weighted subset of a traffic split.
+type SplitTarget struct {
+	// Service is the service the subset belongs to; "" means the split
+	// service itself.
+	Service string
+	// Tag selects instances carrying it; "" means any.
+	Tag string
+	// Meta selects instances whose meta has every key with that value.
+	Meta map[string]string
+	// Weight is relative to the other targets; 0 sends nothing.
+	Weight uint32
+}
+
+// SplitSource returns the traffic split of a service, read per connection.
+// It is called concurrently and must not block. nil Splits means no split.
+type SplitSource interface {
+	// SplitFor returns the targets of service's split, or nil for none.
+	SplitFor(service string) []SplitTarget
+}
+
+// Upstream is an explicit upstream of a local service: a listener on this
+// host whose connections go to Service with the identity of the service
+// that declares it.
+type Upstream struct {
+	// Service is the destination service.
+	Service string
+	// LocalBind is the "ip:port" the agent listens on.
+	LocalBind string
+	// Port is the destination port; 0 means each instance's main port.
+	Port int
+}
+
+// LocalService is one service instance defined on this node.
+type LocalService struct {
+	// Name is the service name.
+	Name string
+	// Address is where the instance listens; "" means 127.0.0.1.
+	Address string
+	// Ports are the ports the instance declares; inbound streams may reach
+	// these and no others.
+	Ports []int
+	// User is the unix user (name or numeric uid) the service runs as; ""
+	// means unknown. Callers connecting to a VIP from that uid get the
+	// service's identity.
+	User string
+	// Upstreams are the service's explicit upstreams.
+	Upstreams []Upstream
+}
+
+// LocalServices reports the services defined on this node. Local returns
+// the current definitions (callers must not modify them) and a channel
+// closed when they change. It must not block.
+type LocalServices interface {
+	Local() ([]LocalService, <-chan struct{})
+}
+
+// StaticLocal is a LocalServices whose definitions are set by hand: the
+// agent's registration code pushes its definitions with Set. Safe for
+// concurrent use.
+type StaticLocal struct {
+	mu      sync.Mutex
+	svcs    []LocalService
+	changed chan struct{}
+}
+
+// NewStaticLocal returns definitions holding svcs.
+func NewStaticLocal(svcs ...LocalService) *StaticLocal {
+	return &StaticLocal{svcs: svcs, changed: make(chan struct{})}
+}
+
+// Local implements LocalServices.
+func (s *StaticLocal) Local() ([]LocalService, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.svcs, s.changed
+}
+
+// Set replaces the definitions and wakes the watchers.
+func (s *StaticLocal) Set(svcs []LocalService) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.svcs = svcs
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// NodeID returns the SPIFFE ID of a node.
+func NodeID(trustDomain, node string) string {
+	return "spiffe://" + trustDomain + "/node/" + node
+}
+
+// ServiceID returns the SPIFFE ID of a service.
+func ServiceID(trustDomain, service string) string {
+	return "spiffe://" + trustDomain + "/svc/" + service
+}
+
+// ParseID splits a SPIFFE ID of trustDomain into a Source. It fails for
+// another trust domain or a path other than /node/<n> or /svc/<s>.
+func ParseID(trustDomain, id string) (Source, error) {
+	rest, ok := strings.CutPrefix(id, "spiffe://"+trustDomain+"/")
+	if !ok {
+		return Source{}, fmt.Errorf("%w: %q is not in trust domain %s", ErrIdentity, id, trustDomain)
+	}
+	kind, name, ok := strings.Cut(rest, "/")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return Source{}, fmt.Errorf("%w: %q has no /node/<name> or /svc/<name> path", ErrIdentity, id)
+	}
+	switch kind {
+	case "node":
+		return Source{ID: id, Node: name}, nil
+	case "svc":
+		return Source{ID: id, Service: name}, nil
+	}
+	return Source{}, fmt.Errorf("%w: %q: unknown kind %q", ErrIdentity, id, kind)
+}
+
+// LookupUID resolves a user name or numeric uid.
+func LookupUID(u string) (uint32, error) {
+	if n, err := strconv.ParseUint(u, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	usr, err := user.Lookup(u)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(usr.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("user %q: uid %q: %w", u, usr.Uid, err)
+	}
+	return uint32(n), nil
+}
+
+// PeerUIDFunc returns the uid owning the caller's end of a TCP connection
+// accepted on a loopback address. The default uses sock_diag.
+type PeerUIDFunc func(c net.Conn) (uint32, error)
+
+// DialFunc dials a local service.
+type DialFunc func(network, address string) (net.Conn, error)
+
+// addrOrLoopback returns the address to dial a local instance at.
+func addrOrLoopback(a string) netip.Addr {
+	if ip, err := netip.ParseAddr(a); err == nil && !ip.IsUnspecified() {
+		return ip.Unmap()
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}

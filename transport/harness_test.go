@@ -1,0 +1,356 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport/transporttest"
+)
+
+const testTD = "mesh.test"
+
+// mesh is a set of agents on loopback sharing one catalog, each with a real
+// UDP socket, real QUIC and mutual TLS from a test CA.
+type mesh struct {
+	t      *testing.T
+	ca     *transporttest.CA
+	store  *catalog.Store
+	mu     sync.Mutex
+	agents []*agent
+}
+
+// agent is one Transport with its collaborators.
+type agent struct {
+	m        *mesh
+	name     string
+	tr       *Transport
+	id       *transporttest.Identity
+	local    *StaticLocal
+	reg      *prometheus.Registry
+	pc       *net.UDPConn
+	status   catalog.MemberStatus
+	services []catalog.Service
+	authz    *recordingAuthz
+}
+
+// recordingAuthz records every decision and applies a deny list.
+type recordingAuthz struct {
+	mu    sync.Mutex
+	deny  map[string]bool // "src->dst" or "*->dst"
+	calls []string        // "srcID->dst"
+}
+
+func (a *recordingAuthz) Allowed(src Source, dst string) (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, src.ID+"->"+dst)
+	name := src.Service
+	if name == "" {
+		name = "node/" + src.Node
+	}
+	if a.deny[name+"->"+dst] || a.deny["*->"+dst] {
+		return false, "intention deny"
+	}
+	return true, "allowed in test"
+}
+
+func (a *recordingAuthz) setDeny(rule string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.deny == nil {
+		a.deny = map[string]bool{}
+	}
+	a.deny[rule] = true
+}
+
+func (a *recordingAuthz) seen() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+func newMesh(t *testing.T) *mesh {
+	t.Helper()
+	ca, err := transporttest.NewCA(testTD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &mesh{t: t, ca: ca, store: catalog.NewStore()}
+}
+
+// agentOpts tweak one agent.
+type agentOpts struct {
+	cfg      func(*Config)
+	deps     func(*Deps)
+	ca       *transporttest.CA // issuer of its certificate; default the mesh CA
+	certSvcs []string          // services in its certificate; default its local services
+}
+
+func testLogger(t *testing.T, name string) *slog.Logger {
+	if os.Getenv("TRANSPORT_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("agent", name)
+}
+
+// addAgent starts an agent running local services svcs (published in the
+// catalog too).
+func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
+	t := m.t
+	t.Helper()
+	m.mu.Lock()
+	idx := len(m.agents)
+	m.mu.Unlock()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	certSvcs := o.certSvcs
+	if certSvcs == nil {
+		for _, s := range svcs {
+			certSvcs = append(certSvcs, s.Name)
+		}
+	}
+	issuer := o.ca
+	if issuer == nil {
+		issuer = m.ca
+	}
+	cert, err := issuer.IssueNode(name, certSvcs, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{
+		m:      m,
+		name:   name,
+		id:     transporttest.NewIdentity(testTD, cert, issuer),
+		local:  NewStaticLocal(svcs...),
+		reg:    prometheus.NewRegistry(),
+		pc:     pc,
+		status: catalog.StatusAlive,
+		authz:  &recordingAuthz{},
+	}
+	for _, s := range svcs {
+		cs := catalog.Service{ID: s.Name, Name: s.Name, Health: catalog.Passing}
+		if len(s.Ports) > 0 {
+			cs.Port = s.Ports[0]
+			for _, p := range s.Ports[1:] {
+				cs.Ports = append(cs.Ports, catalog.Port{Name: fmt.Sprint(p), Port: p})
+			}
+		}
+		a.services = append(a.services, cs)
+	}
+	cfg := Config{
+		Node:             name,
+		TrustDomain:      testTD,
+		VIPRange:         netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(100 + idx), 0, 0}), 16),
+		HandshakeTimeout: time.Second,
+		AttemptTimeout:   2 * time.Second,
+		DialBackoff:      20 * time.Millisecond,
+		Seed:             uint64(idx + 1),
+	}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	deps := Deps{
+		PacketConn: pc,
+		Identity:   a.id,
+		Catalog:    m.store,
+		Local:      a.local,
+		Authorizer: a.authz,
+		Logger:     testLogger(t, name),
+		Registerer: a.reg,
+	}
+	if o.deps != nil {
+		o.deps(&deps)
+	}
+	tr, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tr = tr
+	m.mu.Lock()
+	m.agents = append(m.agents, a)
+	m.mu.Unlock()
+	m.publish()
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return a
+}
+
+// publish puts every agent in the catalog with its status and services.
+func (m *mesh) publish() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var members []catalog.Member
+	for _, a := range m.agents {
+		members = append(members, catalog.Member{
+			Status: a.status,
+			Record: catalog.Record{
+				Node:       a.name,
+				Addr:       "127.0.0.1",
+				TunnelPort: a.pc.LocalAddr().(*net.UDPAddr).Port,
+				Services:   append([]catalog.Service(nil), a.services...),
+			},
+		})
+	}
+	m.store.Publish(members)
+}
+
+// setStatus changes what gossip says about an agent.
+func (a *agent) setStatus(s catalog.MemberStatus) {
+	a.m.mu.Lock()
+	a.status = s
+	a.m.mu.Unlock()
+	a.m.publish()
+}
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition under a deadline
+	}
+}
+
+// vipAddr waits for a's VIP listener of service:port and returns it.
+func (a *agent) vipAddr(t *testing.T, service string, port int) string {
+	t.Helper()
+	var addr string
+	eventually(t, fmt.Sprintf("VIP listener of %s:%d on %s", service, port, a.name), func() bool {
+		for _, l := range a.tr.Listeners() {
+			if l.Kind == "vip" && strings.EqualFold(l.Service, service) && l.Port == port {
+				addr = l.Addr
+				return true
+			}
+		}
+		return false
+	})
+	return addr
+}
+
+// counter reads a counter or gauge of a's registry with the given labels.
+func (a *agent) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if matchLabels(m, labels) {
+				switch {
+				case m.Counter != nil:
+					return m.Counter.GetValue()
+				case m.Gauge != nil:
+					return m.Gauge.GetValue()
+				case m.Histogram != nil:
+					return float64(m.Histogram.GetSampleCount())
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func matchLabels(m *dto.Metric, kv []string) bool {
+	for i := 0; i+1 < len(kv); i += 2 {
+		found := false
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == kv[i] && lp.GetValue() == kv[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// backend is a local TCP service for tests.
+type backend struct {
+	ln   net.Listener
+	port int
+	wg   sync.WaitGroup
+}
+
+// startBackend serves each connection with handle on 127.0.0.1.
+func startBackend(t *testing.T, handle func(c net.Conn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	return b
+}
+
+// echo copies back what it reads, then half-closes.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	c.(*net.TCPConn).CloseWrite()
+}
+
+// identify writes its name and closes.
+func identify(name string) func(net.Conn) {
+	return func(c net.Conn) { io.WriteString(c, name) }
+}
+
+// dial connects to addr on behalf of an application.
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// readAll reads c to the end with a deadline.
+func readAll(t *testing.T, c net.Conn) (string, error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
