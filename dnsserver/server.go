@@ -184,19 +184,30 @@ func Listen(addr string) (net.PacketConn, net.Listener, error) {
 }
 
 // Start serves DNS on pc (UDP) and l (TCP), either of which may be nil, and
-// returns once both are being served. The server owns them from then on and
-// closes them in Close. ctx bounds only the start; Close stops the server.
+// returns once both are being served. The server owns them from the call
+// on: it closes them in Close, or at once when Start fails (except with
+// ErrStarted). ctx bounds only the start; Close stops the server.
 func (s *Server) Start(ctx context.Context, pc net.PacketConn, l net.Listener) error {
-	if err := ctx.Err(); err != nil {
+	fail := func(err error) error {
+		// The sockets were handed over: do not leak them.
+		if pc != nil {
+			pc.Close()
+		}
+		if l != nil {
+			l.Close()
+		}
 		return fmt.Errorf("dnsserver: start: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-		return fmt.Errorf("dnsserver: start: %w", ErrClosed)
+		return fail(ErrClosed)
 	case s.started:
-		return fmt.Errorf("dnsserver: start: %w", ErrStarted)
+		return fmt.Errorf("dnsserver: start: %w", ErrStarted) // the sockets may be the running ones
 	}
 	s.started = true
 	s.pc, s.ln = pc, l
