@@ -1,0 +1,49 @@
+// Package gossip is the membership and catalog replication layer of the
+// agent. It runs hashicorp/memberlist (SWIM with Lifeguard) and carries, on
+// top of it, every node's catalog.Record: full state by push/pull, changes by
+// broadcast, and records too large for one UDP packet over streams. It
+// publishes what it knows into a catalog.Store, one snapshot per change.
+//
+// # What travels where
+//
+//   - Node meta (memberlist's 512-byte alive message): the record version,
+//     a liveness epoch, the server flag and a leaving flag. It is a version
+//     notice: a node that sees a newer version than the record it holds pulls
+//     the record from its owner.
+//   - Broadcast (memberlist's TransmitLimitedQueue, piggybacked on probes
+//     and gossip): records that fit in one packet, suspect and down notices,
+//     keyring queries. Every node that learns something new re-queues it, so
+//     news spreads epidemically instead of only from its origin.
+//   - Streams (memberlist SendReliable, TCP): records larger than a packet,
+//     pushed by their owner to a few random peers, each of which forwards a
+//     new version once to a few more; pulls and keyring answers.
+//   - Push/pull (memberlist LocalState/MergeRemoteState): the records of all
+//     live nodes, the anti-entropy that repairs anything gossip missed.
+//
+// Messages are msgpack (github.com/hashicorp/go-msgpack/v2, the codec
+// memberlist itself uses) with one-letter field names from the catalog's
+// msgpack tags: a record of one service is about 80 bytes, so a change fits
+// in a single gossip packet, and the codec is already linked in.
+//
+// # Member status
+//
+// memberlist v0.7 reports joins, updates and departures, but it does not say
+// whether a departure was a graceful leave or a failure (the State of the
+// Node it passes is never set), and it has no callback for suspicion. This
+// package therefore derives the status itself:
+//
+//   - left: the node announced its departure (leaving flag in its meta and
+//     record) before memberlist removed it; failed: removed without that.
+//   - suspect: memberlist reports a failed probe in its log ("Suspect X has
+//     failed, no acks received"); the prober gossips a suspect notice that
+//     every node shows until the suspected node refutes by raising its
+//     liveness epoch (a meta update), memberlist declares it dead, or the
+//     longest possible suspicion time passes.
+//   - failed early: when a failed probe coincides with a refused TCP
+//     connection to the node's gossip port (its kernel answered that nothing
+//     listens there: the agent process is gone), the prober gossips a down
+//     notice and every node marks the node failed at once. A node that is
+//     merely slow or stopped still accepts TCP connections, so it only ever
+//     goes through memberlist's suspicion timer, which is tuned long enough
+//     to ride out a 2 s stall.
+package gossip

@@ -1,0 +1,428 @@
+// Package meshtest starts clusters of gossip members (or whole agents) in one
+// process, with fast timers and fault injection, for tests:
+//
+//	c := meshtest.NewCluster(t, 5, meshtest.Options{})
+//	c.WaitConverged(10 * time.Second)
+//	c.Partition([]int{0}, []int{1, 2, 3, 4})
+//	c.Kill(3)
+//
+// The nodes run on an in-memory network (the default) or on real UDP and TCP
+// sockets on 127.0.0.1 (Options.Loopback). Every fault is applied at the
+// transport, so the code under test is the production code.
+package meshtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Member is one node of a cluster: a gossip layer alone (the default) or a
+// whole agent built by Options.NewMember. The cluster calls Start once,
+// then Leave and/or Close; Close must be idempotent.
+type Member interface {
+	Start(ctx context.Context) error
+	Leave(timeout time.Duration) error
+	Close() error
+	// Catalog is the store the member publishes its catalog into.
+	Catalog() *catalog.Store
+}
+
+// NodeSpec is what the cluster gives each member it builds.
+type NodeSpec struct {
+	Index int
+	Name  string
+	// Transport is the member's gossip transport on the cluster's network.
+	Transport memberlist.Transport
+	// Join holds the addresses to join at start: the first node's, empty
+	// for the first node itself.
+	Join       []string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// DataDir is a private, empty directory for the member's files. It
+	// survives Restart.
+	DataDir string
+}
+
+// Options configure a cluster.
+type Options struct {
+	// Loopback puts the nodes on real sockets on 127.0.0.1 instead of the
+	// in-memory network.
+	Loopback bool
+	// Config adjusts a node's gossip config, which starts as
+	// gossip.FastTestConfig(name) joining the first node. Unused with
+	// NewMember.
+	Config func(spec NodeSpec, c *gossip.Config)
+	// NewMember builds node i instead of a bare gossip layer, for tests of
+	// the whole agent.
+	NewMember func(t testing.TB, spec NodeSpec) (Member, error)
+	// LogLevel is the level captured in each node's Logs. Default Info.
+	LogLevel slog.Level
+}
+
+// Node is one node of a cluster.
+type Node struct {
+	Index int
+	Name  string
+	// Member is the running member; Gossip is the same member when it is a
+	// bare gossip layer, nil otherwise.
+	Member   Member
+	Gossip   *gossip.Gossip
+	Registry *prometheus.Registry
+	// Logs captures everything the member logged.
+	Logs    *LogBuffer
+	DataDir string
+	stopped bool
+}
+
+// Store is the node's catalog.
+func (n *Node) Store() *catalog.Store { return n.Member.Catalog() }
+
+// Snapshot is the node's current catalog.
+func (n *Node) Snapshot() *catalog.Snapshot { return n.Member.Catalog().Current() }
+
+// Stopped reports whether the node was killed or left.
+func (n *Node) Stopped() bool { return n.stopped }
+
+// Cluster is a set of nodes on one network.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Net   Network
+	Nodes []*Node
+	mu    sync.Mutex
+}
+
+// gossipMember adapts *gossip.Gossip to Member.
+type gossipMember struct {
+	*gossip.Gossip
+	store *catalog.Store
+}
+
+func (m gossipMember) Catalog() *catalog.Store { return m.store }
+
+// NewCluster starts n nodes named node-0 … node-(n-1); nodes 1… join
+// node 0 in the background. Everything is stopped at the end of the test.
+// It does not wait for convergence: call WaitConverged.
+func NewCluster(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, opts: opts}
+	if opts.Loopback {
+		ln := NewLoopbackNetwork()
+		c.Net = ln
+		t.Cleanup(ln.Close)
+	} else {
+		mn := NewMemNetwork()
+		c.Net = mn
+		t.Cleanup(mn.Close)
+	}
+	t.Cleanup(c.closeAll)
+	for range n {
+		c.AddNode()
+	}
+	return c
+}
+
+// AddNode starts one more node, joining node 0.
+func (c *Cluster) AddNode() *Node {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.Nodes)
+	node := &Node{Index: i, Name: fmt.Sprintf("node-%d", i), DataDir: c.t.TempDir()}
+	c.Nodes = append(c.Nodes, node)
+	c.mu.Unlock()
+	c.startNode(node)
+	return node
+}
+
+func (c *Cluster) startNode(node *Node) {
+	c.t.Helper()
+	tr, err := c.Net.NewTransport(node.Name)
+	if err != nil {
+		c.t.Fatalf("meshtest: %v", err)
+	}
+	var join []string
+	if node.Index > 0 {
+		join = []string{c.Net.Addr(c.Nodes[0].Name)}
+	}
+	node.Logs = &LogBuffer{}
+	node.Registry = prometheus.NewRegistry()
+	spec := NodeSpec{
+		Index:      node.Index,
+		Name:       node.Name,
+		Transport:  tr,
+		Join:       join,
+		Logger:     slog.New(slog.NewTextHandler(node.Logs, &slog.HandlerOptions{Level: c.opts.LogLevel})),
+		Registerer: node.Registry,
+		DataDir:    node.DataDir,
+	}
+	var m Member
+	if c.opts.NewMember != nil {
+		m, err = c.opts.NewMember(c.t, spec)
+	} else {
+		m, err = c.newGossip(spec)
+	}
+	if err != nil {
+		_ = tr.Shutdown()
+		c.t.Fatalf("meshtest: build %s: %v", node.Name, err)
+	}
+	node.Member = m
+	if gm, ok := m.(gossipMember); ok {
+		node.Gossip = gm.Gossip
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		_ = tr.Shutdown()
+		c.t.Fatalf("meshtest: start %s: %v", node.Name, err)
+	}
+	node.stopped = false
+}
+
+func (c *Cluster) newGossip(spec NodeSpec) (Member, error) {
+	cfg := gossip.FastTestConfig(spec.Name)
+	cfg.RetryJoin = spec.Join
+	if c.opts.Config != nil {
+		c.opts.Config(spec, &cfg)
+	}
+	store := catalog.NewStore()
+	g, err := gossip.New(cfg, gossip.Deps{
+		Logger:     spec.Logger,
+		Registerer: spec.Registerer,
+		Store:      store,
+		Transport:  spec.Transport,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return gossipMember{Gossip: g, store: store}, nil
+}
+
+func (c *Cluster) closeAll() {
+	for _, n := range c.Nodes {
+		if n.Member != nil {
+			_ = n.Member.Close()
+		}
+	}
+	if c.t.Failed() {
+		for _, n := range c.Nodes {
+			if n.Logs != nil {
+				c.t.Logf("---- logs of %s ----\n%s", n.Name, n.Logs.Tail(200))
+			}
+		}
+	}
+}
+
+// Kill stops node i at once, without a leave: to the others it fails, as
+// after a kill -9 (its transport closes, so dials to it are refused).
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	n := c.Nodes[i]
+	if err := n.Member.Close(); err != nil {
+		c.t.Fatalf("meshtest: kill %s: %v", n.Name, err)
+	}
+	n.stopped = true
+}
+
+// Leave makes node i leave gracefully, then stops it.
+func (c *Cluster) Leave(i int) {
+	c.t.Helper()
+	n := c.Nodes[i]
+	if err := n.Member.Leave(5 * time.Second); err != nil {
+		c.t.Fatalf("meshtest: leave %s: %v", n.Name, err)
+	}
+	if err := n.Member.Close(); err != nil {
+		c.t.Fatalf("meshtest: close %s after leave: %v", n.Name, err)
+	}
+	n.stopped = true
+}
+
+// Restart starts a stopped node again, with the same name and data dir (and,
+// on the in-memory network, the same address). It joins node 0, or node 1
+// when it is node 0.
+func (c *Cluster) Restart(i int) *Node {
+	c.t.Helper()
+	n := c.Nodes[i]
+	if !n.stopped {
+		c.t.Fatalf("meshtest: restart %s: still running", n.Name)
+	}
+	_ = n.Member.Close()
+	c.startNode(n)
+	if i == 0 && len(c.Nodes) > 1 && n.Gossip != nil {
+		if _, err := n.Gossip.Join([]string{c.Net.Addr(c.Nodes[1].Name)}); err != nil {
+			c.t.Logf("meshtest: restart %s: join: %v", n.Name, err)
+		}
+	}
+	return n
+}
+
+// Partition cuts every link between the nodes of a and those of b.
+func (c *Cluster) Partition(a, b []int) {
+	c.Net.Partition(c.names(a), c.names(b))
+}
+
+// Isolate cuts node i from every other node.
+func (c *Cluster) Isolate(i int) {
+	var others []int
+	for _, n := range c.Nodes {
+		if n.Index != i {
+			others = append(others, n.Index)
+		}
+	}
+	c.Partition([]int{i}, others)
+}
+
+// Heal restores every link.
+func (c *Cluster) Heal() { c.Net.Heal() }
+
+func (c *Cluster) names(idx []int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = c.Nodes[i].Name
+	}
+	return out
+}
+
+// Running returns the nodes neither killed nor left.
+func (c *Cluster) Running() []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if !n.stopped {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// StatusOf returns the status node `observer` shows for the node called
+// name, "" when it does not know it.
+func (c *Cluster) StatusOf(observer int, name string) catalog.MemberStatus {
+	m, ok := c.Nodes[observer].Snapshot().Member(name)
+	if !ok {
+		return ""
+	}
+	return m.Status
+}
+
+// AllSee reports whether cond holds for the catalog of every running node.
+func (c *Cluster) AllSee(cond func(n *Node, s *catalog.Snapshot) bool) bool {
+	for _, n := range c.Running() {
+		if !cond(n, n.Snapshot()) {
+			return false
+		}
+	}
+	return true
+}
+
+// Converged reports whether every running node sees every running node
+// alive.
+func (c *Cluster) Converged() bool {
+	running := c.Running()
+	return c.AllSee(func(_ *Node, s *catalog.Snapshot) bool {
+		for _, o := range running {
+			m, ok := s.Member(o.Name)
+			if !ok || m.Status != catalog.StatusAlive {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// WaitConverged waits until Converged, or fails the test.
+func (c *Cluster) WaitConverged(timeout time.Duration) {
+	c.t.Helper()
+	WaitFor(c.t, timeout, c.Converged, "every running node to see every running node alive")
+}
+
+// WaitFor polls cond every 10 ms until it holds, or fails the test after
+// timeout with msg.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, msg)
+		}
+		<-tick.C
+	}
+}
+
+// LogBuffer is an io.Writer that keeps what a node logged, for assertions.
+// It keeps the last 5000 lines.
+type LogBuffer struct {
+	mu    sync.Mutex
+	lines []string
+	part  bytes.Buffer
+}
+
+const maxLogLines = 5000
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.part.Write(p)
+	for {
+		line, err := b.part.ReadString('\n')
+		if err != nil {
+			// Incomplete line: keep it for the next write.
+			rest := []byte(line)
+			b.part.Reset()
+			b.part.Write(rest)
+			break
+		}
+		b.lines = append(b.lines, strings.TrimRight(line, "\n"))
+	}
+	if len(b.lines) > maxLogLines {
+		b.lines = append([]string(nil), b.lines[len(b.lines)-maxLogLines:]...)
+	}
+	return len(p), nil
+}
+
+// Lines returns a copy of the captured lines.
+func (b *LogBuffer) Lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.lines...)
+}
+
+// Contains reports whether one captured line contains every one of parts.
+func (b *LogBuffer) Contains(parts ...string) bool {
+	for _, l := range b.Lines() {
+		all := true
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// Tail returns the last n lines, joined.
+func (b *LogBuffer) Tail(n int) string {
+	l := b.Lines()
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}

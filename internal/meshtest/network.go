@@ -1,0 +1,411 @@
+package meshtest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Network is a fabric that gossip transports are created on, with fault
+// injection. Faults are applied by the sender: a packet or a connection from
+// a node to a node it is partitioned from vanishes (packets are dropped,
+// dials time out), as on a network that lost a link. Implementations are
+// safe for concurrent use.
+type Network interface {
+	// NewTransport returns a transport for the node called name, listening
+	// at once. Its address is Addr(name).
+	NewTransport(name string) (memberlist.NodeAwareTransport, error)
+	// Addr is the host:port of name's current transport, "" if none.
+	Addr(name string) string
+	// Partition cuts every link between a node of a and a node of b, both
+	// ways. Partitions add up until Heal.
+	Partition(a, b []string)
+	// Heal removes every partition.
+	Heal()
+}
+
+// faults holds the cut links, by pair of node names.
+type faults struct {
+	mu  sync.RWMutex
+	cut map[[2]string]bool
+}
+
+func (f *faults) partition(a, b []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cut == nil {
+		f.cut = make(map[[2]string]bool)
+	}
+	for _, x := range a {
+		for _, y := range b {
+			f.cut[[2]string{x, y}] = true
+			f.cut[[2]string{y, x}] = true
+		}
+	}
+}
+
+func (f *faults) heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cut = nil
+}
+
+func (f *faults) blocked(from, to string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.cut[[2]string{from, to}]
+}
+
+// errTimeout is what a dial across a cut link returns after its timeout, as
+// a dial to a silent host does.
+type errTimeout struct{}
+
+func (errTimeout) Error() string   { return "i/o timeout (link cut by meshtest)" }
+func (errTimeout) Timeout() bool   { return true }
+func (errTimeout) Temporary() bool { return true }
+
+// waitCut blocks a dial across a cut link for its timeout (bounded, so that
+// a test never hangs on it) and returns a timeout error.
+func waitCut(addr string, timeout time.Duration, stop <-chan struct{}) error {
+	if timeout <= 0 || timeout > 10*time.Second {
+		timeout = 10 * time.Second
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
+	}
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(addr), Err: errTimeout{}}
+}
+
+// cutConn fails reads and writes once the link it crosses is cut, as an
+// established connection does when its peer becomes unreachable.
+type cutConn struct {
+	net.Conn
+	f        *faults
+	from, to string
+}
+
+var errCut = errors.New("connection lost: link cut by meshtest")
+
+func (c *cutConn) Read(b []byte) (int, error) {
+	if c.f.blocked(c.from, c.to) {
+		return 0, errCut
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if c.f.blocked(c.from, c.to) {
+		return 0, errCut
+	}
+	return c.Conn.Write(b)
+}
+
+type strAddr string
+
+func (a strAddr) Network() string { return "tcp" }
+func (a strAddr) String() string  { return string(a) }
+
+// ---- loopback: real sockets ----
+
+// LoopbackNetwork puts every transport on real UDP and TCP sockets on
+// 127.0.0.1, each on a port the kernel picks. A stopped transport closes its
+// sockets, so that dials to it are refused, as after a kill -9.
+type LoopbackNetwork struct {
+	f      faults
+	mu     sync.RWMutex
+	byAddr map[string]string // host:port -> node name
+	byName map[string]string
+	stop   chan struct{}
+	once   sync.Once
+}
+
+// NewLoopbackNetwork returns an empty loopback network.
+func NewLoopbackNetwork() *LoopbackNetwork {
+	return &LoopbackNetwork{
+		byAddr: make(map[string]string),
+		byName: make(map[string]string),
+		stop:   make(chan struct{}),
+	}
+}
+
+// NewTransport binds 127.0.0.1 on a free port.
+func (n *LoopbackNetwork) NewTransport(name string) (memberlist.NodeAwareTransport, error) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{"127.0.0.1"},
+		BindPort:  0,
+		Logger:    log.New(io.Discard, "", 0),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meshtest: loopback transport for %s: %w", name, err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))
+	n.mu.Lock()
+	if old, ok := n.byName[name]; ok {
+		delete(n.byAddr, old)
+	}
+	n.byAddr[addr] = name
+	n.byName[name] = addr
+	n.mu.Unlock()
+	return &faultTransport{NetTransport: nt, n: n, name: name}, nil
+}
+
+// Addr returns name's address.
+func (n *LoopbackNetwork) Addr(name string) string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.byName[name]
+}
+
+func (n *LoopbackNetwork) nameOf(addr string) string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.byAddr[addr]
+}
+
+// Partition cuts the links between a and b.
+func (n *LoopbackNetwork) Partition(a, b []string) { n.f.partition(a, b) }
+
+// Heal restores every link.
+func (n *LoopbackNetwork) Heal() { n.f.heal() }
+
+// Close ends pending dials across cut links.
+func (n *LoopbackNetwork) Close() { n.once.Do(func() { close(n.stop) }) }
+
+// faultTransport is a NetTransport that drops what crosses a cut link.
+type faultTransport struct {
+	*memberlist.NetTransport
+	n    *LoopbackNetwork
+	name string
+}
+
+func (t *faultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (t *faultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if t.n.f.blocked(t.name, t.n.nameOf(a.Addr)) {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteToAddress(b, a)
+}
+
+func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	to := t.n.nameOf(a.Addr)
+	if t.n.f.blocked(t.name, to) {
+		return nil, waitCut(a.Addr, timeout, t.n.stop)
+	}
+	c, err := t.NetTransport.DialAddressTimeout(a, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &cutConn{Conn: c, f: &t.n.f, from: t.name, to: to}, nil
+}
+
+// ---- in memory ----
+
+// MemNetwork connects transports in memory: packets are copied between
+// channels (and dropped when the receiver's queue is full, as UDP drops
+// them), streams are net.Pipe pairs. Each node name keeps its address
+// across restarts (127.0.1.x:7946). A closed transport's packets vanish and
+// dials to it are refused (ECONNREFUSED), as after a kill -9.
+type MemNetwork struct {
+	f      faults
+	mu     sync.RWMutex
+	byAddr map[string]*memTransport
+	addrs  map[string]string // node name -> address, stable
+	next   int
+	stop   chan struct{}
+	once   sync.Once
+}
+
+// NewMemNetwork returns an empty in-memory network.
+func NewMemNetwork() *MemNetwork {
+	return &MemNetwork{
+		byAddr: make(map[string]*memTransport),
+		addrs:  make(map[string]string),
+		stop:   make(chan struct{}),
+	}
+}
+
+// NewTransport returns name's transport, at name's address. The previous
+// transport of name, if any, must be shut down.
+func (n *MemNetwork) NewTransport(name string) (memberlist.NodeAwareTransport, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	addr, ok := n.addrs[name]
+	if !ok {
+		n.next++
+		if n.next > 250*250 {
+			return nil, fmt.Errorf("meshtest: memory network is full")
+		}
+		addr = net.JoinHostPort(fmt.Sprintf("127.0.%d.%d", 1+n.next/250, 1+n.next%250), "7946")
+		n.addrs[name] = addr
+	}
+	if _, busy := n.byAddr[addr]; busy {
+		return nil, fmt.Errorf("meshtest: %s already has a running transport at %s", name, addr)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	t := &memTransport{
+		n:        n,
+		name:     name,
+		addr:     addr,
+		ip:       net.ParseIP(host).To4(),
+		port:     p,
+		packetCh: make(chan *memberlist.Packet, 4096),
+		streamCh: make(chan net.Conn),
+		shutdown: make(chan struct{}),
+	}
+	n.byAddr[addr] = t
+	return t, nil
+}
+
+// Addr returns name's address.
+func (n *MemNetwork) Addr(name string) string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.addrs[name]
+}
+
+// Partition cuts the links between a and b.
+func (n *MemNetwork) Partition(a, b []string) { n.f.partition(a, b) }
+
+// Heal restores every link.
+func (n *MemNetwork) Heal() { n.f.heal() }
+
+// Close ends pending dials across cut links.
+func (n *MemNetwork) Close() { n.once.Do(func() { close(n.stop) }) }
+
+func (n *MemNetwork) lookup(addr string) *memTransport {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.byAddr[addr]
+}
+
+type memTransport struct {
+	n        *MemNetwork
+	name     string
+	addr     string
+	ip       net.IP
+	port     int
+	packetCh chan *memberlist.Packet
+	streamCh chan net.Conn
+	shutdown chan struct{}
+	once     sync.Once
+}
+
+func (t *memTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	if ip == "" {
+		return t.ip, t.port, nil
+	}
+	a := net.ParseIP(ip)
+	if a == nil {
+		return nil, 0, fmt.Errorf("meshtest: advertise address %q is not an IP", ip)
+	}
+	if port == 0 {
+		port = t.port
+	}
+	return a, port, nil
+}
+
+func (t *memTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	now := time.Now()
+	dst := t.n.lookup(a.Addr)
+	if dst == nil || t.n.f.blocked(t.name, dst.name) {
+		return now, nil // lost, as UDP to a dead or unreachable host
+	}
+	p := &memberlist.Packet{
+		Buf:       append([]byte(nil), b...),
+		From:      &net.UDPAddr{IP: t.ip, Port: t.port},
+		Timestamp: now,
+	}
+	select {
+	case dst.packetCh <- p:
+	default: // receiver overloaded: dropped, as a full socket buffer drops
+	}
+	return now, nil
+}
+
+func (t *memTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+func (t *memTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	dst := t.n.lookup(a.Addr)
+	if dst == nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr),
+			Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	}
+	if t.n.f.blocked(t.name, dst.name) {
+		return nil, waitCut(a.Addr, timeout, t.n.stop)
+	}
+	local, remote := net.Pipe()
+	lc := &cutConn{Conn: &pipeConn{Conn: local, local: t.tcpAddr(), remote: dst.tcpAddr()}, f: &t.n.f, from: t.name, to: dst.name}
+	rc := &cutConn{Conn: &pipeConn{Conn: remote, local: dst.tcpAddr(), remote: t.tcpAddr()}, f: &t.n.f, from: dst.name, to: t.name}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case dst.streamCh <- rc:
+		return lc, nil
+	case <-dst.shutdown:
+		local.Close()
+		remote.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr),
+			Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	case <-timer.C:
+		// A live but busy node: a timeout, as a full accept queue gives.
+		local.Close()
+		remote.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr), Err: errTimeout{}}
+	}
+}
+
+func (t *memTransport) tcpAddr() net.Addr { return &net.TCPAddr{IP: t.ip, Port: t.port} }
+
+func (t *memTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+func (t *memTransport) Shutdown() error {
+	t.once.Do(func() {
+		t.n.mu.Lock()
+		if t.n.byAddr[t.addr] == t {
+			delete(t.n.byAddr, t.addr)
+		}
+		t.n.mu.Unlock()
+		close(t.shutdown)
+	})
+	return nil
+}
+
+// pipeConn gives a net.Pipe end TCP addresses, which memberlist logs.
+type pipeConn struct {
+	net.Conn
+	local, remote net.Addr
+}
+
+func (c *pipeConn) LocalAddr() net.Addr  { return c.local }
+func (c *pipeConn) RemoteAddr() net.Addr { return c.remote }
