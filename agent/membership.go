@@ -77,7 +77,7 @@ func (a *Agent) buildMembership() error {
 			Server:     a.cfg.Server,
 			Meta:       meta,
 		},
-		Services: a.cfg.Services,
+		Services: a.cfg.AllServices(),
 	}, local.Deps{
 		Publisher:  local.PublisherFunc(a.publishLocal),
 		Logger:     a.logger("local"),
