@@ -148,7 +148,7 @@ func (s *server) peerStatus(ctx context.Context, addr string) (ServerStatus, err
 // leads: it adds new servers as non-voters, promotes them once caught up for
 // StabilizationTime, and removes servers that left, or stayed failed for
 // DeadServerThreshold, never removing so many voters that the rest would
-// not be a majority of the voters before.
+// not be a majority of the voters before (then it removes none).
 func (s *server) autopilot(ctx context.Context) {
 	ap := &autopilotState{failedSince: map[string]time.Time{}, healthySince: map[string]time.Time{}}
 	t := time.NewTicker(s.cfg.AutopilotInterval)
@@ -252,13 +252,14 @@ func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Tim
 			}
 		}
 		// The floor: the voters that stay must be a majority of the voters
-		// now, so removals never take the cluster below quorum.
-		sort.Strings(deadVoters)
+		// now, so removals never take the cluster below quorum. When more
+		// voters look failed than that allows, gossip is more likely wrong
+		// (a partition of its own) than the servers dead: remove none.
 		removable := voters - (voters/2 + 1)
 		if len(deadVoters) > removable {
 			s.log.Warn("autopilot keeps failed voters: removing them would lose quorum",
 				"failed", len(deadVoters), "voters", voters, "removable", removable)
-			deadVoters = deadVoters[:max(removable, 0)]
+			deadVoters = nil
 		}
 		for _, id := range append(deadOthers, deadVoters...) {
 			if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {

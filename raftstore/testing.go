@@ -623,3 +623,5 @@ func (l *memListener) Close() error {
 }
 
 func (l *memListener) Addr() net.Addr { return l.addr }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
