@@ -273,7 +273,7 @@ func (s *Server) Close() error {
 func (s *Server) serveUDP(pc net.PacketConn) {
 	defer s.wg.Done()
 	sc := newScratch()
-	buf := make([]byte, 65535)
+	buf := sc.in // the query; sc.out receives the answer
 	uc, _ := pc.(*net.UDPConn)
 	for {
 		var (
