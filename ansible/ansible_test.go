@@ -1,0 +1,197 @@
+// Tests of the Ansible role without hosts: lint, syntax, and the rendered
+// configuration read by the agent's own loader. test/nspawn runs the role
+// for real on booted hosts.
+package ansible_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meshwork/meshwork/agent/config"
+)
+
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s is not installed (scripts/deps.sh lint installs it)", name)
+	}
+}
+
+// ansible runs an Ansible command in this directory with its ansible.cfg.
+func ansible(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(),
+		"ANSIBLE_CONFIG="+filepath.Join(wd, "ansible.cfg"),
+		"ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_LOCAL_TEMP="+t.TempDir(),
+		"HOME="+t.TempDir(), // ansible-lint and ansible write caches there
+	)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	return out.String(), err
+}
+
+func TestAnsibleLint(t *testing.T) {
+	requireTool(t, "ansible-lint")
+	out, err := ansible(t, "ansible-lint", "--profile", "production", "--offline", "site.yml", "roles/meshwork", "tests/render.yml")
+	if err != nil {
+		t.Fatalf("ansible-lint: %v\n%s", err, out)
+	}
+}
+
+func TestPlaybookSyntax(t *testing.T) {
+	requireTool(t, "ansible-playbook")
+	if out, err := ansible(t, "ansible-playbook", "--syntax-check", "-i", "inventory/example/hosts.yml", "site.yml"); err != nil {
+		t.Fatalf("ansible-playbook --syntax-check: %v\n%s", err, out)
+	}
+}
+
+// renderHost is what the test inventory gives one host.
+type renderHost struct {
+	group string
+	vars  map[string]any
+}
+
+// render runs tests/render.yml over an inventory of hosts and returns the
+// directory holding <host>/{meshwork.yaml,secrets.yaml,resolved.conf}.
+func render(t *testing.T, hosts map[string]renderHost, extra map[string]any) string {
+	t.Helper()
+	requireTool(t, "ansible-playbook")
+	groups := map[string]map[string]any{"servers": {}, "clients": {}}
+	for name, h := range hosts {
+		groups[h.group][name] = h.vars
+	}
+	inv := map[string]any{"all": map[string]any{"children": map[string]any{
+		"servers": map[string]any{"hosts": groups["servers"]},
+		"clients": map[string]any{"hosts": groups["clients"]},
+	}}}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	extra["meshwork_preview_dir"] = out
+	for name, v := range map[string]any{"inventory.yml": inv, "extra.json": extra} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if text, err := ansible(t, "ansible-playbook", "-i", filepath.Join(dir, "inventory.yml"), "-e", "@"+filepath.Join(dir, "extra.json"), "tests/render.yml"); err != nil {
+		t.Fatalf("render: %v\n%s", err, text)
+	}
+	return out
+}
+
+const (
+	testEncrypt    = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+	testClusterKey = "Wm9vbS16b29tLXRoaXMtaXMtMzItYnl0ZXMtbG9uZyE="
+)
+
+func TestRenderedConfigLoads(t *testing.T) {
+	web := []map[string]any{{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}}
+	hosts := map[string]renderHost{
+		"s1": {"servers", map[string]any{"ansible_host": "198.18.5.1"}},
+		"s2": {"servers", map[string]any{"meshwork_advertise": "198.18.5.2"}},
+		"s3": {"servers", map[string]any{"ansible_host": "198.18.5.3"}},
+		"c1": {"clients", map[string]any{"ansible_host": "198.18.5.11", "meshwork_services": web,
+			"meshwork_ports": map[string]any{"dns": 8653}, "meshwork_domain": "corp"}},
+	}
+	out := render(t, hosts, map[string]any{
+		"meshwork_encrypt":     testEncrypt,
+		"meshwork_cluster_key": testClusterKey,
+		"meshwork_ca_token":    "one-time-token",
+	})
+	wantJoin := []string{"198.18.5.1", "198.18.5.2", "198.18.5.3"}
+
+	for name, h := range hosts {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(out, name)
+			// What the agent reads from /etc/meshwork: every *.yaml, merged.
+			l, err := config.LoadAndValidate(nil, []string{dir}, nil)
+			if err != nil {
+				t.Fatalf("the agent refuses the rendered config: %v", err)
+			}
+			c := l.Config
+			server := h.group == "servers"
+			if c.Node != name || c.Server != server || c.DataDir != "/var/lib/meshwork" {
+				t.Errorf("node=%q server=%v data_dir=%q, want %q %v /var/lib/meshwork", c.Node, c.Server, c.DataDir, name, server)
+			}
+			if want := map[bool]int{true: 3}[server]; c.BootstrapExpect != want {
+				t.Errorf("bootstrap_expect = %d, want %d", c.BootstrapExpect, want)
+			}
+			if !slices.Equal(c.RetryJoin, wantJoin) {
+				t.Errorf("retry_join = %v, want %v", c.RetryJoin, wantJoin)
+			}
+			if c.Encrypt != testEncrypt || c.ClusterKey != testClusterKey {
+				t.Errorf("keys not carried through secrets.yaml")
+			}
+			if c.CA.TokenFile != "/etc/meshwork/ca-token" {
+				t.Errorf("ca.token_file = %q", c.CA.TokenFile)
+			}
+			main, err := os.ReadFile(filepath.Join(dir, "meshwork.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, secret := range []string{testEncrypt, testClusterKey, "one-time-token"} {
+				if bytes.Contains(main, []byte(secret)) {
+					t.Errorf("meshwork.yaml, which Ansible diffs in the open, holds a secret")
+				}
+			}
+			resolved, err := os.ReadFile(filepath.Join(dir, "resolved.conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantDNS, wantDomain := "DNS=127.0.0.1:8600", "Domains=~mesh"
+			if name == "c1" {
+				wantDNS, wantDomain = "DNS=127.0.0.1:8653", "Domains=~corp"
+				if len(c.Services) != 1 || c.Services[0].Name != "web" || c.Services[0].Port != 8080 {
+					t.Errorf("services = %+v, want web on 8080", c.Services)
+				}
+				if c.Ports.DNS != 8653 || c.DNS.Domain != "corp." {
+					t.Errorf("ports.dns=%d dns.domain=%q, want 8653 and corp.", c.Ports.DNS, c.DNS.Domain)
+				}
+			}
+			for _, want := range []string{wantDNS, wantDomain} {
+				if !strings.Contains(string(resolved), "\n"+want+"\n") {
+					t.Errorf("resolved drop-in lacks %q:\n%s", want, resolved)
+				}
+			}
+		})
+	}
+}
+
+// With the defaults, the role's resolved drop-in says what the one shipped in
+// systemd/ says.
+func TestResolvedTemplateMatchesShippedDropIn(t *testing.T) {
+	out := render(t, map[string]renderHost{"s1": {"servers", map[string]any{}}}, map[string]any{"meshwork_cluster_key": testClusterKey})
+	settings := func(path string) []string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	got, want := settings(filepath.Join(out, "s1", "resolved.conf")), settings("../systemd/resolved-meshwork.conf")
+	if !slices.Equal(got, want) {
+		t.Errorf("rendered drop-in %q, shipped %q", got, want)
+	}
+}

@@ -1,0 +1,110 @@
+//go:build e2e
+
+package nspawn
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Recap is one host's line of Ansible's PLAY RECAP.
+type Recap struct {
+	OK, Changed, Unreachable, Failed, Skipped int
+}
+
+var recapLine = regexp.MustCompile(`(?m)^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)`)
+
+// parseRecap reads the PLAY RECAP of a playbook's output.
+func parseRecap(out string) map[string]Recap {
+	m := map[string]Recap{}
+	for _, g := range recapLine.FindAllStringSubmatch(out, -1) {
+		n := func(i int) int { v, _ := strconv.Atoi(g[i]); return v }
+		m[g[1]] = Recap{OK: n(2), Changed: n(3), Unreachable: n(4), Failed: n(5), Skipped: n(6)}
+	}
+	return m
+}
+
+// inventory is the scenario's Ansible inventory: the first three hosts are
+// servers, the rest clients; services are per-host variables.
+func (c *Cluster) writeInventory(services map[string][]map[string]any) string {
+	t := c.t
+	t.Helper()
+	type hostVars map[string]any
+	servers, clients := map[string]hostVars{}, map[string]hostVars{}
+	for i, h := range c.hosts {
+		v := hostVars{"ansible_host": h.IP, "meshwork_advertise": h.IP, "meshwork_bind": h.IP}
+		if s := services[h.Name]; s != nil {
+			v["meshwork_services"] = s
+		}
+		if i < 3 {
+			servers[h.Name] = v
+		} else {
+			clients[h.Name] = v
+		}
+	}
+	inv := map[string]any{"all": map[string]any{
+		"vars": map[string]any{
+			"ansible_user":                 "root",
+			"ansible_ssh_private_key_file": c.sshKey,
+			"ansible_ssh_common_args":      strings.Join(c.sshArgs()[2:], " "),
+			"meshwork_health_timeout":      180,
+		},
+		"children": map[string]any{
+			"servers": map[string]any{"hosts": servers},
+			"clients": map[string]any{"hosts": clients},
+		},
+	}}
+	// JSON is YAML; Ansible reads it as a YAML inventory.
+	data, err := json.MarshalIndent(inv, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(c.work, "inventory.yml")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// playbook runs ansible/site.yml against the cluster with the given extra
+// variables (written to a file, never on the command line) and returns the
+// combined output and the recap.
+func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map[string]any, args ...string) (string, map[string]Recap, error) {
+	t := c.t
+	t.Helper()
+	data, err := json.Marshal(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	varsFile := filepath.Join(c.work, "extra-vars.json")
+	if err := os.WriteFile(varsFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(repo, "ansible")
+	cmdArgs := append([]string{"-i", inventory, "-e", "@" + varsFile}, args...)
+	cmdArgs = append(cmdArgs, "site.yml")
+	cmd := exec.CommandContext(ctx, "ansible-playbook", cmdArgs...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"ANSIBLE_CONFIG="+filepath.Join(dir, "ansible.cfg"),
+		"ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		"ANSIBLE_LOCAL_TEMP="+filepath.Join(c.work, "ansible-tmp"),
+		"ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=30s -o ControlPath="+filepath.Join(c.work, "cp-%C"),
+	)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	t.Logf("ansible-playbook %s: %s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
+	if err != nil {
+		err = fmt.Errorf("ansible-playbook: %w", err)
+	}
+	return string(out), parseRecap(string(out)), err
+}

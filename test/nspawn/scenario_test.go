@@ -1,0 +1,540 @@
+//go:build e2e
+
+package nspawn
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// hostCount hosts boot: three servers and the rest clients.
+const hostCount = 4
+
+// Timings records how long each phase of the scenario took; the figures go to
+// docs/benchmarks.md, never into an assertion.
+type Timings struct {
+	mu     sync.Mutex
+	start  time.Time
+	phases []string
+}
+
+// Phase starts timing a phase; call the returned func when it ends.
+func (tm *Timings) Phase(name string) func() {
+	begin := time.Now()
+	return func() {
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		tm.phases = append(tm.phases, fmt.Sprintf("%-34s %7.1fs", name, time.Since(begin).Seconds()))
+	}
+}
+
+func (tm *Timings) String() string {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return strings.Join(tm.phases, "\n") + fmt.Sprintf("\n%-34s %7.1fs", "total", time.Since(tm.start).Seconds())
+}
+
+// member is the part of `meshwork members --format json` the scenario reads.
+type member struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Status string `json:"status"`
+	Server bool   `json:"server"`
+}
+
+func newKey(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// buildBinary builds cmd/meshwork with the given version string.
+func buildBinary(t *testing.T, repo, out, version string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", out, "./cmd/meshwork")
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build meshwork %s: %v\n%s", version, err, b)
+	}
+}
+
+// binaryVersion returns the last word of `meshwork --version`.
+func binaryVersion(t *testing.T, path string) string {
+	t.Helper()
+	f := strings.Fields(run(t, path, "--version"))
+	if len(f) == 0 {
+		t.Fatalf("%s --version printed nothing", path)
+	}
+	return f[len(f)-1]
+}
+
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("booted hosts need root (systemd-nspawn, bridges, overlay mounts)")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: run scripts/deps.sh e2e", tool)
+		}
+	}
+}
+
+// TestBootedHosts boots Debian hosts under systemd-nspawn, rolls Meshwork out
+// with ansible/site.yml over SSH, and checks the service, the mesh, DNS
+// through systemd-resolved, reload, a rolling upgrade and idempotency.
+func TestBootedHosts(t *testing.T) {
+	requireTools(t, "systemd-nspawn", "debootstrap", "ansible-playbook", "ssh", "ssh-keygen", "ip")
+	tm := &Timings{start: time.Now()}
+	t.Cleanup(func() { t.Logf("timings:\n%s", tm) })
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave time for teardown before go test's own timeout, which would skip
+	// every cleanup.
+	ctx := context.Background()
+	if d, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-3*time.Minute))
+		defer cancel()
+	}
+
+	end := tm.Phase("build binaries v1, v2, probe")
+	bin := t.TempDir()
+	v1, v2 := os.Getenv("MESHWORK_E2E_BIN_V1"), os.Getenv("MESHWORK_E2E_BIN_V2")
+	var ver1, ver2 string
+	if v1 != "" && v2 != "" {
+		// Prebuilt binaries, such as release artifacts: their versions must differ.
+		ver1, ver2 = binaryVersion(t, v1), binaryVersion(t, v2)
+		if ver1 == ver2 {
+			t.Fatalf("MESHWORK_E2E_BIN_V1 and _V2 are both version %s", ver1)
+		}
+	} else {
+		v1, v2 = filepath.Join(bin, "v1", "meshwork"), filepath.Join(bin, "v2", "meshwork")
+		stamp := time.Now().UTC().Format("20060102T150405")
+		ver1, ver2 = "e2e-1-"+stamp, "e2e-2-"+stamp
+		buildBinary(t, repo, v1, ver1)
+		buildBinary(t, repo, v2, ver2)
+	}
+	probe := filepath.Join(bin, "sandboxprobe")
+	build := exec.Command("go", "build", "-tags", "e2e", "-o", probe, "./test/nspawn/sandboxprobe")
+	build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sandboxprobe: %v\n%s", err, b)
+	}
+	end()
+
+	end = tm.Phase("rootfs (debootstrap or cache)")
+	rootfs := strings.TrimSpace(run(t, filepath.Join(repo, "scripts/nspawn/rootfs.sh")))
+	end()
+
+	lockScenario(t)
+	cleanStale(t)
+	c := newCluster(t, rootfs, tm)
+	t.Cleanup(tm.Phase("teardown")) // registered before the hosts: ends last
+
+	end = tm.Phase(fmt.Sprintf("boot %d hosts to sshd", hostCount))
+	for i := 1; i <= hostCount; i++ {
+		c.Boot(fmt.Sprintf("mw-nsp-%d", i), i)
+	}
+	for _, h := range c.hosts {
+		h.WaitSSH(2 * time.Minute)
+	}
+	end()
+
+	services := map[string][]map[string]any{
+		"mw-nsp-4": {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}},
+	}
+	inv := c.writeInventory(services)
+	secrets := map[string]string{
+		"meshwork_encrypt":     newKey(t),
+		"meshwork_cluster_key": newKey(t),
+	}
+	vars := map[string]any{"meshwork_binary_src": v1}
+	for k, v := range secrets {
+		vars[k] = v
+	}
+	noSecrets := func(what, out string) {
+		t.Helper()
+		for k, v := range secrets {
+			if strings.Contains(out, v) {
+				t.Errorf("%s: the value of %s appears in the output", what, k)
+			}
+		}
+	}
+	requireRun := func(what, out string, recap map[string]Recap, err error) {
+		t.Helper()
+		noSecrets(what, out)
+		if err != nil || len(recap) != hostCount {
+			t.Fatalf("%s: %v; recap %v\n%s", what, err, recap, out)
+		}
+		for host, r := range recap {
+			if r.Failed != 0 || r.Unreachable != 0 {
+				t.Fatalf("%s: %s: %+v\n%s", what, host, r, out)
+			}
+		}
+	}
+
+	// 1. Install: a first run, verbose and with diffs, so that a leak of a
+	// secret through either would show.
+	end = tm.Phase("playbook: install v1")
+	out, recap, err := c.playbook(ctx, repo, inv, vars, "--diff", "-v")
+	end()
+	requireRun("install", out, recap, err)
+	for host, r := range recap {
+		if r.Changed == 0 {
+			t.Errorf("install: %s reports changed=0 on a fresh host", host)
+		}
+	}
+
+	end = tm.Phase("checks after install")
+	for _, h := range c.hosts {
+		c.checkService(h, ver1)
+	}
+	for _, h := range c.hosts {
+		c.waitMembers(ctx, h, hostCount)
+	}
+	c.checkDNS(ctx, services)
+	c.checkUnitOnHost(c.hosts[0])
+	c.checkSandbox(c.hosts[1], probe)
+	c.checkReload(ctx, c.hosts[0])
+	end()
+
+	// 2. Rolling upgrade to v2, watched from two hosts that each restart in
+	// their turn, so that one of them always sees the mesh.
+	vars["meshwork_binary_src"] = v2
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchers := []*watcher{c.watchMembers(watchCtx, c.hosts[0]), c.watchMembers(watchCtx, c.hosts[hostCount-1])}
+	end = tm.Phase("playbook: rolling upgrade to v2")
+	out, recap, err = c.playbook(ctx, repo, inv, vars)
+	end()
+	stopWatch()
+	requireRun("upgrade", out, recap, err)
+	c.checkRollingOrder(ver2)
+	for _, w := range watchers {
+		w.check(t, hostCount)
+	}
+
+	// 3. Nothing left to do.
+	pids := c.mainPIDs()
+	end = tm.Phase("playbook: idempotent rerun")
+	out, recap, err = c.playbook(ctx, repo, inv, vars)
+	end()
+	requireRun("rerun", out, recap, err)
+	for host, r := range recap {
+		if r.Changed != 0 {
+			t.Errorf("rerun: %s reports changed=%d, want 0\n%s", host, r.Changed, out)
+		}
+	}
+	if after := c.mainPIDs(); fmt.Sprint(after) != fmt.Sprint(pids) {
+		t.Errorf("rerun restarted agents: main PIDs %v, then %v", pids, after)
+	}
+	for _, h := range c.hosts {
+		c.waitMembers(ctx, h, hostCount)
+	}
+}
+
+// checkService asserts the unit is active and running under systemd. With
+// Type=notify, systemd holds the unit in "activating" until READY=1 arrives,
+// so active/running proves the handshake.
+func (c *Cluster) checkService(h *Host, version string) {
+	t := c.t
+	t.Helper()
+	props := parseProps(h.SSH("systemctl show -p ActiveState,SubState,Type,NRestarts,StatusText,MainPID meshwork.service"))
+	if props["ActiveState"] != "active" || props["SubState"] != "running" || props["Type"] != "notify" || props["NRestarts"] != "0" {
+		t.Errorf("%s: meshwork.service %v, want active/running, Type=notify, no restarts\n%s", h.Name, props,
+			h.SSH("journalctl -u meshwork.service --no-pager -n 30 || true"))
+	}
+	t.Logf("%s: meshwork.service %s/%s, status %q", h.Name, props["ActiveState"], props["SubState"], props["StatusText"])
+	if got := h.SSH("/usr/local/bin/meshwork --version"); !strings.Contains(got, version) {
+		t.Errorf("%s: meshwork --version = %q, want %s", h.Name, strings.TrimSpace(got), version)
+	}
+}
+
+func parseProps(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// members returns the host's view of the mesh.
+func (h *Host) members(ctx context.Context) ([]member, error) {
+	out, err := h.SSHContext(ctx, "/usr/local/bin/meshwork members --format json")
+	if err != nil {
+		return nil, err
+	}
+	var ms []member
+	if err := json.Unmarshal([]byte(out), &ms); err != nil {
+		return nil, fmt.Errorf("%s: members: %w: %q", h.Name, err, out)
+	}
+	return ms, nil
+}
+
+// waitMembers polls until the host sees every host of the cluster alive.
+func (c *Cluster) waitMembers(ctx context.Context, h *Host, want int) {
+	t := c.t
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ms, err := h.members(ctx)
+		alive := map[string]bool{}
+		for _, m := range ms {
+			if m.Status == "alive" {
+				alive[m.Name] = true
+			}
+		}
+		all := err == nil
+		for _, o := range c.hosts {
+			all = all && alive[o.Name]
+		}
+		if all && len(ms) == want {
+			return
+		}
+		last = fmt.Sprint(ms, err)
+		waitOrDone(ctx.Done(), time.Second)
+	}
+	t.Fatalf("%s: members never showed all %d hosts alive; last: %s", h.Name, want, last)
+}
+
+// checkDNS resolves a service registered on one host from the others, through
+// systemd-resolved (the drop-in the role installs) and from the agent
+// directly. It is skipped, and says so, when the agent serves no DNS.
+func (c *Cluster) checkDNS(ctx context.Context, services map[string][]map[string]any) {
+	t := c.t
+	t.Helper()
+	probe := c.hosts[0]
+	if _, err := probe.SSHContext(ctx, "dig +time=2 +tries=2 @127.0.0.1 -p 8600 "+probe.Name+".node.mesh | grep -q 'status: '"); err != nil {
+		t.Logf("SKIPPED DNS check: the agent answers no DNS on 127.0.0.1:8600 (%v)", err)
+		return
+	}
+	owner := c.hosts[hostCount-1]
+	for _, h := range c.hosts[:hostCount-1] {
+		// A node name has one predictable answer: its address.
+		got := c.pollResolve(ctx, h, owner.Name+".node.mesh")
+		if got != owner.IP {
+			t.Errorf("%s: resolvectl %s.node.mesh = %s, want %s", h.Name, owner.Name, got, owner.IP)
+		}
+		// A service name answers with an address to connect to (a VIP on
+		// this host, or the instance).
+		if a, err := netip.ParseAddr(c.pollResolve(ctx, h, "web.service.mesh")); err != nil || !a.Is4() {
+			t.Errorf("%s: web.service.mesh did not resolve to an IPv4 address: %v", h.Name, err)
+		}
+		direct, err := h.SSHContext(ctx, "dig +short +time=2 +tries=2 @127.0.0.1 -p 8600 web.service.mesh A")
+		if err != nil || strings.TrimSpace(direct) == "" {
+			t.Errorf("%s: dig @127.0.0.1 -p 8600 web.service.mesh: %q %v", h.Name, direct, err)
+		}
+	}
+}
+
+var resolvectlAddr = regexp.MustCompile(`(?m)^\S+: (\d+\.\d+\.\d+\.\d+)`)
+
+// pollResolve asks systemd-resolved for name until it answers with an IPv4
+// address, and returns the first one.
+func (c *Cluster) pollResolve(ctx context.Context, h *Host, name string) string {
+	t := c.t
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		out, err := h.SSHContext(ctx, "resolvectl query --cache=no -4 "+name)
+		if m := resolvectlAddr.FindStringSubmatch(out); err == nil && m != nil {
+			return m[1]
+		}
+		last = fmt.Sprint(out, err)
+		waitOrDone(ctx.Done(), time.Second)
+	}
+	t.Errorf("%s: resolvectl query %s: %s", h.Name, name, last)
+	return ""
+}
+
+var exposure = regexp.MustCompile(`Overall exposure level for meshwork.service: (\d+\.\d+)`)
+
+// checkUnitOnHost verifies the installed unit with the host's own systemd and
+// records its exposure score.
+func (c *Cluster) checkUnitOnHost(h *Host) {
+	t := c.t
+	t.Helper()
+	if out, err := h.SSHContext(context.Background(), "systemd-analyze verify /etc/systemd/system/meshwork.service 2>&1"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("%s: systemd-analyze verify: %v\n%s", h.Name, err, out)
+	}
+	out := h.SSH("systemd-analyze security --no-pager meshwork.service 2>&1 || true")
+	m := exposure.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("%s: no exposure level in systemd-analyze security:\n%s", h.Name, out)
+	}
+	score, _ := strconv.ParseFloat(m[1], 64)
+	t.Logf("%s: systemd-analyze security meshwork.service: exposure %.1f", h.Name, score)
+	if score > 2.5 {
+		t.Errorf("%s: exposure %.1f, want <= 2.5\n%s", h.Name, score, out)
+	}
+}
+
+// checkSandbox runs sandboxprobe as a copy of the installed unit, ExecStart
+// aside, and connects to it as another user.
+func (c *Cluster) checkSandbox(h *Host, probe string) {
+	t := c.t
+	t.Helper()
+	h.CopyTo(probe, "/usr/local/bin/meshwork-sandboxprobe", 0o755)
+	h.SSH(`sed -e 's|^ExecStart=.*|ExecStart=/usr/local/bin/meshwork-sandboxprobe -listen 127.77.0.1:80|' -e '/^ExecReload=/d' ` +
+		`/etc/systemd/system/meshwork.service > /etc/systemd/system/meshwork-sandboxprobe.service && systemctl daemon-reload`)
+	t.Cleanup(func() {
+		h.SSHContext(context.Background(), "systemctl stop meshwork-sandboxprobe.service; rm -f /etc/systemd/system/meshwork-sandboxprobe.service /usr/local/bin/meshwork-sandboxprobe; systemctl daemon-reload")
+	})
+	if out, err := h.SSHContext(context.Background(), "systemctl start meshwork-sandboxprobe.service"); err != nil {
+		t.Fatalf("sandbox probe did not start: %v\n%s", err, h.SSH("journalctl -u meshwork-sandboxprobe --no-pager -n 20 || true")+out)
+	}
+	got := strings.TrimSpace(h.SSH(`runuser -u nobody -- python3 -c "import socket; s = socket.create_connection(('127.77.0.1', 80)); print(s.makefile().readline())"`))
+	t.Logf("%s: sandbox probe: %s", h.Name, got)
+	for _, want := range []string{"uid=65534 ", "state_write=ok", "etc_write=denied"} {
+		if !strings.Contains(got+" ", want) {
+			t.Errorf("%s: sandbox probe said %q, want %q: the agent's sandbox blocks what it needs, or allows what it must not", h.Name, got, want)
+		}
+	}
+}
+
+// checkReload reloads the agent and reads in the manager's debug log that the
+// agent answered with RELOADING=1 (with MONOTONIC_USEC) and then READY=1,
+// without a restart.
+func (c *Cluster) checkReload(ctx context.Context, h *Host) {
+	t := c.t
+	t.Helper()
+	pid := parseProps(h.SSH("systemctl show -p MainPID meshwork.service"))["MainPID"]
+	since := strings.TrimSpace(h.SSH("date +%s.%N"))
+	h.SSH("systemd-analyze log-level debug")
+	defer h.SSH("systemd-analyze log-level info")
+	h.SSH("systemctl reload meshwork.service")
+	reloading := fmt.Sprintf("Got notification message from PID %s (RELOADING=1, MONOTONIC_USEC=", pid)
+	ready := fmt.Sprintf("Got notification message from PID %s (READY=1", pid)
+	deadline := time.Now().Add(30 * time.Second)
+	var log string
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		log = h.SSH("journalctl --no-pager -o cat -u meshwork.service --since @" + since)
+		if i := strings.Index(log, reloading); i >= 0 && strings.Contains(log[i:], ready) {
+			props := parseProps(h.SSH("systemctl show -p MainPID,ActiveState,SubState meshwork.service"))
+			if props["ActiveState"] == "active" && props["SubState"] == "running" {
+				if props["MainPID"] != pid {
+					t.Errorf("%s: reload restarted the agent: pid %s, then %s", h.Name, pid, props["MainPID"])
+				}
+				return
+			}
+		}
+		waitOrDone(ctx.Done(), 500*time.Millisecond)
+	}
+	t.Errorf("%s: after systemctl reload, no RELOADING=1 then READY=1 from pid %s in the manager's log:\n%s", h.Name, pid, log)
+}
+
+// mainPIDs returns each host's agent PID.
+func (c *Cluster) mainPIDs() []string {
+	var pids []string
+	for _, h := range c.hosts {
+		pids = append(pids, h.Name+"="+parseProps(h.SSH("systemctl show -p MainPID meshwork.service"))["MainPID"])
+	}
+	return pids
+}
+
+// checkRollingOrder asserts every host runs the new version and that the
+// agents were restarted one after another, in inventory order.
+func (c *Cluster) checkRollingOrder(version string) {
+	t := c.t
+	t.Helper()
+	var prev float64
+	for _, h := range c.hosts {
+		c.checkService(h, version)
+		props := parseProps(h.SSH("systemctl show -p ActiveEnterTimestampMonotonic meshwork.service"))
+		// The containers share the host's monotonic clock.
+		at, err := strconv.ParseFloat(props["ActiveEnterTimestampMonotonic"], 64)
+		if err != nil {
+			t.Fatalf("%s: ActiveEnterTimestampMonotonic: %v", h.Name, err)
+		}
+		if at <= prev {
+			t.Errorf("%s became active at %.0fµs, not after the host before it (%.0fµs): the rollout was not serial", h.Name, at, prev)
+		}
+		prev = at
+	}
+}
+
+// watcher samples one host's member list during a rolling upgrade.
+type watcher struct {
+	host    string
+	done    chan struct{}
+	samples [][]member
+}
+
+func (c *Cluster) watchMembers(ctx context.Context, h *Host) *watcher {
+	w := &watcher{host: h.Name, done: make(chan struct{})}
+	// One sample every half second, at most 20 minutes' worth; the loop ends
+	// with the SSH session. While the host's own agent restarts, the sample
+	// is an error line and is skipped.
+	script := `for i in $(seq 1 2400); do /usr/local/bin/meshwork members --format json 2>/dev/null | tr -d '\n'; echo; sleep 0.5; done`
+	args := append(c.sshArgs(), "root@"+h.IP, script)
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	go func() {
+		defer close(w.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var ms []member
+			if json.Unmarshal(sc.Bytes(), &ms) == nil && len(ms) > 0 {
+				w.samples = append(w.samples, ms)
+			}
+		}
+		cmd.Wait()
+	}()
+	return w
+}
+
+// check asserts the mesh stayed whole in every sample: no member failed, and
+// at most one (the host being upgraded) was not alive.
+func (w *watcher) check(t *testing.T, want int) {
+	t.Helper()
+	<-w.done
+	if len(w.samples) == 0 {
+		t.Errorf("watcher on %s: no samples", w.host)
+		return
+	}
+	for i, ms := range w.samples {
+		down := 0
+		for _, m := range ms {
+			if m.Status == "failed" {
+				t.Errorf("watcher on %s, sample %d: %s failed during the rolling upgrade: %v", w.host, i, m.Name, ms)
+			}
+			if m.Status != "alive" {
+				down++
+			}
+		}
+		if down > 1 {
+			t.Errorf("watcher on %s, sample %d: %d members not alive at once: %v", w.host, i, down, ms)
+		}
+	}
+	t.Logf("watcher on %s: %d samples during the upgrade, mesh whole in each", w.host, len(w.samples))
+}
