@@ -39,13 +39,14 @@ type PolicyList struct {
 //	DELETE /v1/operator/raft/peers/{id}  remove a server
 //	GET    /v1/snapshot                  save a backup (gzip)
 //	PUT    /v1/snapshot                  restore a backup
-func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler)) {
+func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) error {
+	var errs []error
 	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
-		mount(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		errs = append(errs, mount(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := f(w, r); err != nil {
 				httpjson.Error(w, apiStatus(err), err)
 			}
-		}))
+		})))
 	}
 	h("PUT /v1/policy", n.apiApply)
 	h("GET /v1/policy", n.apiList)
@@ -106,6 +107,7 @@ func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler)) {
 		httpjson.Write(w, http.StatusOK, ApplyResponse{Index: idx})
 		return nil
 	})
+	return errors.Join(errs...)
 }
 
 // apiStatus maps an error to its HTTP status.

@@ -121,9 +121,9 @@ func validateTxn(txn Txn) error {
 // MaxKVValue is the largest value of one key (512 KiB).
 const MaxKVValue = 512 << 10
 
-// SecretPrefix starts the keys that never leave a server agent's process:
-// they are not served over the RPC port, not watched, not cached on client
-// agents. The CA keeps its signing key material under it.
+// SecretPrefix starts keys that never leave a server agent's process: they
+// are not served over the RPC port, not returned by watches or lists, not
+// cached on client agents. It is always in Config.PrivateKV.
 const SecretPrefix = "secret/"
 
 func validKVKey(k string) error {

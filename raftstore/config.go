@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -119,6 +120,12 @@ type Config struct {
 	// StaleAfter is the staleness above which the policy is reported stale.
 	// Default 30s.
 	StaleAfter time.Duration
+	// PrivateKV lists key prefixes of the internal namespace that are never
+	// served over the network (only a server agent reads them, from its own
+	// state machine), such as the CA's sealed key material. SecretPrefix is
+	// always included. Default: just SecretPrefix.
+	PrivateKV []string
+
 	// RPCTimeout bounds one forwarded request, redirects and retries
 	// included, when the caller's context has no deadline. Default 15s.
 	RPCTimeout time.Duration
@@ -127,6 +134,9 @@ type Config struct {
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	c.Timing = c.Timing.orDefault()
+	if !slices.Contains(c.PrivateKV, SecretPrefix) {
+		c.PrivateKV = append(slices.Clone(c.PrivateKV), SecretPrefix)
+	}
 	if c.BindAddr == "" {
 		c.BindAddr = "0.0.0.0:" + strconv.Itoa(DefaultPort)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -67,10 +66,12 @@ func (s *fsmState) kvGet(key string) (*KVEntry, bool) {
 	return v.(*KVEntry), true
 }
 
-func (s *fsmState) kvList(prefix string, withSecrets bool) []KVEntry {
+// kvList returns the keys under prefix that hidden (when not nil) does not
+// hide.
+func (s *fsmState) kvList(prefix string, hidden func(string) bool) []KVEntry {
 	var out []KVEntry
 	s.kv.Root().WalkPrefix([]byte(prefix), func(k []byte, v any) bool {
-		if withSecrets || !strings.HasPrefix(string(k), SecretPrefix) {
+		if hidden == nil || !hidden(string(k)) {
 			out = append(out, *v.(*KVEntry))
 		}
 		return false
@@ -325,7 +326,7 @@ type snapshotData struct {
 
 func (s *fsmState) marshal() ([]byte, error) {
 	d := snapshotData{Version: 1, PolicyIndex: s.policyIndex, KVIndex: s.kvIndex,
-		Docs: s.policySet().Entries(), KV: s.kvList("", true)}
+		Docs: s.policySet().Entries(), KV: s.kvList("", nil)}
 	return json.Marshal(d)
 }
 

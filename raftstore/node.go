@@ -230,6 +230,16 @@ func (n *Node) Close() error {
 	return err
 }
 
+// private reports whether key stays inside server agents.
+func (n *Node) private(key string) bool {
+	for _, p := range n.cfg.PrivateKV {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Config returns the node's configuration with defaults filled in.
 func (n *Node) Config() Config { return n.cfg }
 
@@ -364,7 +374,7 @@ func (n *Node) kvGet(ctx context.Context, key string, consistent bool) ([]byte, 
 		}
 		return e.Value, e.ModifyIndex, nil
 	}
-	if strings.HasPrefix(key, SecretPrefix) {
+	if n.private(key) {
 		return nil, 0, opError("kv get", fmt.Errorf("%w: key %q is readable only on server agents", ErrForbidden, key))
 	}
 	var e KVEntry
@@ -401,16 +411,17 @@ func (n *Node) KVDelete(ctx context.Context, key string, index uint64) error {
 	return err
 }
 
-// KVList returns the keys under prefix (secret keys only on a server) and
-// the namespace's index.
+// KVList returns the keys under prefix and the namespace's index. Private
+// keys (Config.PrivateKV) are included only on a server agent.
 func (n *Node) KVList(ctx context.Context, prefix string) ([]KVEntry, uint64, error) {
 	return n.KVWatch(ctx, prefix, 0)
 }
 
 // KVWatch blocks until the namespace's index is above index (or about five
 // minutes pass, or ctx ends), then returns the keys under prefix and the
-// index to pass next time. Secret keys are never returned. Every agent can
-// watch: the CA's trust bundle reaches all agents this way.
+// index to pass next time. Private keys are returned only on a server
+// agent, from its own state. Every agent can watch: the CA's trust bundle
+// reaches all agents this way.
 func (n *Node) KVWatch(ctx context.Context, prefix string, index uint64) ([]KVEntry, uint64, error) {
 	if n.fsm != nil {
 		wctx, cancel := context.WithTimeout(ctx, maxWait)
@@ -419,7 +430,7 @@ func (n *Node) KVWatch(ctx context.Context, prefix string, index uint64) ([]KVEn
 		if err != nil && ctx.Err() != nil {
 			return nil, index, opError("kv watch", ctx.Err())
 		}
-		return s.kvList(prefix, false), s.kvIndex, nil
+		return s.kvList(prefix, nil), s.kvIndex, nil
 	}
 	// Ask the server to answer before our own deadline does.
 	wait := time.Minute

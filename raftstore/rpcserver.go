@@ -207,7 +207,7 @@ func (n *Node) rpcPolicyStream(w http.ResponseWriter, r *http.Request) error {
 
 func (n *Node) rpcKVGet(w http.ResponseWriter, r *http.Request) error {
 	key := r.PathValue("key")
-	if strings.HasPrefix(key, SecretPrefix) {
+	if n.private(key) {
 		return fmt.Errorf("%w: key %q is not served over the network", ErrForbidden, key)
 	}
 	if consistent(r) {
@@ -252,6 +252,6 @@ func (n *Node) rpcKVList(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	st, _ := n.fsm.waitState(ctx, func(s *fsmState) bool { return s.kvIndex > index })
 	w.Header().Set(HeaderIndex, strconv.FormatUint(st.kvIndex, 10))
-	httpjson.Write(w, http.StatusOK, kvListAnswer{Index: st.kvIndex, Entries: st.kvList(q.Get("prefix"), false)})
+	httpjson.Write(w, http.StatusOK, kvListAnswer{Index: st.kvIndex, Entries: st.kvList(q.Get("prefix"), n.private)})
 	return nil
 }

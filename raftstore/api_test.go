@@ -1,0 +1,184 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/policy"
+)
+
+func apiServer(t *testing.T, n *Node) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	if err := n.RegisterAPI(func(p string, h http.Handler) error { mux.Handle(p, h); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func call(t *testing.T, method, url, body string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func TestHTTPAPI(t *testing.T) {
+	c := MakeTestCluster(t, 3)
+	cl := c.AddClient("c1")
+	srv := apiServer(t, cl.Node)
+
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		contains                 string
+	}{
+		{"apply", "PUT", "/v1/policy", "kind: ServiceDefaults\nname: web\nprotocol: http\n---\nkind: Split\nname: web\nsplits: [{weight: 100}]\n", 200, `"documents"`},
+		{"invalid names the field", "PUT", "/v1/policy", "kind: Split\nname: web\nsplits:\n- weight: 100\n- weight: -5\n", 400,
+			`Split \"web\": splits[1].weight: -5 must be between 0 and 100`},
+		{"unknown key", "PUT", "/v1/policy", "kind: ServiceDefaults\nname: web\nprotocoll: http\n", 400, `protocoll: unknown field`},
+		{"dangling route", "PUT", "/v1/policy", "kind: Route\nname: web\nroutes: [{match: {}, split: nope}]\n", 400, `Split \"nope\" does not exist`},
+		{"cas=0 on existing", "PUT", "/v1/policy?cas=0", "kind: ServiceDefaults\nname: web\n", 409, "already exists"},
+		{"bad cas", "PUT", "/v1/policy?cas=x", "kind: ServiceDefaults\nname: web\n", 400, "cas"},
+		{"get consistent", "GET", "/v1/policy/servicedefaults/web?consistent", "", 200, `"protocol": "http"`},
+		{"get missing", "GET", "/v1/policy/Split/nope?consistent", "", 404, "not found"},
+		{"get bad kind", "GET", "/v1/policy/Gateway/x", "", 400, `kind \"Gateway\" is unknown`},
+		{"list kind", "GET", "/v1/policy?kind=split&consistent", "", 200, `"splits"`},
+		{"delete split used by nothing", "DELETE", "/v1/policy/Split/web", "", 200, `"index"`},
+		{"delete again", "DELETE", "/v1/policy/Split/web", "", 404, "not found"},
+		{"status", "GET", "/v1/policy/status", "", 200, `"staleness_seconds"`},
+		{"peers", "GET", "/v1/operator/raft/peers", "", 200, `"voter": true`},
+		{"remove unknown peer", "DELETE", "/v1/operator/raft/peers/nobody", "", 404, "nobody"},
+		{"restore garbage", "PUT", "/v1/snapshot", "garbage", 400, "bad snapshot"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, _ := call(t, tc.method, srv.URL+tc.path, tc.body)
+			if status != tc.status || !strings.Contains(body, tc.contains) {
+				t.Fatalf("%s %s = %d %s; want %d containing %q", tc.method, tc.path, status, body, tc.status, tc.contains)
+			}
+		})
+	}
+
+	// Blocking query: wakes on a change.
+	_, body, hdr := call(t, "GET", srv.URL+"/v1/policy/status", "")
+	var st PolicyStatus
+	if err := json.Unmarshal([]byte(body), &st); err != nil || hdr.Get(HeaderIndex) == "" {
+		t.Fatalf("status: %s %v", body, err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		_, b, _ := call(t, "GET", srv.URL+"/v1/policy?kind=Intention&wait=20s&index="+hdr.Get(HeaderIndex), "")
+		done <- b
+	}()
+	if status, b, _ := call(t, "PUT", srv.URL+"/v1/policy", "kind: Intention\nname: web\nsources: [{name: api, action: allow}]\n"); status != 200 {
+		t.Fatalf("apply intention: %d %s", status, b)
+	}
+	select {
+	case b := <-done:
+		if !strings.Contains(b, `"sources"`) {
+			t.Fatalf("blocking list returned %s", b)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("blocking query did not wake")
+	}
+
+	// Snapshot save and restore through the API.
+	status, snap, _ := call(t, "GET", srv.URL+"/v1/snapshot", "")
+	if status != 200 || len(snap) < 20 {
+		t.Fatalf("snapshot save: %d, %d bytes", status, len(snap))
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+"/v1/snapshot", bytes.NewReader([]byte(snap)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("snapshot restore: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+func TestMetricNames(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := MakeTestCluster(t, 1, TestOptions{})
+	_ = c
+	// A separate node registered in reg, to see every name.
+	n, err := New(Config{NodeName: "m", DataDir: t.TempDir(), ClusterKey: c.Key}, Deps{Discovery: c.Disc, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.m.applies.WithLabelValues("ok").Inc()
+	n.m.fsmDocs.WithLabelValues("Split").Set(1)
+	n.m.peers.WithLabelValues("voter").Set(1)
+	n.m.policyDocs.WithLabelValues("Split").Set(1)
+	n.m.rpcRequests.WithLabelValues("x", "ok").Inc()
+	n.m.autopilotChanges.WithLabelValues("add").Inc()
+	n.m.setPolicy(policy.Empty())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{MetricApplies, MetricApplyDuration, MetricApplyBatch, MetricLeaderChanges, MetricIsLeader,
+		MetricLastContact, MetricFSMDocuments, MetricPeers, MetricPolicyIndex, MetricPolicyStaleness, MetricPolicyDocuments,
+		MetricPolicyUpdates, MetricRPCRequests, MetricAutopilotChanges} {
+		if !got[name] {
+			t.Errorf("metric %s is not registered", name)
+		}
+		if !strings.HasPrefix(name, "meshwork_raft_") && !strings.HasPrefix(name, "meshwork_policy_") {
+			t.Errorf("metric %s does not follow meshwork_<subsystem>_<name>_<unit>", name)
+		}
+	}
+	if len(got) != 14 {
+		t.Errorf("%d metrics registered, want 14: %v", len(got), got)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 32)
+	base := Config{NodeName: "n", DataDir: "/tmp/x", ClusterKey: key}
+	tests := []struct {
+		name string
+		mut  func(*Config)
+		want string
+	}{
+		{"no node", func(c *Config) { c.NodeName = "" }, "NodeName"},
+		{"no dir", func(c *Config) { c.DataDir = "" }, "DataDir"},
+		{"short key", func(c *Config) { c.ClusterKey = key[:5] }, "ClusterKey"},
+		{"expect 2", func(c *Config) { c.Server = true; c.BootstrapExpect = 2; c.AdvertiseAddr = "10.0.0.1:7947" }, "BootstrapExpect 2"},
+		{"client expect", func(c *Config) { c.BootstrapExpect = 3 }, "only servers"},
+		{"no advertise", func(c *Config) { c.Server = true }, "AdvertiseAddr"},
+		{"lease", func(c *Config) {
+			c.Timing = Timing{HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: time.Millisecond}
+		}, "LeaderLeaseTimeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.mut(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want it to name %s", err, tc.want)
+			}
+		})
+	}
+	if err := base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
