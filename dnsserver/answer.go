@@ -61,8 +61,9 @@ var (
 	lblAddr    = []byte("addr")
 	lblNS      = []byte("ns")
 	lblTCP     = []byte("tcp")
-	lblInAddr  = []byte("\x07in-addr\x04arpa\x00")
-	lblIP6     = []byte("\x03ip6\x04arpa\x00")
+	lblInAddr  = []byte("in-addr")
+	lblIP6     = []byte("ip6")
+	lblArpa    = []byte("arpa")
 )
 
 // bstr views b as a string without copying. The result is only passed to
@@ -722,9 +723,12 @@ func (s *Server) reverse(sc *scratch) bool {
 
 // reverseAddr reads the address of a full in-addr.arpa or ip6.arpa name.
 func reverseAddr(q *query) (netip.Addr, bool) {
-	name := q.lower[:q.nameLen]
+	n := q.nlabels
+	if n < 2 || !bytes.Equal(q.label(n-1), lblArpa) {
+		return netip.Addr{}, false
+	}
 	switch {
-	case q.nlabels == 6 && bytes.HasSuffix(name, lblInAddr):
+	case n == 6 && bytes.Equal(q.label(4), lblInAddr):
 		var a [4]byte
 		for i := 0; i < 4; i++ {
 			v, ok := decimalOctet(q.label(i))
@@ -734,7 +738,7 @@ func reverseAddr(q *query) (netip.Addr, bool) {
 			a[3-i] = v
 		}
 		return netip.AddrFrom4(a), true
-	case q.nlabels == 34 && bytes.HasSuffix(name, lblIP6):
+	case n == 34 && bytes.Equal(q.label(32), lblIP6):
 		var a [16]byte
 		for i := 0; i < 32; i++ {
 			l := q.label(i)
