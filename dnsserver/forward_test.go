@@ -226,3 +226,27 @@ func TestForwardClose(t *testing.T) {
 		t.Fatal("Close waited for the recursor timeout of 1h")
 	}
 }
+
+// TestServeDNSForward checks forwarding through the dns.Handler adapter.
+func TestServeDNSForward(t *testing.T) {
+	good := startRecursor(t, answerA, 9)
+	cfg := testConfig()
+	cfg.Recursors = []string{deadAddr(t), good.addr}
+	s, _, _ := newTestServer(t, cfg, nil)
+	for _, remote := range []net.Addr{&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}} {
+		m := new(dns.Msg)
+		m.SetQuestion("example.org.", dns.TypeA)
+		rec := &recorder{remote: remote}
+		s.ServeDNS(rec, m)
+		if len(rec.msgs) != 1 {
+			t.Fatalf("%s: %d messages written", remote.Network(), len(rec.msgs))
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(rec.msgs[0]); err != nil {
+			t.Fatal(err)
+		}
+		if r.Id != m.Id || !slices.Equal(rrStrings(r.Answer), []string{"a 192.0.2.9"}) {
+			t.Errorf("%s: %v", remote.Network(), r)
+		}
+	}
+}
