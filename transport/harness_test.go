@@ -95,8 +95,10 @@ func newMesh(t *testing.T) *mesh {
 type agentOpts struct {
 	cfg      func(*Config)
 	deps     func(*Deps)
-	ca       *transporttest.CA // issuer of its certificate; default the mesh CA
-	certSvcs []string          // services in its certificate; default its local services
+	ca       *transporttest.CA   // issuer of its certificate; default the mesh CA
+	certSvcs []string            // services in its certificate; default its local services
+	tags     map[string][]string // catalog tags by service
+	meta     map[string]map[string]string
 }
 
 func testLogger(t *testing.T, name string) *slog.Logger {
@@ -144,7 +146,7 @@ func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
 		authz:  &recordingAuthz{},
 	}
 	for _, s := range svcs {
-		cs := catalog.Service{ID: s.Name, Name: s.Name, Health: catalog.Passing}
+		cs := catalog.Service{ID: s.Name, Name: s.Name, Health: catalog.Passing, Tags: o.tags[s.Name], Meta: o.meta[s.Name]}
 		if len(s.Ports) > 0 {
 			cs.Port = s.Ports[0]
 			for _, p := range s.Ports[1:] {
@@ -154,13 +156,11 @@ func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
 		a.services = append(a.services, cs)
 	}
 	cfg := Config{
-		Node:             name,
-		TrustDomain:      testTD,
-		VIPRange:         netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(100 + idx), 0, 0}), 16),
-		HandshakeTimeout: time.Second,
-		AttemptTimeout:   2 * time.Second,
-		DialBackoff:      20 * time.Millisecond,
-		Seed:             uint64(idx + 1),
+		Node:        name,
+		TrustDomain: testTD,
+		VIPRange:    netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(100 + idx), 0, 0}), 16),
+		DialBackoff: 20 * time.Millisecond,
+		Seed:        uint64(idx + 1),
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
@@ -300,7 +300,13 @@ type backend struct {
 // startBackend serves each connection with handle on 127.0.0.1.
 func startBackend(t *testing.T, handle func(c net.Conn)) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBackendAt(t, "127.0.0.1:0", handle)
+}
+
+// startBackendAt serves each connection with handle on addr.
+func startBackendAt(t *testing.T, addr string, handle func(c net.Conn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

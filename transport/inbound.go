@@ -202,11 +202,6 @@ func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 
 // refuse answers the stream with a refusal, logs it and counts it.
 func (t *Transport) refuse(s *quic.Stream, pi *peerInfo, h *wire.Header, r refusal) {
-	var buf [64]byte
-	s.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.Write(wire.AppendStatus(buf[:0], wire.Status{Code: r.code, Reason: r.reason}))
-	s.Close()
-	s.CancelRead(streamRefused)
 	t.m.refused.WithLabelValues(r.code.String()).Inc()
 	attrs := []any{"reason", r.code.String(), "detail", r.reason, "peer_node", pi.node, "peer_addr", pi.remote}
 	if h.Service != "" {
@@ -221,6 +216,13 @@ func (t *Transport) refuse(s *quic.Stream, pi *peerInfo, h *wire.Header, r refus
 	default:
 		t.log.Info("stream refused", attrs...)
 	}
+	// Counted and logged before the answer leaves, so that whoever sees the
+	// refusal also finds it in the metrics.
+	var buf [64]byte
+	s.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.Write(wire.AppendStatus(buf[:0], wire.Status{Code: r.code, Reason: r.reason}))
+	s.Close()
+	s.CancelRead(streamRefused)
 }
 
 // trimDialErr drops the "dial tcp a:p:" prefix net adds to dial errors.

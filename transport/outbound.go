@@ -93,12 +93,6 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 	if t.ctx.Err() != nil {
 		return
 	}
-	// Nodes that gossip declared failed or that left: close their
-	// connections now rather than at the QUIC idle timeout.
-	t.dropPeers(func(node string) bool {
-		m, ok := snap.Member(node)
-		return ok && m.Status.Reachable()
-	})
 	// Forget the balancer state of instances no longer passing, so that an
 	// instance coming back starts afresh and nothing stale lingers.
 	passing := map[epKey]bool{}
@@ -108,6 +102,12 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 		}
 	}
 	t.eps.Retain(func(k epKey) bool { return passing[k] })
+	// Nodes that gossip declared failed or that left: close their
+	// connections now rather than at the QUIC idle timeout.
+	t.dropPeers(func(node string) bool {
+		m, ok := snap.Member(node)
+		return ok && m.Status.Reachable()
+	})
 
 	want := map[string]*outListener{}
 	if !t.cfg.DisableVIPs {
@@ -429,10 +429,10 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 			hdr.Timeout = max(time.Until(dl), time.Microsecond)
 		}
 		ep.Start()
-		t0 := time.Now()
+		t0 := t.bal.Now()
 		st, rel, err := t.openStream(ctx, in, &hdr)
 		if err == nil {
-			ep.Success(time.Since(t0))
+			ep.Success(t.bal.Now() - t0)
 			return st, func() { rel(); ep.End() }, nil
 		}
 		ep.End()

@@ -327,6 +327,9 @@ func (t *Transport) Close() error {
 		t.peersMu.Unlock()
 		t.connsMu.Lock()
 		for c := range t.conns {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0) // applications must see a failure, not an end
+			}
 			c.Close()
 		}
 		t.connsMu.Unlock()

@@ -98,6 +98,10 @@ func New(cfg Config, seed uint64, clock Clock) *Balancer {
 	}
 }
 
+// Now reads the balancer's clock; callers time connects with it so that a
+// virtual clock drives the whole feedback loop in tests.
+func (b *Balancer) Now() time.Duration { return b.now() }
+
 // NewEndpoint returns the state of a new instance.
 func (b *Balancer) NewEndpoint() *Endpoint {
 	return &Endpoint{b: b, cost: float64(b.cfg.DefaultRTT), stamp: b.now()}
