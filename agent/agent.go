@@ -21,6 +21,7 @@ import (
 	"github.com/meshwork/meshwork/agent/local"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -63,6 +64,7 @@ type Agent struct {
 	local  *local.Manager
 	dns    *dnsserver.Server
 	http   *httpapi.Server
+	raft   *raftstore.Node
 
 	dnsAddr string // where DNS listens, once started
 
@@ -109,6 +111,7 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		a.buildMembership,
 		a.buildDNS,
 		a.buildHTTP,
+		a.buildRaft,
 	}
 	for _, b := range builders {
 		if err := b(); err != nil {

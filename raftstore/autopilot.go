@@ -153,13 +153,13 @@ func (s *server) autopilot(ctx context.Context) {
 	ap := &autopilotState{failedSince: map[string]time.Time{}, healthySince: map[string]time.Time{}}
 	t := time.NewTicker(s.cfg.AutopilotInterval)
 	defer t.Stop()
+	// Ticks only: the catalog changes with every health update, far more
+	// often than the server set does.
 	for {
-		_, changed := s.disc.Watch()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-changed:
 		}
 		if s.raft.State() != raft.Leader {
 			ap.failedSince = map[string]time.Time{}

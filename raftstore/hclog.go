@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -39,8 +40,15 @@ func (h *hclogAdapter) Log(lv hclog.Level, msg string, args ...any) {
 	}
 	all := append(append([]any(nil), h.args...), args...)
 	for i := 1; i < len(all); i += 2 {
-		if e, ok := all[i].(error); ok {
-			all[i] = e.Error()
+		switch v := all[i].(type) {
+		case error:
+			all[i] = v.Error()
+		case hclog.Format:
+			if len(v) > 0 {
+				if f, ok := v[0].(string); ok {
+					all[i] = fmt.Sprintf(f, v[1:]...)
+				}
+			}
 		}
 	}
 	h.l.Log(context.Background(), lvl, msg, all...)
@@ -66,10 +74,10 @@ func (h *hclogAdapter) Named(name string) hclog.Logger {
 	if h.name != "" {
 		n = h.name + "." + name
 	}
-	return &hclogAdapter{l: h.l.With("component", n), name: n, args: h.args}
+	return &hclogAdapter{l: h.l.With("module", n), name: n, args: h.args}
 }
 func (h *hclogAdapter) ResetNamed(name string) hclog.Logger {
-	return &hclogAdapter{l: h.l.With("component", name), name: name, args: h.args}
+	return &hclogAdapter{l: h.l.With("module", name), name: name, args: h.args}
 }
 func (h *hclogAdapter) SetLevel(hclog.Level)  {}
 func (h *hclogAdapter) GetLevel() hclog.Level { return hclog.Info }

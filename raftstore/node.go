@@ -175,7 +175,7 @@ func (n *Node) startServer(ctx context.Context) error {
 			Stream:  stream,
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
-			Logger:  newHCLog(n.log.With("component", "raft-net")),
+			Logger:  newHCLog(n.log.With("module", "raft-net")),
 		})
 	}
 	srv, err := openServer(n.cfg, n.log, n.m, n.fsm, n.deps.Discovery, n.rpc, trans)

@@ -57,13 +57,13 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	}
 	_ = os.Chmod(s.dir, 0o700)
 	s.meta = &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(walDir, raftwal.WithMetaStore(s.meta), raftwal.WithLogger(newHCLog(log.With("component", "wal"))))
+	wal, err := raftwal.Open(walDir, raftwal.WithMetaStore(s.meta), raftwal.WithLogger(newHCLog(log.With("module", "wal"))))
 	if err != nil {
 		s.meta.Close()
 		return nil, fmt.Errorf("raftstore: open log in %s: %w", walDir, err)
 	}
 	s.wal = wal
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.dir, cfg.SnapshotRetain, newHCLog(log.With("component", "snapshots")))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.dir, cfg.SnapshotRetain, newHCLog(log.With("module", "snapshots")))
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: open snapshots in %s: %w", s.dir, err)
@@ -86,7 +86,7 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	rc.BatchApplyCh = true // group concurrent applies into one disk write
 	rc.MaxAppendEntries = 128
 	rc.ShutdownOnRemove = false // a removed server may be added again
-	rc.Logger = newHCLog(log.With("component", "raft"))
+	rc.Logger = newHCLog(log.With("module", "raft"))
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
 	r, err := raft.NewRaft(rc, fsm, wal, wal, s.snaps, trans)

@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/meshwork/meshwork/ca"
+	"github.com/meshwork/meshwork/internal/keytls"
+	"github.com/meshwork/meshwork/raftstore"
+)
+
+// buildRaft makes the policy plane: on every agent the replicated policy
+// copy and the client of the servers, on a server the Raft peer on the
+// server port. Servers are found in the gossip catalog; the local API gets
+// the policy, operator and snapshot endpoints.
+func (a *Agent) buildRaft() error {
+	key, err := keytls.ParseKey(a.cfg.ClusterKey)
+	if err != nil {
+		return fmt.Errorf("agent: cluster_key: %w", err)
+	}
+	rc := raftstore.Config{
+		NodeName:        a.cfg.Node,
+		DataDir:         a.cfg.DataDir,
+		ClusterKey:      key,
+		Server:          a.cfg.Server,
+		BootstrapExpect: a.cfg.BootstrapExpect,
+		// The CA's sealed key material stays on the servers.
+		PrivateKV: []string{ca.KeyAuthority},
+	}
+	if !a.cfg.Server {
+		rc.BootstrapExpect = 0
+	}
+	if a.cfg.Server {
+		port := strconv.Itoa(a.cfg.Ports.Raft)
+		rc.BindAddr = net.JoinHostPort(a.cfg.Bind, port)
+		rc.AdvertiseAddr = net.JoinHostPort(a.cfg.Advertise, port)
+		rc.DeadServerThreshold = a.cfg.Raft.DeadServerAfter.D()
+		if a.cfg.Raft.SnapshotThreshold > 0 {
+			rc.SnapshotThreshold = uint64(a.cfg.Raft.SnapshotThreshold)
+		}
+	}
+	n, err := raftstore.New(rc, raftstore.Deps{
+		Logger:     a.logger("raft"),
+		Registerer: a.reg,
+		Discovery:  raftstore.CatalogDiscovery(a.store),
+	})
+	if err != nil {
+		return err
+	}
+	a.raft = n
+	if err := n.RegisterAPI(a.http.Mount); err != nil {
+		return err
+	}
+	a.add("raft", n.Start, n.Close)
+	return nil
+}
+
+// Raft is the agent's policy plane: the policy copy the data plane reads
+// (Policy, Replica), the internal key/value state the CA keeps (KVState),
+// and the RPC port of the servers (MountRPC, RPC, TLS).
+func (a *Agent) Raft() *raftstore.Node { return a.raft }
