@@ -70,8 +70,8 @@ type SplitTarget struct {
 	// Service is the service the subset belongs to; "" means the split
 	// service itself.
 	Service string
-	// Tag selects instances carrying it; "" means any.
-	Tag string
+	// Tags select instances carrying every one of them; none means any.
+	Tags []string
 	// Meta selects instances whose meta has every key with that value.
 	Meta map[string]string
 	// Weight is relative to the other targets; 0 sends nothing.

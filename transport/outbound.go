@@ -314,8 +314,26 @@ func (t *Transport) sourceOf(c *net.TCPConn) string {
 // subset is where a connection goes: a service, maybe narrowed by a split.
 type subset struct {
 	service string
-	tag     string
+	tags    []string
 	meta    map[string]string
+}
+
+// firstTag is the tag the catalog indexes by; the others are filtered.
+func (s subset) firstTag() string {
+	if len(s.tags) == 0 {
+		return ""
+	}
+	return s.tags[0]
+}
+
+// matches reports whether an instance belongs to the subset.
+func (s subset) matches(svc *catalog.Service) bool {
+	for _, tg := range s.tags {
+		if !svc.HasTag(tg) {
+			return false
+		}
+	}
+	return metaMatches(svc, s.meta)
 }
 
 // route applies the traffic split of service, if any, drawing one subset
@@ -347,7 +365,7 @@ func (t *Transport) route(snap *catalog.Snapshot, service string) subset {
 }
 
 func subsetOf(service string, tg SplitTarget) subset {
-	s := subset{service: tg.Service, tag: tg.Tag, meta: tg.Meta}
+	s := subset{service: tg.Service, tags: tg.Tags, meta: tg.Meta}
 	if s.service == "" {
 		s.service = service
 	}
@@ -355,8 +373,8 @@ func subsetOf(service string, tg SplitTarget) subset {
 }
 
 func hasMatch(snap *catalog.Snapshot, sub subset) bool {
-	for _, in := range snap.Passing(sub.service, sub.tag) {
-		if metaMatches(in.Service, sub.meta) {
+	for _, in := range snap.Passing(sub.service, sub.firstTag()) {
+		if sub.matches(in.Service) {
 			return true
 		}
 	}
@@ -379,7 +397,7 @@ func metaMatches(svc *catalog.Service, want map[string]string) bool {
 func (t *Transport) connect(ctx context.Context, service string, port int, source string) (s *quic.Stream, done func(), err error) {
 	snap := t.deps.Catalog.Current()
 	sub := t.route(snap, service)
-	cands := snap.Passing(sub.service, sub.tag)
+	cands := snap.Passing(sub.service, sub.firstTag())
 	if len(cands) == 0 {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
@@ -404,7 +422,7 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 			}
 		}
 		in := &cands[i]
-		return in.Member.TunnelPort <= 0 || !in.Member.IP.IsValid() || portFor(in) == 0 || !metaMatches(in.Service, sub.meta)
+		return in.Member.TunnelPort <= 0 || !in.Member.IP.IsValid() || portFor(in) == 0 || !sub.matches(in.Service)
 	}
 	hdr := wire.Header{Source: source, Trace: newTrace()}
 	var lastErr error

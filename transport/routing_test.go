@@ -206,10 +206,10 @@ func TestSplitWeightsHonoured(t *testing.T) {
 	m.addAgent("v2", []LocalService{{Name: "api", Address: "127.0.0.3", Ports: []int{port}}}, agentOpts{tags: map[string][]string{"api": {"v2"}}})
 	m.addAgent("canary", []LocalService{{Name: "api", Address: "127.0.0.4", Ports: []int{port}}}, agentOpts{meta: map[string]map[string]string{"api": {"track": "canary"}}})
 	splits := splitSource{"api": {
-		{Tag: "v1", Weight: 70},
-		{Tag: "v2", Weight: 20},
+		{Tags: []string{"v1"}, Weight: 70},
+		{Tags: []string{"v2"}, Weight: 20},
 		{Meta: map[string]string{"track": "canary"}, Weight: 10},
-		{Tag: "v3", Weight: 50}, // no instance: its share goes to the others
+		{Tags: []string{"v3"}, Weight: 50}, // no instance: its share goes to the others
 	}}
 	client := m.addAgent("client", nil, agentOpts{deps: func(d *Deps) { d.Splits = splits }, cfg: func(c *Config) { c.Seed = 99 }})
 	addr := client.vipAddr(t, "api", port)
