@@ -110,6 +110,11 @@ type ServerConfig struct {
 	// RotationCheck is how often a server checks whether a root rotation can
 	// complete; it also checks after every issuance. Default 10s.
 	RotationCheck time.Duration
+	// RetireGrace is how long a rotation waits, once every node's latest
+	// leaf is under the new root, before retiring the old root: the time
+	// between a leaf's issuance (when the server records it) and its
+	// installation on the agent. Default 10s.
+	RetireGrace time.Duration
 	// StateTimeout bounds each state store call. Default 10s.
 	StateTimeout time.Duration
 	// Now is the clock. Default time.Now.
@@ -137,6 +142,9 @@ func (c *ServerConfig) setDefaults() {
 	}
 	if c.StateTimeout == 0 {
 		c.StateTimeout = 10 * time.Second
+	}
+	if c.RetireGrace == 0 {
+		c.RetireGrace = 10 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -169,6 +177,9 @@ func (c ServerConfig) Validate() error {
 	}
 	if err := ValidateName("provisioner", c.ProvisionerName); err != nil {
 		return fmt.Errorf("%w: ProvisionerName: %v", ErrInvalidConfig, err)
+	}
+	if c.RetireGrace < 0 {
+		return fmt.Errorf("%w: RetireGrace %s: want at least 0", ErrInvalidConfig, c.RetireGrace)
 	}
 	if c.RotationCheck < 10*time.Millisecond {
 		return fmt.Errorf("%w: RotationCheck %s: want at least 10ms", ErrInvalidConfig, c.RotationCheck)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"log"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/smallstep/cli-utils/token"
 	"github.com/smallstep/cli-utils/token/provision"
 	"go.step.sm/crypto/jose"
@@ -70,7 +74,7 @@ func newCluster(t *testing.T) *cluster {
 // server starts a CA server named node; mod may change its config and deps.
 func (c *cluster) server(node string, mod func(*ServerConfig, *ServerDeps)) *Server {
 	c.t.Helper()
-	cfg := ServerConfig{TrustDomain: testTD, Node: node, StateKey: c.key, LeafTTL: time.Hour, RotationCheck: 50 * time.Millisecond}
+	cfg := ServerConfig{TrustDomain: testTD, Node: node, StateKey: c.key, LeafTTL: time.Hour, RotationCheck: 50 * time.Millisecond, RetireGrace: 300 * time.Millisecond}
 	deps := ServerDeps{State: c.state, Logger: testLogger(c.t), PeerTLS: testPeerTLS}
 	if mod != nil {
 		mod(&cfg, &deps)
@@ -315,3 +319,43 @@ func forgedToken(t *testing.T, node string) string {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// newTestLeaf returns a one-certificate chain with the given validity, for
+// tests that only look at times.
+func newTestLeaf(t *testing.T, notBefore, notAfter time.Time) []*x509.Certificate {
+	t.Helper()
+	k, _ := newKey()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: notBefore, NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return []*x509.Certificate{c}
+}
+
+func assertMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Fatalf("%s: mode %o, want %o", path, got, want)
+	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
+	}
+	return -1
+}

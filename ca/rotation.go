@@ -183,6 +183,17 @@ func (s *Server) maintain(ctx context.Context) error {
 			}
 		}
 		if len(pending) > 0 {
+			s.clearSince = time.Time{}
+			return nil
+		}
+		// Every leaf is under the new root, but the last ones may still be
+		// on their way to their agents: wait RetireGrace.
+		now := s.cfg.Now()
+		if s.clearSince.IsZero() || s.clearFor != rot.To {
+			s.clearSince, s.clearFor = now, rot.To
+		}
+		if wait := s.clearSince.Add(s.cfg.RetireGrace).Sub(now); wait > 0 {
+			time.AfterFunc(wait, s.kickMaintenance)
 			return nil
 		}
 		return s.retire(ctx, rot.To)

@@ -6,13 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"net/http"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -71,6 +71,11 @@ type Server struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	kick      chan struct{}
+
+	// clearSince is when this server first saw no node pending in the
+	// rotation towards clearFor; only the maintenance goroutine uses them.
+	clearSince time.Time
+	clearFor   string
 
 	mu      sync.Mutex
 	started bool
