@@ -89,6 +89,7 @@ type Gossip struct {
 	// ml. (memberlist's LocalNode returns a pointer it keeps writing to.)
 	selfIP   net.IP
 	selfPort int
+	trans    *observedTransport
 
 	// lifeMu serialises Start, Leave and Close: memberlist panics on a
 	// Leave after Shutdown.
@@ -142,12 +143,14 @@ type peer struct {
 	suspectUntil time.Time
 	down         bool
 	downEpoch    uint64
+	lifeSent     time.Time // last notice sent straight to it, see onLife
 }
 
 type outMsg struct {
-	to  memberlist.Node
-	t   msgType
-	msg []byte
+	to         memberlist.Node
+	t          msgType
+	msg        []byte
+	bestEffort bool // one UDP packet instead of a stream
 }
 
 // New validates cfg and allocates a member. It opens no socket and starts
@@ -243,7 +246,8 @@ func (g *Gossip) Start(ctx context.Context) error {
 		}
 		inner = nt
 	}
-	trans := newObservedTransport(inner, &g.counters, g.onRefused)
+	trans := newObservedTransport(inner, &g.counters, g.onRefused, g.onLife)
+	g.trans = trans
 
 	mc := g.memberlistConfig(mlLog)
 	fixed := &advertiseFix{NodeAwareTransport: trans}
@@ -641,8 +645,61 @@ func (g *Gossip) publishLocked() {
 		members = append(members, catalog.Member{Record: rec, Status: st})
 	}
 	g.store.Publish(members)
+	g.updateWatchedLocked(now)
 	for _, s := range []catalog.MemberStatus{catalog.StatusAlive, catalog.StatusSuspect, catalog.StatusFailed, catalog.StatusLeft} {
 		g.metrics.members.WithLabelValues(string(s)).Set(float64(counts[s]))
+	}
+}
+
+// updateWatchedLocked tells the transport which addresses belong to members
+// this node suspects or holds down, so that a packet from one of them, a
+// sign of life, reaches onLife.
+func (g *Gossip) updateWatchedLocked(now time.Time) {
+	if g.trans == nil {
+		return
+	}
+	var w map[string]string
+	for _, p := range g.peers {
+		if p.known && p.alive && (p.down || (p.suspect && now.Before(p.suspectUntil))) {
+			if w == nil {
+				w = make(map[string]string)
+			}
+			w[net.JoinHostPort(p.node.Addr.String(), strconv.Itoa(int(p.node.Port)))] = p.name
+		}
+	}
+	if w == nil {
+		g.trans.watched.Store(nil)
+	} else {
+		g.trans.watched.Store(&w)
+	}
+}
+
+// onLife runs when a packet arrives from a member this node suspects: it is
+// running after all, but may not know that it is suspected (the suspect
+// messages gossiped while a link was down are lost, and memberlist does not
+// resend them). Telling it directly lets it refute at once, with a meta
+// update whose higher incarnation also ends memberlist's suspicion timer
+// here, instead of waiting for this node's next probe of it, which
+// Lifeguard may have slowed down. At most once per probe interval.
+func (g *Gossip) onLife(node string) {
+	now := time.Now()
+	g.mu.Lock()
+	p := g.peers[node]
+	if p == nil || !p.alive || !(p.down || p.suspect) || now.Sub(p.lifeSent) < g.cfg.ProbeInterval {
+		g.mu.Unlock()
+		return
+	}
+	p.lifeSent = now
+	t := msgSuspect
+	if p.down {
+		t = msgDown
+	}
+	n := notice{Node: node, Epoch: p.meta.Epoch, From: g.cfg.NodeName}
+	to := p.node
+	g.mu.Unlock()
+	select {
+	case g.sendQ <- outMsg{to: to, t: t, msg: mustEncode(t, &n), bestEffort: true}:
+	default:
 	}
 }
 
@@ -753,7 +810,11 @@ func (g *Gossip) sender() {
 				return
 			}
 			node := m.to
-			if err := g.ml.Load().SendReliable(&node, m.msg); err != nil {
+			send := g.ml.Load().SendReliable
+			if m.bestEffort {
+				send = g.ml.Load().SendBestEffort
+			}
+			if err := send(&node, m.msg); err != nil {
 				g.metrics.streams.WithLabelValues(m.t.String(), "error").Inc()
 				g.log.Debug("gossip stream send failed", "to", m.to.Name, "type", m.t.String(), "error", err)
 				continue
@@ -1024,7 +1085,9 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, kind int) {
 	}
 	p := g.peerLocked(n.Name)
 	p.known = true
-	p.node = memberlist.Node{Name: n.Name, Addr: append(net.IP(nil), n.Addr...), Port: n.Port}
+	p.node = *n
+	p.node.Addr = append(net.IP(nil), n.Addr...)
+	p.node.Meta = nil
 	if len(n.Meta) > 0 {
 		m, err := decodeMeta(n.Meta)
 		if err != nil {

@@ -51,6 +51,10 @@ type observedTransport struct {
 	inner     memberlist.NodeAwareTransport
 	c         *counters
 	onRefused func(node string)
+	// watched maps the addresses of suspected members to their names;
+	// a packet from one of them goes to onLife. Nil when none is suspected.
+	watched atomic.Pointer[map[string]string]
+	onLife  func(node string)
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -61,7 +65,7 @@ type observedTransport struct {
 
 var _ memberlist.NodeAwareTransport = (*observedTransport)(nil)
 
-func newObservedTransport(inner memberlist.Transport, c *counters, onRefused func(string)) *observedTransport {
+func newObservedTransport(inner memberlist.Transport, c *counters, onRefused, onLife func(string)) *observedTransport {
 	na, ok := inner.(memberlist.NodeAwareTransport)
 	if !ok {
 		na = nodeAwareShim{inner}
@@ -70,6 +74,7 @@ func newObservedTransport(inner memberlist.Transport, c *counters, onRefused fun
 		inner:     na,
 		c:         c,
 		onRefused: onRefused,
+		onLife:    onLife,
 		packetCh:  make(chan *memberlist.Packet),
 		streamCh:  make(chan net.Conn),
 		stop:      make(chan struct{}),
@@ -88,6 +93,11 @@ func (t *observedTransport) forwardPackets() {
 		case p := <-in:
 			t.c.pktRecv.Add(uint64(len(p.Buf)))
 			t.c.nPktRecv.Add(1)
+			if w := t.watched.Load(); w != nil && p.From != nil && t.onLife != nil {
+				if name, ok := (*w)[p.From.String()]; ok {
+					t.onLife(name)
+				}
+			}
 			select {
 			case t.packetCh <- p:
 			case <-t.stop:
