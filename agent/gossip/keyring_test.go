@@ -37,10 +37,10 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"":                          "empty",
-		"!!!":                       "not base64",
-		"c2hvcnQ=":                  "key of 5 bytes",
-		k[:len(k)-4]:                "bytes",
+		"":                         "empty",
+		"!!!":                      "not base64",
+		"c2hvcnQ=":                 "key of 5 bytes",
+		k[:len(k)-4]:               "bytes",
 		strings.Repeat("QUFB", 16): "key of 48 bytes",
 	} {
 		_, err := ParseKey(in)
@@ -139,7 +139,9 @@ func (f *fakeKeyring) ListKeys(context.Context) (*KeyringResponse, error) { retu
 func (f *fakeKeyring) InstallKey(_ context.Context, k string) (*KeyringResponse, error) {
 	return f.do("install", k)
 }
-func (f *fakeKeyring) UseKey(_ context.Context, k string) (*KeyringResponse, error) { return f.do("use", k) }
+func (f *fakeKeyring) UseKey(_ context.Context, k string) (*KeyringResponse, error) {
+	return f.do("use", k)
+}
 func (f *fakeKeyring) RemoveKey(_ context.Context, k string) (*KeyringResponse, error) {
 	return f.do("remove", k)
 }
