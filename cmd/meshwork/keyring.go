@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/spf13/cobra"
+)
+
+func init() { subcommands = append(subcommands, newKeyringCmd) }
+
+func newKeyringCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "keyring",
+		Short: "List and rotate the gossip encryption keys of the whole cluster",
+		Long: "List and rotate the gossip encryption keys of every live member.\n\n" +
+			"To rotate without downtime: `meshwork keygen` for a new key, then\n" +
+			"`keyring install KEY` (every member can now decrypt it), `keyring use KEY`\n" +
+			"(every member encrypts with it), `keyring remove OLDKEY`. Each step reports\n" +
+			"the members that failed or did not answer; repeat it until none does.",
+	}
+	cmd.AddCommand(
+		newKeyringListCmd(),
+		newKeyringOpCmd("install", "POST", "Install a key on every member (they keep encrypting with their primary key)", "installed on"),
+		newKeyringOpCmd("use", "PUT", "Make an installed key the primary key of every member", "primary on"),
+		newKeyringOpCmd("remove", "DELETE", "Remove a key from every member (not the primary key)", "removed from"),
+	)
+	return cmd
+}
+
+func newKeyringListCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the keys of every member, with how many members have each",
+		Args:  cobra.NoArgs,
+	}
+	f := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := f.validate(); err != nil {
+			return err
+		}
+		var resp gossip.KeyringResponse
+		if _, err := f.client().Do(cmd.Context(), "GET", gossip.KeyringPath, nil, nil, &resp); err != nil {
+			return err
+		}
+		return f.print(cmd.OutOrStdout(), &resp, func(w io.Writer) {
+			fmt.Fprintln(w, "KEY\tINSTALLED\tPRIMARY")
+			keys := make([]string, 0, len(resp.Keys))
+			for k := range resp.Keys {
+				keys = append(keys, k)
+			}
+			sort.Slice(keys, func(i, j int) bool {
+				if resp.PrimaryKeys[keys[i]] != resp.PrimaryKeys[keys[j]] {
+					return resp.PrimaryKeys[keys[i]] > resp.PrimaryKeys[keys[j]]
+				}
+				return keys[i] < keys[j]
+			})
+			for _, k := range keys {
+				fmt.Fprintf(w, "%s\t%d/%d\t%d/%d\n", k, resp.Keys[k], resp.NumNodes, resp.PrimaryKeys[k], resp.NumNodes)
+			}
+			printKeyringErrors(w, &resp)
+		})
+	}
+	return cmd
+}
+
+func newKeyringOpCmd(name, method, short, done string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   name + " KEY",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+	}
+	f := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := f.validate(); err != nil {
+			return err
+		}
+		if _, err := gossip.ParseKey(args[0]); err != nil {
+			return err
+		}
+		var resp gossip.KeyringResponse
+		body := gossip.KeyRequest{Key: args[0]}
+		if _, err := f.client().Do(cmd.Context(), method, gossip.KeyringPath, nil, &body, &resp); err != nil {
+			return err
+		}
+		return f.print(cmd.OutOrStdout(), &resp, func(w io.Writer) {
+			fmt.Fprintf(w, "key %s %d of %d members\n", done, resp.NumResponses, resp.NumNodes)
+			printKeyringErrors(w, &resp)
+		})
+	}
+	return cmd
+}
+
+func printKeyringErrors(w io.Writer, resp *gossip.KeyringResponse) {
+	names := make([]string, 0, len(resp.Errors))
+	for n := range resp.Errors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "error on %s: %s\n", n, resp.Errors[n])
+	}
+}

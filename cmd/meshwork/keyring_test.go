@@ -1,0 +1,77 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/internal/meshtest"
+)
+
+func TestKeygen(t *testing.T) {
+	out, err := runCLI(t, "keygen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out)
+	if k, err := gossip.ParseKey(key); err != nil || len(k) != 32 {
+		t.Fatalf("keygen printed %q: %v", out, err)
+	}
+	again, _ := runCLI(t, "keygen")
+	if strings.TrimSpace(again) == key {
+		t.Fatal("keygen printed the same key twice")
+	}
+}
+
+// TestKeyringRotation rotates the key of a running 3-member cluster with the
+// CLI, through the keyring endpoint of one member.
+func TestKeyringRotation(t *testing.T) {
+	k1, _ := gossip.GenerateKey()
+	k2, _ := gossip.GenerateKey()
+	c := meshtest.NewCluster(t, 3, meshtest.Options{Config: func(_ meshtest.NodeSpec, cfg *gossip.Config) {
+		cfg.Keyring = []string{k1}
+	}})
+	c.WaitConverged(meshtestWait)
+	mux := http.NewServeMux()
+	mux.Handle(gossip.KeyringPath, gossip.NewKeyringHandler(c.Nodes[0].Gossip))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"keyring", "install", k2}, "key installed on 3 of 3 members"},
+		{[]string{"keyring", "use", k2}, "key primary on 3 of 3 members"},
+		{[]string{"keyring", "remove", k1}, "key removed from 3 of 3 members"},
+		{[]string{"keyring", "list"}, k2 + "  3/3        3/3"},
+	} {
+		out, err := runCLI(t, append(step.args, "--http-addr", addr)...)
+		if err != nil || !strings.Contains(out, step.want) {
+			t.Fatalf("%v: %q, %v; want output containing %q", step.args, out, err, step.want)
+		}
+	}
+	out, err := runCLI(t, "keyring", "list", "--format", "json", "--http-addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp gossip.KeyringResponse
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || len(resp.Keys) != 1 || resp.PrimaryKeys[k2] != 3 {
+		t.Fatalf("list --format json: %s, %v", out, err)
+	}
+	// Removing the primary key is refused, in one line.
+	_, err = runCLI(t, "keyring", "remove", k2, "--http-addr", addr)
+	if err == nil || !strings.Contains(err.Error(), "primary key cannot be removed") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("remove of the primary key: %v", err)
+	}
+	if _, err := runCLI(t, "keyring", "install", "not-a-key", "--http-addr", addr); err == nil || !strings.Contains(err.Error(), "not base64") {
+		t.Fatalf("install of a bad key: %v", err)
+	}
+}
+
+const meshtestWait = 20 * time.Second
