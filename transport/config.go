@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/vip"
 )
@@ -219,4 +221,20 @@ func Sysctls(cfg Config) map[string]string {
 	}
 	v := fmt.Sprint(size)
 	return map[string]string{"net.core.rmem_max": v, "net.core.wmem_max": v}
+}
+
+// QUIC returns the quic-go configuration of the tunnel for a validated
+// cfg. Benchmarks use it to measure raw quic-go with the same settings.
+func (c Config) QUIC() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:           c.HandshakeTimeout,
+		MaxIdleTimeout:                 c.PeerIdleTimeout,
+		KeepAlivePeriod:                c.KeepAlive,
+		InitialStreamReceiveWindow:     c.StreamWindow,
+		MaxStreamReceiveWindow:         c.MaxStreamWindow,
+		InitialConnectionReceiveWindow: c.StreamWindow * 2,
+		MaxConnectionReceiveWindow:     c.MaxConnWindow,
+		MaxIncomingStreams:             int64(c.MaxStreamsPerPeer),
+		MaxIncomingUniStreams:          -1,
+	}
 }

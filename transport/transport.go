@@ -211,17 +211,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		conns:     make(map[io.Closer]struct{}),
 	}
 	t.bufPool.New = func() any { b := make([]byte, cfg.CopyBuffer); return &b }
-	t.quicConf = &quic.Config{
-		HandshakeIdleTimeout:           cfg.HandshakeTimeout,
-		MaxIdleTimeout:                 cfg.PeerIdleTimeout,
-		KeepAlivePeriod:                cfg.KeepAlive,
-		InitialStreamReceiveWindow:     cfg.StreamWindow,
-		MaxStreamReceiveWindow:         cfg.MaxStreamWindow,
-		InitialConnectionReceiveWindow: cfg.StreamWindow * 2,
-		MaxConnectionReceiveWindow:     cfg.MaxConnWindow,
-		MaxIncomingStreams:             int64(cfg.MaxStreamsPerPeer),
-		MaxIncomingUniStreams:          -1,
-	}
+	t.quicConf = cfg.QUIC()
 	t.serverTLS = &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		NextProtos:     []string{ALPN},

@@ -186,6 +186,27 @@ func (id *Identity) SetRoots(cas ...*CA) {
 	id.roots.Store(pool)
 }
 
+// LoadIdentity reads an identity from PEM files: a certificate chain, its
+// key, and the roots to trust (as WritePEM and WriteRootPEM write them).
+func LoadIdentity(trustDomain, certFile, keyFile, rootsFile string) (*Identity, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := os.ReadFile(rootsFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		return nil, fmt.Errorf("transporttest: %s holds no certificate", rootsFile)
+	}
+	id := &Identity{trustDomain: trustDomain}
+	id.cert.Store(&cert)
+	id.roots.Store(pool)
+	return id, nil
+}
+
 // Certificate returns the current leaf.
 func (id *Identity) Certificate() *tls.Certificate { return id.cert.Load() }
 

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// latency is one fortio run.
+type latency struct {
+	p50, p90, p99 time.Duration
+	qps           float64
+	requests      int64
+	errors        int64
+}
+
+type fortioResult struct {
+	ActualQPS         float64
+	RetCodes          map[string]int64
+	DurationHistogram struct {
+		Count       int64
+		Percentiles []struct {
+			Percentile float64
+			Value      float64
+		}
+	}
+}
+
+func runFortio(ctx context.Context, bin, dir string, p *path) (*latency, error) {
+	out := filepath.Join(dir, "fortio-"+p.name+".json")
+	ctx, cancel := context.WithTimeout(ctx, *latDur+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "load",
+		"-qps", strconv.Itoa(*qps), "-c", strconv.Itoa(*conns), "-t", latDur.String(),
+		"-p", "50,90,99", "-json", out, "-loglevel", "Warning", "-a=false",
+		"http://"+p.http+"/")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("fortio: %v: %s", err, lastLines(string(b), 5))
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	var r fortioResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("fortio json: %w", err)
+	}
+	l := &latency{qps: r.ActualQPS, requests: r.DurationHistogram.Count}
+	for code, n := range r.RetCodes {
+		if code != "200" {
+			l.errors += n
+		}
+	}
+	for _, pc := range r.DurationHistogram.Percentiles {
+		d := time.Duration(pc.Value * float64(time.Second))
+		switch pc.Percentile {
+		case 50:
+			l.p50 = d
+		case 90:
+			l.p90 = d
+		case 99:
+			l.p99 = d
+		}
+	}
+	return l, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// runIperf runs one iperf3 client over a single TCP connection and returns
+// the receiver's rate in bit/s.
+func runIperf(ctx context.Context, target string, d time.Duration) (float64, error) {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	secs := strconv.Itoa(int(d.Seconds()))
+	b, err := exec.CommandContext(ctx, "iperf3", "-c", host, "-p", port, "-t", secs, "-J").Output()
+	var r struct {
+		Error string
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if jerr := json.Unmarshal(b, &r); jerr != nil {
+		return 0, fmt.Errorf("iperf3: %v (%v)", jerr, err)
+	}
+	if r.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", r.Error)
+	}
+	return r.End.SumReceived.BitsPerSecond, nil
+}
+
+// connectionRate opens connections to target from workers goroutines for
+// d: connect, send a byte, read it back, close. It returns the rate of
+// completed exchanges and the number of failures.
+func connectionRate(ctx context.Context, target string, workers int, d time.Duration) (float64, int) {
+	var ok, failed atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b [1]byte
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				c, err := net.DialTimeout("tcp", target, 5*time.Second)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, err = c.Write([]byte{'x'})
+				if err == nil {
+					_, err = io.ReadFull(c, b[:])
+				}
+				c.Close()
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(ok.Load()) / time.Since(start).Seconds(), int(failed.Load())
+}
+
+// resUsage is what one process used during a run.
+type resUsage struct {
+	maxRSS, avgRSS int64   // bytes
+	cpu            float64 // CPU seconds per second (1.0 = one core)
+}
+
+// sampler reads /proc for some processes every 200ms.
+type sampler struct {
+	pids  map[string]int
+	stopc chan struct{}
+	done  chan map[string]*resUsage
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+func startSampler(pids map[string]int) *sampler {
+	s := &sampler{pids: pids, stopc: make(chan struct{}), done: make(chan map[string]*resUsage, 1)}
+	go func() {
+		start := time.Now()
+		cpu0 := map[string]int64{}
+		for name, pid := range pids {
+			cpu0[name] = cpuTicks(pid)
+		}
+		sums := map[string]int64{}
+		n := 0
+		out := map[string]*resUsage{}
+		for name := range pids {
+			out[name] = &resUsage{}
+		}
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				n++
+				for name, pid := range pids {
+					r := rss(pid)
+					sums[name] += r
+					if r > out[name].maxRSS {
+						out[name].maxRSS = r
+					}
+				}
+			case <-s.stopc:
+				el := time.Since(start).Seconds()
+				for name, pid := range pids {
+					if n > 0 {
+						out[name].avgRSS = sums[name] / int64(n)
+					}
+					out[name].cpu = float64(cpuTicks(pid)-cpu0[name]) / clockTicks / el
+				}
+				s.done <- out
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) stop() map[string]*resUsage {
+	close(s.stopc)
+	return <-s.done
+}
+
+// rss reads VmRSS of pid in bytes.
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			kb, _ := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuTicks reads utime+stime of pid.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// The command name may hold spaces; fields start after the last ')'.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}

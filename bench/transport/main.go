@@ -1,0 +1,468 @@
+// Command transport benchmarks the Meshwork data plane in one run, on
+// loopback: a client agent and a server agent (two child processes running
+// transport over real QUIC and mutual TLS) against direct TCP, a pair of
+// stunnel4 mTLS tunnels, and a pair of HAProxy instances with TLS between
+// them (TCP mode). All four paths end at the same local services.
+//
+// It measures, path by path:
+//
+//  1. latency at a constant 1,000 req/s with 1 KiB HTTP responses (fortio,
+//     8 keep-alive connections), p50/p90/p99, and what each tunnel adds to
+//     direct TCP;
+//  2. single-connection throughput with iperf3, beside the raw capacity of
+//     one quic-go stream on this machine (same TLS, same buffers, same
+//     quic-go configuration, measured in this process);
+//  3. new TCP connections per second (connect, one byte each way, close);
+//  4. the agents' RSS and CPU during the 1,000 req/s run (from /proc).
+//
+// It writes its configs to a temporary directory, starts every process
+// itself and stops each by its PID. Every load is bounded in time.
+//
+//	scripts/deps.sh bench   # stunnel4, haproxy, iperf3, fortio
+//	go run ./bench/transport
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport"
+	"github.com/meshwork/meshwork/transport/transporttest"
+)
+
+const trustDomain = "bench.meshwork"
+
+var (
+	role      = flag.String("role", "", "internal: agent or backend")
+	roleCfg   = flag.String("config", "", "internal: agent config file")
+	httpAddr  = flag.String("http", "", "internal: backend HTTP address")
+	connAddr  = flag.String("conn", "", "internal: backend one-byte echo address")
+	latDur    = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path")
+	qps       = flag.Int("qps", 1000, "fortio request rate")
+	conns     = flag.Int("c", 8, "fortio connections")
+	tputDur   = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
+	rateDur   = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
+	workers   = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
+	only      = flag.String("paths", "direct,mesh,stunnel,haproxy", "paths to measure")
+	fortioBin = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
+)
+
+func main() {
+	flag.Parse()
+	switch *role {
+	case "agent":
+		if err := runAgent(*roleCfg); err != nil {
+			fmt.Fprintln(os.Stderr, "agent:", err)
+			os.Exit(1)
+		}
+		return
+	case "backend":
+		if err := runBackend(*httpAddr, *connAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "backend:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	procs := &procSet{}
+	err := run(ctx, procs)
+	procs.stopAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// path is one way from the load generator to the services.
+type path struct {
+	name                  string
+	http, iperf, connRate string // addresses
+	lat                   *latency
+	tput                  float64 // bit/s
+	rate                  float64 // connections/s
+	rateErrs              int
+}
+
+func run(ctx context.Context, procs *procSet) error {
+	dir, err := os.MkdirTemp("", "meshwork-bench-transport-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fortio, err := findFortio()
+	if err != nil {
+		return err
+	}
+	for _, bin := range []string{"iperf3", "stunnel4", "haproxy"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found: run scripts/deps.sh bench", bin)
+		}
+	}
+
+	// Certificates: one root, a leaf per side, PEM files for the peers.
+	ca, err := transporttest.NewCA(trustDomain)
+	if err != nil {
+		return err
+	}
+	rootFile := filepath.Join(dir, "ca.crt")
+	if err := ca.WriteRootPEM(rootFile); err != nil {
+		return err
+	}
+	certs := map[string][3]string{}
+	for node, svcs := range map[string][]string{"server": {"web", "iperf", "conn"}, "client": {"load"}} {
+		leaf, err := ca.IssueNode(node, svcs, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		crt, key, both, err := transporttest.WritePEM(dir, node, leaf)
+		if err != nil {
+			return err
+		}
+		certs[node] = [3]string{crt, key, both}
+	}
+
+	// Local services: HTTP, one-byte echo (backend child), iperf3 server.
+	ports, err := freePorts(24)
+	if err != nil {
+		return err
+	}
+	next := func() int { p := ports[0]; ports = ports[1:]; return p }
+	web, conn, iperfPort := next(), next(), next()
+	direct := &path{name: "direct",
+		http: addr(web), iperf: addr(iperfPort), connRate: addr(conn)}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if _, err := procs.start(ctx, "backend", "READY", self, "-role", "backend", "-http", direct.http, "-conn", direct.connRate); err != nil {
+		return err
+	}
+	if _, err := procs.start(ctx, "iperf3-server", "Server listening", "iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", strconv.Itoa(iperfPort)); err != nil {
+		return err
+	}
+
+	// The mesh: two agents.
+	serverUDP, clientUDP := next(), next()
+	members := []catalog.Member{
+		{Status: catalog.StatusAlive, Record: catalog.Record{Node: "server", Addr: "127.0.0.1", TunnelPort: serverUDP, Services: []catalog.Service{
+			{ID: "web", Name: "web", Port: web, Health: catalog.Passing},
+			{ID: "iperf", Name: "iperf", Port: iperfPort, Health: catalog.Passing},
+			{ID: "conn", Name: "conn", Port: conn, Health: catalog.Passing},
+		}}},
+		{Status: catalog.StatusAlive, Record: catalog.Record{Node: "client", Addr: "127.0.0.1", TunnelPort: clientUDP}},
+	}
+	agents := map[string]*proc{}
+	var ready readyLine
+	for _, node := range []string{"server", "client"} {
+		ac := agentConfig{
+			Node: node, TrustDomain: trustDomain, Members: members,
+			CertFile: certs[node][0], KeyFile: certs[node][1], RootsFile: rootFile,
+		}
+		if node == "server" {
+			ac.Listen = addr(serverUDP)
+			ac.DisableVIPs = true
+			ac.Local = []transport.LocalService{
+				{Name: "web", Ports: []int{web}}, {Name: "iperf", Ports: []int{iperfPort}}, {Name: "conn", Ports: []int{conn}},
+			}
+		} else {
+			ac.Listen = addr(clientUDP)
+			ac.VIPRange = "127.250.0.0/16"
+			ac.Wait = []string{fmt.Sprintf("web:%d", web), fmt.Sprintf("iperf:%d", iperfPort), fmt.Sprintf("conn:%d", conn)}
+		}
+		f := filepath.Join(dir, node+"-agent.json")
+		b, _ := json.MarshalIndent(ac, "", "  ")
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			return err
+		}
+		p, err := procs.start(ctx, node+"-agent", "READY", self, "-role", "agent", "-config", f)
+		if err != nil {
+			return err
+		}
+		agents[node] = p
+		if node == "client" {
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(p.ready, "READY ")), &ready); err != nil {
+				return fmt.Errorf("client agent said %q: %w", p.ready, err)
+			}
+		}
+	}
+	mesh := &path{name: "mesh",
+		http:     ready.VIPs[fmt.Sprintf("web:%d", web)],
+		iperf:    ready.VIPs[fmt.Sprintf("iperf:%d", iperfPort)],
+		connRate: ready.VIPs[fmt.Sprintf("conn:%d", conn)],
+	}
+
+	// stunnel4 pair and HAProxy pair, each with three services.
+	st, err := startStunnel(ctx, procs, dir, certs, rootFile, direct, next)
+	if err != nil {
+		return err
+	}
+	hp, err := startHAProxy(ctx, procs, dir, certs, rootFile, direct, next)
+	if err != nil {
+		return err
+	}
+	all := map[string]*path{"direct": direct, "mesh": mesh, "stunnel": st, "haproxy": hp}
+	var paths []*path
+	for _, n := range strings.Split(*only, ",") {
+		p, ok := all[strings.TrimSpace(n)]
+		if !ok {
+			return fmt.Errorf("unknown path %q", n)
+		}
+		paths = append(paths, p)
+	}
+	for _, p := range paths {
+		if err := waitTCP(ctx, p.http); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+
+	fmt.Printf("# meshwork transport benchmark: %s, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg())
+	// (1) latency, with the agents' resources sampled during the mesh run.
+	var usage map[string]*resUsage
+	for _, p := range paths {
+		fmt.Printf("latency: %s (%d req/s, %d connections, %s)...\n", p.name, *qps, *conns, *latDur)
+		var sampler *sampler
+		if p.name == "mesh" {
+			sampler = startSampler(map[string]int{"client agent": agents["client"].pid(), "server agent": agents["server"].pid()})
+		}
+		l, err := runFortio(ctx, fortio, dir, p)
+		if sampler != nil {
+			usage = sampler.stop()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		p.lat = l
+	}
+	// GSO is known now that the agents have a connection.
+	gso := agents["client"].ask("gso")
+
+	// (2) throughput.
+	for _, p := range paths {
+		fmt.Printf("throughput: %s (iperf3, %s)...\n", p.name, *tputDur)
+		bps, err := runIperf(ctx, p.iperf, *tputDur)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		p.tput = bps
+	}
+	fmt.Printf("throughput: raw quic-go stream (%s)...\n", *tputDur)
+	raw, err := rawQUIC(ctx, ca, *tputDur)
+	if err != nil {
+		return fmt.Errorf("raw quic-go: %w", err)
+	}
+
+	// (3) connection rate.
+	for _, p := range paths {
+		fmt.Printf("connection rate: %s (%d workers, %s)...\n", p.name, *workers, *rateDur)
+		p.rate, p.rateErrs = connectionRate(ctx, p.connRate, *workers, *rateDur)
+	}
+
+	report(paths, raw, usage, ready, gso)
+	return nil
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// freePorts reserves n distinct loopback ports (TCP and UDP free).
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var held []io.Closer
+	defer func() {
+		for _, h := range held {
+			h.Close()
+		}
+	}()
+	for len(out) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, l)
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", addr(p))
+		if err != nil {
+			continue
+		}
+		held = append(held, u)
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func waitTCP(ctx context.Context, a string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", a, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s never accepted: %w", a, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func findFortio() (string, error) {
+	if *fortioBin != "" {
+		return *fortioBin, nil
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "fortio")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("fortio"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("fortio not found: run scripts/deps.sh bench")
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "load unknown"
+	}
+	f := strings.Fields(string(b))
+	return "load average " + strings.Join(f[:3], " ")
+}
+
+// proc is a child process started by the benchmark.
+type proc struct {
+	name  string
+	cmd   *exec.Cmd
+	out   *bufio.Reader
+	in    io.WriteCloser
+	ready string
+	mu    sync.Mutex
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// ask writes a command line to the child and returns its answer line.
+func (p *proc) ask(cmd string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintln(p.in, cmd)
+	line, _ := p.out.ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// procSet stops every child it started, by PID.
+type procSet struct {
+	mu    sync.Mutex
+	procs []*proc
+}
+
+// start runs a child; with a ready prefix it waits for a line holding it
+// (the lines before are skipped).
+func (s *procSet) start(ctx context.Context, name, ready string, bin string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = &prefixWriter{prefix: name + ": ", w: os.Stderr}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, out: bufio.NewReader(out), in: in}
+	s.mu.Lock()
+	s.procs = append(s.procs, p)
+	s.mu.Unlock()
+	if ready == "" {
+		go io.Copy(io.Discard, p.out)
+		return p, nil
+	}
+	lines := make(chan string, 1)
+	go func() {
+		for {
+			l, err := p.out.ReadString('\n')
+			if strings.Contains(l, ready) || err != nil {
+				lines <- strings.TrimSpace(l)
+				if ready != "READY" { // not ours: drain it
+					io.Copy(io.Discard, p.out)
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case l := <-lines:
+		if !strings.Contains(l, ready) {
+			return nil, fmt.Errorf("%s did not start (said %q)", name, l)
+		}
+		p.ready = l
+	case <-time.After(20 * time.Second):
+		return nil, fmt.Errorf("%s not ready after 20s", name)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return p, nil
+}
+
+func (s *procSet) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		p := s.procs[i]
+		p.in.Close()
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+		}
+	}
+	s.procs = nil
+}
+
+// prefixWriter prefixes each line a child writes to stderr.
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := strings.IndexByte(string(p.buf), '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}

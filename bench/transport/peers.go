@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// startStunnel starts a client stunnel (plain in, TLS out with a client
+// certificate) and a server stunnel (TLS in, verifying the client, plain
+// out to the services), TLS 1.3 only, like the mesh.
+func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
+	out := &path{name: "stunnel"}
+	var client, server strings.Builder
+	client.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
+	server.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
+	for _, svc := range []struct {
+		name   string
+		target string
+		dst    *string
+	}{{"http", direct.http, &out.http}, {"iperf", direct.iperf, &out.iperf}, {"conn", direct.connRate, &out.connRate}} {
+		front, tls := next(), next()
+		*svc.dst = addr(front)
+		fmt.Fprintf(&client, "[%s]\nclient = yes\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes\nsslVersionMin = TLSv1.3\n",
+			svc.name, addr(front), addr(tls), certs["client"][0], certs["client"][1], root)
+		fmt.Fprintf(&server, "[%s]\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes\nsslVersionMin = TLSv1.3\n",
+			svc.name, addr(tls), svc.target, certs["server"][0], certs["server"][1], root)
+	}
+	for name, conf := range map[string]string{"stunnel-client": client.String(), "stunnel-server": server.String()} {
+		f := filepath.Join(dir, name+".conf")
+		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		if _, err := procs.start(ctx, name, "", "stunnel4", f); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// startHAProxy starts a client HAProxy (plain in, TLS out with a client
+// certificate, verifying the server) and a server HAProxy (TLS in,
+// verifying the client, plain out), TCP mode, TLS 1.3 only.
+func startHAProxy(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
+	out := &path{name: "haproxy"}
+	head := "global\n  maxconn 4096\n  log stderr format raw local0 err\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+	client, server := head, head
+	for _, svc := range []struct {
+		name   string
+		target string
+		dst    *string
+	}{{"http", direct.http, &out.http}, {"iperf", direct.iperf, &out.iperf}, {"conn", direct.connRate, &out.connRate}} {
+		front, tls := next(), next()
+		*svc.dst = addr(front)
+		client += fmt.Sprintf("listen %s\n  bind %s\n  server s %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n",
+			svc.name, addr(front), addr(tls), certs["client"][2], root)
+		server += fmt.Sprintf("listen %s\n  bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n  server b %s\n",
+			svc.name, addr(tls), certs["server"][2], root, svc.target)
+	}
+	for name, conf := range map[string]string{"haproxy-client": client, "haproxy-server": server} {
+		f := filepath.Join(dir, name+".cfg")
+		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		if _, err := procs.start(ctx, name, "", "haproxy", "-db", "-f", f); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+
+func gbps(b float64) string { return fmt.Sprintf("%.2f Gbit/s", b/1e9) }
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// report prints the results as Markdown, ready for docs/benchmarks.md.
+func report(paths []*path, raw rawResult, usage map[string]*resUsage, ready readyLine, gso string) {
+	var direct *path
+	for _, p := range paths {
+		if p.name == "direct" {
+			direct = p
+		}
+	}
+	fmt.Println()
+	fmt.Printf("Command: `go run ./bench/transport %s`\n\n", strings.Join(os.Args[1:], " "))
+	fmt.Printf("Latency at %d req/s, 1 KiB responses, %d keep-alive connections, %s per path (fortio):\n\n", *qps, *conns, *latDur)
+	fmt.Println("| path | p50 | p90 | p99 | added p50 | added p90 | added p99 | req/s | errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	for _, p := range paths {
+		if p.lat == nil {
+			continue
+		}
+		add := func(d, base time.Duration) string {
+			if direct == nil || direct.lat == nil || p == direct {
+				return "—"
+			}
+			return ms(d - base)
+		}
+		var b50, b90, b99 time.Duration
+		if direct != nil && direct.lat != nil {
+			b50, b90, b99 = direct.lat.p50, direct.lat.p90, direct.lat.p99
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %s | %s | %.0f | %d |\n", p.name,
+			ms(p.lat.p50), ms(p.lat.p90), ms(p.lat.p99),
+			add(p.lat.p50, b50), add(p.lat.p90, b90), add(p.lat.p99, b99), p.lat.qps, p.lat.errors)
+	}
+	fmt.Printf("\nSingle-connection throughput, %s (iperf3, one TCP connection):\n\n", *tputDur)
+	fmt.Println("| path | throughput | vs raw quic-go |")
+	fmt.Println("|---|---|---|")
+	for _, p := range paths {
+		fmt.Printf("| %s | %s | %.2f× |\n", p.name, gbps(p.tput), p.tput/raw.bps)
+	}
+	fmt.Printf("| raw quic-go, one stream (GSO %v) | %s | 1.00× |\n", raw.gso, gbps(raw.bps))
+	fmt.Printf("\nNew TCP connections per second, %s, %d workers (connect, 1 byte each way, close):\n\n", *rateDur, *workers)
+	fmt.Println("| path | connections/s | failures |")
+	fmt.Println("|---|---|---|")
+	for _, p := range paths {
+		fmt.Printf("| %s | %.0f | %d |\n", p.name, p.rate, p.rateErrs)
+	}
+	if usage != nil {
+		fmt.Printf("\nAgents during the mesh latency run (%d req/s):\n\n", *qps)
+		fmt.Println("| process | max RSS | mean RSS | CPU |")
+		fmt.Println("|---|---|---|---|")
+		for _, name := range []string{"client agent", "server agent"} {
+			u := usage[name]
+			if u == nil {
+				continue
+			}
+			fmt.Printf("| %s | %s | %s | %.1f%% of a core |\n", name, mib(u.maxRSS), mib(u.avgRSS), 100*u.cpu)
+		}
+	}
+	fmt.Printf("\nClient agent: UDP buffers granted %d/%d bytes (as reported, doubled by Linux); %s.\n", ready.RcvBuf, ready.SndBuf, gso)
+
+	// Targets.
+	fmt.Println()
+	for _, p := range paths {
+		if p.name != "mesh" {
+			continue
+		}
+		if p.lat != nil && direct != nil && direct.lat != nil {
+			added := p.lat.p99 - direct.lat.p99
+			fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), verdict(added <= 500*time.Microsecond))
+		}
+		fmt.Printf("- tunnel throughput %s = %.2f× raw quic-go (targets ≥ 0.9× and ≥ 3 Gbit/s): %s\n",
+			gbps(p.tput), p.tput/raw.bps, verdict(p.tput >= 0.9*raw.bps && p.tput >= 3e9))
+		if u := usage["client agent"]; u != nil {
+			worst := max(u.maxRSS, usage["server agent"].maxRSS)
+			fmt.Printf("- agent RSS %s at %d req/s (target ≤ 40 MB): %s\n", mib(worst), *qps, verdict(worst <= 40e6))
+		}
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
