@@ -42,8 +42,8 @@ wait_for() {
 
 go build -o "$work/hello" ./examples/hello
 
-enc=$(head -c32 /dev/urandom | base64)
-ck=$(head -c32 /dev/urandom | base64)
+enc=$("$BIN" keygen)
+ck=$("$BIN" keygen)
 
 step "starting three agents"
 for i in 1 2 3; do

@@ -122,9 +122,6 @@ type DNS struct {
 
 // Gossip tunes membership. Leave it alone unless a measurement says otherwise.
 type Gossip struct {
-	// Profile is "lan" (the default: tuned for failure detection within about
-	// 3 s) or "wan" (slower, for links with high latency).
-	Profile string `yaml:"profile"`
 	// ReconnectTimeout is how long a failed node stays listed before it is
 	// forgotten. Default: 72h.
 	ReconnectTimeout api.Duration `yaml:"reconnect_timeout"`
@@ -257,7 +254,6 @@ func (c *Config) ApplyDefaults() error {
 	setDurPtr(&c.DNS.NodeTTL, 30*time.Second)
 	setDurPtr(&c.DNS.NegativeTTL, 5*time.Second)
 
-	setStr(&c.Gossip.Profile, "lan")
 	setDur(&c.Gossip.ReconnectTimeout, 72*time.Hour)
 	setDur(&c.Gossip.TombstoneTimeout, 24*time.Hour)
 	setDur(&c.Gossip.RetryJoinInterval, time.Second)

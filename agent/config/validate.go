@@ -139,9 +139,6 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if c.Gossip.Profile != "lan" && c.Gossip.Profile != "wan" {
-		bad("gossip.profile", "%q must be lan or wan", c.Gossip.Profile)
-	}
 	positive(bad, "gossip.reconnect_timeout", c.Gossip.ReconnectTimeout.D())
 	positive(bad, "gossip.tombstone_timeout", c.Gossip.TombstoneTimeout.D())
 	positive(bad, "gossip.retry_join_interval", c.Gossip.RetryJoinInterval.D())
