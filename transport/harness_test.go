@@ -25,7 +25,7 @@ const testTD = "mesh.test"
 // mesh is a set of agents on loopback sharing one catalog, each with a real
 // UDP socket, real QUIC and mutual TLS from a test CA.
 type mesh struct {
-	t      *testing.T
+	t      testing.TB
 	ca     *transporttest.CA
 	store  *catalog.Store
 	mu     sync.Mutex
@@ -82,7 +82,7 @@ func (a *recordingAuthz) seen() []string {
 	return append([]string(nil), a.calls...)
 }
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	t.Helper()
 	ca, err := transporttest.NewCA(testTD)
 	if err != nil {
@@ -101,7 +101,7 @@ type agentOpts struct {
 	meta     map[string]map[string]string
 }
 
-func testLogger(t *testing.T, name string) *slog.Logger {
+func testLogger(t testing.TB, name string) *slog.Logger {
 	if os.Getenv("TRANSPORT_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -221,7 +221,7 @@ func (a *agent) setStatus(s catalog.MemberStatus) {
 }
 
 // eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -233,7 +233,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // vipAddr waits for a's VIP listener of service:port and returns it.
-func (a *agent) vipAddr(t *testing.T, service string, port int) string {
+func (a *agent) vipAddr(t testing.TB, service string, port int) string {
 	t.Helper()
 	var addr string
 	eventually(t, fmt.Sprintf("VIP listener of %s:%d on %s", service, port, a.name), func() bool {
@@ -249,7 +249,7 @@ func (a *agent) vipAddr(t *testing.T, service string, port int) string {
 }
 
 // counter reads a counter or gauge of a's registry with the given labels.
-func (a *agent) metric(t *testing.T, name string, labels ...string) float64 {
+func (a *agent) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := a.reg.Gather()
 	if err != nil {
@@ -298,13 +298,13 @@ type backend struct {
 }
 
 // startBackend serves each connection with handle on 127.0.0.1.
-func startBackend(t *testing.T, handle func(c net.Conn)) *backend {
+func startBackend(t testing.TB, handle func(c net.Conn)) *backend {
 	t.Helper()
 	return startBackendAt(t, "127.0.0.1:0", handle)
 }
 
 // startBackendAt serves each connection with handle on addr.
-func startBackendAt(t *testing.T, addr string, handle func(c net.Conn)) *backend {
+func startBackendAt(t testing.TB, addr string, handle func(c net.Conn)) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -343,7 +343,7 @@ func identify(name string) func(net.Conn) {
 }
 
 // dial connects to addr on behalf of an application.
-func dial(t *testing.T, addr string) *net.TCPConn {
+func dial(t testing.TB, addr string) *net.TCPConn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -354,7 +354,7 @@ func dial(t *testing.T, addr string) *net.TCPConn {
 }
 
 // readAll reads c to the end with a deadline.
-func readAll(t *testing.T, c net.Conn) (string, error) {
+func readAll(t testing.TB, c net.Conn) (string, error) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, err := io.ReadAll(c)

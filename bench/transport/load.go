@@ -152,6 +152,7 @@ func connectionRate(ctx context.Context, target string, workers int, d time.Dura
 type resUsage struct {
 	maxRSS, avgRSS int64   // bytes
 	cpu            float64 // CPU seconds per second (1.0 = one core)
+	cpuSeconds     float64
 }
 
 // sampler reads /proc for some processes every 200ms.
@@ -196,7 +197,8 @@ func startSampler(pids map[string]int) *sampler {
 					if n > 0 {
 						out[name].avgRSS = sums[name] / int64(n)
 					}
-					out[name].cpu = float64(cpuTicks(pid)-cpu0[name]) / clockTicks / el
+					out[name].cpuSeconds = float64(cpuTicks(pid)-cpu0[name]) / clockTicks
+					out[name].cpu = out[name].cpuSeconds / el
 				}
 				s.done <- out
 				return

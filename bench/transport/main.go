@@ -62,6 +62,10 @@ var (
 	workers   = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
 	only      = flag.String("paths", "direct,mesh,stunnel,haproxy", "paths to measure")
 	fortioBin = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
+	profDir   = flag.String("profile", "", "write the agents' CPU profiles to this directory")
+	copyBuf   = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
+	maxWindow = flag.Uint64("max-stream-window", 0, "agents' transport MaxStreamWindow (0: default)")
+	cpuProf   = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 )
 
 func main() {
@@ -93,6 +97,8 @@ func main() {
 
 // path is one way from the load generator to the services.
 type path struct {
+	pids                  map[string]int // its proxy processes
+	latUse, tputUse       map[string]*resUsage
 	name                  string
 	http, iperf, connRate string // addresses
 	lat                   *latency
@@ -173,6 +179,7 @@ func run(ctx context.Context, procs *procSet) error {
 	var ready readyLine
 	for _, node := range []string{"server", "client"} {
 		ac := agentConfig{
+			CopyBuffer: *copyBuf, MaxStreamWindow: *maxWindow,
 			Node: node, TrustDomain: trustDomain, Members: members,
 			CertFile: certs[node][0], KeyFile: certs[node][1], RootsFile: rootFile,
 		}
@@ -192,7 +199,11 @@ func run(ctx context.Context, procs *procSet) error {
 		if err := os.WriteFile(f, b, 0o600); err != nil {
 			return err
 		}
-		p, err := procs.start(ctx, node+"-agent", "READY", self, "-role", "agent", "-config", f)
+		args := []string{"-role", "agent", "-config", f}
+		if *profDir != "" {
+			args = append(args, "-cpuprofile", filepath.Join(*profDir, node+"-agent.pprof"))
+		}
+		p, err := procs.start(ctx, node+"-agent", "READY", self, args...)
 		if err != nil {
 			return err
 		}
@@ -203,7 +214,7 @@ func run(ctx context.Context, procs *procSet) error {
 			}
 		}
 	}
-	mesh := &path{name: "mesh",
+	mesh := &path{name: "mesh", pids: map[string]int{"client agent": agents["client"].pid(), "server agent": agents["server"].pid()},
 		http:     ready.VIPs[fmt.Sprintf("web:%d", web)],
 		iperf:    ready.VIPs[fmt.Sprintf("iperf:%d", iperfPort)],
 		connRate: ready.VIPs[fmt.Sprintf("conn:%d", conn)],
@@ -234,18 +245,12 @@ func run(ctx context.Context, procs *procSet) error {
 	}
 
 	fmt.Printf("# meshwork transport benchmark: %s, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg())
-	// (1) latency, with the agents' resources sampled during the mesh run.
-	var usage map[string]*resUsage
+	// (1) latency, with the proxies' resources sampled during each run.
 	for _, p := range paths {
 		fmt.Printf("latency: %s (%d req/s, %d connections, %s)...\n", p.name, *qps, *conns, *latDur)
-		var sampler *sampler
-		if p.name == "mesh" {
-			sampler = startSampler(map[string]int{"client agent": agents["client"].pid(), "server agent": agents["server"].pid()})
-		}
+		sampler := startSampler(p.pids)
 		l, err := runFortio(ctx, fortio, dir, p)
-		if sampler != nil {
-			usage = sampler.stop()
-		}
+		p.latUse = sampler.stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -257,7 +262,9 @@ func run(ctx context.Context, procs *procSet) error {
 	// (2) throughput.
 	for _, p := range paths {
 		fmt.Printf("throughput: %s (iperf3, %s)...\n", p.name, *tputDur)
+		sampler := startSampler(p.pids)
 		bps, err := runIperf(ctx, p.iperf, *tputDur)
+		p.tputUse = sampler.stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -275,7 +282,7 @@ func run(ctx context.Context, procs *procSet) error {
 		p.rate, p.rateErrs = connectionRate(ctx, p.connRate, *workers, *rateDur)
 	}
 
-	report(paths, raw, usage, ready, gso)
+	report(paths, raw, ready, gso)
 	return nil
 }
 
@@ -436,7 +443,8 @@ func (s *procSet) stopAll() {
 		go func() { p.cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(3 * time.Second):
+		case <-time.After(5 * time.Second):
+			fmt.Fprintf(os.Stderr, "%s did not stop after SIGTERM; killing pid %d\n", p.name, p.pid())
 			p.cmd.Process.Kill()
 			<-done
 		}

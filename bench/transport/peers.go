@@ -12,7 +12,7 @@ import (
 // certificate) and a server stunnel (TLS in, verifying the client, plain
 // out to the services), TLS 1.3 only, like the mesh.
 func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
-	out := &path{name: "stunnel"}
+	out := &path{name: "stunnel", pids: map[string]int{}}
 	var client, server strings.Builder
 	client.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
 	server.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
@@ -33,9 +33,11 @@ func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[str
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		if _, err := procs.start(ctx, name, "", "stunnel4", f); err != nil {
+		p, err := procs.start(ctx, name, "", "stunnel4", f)
+		if err != nil {
 			return nil, err
 		}
+		out.pids[name] = p.pid()
 	}
 	return out, nil
 }
@@ -44,7 +46,7 @@ func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[str
 // certificate, verifying the server) and a server HAProxy (TLS in,
 // verifying the client, plain out), TCP mode, TLS 1.3 only.
 func startHAProxy(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
-	out := &path{name: "haproxy"}
+	out := &path{name: "haproxy", pids: map[string]int{}}
 	head := "global\n  maxconn 4096\n  log stderr format raw local0 err\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
 	client, server := head, head
 	for _, svc := range []struct {
@@ -64,9 +66,11 @@ func startHAProxy(ctx context.Context, procs *procSet, dir string, certs map[str
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		if _, err := procs.start(ctx, name, "", "haproxy", "-db", "-f", f); err != nil {
+		p, err := procs.start(ctx, name, "", "haproxy", "-db", "-f", f)
+		if err != nil {
 			return nil, err
 		}
+		out.pids[name] = p.pid()
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -20,6 +21,9 @@ import (
 type rawResult struct {
 	bps float64
 	gso bool
+	// cpuPerGB is the CPU seconds this process spent per GB moved, both
+	// ends together.
+	cpuPerGB float64
 }
 
 // rawQUIC measures one quic-go stream on loopback for d, with what the
@@ -130,6 +134,7 @@ func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration) (rawRes
 		return rawResult{}, err
 	}
 	buf := make([]byte, cfg.CopyBuffer)
+	cpu0 := processCPU()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if _, err := s.Write(buf); err != nil {
@@ -142,8 +147,22 @@ func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration) (rawRes
 		if r.err != nil {
 			return rawResult{}, r.err
 		}
-		return rawResult{bps: float64(r.n*8) / r.el.Seconds(), gso: c.ConnectionState().GSO}, nil
+		cpu := processCPU() - cpu0
+		return rawResult{
+			bps:      float64(r.n*8) / r.el.Seconds(),
+			gso:      c.ConnectionState().GSO,
+			cpuPerGB: cpu.Seconds() / (float64(r.n) / 1e9),
+		}, nil
 	case <-time.After(30 * time.Second):
 		return rawResult{}, fmt.Errorf("receiver did not finish")
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

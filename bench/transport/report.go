@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 )
@@ -14,7 +15,7 @@ func gbps(b float64) string { return fmt.Sprintf("%.2f Gbit/s", b/1e9) }
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // report prints the results as Markdown, ready for docs/benchmarks.md.
-func report(paths []*path, raw rawResult, usage map[string]*resUsage, ready readyLine, gso string) {
+func report(paths []*path, raw rawResult, ready readyLine, gso string) {
 	var direct *path
 	for _, p := range paths {
 		if p.name == "direct" {
@@ -51,22 +52,32 @@ func report(paths []*path, raw rawResult, usage map[string]*resUsage, ready read
 		fmt.Printf("| %s | %s | %.2f× |\n", p.name, gbps(p.tput), p.tput/raw.bps)
 	}
 	fmt.Printf("| raw quic-go, one stream (GSO %v) | %s | 1.00× |\n", raw.gso, gbps(raw.bps))
+	fmt.Printf("\nRaw quic-go spent %.2f CPU s per GB (sender and receiver together).\n", raw.cpuPerGB)
 	fmt.Printf("\nNew TCP connections per second, %s, %d workers (connect, 1 byte each way, close):\n\n", *rateDur, *workers)
 	fmt.Println("| path | connections/s | failures |")
 	fmt.Println("|---|---|---|")
 	for _, p := range paths {
 		fmt.Printf("| %s | %.0f | %d |\n", p.name, p.rate, p.rateErrs)
 	}
-	if usage != nil {
-		fmt.Printf("\nAgents during the mesh latency run (%d req/s):\n\n", *qps)
-		fmt.Println("| process | max RSS | mean RSS | CPU |")
-		fmt.Println("|---|---|---|---|")
-		for _, name := range []string{"client agent", "server agent"} {
-			u := usage[name]
-			if u == nil {
+	fmt.Printf("\nResources of the two proxy processes of each path, from /proc: during the %d req/s run, and CPU per GB moved during the iperf3 run:\n\n", *qps)
+	fmt.Println("| path | process | max RSS | mean RSS | CPU at 1000 req/s | CPU s per GB (iperf3) |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, p := range paths {
+		names := make([]string, 0, len(p.pids))
+		for n := range p.pids {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			lu, tu := p.latUse[n], p.tputUse[n]
+			if lu == nil || tu == nil {
 				continue
 			}
-			fmt.Printf("| %s | %s | %s | %.1f%% of a core |\n", name, mib(u.maxRSS), mib(u.avgRSS), 100*u.cpu)
+			perGB := 0.0
+			if p.tput > 0 {
+				perGB = tu.cpuSeconds / (p.tput * tputDur.Seconds() / 8 / 1e9)
+			}
+			fmt.Printf("| %s | %s | %s | %s | %.1f%% of a core | %.2f |\n", p.name, n, mib(lu.maxRSS), mib(lu.avgRSS), 100*lu.cpu, perGB)
 		}
 	}
 	fmt.Printf("\nClient agent: UDP buffers granted %d/%d bytes (as reported, doubled by Linux); %s.\n", ready.RcvBuf, ready.SndBuf, gso)
@@ -83,8 +94,14 @@ func report(paths []*path, raw rawResult, usage map[string]*resUsage, ready read
 		}
 		fmt.Printf("- tunnel throughput %s = %.2f× raw quic-go (targets ≥ 0.9× and ≥ 3 Gbit/s): %s\n",
 			gbps(p.tput), p.tput/raw.bps, verdict(p.tput >= 0.9*raw.bps && p.tput >= 3e9))
-		if u := usage["client agent"]; u != nil {
-			worst := max(u.maxRSS, usage["server agent"].maxRSS)
+		if c, s := p.tputUse["client agent"], p.tputUse["server agent"]; c != nil && s != nil && p.tput > 0 {
+			gb := p.tput * tputDur.Seconds() / 8 / 1e9
+			tunnel := (c.cpuSeconds + s.cpuSeconds) / gb
+			fmt.Printf("- CPU per GB: both agents %.2f s, raw quic-go %.2f s: the tunnel costs %.2f× raw quic-go per byte\n",
+				tunnel, raw.cpuPerGB, tunnel/raw.cpuPerGB)
+		}
+		if c, s := p.latUse["client agent"], p.latUse["server agent"]; c != nil && s != nil {
+			worst := max(c.maxRSS, s.maxRSS)
 			fmt.Printf("- agent RSS %s at %d req/s (target ≤ 40 MB): %s\n", mib(worst), *qps, verdict(worst <= 40e6))
 		}
 	}

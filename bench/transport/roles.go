@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -23,16 +24,18 @@ import (
 
 // agentConfig is what the parent hands an agent child, as JSON.
 type agentConfig struct {
-	Node        string                   `json:"node"`
-	TrustDomain string                   `json:"trust_domain"`
-	Listen      string                   `json:"listen"` // UDP ip:port
-	VIPRange    string                   `json:"vip_range"`
-	DisableVIPs bool                     `json:"disable_vips"`
-	CertFile    string                   `json:"cert_file"`
-	KeyFile     string                   `json:"key_file"`
-	RootsFile   string                   `json:"roots_file"`
-	Members     []catalog.Member         `json:"members"`
-	Local       []transport.LocalService `json:"local"`
+	Node            string                   `json:"node"`
+	TrustDomain     string                   `json:"trust_domain"`
+	Listen          string                   `json:"listen"` // UDP ip:port
+	VIPRange        string                   `json:"vip_range"`
+	DisableVIPs     bool                     `json:"disable_vips"`
+	CertFile        string                   `json:"cert_file"`
+	KeyFile         string                   `json:"key_file"`
+	RootsFile       string                   `json:"roots_file"`
+	Members         []catalog.Member         `json:"members"`
+	Local           []transport.LocalService `json:"local"`
+	CopyBuffer      int                      `json:"copy_buffer,omitempty"`
+	MaxStreamWindow uint64                   `json:"max_stream_window,omitempty"`
 	// Wait lists "service:port" VIP listeners to wait for before READY.
 	Wait []string `json:"wait"`
 }
@@ -71,6 +74,11 @@ func runAgent(path string) error {
 		TrustDomain:  ac.TrustDomain,
 		DisableVIPs:  ac.DisableVIPs,
 		DefaultAllow: true,
+		CopyBuffer:   ac.CopyBuffer,
+	}
+	if ac.MaxStreamWindow > 0 {
+		cfg.MaxStreamWindow = ac.MaxStreamWindow
+		cfg.MaxConnWindow = 4 * ac.MaxStreamWindow
 	}
 	if ac.VIPRange != "" {
 		if cfg.VIPRange, err = netip.ParsePrefix(ac.VIPRange); err != nil {
@@ -89,6 +97,17 @@ func runAgent(path string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := tr.Start(ctx); err != nil {
 		return err
 	}
@@ -117,6 +136,11 @@ func runAgent(path string) error {
 		stop()
 	}()
 	<-ctx.Done()
+	start := time.Now()
+	tr.Close()
+	if el := time.Since(start); el > time.Second {
+		fmt.Fprintf(os.Stderr, "transport Close took %s\n", el)
+	}
 	return nil
 }
 

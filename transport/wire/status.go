@@ -149,20 +149,25 @@ func DecodeStatus(b []byte) (Status, int, error) {
 	return s, StatusPrefixSize + n, err
 }
 
-// ReadStatus reads one status frame from r and nothing past it.
+// ReadStatus reads one status frame from r and nothing past it. An
+// accepted status, which has no reason, costs no more than its six bytes.
 func ReadStatus(r io.Reader) (Status, error) {
-	var buf [MaxStatusSize]byte
-	if _, err := io.ReadFull(r, buf[:StatusPrefixSize]); err != nil {
+	prefix := make([]byte, StatusPrefixSize)
+	if _, err := io.ReadFull(r, prefix); err != nil {
 		return Status{}, readErr("status", err)
 	}
-	n, err := decodeStatusPrefix(buf[:StatusPrefixSize])
+	n, err := decodeStatusPrefix(prefix)
 	if err != nil {
 		return Status{}, err
 	}
-	if _, err := io.ReadFull(r, buf[StatusPrefixSize:StatusPrefixSize+n]); err != nil {
+	if n == 0 {
+		return statusFrom(prefix, nil)
+	}
+	reason := make([]byte, n)
+	if _, err := io.ReadFull(r, reason); err != nil {
 		return Status{}, readErr("reason", err)
 	}
-	return statusFrom(buf[:StatusPrefixSize], buf[StatusPrefixSize:StatusPrefixSize+n])
+	return statusFrom(prefix, reason)
 }
 
 func decodeStatusPrefix(p []byte) (int, error) {
