@@ -50,22 +50,23 @@ import (
 const trustDomain = "bench.meshwork"
 
 var (
-	role      = flag.String("role", "", "internal: agent or backend")
-	roleCfg   = flag.String("config", "", "internal: agent config file")
-	httpAddr  = flag.String("http", "", "internal: backend HTTP address")
-	connAddr  = flag.String("conn", "", "internal: backend one-byte echo address")
-	latDur    = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path")
-	qps       = flag.Int("qps", 1000, "fortio request rate")
-	conns     = flag.Int("c", 8, "fortio connections")
-	tputDur   = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
-	rateDur   = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
-	workers   = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
-	only      = flag.String("paths", "direct,mesh,stunnel,haproxy", "paths to measure")
-	fortioBin = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
-	profDir   = flag.String("profile", "", "write the agents' CPU profiles to this directory")
-	copyBuf   = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
-	maxWindow = flag.Uint64("max-stream-window", 0, "agents' transport MaxStreamWindow (0: default)")
-	cpuProf   = flag.String("cpuprofile", "", "internal: agent CPU profile file")
+	role       = flag.String("role", "", "internal: agent or backend")
+	roleCfg    = flag.String("config", "", "internal: agent config file")
+	httpAddr   = flag.String("http", "", "internal: backend HTTP address")
+	connAddr   = flag.String("conn", "", "internal: backend one-byte echo address")
+	latDur     = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path")
+	qps        = flag.Int("qps", 1000, "fortio request rate")
+	conns      = flag.Int("c", 8, "fortio connections")
+	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
+	rateDur    = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
+	workers    = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
+	only       = flag.String("paths", "direct,mesh,stunnel,haproxy", "paths to measure")
+	fortioBin  = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
+	profDir    = flag.String("profile", "", "write the agents' CPU profiles to this directory")
+	copyBuf    = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
+	maxWindow  = flag.Uint64("max-stream-window", 0, "agents' transport MaxStreamWindow (0: default)")
+	agentProcs = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default, the CPU count); the two agents, which normally run on two hosts, share this machine's cores")
+	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 )
 
 func main() {
@@ -203,7 +204,11 @@ func run(ctx context.Context, procs *procSet) error {
 		if *profDir != "" {
 			args = append(args, "-cpuprofile", filepath.Join(*profDir, node+"-agent.pprof"))
 		}
-		p, err := procs.start(ctx, node+"-agent", "READY", self, args...)
+		env := []string(nil)
+		if *agentProcs > 0 {
+			env = []string{fmt.Sprintf("GOMAXPROCS=%d", *agentProcs)}
+		}
+		p, err := procs.startEnv(ctx, node+"-agent", "READY", env, self, args...)
 		if err != nil {
 			return err
 		}
@@ -384,7 +389,15 @@ type procSet struct {
 // start runs a child; with a ready prefix it waits for a line holding it
 // (the lines before are skipped).
 func (s *procSet) start(ctx context.Context, name, ready string, bin string, args ...string) (*proc, error) {
+	return s.startEnv(ctx, name, ready, nil, bin, args...)
+}
+
+// startEnv is start with extra environment variables.
+func (s *procSet) startEnv(ctx context.Context, name, ready string, env []string, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = &prefixWriter{prefix: name + ": ", w: os.Stderr}
 	in, err := cmd.StdinPipe()
 	if err != nil {
