@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -31,9 +32,20 @@ type stateDB struct {
 
 var _ db.AuthDB = (*stateDB)(nil)
 
-// tokenLedger is the value at KeyTokens: token ID → expiry (Unix seconds).
+// tokenLedger is the value of one ledger shard: token ID → expiry (Unix
+// seconds).
 type tokenLedger struct {
 	Used map[string]int64 `json:"used"`
+}
+
+// tokenShards spreads the ledger over keys, so that concurrent bootstraps
+// rarely meet in one compare-and-set and each value stays small.
+const tokenShards = 64
+
+// tokenKey is the ledger shard of token ID id.
+func tokenKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("%s/%02x", KeyTokens, sum[0]%tokenShards)
 }
 
 // UseToken records id as used and reports whether it was unused before. A
@@ -52,8 +64,9 @@ func (d *stateDB) UseToken(id, tok string) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
+	key := tokenKey(id)
 	for range casAttempts {
-		val, idx, err := d.state.Get(ctx, KeyTokens)
+		val, idx, err := d.state.Get(ctx, key)
 		if err != nil {
 			return false, fmt.Errorf("token ledger: %w", err)
 		}
@@ -78,7 +91,7 @@ func (d *stateDB) UseToken(id, tok string) (bool, error) {
 		}
 		l.Used[id] = exp.Unix()
 		b, _ := json.Marshal(l)
-		err = d.state.CAS(ctx, KeyTokens, b, idx)
+		err = d.state.CAS(ctx, key, b, idx)
 		if err == nil {
 			return true, nil
 		}

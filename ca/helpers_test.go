@@ -93,6 +93,30 @@ func (c *cluster) server(node string, mod func(*ServerConfig, *ServerDeps)) *Ser
 	return s
 }
 
+// idleServer makes a server on the cluster's state without starting it:
+// no goroutines, nothing loaded until load.
+func (c *cluster) idleServer(cfg ServerConfig) *Server {
+	c.t.Helper()
+	cfg.TrustDomain, cfg.StateKey, cfg.LeafTTL = testTD, c.key, time.Hour
+	s, err := NewServer(cfg, ServerDeps{State: c.state, Logger: testLogger(c.t)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// load makes an idle server load the current CA state.
+func (c *cluster) load(s *Server) {
+	c.t.Helper()
+	val, idx, err := c.state.Get(context.Background(), KeyAuthority)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := s.apply(context.Background(), val, idx); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 // rpcServer is a server agent's RPC port: its own leaf from the local
 // issuer, HTTP over TLS on loopback, client certificates requested but not
 // required, as raftstore's RPC port does it.

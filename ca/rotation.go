@@ -220,13 +220,17 @@ func (s *Server) pendingNodes(ctx context.Context, to string) (pending, gone []s
 	if live {
 		nodes = s.deps.LiveNodes()
 	} else {
-		val, _, err := s.state.Get(ctx, KeyNodes)
-		if err != nil {
-			return nil, nil, err
-		}
-		if val != nil {
-			if err := json.Unmarshal(val, &nodes); err != nil {
-				return nil, nil, fmt.Errorf("node list is malformed: %w", err)
+		for i := range nodeShards {
+			val, _, err := s.state.Get(ctx, fmt.Sprintf("%s/%02x", KeyNodes, i))
+			if err != nil {
+				return nil, nil, err
+			}
+			if val != nil {
+				var shard []string
+				if err := json.Unmarshal(val, &shard); err != nil {
+					return nil, nil, fmt.Errorf("node list is malformed: %w", err)
+				}
+				nodes = append(nodes, shard...)
 			}
 		}
 	}
@@ -255,32 +259,38 @@ func (s *Server) pendingNodes(ctx context.Context, to string) (pending, gone []s
 			pending = append(pending, n)
 		}
 	}
+	slices.Sort(pending)
+	slices.Sort(gone)
 	return pending, gone, nil
 }
 
-// forgetNodes drops nodes whose last leaf expired long ago from KeyNodes.
+// forgetNodes drops nodes whose last leaf expired a lifetime ago: first
+// from the node list, then their records.
 func (s *Server) forgetNodes(ctx context.Context, gone []string) error {
 	for _, n := range gone {
+		err := casLoop(ctx, s.state, nodesKey(n), func(old []byte) ([]byte, bool, error) {
+			var nodes []string
+			if old == nil {
+				return nil, false, nil
+			}
+			if err := json.Unmarshal(old, &nodes); err != nil {
+				return nil, false, fmt.Errorf("node list is malformed: %w", err)
+			}
+			i, found := slices.BinarySearch(nodes, n)
+			if !found {
+				return nil, false, nil
+			}
+			b, _ := json.Marshal(slices.Delete(nodes, i, i+1))
+			return b, true, nil
+		})
+		if err != nil {
+			return err
+		}
 		if err := s.state.Delete(ctx, KeyLeafPrefix+n); err != nil {
 			return err
 		}
 	}
-	return casLoop(ctx, s.state, KeyNodes, func(old []byte) ([]byte, bool, error) {
-		var nodes []string
-		if old == nil {
-			return nil, false, nil
-		}
-		if err := json.Unmarshal(old, &nodes); err != nil {
-			return nil, false, fmt.Errorf("node list is malformed: %w", err)
-		}
-		n := len(nodes)
-		nodes = slices.DeleteFunc(nodes, func(x string) bool { return slices.Contains(gone, x) })
-		if len(nodes) == n {
-			return nil, false, nil
-		}
-		b, _ := json.Marshal(nodes)
-		return b, true, nil
-	})
+	return nil
 }
 
 // retire ends the rotation towards root to: the other roots and their keys

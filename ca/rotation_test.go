@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -223,5 +224,58 @@ func (l *handshakeLoop) isStopped() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestRotationWaitsForLiveNodesOnly: a node that is gone (its agent stopped)
+// holds a leaf under the old root. With the live node list from gossip the
+// rotation does not wait for it; without it, a server waits until that leaf
+// has expired, and forgets a node whose leaf expired a lifetime ago.
+func TestRotationWaitsForLiveNodesOnly(t *testing.T) {
+	c := newCluster(t)
+	live := []string{"srv1", "a"}
+	srv := c.server("srv1", func(_ *ServerConfig, d *ServerDeps) { d.LiveNodes = func() []string { return live } })
+	rs := c.rpc(srv)
+	a := c.manager("a", func(mc *ManagerConfig) { mc.Token = c.token(srv, "a") }, nil, fixed(rs.addr))
+	gone := c.manager("gone", func(mc *ManagerConfig) { mc.Token = c.token(srv, "gone") }, nil, fixed(rs.addr))
+	gone.Close()
+	ctx := context.Background()
+	oldRoot := srv.Bundle().ActiveRoot
+	// A node whose last leaf expired two hours ago.
+	if err := srv.recordLeaf(ctx, "ancient", leafRecord{Serial: "1", Root: oldRoot, NotAfter: time.Now().Add(-2 * time.Hour), IssuedAt: time.Now().Add(-3 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// A server without the live list; not started (no maintenance of its
+	// own), it only looks, through pendingNodes.
+	blind := c.idleServer(ServerConfig{Node: "srv2"})
+
+	st, err := srv.Rotate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.load(blind)
+	waitFor(t, 20*time.Second, "a's and srv1's leaves under the new root", func() bool {
+		la, _ := a.Leaf()
+		ls, _ := rs.mgr.Leaf()
+		return la.Root == st.To && ls.Root == st.To
+	})
+	pending, forget, err := blind.pendingNodes(ctx, st.To)
+	if err != nil || !slices.Equal(pending, []string{"gone"}) || !slices.Equal(forget, []string{"ancient"}) {
+		t.Fatalf("without the live list: pending %v, forget %v (%v); want [gone], [ancient]", pending, forget, err)
+	}
+	// With the live list, the rotation completes although "gone" never
+	// renewed.
+	waitFor(t, 20*time.Second, "the rotation to complete", func() bool {
+		b := srv.Bundle()
+		return len(b.Roots) == 1 && b.ActiveRoot == st.To
+	})
+	if err := blind.forgetNodes(ctx, forget); err != nil {
+		t.Fatal(err)
+	}
+	if val, _, _ := c.state.Get(ctx, KeyLeafPrefix+"ancient"); val != nil {
+		t.Fatal("the record of a forgotten node remains")
+	}
+	if pending, forget, _ := blind.pendingNodes(ctx, "another-root"); !slices.Equal(pending, []string{"a", "gone", "srv1"}) || len(forget) != 0 {
+		t.Fatalf("after forgetting: pending %v forget %v", pending, forget)
 	}
 }

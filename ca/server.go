@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -654,13 +655,16 @@ func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateReq
 	return &Issued{Chain: chain, Bundle: sg.bundle}, nil
 }
 
-// recordLeaf stores rec at KeyLeafPrefix+node and adds node to KeyNodes.
+// recordLeaf stores rec at KeyLeafPrefix+node and, for a node's first
+// leaf, adds the node to its shard of KeyNodes. A renewal costs one read and
+// one write of the node's own key, whatever the size of the mesh.
 func (s *Server) recordLeaf(ctx context.Context, node string, rec leafRecord) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StateTimeout)
 	defer cancel()
 	b, _ := json.Marshal(rec)
-	key := KeyLeafPrefix + node
-	if err := casLoop(ctx, s.state, key, func(old []byte) ([]byte, bool, error) {
+	created := false
+	if err := casLoop(ctx, s.state, KeyLeafPrefix+node, func(old []byte) ([]byte, bool, error) {
+		created = old == nil
 		if old != nil {
 			var prev leafRecord
 			// Never let a leaf issued earlier (a slower concurrent request)
@@ -670,10 +674,10 @@ func (s *Server) recordLeaf(ctx context.Context, node string, rec leafRecord) er
 			}
 		}
 		return b, true, nil
-	}); err != nil {
+	}); err != nil || !created {
 		return err
 	}
-	return casLoop(ctx, s.state, KeyNodes, func(old []byte) ([]byte, bool, error) {
+	return casLoop(ctx, s.state, nodesKey(node), func(old []byte) ([]byte, bool, error) {
 		var nodes []string
 		if old != nil {
 			if err := json.Unmarshal(old, &nodes); err != nil {
@@ -688,6 +692,15 @@ func (s *Server) recordLeaf(ctx context.Context, node string, rec leafRecord) er
 		nb, _ := json.Marshal(nodes)
 		return nb, true, nil
 	})
+}
+
+// nodeShards spreads the node list over keys.
+const nodeShards = 64
+
+// nodesKey is the shard of KeyNodes that lists node.
+func nodesKey(node string) string {
+	sum := sha256.Sum256([]byte(node))
+	return fmt.Sprintf("%s/%02x", KeyNodes, sum[0]%nodeShards)
 }
 
 // casLoop applies update to key's value until its CAS succeeds. update

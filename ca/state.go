@@ -40,9 +40,11 @@ const (
 	KeyAuthority = "ca/authority"
 	// KeyBundle holds the public trust bundle every agent watches.
 	KeyBundle = "ca/bundle"
-	// KeyTokens holds the IDs of used bootstrap tokens until they expire.
+	// KeyTokens + "/<shard>" hold the IDs of used bootstrap tokens until
+	// they expire, in 64 shards.
 	KeyTokens = "ca/tokens"
-	// KeyNodes lists the nodes the CA has issued a leaf to.
+	// KeyNodes + "/<shard>" list the nodes the CA has issued a leaf to, in
+	// 64 shards.
 	KeyNodes = "ca/nodes"
 	// KeyLeafPrefix + node holds the record of that node's latest leaf.
 	KeyLeafPrefix = "ca/leaf/"
