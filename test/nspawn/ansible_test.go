@@ -97,14 +97,30 @@ func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map
 		"ANSIBLE_CONFIG="+filepath.Join(dir, "ansible.cfg"),
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		// Per-task timings at the end of the output, for docs/benchmarks.md.
+		"ANSIBLE_CALLBACKS_ENABLED=profile_tasks",
 		"ANSIBLE_LOCAL_TEMP="+filepath.Join(c.work, "ansible-tmp"),
 		"ANSIBLE_SSH_ARGS=-o ControlMaster=auto -o ControlPersist=30s -o ControlPath="+filepath.Join(c.work, "cp-%C"),
 	)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
-	t.Logf("ansible-playbook %s: %s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
+	t.Logf("ansible-playbook %s: %s; slowest tasks:\n%s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond), slowestTasks(string(out), 8))
 	if err != nil {
 		err = fmt.Errorf("ansible-playbook: %w", err)
 	}
 	return string(out), parseRecap(string(out)), err
+}
+
+// slowestTasks returns the first n lines of profile_tasks' summary, which
+// lists tasks slowest first.
+func slowestTasks(out string, n int) string {
+	i := strings.LastIndex(out, "===============")
+	if i < 0 {
+		return "(no task profile)"
+	}
+	lines := strings.Split(strings.TrimSpace(out[i:]), "\n")[1:]
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
 }

@@ -172,6 +172,9 @@ func (c *Cluster) Boot(name string, n int) *Host {
 // teardown stops every host at once, then unmounts their overlays. It runs
 // as a t.Cleanup registered before any host boots.
 func (c *Cluster) teardown() {
+	if c.timings != nil {
+		defer c.timings.Phase("teardown: stop hosts, unmount")()
+	}
 	var wg sync.WaitGroup
 	for _, h := range c.hosts {
 		if !h.started {

@@ -150,7 +150,6 @@ func TestBootedHosts(t *testing.T) {
 	lockScenario(t)
 	cleanStale(t)
 	c := newCluster(t, rootfs, tm)
-	t.Cleanup(tm.Phase("teardown")) // registered before the hosts: ends last
 
 	end = tm.Phase(fmt.Sprintf("boot %d hosts to sshd", hostCount))
 	for i := 1; i <= hostCount; i++ {
@@ -169,9 +168,19 @@ func TestBootedHosts(t *testing.T) {
 		"meshwork_encrypt":     newKey(t),
 		"meshwork_cluster_key": newKey(t),
 	}
+	// The servers share the key that seals the CA's private keys; the role
+	// writes it on servers only.
+	secrets["meshwork_ca_state_key"] = newKey(t)
 	vars := map[string]any{"meshwork_binary_src": v1}
 	for k, v := range secrets {
 		vars[k] = v
+	}
+	// The Raft leader check is part of the role's health check once the
+	// binary has the command it runs.
+	if exec.Command(v1, "operator", "raft", "list-peers", "--help").Run() == nil {
+		vars["meshwork_health_check_raft"] = true
+	} else {
+		t.Logf("SKIPPED Raft leader health check: %s has no `operator raft list-peers`", ver1)
 	}
 	noSecrets := func(what, out string) {
 		t.Helper()
@@ -219,6 +228,19 @@ func TestBootedHosts(t *testing.T) {
 	c.checkReload(ctx, c.hosts[0])
 	end()
 
+	// CA bootstrap: once the servers run the CA, the role makes a one-time
+	// token for each client on a server and installs it, never printing it.
+	if _, err := c.hosts[0].SSHContext(ctx, "/usr/local/bin/meshwork ca roots"); err != nil {
+		t.Logf("SKIPPED CA bootstrap: the servers serve no CA (%v)", err)
+	} else {
+		end = tm.Phase("playbook: CA bootstrap tokens")
+		vars["meshwork_ca_token_generate"] = true
+		out, recap, err := c.playbook(ctx, repo, inv, vars)
+		end()
+		requireRun("ca bootstrap", out, recap, err)
+		c.checkClientCerts(ctx, out)
+	}
+
 	// 2. Rolling upgrade to v2, watched from two hosts that each restart in
 	// their turn, so that one of them always sees the mesh.
 	vars["meshwork_binary_src"] = v2
@@ -250,6 +272,37 @@ func TestBootedHosts(t *testing.T) {
 	}
 	for _, h := range c.hosts {
 		c.waitMembers(ctx, h, hostCount)
+	}
+}
+
+// checkClientCerts asserts every client has a certificate for its node
+// identity, and that no token the role handled reached the output.
+func (c *Cluster) checkClientCerts(ctx context.Context, out string) {
+	t := c.t
+	t.Helper()
+	for _, h := range c.hosts[3:] {
+		token := strings.TrimSpace(h.SSH("cat /etc/meshwork/ca-token"))
+		if token == "" || strings.Contains(out, token) {
+			t.Errorf("%s: CA token empty, or printed by the playbook", h.Name)
+		}
+		deadline := time.Now().Add(time.Minute)
+		var last string
+		for {
+			got, err := h.SSHContext(ctx, "/usr/local/bin/meshwork ca cert --format json")
+			var leaf struct {
+				IDs []string `json:"ids"`
+			}
+			if err == nil && json.Unmarshal([]byte(got), &leaf) == nil && len(leaf.IDs) > 0 && strings.HasSuffix(leaf.IDs[0], "/node/"+h.Name) {
+				t.Logf("%s: certificate for %v", h.Name, leaf.IDs)
+				break
+			}
+			last = fmt.Sprint(got, err)
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				t.Errorf("%s: no certificate for its node identity after the bootstrap token: %s", h.Name, last)
+				break
+			}
+			waitOrDone(ctx.Done(), time.Second)
+		}
 	}
 }
 
@@ -346,6 +399,8 @@ func (c *Cluster) checkDNS(ctx context.Context, services map[string][]map[string
 		if err != nil || strings.TrimSpace(direct) == "" {
 			t.Errorf("%s: dig @127.0.0.1 -p 8600 web.service.mesh: %q %v", h.Name, direct, err)
 		}
+		t.Logf("%s: through systemd-resolved %s.node.mesh = %s; from the agent web.service.mesh = %s",
+			h.Name, owner.Name, got, strings.Join(strings.Fields(direct), " "))
 	}
 }
 
