@@ -95,7 +95,12 @@ func runAgent(path string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A signal or the end of stdin stops the agent. Stdin's end must not
+	// call the NotifyContext's stop: that would restore SIGTERM's default
+	// action and let the parent's SIGTERM kill the agent mid-shutdown.
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, stop := context.WithCancel(sigCtx)
 	defer stop()
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
@@ -182,7 +187,9 @@ func runBackend(httpAddr, connAddr string) error {
 		}
 	}()
 	fmt.Println("READY")
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, stop := context.WithCancel(sigCtx)
 	defer stop()
 	go func() { io.Copy(io.Discard, os.Stdin); stop() }()
 	<-ctx.Done()
