@@ -36,6 +36,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,6 +52,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshwork/meshwork/ca"
@@ -99,8 +101,8 @@ func main() {
 	}
 
 	fmt.Println()
-	fmt.Println("| phase | workers | certs/s | p50 | p90 | p99 | errors |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Println("| phase | workers | certs/s | p50 | p90 | p99 | errors | CA CPU per cert | certs/s per CA core |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, ph := range phases {
 		for _, w := range workers {
 			var op func(worker int) (func() error, error)
@@ -126,8 +128,38 @@ func main() {
 			default:
 				log.Fatalf("unknown phase %q", ph)
 			}
-			r := run(w, *duration, op)
-			fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %d |\n", ph, w, r.rate, ms(r.p50), ms(r.p90), ms(r.p99), r.errors)
+			env.workers = w
+			if sca != nil {
+				sca.workers = w
+			}
+			// CPU time of the CA: this process for the in-process and RPC
+			// phases (the RPC phase includes its clients), step-ca's own
+			// process for the step-ca phases. Unlike wall-clock rates it
+			// does not depend on what else the machine runs.
+			cpu := selfCPU
+			if strings.HasPrefix(ph, "stepca") {
+				cpu = func() time.Duration { return procCPU(sca.sca.PID()) }
+			}
+			ops := make([]func() error, w)
+			for i := range w {
+				o, err := op(i)
+				if err != nil {
+					log.Fatalf("%s: prepare: %v", ph, err)
+				}
+				ops[i] = o
+			}
+			c0 := cpu()
+			r := run(*duration, ops)
+			used := cpu() - c0
+			per := time.Duration(0)
+			if r.count > 0 {
+				per = used / time.Duration(r.count)
+			}
+			perCore := 0.0
+			if per > 0 {
+				perCore = float64(time.Second) / float64(per)
+			}
+			fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %d | %s | %.0f |\n", ph, w, r.rate, ms(r.p50), ms(r.p90), ms(r.p99), r.errors, ms(per), perCore)
 		}
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -135,25 +167,54 @@ func main() {
 	}
 }
 
+// selfCPU is the CPU time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time process pid used so far, from /proc (clock ticks
+// of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// errExhausted ends a worker whose one-time tokens are all used.
+var errExhausted = errors.New("out of tokens")
+
+// tokenBudget is how many one-time tokens a phase of w workers gets, in
+// all: more than any run on this class of machine uses, minted up front.
+func tokenBudget(w, perSecond int) int {
+	return max(1, min(40000, perSecond*int(duration.Seconds()+1))/w)
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
 type result struct {
+	count         int
 	rate          float64
 	p50, p90, p99 time.Duration
 	errors        int64
 }
 
-// run calls the operations of w workers for d (and at most 2 million
-// calls) and returns the rate and latency percentiles.
-func run(w int, d time.Duration, mk func(worker int) (func() error, error)) result {
-	ops := make([]func() error, w)
-	for i := range w {
-		op, err := mk(i)
-		if err != nil {
-			log.Fatalf("prepare: %v", err)
-		}
-		ops[i] = op
-	}
+// run calls each worker's operation in a loop for d (and at most 2 million
+// calls in all) and returns the rate and latency percentiles.
+func run(d time.Duration, ops []func() error) result {
+	w := len(ops)
 	var (
 		mu    sync.Mutex
 		lats  []time.Duration
@@ -171,7 +232,11 @@ func run(w int, d time.Duration, mk func(worker int) (func() error, error)) resu
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(deadline) && count.Add(1) <= 2_000_000 {
 				t0 := time.Now()
-				if err := ops[i](); err != nil {
+				err := ops[i]()
+				if errors.Is(err, errExhausted) {
+					break
+				}
+				if err != nil {
 					if errs.Add(1) == 1 {
 						first.Store(&err)
 					}
@@ -196,7 +261,7 @@ func run(w int, d time.Duration, mk func(worker int) (func() error, error)) resu
 		}
 		return lats[min(len(lats)-1, int(float64(len(lats))*p))]
 	}
-	return result{rate: float64(len(lats)) / el.Seconds(), p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), errors: errs.Load()}
+	return result{count: len(lats), rate: float64(len(lats)) / el.Seconds(), p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), errors: errs.Load()}
 }
 
 // meshEnv is one embedded CA on a MemStore, its RPC port on loopback, and a
@@ -207,6 +272,8 @@ type meshEnv struct {
 	self *ca.Manager
 	rpc  string
 	hs   *http.Server
+
+	workers int // of the phase being prepared
 
 	interCert *x509.Certificate
 	interKey  *ecdsa.PrivateKey
@@ -341,11 +408,8 @@ func (e *meshEnv) tokenOp(i int) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Tokens are one-time: make enough of them up front (a few per second
-	// more than any run here could use).
-	n := int(*duration/time.Millisecond) * 2 / max(1, runtime.GOMAXPROCS(0))
-	n = min(n, 20000)
-	toks := make([]string, n)
+	// Tokens are one-time: make them up front.
+	toks := make([]string, tokenBudget(e.workers, 5000))
 	for j := range toks {
 		if toks[j], _, err = e.srv.Token(context.Background(), a.node, 0); err != nil {
 			return nil, err
@@ -355,7 +419,7 @@ func (e *meshEnv) tokenOp(i int) (func() error, error) {
 	return func() error {
 		j := int(next.Add(1)) - 1
 		if j >= len(toks) {
-			return fmt.Errorf("out of tokens")
+			return errExhausted
 		}
 		_, err := e.srv.SignWithToken(context.Background(), toks[j], a.csr)
 		return err
@@ -410,9 +474,10 @@ func pemCSR(der []byte) []byte {
 
 // stepEnv is a real step-ca on loopback with a client and its provisioner.
 type stepEnv struct {
-	sca  *stepcatest.CA
-	dir  string
-	prov *stepca.Provisioner
+	workers int // of the phase being prepared
+	sca     *stepcatest.CA
+	dir     string
+	prov    *stepca.Provisioner
 }
 
 func newStepEnv() (*stepEnv, error) {
@@ -462,8 +527,7 @@ func (s *stepEnv) signOp(i int) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := min(20000, int(*duration/time.Millisecond)*2)
-	toks := make([]string, n)
+	toks := make([]string, tokenBudget(s.workers, 1000))
 	for j := range toks {
 		if toks[j], err = s.prov.Token(sans[0], sans...); err != nil {
 			return nil, err
@@ -477,7 +541,7 @@ func (s *stepEnv) signOp(i int) (func() error, error) {
 	return func() error {
 		j := int(next.Add(1)) - 1
 		if j >= len(toks) {
-			return fmt.Errorf("out of tokens")
+			return errExhausted
 		}
 		_, err := cl.Sign(&api.SignRequest{CsrPEM: api.NewCertificateRequest(csr), OTT: toks[j]})
 		return err

@@ -164,6 +164,9 @@ func (c *CA) waitHealthy(ctx context.Context, root *x509.Certificate) error {
 	}
 }
 
+// PID is step-ca's process ID.
+func (c *CA) PID() int { return c.cmd.Process.Pid }
+
 // Close kills step-ca by its PID and waits for it. It is idempotent.
 func (c *CA) Close() error {
 	select {
