@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,15 +76,15 @@ func TestHTTPAPI(t *testing.T) {
 		})
 	}
 
-	// Blocking query: wakes on a change.
-	_, body, hdr := call(t, "GET", srv.URL+"/v1/policy/status", "")
-	var st PolicyStatus
-	if err := json.Unmarshal([]byte(body), &st); err != nil || hdr.Get(HeaderIndex) == "" {
-		t.Fatalf("status: %s %v", body, err)
+	// Blocking query from the last write's index: wakes on the next change.
+	_, body, _ := call(t, "PUT", srv.URL+"/v1/policy", "kind: ServiceDefaults\nname: api\n")
+	var ar ApplyResponse
+	if err := json.Unmarshal([]byte(body), &ar); err != nil || ar.Index == 0 {
+		t.Fatalf("apply: %s %v", body, err)
 	}
 	done := make(chan string, 1)
 	go func() {
-		_, b, _ := call(t, "GET", srv.URL+"/v1/policy?kind=Intention&wait=20s&index="+hdr.Get(HeaderIndex), "")
+		_, b, _ := call(t, "GET", srv.URL+"/v1/policy?kind=Intention&wait=20s&index="+strconv.FormatUint(ar.Index, 10), "")
 		done <- b
 	}()
 	if status, b, _ := call(t, "PUT", srv.URL+"/v1/policy", "kind: Intention\nname: web\nsources: [{name: api, action: allow}]\n"); status != 200 {

@@ -63,7 +63,7 @@ func (s *server) bootstrapLoop(ctx context.Context) {
 //     servers than BootstrapExpect into separate gossip pools, which is a
 //     misconfiguration that the logs name.
 func (s *server) tryBootstrap(ctx context.Context, list []ServerInfo) (bool, string) {
-	if f := s.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+	if f := s.raft.GetConfiguration(); s.wait(f) == nil && len(f.Configuration().Servers) > 0 {
 		return true, ""
 	}
 	if addr, _ := s.raft.LeaderWithID(); addr != "" {
@@ -110,7 +110,7 @@ func (s *server) tryBootstrap(ctx context.Context, list []ServerInfo) (bool, str
 		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 	}
 	sort.Slice(conf.Servers, func(i, j int) bool { return conf.Servers[i].ID < conf.Servers[j].ID })
-	err := s.raft.BootstrapCluster(conf).Error()
+	err := s.wait(s.raft.BootstrapCluster(conf))
 	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return false, "bootstrap failed: " + err.Error()
 	}
@@ -178,7 +178,7 @@ type autopilotState struct {
 func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Time) {
 	servers, _ := s.disc.Watch()
 	f := s.raft.GetConfiguration()
-	if f.Error() != nil {
+	if s.wait(f) != nil {
 		return
 	}
 	conf := f.Configuration()
@@ -201,7 +201,7 @@ func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Tim
 		srv, ok := inConf[si.ID]
 		switch {
 		case !ok:
-			if err := s.raft.AddNonvoter(raft.ServerID(si.ID), raft.ServerAddress(si.Addr), 0, timeout).Error(); err != nil {
+			if err := s.wait(s.raft.AddNonvoter(raft.ServerID(si.ID), raft.ServerAddress(si.Addr), 0, timeout)); err != nil {
 				s.log.Warn("autopilot add failed", "server", si.ID, "err", err)
 				continue
 			}
@@ -210,9 +210,9 @@ func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Tim
 		case string(srv.Address) != si.Addr:
 			var err error
 			if srv.Suffrage == raft.Voter {
-				err = s.raft.AddVoter(srv.ID, raft.ServerAddress(si.Addr), 0, timeout).Error()
+				err = s.wait(s.raft.AddVoter(srv.ID, raft.ServerAddress(si.Addr), 0, timeout))
 			} else {
-				err = s.raft.AddNonvoter(srv.ID, raft.ServerAddress(si.Addr), 0, timeout).Error()
+				err = s.wait(s.raft.AddNonvoter(srv.ID, raft.ServerAddress(si.Addr), 0, timeout))
 			}
 			if err == nil {
 				s.log.Info("autopilot updated server address", "server", si.ID, "addr", si.Addr)
@@ -262,7 +262,7 @@ func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Tim
 			deadVoters = nil
 		}
 		for _, id := range append(deadOthers, deadVoters...) {
-			if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error(); err != nil {
+			if err := s.wait(s.raft.RemoveServer(raft.ServerID(id), 0, timeout)); err != nil {
 				s.log.Warn("autopilot remove failed", "server", id, "err", err)
 				continue
 			}
@@ -298,7 +298,7 @@ func (s *server) reconcile(ctx context.Context, ap *autopilotState, now time.Tim
 		if now.Sub(since) < s.cfg.StabilizationTime {
 			continue
 		}
-		if err := s.raft.AddVoter(srv.ID, srv.Address, 0, timeout).Error(); err != nil {
+		if err := s.wait(s.raft.AddVoter(srv.ID, srv.Address, 0, timeout)); err != nil {
 			s.log.Warn("autopilot promote failed", "server", id, "err", err)
 			continue
 		}

@@ -478,10 +478,15 @@ func TestBootstrapMakesOneCluster(t *testing.T) {
 		if err != nil || len(peers) != 3 {
 			t.Fatalf("round %d: configuration %v, %v", round, peers, err)
 		}
+		// Every server ends up in that one configuration: the ones that
+		// did not bootstrap themselves receive it from the leader.
 		for _, s := range c.Servers() {
-			f := s.Node.srv.raft.GetConfiguration()
-			if f.Error() != nil || len(f.Configuration().Servers) != 3 {
-				t.Fatalf("round %d: %s has configuration %v", round, s.Name, f.Configuration())
+			WaitFor(t, 20*time.Second, s.Name+" holding the configuration", func() bool {
+				f := s.Node.srv.raft.GetConfiguration()
+				return f.Error() == nil && len(f.Configuration().Servers) == 3
+			})
+			if _, id := s.Node.srv.raft.LeaderWithID(); string(id) != leader.Name {
+				t.Fatalf("round %d: %s follows %q, not %s", round, s.Name, id, leader.Name)
 			}
 		}
 		c.Close()

@@ -34,6 +34,21 @@ type fsmState struct {
 
 	setOnce sync.Once
 	set     *policy.Set
+
+	lineOnce sync.Once
+	line     []byte // the policy stream line of this state
+}
+
+// streamLine is the JSON line that carries this state's policy on the
+// stream, encoded once however many agents watch.
+func (s *fsmState) streamLine() []byte {
+	s.lineOnce.Do(func() {
+		b, err := json.Marshal(streamMsg{Index: s.policyIndex, Set: s.policySet()})
+		if err == nil {
+			s.line = append(b, '\n')
+		}
+	})
+	return s.line
 }
 
 func emptyState() *fsmState {

@@ -43,6 +43,10 @@ type Deps struct {
 	// raft.InmemTransport does in tests. Its addresses must equal the
 	// servers' discovery addresses. Default: the server port.
 	RaftTransport raft.Transport
+	// LogStore opens the Raft log and stable store. Default: raft-wal, the
+	// store chosen by measurement (docs/benchmarks.md); bench/raft passes
+	// raft-boltdb here to compare.
+	LogStore LogOpener
 }
 
 // Node is this agent's part of the policy plane: on every agent a Replica
@@ -63,8 +67,15 @@ type Node struct {
 	rpcMux  *http.ServeMux
 	httpSrv *http.Server
 
-	mu      sync.Mutex
-	started bool
+	// fwd groups the writes this agent forwards to the leader; its loop
+	// starts with the first forwarded write.
+	fwd       *batcher
+	fwdCtx    context.Context
+	fwdCancel context.CancelFunc
+
+	mu         sync.Mutex
+	fwdRunning bool
+	started    bool
 	closed  bool
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -100,6 +111,8 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	})
 	n.replica = newReplica(cfg.DataDir, n.log, n.m)
 	n.rpc = NewRPCClient(auth, deps.Discovery, deps.Dial, cfg.RPCTimeout)
+	n.fwd = newBatcher(cfg.MaxBatch, n.forward, nil)
+	n.fwdCtx, n.fwdCancel = context.WithCancel(context.Background())
 	if cfg.Server {
 		n.fsm = NewFSM()
 		n.fsm.onApply = n.m.setFSMDocs
@@ -178,7 +191,7 @@ func (n *Node) startServer(ctx context.Context) error {
 			Logger:  newHCLog(n.log.With("module", "raft-net")),
 		})
 	}
-	srv, err := openServer(n.cfg, n.log, n.m, n.fsm, n.deps.Discovery, n.rpc, trans)
+	srv, err := openServer(n.cfg, n.log, n.m, n.fsm, n.deps.Discovery, n.rpc, trans, n.deps.LogStore)
 	if err != nil {
 		_ = n.httpSrv.Close()
 		n.mux.close()
@@ -209,6 +222,8 @@ func (n *Node) Close() error {
 	started := n.started
 	n.mu.Unlock()
 	if !started {
+		n.fwdCancel()
+		n.wg.Wait()
 		return nil
 	}
 	var err error
@@ -222,6 +237,7 @@ func (n *Node) Close() error {
 		n.mux.close()
 	}
 	n.cancel()
+	n.fwdCancel()
 	n.wg.Wait()
 	if serr := n.replica.save(); serr != nil && err == nil {
 		err = serr
@@ -313,14 +329,35 @@ func (n *Node) apply(ctx context.Context, txn Txn) (uint64, error) {
 			return idx, err
 		}
 	}
-	var res TxnResult
-	if err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", txn, &res, CallOptions{Leader: true}); err != nil {
-		return 0, err
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return 0, ErrClosed
 	}
-	if res.Err != nil {
-		return 0, res.Err
+	if !n.fwdRunning {
+		n.fwdRunning = true
+		n.goRun(func() { n.fwd.run(n.fwdCtx) })
 	}
-	return res.Index, nil
+	n.mu.Unlock()
+	return n.fwd.submit(ctx, txn)
+}
+
+// forward sends a batch of transactions to the leader in one RPC.
+func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.RPCTimeout)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.fwdCtx, cancel) // closing the node ends the call too
+	defer stop()
+	var ans applyAnswer
+	if err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", applyRequest{Txns: txns}, &ans, CallOptions{Leader: true}); err != nil {
+		return nil, err
+	}
+	return ans.Results, nil
 }
 
 // ApplyDocuments writes docs in one transaction. With cas set, every

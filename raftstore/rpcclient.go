@@ -170,6 +170,9 @@ func (c *RPCClient) Do(ctx context.Context, method, path string, body []byte, op
 				lastErr = fmt.Errorf("server %s: %w", addr, err)
 				var de *dialError
 				if ctx.Err() != nil {
+					if noLeader != nil {
+						return nil, noLeader
+					}
 					return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), lastErr)
 				}
 				if !errors.As(err, &de) && !idempotent {
@@ -222,7 +225,7 @@ func (c *RPCClient) Do(ctx context.Context, method, path string, body []byte, op
 			return nil, lastErr
 		case <-t.C:
 		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+		backoff = min(2*backoff, 200*time.Millisecond)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -124,22 +125,59 @@ func (n *Node) writeRPCError(w http.ResponseWriter, err error) {
 	httpjson.Write(w, status, RemoteError{Code: errCode(err), Message: err.Error()})
 }
 
+// applyRequest is the body of POST /rpc/v1/apply: transactions that an
+// agent's forwarder grouped, each applied (or refused) on its own.
+type applyRequest struct {
+	Txns []Txn `json:"txns"`
+}
+
+type applyAnswer struct {
+	Results []TxnResult `json:"results"`
+}
+
 func (n *Node) rpcApply(w http.ResponseWriter, r *http.Request) error {
-	var txn Txn
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&txn); err != nil {
+	var req applyRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&req); err != nil {
 		return fmt.Errorf("%w: body: %v", ErrInvalid, err)
+	}
+	if len(req.Txns) == 0 || len(req.Txns) > 4096 {
+		return fmt.Errorf("%w: %d transactions in one request", ErrInvalid, len(req.Txns))
 	}
 	if err := n.requireLeader(); err != nil {
 		return err
 	}
-	if err := validateTxn(txn); err != nil {
-		return err
+	// Each transaction goes through the leader's batcher like a local write,
+	// so forwarded and local writes share log entries.
+	res := make([]TxnResult, len(req.Txns))
+	var wg sync.WaitGroup
+	for i, txn := range req.Txns {
+		if err := validateTxn(txn); err != nil {
+			res[i].Err = &RemoteError{Code: errCode(err), Message: err.Error()}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idx, err := n.srv.apply(r.Context(), txn)
+			if err != nil {
+				res[i].Err = &RemoteError{Code: errCode(err), Message: err.Error()}
+				return
+			}
+			res[i].Index = idx
+		}()
 	}
-	idx, err := n.srv.apply(r.Context(), txn)
-	if err != nil {
-		return err
+	wg.Wait()
+	// All refused for leadership: answer like a non-leader, so the client
+	// follows the redirect or waits for an election.
+	for i := range res {
+		if res[i].Err == nil || (res[i].Err.Code != "not_leader" && res[i].Err.Code != "no_leader") {
+			break
+		}
+		if i == len(res)-1 {
+			return res[0].Err
+		}
 	}
-	httpjson.Write(w, http.StatusOK, TxnResult{Index: idx})
+	httpjson.Write(w, http.StatusOK, applyAnswer{Results: res})
 	return nil
 }
 
@@ -186,7 +224,7 @@ func (n *Node) rpcPolicyStream(w http.ResponseWriter, r *http.Request) error {
 	for {
 		st, ch := n.fsm.watch()
 		if st.policyIndex != last {
-			if err := enc.Encode(streamMsg{Index: st.policyIndex, Set: st.policySet()}); err != nil {
+			if _, err := w.Write(st.streamLine()); err != nil {
 				return nil // client gone
 			}
 			fl.Flush()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -26,13 +27,14 @@ type server struct {
 	disc Discovery
 	rpc  *RPCClient
 
-	raft    *raft.Raft
-	trans   raft.Transport
-	wal     *raftwal.WAL
-	meta    *metadb.BoltMetaDB
-	snaps   raft.SnapshotStore
-	batcher *batcher
-	dir     string
+	raft      *raft.Raft
+	trans     raft.Transport
+	logs      raft.LogStore
+	stable    raft.StableStore
+	logCloser io.Closer
+	snaps     raft.SnapshotStore
+	batcher   *batcher
+	dir       string
 
 	hadState bool // the data dir held Raft state when we started
 
@@ -43,12 +45,38 @@ type server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	stop   chan struct{} // closed when close starts
+}
+
+// errShutdown answers a Raft future still pending when the server closes.
+// The operation may or may not have taken effect.
+var errShutdown = fmt.Errorf("%w (the server is shutting down)", ErrLeadershipLost)
+
+// wait returns the future's error, or errShutdown once the server closes.
+// Raft never answers some futures queued when it shuts down (a committed
+// entry not yet handed to the state machine), so no goroutine may block on
+// one unconditionally. The helper goroutine then stays blocked on the
+// future: one per write in flight at shutdown.
+func (s *server) wait(f raft.Future) error {
+	select {
+	case <-s.stop:
+		return errShutdown
+	default:
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.stop:
+		return errShutdown
+	}
 }
 
 // openServer opens the stores in cfg.DataDir/raft and starts the Raft peer
 // over trans.
-func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discovery, rpc *RPCClient, trans raft.Transport) (*server, error) {
-	s := &server{cfg: cfg, log: log, m: m, fsm: fsm, disc: disc, rpc: rpc, trans: trans, leaderChg: make(chan struct{})}
+func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discovery, rpc *RPCClient, trans raft.Transport, openLogs LogOpener) (*server, error) {
+	s := &server{cfg: cfg, log: log, m: m, fsm: fsm, disc: disc, rpc: rpc, trans: trans, leaderChg: make(chan struct{}), stop: make(chan struct{})}
 	s.dir = filepath.Join(cfg.DataDir, "raft")
 	walDir := filepath.Join(s.dir, "wal")
 	// 0700: the log and snapshots hold the CA's key material.
@@ -56,20 +84,22 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 		return nil, fmt.Errorf("raftstore: data dir: %w", err)
 	}
 	_ = os.Chmod(s.dir, 0o700)
-	s.meta = &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(walDir, raftwal.WithMetaStore(s.meta), raftwal.WithLogger(newHCLog(log.With("module", "wal"))))
+	open := openLog
+	if openLogs != nil {
+		open = openLogs
+	}
+	logs, stable, closer, err := open(walDir, log)
 	if err != nil {
-		s.meta.Close()
 		return nil, fmt.Errorf("raftstore: open log in %s: %w", walDir, err)
 	}
-	s.wal = wal
+	s.logs, s.stable, s.logCloser = logs, stable, closer
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.dir, cfg.SnapshotRetain, newHCLog(log.With("module", "snapshots")))
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: open snapshots in %s: %w", s.dir, err)
 	}
 	s.snaps = &secureSnapshots{SnapshotStore: snaps, dir: s.dir}
-	s.hadState, err = raft.HasExistingState(wal, wal, s.snaps)
+	s.hadState, err = raft.HasExistingState(logs, stable, s.snaps)
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: read state: %w", err)
@@ -83,19 +113,22 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLeaseTimeout
 	rc.CommitTimeout = cfg.Timing.CommitTimeout
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
-	rc.BatchApplyCh = true // group concurrent applies into one disk write
+	// BatchApplyCh stays off: a future queued in its buffer is never
+	// answered once Raft shuts down. Group commit still happens: the
+	// batcher keeps several entries in flight, each blocked in Apply, and
+	// the leader loop takes all that are ready into one disk write.
 	rc.MaxAppendEntries = 128
 	rc.ShutdownOnRemove = false // a removed server may be added again
 	rc.Logger = newHCLog(log.With("module", "raft"))
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
-	r, err := raft.NewRaft(rc, fsm, wal, wal, s.snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, logs, stable, s.snaps, trans)
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	s.raft = r
-	s.batcher = newBatcher(r, cfg.MaxBatch, cfg.ApplyTimeout, m)
+	s.batcher = newBatcher(cfg.MaxBatch, s.applyEntry, func(n int) { m.applyBatch.Observe(float64(n)) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -118,13 +151,37 @@ func (s *server) goRun(f func()) {
 }
 
 func (s *server) closeStores() {
-	if s.wal != nil {
-		s.wal.Close()
-	}
-	if s.meta != nil {
-		s.meta.Close() // raft-wal leaves its meta store to the caller
+	if s.logCloser != nil {
+		_ = s.logCloser.Close()
 	}
 }
+
+// LogOpener opens the Raft log and stable store in dir; closing the Closer
+// closes both.
+type LogOpener func(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error)
+
+// openLog opens raft-wal in dir (which must exist) with its bolt meta store.
+// raft-wal does not close a meta store it was given, so the closer closes
+// both, the log first.
+func openLog(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
+	meta := &metadb.BoltMetaDB{}
+	wal, err := raftwal.Open(dir, raftwal.WithMetaStore(meta), raftwal.WithLogger(newHCLog(log.With("module", "wal"))))
+	if err != nil {
+		meta.Close()
+		return nil, nil, nil, err
+	}
+	return wal, wal, closerFunc(func() error {
+		err := wal.Close()
+		if merr := meta.Close(); err == nil {
+			err = merr
+		}
+		return err
+	}), nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // close shuts Raft down (without leaving the cluster: a restarted server
 // takes its place again), then its goroutines, then the stores.
@@ -132,6 +189,7 @@ func (s *server) close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	close(s.stop)
 	var err error
 	if s.raft != nil {
 		err = s.raft.Shutdown().Error()
@@ -180,7 +238,7 @@ func (s *server) watchLeadership(ctx context.Context, notify <-chan bool) {
 // afterElection commits a reindex entry when a restore moved the state's
 // indexes backwards, so that every watcher sees the restored state as new.
 func (s *server) afterElection(ctx context.Context) {
-	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+	if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 		return
 	}
 	if s.fsm.needReindex.Load() {
@@ -205,7 +263,7 @@ func (s *server) statsLoop(ctx context.Context) {
 		} else if lc := s.raft.LastContact(); !lc.IsZero() {
 			s.m.lastContact.Set(time.Since(lc).Seconds())
 		}
-		if f := s.raft.GetConfiguration(); f.Error() == nil {
+		if f := s.raft.GetConfiguration(); s.wait(f) == nil {
 			v, nv := 0, 0
 			for _, srv := range f.Configuration().Servers {
 				if srv.Suffrage == raft.Voter {
@@ -256,7 +314,7 @@ func (s *server) barrier() error {
 	if s.raft.State() != raft.Leader {
 		return s.notLeaderError()
 	}
-	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+	if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 		return raftError(err)
 	}
 	return nil
@@ -327,7 +385,7 @@ type Peer struct {
 
 func (s *server) peers() ([]Peer, error) {
 	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	if err := s.wait(f); err != nil {
 		return nil, raftError(err)
 	}
 	_, leaderID := s.raft.LeaderWithID()
@@ -354,7 +412,7 @@ func (s *server) removePeer(id string) error {
 	if !found {
 		return fmt.Errorf("%w: no server %q in the configuration", ErrNotFound, id)
 	}
-	return raftError(s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout).Error())
+	return raftError(s.wait(s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout)))
 }
 
 // secureSnapshots makes every snapshot's files 0600 once written.
@@ -399,127 +457,16 @@ func tighten(dir string) {
 	})
 }
 
-// batcher groups concurrent writes into one Raft log entry. It keeps a
-// bounded number of entries in flight: while they commit, new writes queue
-// and leave together in the next entry, so throughput grows with load while
-// a lone write still goes out at once.
-type batcher struct {
-	raft     *raft.Raft
-	max      int
-	timeout  time.Duration
-	m        *metrics
-	ch       chan *pending
-	inflight chan struct{}
-	wg       sync.WaitGroup
-}
-
-type pending struct {
-	txn  Txn
-	done chan applyResult
-}
-
-type applyResult struct {
-	index uint64
-	err   error
-}
-
-const maxInflightEntries = 8
-
-func newBatcher(r *raft.Raft, max int, timeout time.Duration, m *metrics) *batcher {
-	return &batcher{raft: r, max: max, timeout: timeout, m: m, ch: make(chan *pending, 4*max), inflight: make(chan struct{}, maxInflightEntries)}
-}
-
-func (b *batcher) submit(ctx context.Context, txn Txn) (uint64, error) {
-	p := &pending{txn: txn, done: make(chan applyResult, 1)}
-	select {
-	case b.ch <- p:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+// applyEntry commits txns as one Raft log entry and returns their results.
+func (s *server) applyEntry(_ context.Context, txns []Txn) ([]TxnResult, error) {
+	data, err := encodeEntry(txns)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case r := <-p.done:
-		return r.index, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
+	if err := s.wait(f); err != nil {
+		return nil, raftError(err)
 	}
-}
-
-func (b *batcher) run(ctx context.Context) {
-	defer b.wg.Wait()
-	for {
-		var first *pending
-		select {
-		case first = <-b.ch:
-		case <-ctx.Done():
-			b.failQueued()
-			return
-		}
-		select {
-		case b.inflight <- struct{}{}:
-		case <-ctx.Done():
-			first.done <- applyResult{err: ErrClosed}
-			b.failQueued()
-			return
-		}
-		batch := []*pending{first}
-	drain:
-		for len(batch) < b.max {
-			select {
-			case p := <-b.ch:
-				batch = append(batch, p)
-			default:
-				break drain
-			}
-		}
-		txns := make([]Txn, len(batch))
-		for i, p := range batch {
-			txns[i] = p.txn
-		}
-		data, err := encodeEntry(txns)
-		if err != nil {
-			<-b.inflight
-			for _, p := range batch {
-				p.done <- applyResult{err: err}
-			}
-			continue
-		}
-		b.m.applyBatch.Observe(float64(len(batch)))
-		f := b.raft.Apply(data, b.timeout)
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			err := f.Error()
-			<-b.inflight
-			if err != nil {
-				err = raftError(err)
-				for _, p := range batch {
-					p.done <- applyResult{err: err}
-				}
-				return
-			}
-			res, _ := f.Response().([]TxnResult)
-			for i, p := range batch {
-				if i >= len(res) {
-					p.done <- applyResult{err: errors.New("raftstore: missing result")}
-					continue
-				}
-				if res[i].Err != nil {
-					p.done <- applyResult{err: res[i].Err}
-					continue
-				}
-				p.done <- applyResult{index: res[i].Index}
-			}
-		}()
-	}
-}
-
-func (b *batcher) failQueued() {
-	for {
-		select {
-		case p := <-b.ch:
-			p.done <- applyResult{err: ErrClosed}
-		default:
-			return
-		}
-	}
+	res, _ := f.Response().([]TxnResult)
+	return res, nil
 }

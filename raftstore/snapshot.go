@@ -38,8 +38,8 @@ type backupHeader struct {
 
 // save writes a backup of the newest snapshot to w, taking one first.
 func (s *server) saveBackup(w io.Writer) error {
-	if f := s.raft.Snapshot(); f.Error() != nil && !errors.Is(f.Error(), raft.ErrNothingNewToSnapshot) {
-		return raftError(f.Error())
+	if err := s.wait(s.raft.Snapshot()); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return raftError(err)
 	}
 	list, err := s.snaps.List()
 	if err != nil {
@@ -119,8 +119,15 @@ func (s *server) restoreBackup(ctx context.Context, b []byte) (uint64, error) {
 		return 0, s.notLeaderError()
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: h.Term, Size: int64(len(data))}
-	if err := s.raft.Restore(meta, bytes.NewReader(data), 2*s.cfg.ApplyTimeout); err != nil {
-		return 0, fmt.Errorf("restore: %w", raftError(err))
+	errc := make(chan error, 1)
+	go func() { errc <- s.raft.Restore(meta, bytes.NewReader(data), 2*s.cfg.ApplyTimeout) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return 0, fmt.Errorf("restore: %w", raftError(err))
+		}
+	case <-s.stop:
+		return 0, errShutdown
 	}
 	idx, err := s.batcher.submit(ctx, Txn{{Type: opReindex}})
 	if err != nil {
