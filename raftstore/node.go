@@ -76,9 +76,9 @@ type Node struct {
 	mu         sync.Mutex
 	fwdRunning bool
 	started    bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	closed     bool
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // New validates cfg and allocates a node. It opens no socket and starts no
