@@ -47,6 +47,9 @@ type Timing struct {
 // The leader sends heartbeats every HeartbeatTimeout/10 (50 ms), so a
 // follower calls an election only after ten missed heartbeats: a GC pause
 // or an fsync stall of a few hundred milliseconds does not depose a leader.
+// The leader lease is as long as it may be (the heartbeat timeout): it only
+// decides when a leader cut off from its followers steps down, and a short
+// one made leaders step down under CPU starvation in the benchmark.
 //
 // CommitTimeout is how soon followers learn of a commit when no new entry
 // comes: watchers that stream from a follower see a write that much later,
@@ -55,7 +58,7 @@ type Timing struct {
 var LANTiming = Timing{
 	HeartbeatTimeout:   500 * time.Millisecond,
 	ElectionTimeout:    500 * time.Millisecond,
-	LeaderLeaseTimeout: 250 * time.Millisecond,
+	LeaderLeaseTimeout: 500 * time.Millisecond,
 	CommitTimeout:      15 * time.Millisecond,
 }
 
@@ -65,7 +68,7 @@ var LANTiming = Timing{
 var FastTiming = Timing{
 	HeartbeatTimeout:   500 * time.Millisecond,
 	ElectionTimeout:    500 * time.Millisecond,
-	LeaderLeaseTimeout: 250 * time.Millisecond,
+	LeaderLeaseTimeout: 500 * time.Millisecond,
 	CommitTimeout:      10 * time.Millisecond,
 }
 
