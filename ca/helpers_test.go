@@ -130,13 +130,21 @@ type rpcServer struct {
 func (c *cluster) rpc(s *Server) *rpcServer {
 	c.t.Helper()
 	mgr := c.manager(s.cfg.Node, nil, s.LocalIssuer(), nil)
+	addr, stop := serveRPC(c.t, s.RPCHandler(), mgr)
+	return &rpcServer{srv: s, mgr: mgr, addr: addr, stop: stop}
+}
+
+// serveRPC serves h on a loopback TLS port with m's leaf, as a server's RPC
+// port does.
+func serveRPC(t *testing.T, h http.Handler, m *Manager) (string, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: mgr.GetCertificate,
+		GetCertificate: m.GetCertificate,
 		ClientAuth:     tls.RequestClientCert,
 		NextProtos:     []string{RPCALPN},
 	}
@@ -144,7 +152,7 @@ func (c *cluster) rpc(s *Server) *rpcServer {
 	// to net/http with its type hidden (net/http drops a *tls.Conn whose
 	// ALPN protocol it does not know) and its TLS state in the context.
 	hs := &http.Server{
-		Handler:  s.RPCHandler(),
+		Handler:  h,
 		ErrorLog: log.New(io.Discard, "", 0),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if hc, ok := c.(*hiddenTLS); ok {
@@ -158,8 +166,8 @@ func (c *cluster) rpc(s *Server) *rpcServer {
 	go func() { defer close(done); _ = hs.Serve(tl) }()
 	var once sync.Once
 	stop := func() { once.Do(func() { hs.Close(); <-done }) }
-	c.t.Cleanup(stop)
-	return &rpcServer{srv: s, mgr: mgr, addr: ln.Addr().String(), stop: stop}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
 
 type peerTLSKey struct{}
