@@ -210,6 +210,9 @@ func (t *Transport) syncListeners(kind string, want map[string]*outListener) {
 		t.m.listeners.WithLabelValues(kind).Dec()
 		t.log.Debug("listener closed", "kind", kind, "addr", bind, "service", l.service)
 	}
+	if t.ctx.Err() != nil {
+		return // closing: open nothing new
+	}
 	for bind, w := range want {
 		if _, ok := t.listeners[bind]; ok {
 			continue

@@ -300,6 +300,10 @@ func (t *Transport) Close() error {
 			return
 		}
 		t.cancel()
+		// A reconciliation in progress finishes before the listeners are
+		// closed; later ones see the cancelled context and do nothing.
+		t.reconcileMu.Lock()
+		t.reconcileMu.Unlock()
 		t.lnMu.Lock()
 		for key, l := range t.listeners {
 			l.close()
