@@ -3,9 +3,12 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshwork/meshwork/policy"
 )
@@ -143,4 +146,49 @@ func TestKVNamespace(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("KVWatch did not wake")
 	}
+}
+
+// TestStreamStaysOpen checks that a client agent receives changes on one
+// long-lived stream, not by reconnecting.
+func TestStreamStaysOpen(t *testing.T) {
+	c := MakeTestCluster(t, 3)
+	cl := c.AddClient("c1")
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := ApplyDoc(ctx, cl.Node, "kind: ServiceDefaults\nname: a\n"); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 10*time.Second, "first stream", func() bool { return cl.Node.Policy().Len() == 1 })
+	opened := func() float64 {
+		var n float64
+		for _, s := range c.Servers() {
+			n += testutilCount(s.Node, "GET /rpc/v1/policy/stream")
+		}
+		return n
+	}
+	before := opened()
+	for i := 0; i < 5; i++ {
+		idx, err := ApplyDoc(ctx, cl.Node, fmt.Sprintf("kind: ServiceDefaults\nname: s%d\n", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Node.Replica().Wait(ctx, idx-1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := opened(); after != before {
+		t.Fatalf("the client opened %v streams for 5 changes, want 0 (it should stay on one)", after-before)
+	}
+}
+
+// testutilCount returns how many requests of route the node's RPC server
+// has finished (a stream counts when it ends).
+func testutilCount(n *Node, route string) float64 {
+	var total float64
+	for _, code := range []string{"ok", "internal"} {
+		m := &dto.Metric{}
+		if err := n.m.rpcRequests.WithLabelValues(route, code).Write(m); err == nil {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
 }

@@ -231,9 +231,11 @@ func (r *Replica) streamOnce(ctx context.Context, rpc *RPCClient, heartbeat time
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	path := "/rpc/v1/policy/stream?index=" + strconv.FormatUint(r.Current().Index(), 10)
-	cctx, ccancel := context.WithTimeout(ctx, 3*heartbeat+5*time.Second)
-	resp, err := rpc.Do(cctx, http.MethodGet, path, nil, CallOptions{Stream: true})
-	ccancel()
+	// The request's context is the stream's for as long as it lasts, so the
+	// wait for the first answer is bounded by a timer, not a deadline.
+	slow := time.AfterFunc(3*heartbeat+5*time.Second, cancel)
+	resp, err := rpc.Do(ctx, http.MethodGet, path, nil, CallOptions{Stream: true})
+	slow.Stop()
 	if err != nil {
 		return false, err
 	}
