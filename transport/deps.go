@@ -201,9 +201,6 @@ func LookupUID(u string) (uint32, error) {
 // accepted on a loopback address. The default uses sock_diag.
 type PeerUIDFunc func(c net.Conn) (uint32, error)
 
-// DialFunc dials a local service.
-type DialFunc func(network, address string) (net.Conn, error)
-
 // addrOrLoopback returns the address to dial a local instance at.
 func addrOrLoopback(a string) netip.Addr {
 	if ip, err := netip.ParseAddr(a); err == nil && !ip.IsUnspecified() {
