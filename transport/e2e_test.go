@@ -248,4 +248,81 @@ func TestManyConcurrentConnections(t *testing.T) {
 		t.Error(err)
 	}
 	eventually(t, "streams to finish", func() bool { return client.metric(t, MetricActive, "direction", "outbound") == 0 })
+	// Fifty callers arrived at once with no connection to the server: they
+	// waited for one dial.
+	if n := client.metric(t, MetricPeerDials, "result", "ok") + client.metric(t, MetricPeerDials, "result", "failed"); n != 1 {
+		t.Errorf("%v peer dials, want 1 shared by all callers", n)
+	}
+}
+
+func TestRedialAfterPeerRestart(t *testing.T) {
+	m := newMesh(t)
+	be := startBackend(t, echo)
+	server := m.addAgent("server", []LocalService{{Name: "echo", Ports: []int{be.port}}}, agentOpts{})
+	client := m.addAgent("client", nil, agentOpts{})
+	addr := client.vipAddr(t, "echo", be.port)
+	roundTrip := func(msg string) {
+		t.Helper()
+		c := dial(t, addr)
+		io.WriteString(c, msg)
+		c.CloseWrite()
+		if got, err := readAll(t, c); got != msg || err != nil {
+			t.Fatalf("echo %q = %q, %v", msg, got, err)
+		}
+	}
+	roundTrip("before")
+	server.restart()
+	// The old connection is gone (the server said so when it closed); the
+	// next caller dials the restarted agent.
+	eventually(t, "the client to notice the restart", func() bool {
+		return client.metric(t, MetricPeerConns, "direction", "dialed") == 0
+	})
+	roundTrip("after")
+	if n := client.metric(t, MetricPeerDials, "result", "ok"); n != 2 {
+		t.Errorf("peer dials = %v, want 2 (one per server life)", n)
+	}
+}
+
+func TestPeerCrashAndStatelessReset(t *testing.T) {
+	m := newMesh(t)
+	be := startBackend(t, echo)
+	key := [32]byte{1, 2, 3}
+	server := m.addAgent("server", []LocalService{{Name: "echo", Ports: []int{be.port}}}, agentOpts{
+		cfg: func(c *Config) { c.StatelessResetKey = &key },
+	})
+	// Without the reset, the client would only learn of the crash when a
+	// status read timed out, after a minute.
+	client := m.addAgent("client", nil, agentOpts{cfg: func(c *Config) {
+		c.AttemptTimeout = time.Minute
+		c.ConnectTimeout = 2 * time.Minute
+		c.PeerIdleTimeout = 2 * time.Minute
+	}})
+	addr := client.vipAddr(t, "echo", be.port)
+	roundTrip := func(msg string) {
+		t.Helper()
+		c := dial(t, addr)
+		io.WriteString(c, msg)
+		c.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, err := io.ReadAll(c)
+		if string(b) != msg || err != nil {
+			t.Fatalf("echo %q = %q, %v", msg, b, err)
+		}
+	}
+	roundTrip("before")
+	// The server crashes: its socket goes away first, so it says nothing
+	// to the client, whose connection still looks alive.
+	server.pc.Close()
+	server.tr.Close()
+	if client.metric(t, MetricPeerConns, "direction", "dialed") != 1 {
+		t.Fatal("the client noticed a silent crash; the test proves nothing")
+	}
+	server.restart()
+	// The restarted server answers the stale connection's packets with a
+	// stateless reset (same key), and the call is retried on a fresh one:
+	// the caller sees nothing of it, though there is one instance only.
+	roundTrip("after")
+	if n := client.metric(t, MetricAttemptFailures, "reason", "connection_lost"); n != 1 {
+		t.Errorf("connection_lost attempts = %v, want 1", n)
+	}
 }

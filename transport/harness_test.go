@@ -44,6 +44,8 @@ type agent struct {
 	status   catalog.MemberStatus
 	services []catalog.Service
 	authz    *recordingAuthz
+	cfg      Config
+	deps     Deps
 }
 
 // recordingAuthz records every decision and applies a deny list.
@@ -177,20 +179,49 @@ func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
 	if o.deps != nil {
 		o.deps(&deps)
 	}
-	tr, err := New(cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.tr = tr
+	a.cfg, a.deps = cfg, deps
 	m.mu.Lock()
 	m.agents = append(m.agents, a)
 	m.mu.Unlock()
 	m.publish()
+	a.start()
+	return a
+}
+
+// start starts a's transport on a.pc.
+func (a *agent) start() {
+	t := a.m.t
+	t.Helper()
+	deps := a.deps
+	deps.PacketConn = a.pc
+	deps.Registerer = a.reg
+	tr, err := New(a.cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.tr = tr
 	if err := tr.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
-	return a
+}
+
+// restart stops a's transport and starts a new one on the same UDP port,
+// as a restarted agent would.
+func (a *agent) restart() {
+	t := a.m.t
+	t.Helper()
+	addr := a.pc.LocalAddr().(*net.UDPAddr)
+	a.tr.Close()
+	a.pc.Close()
+	pc, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	a.pc = pc
+	a.reg = prometheus.NewRegistry()
+	a.start()
 }
 
 // publish puts every agent in the catalog with its status and services.

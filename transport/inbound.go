@@ -83,6 +83,11 @@ func (t *Transport) serveConn(c *quic.Conn) {
 	for {
 		s, err := c.AcceptStream(t.ctx)
 		if err != nil {
+			if c.Context().Err() == nil {
+				// The agent is closing: tell the peer, so that it redials at
+				// once instead of waiting for its idle timeout.
+				c.CloseWithError(codeShutdown, "agent shutting down")
+			}
 			return
 		}
 		t.wg.Add(1)

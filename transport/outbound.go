@@ -20,6 +20,9 @@ import (
 	"github.com/meshwork/meshwork/transport/wire"
 )
 
+// errConnGone wraps a failed attempt whose QUIC connection died under it.
+var errConnGone = errors.New("connection lost")
+
 // RefusedError is the error of a connect the receiving agent refused.
 // errors.Is(err, ErrRefused) holds for it.
 type RefusedError struct {
@@ -429,6 +432,7 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 	}
 	hdr := wire.Header{Source: source, Trace: newTrace()}
 	var lastErr error
+	retriedGone := false
 	for attempt := 0; attempt < t.cfg.ConnectAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
 			if lastErr == nil {
@@ -462,6 +466,13 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 		if errors.As(err, &re) && !re.Code.Retryable() {
 			t.m.attemptFailures.WithLabelValues(re.Code.String()).Inc()
 			return nil, nil, err // policy and identity refusals are final
+		}
+		if errors.Is(err, errConnGone) && !retriedGone {
+			// Not the instance's fault: try it again on a fresh connection.
+			retriedGone = true
+			t.m.attemptFailures.WithLabelValues("connection_lost").Inc()
+			t.log.Debug("connection to peer lost; retrying on a new one", "node", in.Member.Node, "err", err)
+			continue
 		}
 		ep.Failure()
 		tried = append(tried, i)
@@ -536,13 +547,20 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 	}
 	release := func() { pc.release(p) }
 
+	// connGone marks err as the loss of the whole QUIC connection (peer
+	// restarted and reset it, idle timeout): the instance itself may be
+	// fine, and a fresh connection is worth one more try.
+	connGone := func(err error) error {
+		if pc.conn.Context().Err() != nil {
+			p.broken(pc)
+			return fmt.Errorf("%w: %w", errConnGone, err)
+		}
+		return err
+	}
 	s, err := pc.conn.OpenStreamSync(actx)
 	if err != nil {
 		release()
-		if pc.conn.Context().Err() != nil {
-			p.broken(pc)
-		}
-		return nil, nil, fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, in.Member.Node, err)
+		return nil, nil, connGone(fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, in.Member.Node, err))
 	}
 	bp := smallPool.Get().(*[]byte)
 	b, err := wire.AppendHeader((*bp)[:0], hdr)
@@ -554,7 +572,7 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 		s.CancelWrite(streamAborted)
 		s.CancelRead(streamAborted)
 		release()
-		return nil, nil, fmt.Errorf("transport: node %s: write header: %w", in.Member.Node, err)
+		return nil, nil, connGone(fmt.Errorf("transport: node %s: write header: %w", in.Member.Node, err))
 	}
 	if dl, ok := actx.Deadline(); ok {
 		s.SetReadDeadline(dl)
@@ -570,7 +588,7 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 			// knowing. The next caller dials afresh.
 			p.broken(pc)
 		}
-		return nil, nil, fmt.Errorf("transport: node %s: read status: %w", in.Member.Node, err)
+		return nil, nil, connGone(fmt.Errorf("transport: node %s: read status: %w", in.Member.Node, err))
 	}
 	if !st.Accepted() {
 		s.CancelWrite(streamRefused)
