@@ -78,6 +78,6 @@ func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _
 	defer g.mu.Unlock()
 	if p := g.peers[other.Name]; p != nil && p.suspect {
 		p.suspect = false
-		g.publishLocked()
+		g.changedLocked()
 	}
 }

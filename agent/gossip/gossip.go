@@ -107,11 +107,13 @@ type Gossip struct {
 	queries     map[uint64]*pendingQuery
 	seenQueries map[uint64]time.Time
 
-	metaKick chan struct{}
-	sendQ    chan outMsg
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	metaKick    chan struct{}
+	publishKick chan struct{}
+	dirty       bool // a change not yet published, see changedLocked
+	sendQ       chan outMsg
+	ctx         context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 }
 
 type localState struct {
@@ -119,6 +121,7 @@ type localState struct {
 	leaving bool   // Leave started: the record and meta carry the flag
 	left    bool   // Leave finished
 	epoch   uint64 // liveness epoch, see nodeMeta
+	big     bool   // the record does not fit in a packet
 }
 
 // peer is what this node knows about another.
@@ -179,6 +182,7 @@ func New(cfg Config, deps Deps) (*Gossip, error) {
 		queries:     make(map[uint64]*pendingQuery),
 		seenQueries: make(map[uint64]time.Time),
 		metaKick:    make(chan struct{}, 1),
+		publishKick: make(chan struct{}, 1),
 		sendQ:       make(chan outMsg, 256),
 	}
 	g.queue = &memberlist.TransmitLimitedQueue{
@@ -235,11 +239,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	mlLog := log.New(&logWriter{log: g.log, onEvent: g.onMemberlistEvent}, "", 0)
 	inner := g.deps.Transport
 	if inner == nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{g.cfg.BindAddr},
-			BindPort:  g.cfg.BindPort,
-			Logger:    mlLog,
-		})
+		nt, err := NewNetTransport(g.cfg.BindAddr, g.cfg.BindPort, g.log)
 		if err != nil {
 			return fmt.Errorf("gossip: start: listen on %s: %w",
 				net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
@@ -274,12 +274,17 @@ func (g *Gossip) Start(ctx context.Context) error {
 		g.local.rec.Addr = ip.String()
 	}
 	g.publishLocked()
+	self := g.localWireLocked()
 	g.mu.Unlock()
+	// Queued now, sent to the first members this node learns of; each of them
+	// passes it on.
+	g.disseminate(self, "")
 
 	g.log.Info("gossip started", "node", g.cfg.NodeName, "addr", g.Addr(), "encrypted", g.keyring != nil)
 
 	const senders = 4
-	g.wg.Add(3 + senders)
+	g.wg.Add(4 + senders)
+	go g.publisher()
 	go g.maintain()
 	go g.metaLoop()
 	go g.reconnectLoop()
@@ -316,6 +321,7 @@ func (g *Gossip) memberlistConfig(logger *log.Logger) *memberlist.Config {
 	mc.DeadNodeReclaimTime = c.DeadNodeReclaimTime
 	mc.DisableTcpPings = c.DisableTCPPings
 	mc.UDPBufferSize = c.PacketSize
+	mc.EnableCompression = c.EnableCompression
 	mc.Keyring = g.keyring
 	mc.Logger = logger
 	mc.LogOutput = nil
@@ -367,6 +373,12 @@ func (g *Gossip) Join(addrs []string) (int, error) {
 	n, err := ml.Join(norm)
 	if err == nil {
 		g.log.Info("gossip joined the cluster", "contacted", n, "addrs", norm)
+		// Announce this node's record to its new cluster by gossip: the
+		// push/pull of the join gave it only to the contacted members.
+		g.mu.Lock()
+		self := g.localWireLocked()
+		g.mu.Unlock()
+		g.disseminate(self, "")
 		return n, nil
 	}
 	if isKeyMismatch(err.Error()) {
@@ -623,8 +635,53 @@ func (p *peer) status(now time.Time) catalog.MemberStatus {
 	return catalog.StatusAlive
 }
 
+// changedLocked notes a change that came from the network, published by
+// the publisher goroutine: a burst of events (a join, a partition healing,
+// 50 members refuting at once) then costs one snapshot, not one per event.
+// Before Start it publishes at once.
+func (g *Gossip) changedLocked() {
+	if g.state != stateRunning {
+		g.publishLocked()
+		return
+	}
+	g.dirty = true
+	select {
+	case g.publishKick <- struct{}{}:
+	default:
+	}
+}
+
+// publishInterval is the shortest time between two snapshots built for
+// network events: short next to any propagation delay.
+const publishInterval = 5 * time.Millisecond
+
+func (g *Gossip) publisher() {
+	defer g.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.publishKick:
+		case <-g.ctx.Done():
+			return
+		}
+		g.mu.Lock()
+		if g.dirty {
+			g.publishLocked()
+		}
+		g.mu.Unlock()
+		t.Reset(publishInterval)
+		select {
+		case <-t.C:
+		case <-g.ctx.Done():
+			return
+		}
+	}
+}
+
 // publishLocked hands the catalog a snapshot of every member.
 func (g *Gossip) publishLocked() {
+	g.dirty = false
 	now := time.Now()
 	members := make([]catalog.Member, 0, len(g.peers)+1)
 	counts := map[catalog.MemberStatus]int{}
@@ -742,6 +799,24 @@ func (g *Gossip) applyRecordLocked(w *wireRecord, now time.Time) (applied, outru
 
 // ---- dissemination ----
 
+// maxPullsPerTick bounds the pulls one node sends per maintenance tick, so
+// that a node that fell behind on many records (after a partition, or while
+// many nodes join at once) does not open dozens of streams at once; push/pull
+// repairs the rest.
+const maxPullsPerTick = 2
+
+// pullDelay is how long to wait for an announced record before pulling it: a
+// record that travels by broadcast normally arrives well within 4 PullDelay,
+// a large one is pushed over streams and should arrive within PullDelay.
+// Jitter spreads the pulls of many nodes.
+func (g *Gossip) pullDelay(big bool) time.Duration {
+	d := g.cfg.PullDelay
+	if !big {
+		d *= 4
+	}
+	return d + rand.N(d)
+}
+
 // maxBroadcast is the largest message that rides in gossip packets: the
 // packet size less memberlist's framing, label and encryption overhead.
 func (g *Gossip) maxBroadcast() int { return g.cfg.PacketSize - 128 }
@@ -752,7 +827,15 @@ func (g *Gossip) disseminate(w wireRecord, from string) {
 	w.From = ""
 	w.Fwd = false
 	msg := mustEncode(msgRecord, &w)
-	if len(msg) <= g.maxBroadcast() {
+	big := len(msg) > g.maxBroadcast()
+	if w.Record.Node == g.cfg.NodeName {
+		g.mu.Lock()
+		if w.Record.Version == g.local.rec.Version {
+			g.local.big = big
+		}
+		g.mu.Unlock()
+	}
+	if !big {
 		g.queue.QueueBroadcast(&namedBroadcast{name: "r/" + w.Record.Node, msg: msg})
 		return
 	}
@@ -891,7 +974,10 @@ func (g *Gossip) maintain() {
 					p.want = 0
 					continue
 				}
-				p.pullAt = now.Add(2 * g.cfg.PullDelay)
+				if len(pulls) >= maxPullsPerTick {
+					continue // next tick: pulls are a repair path, not a flood
+				}
+				p.pullAt = now.Add(g.pullDelay(true))
 				pulls = append(pulls, pull{to: p.node, req: pullRequest{From: g.cfg.NodeName, Node: p.name, Have: have}})
 			}
 		}
@@ -907,7 +993,7 @@ func (g *Gossip) maintain() {
 			}
 		}
 		if changed {
-			g.publishLocked()
+			g.changedLocked()
 		}
 		g.mu.Unlock()
 		for _, p := range pulls {
@@ -1039,7 +1125,7 @@ func (g *Gossip) onLocalSuspect(node string) {
 		p.suspectUntil = now.Add(g.maxSuspicion())
 		n = &notice{Node: node, Epoch: p.meta.Epoch, From: g.cfg.NodeName}
 		g.log.Info("gossip member suspected: probe failed", "node", node)
-		g.publishLocked()
+		g.changedLocked()
 	}
 	g.mu.Unlock()
 	if n != nil {
@@ -1052,7 +1138,7 @@ func (g *Gossip) markDownLocked(p *peer, now time.Time) *notice {
 	p.downEpoch = p.meta.Epoch
 	g.metrics.down.Inc()
 	g.log.Warn("gossip member failed: probe failed and its gossip port refused connections", "node", p.name)
-	g.publishLocked()
+	g.changedLocked()
 	return &notice{Node: p.name, Epoch: p.meta.Epoch, From: g.cfg.NodeName}
 }
 
@@ -1124,7 +1210,7 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, kind int) {
 		}
 		if p.meta.Version > have && p.meta.Version > p.want {
 			p.want = p.meta.Version
-			p.pullAt = now.Add(g.cfg.PullDelay)
+			p.pullAt = now.Add(g.pullDelay(p.meta.Big))
 		}
 	case evLeave:
 		if p.alive {
@@ -1136,7 +1222,7 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, kind int) {
 		p.want = 0
 		g.log.Info("gossip member gone", "node", n.Name, "status", string(p.status(now)))
 	}
-	g.publishLocked()
+	g.changedLocked()
 }
 
 const (
@@ -1189,7 +1275,7 @@ func (g *Gossip) onRecord(w *wireRecord) {
 		self = g.localWireLocked()
 	}
 	if applied && g.peers[w.Record.Node].known {
-		g.publishLocked()
+		g.changedLocked()
 	}
 	g.mu.Unlock()
 	switch {
@@ -1229,6 +1315,7 @@ func (g *Gossip) onPull(req *pullRequest) {
 	}
 	g.mu.Unlock()
 	if w == nil || node.Name == "" {
+		g.log.Debug("gossip pull not answered", "from", req.From, "node", req.Node, "have", req.Have, "known_requester", node.Name != "", "newer", w != nil)
 		return
 	}
 	w.From = g.cfg.NodeName
@@ -1276,7 +1363,7 @@ func (g *Gossip) onNotice(t msgType, n *notice) {
 		g.log.Info("gossip member failed, as reported", "node", n.Node, "by", n.From)
 	}
 	if fresh {
-		g.publishLocked()
+		g.changedLocked()
 	}
 	g.mu.Unlock()
 	if fresh {
@@ -1315,7 +1402,7 @@ func (g *Gossip) mergeState(s *pushState) {
 		self = g.localWireLocked()
 	}
 	if changed {
-		g.publishLocked()
+		g.changedLocked()
 	}
 	g.mu.Unlock()
 	if outrun {
@@ -1346,6 +1433,7 @@ func (g *Gossip) nodeMeta() []byte {
 		Epoch:   g.local.epoch,
 		Server:  g.local.rec.Server,
 		Leaving: g.local.leaving,
+		Big:     g.local.big,
 	}
 	g.mu.Unlock()
 	return encodeMeta(&m)

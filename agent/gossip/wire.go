@@ -131,6 +131,9 @@ type nodeMeta struct {
 	Epoch   uint64 `msgpack:"e"`
 	Server  bool   `msgpack:"s,omitempty"`
 	Leaving bool   `msgpack:"l,omitempty"`
+	// Big is set when the record does not fit in a packet: it travels over
+	// streams, and a node that misses it pulls it sooner.
+	Big bool `msgpack:"b,omitempty"`
 }
 
 // message is one decoded message: Type tells which field is set.

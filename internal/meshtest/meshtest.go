@@ -364,7 +364,7 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string) 
 }
 
 // LogBuffer is an io.Writer that keeps what a node logged, for assertions.
-// It keeps the last 5000 lines.
+// It keeps at least the last 5000 lines.
 type LogBuffer struct {
 	mu    sync.Mutex
 	lines []string
@@ -388,7 +388,9 @@ func (b *LogBuffer) Write(p []byte) (int, error) {
 		}
 		b.lines = append(b.lines, strings.TrimRight(line, "\n"))
 	}
-	if len(b.lines) > maxLogLines {
+	if len(b.lines) > 2*maxLogLines {
+		// Trim in chunks, so that a busy logger does not copy the buffer on
+		// every line.
 		b.lines = append([]string(nil), b.lines[len(b.lines)-maxLogLines:]...)
 	}
 	return len(p), nil

@@ -3,8 +3,6 @@ package meshtest
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"os"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/meshwork/meshwork/agent/gossip"
 )
 
 // Network is a fabric that gossip transports are created on, with fault
@@ -142,15 +141,11 @@ func NewLoopbackNetwork() *LoopbackNetwork {
 
 // NewTransport binds 127.0.0.1 on a free port.
 func (n *LoopbackNetwork) NewTransport(name string) (memberlist.NodeAwareTransport, error) {
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{"127.0.0.1"},
-		BindPort:  0,
-		Logger:    log.New(io.Discard, "", 0),
-	})
+	nt, err := gossip.NewNetTransport("127.0.0.1", 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("meshtest: loopback transport for %s: %w", name, err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))
+	addr := nt.Addr()
 	n.mu.Lock()
 	if old, ok := n.byName[name]; ok {
 		delete(n.byAddr, old)
@@ -185,7 +180,7 @@ func (n *LoopbackNetwork) Close() { n.once.Do(func() { close(n.stop) }) }
 
 // faultTransport is a NetTransport that drops what crosses a cut link.
 type faultTransport struct {
-	*memberlist.NetTransport
+	*gossip.NetTransport
 	n    *LoopbackNetwork
 	name string
 }
