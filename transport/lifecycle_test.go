@@ -211,3 +211,6 @@ func TestParseID(t *testing.T) {
 		})
 	}
 }
+
+// The gossip catalog is what the transport reads.
+var _ Catalog = (*catalog.Store)(nil)

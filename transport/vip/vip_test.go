@@ -174,3 +174,10 @@ func TestConcurrentReads(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// The DNS server's VIPResolver, restated so that this package need not
+// import it.
+var _ interface {
+	VIP(service string) (netip.Addr, bool)
+	ServiceAt(ip netip.Addr) (string, bool)
+} = (*Allocator)(nil)
