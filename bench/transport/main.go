@@ -13,10 +13,14 @@
 //     one quic-go stream on this machine (same TLS, same buffers, same
 //     quic-go configuration, measured in this process);
 //  3. new TCP connections per second (connect, one byte each way, close);
-//  4. the agents' RSS and CPU during the 1,000 req/s run (from /proc).
+//  4. the RSS and CPU of each path's two proxy processes during the
+//     1,000 req/s run, and their CPU per GB during the iperf3 run (from
+//     /proc), beside the CPU per GB of the raw quic-go stream.
 //
-// It writes its configs to a temporary directory, starts every process
-// itself and stops each by its PID. Every load is bounded in time.
+// Each agent runs with GOMAXPROCS=1 (-agent-gomaxprocs): the two agents,
+// which normally run on two hosts, share this machine's cores with the load
+// generators. It writes its configs to a temporary directory, starts every
+// process itself and stops each by its PID. Every load is bounded in time.
 //
 //	scripts/deps.sh bench   # stunnel4, haproxy, iperf3, fortio
 //	go run ./bench/transport
