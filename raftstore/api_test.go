@@ -183,3 +183,28 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMountRPCAndExchange(t *testing.T) {
+	c := MakeTestCluster(t, 3)
+	for _, s := range c.Servers() {
+		s.Node.MountRPC("POST /rpc/v1/test/echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			st, ok := PeerTLS(r)
+			if !ok || len(st.PeerCertificates) == 0 {
+				http.Error(w, `{"error":"no peer","code":"forbidden"}`, http.StatusForbidden)
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			w.Write([]byte(st.PeerCertificates[0].Subject.CommonName + ":" + string(b)))
+		}))
+	}
+	cl := c.AddClient("caller")
+	ctx := ctxT(t, 20*time.Second)
+	status, body, err := cl.Node.RPC().Exchange(ctx, "POST", "/rpc/v1/test/echo", []byte("hi"), CallOptions{})
+	if err != nil || status != 200 || string(body) != "caller:hi" {
+		t.Fatalf("Exchange = %d %q %v", status, body, err)
+	}
+	status, body, err = cl.Node.RPC().Exchange(ctx, "GET", "/rpc/v1/kv/nope", nil, CallOptions{})
+	if err != nil || status != 404 || !strings.Contains(string(body), `"code":"not_found"`) {
+		t.Fatalf("Exchange of an error answer = %d %q %v", status, body, err)
+	}
+}

@@ -70,6 +70,8 @@ type RemoteError struct {
 	Code string `json:"code"`
 	// Message is the server's explanation.
 	Message string `json:"error"`
+	// Status is the HTTP status of the answer; 0 when not from one.
+	Status int `json:"-"`
 }
 
 func (e *RemoteError) Error() string { return e.Message }

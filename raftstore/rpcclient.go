@@ -276,7 +276,27 @@ func readRemoteError(resp *http.Response) *RemoteError {
 	if re.Code == "" {
 		re.Code = "internal"
 	}
+	re.Status = resp.StatusCode
 	return &re
+}
+
+// Exchange sends one call as Do does (failover, leader redirects, waiting
+// out elections) and returns the final answer's status and body whatever
+// the status; err is for calls no server answered. It suits callers that
+// read error answers themselves, such as the CA's RPC client.
+func (c *RPCClient) Exchange(ctx context.Context, method, path string, body []byte, opts CallOptions) (int, []byte, error) {
+	resp, err := c.Do(ctx, method, path, body, opts)
+	if err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) && re.Status != 0 {
+			b, _ := json.Marshal(re)
+			return re.Status, b, nil
+		}
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, b, err
 }
 
 // CallJSON sends in (when not nil) as JSON and decodes the answer into out
