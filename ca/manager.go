@@ -420,6 +420,15 @@ func (m *Manager) ClientTLSConfig() *tls.Config {
 	}
 }
 
+// TrustPool returns the roots of the current bundle (nil before the first),
+// for TLS code that keeps its own trust list (keytls AddTrust).
+func (m *Manager) TrustPool() *x509.CertPool {
+	if b := m.bundle.Load(); b != nil {
+		return b.pool
+	}
+	return nil
+}
+
 // Bundle returns the current trust bundle, or nil before the first.
 func (m *Manager) Bundle() *Bundle { return m.bundle.Load() }
 
