@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,9 +196,9 @@ func TestRestartKeepsLeaf(t *testing.T) {
 	}
 	// A saved leaf of another node is ignored.
 	m3 := c.newManager("app-2", func(mc *ManagerConfig) { mc.DataDir = dir }, nil, fixed(rs.addr))
-	if err := m3.Start(context.Background()); err == nil {
+	if err := m3.Start(context.Background()); !errors.Is(err, ErrNoCredentials) {
 		m3.Close()
-		t.Fatal("a manager for app-2 started on app-1's saved leaf")
+		t.Fatalf("a manager for app-2 on app-1's saved leaf: Start = %v, want ErrNoCredentials", err)
 	}
 }
 

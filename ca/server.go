@@ -634,9 +634,8 @@ func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateReq
 		validity{now: now, lifetime: s.cfg.LeafTTL, backdate: backdateFor(s.cfg.LeafTTL)},
 	)
 	if err != nil {
-		if errors.Is(err, ErrBadRequest) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrTrustDomain) {
-			return nil, fmt.Errorf("ca: sign: %w", err)
-		}
+		// The mesh's own validators' errors (ErrBadRequest, ErrUnauthorized,
+		// ErrTrustDomain) come through smallstep's wrapping intact.
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
 	rec := leafRecord{
