@@ -124,3 +124,26 @@ func slowestTasks(out string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+var taskHeader = regexp.MustCompile(`(?m)^(TASK|RUNNING HANDLER) \[(.*?)\] \*+$`)
+var hostResult = regexp.MustCompile(`(?m)^(ok|changed|skipping|failed|fatal): \[([^\]]+)\]`)
+
+// taskResults returns, for the task named name, each host's result (ok,
+// changed, skipping, failed or fatal) in a playbook's output.
+func taskResults(out, name string) map[string]string {
+	res := map[string]string{}
+	heads := taskHeader.FindAllStringSubmatchIndex(out, -1)
+	for i, h := range heads {
+		if out[h[4]:h[5]] != name {
+			continue
+		}
+		end := len(out)
+		if i+1 < len(heads) {
+			end = heads[i+1][0]
+		}
+		for _, m := range hostResult.FindAllStringSubmatch(out[h[1]:end], -1) {
+			res[m[2]] = m[1]
+		}
+	}
+	return res
+}

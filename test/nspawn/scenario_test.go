@@ -177,7 +177,9 @@ func TestBootedHosts(t *testing.T) {
 	}
 	// The Raft leader check is part of the role's health check once the
 	// binary has the command it runs.
-	if exec.Command(v1, "operator", "raft", "list-peers", "--help").Run() == nil {
+	raftCheck := false
+	if help, err := exec.Command(v1, "operator", "raft", "list-peers", "--help").Output(); err == nil && strings.Contains(string(help), "list-peers") {
+		raftCheck = true
 		vars["meshwork_health_check_raft"] = true
 	} else {
 		t.Logf("SKIPPED Raft leader health check: %s has no `operator raft list-peers`", ver1)
@@ -212,6 +214,15 @@ func TestBootedHosts(t *testing.T) {
 	for host, r := range recap {
 		if r.Changed == 0 {
 			t.Errorf("install: %s reports changed=0 on a fresh host", host)
+		}
+	}
+	if raftCheck {
+		// A fresh cluster gets its leader when the third server joins: the
+		// first two skip the check, the third waits for the leader.
+		got := taskResults(out, "meshwork : Wait until Raft has a leader")
+		want := map[string]string{"mw-nsp-1": "skipping", "mw-nsp-2": "skipping", "mw-nsp-3": "ok", "mw-nsp-4": "skipping"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("install: Raft leader check results %v, want %v", got, want)
 		}
 	}
 
@@ -251,6 +262,7 @@ func TestBootedHosts(t *testing.T) {
 	end()
 	stopWatch()
 	requireRun("upgrade", out, recap, err)
+	upgradeOut := out
 	c.checkRollingOrder(ver2)
 	for _, w := range watchers {
 		w.check(t, hostCount)
@@ -273,6 +285,45 @@ func TestBootedHosts(t *testing.T) {
 	for _, h := range c.hosts {
 		c.waitMembers(ctx, h, hostCount)
 	}
+	if raftCheck {
+		// During the upgrade every server restarted; each waited for a leader.
+		got := taskResults(upgradeOut, "meshwork : Wait until Raft has a leader")
+		for _, h := range c.hosts[:3] {
+			if got[h.Name] != "ok" {
+				t.Errorf("upgrade: Raft leader check on %s: %q, want ok", h.Name, got[h.Name])
+			}
+		}
+	}
+
+	// 4. A configuration the agent would refuse never reaches the host, and
+	// the running agent is left alone.
+	bad := map[string]any{}
+	for k, v := range vars {
+		bad[k] = v
+	}
+	bad["meshwork_log_level"] = "verbose"
+	client := c.hosts[hostCount-1]
+	pids = c.mainPIDs()
+	end = tm.Phase("playbook: refused config")
+	out, recap, err = c.playbook(ctx, repo, inv, bad, "--limit", client.Name)
+	end()
+	noSecrets("refused config", out)
+	if err == nil || recap[client.Name].Failed != 1 {
+		t.Errorf("a playbook with log_level verbose succeeded (%v, %+v)\n%s", err, recap[client.Name], out)
+	}
+	if r := taskResults(out, "meshwork : Render the agent configuration")[client.Name]; r != "failed" && r != "fatal" {
+		t.Errorf("the config template's validate did not refuse log_level verbose (result %q)\n%s", r, out)
+	}
+	if !strings.Contains(out, "log_level") {
+		t.Errorf("the refusal does not name the key log_level:\n%s", out)
+	}
+	if got := client.SSH("grep -c verbose /etc/meshwork/meshwork.yaml || true"); strings.TrimSpace(got) != "0" {
+		t.Errorf("the refused configuration reached /etc/meshwork/meshwork.yaml")
+	}
+	if after := c.mainPIDs(); fmt.Sprint(after) != fmt.Sprint(pids) {
+		t.Errorf("a refused configuration restarted agents: main PIDs %v, then %v", pids, after)
+	}
+	c.checkService(client, ver2)
 }
 
 // checkClientCerts asserts every client has a certificate for its node
