@@ -74,7 +74,7 @@ func newCluster(t *testing.T) *cluster {
 // server starts a CA server named node; mod may change its config and deps.
 func (c *cluster) server(node string, mod func(*ServerConfig, *ServerDeps)) *Server {
 	c.t.Helper()
-	cfg := ServerConfig{TrustDomain: testTD, Node: node, StateKey: c.key, LeafTTL: time.Hour, RotationCheck: 50 * time.Millisecond, RetireGrace: 300 * time.Millisecond}
+	cfg := ServerConfig{TrustDomain: testTD, Node: node, StateKey: c.key, LeafTTL: time.Hour, RotationCheck: 50 * time.Millisecond, RetireGrace: 2 * time.Second}
 	deps := ServerDeps{State: c.state, Logger: testLogger(c.t), PeerTLS: testPeerTLS}
 	if mod != nil {
 		mod(&cfg, &deps)
