@@ -2,7 +2,6 @@ package agent
 
 import (
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/meshwork/meshwork/agent/gossip"
@@ -21,12 +20,6 @@ func timeUntil(t time.Time) time.Duration {
 	}
 	return 0
 }
-
-// Node meta keys other components read from a member's record.
-const (
-	// MetaRaftPort is the server port of a server agent.
-	MetaRaftPort = "raft_port"
-)
 
 // buildMembership makes the gossip layer and the local-state manager, which
 // publishes this node's record through gossip.
@@ -60,10 +53,6 @@ func (a *Agent) buildMembership() error {
 	}
 	a.gossip = g
 
-	meta := map[string]string{}
-	if a.cfg.Server && a.cfg.Ports.Raft > 0 {
-		meta[MetaRaftPort] = strconv.Itoa(a.cfg.Ports.Raft)
-	}
 	tunnelPort := 0
 	if a.cfg.Ports.Tunnel > 0 {
 		tunnelPort = a.cfg.Ports.Tunnel
@@ -75,7 +64,6 @@ func (a *Agent) buildMembership() error {
 			Addr:       a.cfg.Advertise,
 			TunnelPort: tunnelPort,
 			Server:     a.cfg.Server,
-			Meta:       meta,
 		},
 		Services: a.cfg.AllServices(),
 	}, local.Deps{

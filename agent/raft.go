@@ -49,6 +49,15 @@ func (a *Agent) buildRaft() error {
 		return err
 	}
 	a.raft = n
+	// Servers publish their Raft port and bootstrap_expect in the node
+	// record, which is how the others find them and agree to bootstrap.
+	if meta := raftstore.MemberMeta(rc); len(meta) > 0 {
+		info := a.local.NodeInfo()
+		info.Meta = meta
+		if err := a.local.SetNodeInfo(info); err != nil {
+			return err
+		}
+	}
 	if err := n.RegisterAPI(a.http.Mount); err != nil {
 		return err
 	}
