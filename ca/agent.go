@@ -33,16 +33,21 @@ type AgentDeps struct {
 	// State is the replicated state (embedded provider). Required unless
 	// the provider is step-ca.
 	State StateStore
-	// RPC reaches the servers' RPC port from a client agent (embedded
-	// provider): raftstore's RPC client behind an RPCDoer. Required on
-	// client agents with the embedded provider unless Servers is set.
-	RPC RPCDoer
-	// Servers lists server RPC addresses for the built-in RPC transport,
-	// used when RPC is nil.
+	// Servers lists server RPC addresses for the built-in RPC transport
+	// (raftca.Servers). Client agents with the embedded provider need it or
+	// RPC.
 	Servers func(ctx context.Context) ([]string, error)
+	// RPC, when set, carries the CA's RPCs instead of the built-in
+	// transport (see RPCDoer): fine for bootstrap, but a transport that pools
+	// connections may renew over a connection opened with another client
+	// certificate; prefer Servers with RPCTLS.
+	RPC RPCDoer
 	// ClientCertificate is presented by the built-in RPC transport at
 	// bootstrap (see RPCClientConfig.ClientCertificate). Optional.
 	ClientCertificate func() (*tls.Certificate, error)
+	// RPCTLS is the client TLS config of the server port for the built-in
+	// transport (see RPCClientConfig.TLS; raftca.ClientTLS). Optional.
+	RPCTLS func() *tls.Config
 	// PeerTLS, LiveNodes and AuthorizeServices are passed to the Server
 	// (see ServerDeps). Optional.
 	PeerTLS           func(*http.Request) (tls.ConnectionState, bool)
@@ -118,7 +123,8 @@ func NewAgent(cfg Config, deps AgentDeps) (*Agent, error) {
 		if deps.State == nil {
 			return nil, fmt.Errorf("ca: %w: AgentDeps.State is required (the trust bundle comes from it)", ErrInvalidConfig)
 		}
-		cl, err := NewRPCClient(RPCClientConfig{TrustDomain: cfg.TrustDomain, Do: deps.RPC, Servers: deps.Servers, ClientCertificate: deps.ClientCertificate})
+		cl, err := NewRPCClient(RPCClientConfig{TrustDomain: cfg.TrustDomain, Do: deps.RPC, Servers: deps.Servers,
+			ClientCertificate: deps.ClientCertificate, TLS: deps.RPCTLS})
 		if err != nil {
 			return nil, err
 		}

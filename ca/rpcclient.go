@@ -32,6 +32,15 @@ type RPCClientConfig struct {
 	// mesh leaf (bootstrap), for an RPC port that requires a client
 	// certificate (raftstore's keytls leaf). Optional.
 	ClientCertificate func() (*tls.Certificate, error)
+	// TLS, when set, gives the client TLS config of the server port (for
+	// raftstore: its keytls ClientConfig, which authenticates servers by the
+	// cluster key and the trust added to it). It then decides whom to trust
+	// instead of the bundle; the bootstrap token's root pin is still checked
+	// against the roots the server serves. For a renewal the CA replaces its
+	// client certificate with the current leaf: every call is a new
+	// connection, so the renewal is always authenticated by the leaf it
+	// renews. Optional.
+	TLS func() *tls.Config
 
 	// Do, when set, replaces the built-in transport (and Servers, Timeout,
 	// DialContext, ClientCertificate): requests go through an RPC client
@@ -201,6 +210,9 @@ func (c *RPCClient) pinnedRoots(ctx context.Context, addr, pin string) (*Bundle,
 	var bj BundleJSON
 	insecure := &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{RPCALPN}, InsecureSkipVerify: true} //nolint:gosec // only a root matching the pin is kept
 	c.bootstrapCert(insecure)
+	if c.cfg.TLS != nil {
+		insecure = c.cfg.TLS()
+	}
 	if err := c.do(ctx, addr, http.MethodGet, RPCPathRoots, nil, insecure, &bj); err != nil {
 		return nil, err
 	}
@@ -217,8 +229,16 @@ func (c *RPCClient) pinnedRoots(ctx context.Context, addr, pin string) (*Bundle,
 }
 
 // tlsConfig verifies the server against bundle (SPIFFE style: the chain and
-// the trust domain, not a host name) and presents cur when set.
+// the trust domain, not a host name), or as RPCClientConfig.TLS does, and
+// presents cur when set.
 func (c *RPCClient) tlsConfig(bundle *Bundle, cur *tls.Certificate) *tls.Config {
+	if c.cfg.TLS != nil {
+		cfg := c.cfg.TLS().Clone()
+		if cur != nil {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur, nil }
+		}
+		return cfg
+	}
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{RPCALPN},

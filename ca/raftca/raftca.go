@@ -7,11 +7,8 @@ package raftca
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/raftstore"
@@ -76,22 +73,39 @@ func (s state) Watch(ctx context.Context, key string, index uint64) ([]byte, uin
 	}
 }
 
+// Servers lists the server ports discovery knows, reachable ones first, for
+// ca.AgentDeps.Servers.
+func Servers(d raftstore.Discovery) func(context.Context) ([]string, error) {
+	return func(context.Context) ([]string, error) {
+		list, _ := d.Watch()
+		var up, down []string
+		for _, s := range list {
+			if s.Status.Reachable() {
+				up = append(up, s.Addr)
+			} else {
+				down = append(down, s.Addr)
+			}
+		}
+		return append(up, down...), nil
+	}
+}
+
+// ClientTLS is n's client TLS config of the server port (cluster key, plus
+// the mesh trust TrustMesh adds), for ca.AgentDeps.RPCTLS: the CA's own RPC
+// client then opens a new connection per call and presents the leaf it
+// renews.
+func ClientTLS(n *raftstore.Node) func() *tls.Config {
+	return func() *tls.Config { return n.TLS().ClientConfig(raftstore.ALPNRPC) }
+}
+
 // Doer returns c as a ca.RPCDoer: an error answer comes back as its status
-// and {"error","code"} body, which is how ca reads it.
+// and {"error","code"} body, which is how ca reads it. c pools its
+// connections, and a TLS client certificate belongs to a connection: a
+// renewal may then go out on a connection opened with the cluster-key leaf
+// and be refused (the agent retries). Prefer Servers with ClientTLS.
 func Doer(c *raftstore.RPCClient) ca.RPCDoer {
 	return func(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-		resp, err := c.Do(ctx, method, path, body, raftstore.CallOptions{})
-		var re *raftstore.RemoteError
-		if errors.As(err, &re) {
-			b, _ := json.Marshal(re)
-			return http.StatusBadRequest, b, nil
-		}
-		if err != nil {
-			return 0, nil, err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return resp.StatusCode, b, err
+		return c.Exchange(ctx, method, path, body, raftstore.CallOptions{})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,8 +80,14 @@ func TestCAOnRaft(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var logs syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("c1's CA log:\n%s", logs.String())
+		}
+	})
 	c1 := startAgent(t, ca.Config{TrustDomain: td, TokenFile: tokFile}, ca.AgentDeps{Node: "c1", DataDir: t.TempDir(),
-		State: raftca.State(client.Node), RPC: raftca.Doer(client.Node.RPC())})
+		State: raftca.State(client.Node), Servers: raftca.Servers(tc.Disc), RPCTLS: raftca.ClientTLS(client.Node), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	raftca.TrustMesh(client.Node, c1.Manager())
 	raftca.PresentMeshLeaf(ctxT(t, time.Minute), client.Node, c1.Manager())
 	first, _ := c1.Manager().GetCertificate(nil)
