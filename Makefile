@@ -20,7 +20,7 @@ build:
 test: unit fuzz
 
 unit:
-	scripts/deps.sh test
+	scripts/deps.sh test step
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
