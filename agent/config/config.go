@@ -297,7 +297,9 @@ func setDurPtr(p **api.Duration, v time.Duration) {
 	}
 }
 
-// defaultAdvertise picks the address to advertise for a bind address.
+// defaultAdvertise picks the address to advertise for a bind address: the
+// bind address itself, or for 0.0.0.0 the first private IPv4 address of the
+// host, else its first global unicast IPv4 address.
 func defaultAdvertise(bind string) (string, error) {
 	ip, err := netip.ParseAddr(bind)
 	if err != nil {
@@ -310,21 +312,25 @@ func defaultAdvertise(bind string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("advertise: cannot list interface addresses: %w", err)
 	}
+	var global netip.Addr
 	for _, a := range addrs {
 		pfx, err := netip.ParsePrefix(a.String())
 		if err != nil {
 			continue
 		}
-		if ip := pfx.Addr(); ip.Is4() && (ip.IsPrivate() || isBenchmarkRange(ip)) {
+		ip := pfx.Addr()
+		switch {
+		case !ip.Is4() || !ip.IsGlobalUnicast():
+		case ip.IsPrivate():
 			return ip.String(), nil
+		case !global.IsValid():
+			global = ip
 		}
 	}
-	return "", errors.New("advertise: bind is 0.0.0.0 and no private IPv4 address was found; set advertise")
-}
-
-// isBenchmarkRange reports whether ip is in 198.18.0.0/15, which test hosts use.
-func isBenchmarkRange(ip netip.Addr) bool {
-	return netip.MustParsePrefix("198.18.0.0/15").Contains(ip)
+	if global.IsValid() {
+		return global.String(), nil
+	}
+	return "", errors.New("advertise: bind is 0.0.0.0 and the host has no IPv4 address to advertise; set advertise")
 }
 
 // NewKey returns a fresh base64 key of 32 random bytes, the form of both

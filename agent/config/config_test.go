@@ -67,7 +67,7 @@ func TestMissingFileIsNotAWrongFile(t *testing.T) {
 
 func TestConfigDirMerges(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "00-agent.yaml", "node: n1\ndata_dir: /var/lib/mw\ncluster_key: "+testKey+"\nretry_join: [10.0.0.1]\nports:\n  http: 9500\n")
+	write(t, dir, "00-agent.yaml", "node: n1\nadvertise: 10.0.0.9\ndata_dir: /var/lib/mw\ncluster_key: "+testKey+"\nretry_join: [10.0.0.1]\nports:\n  http: 9500\n")
 	write(t, dir, "10-web.yaml", "service:\n  name: web\n  port: 8080\n")
 	write(t, dir, "20-more.yaml", "retry_join: [10.0.0.2]\nservices:\n  - name: api\n    port: 9090\n  - name: db\n    port: 5432\nports:\n  dns: 8601\n")
 	write(t, dir, "README.txt", "not yaml: [")
@@ -95,7 +95,7 @@ func TestConfigDirMerges(t *testing.T) {
 
 func TestValidateNamesKeyAndOrigin(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, "a.yaml", "node: n1\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\n")
+	write(t, dir, "a.yaml", "node: n1\nadvertise: 10.0.0.9\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\n")
 	write(t, dir, "b.yaml", "ports:\n  http: 70000\nbootstrap_expect: 2\nserver: true\nservices:\n  - name: web\n    port: 1\n    checks:\n      - tcp: 127.0.0.1:1\n        interval: 0s\n")
 	_, err := LoadAndValidate(nil, []string{dir}, nil)
 	if err == nil {
