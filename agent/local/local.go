@@ -150,6 +150,7 @@ type Manager struct {
 	pubStopped bool       // set by Close under pubMu
 	version    uint64
 	view       atomic.Pointer[view]
+	changed    atomic.Pointer[chan struct{}] // closed and replaced by each publication
 }
 
 type service struct {
@@ -206,6 +207,8 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		checks:   map[string]*checkRef{},
 	}
 	m.view.Store(&view{})
+	ch := make(chan struct{})
+	m.changed.Store(&ch)
 	return m, nil
 }
 
@@ -656,7 +659,16 @@ func (m *Manager) publish() {
 	m.users.reset()
 	m.deps.Publisher.SetLocal(rec)
 	m.metrics.publishes.Inc()
+	next := make(chan struct{})
+	close(*m.changed.Swap(&next))
 }
+
+// Changed returns a channel closed at the next publication: a service
+// registered, replaced, deregistered or reloaded, a change of health, or new
+// node info. Watchers (the data plane, the certificate manager's service
+// list) take the channel first, then read Services, and wait on it for the
+// change after that. It never blocks.
+func (m *Manager) Changed() <-chan struct{} { return *m.changed.Load() }
 
 func (m *Manager) recordLocked(version uint64) catalog.Record {
 	rec := catalog.Record{

@@ -588,3 +588,50 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 }
+
+// TestChangedFollowsPublications checks the watch of the data plane: the
+// channel taken before a change closes after it, Services then shows the
+// change, and a channel taken after the last change stays open.
+func TestChangedFollowsPublications(t *testing.T) {
+	f := newManager(t, Config{}, nil)
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(waitLimit):
+			t.Fatalf("Changed did not close after %s", what)
+		}
+	}
+	steps := []struct {
+		name   string
+		change func() error
+		want   int // services after the change
+	}{
+		{"register", func() error { return f.m.Register(api.ServiceDefinition{Name: "web", Port: 8080, User: "app"}) }, 1},
+		{"register another", func() error { return f.m.Register(api.ServiceDefinition{Name: "api", Port: 9090}) }, 2},
+		{"deregister", func() error { return f.m.Deregister("web") }, 1},
+		{"reload", func() error { return f.m.Reload([]api.ServiceDefinition{{Name: "db", Port: 5432}}) }, 2},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			ch := f.m.Changed()
+			if err := st.change(); err != nil {
+				t.Fatal(err)
+			}
+			wait(ch, st.name)
+			if got := len(f.m.Services()); got != st.want {
+				t.Fatalf("after %s: %d services, want %d", st.name, got, st.want)
+			}
+		})
+	}
+	quiet := f.m.Changed()
+	select {
+	case <-quiet:
+		t.Fatal("Changed closed with no publication")
+	default:
+	}
+	if err := f.m.SetNodeInfo(NodeInfo{Addr: "127.0.0.1", TunnelPort: 7948}); err != nil {
+		t.Fatal(err)
+	}
+	wait(quiet, "SetNodeInfo")
+}
