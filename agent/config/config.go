@@ -151,8 +151,15 @@ type CA struct {
 	TrustDomain string `yaml:"trust_domain"`
 	// LeafTTL is the lifetime of leaf certificates. Default: 24h.
 	LeafTTL api.Duration `yaml:"leaf_ttl"`
-	// TokenFile holds a one-time bootstrap token (`meshwork ca token`).
+	// TokenFile holds a one-time bootstrap token made on a server by
+	// `meshwork ca token <node>`. Client agents need it for their first
+	// certificate only; servers and Dev sign their own. Default: none.
 	TokenFile string `yaml:"token_file"`
+	// StateKeyFile holds the key (`meshwork ca keygen`) that seals the CA's
+	// private keys in the replicated state: servers only, the same on every
+	// server, mode 0600. Default: <data_dir>/ca/state.key, created when
+	// missing (the first server, Dev).
+	StateKeyFile string `yaml:"state_key_file"`
 	// StepCA configures the external CA when Provider is "step-ca".
 	StepCA StepCA `yaml:"step_ca"`
 }
@@ -167,6 +174,11 @@ type StepCA struct {
 	Provisioner string `yaml:"provisioner"`
 	// PasswordFile holds the provisioner's password.
 	PasswordFile string `yaml:"password_file"`
+	// KeyFile holds the provisioner's encrypted private JWK. Default: none,
+	// fetched from the CA.
+	KeyFile string `yaml:"key_file"`
+	// RootsRefresh is how often the roots are fetched again. Default: 1h.
+	RootsRefresh api.Duration `yaml:"roots_refresh"`
 }
 
 // Tunnel configures the data plane.
@@ -262,6 +274,9 @@ func (c *Config) ApplyDefaults() error {
 	setInt(&c.Raft.SnapshotThreshold, 8192)
 
 	setStr(&c.CA.Provider, "embedded")
+	if c.CA.Provider == "step-ca" {
+		setDur(&c.CA.StepCA.RootsRefresh, time.Hour)
+	}
 	setStr(&c.CA.TrustDomain, "meshwork.local")
 	setDur(&c.CA.LeafTTL, 24*time.Hour)
 

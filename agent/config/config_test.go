@@ -154,3 +154,51 @@ func FuzzLoad(f *testing.F) {
 		_ = l.Annotate(l.Validate())
 	})
 }
+
+// TestCAAndTunnelKeys checks the keys of the ca: and tunnel: sections: each
+// bad value is refused with an error naming its key, and good ones load.
+func TestCAAndTunnelKeys(t *testing.T) {
+	base := "node: n1\ndata_dir: /tmp/x\ncluster_key: " + testKey + "\nbind: 10.1.2.3\n"
+	tests := []struct {
+		name string
+		body string
+		want string // "" means valid
+	}{
+		{"state key file and token file", "ca:\n  state_key_file: /etc/mw/state.key\n  token_file: /etc/mw/token\n", ""},
+		{"step-ca with key file and refresh", "ca:\n  provider: step-ca\n  step_ca:\n    url: https://ca:9000\n    root_fingerprint: " + strings.Repeat("ab", 32) + "\n    provisioner: mesh\n    password_file: /p\n    key_file: /k\n    roots_refresh: 10m\n", ""},
+		{"step-ca without url", "ca:\n  provider: step-ca\n  step_ca:\n    root_fingerprint: " + strings.Repeat("ab", 32) + "\n    provisioner: mesh\n    password_file: /p\n", "ca.step_ca.url"},
+		{"unknown provider", "ca:\n  provider: vault\n", "ca.provider"},
+		{"leaf ttl too short", "ca:\n  leaf_ttl: 10s\n", "ca.leaf_ttl"},
+		{"vip range of its own", "tunnel:\n  vip_range: 127.241.0.0/16\n", ""},
+		{"vip range outside 127/8", "tunnel:\n  vip_range: 10.0.0.0/16\n", "tunnel.vip_range"},
+		{"vip range over 127.0.0.1", "tunnel:\n  vip_range: 127.0.0.0/12\n", "127.0.0.0/16"},
+		{"vip range holding the bind address", "bind: 127.242.0.5\ntunnel:\n  vip_range: 127.242.0.0/16\n", "contains bind"},
+		{"vip range holding the DNS address", "addresses: {dns: 127.243.0.1}\ntunnel:\n  vip_range: 127.243.0.0/16\n", "contains addresses.dns"},
+		{"default policy", "tunnel:\n  default_policy: maybe\n", "tunnel.default_policy"},
+		{"max streams", "tunnel:\n  max_streams_per_peer: 0\n", ""}, // 0 is the default
+		{"negative max streams", "tunnel:\n  max_streams_per_peer: -1\n", "tunnel.max_streams_per_peer"},
+		{"tunnel disabled", "ports:\n  tunnel: -1\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, "00-base.yaml", base)
+			write(t, dir, "10-case.yaml", tc.body)
+			l, err := LoadAndValidate(nil, []string{dir}, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("config accepted, want an error naming %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not name %q", err, tc.want)
+			}
+			if err == nil && strings.Contains(tc.body, "roots_refresh") && l.CA.StepCA.RootsRefresh.D() != 10*time.Minute {
+				t.Errorf("roots_refresh = %s", l.CA.StepCA.RootsRefresh.D())
+			}
+			if err == nil && strings.Contains(tc.body, "state_key_file") && l.CA.StateKeyFile != "/etc/mw/state.key" {
+				t.Errorf("state_key_file = %q", l.CA.StateKeyFile)
+			}
+		})
+	}
+}

@@ -164,6 +164,9 @@ func (c *Config) Validate() error {
 		if s.PasswordFile == "" {
 			bad("ca.step_ca.password_file", "is required with provider step-ca")
 		}
+		if s.RootsRefresh.D() < 0 {
+			bad("ca.step_ca.roots_refresh", "%s must not be negative", s.RootsRefresh.D())
+		}
 	default:
 		bad("ca.provider", "%q must be embedded or step-ca", c.CA.Provider)
 	}
@@ -176,6 +179,15 @@ func (c *Config) Validate() error {
 
 	if p, err := netip.ParsePrefix(c.Tunnel.VIPRange); err != nil || !netip.MustParsePrefix("127.0.0.0/8").Contains(p.Addr()) || p.Bits() < 8 || p.Bits() > 24 {
 		bad("tunnel.vip_range", "%q must be a prefix inside 127.0.0.0/8, between /8 and /24", c.Tunnel.VIPRange)
+	} else if p = p.Masked(); p.Overlaps(netip.MustParsePrefix("127.0.0.0/16")) {
+		bad("tunnel.vip_range", "%q overlaps 127.0.0.0/16, where 127.0.0.1 lives", c.Tunnel.VIPRange)
+	} else {
+		// A VIP listener on the agent's own address would shadow it.
+		for _, k := range []struct{ path, v string }{{"bind", c.Bind}, {"addresses.http", c.Addresses.HTTP}, {"addresses.dns", c.Addresses.DNS}} {
+			if ip, err := netip.ParseAddr(k.v); err == nil && p.Contains(ip) {
+				bad("tunnel.vip_range", "%q contains %s %s", c.Tunnel.VIPRange, k.path, k.v)
+			}
+		}
 	}
 	if c.Tunnel.DefaultPolicy != "allow" && c.Tunnel.DefaultPolicy != "deny" {
 		bad("tunnel.default_policy", "%q must be allow or deny", c.Tunnel.DefaultPolicy)
