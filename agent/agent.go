@@ -19,6 +19,7 @@ import (
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/agent/httpapi"
 	"github.com/meshwork/meshwork/agent/local"
+	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
 	"github.com/meshwork/meshwork/raftstore"
@@ -50,6 +51,12 @@ type Deps struct {
 	HTTPListener net.Listener
 	DNSConn      net.PacketConn
 	DNSListener  net.Listener
+	// RaftListener replaces the server port's listener (servers); the
+	// configured ports.raft must be its port, which is advertised.
+	RaftListener net.Listener
+	// TunnelConn replaces the tunnel's UDP socket; the agent does not close
+	// it.
+	TunnelConn net.PacketConn
 }
 
 // Agent is one running Meshwork agent.
@@ -59,12 +66,15 @@ type Agent struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 
-	store  *catalog.Store
-	gossip *gossip.Gossip
-	local  *local.Manager
-	dns    *dnsserver.Server
-	http   *httpapi.Server
-	raft   *raftstore.Node
+	store    *catalog.Store
+	gossip   *gossip.Gossip
+	local    *local.Manager
+	dns      *dnsserver.Server
+	http     *httpapi.Server
+	raft     *raftstore.Node
+	ca       *ca.Agent
+	tunnel   *tunnel      // nil when ports.tunnel is -1
+	services *serviceSync // hands local services to the CA and the tunnel
 
 	dnsAddr string // where DNS listens, once started
 
@@ -109,9 +119,12 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{
 		a.buildMembership,
-		a.buildDNS,
 		a.buildHTTP,
 		a.buildRaft,
+		a.buildServiceSync,
+		a.buildCA,
+		a.buildTunnel, // before DNS, which answers with its virtual IPs
+		a.buildDNS,
 	}
 	for _, b := range builders {
 		if err := b(); err != nil {
@@ -132,8 +145,10 @@ func (a *Agent) logger(component string) *slog.Logger {
 }
 
 // Start starts the components in order and returns once all are ready: gossip
-// has started, and DNS and the API are listening. When one fails, those
-// already started are closed.
+// has started, DNS and the API are listening, the tunnel socket is bound.
+// The tunnel serves once the agent holds a certificate (TunnelReady), which
+// on a client agent needs a server. When one fails, those already started
+// are closed.
 func (a *Agent) Start(ctx context.Context) error {
 	for _, c := range a.components {
 		if err := c.start(ctx); err != nil {

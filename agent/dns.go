@@ -9,7 +9,8 @@ import (
 	"github.com/meshwork/meshwork/dnsserver"
 )
 
-// buildDNS makes the DNS server over the catalog, unless ports.dns is -1.
+// buildDNS makes the DNS server over the catalog and the tunnel's virtual
+// IPs, unless ports.dns is -1.
 func (a *Agent) buildDNS() error {
 	if a.cfg.Ports.DNS < 0 && a.deps.DNSConn == nil {
 		return nil
@@ -25,11 +26,17 @@ func (a *Agent) buildDNS() error {
 	if ip, err := netip.ParseAddr(a.cfg.Addresses.DNS); err == nil && !ip.IsUnspecified() {
 		dc.AdvertiseAddr = ip
 	}
-	s, err := dnsserver.New(dc, dnsserver.Deps{
+	deps := dnsserver.Deps{
 		Catalog:    a.store,
 		Logger:     a.logger("dns"),
 		Registerer: a.reg,
-	})
+	}
+	if a.tunnel != nil {
+		// <svc>.service.<domain> answers the service's virtual IP on this
+		// host; <svc>.service.direct.<domain> the instances.
+		deps.VIPs = a.tunnel
+	}
+	s, err := dnsserver.New(dc, deps)
 	if err != nil {
 		return err
 	}

@@ -53,17 +53,13 @@ func (a *Agent) buildMembership() error {
 	}
 	a.gossip = g
 
-	tunnelPort := 0
-	if a.cfg.Ports.Tunnel > 0 {
-		tunnelPort = a.cfg.Ports.Tunnel
-	}
+	// The tunnel port is published once the tunnel serves (tunnel.go).
 	lm, err := local.New(local.Config{
 		Node:    a.cfg.Node,
 		DataDir: a.cfg.DataDir,
 		NodeInfo: local.NodeInfo{
-			Addr:       a.cfg.Advertise,
-			TunnelPort: tunnelPort,
-			Server:     a.cfg.Server,
+			Addr:   a.cfg.Advertise,
+			Server: a.cfg.Server,
 		},
 		Services: a.cfg.AllServices(),
 	}, local.Deps{

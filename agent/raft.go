@@ -5,7 +5,7 @@ import (
 	"net"
 	"strconv"
 
-	"github.com/meshwork/meshwork/ca"
+	"github.com/meshwork/meshwork/ca/raftca"
 	"github.com/meshwork/meshwork/internal/keytls"
 	"github.com/meshwork/meshwork/raftstore"
 )
@@ -25,8 +25,9 @@ func (a *Agent) buildRaft() error {
 		ClusterKey:      key,
 		Server:          a.cfg.Server,
 		BootstrapExpect: a.cfg.BootstrapExpect,
-		// The CA's sealed key material stays on the servers.
-		PrivateKV: []string{ca.KeyAuthority},
+		// The CA's sealed keys, token ledger and leaf records stay on the
+		// servers; client agents read the public bundle only.
+		PrivateKV: raftca.PrivateKV,
 	}
 	if !a.cfg.Server {
 		rc.BootstrapExpect = 0
@@ -44,6 +45,7 @@ func (a *Agent) buildRaft() error {
 		Logger:     a.logger("raft"),
 		Registerer: a.reg,
 		Discovery:  raftstore.CatalogDiscovery(a.store),
+		Listener:   a.deps.RaftListener,
 	})
 	if err != nil {
 		return err

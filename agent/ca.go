@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshwork/meshwork/ca"
+	"github.com/meshwork/meshwork/ca/raftca"
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/raftstore"
+)
+
+// buildCA makes this agent's identity from the ca: section (docs/pki.md).
+//
+//   - Servers (and --dev, a server of one) run the embedded CA over the
+//     replicated state and get their own leaf in process: they hold the CA
+//     keys, so they need no token. The first server to start creates the CA
+//     (a compare-and-set at index 0 of the state, so servers starting
+//     together make one); --dev does so at once, with a state key created in
+//     its data directory.
+//   - Client agents trade ca.token_file for their first leaf, then renew over
+//     mutual TLS on the server port with the leaf they renew.
+//   - With provider step-ca, every agent gets its leaves from step-ca.
+//
+// Every agent trusts mesh leaves on the server port besides cluster-key
+// ones (renewals are authenticated by them), and serves /v1/ca/ on the
+// local API. Servers serve the CA's RPCs on the server port, and check the
+// services a node asks to be named for against its gossip record.
+func (a *Agent) buildCA() error {
+	c := a.cfg.CA
+	cfg := ca.Config{
+		Provider:     c.Provider,
+		TrustDomain:  c.TrustDomain,
+		LeafTTL:      c.LeafTTL.D(),
+		TokenFile:    c.TokenFile,
+		StateKeyFile: c.StateKeyFile,
+		StepCA: ca.StepCAConfig{
+			URL:             c.StepCA.URL,
+			RootFingerprint: c.StepCA.RootFingerprint,
+			Provisioner:     c.StepCA.Provisioner,
+			PasswordFile:    c.StepCA.PasswordFile,
+			KeyFile:         c.StepCA.KeyFile,
+			RootsRefresh:    c.StepCA.RootsRefresh.D(),
+		},
+	}
+	deps := ca.AgentDeps{
+		Node:       a.cfg.Node,
+		DataDir:    a.cfg.DataDir,
+		Server:     a.cfg.Server,
+		Dev:        a.cfg.Dev,
+		State:      raftca.State(a.raft),
+		Logger:     a.log, // the ca package adds its own component key
+		Registerer: a.reg,
+	}
+	if a.cfg.Server || a.cfg.Dev {
+		deps.PeerTLS = raftstore.PeerTLS
+		deps.LiveNodes = liveNodes(a.store)
+		deps.AuthorizeServices = authorizeServices(a.store, serviceGossipWait)
+	} else {
+		deps.Servers = raftca.Servers(raftstore.CatalogDiscovery(a.store))
+		deps.RPCTLS = raftca.ClientTLS(a.raft)
+	}
+	ag, err := ca.NewAgent(cfg, deps)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.ca = ag
+	if h := ag.RPCHandler(); h != nil {
+		a.raft.MountRPC(ca.RPCPrefix, h)
+	}
+	raftca.TrustMesh(a.raft, ag.Manager())
+	if err := a.http.Mount("/v1/ca/", ag.APIHandler()); err != nil {
+		return err
+	}
+	// The leaf names every local service: the service list follows agent/local.
+	mgr := ag.Manager()
+	var last []string
+	a.services.add(func(svcs []localService) {
+		names := serviceNames(svcs)
+		if last != nil && slices.Equal(names, last) {
+			return
+		}
+		if err := mgr.SetServices(names); err != nil {
+			a.logger("ca").Error("local services not named on the certificate", "services", names, "err", err)
+			return
+		}
+		last = names
+	})
+	a.add("ca", ag.Start, ag.Close)
+	return nil
+}
+
+// CA is the agent's certificate authority and certificate manager.
+func (a *Agent) CA() *ca.Agent { return a.ca }
+
+// serviceGossipWait bounds how long a server waits for a node's gossip
+// record to show a service the node asks to be named for: a node asks for
+// its new leaf as soon as it registers the service, and its record takes a
+// moment to arrive.
+const serviceGossipWait = 5 * time.Second
+
+// authorizeServices lets a node be named only for services its own gossip
+// record registers (ca.AgentDeps.AuthorizeServices). It waits up to wait for
+// the record to catch up, then refuses, naming the first missing service.
+func authorizeServices(st *catalog.Store, wait time.Duration) func(node string, services []string) error {
+	return func(node string, services []string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		for {
+			snap, changed := st.Watch()
+			missing := missingServices(snap, node, services)
+			if missing == "" {
+				return nil
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				if _, ok := snap.Member(node); !ok {
+					return fmt.Errorf("node %q is not in the gossip catalog", node)
+				}
+				return fmt.Errorf("node %q does not register service %q", node, missing)
+			}
+		}
+	}
+}
+
+// missingServices returns the first of services that node's record does not
+// register, or "" when it registers them all.
+func missingServices(snap *catalog.Snapshot, node string, services []string) string {
+	m, ok := snap.Member(node)
+	for _, s := range services {
+		if !ok {
+			return s
+		}
+		found := false
+		for i := range m.Services {
+			if strings.EqualFold(m.Services[i].Name, s) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return s
+		}
+	}
+	return ""
+}
+
+// liveNodes lists the members gossip sees alive, so that a root rotation
+// waits for them only (ca.AgentDeps.LiveNodes).
+func liveNodes(st *catalog.Store) func() []string {
+	return func() []string {
+		var out []string
+		for _, m := range st.Current().Members() {
+			if m.Status == catalog.StatusAlive {
+				out = append(out, m.Node)
+			}
+		}
+		return out
+	}
+}

@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport"
+)
+
+// policyReader answers the data plane's policy questions from the replicated
+// policy, read lock-free on every call (raftstore.Node.Policy is an atomic
+// load), so a change applies to the next stream without a restart.
+type policyReader struct {
+	current  func() *policy.Set // raftstore.Node.Policy
+	fallback policy.Action
+}
+
+// newPolicyReader makes the reader; defaultPolicy is tunnel.default_policy,
+// the verdict when neither an Intention nor the IntentionDefaults document
+// decides.
+func newPolicyReader(current func() *policy.Set, defaultPolicy string) policyReader {
+	fb := policy.Deny
+	if defaultPolicy == string(policy.Allow) {
+		fb = policy.Allow
+	}
+	return policyReader{current: current, fallback: fb}
+}
+
+// Allowed implements transport.Authorizer. A caller proven to be a service
+// is judged by its service name. A caller with only a node identity (a
+// process on that node that runs as no registered service's user) has no
+// service name: it matches only Intentions whose source is "*", then the
+// IntentionDefaults document, then tunnel.default_policy. So "allow web
+// from *" admits it, and naming a source service never does.
+func (p policyReader) Allowed(src transport.Source, dst string) (bool, string) {
+	return p.current().Intentions().WithFallback(p.fallback).Allowed(src.Service, dst)
+}
+
+// SplitFor implements transport.SplitSource with the service's default
+// Split document.
+func (p policyReader) SplitFor(service string) []transport.SplitTarget {
+	return splitTargets(p.current().SplitFor(service), service)
+}
+
+// splitTargets converts a Split document of service to the data plane's
+// targets; nil for none.
+func splitTargets(sp *policy.Split, service string) []transport.SplitTarget {
+	if sp == nil || len(sp.Splits) == 0 {
+		return nil
+	}
+	target := ""
+	if s := sp.ServiceOf(service); s != service {
+		target = s
+	}
+	out := make([]transport.SplitTarget, 0, len(sp.Splits))
+	for _, s := range sp.Splits {
+		out = append(out, transport.SplitTarget{Service: target, Tags: s.Subset.Tags, Meta: s.Subset.Meta, Weight: uint32(max(s.Weight, 0))})
+	}
+	return out
+}
