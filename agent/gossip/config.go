@@ -113,6 +113,10 @@ type Config struct {
 	// fallback keeps nodes alive on networks that drop UDP, and its refused
 	// connections are the fast evidence of a dead agent.
 	DisableTCPPings bool
+	// DisableRefusalEvidence turns off the early failure of a member whose
+	// probe failed and whose gossip port refused a TCP connection; only
+	// memberlist's suspicion timer then declares failures. Default false.
+	DisableRefusalEvidence bool
 	// EnableCompression compresses packets and streams (LZW). Default false:
 	// messages are compact msgpack already, and compressing every packet
 	// costs more CPU than the bandwidth it saves.

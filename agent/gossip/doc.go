@@ -19,6 +19,23 @@
 //     new version once to a few more; pulls and keyring answers.
 //   - Push/pull (memberlist LocalState/MergeRemoteState): the records of all
 //     live nodes, the anti-entropy that repairs anything gossip missed.
+//   - Pulls: a node whose meta notice announces a version it does not hold
+//     after a grace period (PullDelay for large records, four times that for
+//     small ones, with jitter) asks the owner over a stream, at most two
+//     pulls per maintenance tick, so that many late nodes never storm one
+//     owner.
+//
+// A record therefore costs one packet-sized broadcast per change, however
+// many nodes there are, and a large one about StreamFanout streams per node;
+// nothing is sent at rest but memberlist's probes and the periodic push/pull.
+//
+// Catalog snapshots are published at once for this node's own changes
+// (SetLocal, Leave) and, for changes learned from the network, by a
+// publisher goroutine at most every 5 ms, so that a burst of events costs
+// one snapshot.
+//
+// The default transport is this package's NetTransport (UDP and TCP on one
+// port); tests and the benchmark inject others through Deps.Transport.
 //
 // Messages are msgpack (github.com/hashicorp/go-msgpack/v2, the codec
 // memberlist itself uses) with one-letter field names from the catalog's

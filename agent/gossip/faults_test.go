@@ -242,3 +242,56 @@ func TestTwoSecondStallIsNotAFailure(t *testing.T) {
 		t.Fatalf("a 2 s stall was declared a failure: %v", bad)
 	}
 }
+
+// TestTCPFallbackWhenUDPIsBlocked blocks UDP between one node and the rest:
+// the TCP fallback probe keeps it alive, and records still travel both ways
+// over streams (push/pull and pulls).
+func TestTCPFallbackWhenUDPIsBlocked(t *testing.T) {
+	c := meshtest.NewCluster(t, 4, meshtest.Options{})
+	c.WaitConverged(waitLong)
+	stop := watchStatuses(t, c, catalog.StatusFailed, catalog.StatusLeft)
+	c.DropPackets([]int{3}, c.Others(3))
+
+	v0 := setLocal(t, c.Nodes[0].Gossip, webRecord(8000, catalog.Passing))
+	v3 := setLocal(t, c.Nodes[3].Gossip, webRecord(8003, catalog.Passing))
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
+			m0, ok0 := s.Member("node-0")
+			m3, ok3 := s.Member("node-3")
+			return ok0 && ok3 && m0.Version == v0 && m3.Version == v3
+		})
+	}, "records of node-0 and node-3 to cross the UDP block")
+	// An observation window of a few suspicion timeouts of the test profile,
+	// not a synchronisation: a failure would show in the watchers.
+	<-time.After(3 * time.Second)
+	if bad := stop(); len(bad) > 0 {
+		t.Fatalf("members were declared failed although TCP worked: %v", bad)
+	}
+}
+
+// TestLargeRecordIsPulledWhenPushesStop pushes a large record with a stream
+// fanout of 1, so that the epidemic dies out early: the nodes it missed learn
+// the version from the owner's meta and pull it. Push/pull is slowed down so
+// that it cannot be what repairs them. (A chain of forwards reaches all 9
+// other nodes by chance in 0.24% of runs; then no pull is needed.)
+func TestLargeRecordIsPulledWhenPushesStop(t *testing.T) {
+	c := meshtest.NewCluster(t, 10, meshtest.Options{Config: func(_ meshtest.NodeSpec, cfg *gossip.Config) {
+		cfg.StreamFanout = 1
+		cfg.PushPullInterval = time.Hour
+	}})
+	c.WaitConverged(waitLong)
+	rec := catalog.Record{}
+	for i := range 100 {
+		rec.Services = append(rec.Services, catalog.Service{
+			ID: fmt.Sprintf("s%03d", i), Name: "bulk", Port: 20000 + i, Health: catalog.Passing,
+			Meta: map[string]string{"description": "a service with enough metadata to need a stream"},
+		})
+	}
+	v := setLocal(t, c.Nodes[0].Gossip, rec)
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
+			m, ok := s.Member("node-0")
+			return ok && m.Version == v && len(s.Passing("bulk", "")) == 100
+		})
+	}, "the large record on all 10 nodes")
+}

@@ -1066,6 +1066,9 @@ func (g *Gossip) reconnectLoop() {
 
 // onRefused records that a TCP connection to node was refused.
 func (g *Gossip) onRefused(node string) {
+	if g.cfg.DisableRefusalEvidence {
+		return
+	}
 	now := time.Now()
 	g.mu.Lock()
 	p := g.peers[node]

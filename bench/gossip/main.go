@@ -1,17 +1,21 @@
 // Command gossip benchmarks the gossip layer: N agents (default 50) in one
-// process, each on its own real UDP and TCP sockets on 127.0.0.1, running
-// the production profile (gossip.DefaultLANConfig). It measures
+// process, each on its own real UDP and TCP sockets on 127.0.0.1. It
+// measures, for Meshwork's profile (gossip.DefaultLANConfig) and, in the
+// same run, for memberlist's own LAN defaults as the comparison peer:
 //
 //	(a) registration -> every agent's catalog shows it, p50/p99;
-//	(b) kill (transport closed abruptly, no leave) -> every other agent shows
-//	    the node failed, p50/p99; and the same for a node that goes silent
-//	    (all its traffic dropped) instead of crashing;
+//	(b) kill (sockets closed abruptly, no leave, as kill -9) -> every other
+//	    agent shows the node failed, p50/p99;
+//	(b') silence (all of a node's traffic dropped, as a host that lost power
+//	    or its link) -> every other agent shows it failed;
 //	(c) steady-state gossip bytes per second per agent, counted at the
 //	    transport (payload after encryption, without IP/UDP/TCP headers);
 //
-// and counts false positives: live agents shown as failed at any time.
+// and counts false positives: live agents shown failed by any agent at any
+// time. Every wait is bounded; a trial that times out is reported as such.
 //
-//	go run ./bench/gossip -n 50 -reg 20 -kill 10 -silent 5 -steady 30s
+//	go run ./bench/gossip                  # 50 agents, both profiles
+//	go run ./bench/gossip -compare=false   # Meshwork's profile only
 package main
 
 import (
@@ -24,52 +28,110 @@ import (
 	"regexp"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
+type options struct {
+	n, reg, kill, silent int
+	steady               time.Duration
+	encrypt              bool
+	debug                bool
+}
+
 func main() {
-	n := flag.Int("n", 50, "number of agents")
-	regTrials := flag.Int("reg", 20, "registration trials")
-	killTrials := flag.Int("kill", 10, "kill trials (crash: sockets closed)")
-	silentTrials := flag.Int("silent", 5, "silent-failure trials (all traffic dropped)")
-	steady := flag.Duration("steady", 30*time.Second, "steady-state bandwidth window")
-	encrypt := flag.Bool("encrypt", true, "encrypt gossip (AES-256-GCM, as in production)")
-	maxTime := flag.Duration("max-time", 15*time.Minute, "abort after this long")
+	var o options
+	flag.IntVar(&o.n, "n", 50, "number of agents")
+	flag.IntVar(&o.reg, "reg", 20, "registration trials")
+	flag.IntVar(&o.kill, "kill", 10, "kill trials (crash: sockets closed)")
+	flag.IntVar(&o.silent, "silent", 5, "silent-failure trials (all traffic dropped)")
+	flag.DurationVar(&o.steady, "steady", 30*time.Second, "steady-state bandwidth window")
+	flag.BoolVar(&o.encrypt, "encrypt", true, "encrypt gossip (AES-256-GCM, as in production)")
+	compare := flag.Bool("compare", true, "also run memberlist's LAN defaults, the comparison peer")
+	maxTime := flag.Duration("max-time", 20*time.Minute, "abort after this long")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	flag.BoolVar(&debug, "debug", false, "on a timed-out registration, print the stale agents' logs")
+	flag.BoolVar(&o.debug, "debug", false, "log at debug level; on a timed-out registration, print the stale agents' logs")
 	flag.Parse()
+
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench/gossip:", err)
-			os.Exit(1)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench/gossip:", err)
 			os.Exit(1)
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*n, *regTrials, *killTrials, *silentTrials, *steady, *encrypt, *maxTime); err != nil {
-		pprof.StopCPUProfile()
-		fmt.Fprintln(os.Stderr, "bench/gossip:", err)
-		os.Exit(1)
+	deadline := time.Now().Add(*maxTime)
+	profiles := []profile{meshworkProfile()}
+	if *compare {
+		profiles = append(profiles, memberlistProfile())
 	}
+	var results []*result
+	for _, p := range profiles {
+		fmt.Printf("== %s: %d agents on 127.0.0.1, encrypt=%v\n", p.name, o.n, o.encrypt)
+		r, err := runProfile(p, o, deadline)
+		if err != nil {
+			pprof.StopCPUProfile()
+			fmt.Fprintln(os.Stderr, "bench/gossip:", err)
+			os.Exit(1)
+		}
+		results = append(results, r)
+	}
+	report(os.Stdout, o, results)
 }
 
-var debug bool
+// profile is a gossip configuration under test.
+type profile struct {
+	name string
+	cfg  gossip.Config
+}
 
-func logLevel() slog.Level {
-	if debug {
-		return slog.LevelDebug
-	}
-	return slog.LevelInfo
+func meshworkProfile() profile {
+	return profile{name: "meshwork (gossip.DefaultLANConfig)", cfg: gossip.DefaultLANConfig()}
+}
+
+// memberlistProfile is memberlist.DefaultLANConfig's timers, without the
+// refused-connection evidence, which memberlist does not have.
+func memberlistProfile() profile {
+	ml := memberlist.DefaultLANConfig()
+	c := gossip.DefaultLANConfig()
+	c.ProbeInterval = ml.ProbeInterval
+	c.ProbeTimeout = ml.ProbeTimeout
+	c.IndirectChecks = ml.IndirectChecks
+	c.SuspicionMult = ml.SuspicionMult
+	c.SuspicionMaxTimeoutMult = ml.SuspicionMaxTimeoutMult
+	c.AwarenessMaxMultiplier = ml.AwarenessMaxMultiplier
+	c.GossipInterval = ml.GossipInterval
+	c.GossipNodes = ml.GossipNodes
+	c.GossipToTheDeadTime = ml.GossipToTheDeadTime
+	c.RetransmitMult = ml.RetransmitMult
+	c.PushPullInterval = ml.PushPullInterval
+	c.TCPTimeout = ml.TCPTimeout
+	c.EnableCompression = ml.EnableCompression
+	c.DisableRefusalEvidence = true
+	return profile{name: "memberlist.DefaultLANConfig (comparison)", cfg: c}
+}
+
+type result struct {
+	profile              string
+	reg, kill, silent    []time.Duration
+	regTO, killTO, silTO int
+	sent, recv           []float64
+	fps                  []string
+	suspects             int
+	lag                  []time.Duration
+	events               []string
+	converge             time.Duration
 }
 
 type agent struct {
@@ -80,124 +142,88 @@ type agent struct {
 }
 
 type bench struct {
+	p        profile
+	o        options
 	net      *meshtest.LoopbackNetwork
 	key      string
-	seed     string // address of a live agent to join
+	events   *eventCounter
+	deadline time.Time
+
 	mu       sync.Mutex
+	seed     string // address of a live agent to join
 	agents   []*agent
 	gone     map[string]bool // killed or silenced on purpose
 	fps      map[string]bool // "observer saw node failed" for live nodes
 	suspects int
 	next     int
-	deadline time.Time
-	events   *eventCounter
+
+	stopWatch chan struct{}
+	watchers  sync.WaitGroup
 }
 
-// eventCounter is a slog handler that counts the agents' log messages, to
-// tell what caused a false positive.
-type eventCounter struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (e *eventCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= logLevel() }
-func (e *eventCounter) Handle(_ context.Context, r slog.Record) error {
-	msg := r.Message
-	if msg == "memberlist" {
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "detail" {
-				d := a.Value.String()
-				if len(d) > 40 {
-					d = d[:40]
-				}
-				msg += ": " + d
-			}
-			return true
-		})
-	}
-	e.mu.Lock()
-	e.n[msg]++
-	e.mu.Unlock()
-	return nil
-}
-func (e *eventCounter) WithAttrs([]slog.Attr) slog.Handler { return e }
-func (e *eventCounter) WithGroup(string) slog.Handler      { return e }
-func (e *eventCounter) count(msg string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.n[msg]
-}
-
-func run(n, regTrials, killTrials, silentTrials int, steady time.Duration, encrypt bool, maxTime time.Duration) error {
+func runProfile(p profile, o options, deadline time.Time) (*result, error) {
 	b := &bench{
-		net:      meshtest.NewLoopbackNetwork(),
-		gone:     map[string]bool{},
-		fps:      map[string]bool{},
-		deadline: time.Now().Add(maxTime),
-		events:   &eventCounter{n: map[string]int{}},
+		p: p, o: o,
+		net:       meshtest.NewLoopbackNetwork(),
+		events:    &eventCounter{n: map[string]int{}, level: logLevel(o.debug)},
+		deadline:  deadline,
+		gone:      map[string]bool{},
+		fps:       map[string]bool{},
+		stopWatch: make(chan struct{}),
 	}
 	defer b.net.Close()
-	if encrypt {
+	defer b.closeAll()
+	if o.encrypt {
 		k, err := gossip.GenerateKey()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b.key = k
 	}
-	defer b.closeAll()
-	stopWatch := make(chan struct{})
-	var watchers sync.WaitGroup
+	r := &result{profile: p.name}
 	lagStop := make(chan struct{})
 	lags := make(chan []time.Duration, 1)
 	go measureLag(lagStop, lags)
 
-	fmt.Printf("starting %d agents on 127.0.0.1 (DefaultLANConfig, encrypt=%v)...\n", n, encrypt)
 	start := time.Now()
-	for range n {
-		a, err := b.addAgent()
-		if err != nil {
-			return err
+	for range o.n {
+		if _, err := b.addAgent(); err != nil {
+			return nil, err
 		}
-		watchers.Add(1)
-		go b.watch(a, stopWatch, &watchers)
 	}
-	if err := b.waitConverged(60 * time.Second); err != nil {
-		return err
+	if err := b.waitConverged(2 * time.Minute); err != nil {
+		return nil, err
 	}
-	fmt.Printf("converged in %s\n", time.Since(start).Round(time.Millisecond))
+	r.converge = time.Since(start)
+	fmt.Printf("   converged in %s\n", r.converge.Round(time.Millisecond))
 	// Every agent registers one service, as a real node would.
 	for _, a := range b.live() {
 		if _, err := a.g.SetLocal(record(8080)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	time.Sleep(5 * time.Second) // let the registrations settle before measuring idle traffic
 
 	// (c) steady state.
-	fmt.Printf("measuring steady-state traffic for %s...\n", steady)
+	fmt.Printf("   steady-state traffic for %s...\n", o.steady)
 	before := b.stats()
 	t0 := time.Now()
-	time.Sleep(steady)
+	time.Sleep(o.steady)
 	after := b.stats()
 	secs := time.Since(t0).Seconds()
-	var sent, recv []float64
 	for name, s1 := range after {
-		s0, ok := before[name]
-		if !ok {
-			continue
+		if s0, ok := before[name]; ok {
+			r.sent = append(r.sent, float64(s1.BytesSent()-s0.BytesSent())/secs)
+			r.recv = append(r.recv, float64(s1.BytesReceived()-s0.BytesReceived())/secs)
 		}
-		sent = append(sent, float64(s1.BytesSent()-s0.BytesSent())/secs)
-		recv = append(recv, float64(s1.BytesReceived()-s0.BytesReceived())/secs)
 	}
 
 	// (a) registration.
-	fmt.Printf("registration trials: %d...\n", regTrials)
-	var regLat []time.Duration
-	regTimeouts := 0
+	fmt.Printf("   %d registration trials...\n", o.reg)
 	const regTimeout = 10 * time.Second
-	for i := range regTrials {
+	for i := range o.reg {
 		if err := b.checkTime(); err != nil {
-			return err
+			return nil, err
 		}
 		live := b.live()
 		a := live[rand.IntN(len(live))]
@@ -207,48 +233,44 @@ func run(n, regTrials, killTrials, silentTrials int, steady time.Duration, encry
 			return ok && m.Version >= v && len(m.Services) == 1 && m.Services[0].Port == 9000+i
 		})
 		if err != nil {
-			fmt.Printf("  registration trial %d: %v\n", i, err)
-			if debug {
+			fmt.Printf("   registration trial %d: %v\n", i, err)
+			if o.debug {
 				b.dumpStale(a, v)
 			}
 			d = regTimeout
-			regTimeouts++
+			r.regTO++
 		}
-		regLat = append(regLat, d)
+		r.reg = append(r.reg, d)
 		time.Sleep(200 * time.Millisecond) // space the trials out
 	}
 
 	// (b) kill: close the agent's sockets abruptly, no leave.
-	fmt.Printf("kill trials: %d...\n", killTrials)
-	var killLat []time.Duration
-	killTimeouts := 0
-	const killTimeout = 30 * time.Second
-	for i := range killTrials {
+	fmt.Printf("   %d kill trials...\n", o.kill)
+	const killTimeout = 60 * time.Second
+	for i := range o.kill {
 		if err := b.checkTime(); err != nil {
-			return err
+			return nil, err
 		}
 		victim := b.pickVictim()
 		d, err := b.timeUntilAll(killTimeout, func() { _ = victim.g.Close() }, failedCond(victim.name))
 		if err != nil {
-			fmt.Printf("  kill trial %d: %v\n", i, err)
+			fmt.Printf("   kill trial %d: %v\n", i, err)
 			d = killTimeout
-			killTimeouts++
+			r.killTO++
 		}
-		killLat = append(killLat, d)
-		if err := b.replace(stopWatch, &watchers); err != nil {
-			return err
+		r.kill = append(r.kill, d)
+		if err := b.replace(); err != nil {
+			return nil, err
 		}
 	}
 
-	// (b') silence: drop all of the agent's traffic, as a host that lost
-	// power or its link; only memberlist's suspicion timer can tell.
-	fmt.Printf("silent-failure trials: %d...\n", silentTrials)
-	var silentLat []time.Duration
-	silentTimeouts := 0
-	const silentTimeout = 60 * time.Second
-	for i := range silentTrials {
+	// (b') silence: drop all of the agent's traffic; only memberlist's
+	// suspicion timer can tell.
+	fmt.Printf("   %d silent-failure trials...\n", o.silent)
+	const silentTimeout = 90 * time.Second
+	for i := range o.silent {
 		if err := b.checkTime(); err != nil {
-			return err
+			return nil, err
 		}
 		victim := b.pickVictim()
 		var others []string
@@ -259,59 +281,76 @@ func run(n, regTrials, killTrials, silentTrials int, steady time.Duration, encry
 		}
 		d, err := b.timeUntilAll(silentTimeout, func() { b.net.Partition([]string{victim.name}, others) }, failedCond(victim.name))
 		if err != nil {
-			fmt.Printf("  silent trial %d: %v\n", i, err)
+			fmt.Printf("   silent trial %d: %v\n", i, err)
 			d = silentTimeout
-			silentTimeouts++
+			r.silTO++
 		}
-		silentLat = append(silentLat, d)
+		r.silent = append(r.silent, d)
 		_ = victim.g.Close()
 		b.net.Heal()
-		if err := b.replace(stopWatch, &watchers); err != nil {
-			return err
+		if err := b.replace(); err != nil {
+			return nil, err
 		}
 	}
-	close(stopWatch)
-	watchers.Wait()
+	close(b.stopWatch)
+	b.watchers.Wait()
 	close(lagStop)
-	lag := <-lags
+	r.lag = <-lags
 
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Printf("\nGossip benchmark: %d agents in one process, loopback UDP/TCP, DefaultLANConfig, encrypt=%v\n", n, encrypt)
-	fmt.Fprintln(w, "measure\tsamples\tp50\tp99\tmax\ttimed out\t")
-	row := func(name string, d []time.Duration, timeouts int) {
-		if len(d) == 0 {
-			return
-		}
-		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%d\t\n", name, len(d), ms(pct(d, 50)), ms(pct(d, 99)), ms(d[len(d)-1]), timeouts)
-	}
-	row("(a) registration -> all agents see it", regLat, regTimeouts)
-	row("(b) kill -> all agents see failed", killLat, killTimeouts)
-	row("(b') silence -> all agents see failed", silentLat, silentTimeouts)
-	w.Flush()
-	sort.Float64s(sent)
-	sort.Float64s(recv)
-	fmt.Printf("(c) steady state over %s, per agent: sent avg %.0f B/s, max %.0f B/s; received avg %.0f B/s, max %.0f B/s\n",
-		steady, avg(sent), last(sent), avg(recv), last(recv))
 	b.mu.Lock()
-	fmt.Printf("false positives (a live agent shown failed by any agent): %d; suspect sightings: %d\n", len(b.fps), b.suspects)
-	sort.Slice(lag, func(i, j int) bool { return lag[i] < lag[j] })
-	if len(lag) > 0 {
-		fmt.Printf("scheduling delay of a 10 ms ticker in this process (machine load): p50 %s, p99 %s, max %s\n",
-			ms(pct(lag, 50)), ms(pct(lag, 99)), ms(lag[len(lag)-1]))
-	}
-	fmt.Printf("events: down notices raised %d, memberlist departures %d, refutations %d\n",
-		b.events.count("gossip member failed: probe failed and its gossip port refused connections"),
-		b.events.count("gossip member gone"), b.events.count("gossip refuting a notice about this node"))
-	fmt.Println("most frequent log messages of all agents (names replaced by N):")
-	for _, l := range b.events.top(12) {
-		fmt.Println("  " + l)
-	}
 	for fp := range b.fps {
-		fmt.Println("  false positive:", fp)
+		r.fps = append(r.fps, fp)
 	}
+	r.suspects = b.suspects
 	b.mu.Unlock()
-	return nil
+	sort.Strings(r.fps)
+	r.events = b.events.top(8)
+	return r, nil
+}
+
+func report(out *os.File, o options, rs []*result) {
+	fmt.Fprintf(out, "\nGossip benchmark: %d agents in one process, each on its own UDP+TCP sockets on 127.0.0.1, encrypt=%v\n\n", o.n, o.encrypt)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "profile\tmeasure\tsamples\tp50\tp99\tmax\ttimed out")
+	for _, r := range rs {
+		row := func(name string, d []time.Duration, to int) {
+			if len(d) == 0 {
+				return
+			}
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%d\n", r.profile, name, len(d), ms(pct(d, 50)), ms(pct(d, 99)), ms(d[len(d)-1]), to)
+		}
+		row("(a) registration -> all see it", r.reg, r.regTO)
+		row("(b) kill -> all see failed", r.kill, r.killTO)
+		row("(b') silence -> all see failed", r.silent, r.silTO)
+	}
+	w.Flush()
+	fmt.Fprintln(out)
+	for _, r := range rs {
+		sort.Float64s(r.sent)
+		sort.Float64s(r.recv)
+		fmt.Fprintf(out, "%s:\n", r.profile)
+		fmt.Fprintf(out, "  (c) steady state over %s, per agent: sent avg %.0f B/s, max %.0f B/s; received avg %.0f B/s, max %.0f B/s\n",
+			o.steady, avg(r.sent), last(r.sent), avg(r.recv), last(r.recv))
+		fmt.Fprintf(out, "  false positives (live agent shown failed, observer+node pairs): %d; suspect sightings: %d; converged in %s\n",
+			len(r.fps), r.suspects, r.converge.Round(time.Millisecond))
+		for i, fp := range r.fps {
+			if i == 5 {
+				fmt.Fprintf(out, "    ... and %d more\n", len(r.fps)-5)
+				break
+			}
+			fmt.Fprintln(out, "    false positive:", fp)
+		}
+		sort.Slice(r.lag, func(i, j int) bool { return r.lag[i] < r.lag[j] })
+		if len(r.lag) > 0 {
+			fmt.Fprintf(out, "  machine load: a 10 ms ticker in this process fired late by p50 %s, p99 %s, max %s\n",
+				ms(pct(r.lag, 50)), ms(pct(r.lag, 99)), ms(r.lag[len(r.lag)-1]))
+		}
+		fmt.Fprintln(out, "  most frequent log messages (agent names folded):")
+		for _, e := range r.events {
+			fmt.Fprintln(out, "   ", e)
+		}
+	}
 }
 
 func record(port int) catalog.Record {
@@ -338,7 +377,7 @@ func (b *bench) addAgent() (*agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := gossip.DefaultLANConfig()
+	cfg := b.p.cfg
 	cfg.NodeName = name
 	cfg.BindAddr = "127.0.0.1"
 	cfg.BindPort = 0
@@ -353,9 +392,10 @@ func (b *bench) addAgent() (*agent, error) {
 	g, err := gossip.New(cfg, gossip.Deps{
 		Store:     store,
 		Transport: tr,
-		Logger:    slog.New(teeHandler{b.events, slog.NewTextHandler(logs, &slog.HandlerOptions{Level: logLevel()})}),
+		Logger:    slog.New(teeHandler{b.events, slog.NewTextHandler(logs, &slog.HandlerOptions{Level: logLevel(b.o.debug)})}),
 	})
 	if err != nil {
+		_ = tr.Shutdown()
 		return nil, err
 	}
 	if err := g.Start(context.Background()); err != nil {
@@ -368,12 +408,14 @@ func (b *bench) addAgent() (*agent, error) {
 		b.seed = g.Addr()
 	}
 	b.mu.Unlock()
+	b.watchers.Add(1)
+	go b.watch(a)
 	return a, nil
 }
 
 // replace starts a new agent for the one a trial took away, and waits until
 // the cluster converged again.
-func (b *bench) replace(stop chan struct{}, wg *sync.WaitGroup) error {
+func (b *bench) replace() error {
 	b.mu.Lock()
 	for _, a := range b.agents {
 		if !b.gone[a.name] {
@@ -386,12 +428,10 @@ func (b *bench) replace(stop chan struct{}, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	wg.Add(1)
-	go b.watch(a, stop, wg)
 	if _, err := a.g.SetLocal(record(8080)); err != nil {
 		return err
 	}
-	return b.waitConverged(60 * time.Second)
+	return b.waitConverged(2 * time.Minute)
 }
 
 func (b *bench) pickVictim() *agent {
@@ -416,10 +456,10 @@ func (b *bench) live() []*agent {
 	return out
 }
 
-// watch records every sighting of a live agent as failed (a false positive)
-// and counts suspect sightings, in a's catalog, until stop.
-func (b *bench) watch(a *agent, stop chan struct{}, wg *sync.WaitGroup) {
-	defer wg.Done()
+// watch records every sighting of a live agent as failed or left (a false
+// positive) and counts suspect sightings, in a's catalog.
+func (b *bench) watch(a *agent) {
+	defer b.watchers.Done()
 	suspected := map[string]bool{}
 	for {
 		snap, ch := a.store.Watch()
@@ -444,7 +484,7 @@ func (b *bench) watch(a *agent, stop chan struct{}, wg *sync.WaitGroup) {
 		}
 		select {
 		case <-ch:
-		case <-stop:
+		case <-b.stopWatch:
 			return
 		}
 	}
@@ -492,7 +532,8 @@ func (b *bench) timeUntilAll(timeout time.Duration, act func(), cond func(*catal
 	}
 	wg.Wait()
 	if len(missing) > 0 {
-		return 0, fmt.Errorf("%d agents did not see it within %s (e.g. %s)", len(missing), timeout, missing[0])
+		sort.Strings(missing)
+		return 0, fmt.Errorf("%d agents did not see it within %s (%s)", len(missing), timeout, strings.Join(missing, " "))
 	}
 	return latest.Sub(start), nil
 }
@@ -518,9 +559,9 @@ func (b *bench) waitConverged(timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no convergence within %s", timeout)
+			return fmt.Errorf("%s: no convergence within %s", b.p.name, timeout)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
 	}
 }
 
@@ -543,12 +584,132 @@ func (b *bench) closeAll() {
 	b.mu.Lock()
 	agents := append([]*agent(nil), b.agents...)
 	b.mu.Unlock()
+	select {
+	case <-b.stopWatch:
+	default:
+		close(b.stopWatch)
+	}
 	var wg sync.WaitGroup
 	for _, a := range agents {
 		wg.Add(1)
 		go func(a *agent) { defer wg.Done(); _ = a.g.Close() }(a)
 	}
 	wg.Wait()
+	b.watchers.Wait()
+}
+
+// dumpStale prints, for every agent whose catalog misses version v of a's
+// record, what it holds and the end of its log.
+func (b *bench) dumpStale(a *agent, v uint64) {
+	for _, o := range b.live() {
+		m, ok := o.store.Current().Member(a.name)
+		if ok && m.Version >= v {
+			continue
+		}
+		fmt.Printf("---- %s holds %s at version %d, want %d; %+v\n%s\n", o.name, a.name, m.Version, v, o.g.Stats(), o.logs.Tail(40))
+	}
+}
+
+// measureLag samples how late a 10 ms timer fires in this process: the
+// delay every agent's timers suffer, which shows how loaded the machine was.
+func measureLag(stop chan struct{}, out chan<- []time.Duration) {
+	var lags []time.Duration
+	const every = 10 * time.Millisecond
+	t := time.NewTimer(every)
+	next := time.Now().Add(every)
+	for {
+		select {
+		case <-stop:
+			t.Stop()
+			out <- lags
+			return
+		case <-t.C:
+			lags = append(lags, time.Since(next))
+			next = time.Now().Add(every)
+			t.Reset(every)
+		}
+	}
+}
+
+func logLevel(debug bool) slog.Level {
+	if debug {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// eventCounter is a slog handler that counts the agents' log messages, to
+// tell what caused a false positive or a slow trial.
+type eventCounter struct {
+	level slog.Level
+	mu    sync.Mutex
+	n     map[string]int
+}
+
+func (e *eventCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= e.level }
+func (e *eventCounter) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	if msg == "memberlist" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "detail" {
+				d := a.Value.String()
+				if len(d) > 48 {
+					d = d[:48]
+				}
+				msg += ": " + d
+			}
+			return true
+		})
+	}
+	e.mu.Lock()
+	e.n[msg]++
+	e.mu.Unlock()
+	return nil
+}
+func (e *eventCounter) WithAttrs([]slog.Attr) slog.Handler { return e }
+func (e *eventCounter) WithGroup(string) slog.Handler      { return e }
+
+// top returns the n most frequent messages, agent names folded together.
+func (e *eventCounter) top(n int) []string {
+	e.mu.Lock()
+	folded := map[string]int{}
+	for msg, c := range e.n {
+		folded[agentName.ReplaceAllString(msg, "agent-N")] += c
+	}
+	e.mu.Unlock()
+	type kv struct {
+		msg string
+		c   int
+	}
+	var all []kv
+	for m, c := range folded {
+		all = append(all, kv{m, c})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].c > all[j].c })
+	var out []string
+	for i := 0; i < len(all) && i < n; i++ {
+		out = append(out, fmt.Sprintf("%6d  %s", all[i].c, all[i].msg))
+	}
+	return out
+}
+
+var agentName = regexp.MustCompile(`agent-[0-9]+`)
+
+// teeHandler sends every record to two handlers.
+type teeHandler struct{ a, b slog.Handler }
+
+func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return t.a.Enabled(ctx, l) || t.b.Enabled(ctx, l)
+}
+func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	_ = t.a.Handle(ctx, r.Clone())
+	return t.b.Handle(ctx, r)
+}
+func (t teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{t.a.WithAttrs(as), t.b.WithAttrs(as)}
+}
+func (t teeHandler) WithGroup(n string) slog.Handler {
+	return teeHandler{t.a.WithGroup(n), t.b.WithGroup(n)}
 }
 
 // pct is the nearest-rank percentile of sorted d.
@@ -579,77 +740,3 @@ func last(v []float64) float64 {
 	}
 	return v[len(v)-1]
 }
-
-// measureLag samples how late a 10 ms ticker fires: the delay every agent's
-// timers suffer, which shows how loaded the machine was during the run.
-func measureLag(stop chan struct{}, out chan<- []time.Duration) {
-	var lags []time.Duration
-	const every = 10 * time.Millisecond
-	next := time.Now().Add(every)
-	t := time.NewTimer(every)
-	for {
-		select {
-		case <-stop:
-			out <- lags
-			return
-		case <-t.C:
-			lags = append(lags, time.Since(next))
-			next = time.Now().Add(every)
-			t.Reset(every)
-		}
-	}
-}
-
-type teeHandler struct{ a, b slog.Handler }
-
-func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return t.a.Enabled(ctx, l) || t.b.Enabled(ctx, l)
-}
-func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
-	_ = t.a.Handle(ctx, r.Clone())
-	return t.b.Handle(ctx, r)
-}
-func (t teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return teeHandler{t.a.WithAttrs(as), t.b.WithAttrs(as)}
-}
-func (t teeHandler) WithGroup(n string) slog.Handler {
-	return teeHandler{t.a.WithGroup(n), t.b.WithGroup(n)}
-}
-
-// dumpStale prints, for every agent whose catalog misses version v of a's
-// record, what it holds and the end of its log.
-func (b *bench) dumpStale(a *agent, v uint64) {
-	for _, o := range b.live() {
-		m, ok := o.store.Current().Member(a.name)
-		if ok && m.Version >= v {
-			continue
-		}
-		fmt.Printf("---- %s holds %s at version %d, want %d; %+v\n%s\n", o.name, a.name, m.Version, v, o.g.Stats(), o.logs.Tail(40))
-	}
-}
-
-// top returns the n most frequent messages, agent names folded together.
-func (e *eventCounter) top(n int) []string {
-	e.mu.Lock()
-	folded := map[string]int{}
-	for msg, c := range e.n {
-		folded[agentName.ReplaceAllString(msg, "agent-N")] += c
-	}
-	e.mu.Unlock()
-	type kv struct {
-		msg string
-		c   int
-	}
-	var all []kv
-	for m, c := range folded {
-		all = append(all, kv{m, c})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].c > all[j].c })
-	var out []string
-	for i := 0; i < len(all) && i < n; i++ {
-		out = append(out, fmt.Sprintf("%6d  %s", all[i].c, all[i].msg))
-	}
-	return out
-}
-
-var agentName = regexp.MustCompile(`agent-[0-9]+`)

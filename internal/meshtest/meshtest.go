@@ -273,13 +273,24 @@ func (c *Cluster) Partition(a, b []int) {
 
 // Isolate cuts node i from every other node.
 func (c *Cluster) Isolate(i int) {
-	var others []int
+	c.Partition([]int{i}, c.Others(i))
+}
+
+// DropPackets drops the UDP packets between the nodes of a and those of b,
+// and lets TCP through.
+func (c *Cluster) DropPackets(a, b []int) {
+	c.Net.DropPackets(c.names(a), c.names(b))
+}
+
+// Others returns the indexes of every node but i.
+func (c *Cluster) Others(i int) []int {
+	var out []int
 	for _, n := range c.Nodes {
 		if n.Index != i {
-			others = append(others, n.Index)
+			out = append(out, n.Index)
 		}
 	}
-	c.Partition([]int{i}, others)
+	return out
 }
 
 // Heal restores every link.

@@ -28,40 +28,66 @@ type Network interface {
 	// Partition cuts every link between a node of a and a node of b, both
 	// ways. Partitions add up until Heal.
 	Partition(a, b []string)
-	// Heal removes every partition.
+	// DropPackets drops the packets (UDP) between a and b, both ways, and
+	// lets streams (TCP) through, as a firewall that blocks UDP does.
+	DropPackets(a, b []string)
+	// Heal removes every partition and packet filter.
 	Heal()
 }
 
-// faults holds the cut links, by pair of node names.
+// faults holds the cut links and the links that drop packets, by pair of
+// node names.
 type faults struct {
-	mu  sync.RWMutex
-	cut map[[2]string]bool
+	mu        sync.RWMutex
+	cut       map[[2]string]bool
+	noPackets map[[2]string]bool
+}
+
+func addPairs(m map[[2]string]bool, a, b []string) map[[2]string]bool {
+	if m == nil {
+		m = make(map[[2]string]bool)
+	}
+	for _, x := range a {
+		for _, y := range b {
+			m[[2]string{x, y}] = true
+			m[[2]string{y, x}] = true
+		}
+	}
+	return m
 }
 
 func (f *faults) partition(a, b []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cut == nil {
-		f.cut = make(map[[2]string]bool)
-	}
-	for _, x := range a {
-		for _, y := range b {
-			f.cut[[2]string{x, y}] = true
-			f.cut[[2]string{y, x}] = true
-		}
-	}
+	f.cut = addPairs(f.cut, a, b)
+}
+
+func (f *faults) dropPackets(a, b []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noPackets = addPairs(f.noPackets, a, b)
 }
 
 func (f *faults) heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cut = nil
+	f.noPackets = nil
 }
 
+// blocked reports whether the link from -> to is cut.
 func (f *faults) blocked(from, to string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.cut[[2]string{from, to}]
+}
+
+// packetBlocked reports whether a packet from -> to is lost.
+func (f *faults) packetBlocked(from, to string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	k := [2]string{from, to}
+	return f.cut[k] || f.noPackets[k]
 }
 
 // errTimeout is what a dial across a cut link returns after its timeout, as
@@ -172,6 +198,9 @@ func (n *LoopbackNetwork) nameOf(addr string) string {
 // Partition cuts the links between a and b.
 func (n *LoopbackNetwork) Partition(a, b []string) { n.f.partition(a, b) }
 
+// DropPackets drops UDP between a and b.
+func (n *LoopbackNetwork) DropPackets(a, b []string) { n.f.dropPackets(a, b) }
+
 // Heal restores every link.
 func (n *LoopbackNetwork) Heal() { n.f.heal() }
 
@@ -190,7 +219,7 @@ func (t *faultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (t *faultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.n.f.blocked(t.name, t.n.nameOf(a.Addr)) {
+	if t.n.f.packetBlocked(t.name, t.n.nameOf(a.Addr)) {
 		return time.Now(), nil
 	}
 	return t.NetTransport.WriteToAddress(b, a)
@@ -281,6 +310,9 @@ func (n *MemNetwork) Addr(name string) string {
 // Partition cuts the links between a and b.
 func (n *MemNetwork) Partition(a, b []string) { n.f.partition(a, b) }
 
+// DropPackets drops UDP between a and b.
+func (n *MemNetwork) DropPackets(a, b []string) { n.f.dropPackets(a, b) }
+
 // Heal restores every link.
 func (n *MemNetwork) Heal() { n.f.heal() }
 
@@ -326,7 +358,7 @@ func (t *memTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	now := time.Now()
 	dst := t.n.lookup(a.Addr)
-	if dst == nil || t.n.f.blocked(t.name, dst.name) {
+	if dst == nil || t.n.f.packetBlocked(t.name, dst.name) {
 		return now, nil // lost, as UDP to a dead or unreachable host
 	}
 	p := &memberlist.Packet{
