@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -407,4 +408,27 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestClientWithoutTokenRunsWithoutTunnel starts a client agent that has
+// neither a leaf nor a token: it runs (membership, catalog, DNS), says why
+// it has no tunnel, and publishes no tunnel port.
+func TestClientWithoutTokenRunsWithoutTunnel(t *testing.T) {
+	cfg := newConfig(t, "c9", false, "127.253.0.0/16")
+	cfg.ClusterKey = config.NewKey()
+	a := startAgent(t, cfg)
+	if _, err := a.CA().Manager().Leaf(); err == nil {
+		t.Fatal("a leaf without a token")
+	}
+	select {
+	case <-a.TunnelReady():
+		t.Fatal("the tunnel serves without a certificate")
+	default:
+	}
+	if p := a.Local().NodeInfo().TunnelPort; p != 0 {
+		t.Fatalf("tunnel port %d published without a tunnel", p)
+	}
+	if !strings.Contains(a.logs.String(), "no certificate and no bootstrap token") || !strings.Contains(a.logs.String(), "meshwork ca token c9") {
+		t.Fatalf("the log does not say what is missing:\n%s", a.logs.String())
+	}
 }

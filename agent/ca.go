@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -89,7 +90,16 @@ func (a *Agent) buildCA() error {
 		}
 		last = names
 	})
-	a.add("ca", ag.Start, ag.Close)
+	a.add("ca", func(ctx context.Context) error {
+		err := ag.Start(ctx)
+		if errors.Is(err, ca.ErrNoCredentials) {
+			// Membership, the catalog, health checks and DNS work without
+			// an identity; only the tunnel needs one, and waits for it.
+			a.logger("ca").Error("no certificate and no bootstrap token: the tunnel stays down until the agent restarts with one", "err", err)
+			return nil
+		}
+		return err
+	}, ag.Close)
 	return nil
 }
 
