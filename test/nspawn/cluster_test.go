@@ -337,7 +337,10 @@ func (h *Host) stop() {
 	default:
 	}
 	if t.Failed() {
-		t.Logf("%s: console tail:\n%s", h.Name, h.consoleTail())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		journal, err := h.SSHContext(ctx, "journalctl --no-pager -o short-precise -u meshwork.service -n 60")
+		cancel()
+		t.Logf("%s: meshwork journal (%v):\n%s", h.Name, err, journal)
 	}
 	_ = h.cmd.Process.Signal(syscall.SIGTERM)
 	select {
