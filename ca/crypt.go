@@ -9,8 +9,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/meshwork/meshwork/internal/atomicfile"
 )
 
 // StateKeySize is the length of the key that seals the CA's private keys in
@@ -84,7 +85,7 @@ func LoadStateKey(path string, create bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ca: state key: %w", err)
 		}
-		if err := writeFileAtomic(path, []byte(k+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(k+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("ca: state key: %w", err)
 		}
 		b = []byte(k)
@@ -104,38 +105,6 @@ func LoadStateKey(path string, create bool) ([]byte, error) {
 		return nil, fmt.Errorf("ca: state key %s: want %d bytes in base64", path, StateKeySize)
 	}
 	return k, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, created with perm from the start so that key material is never
-// readable by others, not even for a moment.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // randRead fills b from the system's random source.

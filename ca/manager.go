@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/internal/atomicfile"
 )
 
 // TLSIdentity is what the data plane needs from the CA to run mTLS listeners
@@ -508,7 +510,7 @@ func (m *Manager) setBundle(b *Bundle) bool {
 	}
 	if m.cfg.DataDir != "" {
 		if data, err := json.Marshal(b.JSON()); err == nil {
-			if err := writeFileAtomic(filepath.Join(m.cfg.DataDir, bundleFile), data, 0o644); err != nil {
+			if err := atomicfile.Write(filepath.Join(m.cfg.DataDir, bundleFile), data, 0o644); err != nil {
 				m.log.Warn("ca bundle not saved", "err", err)
 			}
 		}
@@ -716,7 +718,7 @@ func (m *Manager) saveLeaf(ls *leafState, key *ecdsa.PrivateKey) error {
 	var b bytes.Buffer
 	_ = pem.Encode(&b, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	b.Write(EncodeCertificatesPEM(ls.chain...))
-	return writeFileAtomic(filepath.Join(m.cfg.DataDir, leafFile), b.Bytes(), 0o600)
+	return atomicfile.Write(filepath.Join(m.cfg.DataDir, leafFile), b.Bytes(), 0o600)
 }
 
 // load reads the leaf and the bundle kept in DataDir. A missing file is no

@@ -10,13 +10,14 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/meshwork/meshwork/internal/atomicfile"
 )
 
 // Keyring errors.
@@ -403,31 +404,7 @@ func (g *Gossip) persistKeyringLocked() error {
 	}
 	b, _ := json.MarshalIndent(strs, "", "  ")
 	b = append(b, '\n')
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	tmp, err := os.CreateTemp(dir, ".keyring-*")
-	if err != nil {
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename this fails harmlessly
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("%w %s: %w", ErrKeyringFile, path, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/atomicfile"
 )
 
 // stateVersion is the format version of services.json.
@@ -84,47 +85,8 @@ func (m *Manager) persistLocked(id string, def *api.ServiceDefinition) error {
 	if err != nil {
 		return fmt.Errorf("local: persist: %w", err)
 	}
-	if err := writeFileAtomic(m.statePath(), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(m.statePath(), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("local: persist: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data, mode 0600, through a temporary
-// file in the same directory and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".services-*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	// Make the rename itself durable.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

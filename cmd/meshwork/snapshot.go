@@ -7,13 +7,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -48,28 +48,8 @@ func newSnapshotSaveCmd() *cobra.Command {
 		if _, err := f.client().Do(ctx, "GET", "/v1/snapshot", nil, nil, &buf); err != nil {
 			return err
 		}
-		// Write beside the target and rename, so FILE is never half written.
-		tmp, err := os.CreateTemp(filepath.Dir(args[0]), ".snapshot-*")
-		if err != nil {
-			return err
-		}
-		defer os.Remove(tmp.Name())
-		if _, err := tmp.Write(buf.Bytes()); err != nil {
-			tmp.Close()
-			return err
-		}
-		if err := tmp.Chmod(0o600); err != nil {
-			tmp.Close()
-			return err
-		}
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-		if err := tmp.Close(); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp.Name(), args[0]); err != nil {
+		// Never half written: backups hold the CA's sealed key material.
+		if err := atomicfile.Write(args[0], buf.Bytes(), 0o600); err != nil {
 			return err
 		}
 		out := map[string]any{"file": args[0], "bytes": buf.Len()}
