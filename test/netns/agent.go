@@ -69,6 +69,10 @@ type AgentOptions struct {
 	// Server and BootstrapExpect make a Raft server.
 	Server          bool
 	BootstrapExpect int
+	// Token is a CA bootstrap token (Agent.Token on a server); it is
+	// written to a file that ca.token_file names. Empty for none: servers
+	// sign their own leaves.
+	Token string
 	// Extra is YAML appended to the generated config file.
 	Extra string
 }
@@ -101,6 +105,13 @@ func (h *Host) StartAgent(opts AgentOptions) *Agent {
 	}
 	if opts.Server {
 		fmt.Fprintf(&b, "server: true\nbootstrap_expect: %d\n", opts.BootstrapExpect)
+	}
+	if opts.Token != "" {
+		tok := filepath.Join(dir, "ca-token")
+		if err := os.WriteFile(tok, []byte(opts.Token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "ca:\n  token_file: %s\n", tok)
 	}
 	b.WriteString(opts.Extra)
 	if err := os.WriteFile(a.Config, []byte(b.String()), 0o600); err != nil {
@@ -160,4 +171,14 @@ func (a *Agent) StatusOf(node string) (string, error) {
 		return "", fmt.Errorf("%s does not list %s", a.Host.Name, node)
 	}
 	return m.Status, nil
+}
+
+// Token makes a one-time CA bootstrap token for node on this agent, which
+// must be a server whose CA is ready.
+func (a *Agent) Token(node string) (string, error) {
+	out, err := a.CLI("ca", "token", node)
+	if err != nil {
+		return "", fmt.Errorf("ca token %s: %v: %s", node, err, out)
+	}
+	return strings.TrimSpace(out), nil
 }
