@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshwork/meshwork/api"
+)
+
+// These tests run the real binary as a process: signals, sd_notify and exit
+// codes only exist there.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// meshworkBinary builds this command once per test run.
+func meshworkBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshwork-cmd-test-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "meshwork")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// loopbackAddr returns a random address in 127.0.0.0/8 (all of it is local on
+// Linux), so that an agent can use its default ports without colliding with
+// another test.
+func loopbackAddr() string {
+	return fmt.Sprintf("127.%d.%d.%d", 100+rand.IntN(100), rand.IntN(256), 1+rand.IntN(254))
+}
+
+// notifySocket listens where the agent's sd_notify messages go, as systemd
+// would, and returns the socket path and a channel of the messages.
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return path, ch
+}
+
+// expectNotify waits for a notification containing want.
+func expectNotify(t *testing.T, ch <-chan string, want string) string {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case msg, ok := <-ch:
+			if !ok {
+				t.Fatalf("notify socket closed before %q", want)
+			}
+			if strings.Contains(msg, want) {
+				return msg
+			}
+		case <-timeout:
+			t.Fatalf("no %q notification", want)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or a minute passes.
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func writeConf(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAgentProcess runs `meshwork agent` under a fake systemd: READY=1 once
+// the API answers, SIGHUP reloads services from the config directory with
+// RELOADING=1 and MONOTONIC_USEC, a broken file on reload keeps the running
+// configuration, and SIGTERM leaves with STOPPING=1 and exit status 0.
+func TestAgentProcess(t *testing.T) {
+	bin := meshworkBinary(t)
+	ip := loopbackAddr()
+	dir := t.TempDir()
+	confDir := filepath.Join(dir, "conf.d")
+	if err := os.Mkdir(confDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeConf(t, filepath.Join(confDir, "00-agent.yaml"), fmt.Sprintf(
+		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16}\n", ip, ip, ip))
+	sock, notes := notifySocket(t)
+
+	var stderr lockedBuffer
+	cmd := exec.Command(bin, "agent", "--config-dir", confDir, "--data-dir", filepath.Join(dir, "data"))
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("agent log:\n%s", stderr.String())
+		}
+	})
+
+	expectNotify(t, notes, "READY=1")
+	client := api.NewClient(ip + ":8500")
+	ctx := context.Background()
+	if _, err := client.Self(ctx); err != nil {
+		t.Fatalf("READY=1 came before the API answered: %v", err)
+	}
+
+	hasWeb := func() (bool, error) {
+		svcs, err := client.AgentServices(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range svcs {
+			if s.ID == "web" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	if ok, err := hasWeb(); err != nil || ok {
+		t.Fatalf("web registered before its file exists: %v, %v", ok, err)
+	}
+
+	writeConf(t, filepath.Join(confDir, "10-web.yaml"), "service:\n  name: web\n  port: 8080\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if msg := expectNotify(t, notes, "RELOADING=1"); !strings.Contains(msg, "MONOTONIC_USEC=") {
+		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", msg)
+	}
+	expectNotify(t, notes, "READY=1")
+	if ok, err := hasWeb(); err != nil || !ok {
+		t.Fatalf("web not registered after SIGHUP: %v, %v", ok, err)
+	}
+
+	// A broken file on reload is refused; what runs stays.
+	writeConf(t, filepath.Join(confDir, "20-bad.yaml"), "service:\n  name: api\n  prot: 80\n")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	expectNotify(t, notes, "RELOADING=1")
+	expectNotify(t, notes, "READY=1")
+	if ok, err := hasWeb(); err != nil || !ok {
+		t.Fatalf("a refused reload lost web: %v, %v", ok, err)
+	}
+	waitFor(t, "the refused reload is logged with the file and key", func() error {
+		if s := stderr.String(); !strings.Contains(s, "20-bad.yaml") || !strings.Contains(s, "service.prot") {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expectNotify(t, notes, "STOPPING=1")
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM, want status 0", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "leaving the cluster") {
+		t.Error("SIGTERM did not leave the cluster gracefully")
+	}
+}
+
+// TestBadConfigStops checks that the agent and `meshwork validate` refuse a
+// configuration with an error that names the file, the line and the key, and
+// exit non-zero.
+func TestBadConfigStops(t *testing.T) {
+	bin := meshworkBinary(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	writeConf(t, bad, "node: n1\ndata_dir: /tmp/x\nports:\n  http: 70000\n")
+	good := filepath.Join(dir, "good.yaml")
+	writeConf(t, good, "node: n1\ndata_dir: /tmp/x\nadvertise: 10.0.0.1\ncluster_key: "+strings.Repeat("A", 43)+"=\n")
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"agent refuses", []string{"agent", "--config", bad}, 1, []string{"bad.yaml:4", "ports.http", "70000"}},
+		{"validate refuses", []string{"validate", bad}, 1, []string{"bad.yaml:4", "ports.http"}},
+		{"validate names a missing file", []string{"validate", filepath.Join(dir, "nope.yaml")}, 1, []string{"nope.yaml", "not found"}},
+		{"validate accepts", []string{"validate", good}, 0, []string{"configuration is valid"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, tc.args...).CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d; output: %s", code, tc.wantCode, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output %q does not contain %q", out, w)
+				}
+			}
+		})
+	}
+}
