@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The Meshwork demo: three agents on this host, on 127.0.0.11, .12 and .13
 # with the same ports (the whole of 127/8 is local on Linux, so no root is
-# needed), a web service with two instances, and the catalog and DNS answers
-# every agent gives for it. Ctrl-C stops and removes everything.
+# needed). All three are Raft servers (bootstrap_expect 3) that share one CA
+# state key; each signs its own leaf from the mesh CA. A web service runs on
+# n2 and n3. The demo shows membership, the catalog, DNS, then an app on n1
+# calling web.service.mesh by name: n1's DNS answers a virtual IP of n1, and
+# n1's agent carries the call over QUIC with mutual TLS to the instance on n2
+# or n3. Then an Intention denies the call, and deleting it allows it again.
+# Ctrl-C stops and removes everything.
 #
 # With a terminal it waits for Ctrl-C; without one (CI) it exits after the
 # checks, non-zero if one failed.
@@ -12,6 +17,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/meshwork}
 [ -x "$BIN" ] || { echo "demo: $BIN is missing; run make build" >&2; exit 1; }
 scripts/deps.sh test >/dev/null # dig
+command -v curl >/dev/null || { echo "demo: curl is missing (apt-get install curl)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/meshwork-demo.XXXXXX)
 pids=()
@@ -28,11 +34,12 @@ trap cleanup EXIT INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-# wait_for DESC CMD... retries CMD for up to 30 s.
+# wait_for DESC CMD... retries CMD for up to 90 s (a Raft election and the
+# CA's first keys take a few seconds on a busy machine).
 wait_for() {
 	local desc=$1
 	shift
-	for _ in $(seq 1 150); do
+	for _ in $(seq 1 450); do
 		if "$@" >/dev/null 2>&1; then return 0; fi
 		sleep 0.2
 	done
@@ -44,6 +51,8 @@ go build -o "$work/hello" ./examples/hello
 
 enc=$("$BIN" keygen)
 ck=$("$BIN" keygen)
+# Every server seals the CA keys in the replicated state with the same key.
+(umask 077 && "$BIN" ca keygen >"$work/ca-state.key")
 
 step "starting three agents"
 for i in 1 2 3; do
@@ -58,6 +67,12 @@ addresses: {http: $ip, dns: $ip}
 retry_join: [127.0.0.11]
 encrypt: "$enc"
 cluster_key: "$ck"
+server: true
+bootstrap_expect: 3
+ca:
+  state_key_file: $work/ca-state.key
+tunnel:
+  vip_range: 127.24$i.0.0/16
 YAML
 	if [ "$i" != 1 ]; then
 		"$work/hello" -addr "$ip:8080" -name "web-n$i" >"$work/n$i/hello.log" 2>&1 &
@@ -97,6 +112,86 @@ done
 step "DNS: A and SRV answers from n1's local DNS server"
 run dig +noall +answer @127.0.0.11 -p 8600 web.service.mesh A
 run dig +noall +answer +additional @127.0.0.11 -p 8600 _web._tcp.service.mesh SRV
+
+step "Raft: three servers, one leader"
+wait_for "a Raft leader" bash -c "$BIN operator raft list-peers | grep -q leader"
+run "$BIN" operator raft list-peers
+
+step "identities: each agent's leaf from the mesh CA"
+for i in 1 2 3; do
+	wait_for "the leaf of n$i" "$BIN" ca cert --http-addr "127.0.0.1$i:8500"
+done
+run "$BIN" ca roots
+for i in 1 2 3; do
+	run "$BIN" ca cert --http-addr "127.0.0.1$i:8500"
+done
+
+# call asks n1's DNS for web.service.mesh, then fetches it from n1, as an app
+# on n1 would; it prints hello's answer, which names the instance.
+vip=""
+call() {
+	vip=$(dig +short @127.0.0.11 -p 8600 web.service.mesh A | head -n1)
+	[ -n "$vip" ] || return 1
+	curl -sS --max-time 5 "http://$vip:8080/"
+}
+
+step "the mesh starts closed: servers deny what no Intention allows"
+wait_for "a virtual IP for web on n1" bash -c "dig +short @127.0.0.11 -p 8600 web.service.mesh A | grep -q '^127\.241\.'"
+run dig +noall +answer @127.0.0.11 -p 8600 web.service.mesh A
+run dig +noall +answer @127.0.0.11 -p 8600 web.service.direct.mesh A
+if out=$(call 2>&1); then
+	echo "demo: the call went through with no policy: $out" >&2
+	exit 1
+fi
+echo "refused, as expected: $out"
+
+step "open the mesh: IntentionDefaults allow"
+cat >"$work/allow.yaml" <<YAML
+kind: IntentionDefaults
+name: default
+action: allow
+YAML
+run "$BIN" policy apply -f "$work/allow.yaml"
+wait_for "a call through the tunnel" call
+
+step "an app on n1 calls web.service.mesh by name, through the tunnel"
+echo "n1's DNS answers $vip, a virtual IP on n1; n1's agent carries each connection over QUIC+mTLS to n2 or n3"
+declare -A served=()
+for n in 1 2 3 4 5 6; do
+	out=$(call)
+	echo "call $n: $out"
+	case $out in
+	*web-n2*) served[n2]=1 ;;
+	*web-n3*) served[n3]=1 ;;
+	*) echo "demo: unexpected answer: $out" >&2; exit 1 ;;
+	esac
+done
+echo "instances that answered: ${!served[*]}"
+run "$BIN" catalog nodes
+
+step "an Intention denies web to every caller"
+cat >"$work/deny.yaml" <<YAML
+kind: Intention
+name: web
+sources:
+  - name: "*"
+    action: deny
+    description: web is closed for maintenance
+YAML
+run "$BIN" policy apply -f "$work/deny.yaml"
+deny_applies() { ! call >/dev/null 2>&1; }
+wait_for "the deny to apply" deny_applies
+if out=$(call 2>&1); then
+	echo "demo: the call went through despite the deny: $out" >&2
+	exit 1
+fi
+echo "refused: $out"
+grep -h 'msg="stream refused"' "$work"/n[23]/agent.log | tail -n1 | sed 's/^/receiver log: /'
+
+step "deleting the Intention allows the call again"
+run "$BIN" policy delete Intention web
+wait_for "the call to go through again" call
+run call
 
 if [ -t 0 ]; then
 	step "the mesh is running; press Ctrl-C to stop it"
