@@ -159,6 +159,11 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.started = append(a.started, c)
 		a.mu.Unlock()
 	}
+	if n, err := releaseStartupPages(); err != nil {
+		a.log.Debug("start-up pages not released", "err", err)
+	} else {
+		a.log.Debug("start-up pages released", "bytes", n)
+	}
 	a.log.Info("agent started", "node", a.cfg.Node, "advertise", a.cfg.Advertise, "server", a.cfg.Server, "version", a.deps.Version)
 	return nil
 }
