@@ -49,6 +49,7 @@ var (
 	redisN      = flag.Int("redis-requests", 100000, "redis-benchmark requests per test")
 	redisC      = flag.Int("redis-clients", 50, "redis-benchmark connections")
 	redisTests  = flag.String("redis-tests", "ping_inline,set,get,incr,lpush,lpop", "redis-benchmark tests")
+	redisSerial = flag.Int("redis-serial-requests", 20000, "requests per test of the one-connection redis-benchmark run (latency of one round trip)")
 	pgScale     = flag.Int("pg-scale", 10, "pgbench scale factor")
 	pgClients   = flag.Int("pg-clients", 8, "pgbench clients")
 	pgDuration  = flag.Duration("pg-duration", 20*time.Second, "pgbench run length per path and mode")
@@ -129,14 +130,22 @@ func run(ctx context.Context) error {
 	fmt.Printf("redis:    direct 127.0.0.1:%d, mesh %s:%d (client agent %s -> QUIC/mTLS -> server agent %s)\n", redisPort, redisVIP, redisPort, *clientIP, *serverIP)
 	fmt.Printf("postgres: direct 127.0.0.1:%d, mesh %s:%d\n", pgPort, pgVIP, pgPort)
 
-	// redis-benchmark, one run each.
-	var redisRes [2][]redisRow
+	// redis-benchmark, one run each: many connections (throughput), then one
+	// connection (the cost of one round trip).
+	var redisRes, serialRes [2][]redisRow
 	for i, host := range []string{"127.0.0.1", redisVIP} {
-		rows, err := redisBenchmark(ctx, host, redisPort)
+		rows, err := redisBenchmark(ctx, host, redisPort, *redisN, *redisC, *redisTests)
 		if err != nil {
 			return fmt.Errorf("redis-benchmark -h %s: %w", host, err)
 		}
 		redisRes[i] = rows
+	}
+	for i, host := range []string{"127.0.0.1", redisVIP} {
+		rows, err := redisBenchmark(ctx, host, redisPort, *redisSerial, 1, "ping_inline,get")
+		if err != nil {
+			return fmt.Errorf("redis-benchmark -c 1 -h %s: %w", host, err)
+		}
+		serialRes[i] = rows
 	}
 
 	// pgbench: initialise once (directly), then the TPC-B-like default and
@@ -165,17 +174,8 @@ func run(ctx context.Context) error {
 	}
 
 	fmt.Println()
-	fmt.Printf("redis-benchmark -h HOST -p %d -n %d -c %d -t %s --csv\n\n", redisPort, *redisN, *redisC, *redisTests)
-	fmt.Println("| test | direct req/s | mesh req/s | mesh/direct | direct p50 ms | mesh p50 ms | direct p99 ms | mesh p99 ms |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
-	for k, d := range redisRes[0] {
-		if k >= len(redisRes[1]) {
-			break
-		}
-		m := redisRes[1][k]
-		fmt.Printf("| %s | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", d.test, d.rps, m.rps, m.rps/d.rps, d.p50, m.p50, d.p99, m.p99)
-	}
-	fmt.Println()
+	printRedis(fmt.Sprintf("redis-benchmark -h HOST -p %d -n %d -c %d -t %s --csv", redisPort, *redisN, *redisC, *redisTests), redisRes)
+	printRedis(fmt.Sprintf("redis-benchmark -h HOST -p %d -n %d -c 1 -t ping_inline,get --csv", redisPort, *redisSerial), serialRes)
 	fmt.Printf("pgbench -h HOST -p %d -U postgres -c %d -j 2 -T %d [-S] [-C] postgres (scale %d)\n\n", pgPort, *pgClients, int(pgDuration.Seconds()), *pgScale)
 	fmt.Println("| mode | direct tps | mesh tps | mesh/direct | direct latency ms | mesh latency ms | direct connect ms | mesh connect ms |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -191,6 +191,21 @@ func run(ctx context.Context) error {
 		fmt.Printf("| %s | %.0f | %.1f MiB | %.1f |\n", name, n, float64(rss)/1024, cpu)
 	}
 	return nil
+}
+
+// printRedis prints direct and mesh results side by side.
+func printRedis(cmd string, res [2][]redisRow) {
+	fmt.Printf("%s\n\n", cmd)
+	fmt.Println("| test | direct req/s | mesh req/s | mesh/direct | direct p50 ms | mesh p50 ms | direct p99 ms | mesh p99 ms |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	for k, d := range res[0] {
+		if k >= len(res[1]) {
+			break
+		}
+		m := res[1][k]
+		fmt.Printf("| %s | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", d.test, d.rps, m.rps, m.rps/d.rps, d.p50, m.p50, d.p99, m.p99)
+	}
+	fmt.Println()
 }
 
 // procUsage reads a process's peak RSS (KiB) and CPU time (s) from /proc.
@@ -559,10 +574,10 @@ type redisRow struct {
 // redisBenchmark runs redis-benchmark once against host:port and parses its
 // CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
 // "p95_latency_ms","p99_latency_ms","max_latency_ms".
-func redisBenchmark(ctx context.Context, host string, port int) ([]redisRow, error) {
+func redisBenchmark(ctx context.Context, host string, port, requests, conns int, tests string) ([]redisRow, error) {
 	ctx, cancel := context.WithTimeout(ctx, *loadTimeout)
 	defer cancel()
-	args := []string{"-h", host, "-p", strconv.Itoa(port), "-n", strconv.Itoa(*redisN), "-c", strconv.Itoa(*redisC), "-t", *redisTests, "--csv"}
+	args := []string{"-h", host, "-p", strconv.Itoa(port), "-n", strconv.Itoa(requests), "-c", strconv.Itoa(conns), "-t", tests, "--csv"}
 	fmt.Printf("$ redis-benchmark %s\n", strings.Join(args, " "))
 	out, err := exec.CommandContext(ctx, "redis-benchmark", args...).Output()
 	if err != nil {
