@@ -175,6 +175,9 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if cfg.Node != a.cfg.Node || cfg.Bind != a.cfg.Bind || cfg.Ports != a.cfg.Ports || cfg.Server != a.cfg.Server {
 		a.log.Warn("reload: node, bind, ports and server take effect only after a restart")
 	}
+	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
+		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
+	}
 	if err := a.local.Reload(cfg.AllServices()); err != nil {
 		return fmt.Errorf("agent: reload: %w", err)
 	}
