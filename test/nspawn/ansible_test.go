@@ -56,6 +56,9 @@ func (c *Cluster) writeInventory(services map[string][]map[string]any) string {
 			"ansible_ssh_private_key_file": c.sshKey,
 			"ansible_ssh_common_args":      strings.Join(c.sshArgs()[2:], " "),
 			"meshwork_health_timeout":      180,
+			// Calls between services are allowed unless an Intention says
+			// otherwise, so that the data plane check needs no policy.
+			"meshwork_config_extra": map[string]any{"tunnel": map[string]any{"default_policy": "allow"}},
 		},
 		"children": map[string]any{
 			"servers": map[string]any{"hosts": servers},

@@ -164,6 +164,10 @@ func TestBootedHosts(t *testing.T) {
 		"mw-nsp-4": {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}},
 	}
 	inv := c.writeInventory(services)
+	// The web service itself: a plain HTTP server on the client's loopback,
+	// which only the mesh can reach from the other hosts.
+	c.hosts[hostCount-1].SSH("mkdir -p /srv/web && echo meshwork-e2e-web > /srv/web/index.html && " +
+		"systemd-run --unit=web-e2e --property=WorkingDirectory=/srv/web python3 -m http.server 8080 --bind 127.0.0.1")
 	secrets := map[string]string{
 		"meshwork_encrypt":     newKey(t),
 		"meshwork_cluster_key": newKey(t),
@@ -257,6 +261,7 @@ func TestBootedHosts(t *testing.T) {
 		c.waitMembers(ctx, h, hostCount)
 	}
 	c.checkDNS(ctx, services)
+	c.checkDataPlane(ctx)
 	c.checkUnitOnHost(c.hosts[0])
 	c.checkSandbox(c.hosts[1], probe)
 	c.checkReload(ctx, c.hosts[0])
@@ -462,6 +467,38 @@ func (c *Cluster) checkDNS(ctx context.Context, services map[string][]map[string
 		}
 		t.Logf("%s: through systemd-resolved %s.node.mesh = %s; from the agent web.service.mesh = %s",
 			h.Name, owner.Name, got, strings.Join(strings.Fields(direct), " "))
+	}
+}
+
+// checkDataPlane fetches the client's web page from every server by name,
+// as an application would: systemd-resolved, the agent's VIP, a QUIC tunnel
+// to the client's agent, its loopback. This runs the data plane inside the
+// unit's sandbox.
+func (c *Cluster) checkDataPlane(ctx context.Context) {
+	t := c.t
+	t.Helper()
+	vip, err := c.hosts[0].SSHContext(ctx, "dig +short +time=2 +tries=2 @127.0.0.1 -p 8600 web.service.mesh A")
+	if a, perr := netip.ParseAddr(strings.TrimSpace(vip)); err != nil || perr != nil || !a.IsLoopback() {
+		t.Errorf("web.service.mesh answers %q, not a VIP (%v)", strings.TrimSpace(vip), err)
+		return
+	}
+	fetch := `python3 -c "import urllib.request; print(urllib.request.urlopen('http://web.service.mesh:8080/', timeout=5).read().decode().strip())"`
+	for _, h := range c.hosts[:hostCount-1] {
+		deadline := time.Now().Add(30 * time.Second)
+		var last string
+		for {
+			got, err := h.SSHContext(ctx, fetch)
+			if err == nil && strings.TrimSpace(got) == "meshwork-e2e-web" {
+				t.Logf("%s: http://web.service.mesh:8080/ through the mesh: %q", h.Name, strings.TrimSpace(got))
+				break
+			}
+			last = fmt.Sprint(got, err)
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				t.Errorf("%s: http://web.service.mesh:8080/ through the mesh: %s", h.Name, last)
+				break
+			}
+			waitOrDone(ctx.Done(), time.Second)
+		}
 	}
 }
 
