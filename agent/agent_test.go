@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/meshtest"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
 )
@@ -33,24 +32,6 @@ import (
 // machine may be loaded; the assertions themselves are strict.
 const wait = 60 * time.Second
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testAgent is one agent on loopback with every socket injected, so that
 // tests need no fixed port.
 type testAgent struct {
@@ -58,7 +39,7 @@ type testAgent struct {
 	cfg    *config.Config
 	reg    *prometheus.Registry
 	gossip string // gossip address, for retry_join
-	logs   *syncBuffer
+	logs   *meshtest.SyncBuffer
 }
 
 // newConfig returns a validated configuration of an agent on 127.0.0.1; edit
@@ -97,7 +78,7 @@ func listenUDP(t *testing.T) net.PacketConn {
 // ports, and closes it at cleanup.
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &meshtest.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
 // DefaultAddr is where the agent's HTTP API listens unless configured.
@@ -125,16 +127,8 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		}
 		return meta, &Error{Status: resp.StatusCode, Message: eb.Error}
 	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return meta, nil
-	}
-	if w, ok := out.(io.Writer); ok {
-		_, err = io.Copy(w, resp.Body)
-		return meta, err
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return meta, fmt.Errorf("api: decode answer of %s %s: %w", method, path, err)
+	if err := httpjson.ReadAnswer(resp.Body, out); err != nil {
+		return meta, fmt.Errorf("api: read answer of %s %s: %w", method, path, err)
 	}
 	return meta, nil
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/httpjson"
 	"github.com/meshwork/meshwork/internal/keytls"
 )
 
@@ -322,16 +323,8 @@ func (c *RPCClient) CallJSONIndex(ctx context.Context, method, path string, in, 
 	defer resp.Body.Close()
 	var idx uint64
 	fmt.Sscan(resp.Header.Get(HeaderIndex), &idx)
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return idx, nil
-	}
-	if w, ok := out.(io.Writer); ok {
-		_, err = io.Copy(w, resp.Body)
-		return idx, err
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return idx, fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+	if err := httpjson.ReadAnswer(resp.Body, out); err != nil {
+		return idx, fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
 	return idx, nil
 }

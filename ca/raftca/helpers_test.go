@@ -1,12 +1,10 @@
 package raftca_test
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"sync"
 	"testing"
 
 	"github.com/meshwork/meshwork/ca"
@@ -31,22 +29,4 @@ func newCSR(t *testing.T, node string) (*ecdsa.PrivateKey, *x509.CertificateRequ
 		t.Fatal(err)
 	}
 	return k, csr
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/ca/raftca"
+	"github.com/meshwork/meshwork/internal/meshtest"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -80,7 +81,7 @@ func TestCAOnRaft(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs meshtest.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("c1's CA log:\n%s", logs.String())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
 // These tests run the real binary as a process: signals, sd_notify and exit
@@ -47,24 +47,6 @@ func meshworkBinary(t *testing.T) string {
 		t.Fatal(binErr)
 	}
 	return binPath
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // loopbackAddr returns a random address in 127.0.0.0/8 (all of it is local on
@@ -157,7 +139,7 @@ func TestAgentProcess(t *testing.T) {
 		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16}\n", ip, ip, ip))
 	sock, notes := notifySocket(t)
 
-	var stderr lockedBuffer
+	var stderr meshtest.SyncBuffer
 	cmd := exec.Command(bin, "agent", "--config-dir", confDir, "--data-dir", filepath.Join(dir, "data"))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	cmd.Stderr = &stderr

@@ -62,3 +62,19 @@ func Decode(r *http.Request, v any) error {
 	}
 	return nil
 }
+
+// ReadAnswer consumes an answer's body on the client side: into out when it
+// is an io.Writer, decoded as JSON into out otherwise, and discarded (so that
+// the connection can be reused) when out is nil.
+func ReadAnswer(body io.Reader, out any) error {
+	switch o := out.(type) {
+	case nil:
+		_, err := io.Copy(io.Discard, body)
+		return err
+	case io.Writer:
+		_, err := io.Copy(o, body)
+		return err
+	default:
+		return json.NewDecoder(body).Decode(out)
+	}
+}

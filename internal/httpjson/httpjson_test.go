@@ -42,3 +42,20 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+func TestReadAnswer(t *testing.T) {
+	var v struct{ A int }
+	if err := ReadAnswer(strings.NewReader(`{"A":3}`), &v); err != nil || v.A != 3 {
+		t.Fatalf("decode: %v, %+v", err, v)
+	}
+	var b strings.Builder
+	if err := ReadAnswer(strings.NewReader("raw bytes"), &b); err != nil || b.String() != "raw bytes" {
+		t.Fatalf("copy: %v, %q", err, b.String())
+	}
+	if err := ReadAnswer(strings.NewReader("ignored"), nil); err != nil {
+		t.Fatalf("discard: %v", err)
+	}
+	if err := ReadAnswer(strings.NewReader("{"), &v); err == nil {
+		t.Fatal("a truncated JSON answer was accepted")
+	}
+}
