@@ -667,7 +667,8 @@ func (c *Cluster) watchMembers(ctx context.Context, h *Host) *watcher {
 }
 
 // check asserts the mesh stayed whole in every sample: every host listed,
-// and at most one (the one being upgraded) not alive. How the restarting
+// and at most one (the one being upgraded) not alive. Samples in which the
+// watcher's own agent, just restarted, knows only itself are skipped. How the restarting
 // host was reported is logged: a graceful leave shows "left"; a restart
 // that is quicker than gossip's news of the leave can show it "suspect" or
 // briefly "failed" on some peers until the new process refutes it.
@@ -678,9 +679,16 @@ func (w *watcher) check(t *testing.T, want int) {
 		t.Errorf("watcher on %s: no samples", w.host)
 		return
 	}
-	bad := 0
+	bad, joining := 0, 0
 	seen := map[string]int{}
 	for i, ms := range w.samples {
+		if len(ms) == 1 && ms[0].Name == w.host {
+			// The watcher's own agent has just restarted and not yet
+			// joined: it knows only itself. The other watcher covers this
+			// moment.
+			joining++
+			continue
+		}
 		var down []string
 		for _, m := range ms {
 			if m.Status != "alive" {
@@ -694,6 +702,6 @@ func (w *watcher) check(t *testing.T, want int) {
 		}
 	}
 	if bad == 0 {
-		t.Logf("watcher on %s: %d samples during the upgrade, mesh whole in each; the restarting host was seen %v", w.host, len(w.samples), seen)
+		t.Logf("watcher on %s: %d samples during the upgrade, mesh whole in each but %d taken while its own agent was joining; the restarting host was seen %v", w.host, len(w.samples), joining, seen)
 	}
 }
