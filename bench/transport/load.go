@@ -42,6 +42,9 @@ func runFortio(ctx context.Context, bin, dir string, p *path) (*latency, error) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "load",
 		"-qps", strconv.Itoa(*qps), "-c", strconv.Itoa(*conns), "-t", latDur.String(),
+		// -r: 10 µs buckets. Fortio's default (1 ms) interpolates every
+		// sub-millisecond percentile inside one bucket.
+		"-r", "0.00001",
 		"-p", "50,90,99", "-json", out, "-loglevel", "Warning", "-a=false",
 		"http://"+p.http+"/")
 	if b, err := cmd.CombinedOutput(); err != nil {
