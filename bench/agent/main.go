@@ -3,7 +3,7 @@
 // CA token, tunnel up), each with one registered service, over a quiet
 // window after they settle. It runs the real binary on loopback.
 //
-//	go run ./bench/agent [-bin bin/meshwork] [-settle 20s] [-window 30s]
+//	go run ./bench/agent [-bin bin/meshwork] [-settle 75s] [-window 30s]
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 
 var (
 	binFlag = flag.String("bin", "bin/meshwork", "the meshwork binary, as make build makes it")
-	settle  = flag.Duration("settle", 20*time.Second, "wait after start before measuring")
+	settle  = flag.Duration("settle", 75*time.Second, "wait after start before measuring (past the agent's second release of its executable pages, 60s after start)")
 	window  = flag.Duration("window", 30*time.Second, "measurement window")
 )
 
