@@ -50,6 +50,8 @@ func malformedCases(t testing.TB) []struct {
 	// Two OPT records.
 	opt := withEDNS[len(withEDNS)-11:]
 	twoOPT := set(append(append([]byte(nil), withEDNS...), opt...), 10, 2)
+	// OPT owned by "a." rather than the root.
+	namedOPT := append(append(append([]byte(nil), withEDNS[:len(withEDNS)-11]...), 1, 'a', 0), opt[1:]...)
 	// OPT whose RDLENGTH runs past the end.
 	longOPT := set(withEDNS, len(withEDNS)-2, 40)
 	// OPT with a truncated option inside.
@@ -83,6 +85,7 @@ func malformedCases(t testing.TB) []struct {
 		{"ARCOUNT past the end", set(good, 10, 3), dns.RcodeFormatError},
 		{"ANCOUNT past the end", set(good, 6, 1), dns.RcodeFormatError},
 		{"two OPT", twoOPT, dns.RcodeFormatError},
+		{"OPT not owned by the root", namedOPT, dns.RcodeFormatError},
 		{"OPT past the end", longOPT, dns.RcodeFormatError},
 		{"OPT with a bad option", badOption, dns.RcodeFormatError},
 		{"opcode STATUS", set(good, 2, 2<<11|flagRD), dns.RcodeNotImplemented},
