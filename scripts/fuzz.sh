@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of the module for a short time (default 10s each),
-# as CI does: enough to catch a parser that panics on its seed corpus or on
-# the first mutations.
+# Runs every fuzz target of the module briefly (default 20000 inputs each,
+# a few seconds), as CI does: enough to catch a parser that panics on its
+# seed corpus or on the first mutations. The argument is go test's -fuzztime:
+# a count such as 20000x, or 5000000x for a longer hunt.
 set -euo pipefail
-fuzztime=${1:-10s}
+fuzztime=${1:-20000x}
 cd "$(dirname "$0")/.."
 status=0
 while IFS= read -r file; do

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/meshwork/meshwork/catalog"
@@ -249,6 +250,9 @@ func (m *message) check() error {
 		if err := checkName("node", m.Notice.Node); err != nil {
 			return err
 		}
+		if m.Notice.Epoch > maxClock {
+			return fmt.Errorf("epoch %d is past the clock's range", m.Notice.Epoch)
+		}
 		return checkName("from", m.Notice.From)
 	case msgQuery:
 		if err := checkName("origin", m.Query.Origin); err != nil {
@@ -295,11 +299,20 @@ func (w *wireRecord) check() error {
 	if w.Record.Version == 0 {
 		return fmt.Errorf("record %q: version is 0", w.Record.Node)
 	}
+	if w.Record.Version > maxClock {
+		return fmt.Errorf("record %q: version %d is past the clock's range", w.Record.Node, w.Record.Version)
+	}
 	if w.From != "" {
 		return checkName("from", w.From)
 	}
 	return nil
 }
+
+// maxClock bounds record versions and liveness epochs. Both are nanosecond
+// clock readings (until the year 2262), and a node that receives its own
+// record or a notice with a higher one jumps past it: a value near 2^64
+// would wrap it around to 0 and mute the node's later updates.
+const maxClock = math.MaxInt64
 
 func checkName(field, name string) error {
 	if name == "" {

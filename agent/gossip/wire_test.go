@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 
@@ -84,6 +85,8 @@ func TestDecodeMessageRefusesBadInput(t *testing.T) {
 	dup.Services = append(dup.Services, dup.Services[0])
 	zero := sampleRecord()
 	zero.Version = 0
+	huge := sampleRecord()
+	huge.Version = math.MaxUint64
 	slash := sampleRecord()
 	slash.Node = "a/b"
 	tests := []struct {
@@ -99,6 +102,8 @@ func TestDecodeMessageRefusesBadInput(t *testing.T) {
 		{"bad address", mustEncode(msgRecord, &wireRecord{Record: bad}), true, `addr "not-an-ip"`},
 		{"duplicate service", mustEncode(msgRecord, &wireRecord{Record: dup}), true, "duplicated"},
 		{"version zero", mustEncode(msgRecord, &wireRecord{Record: zero}), true, "version is 0"},
+		{"version past the clock", mustEncode(msgRecord, &wireRecord{Record: huge}), true, "past the clock's range"},
+		{"epoch past the clock", mustEncode(msgDown, &notice{Node: "a", From: "b", Epoch: math.MaxUint64}), true, "past the clock's range"},
 		{"slash in name", mustEncode(msgRecord, &wireRecord{Record: slash}), true, `"a/b"`},
 		{"pull without node", mustEncode(msgPull, &pullRequest{From: "x"}), true, "empty node name"},
 		{"short key", mustEncode(msgQuery, &query{ID: 1, Origin: "x", Op: opUse, Key: []byte{1, 2}}), true, "key of 2 bytes"},
