@@ -37,11 +37,10 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ch := x.Changes()
 	if err := x.SetServices([]string{"web"}); err != nil { // renew now
 		t.Fatal(err)
 	}
-	waitChange(t, ch, 15*time.Second, "a renewal through the second server")
+	waitLeafIDs(t, x, []string{"spiffe://mesh.test/node/x", "spiffe://mesh.test/svc/web"}, 15*time.Second)
 	after, _ := x.GetCertificate(nil)
 	if after.Leaf.SerialNumber.Cmp(before.Leaf.SerialNumber) == 0 {
 		t.Fatal("no new leaf")

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -272,13 +273,26 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// waitChange waits for the manager's next change notification.
-func waitChange(t *testing.T, ch <-chan struct{}, d time.Duration, what string) {
+// waitLeafIDs waits until m's leaf names exactly want. One change is not
+// enough: Changes also fires for the trust bundle, or for a renewal that was
+// already under way when the test asked for a new leaf.
+func waitLeafIDs(t *testing.T, m *Manager, want []string, d time.Duration) {
 	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(d):
-		t.Fatalf("timed out after %s waiting for %s", d, what)
+	deadline := time.Now().Add(d)
+	for {
+		ch := m.Changes()
+		l, err := m.Leaf()
+		if err == nil && slices.Equal(l.IDs, want) {
+			return
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("timed out after %s waiting for a leaf naming %v; it names %v (%v)", d, want, l.IDs, err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(left):
+		}
 	}
 }
 

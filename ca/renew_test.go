@@ -261,11 +261,10 @@ func TestGetCertificateFollowsRenewalWithoutRestart(t *testing.T) {
 	old, oldCert := dial()
 	defer old.Close()
 	echo(old)
-	ch := a.Changes()
 	if err := a.SetServices([]string{"web"}); err != nil { // forces a new leaf
 		t.Fatal(err)
 	}
-	waitChange(t, ch, 10*time.Second, "a's new leaf")
+	waitLeafIDs(t, a, []string{"spiffe://mesh.test/node/a", "spiffe://mesh.test/svc/web"}, 10*time.Second)
 	fresh, freshCert := dial()
 	defer fresh.Close()
 	echo(fresh)
