@@ -349,15 +349,55 @@ func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.RPCTimeout)
 		defer cancel()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(n.fwdCtx, cancel) // closing the node ends the call too
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(n.fwdCtx, func() { cancel(ErrClosed) }) // closing the node ends the call too
 	defer stop()
+	if n.srv != nil {
+		go n.cancelOnLeaderLoss(ctx, cancel)
+	}
 	var ans applyAnswer
 	if err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", applyRequest{Txns: txns}, &ans, CallOptions{Leader: true}); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrNoLeader) {
+			return nil, fmt.Errorf("%w; had the write reached the old leader first, it may still be applied", cause)
+		}
 		return nil, err
 	}
 	return ans.Results, nil
+}
+
+// leaderLossGrace is how long a server must see no leader before it gives
+// up on a forwarded write: longer than an election (about a second with the
+// LAN timers), so that writes wait out a failover, and far below RPCTimeout.
+const leaderLossGrace = 3 * time.Second
+
+// cancelOnLeaderLoss cancels a forwarded write, with ErrNoLeader as the
+// cause, once this server has seen no leader for leaderLossGrace. A server
+// cut off from the others (a partition, a dead link) never sees one again;
+// without this, a write already sent to the leader it can no longer reach
+// would wait for the whole RPC deadline and then report only a timeout.
+func (n *Node) cancelOnLeaderLoss(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var lost time.Time // when this server last went without a leader
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if _, id := n.srv.raft.LeaderWithID(); id != "" {
+				lost = time.Time{}
+				continue
+			}
+			if lost.IsZero() {
+				lost = now
+			}
+			if now.Sub(lost) >= leaderLossGrace {
+				cancel(fmt.Errorf("%w (server %s has seen no leader for %s; last contact %s)", ErrNoLeader, n.srv.cfg.NodeName, now.Sub(lost).Round(time.Millisecond), since(n.srv.raft.LastContact())))
+				return
+			}
+		}
+	}
 }
 
 // ApplyDocuments writes docs in one transaction. With cas set, every

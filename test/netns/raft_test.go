@@ -271,6 +271,7 @@ func TestRaftKillLeaderWhileWriting(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no Raft leader") {
 		t.Fatalf("write on the cut server = %v: %s; want a no-leader error", err, out)
 	}
+	t.Logf("the cut server refused the write: %s", strings.TrimSpace(out))
 	if _, err := reader.CLI("policy", "get", "Intention", "web"); err != nil {
 		t.Fatalf("client read during the partition: %v", err)
 	}
