@@ -39,7 +39,7 @@ type testAgent struct {
 	cfg    *config.Config
 	reg    *prometheus.Registry
 	gossip string // gossip address, for retry_join
-	logs   *meshtest.SyncBuffer
+	logs   *meshtest.LogBuffer
 }
 
 // newConfig returns a validated configuration of an agent on 127.0.0.1; edit
@@ -78,7 +78,7 @@ func listenUDP(t *testing.T) net.PacketConn {
 // ports, and closes it at cleanup.
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
-	logs := &meshtest.SyncBuffer{}
+	logs := &meshtest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -128,17 +128,7 @@ func (ta *testAgent) waitTunnel(t *testing.T) {
 // eventually polls cond until it holds or the wait runs out.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	meshtest.Eventually(t, wait, what, cond)
 }
 
 // lookupA asks the agent's DNS server for name's A records.

@@ -81,7 +81,7 @@ func TestCAOnRaft(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs meshtest.SyncBuffer
+	var logs meshtest.LogBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("c1's CA log:\n%s", logs.String())

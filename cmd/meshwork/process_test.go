@@ -103,17 +103,7 @@ func expectNotify(t *testing.T, ch <-chan string, want string) string {
 // waitFor polls cond until it holds or a minute passes.
 func waitFor(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronisation
-	}
+	meshtest.Eventually(t, time.Minute, what, cond)
 }
 
 func writeConf(t *testing.T, path, body string) {
@@ -139,7 +129,7 @@ func TestAgentProcess(t *testing.T) {
 		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16}\n", ip, ip, ip))
 	sock, notes := notifySocket(t)
 
-	var stderr meshtest.SyncBuffer
+	var stderr meshtest.LogBuffer
 	cmd := exec.Command(bin, "agent", "--config-dir", confDir, "--data-dir", filepath.Join(dir, "data"))
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	cmd.Stderr = &stderr

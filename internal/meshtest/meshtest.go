@@ -14,6 +14,7 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -22,9 +23,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Member is one node of a cluster: a gossip layer alone (the default) or a
@@ -360,15 +362,28 @@ func (c *Cluster) WaitConverged(timeout time.Duration) {
 // timeout with msg.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string) {
 	t.Helper()
+	Eventually(t, timeout, msg, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("not yet")
+	})
+}
+
+// Eventually polls cond every 10 ms until it returns nil, or fails the test
+// after timeout with msg and cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if cond() {
+		err := cond()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, msg)
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, msg, err)
 		}
 		<-tick.C
 	}
@@ -429,6 +444,19 @@ func (b *LogBuffer) Contains(parts ...string) bool {
 		}
 	}
 	return false
+}
+
+// String returns the captured lines, joined, and any unfinished last line.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var sb strings.Builder
+	for _, l := range b.lines {
+		sb.WriteString(l)
+		sb.WriteByte('\n')
+	}
+	sb.Write(b.part.Bytes())
+	return sb.String()
 }
 
 // Tail returns the last n lines, joined.
