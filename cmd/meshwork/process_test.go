@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,31 +21,10 @@ import (
 // These tests run the real binary as a process: signals, sd_notify and exit
 // codes only exist there.
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // meshworkBinary builds this command once per test run.
 func meshworkBinary(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshwork-cmd-test-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "meshwork")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return meshtest.Build(t, "./cmd/meshwork")
 }
 
 // loopbackAddr returns a random address in 127.0.0.0/8 (all of it is local on

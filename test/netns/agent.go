@@ -9,47 +9,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshwork/meshwork/api"
-)
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
 // Binary builds cmd/meshwork once per test process and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("find module root: %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "meshwork-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "meshwork")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/meshwork")
-		cmd.Dir = strings.TrimSpace(string(out))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, b)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return meshtest.Build(t, "./cmd/meshwork")
 }
 
 // Key returns a fresh base64 key of 32 bytes, for encrypt and cluster_key.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
 // The data-plane scenario runs five hosts with the real binary:
@@ -41,37 +42,10 @@ const (
 	tunnelPort = "7948"
 )
 
-var (
-	helloOnce sync.Once
-	helloPath string
-	helloErr  error
-)
-
 // helloBinary builds examples/hello, the demo's web server.
 func helloBinary(t *testing.T) string {
 	t.Helper()
-	helloOnce.Do(func() {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			helloErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "meshwork-e2e-hello-")
-		if err != nil {
-			helloErr = err
-			return
-		}
-		helloPath = filepath.Join(dir, "hello")
-		cmd := exec.Command("go", "build", "-o", helloPath, "./examples/hello")
-		cmd.Dir = strings.TrimSpace(string(out))
-		if b, err := cmd.CombinedOutput(); err != nil {
-			helloErr = fmt.Errorf("go build hello: %v: %s", err, b)
-		}
-	})
-	if helloErr != nil {
-		t.Fatal(helloErr)
-	}
-	return helloPath
+	return meshtest.Build(t, "./examples/hello")
 }
 
 func needTools(t *testing.T, tools ...string) {
