@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/meshwork/meshwork/ca"
+	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/vip"
 )
@@ -244,19 +245,7 @@ func loadResetKey(path string) (*[32]byte, error) {
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, fmt.Errorf("agent: tunnel reset key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("agent: tunnel reset key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("agent: tunnel reset key: %w", err)
-	}
-	_, err = f.Write(key[:])
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := atomicfile.Write(path, key[:], 0o600); err != nil {
 		return nil, fmt.Errorf("agent: tunnel reset key: %w", err)
 	}
 	return &key, nil
