@@ -142,17 +142,7 @@ func authorizeServices(st *catalog.Store, wait time.Duration) func(node string, 
 func missingServices(snap *catalog.Snapshot, node string, services []string) string {
 	m, ok := snap.Member(node)
 	for _, s := range services {
-		if !ok {
-			return s
-		}
-		found := false
-		for i := range m.Services {
-			if strings.EqualFold(m.Services[i].Name, s) {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !ok || !slices.ContainsFunc(m.Services, func(svc catalog.Service) bool { return strings.EqualFold(svc.Name, s) }) {
 			return s
 		}
 	}
