@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -148,7 +149,7 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	}
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
-		MetricListenErrors, MetricUDPBuffer, MetricGSO}
+		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO}
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
@@ -174,6 +175,10 @@ func TestSocketBuffersAndSysctls(t *testing.T) {
 	}
 	if a.metric(t, MetricUDPBuffer, "direction", "receive") != float64(rcv) {
 		t.Error("buffer gauge does not match")
+	}
+	// Loopback on Linux coalesces UDP runs; the tunnel must have asked.
+	if runtime.GOOS == "linux" && (!a.tr.GRO() || a.metric(t, MetricGRO) != 1) {
+		t.Errorf("GRO() = %v, gauge %v on Linux; want receive offload on", a.tr.GRO(), a.metric(t, MetricGRO))
 	}
 	s := Sysctls(Config{})
 	if s["net.core.rmem_max"] != "7340032" || s["net.core.wmem_max"] != "7340032" {

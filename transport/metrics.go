@@ -19,6 +19,7 @@ const (
 	MetricListenErrors    = "meshwork_transport_listen_errors_total"
 	MetricUDPBuffer       = "meshwork_transport_udp_buffer_bytes"
 	MetricGSO             = "meshwork_transport_gso_enabled"
+	MetricGRO             = "meshwork_transport_gro_enabled"
 )
 
 type metrics struct {
@@ -35,6 +36,7 @@ type metrics struct {
 	listenErrors    *prometheus.CounterVec // kind
 	udpBuffer       *prometheus.GaugeVec   // direction
 	gso             prometheus.Gauge
+	gro             prometheus.Gauge
 
 	// Pre-resolved children for the hot path.
 	activeIn, activeOut prometheus.Gauge
@@ -97,11 +99,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricGSO,
 			Help: "1 when quic-go sends with UDP generic segmentation offload, as seen on the last connection.",
 		}),
+		gro: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricGRO,
+			Help: "1 when the tunnel socket receives with UDP generic receive offload.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.refused, m.inbound, m.outbound, m.attemptFailures, m.active, m.bytes,
 		m.peerConns, m.peerDials, m.connectSeconds, m.listeners, m.listenErrors,
-		m.udpBuffer, m.gso,
+		m.udpBuffer, m.gso, m.gro,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -41,6 +41,7 @@ import (
 
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/sockdiag"
+	"github.com/meshwork/meshwork/transport/udpgro"
 	"github.com/meshwork/meshwork/transport/vip"
 )
 
@@ -126,6 +127,7 @@ type Transport struct {
 
 	gso       atomic.Bool
 	gsoLogged atomic.Bool
+	gro       bool // set by Start
 
 	bufPool sync.Pool // *[]byte of cfg.CopyBuffer
 
@@ -246,6 +248,10 @@ func (t *Transport) SocketBuffers() (receive, send int) { return t.rcvBuf, t.snd
 // last connection established.
 func (t *Transport) GSO() bool { return t.gso.Load() }
 
+// GRO reports whether the tunnel socket receives with generic receive
+// offload (UDP_GRO), once started.
+func (t *Transport) GRO() bool { return t.gro }
+
 // Start sizes the socket buffers, starts the QUIC listener, opens the
 // listeners of the current catalog and local services, and returns once
 // they are open. Listeners that fail to bind are logged, counted and
@@ -262,7 +268,14 @@ func (t *Transport) Start(ctx context.Context) error {
 	t.m.udpBuffer.WithLabelValues("receive").Set(float64(t.rcvBuf))
 	t.m.udpBuffer.WithLabelValues("send").Set(float64(t.sndBuf))
 
-	t.qt = &quic.Transport{Conn: t.deps.PacketConn}
+	// Receive offload: quic-go sends runs of packets in one sendmsg (GSO)
+	// but reads one per message unless the socket coalesces them.
+	var conn net.PacketConn
+	conn, t.gro = udpgro.Wrap(t.deps.PacketConn)
+	if t.gro {
+		t.m.gro.Set(1)
+	}
+	t.qt = &quic.Transport{Conn: conn}
 	if k := t.cfg.StatelessResetKey; k != nil {
 		key := quic.StatelessResetKey(*k)
 		t.qt.StatelessResetKey = &key
@@ -285,7 +298,7 @@ func (t *Transport) Start(ctx context.Context) error {
 	go t.watchCatalog()
 	go t.watchLocal()
 	t.log.Info("tunnel listening", "addr", t.Addr().String(), "node", t.cfg.Node,
-		"udp_rcvbuf", t.rcvBuf, "udp_sndbuf", t.sndBuf)
+		"udp_rcvbuf", t.rcvBuf, "udp_sndbuf", t.sndBuf, "gro", t.gro)
 	return nil
 }
 

@@ -70,6 +70,7 @@ var (
 	copyBuf    = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
 	maxWindow  = flag.Uint64("max-stream-window", 0, "agents' transport MaxStreamWindow (0: default)")
 	agentProcs = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default, the CPU count); the two agents, which normally run on two hosts, share this machine's cores")
+	agentEnv   = flag.String("agent-env", "", "extra environment of each agent, comma-separated (for example GOGC=200,GODEBUG=gctrace=1)")
 	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 )
 
@@ -208,9 +209,12 @@ func run(ctx context.Context, procs *procSet) error {
 		if *profDir != "" {
 			args = append(args, "-cpuprofile", filepath.Join(*profDir, node+"-agent.pprof"))
 		}
-		env := []string(nil)
+		var env []string
 		if *agentProcs > 0 {
-			env = []string{fmt.Sprintf("GOMAXPROCS=%d", *agentProcs)}
+			env = append(env, fmt.Sprintf("GOMAXPROCS=%d", *agentProcs))
+		}
+		if *agentEnv != "" {
+			env = append(env, strings.Split(*agentEnv, ",")...)
 		}
 		p, err := procs.startEnv(ctx, node+"-agent", "READY", env, self, args...)
 		if err != nil {
@@ -280,9 +284,14 @@ func run(ctx context.Context, procs *procSet) error {
 		p.tput = bps
 	}
 	fmt.Printf("throughput: raw quic-go stream (%s)...\n", *tputDur)
-	raw, err := rawQUIC(ctx, ca, *tputDur)
+	raw, err := rawQUIC(ctx, ca, *tputDur, false)
 	if err != nil {
 		return fmt.Errorf("raw quic-go: %w", err)
+	}
+	fmt.Printf("throughput: raw quic-go stream on receive-offload sockets (%s)...\n", *tputDur)
+	rawGRO, err := rawQUIC(ctx, ca, *tputDur, true)
+	if err != nil {
+		return fmt.Errorf("raw quic-go with GRO: %w", err)
 	}
 
 	// (3) connection rate.
@@ -291,7 +300,7 @@ func run(ctx context.Context, procs *procSet) error {
 		p.rate, p.rateErrs = connectionRate(ctx, p.connRate, *workers, *rateDur)
 	}
 
-	report(paths, raw, ready, gso)
+	report(paths, raw, rawGRO, ready, gso)
 	return nil
 }
 

@@ -15,12 +15,14 @@ import (
 
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/transporttest"
+	"github.com/meshwork/meshwork/transport/udpgro"
 )
 
 // rawResult is the capacity of one quic-go stream on this machine.
 type rawResult struct {
 	bps float64
 	gso bool
+	gro bool // the sockets had receive offload (udpgro) on
 	// cpuPerGB is the CPU seconds this process spent per GB moved, both
 	// ends together.
 	cpuPerGB float64
@@ -31,7 +33,7 @@ type rawResult struct {
 // against the root, the tunnel's quic-go configuration, 7 MiB UDP buffers
 // and 64 KiB writes. Sender and receiver run in this process, one
 // goroutine each, as the two agents' copy loops would.
-func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration) (rawResult, error) {
+func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration, gro bool) (rawResult, error) {
 	cfg := transport.Config{Node: "raw", TrustDomain: trustDomain}
 	if err := cfg.Validate(); err != nil {
 		return rawResult{}, err
@@ -79,9 +81,14 @@ func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration) (rawRes
 		return rawResult{}, err
 	}
 	defer cpc.Close()
-	st := &quic.Transport{Conn: spc}
+	var sconn, cconn net.PacketConn = spc, cpc
+	if gro {
+		sconn, _ = udpgro.Wrap(spc)
+		cconn, _ = udpgro.Wrap(cpc)
+	}
+	st := &quic.Transport{Conn: sconn}
 	defer st.Close()
-	ct := &quic.Transport{Conn: cpc}
+	ct := &quic.Transport{Conn: cconn}
 	defer ct.Close()
 	ln, err := st.Listen(serverTLS, qc)
 	if err != nil {
@@ -151,6 +158,7 @@ func rawQUIC(ctx context.Context, ca *transporttest.CA, d time.Duration) (rawRes
 		return rawResult{
 			bps:      float64(r.n*8) / r.el.Seconds(),
 			gso:      c.ConnectionState().GSO,
+			gro:      gro,
 			cpuPerGB: cpu.Seconds() / (float64(r.n) / 1e9),
 		}, nil
 	case <-time.After(30 * time.Second):

@@ -15,7 +15,7 @@ func gbps(b float64) string { return fmt.Sprintf("%.2f Gbit/s", b/1e9) }
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // report prints the results as Markdown, ready for docs/benchmarks.md.
-func report(paths []*path, raw rawResult, ready readyLine, gso string) {
+func report(paths []*path, raw, rawGRO rawResult, ready readyLine, gso string) {
 	var direct *path
 	for _, p := range paths {
 		if p.name == "direct" {
@@ -52,7 +52,10 @@ func report(paths []*path, raw rawResult, ready readyLine, gso string) {
 		fmt.Printf("| %s | %s | %.2f× |\n", p.name, gbps(p.tput), p.tput/raw.bps)
 	}
 	fmt.Printf("| raw quic-go, one stream (GSO %v) | %s | 1.00× |\n", raw.gso, gbps(raw.bps))
-	fmt.Printf("\nRaw quic-go spent %.2f CPU s per GB (sender and receiver together).\n", raw.cpuPerGB)
+	fmt.Printf("| raw quic-go on the tunnel's receive-offload sockets (GSO %v, GRO %v) | %s | %.2f× |\n",
+		rawGRO.gso, rawGRO.gro, gbps(rawGRO.bps), rawGRO.bps/raw.bps)
+	fmt.Printf("\nRaw quic-go spent %.2f CPU s per GB (sender and receiver together), %.2f s on receive-offload sockets.\n",
+		raw.cpuPerGB, rawGRO.cpuPerGB)
 	fmt.Printf("\nNew TCP connections per second, %s, %d workers (connect, 1 byte each way, close):\n\n", *rateDur, *workers)
 	fmt.Println("| path | connections/s | failures |")
 	fmt.Println("|---|---|---|")
@@ -80,7 +83,7 @@ func report(paths []*path, raw rawResult, ready readyLine, gso string) {
 			fmt.Printf("| %s | %s | %s | %s | %.1f%% of a core | %.2f |\n", p.name, n, mib(lu.maxRSS), mib(lu.avgRSS), 100*lu.cpu, perGB)
 		}
 	}
-	fmt.Printf("\nClient agent: UDP buffers granted %d/%d bytes (as reported, doubled by Linux); %s.\n", ready.RcvBuf, ready.SndBuf, gso)
+	fmt.Printf("\nClient agent: UDP buffers granted %d/%d bytes (as reported, doubled by Linux); %s; GRO %v.\n", ready.RcvBuf, ready.SndBuf, gso, ready.GRO)
 
 	// Targets.
 	fmt.Println()

@@ -44,6 +44,7 @@ type agentConfig struct {
 type readyLine struct {
 	VIPs   map[string]string `json:"vips"` // "service:port" -> VIP ip:port
 	GSO    bool              `json:"gso"`
+	GRO    bool              `json:"gro"`
 	RcvBuf int               `json:"rcvbuf"`
 	SndBuf int               `json:"sndbuf"`
 }
@@ -127,6 +128,7 @@ func runAgent(path string) error {
 		}
 	}
 	rl.RcvBuf, rl.SndBuf = tr.SocketBuffers()
+	rl.GRO = tr.GRO()
 	// GSO is known once a connection exists: report it on demand.
 	line, _ := json.Marshal(rl)
 	fmt.Println("READY " + string(line))

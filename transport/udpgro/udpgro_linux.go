@@ -1,0 +1,119 @@
+package udpgro
+
+import (
+	"encoding/binary"
+	"net"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// batch is how many messages one recvmmsg asks for, as quic-go does.
+	batch = 8
+	// maxMessage holds the largest run the kernel coalesces: 64 segments,
+	// at most 64 KiB in all.
+	maxMessage = 64 << 10
+	oobSize    = 128
+)
+
+// Conn is a UDP socket with UDP_GRO on. Its ReadBatch splits each
+// coalesced message back into the datagrams that made it up. Everything
+// else is the socket's own.
+type Conn struct {
+	*net.UDPConn
+	pc *ipv4.PacketConn
+
+	msgs []ipv4.Message // the last batch read from the socket
+	segs []int          // segment size of each message in msgs
+	n    int            // messages in the last batch
+	next int            // first message not yet fully handed out
+	off  int            // bytes of msgs[next] already handed out
+
+	// reads and datagrams count the socket reads' messages and the
+	// datagrams handed out; more datagrams than messages means the kernel
+	// coalesced.
+	reads, datagrams uint64
+}
+
+func wrap(pc net.PacketConn) (net.PacketConn, bool) {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return pc, false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return pc, false
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err != nil || serr != nil {
+		return pc, false
+	}
+	c := &Conn{UDPConn: uc, pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, batch), segs: make([]int, batch)}
+	for i := range c.msgs {
+		c.msgs[i].Buffers = [][]byte{make([]byte, maxMessage)}
+		c.msgs[i].OOB = make([]byte, oobSize)
+	}
+	return c, true
+}
+
+// ReadBatch fills ms with single datagrams: what is left of the last batch
+// read from the socket, or else a new batch, read blocking. quic-go calls
+// it from one goroutine; each of ms must have one buffer, and datagrams
+// longer than it are cut short, as a plain read would cut them.
+func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	if c.next >= c.n {
+		n, err := c.pc.ReadBatch(c.msgs, flags)
+		if n == 0 || err != nil {
+			return 0, err
+		}
+		for i := range n {
+			c.segs[i] = takeSegmentSize(&c.msgs[i])
+		}
+		c.n, c.next, c.off = n, 0, 0
+		c.reads += uint64(n)
+	}
+	out := 0
+	for out < len(ms) && c.next < c.n {
+		m := &c.msgs[c.next]
+		end := min(c.off+c.segs[c.next], m.N)
+		d := &ms[out]
+		d.N = copy(d.Buffers[0], m.Buffers[0][c.off:end])
+		d.NN = copy(d.OOB, m.OOB[:m.NN])
+		d.Addr, d.Flags = m.Addr, m.Flags
+		out++
+		c.datagrams++
+		if c.off = end; c.off >= m.N {
+			c.next, c.off = c.next+1, 0
+		}
+	}
+	return out, nil
+}
+
+// takeSegmentSize removes the UDP_GRO control message from m's and
+// returns the segment size it gives, or m.N for a message that is one
+// datagram (an empty one is handed out once). The other control messages (ECN, packet info) apply to every
+// segment and stay.
+func takeSegmentSize(m *ipv4.Message) int {
+	seg := m.N
+	oob, kept := m.OOB[:m.NN], 0
+	for len(oob) > 0 {
+		hdr, body, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		whole := oob[:len(oob)-len(rest)]
+		if hdr.Level == unix.SOL_UDP && hdr.Type == unix.UDP_GRO && len(body) >= 4 {
+			if s := int(int32(binary.NativeEndian.Uint32(body))); s > 0 {
+				seg = s
+			}
+		} else {
+			kept += copy(m.OOB[kept:], whole)
+		}
+		oob = rest
+	}
+	m.NN = kept
+	return seg
+}
