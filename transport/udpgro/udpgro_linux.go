@@ -92,10 +92,10 @@ func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	return out, nil
 }
 
-// takeSegmentSize removes the UDP_GRO control message from m's and
-// returns the segment size it gives, or m.N for a message that is one
-// datagram (an empty one is handed out once). The other control messages (ECN, packet info) apply to every
-// segment and stay.
+// takeSegmentSize removes the UDP_GRO control message from m's control
+// messages and returns the segment size it gives, or m.N for a message
+// that is one datagram (an empty one is handed out once). The other
+// control messages (ECN, packet info) apply to every segment and stay.
 func takeSegmentSize(m *ipv4.Message) int {
 	seg := m.N
 	oob, kept := m.OOB[:m.NN], 0
