@@ -3,6 +3,7 @@ package udpgro
 import (
 	"encoding/binary"
 	"net"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -32,8 +33,8 @@ type Conn struct {
 
 	// reads and datagrams count the socket reads' messages and the
 	// datagrams handed out; more datagrams than messages means the kernel
-	// coalesced.
-	reads, datagrams uint64
+	// coalesced. Atomic: read while quic-go reads the socket.
+	reads, datagrams atomic.Uint64
 }
 
 func wrap(pc net.PacketConn) (net.PacketConn, bool) {
@@ -73,7 +74,7 @@ func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 			c.segs[i] = takeSegmentSize(&c.msgs[i])
 		}
 		c.n, c.next, c.off = n, 0, 0
-		c.reads += uint64(n)
+		c.reads.Add(uint64(n))
 	}
 	out := 0
 	for out < len(ms) && c.next < c.n {
@@ -84,11 +85,11 @@ func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 		d.NN = copy(d.OOB, m.OOB[:m.NN])
 		d.Addr, d.Flags = m.Addr, m.Flags
 		out++
-		c.datagrams++
 		if c.off = end; c.off >= m.N {
 			c.next, c.off = c.next+1, 0
 		}
 	}
+	c.datagrams.Add(uint64(out))
 	return out, nil
 }
 

@@ -110,8 +110,8 @@ func TestSplitsACoalescedRun(t *testing.T) {
 			t.Fatalf("datagram %d: %d bytes %x..., want %d bytes %x...", i, len(d), d[:4], len(want), want[:4])
 		}
 	}
-	if rx.reads != 1 || rx.datagrams != 5 {
-		t.Fatalf("socket gave %d messages for %d datagrams; want the run coalesced into 1", rx.reads, rx.datagrams)
+	if rx.reads.Load() != 1 || rx.datagrams.Load() != 5 {
+		t.Fatalf("socket gave %d messages for %d datagrams; want the run coalesced into 1", rx.reads.Load(), rx.datagrams.Load())
 	}
 }
 
@@ -139,8 +139,8 @@ func TestHandsOutAcrossCalls(t *testing.T) {
 			got = append(got, m.Buffers[0][:m.N]...)
 		}
 	}
-	if !bytes.Equal(got, payload) || rx.reads != 1 {
-		t.Fatalf("got %d bytes in %d socket messages, want %d in 1", len(got), rx.reads, len(payload))
+	if !bytes.Equal(got, payload) || rx.reads.Load() != 1 {
+		t.Fatalf("got %d bytes in %d socket messages, want %d in 1", len(got), rx.reads.Load(), len(payload))
 	}
 }
 
@@ -277,10 +277,11 @@ func TestQUICStreamOverGRO(t *testing.T) {
 	if r.err != nil || r.n != total || r.sum != [32]byte(h.Sum(nil)) {
 		t.Fatalf("received %d bytes (err %v), checksum match %v; want %d intact", r.n, r.err, r.sum == [32]byte(h.Sum(nil)), total)
 	}
-	if srv.datagrams <= srv.reads {
-		t.Fatalf("the receiver got %d datagrams in %d socket messages: nothing was coalesced", srv.datagrams, srv.reads)
+	datagrams, reads := srv.datagrams.Load(), srv.reads.Load()
+	if datagrams <= reads {
+		t.Fatalf("the receiver got %d datagrams in %d socket messages: nothing was coalesced", datagrams, reads)
 	}
-	t.Logf("receiver: %d datagrams in %d socket messages", srv.datagrams, srv.reads)
+	t.Logf("receiver: %d datagrams in %d socket messages", datagrams, reads)
 }
 
 func tlsPair(t *testing.T) (server, client *tls.Config) {
