@@ -140,6 +140,14 @@ func binary(path string) (string, error) {
 	return filepath.Abs(path)
 }
 
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
 type proc struct {
 	name string
 	log  string
@@ -162,12 +170,21 @@ func start(bin, dir, name, config string) (*proc, error) {
 	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
 		return nil, err
 	}
+	// Each agent runs its own copy of the executable, as it would on its
+	// own host. Sharing one file would share its page-cache pages between
+	// the two processes, count them in both RSS figures, and keep the
+	// agent's release of its executable pages (MADV_PAGEOUT skips pages
+	// that another process maps) from taking effect.
+	own := filepath.Join(dir, name+"-meshwork")
+	if err := copyFile(bin, own); err != nil {
+		return nil, err
+	}
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "agent", "--config", conf)
+	cmd := exec.Command(own, "agent", "--config", conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
