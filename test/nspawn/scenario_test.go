@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -351,24 +352,34 @@ func (c *Cluster) checkClientCerts(ctx context.Context, out string) {
 		if token == "" || strings.Contains(out, token) {
 			t.Errorf("%s: CA token empty, or printed by the playbook", h.Name)
 		}
-		deadline := time.Now().Add(time.Minute)
-		var last string
-		for {
-			got, err := h.SSHContext(ctx, "/usr/local/bin/meshwork ca cert --format json")
-			var leaf struct {
-				IDs []string `json:"ids"`
-			}
-			if err == nil && json.Unmarshal([]byte(got), &leaf) == nil && len(leaf.IDs) > 0 && strings.HasSuffix(leaf.IDs[0], "/node/"+h.Name) {
-				t.Logf("%s: certificate for %v", h.Name, leaf.IDs)
-				break
-			}
-			last = fmt.Sprint(got, err)
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				t.Errorf("%s: no certificate for its node identity after the bootstrap token: %s", h.Name, last)
-				break
-			}
-			waitOrDone(ctx.Done(), time.Second)
+		var leaf struct {
+			IDs []string `json:"ids"`
 		}
+		_, err := h.pollSSH(ctx, "/usr/local/bin/meshwork ca cert --format json", time.Minute, func(out string) bool {
+			leaf.IDs = nil // not an earlier attempt's
+			return json.Unmarshal([]byte(out), &leaf) == nil && len(leaf.IDs) > 0 && strings.HasSuffix(leaf.IDs[0], "/node/"+h.Name)
+		})
+		if err != nil {
+			t.Errorf("%s: no certificate for its node identity after the bootstrap token: %v", h.Name, err)
+			continue
+		}
+		t.Logf("%s: certificate for %v", h.Name, leaf.IDs)
+	}
+}
+
+// pollSSH runs command on h every second until ok accepts its output, and
+// returns that output; after limit, it returns the last output and error.
+func (h *Host) pollSSH(ctx context.Context, command string, limit time.Duration, ok func(out string) bool) (string, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		out, err := h.SSHContext(ctx, command)
+		if err == nil && ok(out) {
+			return out, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", errors.New(fmt.Sprint(out, err))
+		}
+		waitOrDone(ctx.Done(), time.Second)
 	}
 }
 
@@ -484,21 +495,14 @@ func (c *Cluster) checkDataPlane(ctx context.Context) {
 	}
 	fetch := `python3 -c "import urllib.request; print(urllib.request.urlopen('http://web.service.mesh:8080/', timeout=5).read().decode().strip())"`
 	for _, h := range c.hosts[:hostCount-1] {
-		deadline := time.Now().Add(30 * time.Second)
-		var last string
-		for {
-			got, err := h.SSHContext(ctx, fetch)
-			if err == nil && strings.TrimSpace(got) == "meshwork-e2e-web" {
-				t.Logf("%s: http://web.service.mesh:8080/ through the mesh: %q", h.Name, strings.TrimSpace(got))
-				break
-			}
-			last = fmt.Sprint(got, err)
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				t.Errorf("%s: http://web.service.mesh:8080/ through the mesh: %s", h.Name, last)
-				break
-			}
-			waitOrDone(ctx.Done(), time.Second)
+		got, err := h.pollSSH(ctx, fetch, 30*time.Second, func(out string) bool {
+			return strings.TrimSpace(out) == "meshwork-e2e-web"
+		})
+		if err != nil {
+			t.Errorf("%s: http://web.service.mesh:8080/ through the mesh: %v", h.Name, err)
+			continue
 		}
+		t.Logf("%s: http://web.service.mesh:8080/ through the mesh: %q", h.Name, strings.TrimSpace(got))
 	}
 }
 
@@ -509,18 +513,12 @@ var resolvectlAddr = regexp.MustCompile(`(?m)^\S+: (\d+\.\d+\.\d+\.\d+)`)
 func (c *Cluster) pollResolve(ctx context.Context, h *Host, name string) string {
 	t := c.t
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		out, err := h.SSHContext(ctx, "resolvectl query --cache=no -4 "+name)
-		if m := resolvectlAddr.FindStringSubmatch(out); err == nil && m != nil {
-			return m[1]
-		}
-		last = fmt.Sprint(out, err)
-		waitOrDone(ctx.Done(), time.Second)
+	out, err := h.pollSSH(ctx, "resolvectl query --cache=no -4 "+name, 30*time.Second, resolvectlAddr.MatchString)
+	if err != nil {
+		t.Errorf("%s: resolvectl query %s: %v", h.Name, name, err)
+		return ""
 	}
-	t.Errorf("%s: resolvectl query %s: %s", h.Name, name, last)
-	return ""
+	return resolvectlAddr.FindStringSubmatch(out)[1]
 }
 
 var exposure = regexp.MustCompile(`Overall exposure level for meshwork.service: (\d+\.\d+)`)
