@@ -36,18 +36,19 @@ type fortioResult struct {
 	}
 }
 
-func runFortio(ctx context.Context, bin, dir string, p *path) (*latency, error) {
+// runFortio runs fortio on h against the path's HTTP address.
+func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*latency, error) {
 	out := filepath.Join(dir, "fortio-"+p.name+".json")
 	ctx, cancel := context.WithTimeout(ctx, *latDur+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "load",
+	bin, args := h.command(fortio, "load",
 		"-qps", strconv.Itoa(*qps), "-c", strconv.Itoa(*conns), "-t", latDur.String(),
 		// -r: 10 µs buckets. Fortio's default (1 ms) interpolates every
 		// sub-millisecond percentile inside one bucket.
 		"-r", "0.00001",
 		"-p", "50,90,99", "-json", out, "-loglevel", "Warning", "-a=false",
 		"http://"+p.http+"/")
-	if b, err := cmd.CombinedOutput(); err != nil {
+	if b, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("fortio: %v: %s", err, lastLines(string(b), 5))
 	}
 	raw, err := os.ReadFile(out)
@@ -86,17 +87,18 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// runIperf runs one iperf3 client over a single TCP connection and returns
-// the receiver's rate in bit/s.
-func runIperf(ctx context.Context, target string, d time.Duration) (float64, error) {
-	host, port, err := net.SplitHostPort(target)
+// runIperf runs one iperf3 client on h over a single TCP connection and
+// returns the receiver's rate in bit/s.
+func runIperf(ctx context.Context, h host, target string, d time.Duration) (float64, error) {
+	ip, port, err := net.SplitHostPort(target)
 	if err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
 	secs := strconv.Itoa(int(d.Seconds()))
-	b, err := exec.CommandContext(ctx, "iperf3", "-c", host, "-p", port, "-t", secs, "-J").Output()
+	bin, args := h.command("iperf3", "-c", ip, "-p", port, "-t", secs, "-J")
+	b, err := exec.CommandContext(ctx, bin, args...).Output()
 	var r struct {
 		Error string
 		End   struct {
@@ -112,6 +114,43 @@ func runIperf(ctx context.Context, target string, d time.Duration) (float64, err
 		return 0, fmt.Errorf("iperf3: %s", r.Error)
 	}
 	return r.End.SumReceived.BitsPerSecond, nil
+}
+
+// connRateDone is the connection-rate child's last line, after "DONE ".
+type connRateDone struct {
+	Rate   float64 `json:"rate"`
+	Failed int     `json:"failed"`
+}
+
+// measureConnRate runs the connection-rate load from a child on h.
+func measureConnRate(ctx context.Context, procs *procSet, h host, target string) (float64, int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, 0, err
+	}
+	bin, args := h.command(self, "-role", "connrate", "-target", target,
+		"-conn-workers", strconv.Itoa(*workers), "-conn-duration", rateDur.String())
+	p, err := procs.start(ctx, "connrate", "READY", bin, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	line, err := p.await("DONE ", *rateDur+30*time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	var d connRateDone
+	if err := json.Unmarshal([]byte(line), &d); err != nil {
+		return 0, 0, fmt.Errorf("connrate said %q: %w", line, err)
+	}
+	return d.Rate, d.Failed, nil
+}
+
+// runConnRate is the connection-rate child.
+func runConnRate(target string) {
+	fmt.Println("READY")
+	rate, failed := connectionRate(context.Background(), target, *workers, *rateDur)
+	b, _ := json.Marshal(connRateDone{Rate: rate, Failed: failed})
+	fmt.Println("DONE " + string(b))
 }
 
 // connectionRate opens connections to target from workers goroutines for

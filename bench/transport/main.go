@@ -11,16 +11,21 @@
 //     direct TCP;
 //  2. single-connection throughput with iperf3, beside the raw capacity of
 //     one quic-go stream on this machine (same TLS, same buffers, same
-//     quic-go configuration, measured in this process);
+//     quic-go configuration; a sender and a receiver process of its own);
 //  3. new TCP connections per second (connect, one byte each way, close);
 //  4. the RSS and CPU of each path's two proxy processes during the
 //     1,000 req/s run, and their CPU per GB during the iperf3 run (from
 //     /proc), beside the CPU per GB of the raw quic-go stream.
 //
-// Each agent runs with GOMAXPROCS=1 (-agent-gomaxprocs): the two agents,
-// which normally run on two hosts, share this machine's cores with the load
-// generators. It writes its configs to a temporary directory, starts every
-// process itself and stops each by its PID. Every load is bounded in time.
+// Every path spans two hosts: host A runs the load generator and the
+// client-side proxy, host B the services and the server-side proxy (and
+// the raw quic-go sender and receiver likewise). With -pin (the default)
+// each host is one CPU of this machine, set with taskset, so that the two
+// ends never take each other's CPU, as on two single-core machines.
+// Without it every process may run anywhere. Each agent runs with
+// GOMAXPROCS=1 (-agent-gomaxprocs). It writes its configs to a temporary
+// directory, starts every process itself and stops each by its PID. Every
+// load is bounded in time.
 //
 //	scripts/deps.sh bench   # stunnel4, haproxy, iperf3, fortio
 //	go run ./bench/transport
@@ -72,6 +77,8 @@ var (
 	agentProcs = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default, the CPU count); the two agents, which normally run on two hosts, share this machine's cores")
 	agentEnv   = flag.String("agent-env", "", "extra environment of each agent, comma-separated (for example GOGC=200,GODEBUG=gctrace=1)")
 	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
+	target     = flag.String("target", "", "internal: connection-rate target address")
+	pin        = flag.Bool("pin", true, "run host A's processes (load generators, client proxies) on CPU 0 and host B's (services, server proxies) on CPU 1, as two single-core hosts")
 )
 
 func main() {
@@ -88,6 +95,19 @@ func main() {
 			fmt.Fprintln(os.Stderr, "backend:", err)
 			os.Exit(1)
 		}
+		return
+	case "raw-receiver", "raw-sender":
+		run := runRawSender
+		if *role == "raw-receiver" {
+			run = runRawReceiver
+		}
+		if err := run(*roleCfg); err != nil {
+			fmt.Fprintln(os.Stderr, *role+":", err)
+			os.Exit(1)
+		}
+		return
+	case "connrate":
+		runConnRate(*target)
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -123,7 +143,8 @@ func run(ctx context.Context, procs *procSet) error {
 	if err != nil {
 		return err
 	}
-	for _, bin := range []string{"iperf3", "stunnel4", "haproxy"} {
+	hostA, hostB := hosts(*pin)
+	for _, bin := range []string{"iperf3", "stunnel4", "haproxy", "taskset"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found: run scripts/deps.sh bench", bin)
 		}
@@ -164,10 +185,12 @@ func run(ctx context.Context, procs *procSet) error {
 	if err != nil {
 		return err
 	}
-	if _, err := procs.start(ctx, "backend", "READY", self, "-role", "backend", "-http", direct.http, "-conn", direct.connRate); err != nil {
+	bin, args := hostB.command(self, "-role", "backend", "-http", direct.http, "-conn", direct.connRate)
+	if _, err := procs.start(ctx, "backend", "READY", bin, args...); err != nil {
 		return err
 	}
-	if _, err := procs.start(ctx, "iperf3-server", "Server listening", "iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", strconv.Itoa(iperfPort)); err != nil {
+	bin, args = hostB.command("iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", strconv.Itoa(iperfPort))
+	if _, err := procs.start(ctx, "iperf3-server", "Server listening", bin, args...); err != nil {
 		return err
 	}
 
@@ -216,7 +239,12 @@ func run(ctx context.Context, procs *procSet) error {
 		if *agentEnv != "" {
 			env = append(env, strings.Split(*agentEnv, ",")...)
 		}
-		p, err := procs.startEnv(ctx, node+"-agent", "READY", env, self, args...)
+		h := hostA
+		if node == "server" {
+			h = hostB
+		}
+		bin, args := h.command(self, args...)
+		p, err := procs.startEnv(ctx, node+"-agent", "READY", env, bin, args...)
 		if err != nil {
 			return err
 		}
@@ -234,11 +262,11 @@ func run(ctx context.Context, procs *procSet) error {
 	}
 
 	// stunnel4 pair and HAProxy pair, each with three services.
-	st, err := startStunnel(ctx, procs, dir, certs, rootFile, direct, next)
+	st, err := startStunnel(ctx, procs, hostA, hostB, dir, certs, rootFile, direct, next)
 	if err != nil {
 		return err
 	}
-	hp, err := startHAProxy(ctx, procs, dir, certs, rootFile, direct, next)
+	hp, err := startHAProxy(ctx, procs, hostA, hostB, dir, certs, rootFile, direct, next)
 	if err != nil {
 		return err
 	}
@@ -257,12 +285,12 @@ func run(ctx context.Context, procs *procSet) error {
 		}
 	}
 
-	fmt.Printf("# meshwork transport benchmark: %s, %d CPUs, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg())
+	fmt.Printf("# meshwork transport benchmark: %s, %d CPUs, %s; %s, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg(), hostA, hostB)
 	// (1) latency, with the proxies' resources sampled during each run.
 	for _, p := range paths {
 		fmt.Printf("latency: %s (%d req/s, %d connections, %s)...\n", p.name, *qps, *conns, *latDur)
 		sampler := startSampler(p.pids)
-		l, err := runFortio(ctx, fortio, dir, p)
+		l, err := runFortio(ctx, hostA, fortio, dir, p)
 		p.latUse = sampler.stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
@@ -276,7 +304,7 @@ func run(ctx context.Context, procs *procSet) error {
 	for _, p := range paths {
 		fmt.Printf("throughput: %s (iperf3, %s)...\n", p.name, *tputDur)
 		sampler := startSampler(p.pids)
-		bps, err := runIperf(ctx, p.iperf, *tputDur)
+		bps, err := runIperf(ctx, hostA, p.iperf, *tputDur)
 		p.tputUse = sampler.stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
@@ -284,12 +312,12 @@ func run(ctx context.Context, procs *procSet) error {
 		p.tput = bps
 	}
 	fmt.Printf("throughput: raw quic-go stream (%s)...\n", *tputDur)
-	raw, err := rawQUIC(ctx, ca, *tputDur, false)
+	raw, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, false)
 	if err != nil {
 		return fmt.Errorf("raw quic-go: %w", err)
 	}
 	fmt.Printf("throughput: raw quic-go stream on receive-offload sockets (%s)...\n", *tputDur)
-	rawGRO, err := rawQUIC(ctx, ca, *tputDur, true)
+	rawGRO, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, true)
 	if err != nil {
 		return fmt.Errorf("raw quic-go with GRO: %w", err)
 	}
@@ -297,7 +325,9 @@ func run(ctx context.Context, procs *procSet) error {
 	// (3) connection rate.
 	for _, p := range paths {
 		fmt.Printf("connection rate: %s (%d workers, %s)...\n", p.name, *workers, *rateDur)
-		p.rate, p.rateErrs = connectionRate(ctx, p.connRate, *workers, *rateDur)
+		if p.rate, p.rateErrs, err = measureConnRate(ctx, procs, hostA, p.connRate); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
 
 	report(paths, raw, rawGRO, ready, gso)

@@ -11,7 +11,7 @@ import (
 // startStunnel starts a client stunnel (plain in, TLS out with a client
 // certificate) and a server stunnel (TLS in, verifying the client, plain
 // out to the services), TLS 1.3 only, like the mesh.
-func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
+func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
 	out := &path{name: "stunnel", pids: map[string]int{}}
 	var client, server strings.Builder
 	client.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
@@ -33,7 +33,8 @@ func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[str
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		p, err := procs.start(ctx, name, "", "stunnel4", f)
+		bin, args := onHost(name, a, b).command("stunnel4", f)
+		p, err := procs.start(ctx, name, "", bin, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -45,7 +46,7 @@ func startStunnel(ctx context.Context, procs *procSet, dir string, certs map[str
 // startHAProxy starts a client HAProxy (plain in, TLS out with a client
 // certificate, verifying the server) and a server HAProxy (TLS in,
 // verifying the client, plain out), TCP mode, TLS 1.3 only.
-func startHAProxy(ctx context.Context, procs *procSet, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
+func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
 	out := &path{name: "haproxy", pids: map[string]int{}}
 	head := "global\n  maxconn 4096\n  log stderr format raw local0 err\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
 	client, server := head, head
@@ -66,11 +67,21 @@ func startHAProxy(ctx context.Context, procs *procSet, dir string, certs map[str
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		p, err := procs.start(ctx, name, "", "haproxy", "-db", "-f", f)
+		bin, args := onHost(name, a, b).command("haproxy", "-db", "-f", f)
+		p, err := procs.start(ctx, name, "", bin, args...)
 		if err != nil {
 			return nil, err
 		}
 		out.pids[name] = p.pid()
 	}
 	return out, nil
+}
+
+// onHost is the host of a peer process: its client end on A, its server
+// end on B.
+func onHost(name string, a, b host) host {
+	if strings.HasSuffix(name, "-client") {
+		return a
+	}
+	return b
 }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// host is one of the two machines a path spans: A runs the load generator
+// and the client-side proxy, B the services and the server-side proxy.
+// With -pin each host is one CPU of this machine, so that the two ends
+// of a tunnel do not take each other's CPU, as on two single-core hosts.
+type host struct {
+	name string
+	cpus string // taskset CPU list; empty: unpinned
+}
+
+// hosts returns A and B, pinned to CPUs 0 and 1 when pin is set and this
+// machine has two CPUs or more.
+func hosts(pin bool) (a, b host) {
+	a, b = host{name: "A"}, host{name: "B"}
+	if pin && runtime.NumCPU() >= 2 {
+		a.cpus, b.cpus = "0", "1"
+	}
+	return a, b
+}
+
+// command returns the command line that runs bin with args on h.
+func (h host) command(bin string, args ...string) (string, []string) {
+	if h.cpus == "" {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", h.cpus, bin}, args...)
+}
+
+func (h host) String() string {
+	if h.cpus == "" {
+		return "host " + h.name + " (unpinned)"
+	}
+	return fmt.Sprintf("host %s (CPU %s)", h.name, h.cpus)
+}
+
+// await reads the child's stdout up to a line starting with prefix and
+// returns the rest of that line.
+func (p *proc) await(prefix string, timeout time.Duration) (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		for {
+			l, err := p.out.ReadString('\n')
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), prefix); ok {
+				got <- result{line: strings.TrimSpace(rest)}
+				return
+			}
+			if err != nil {
+				got <- result{err: fmt.Errorf("%s ended before %q: %w", p.name, prefix, err)}
+				return
+			}
+		}
+	}()
+	select {
+	case r := <-got:
+		return r.line, r.err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("%s: no %q after %s", p.name, prefix, timeout)
+	}
+}
