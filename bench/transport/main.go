@@ -97,11 +97,7 @@ func main() {
 		}
 		return
 	case "raw-receiver", "raw-sender":
-		run := runRawSender
-		if *role == "raw-receiver" {
-			run = runRawReceiver
-		}
-		if err := run(*roleCfg); err != nil {
+		if err := runRawRole(*roleCfg, *role == "raw-receiver"); err != nil {
 			fmt.Fprintln(os.Stderr, *role+":", err)
 			os.Exit(1)
 		}
@@ -232,19 +228,12 @@ func run(ctx context.Context, procs *procSet) error {
 		if *profDir != "" {
 			args = append(args, "-cpuprofile", filepath.Join(*profDir, node+"-agent.pprof"))
 		}
-		var env []string
-		if *agentProcs > 0 {
-			env = append(env, fmt.Sprintf("GOMAXPROCS=%d", *agentProcs))
-		}
-		if *agentEnv != "" {
-			env = append(env, strings.Split(*agentEnv, ",")...)
-		}
 		h := hostA
 		if node == "server" {
 			h = hostB
 		}
 		bin, args := h.command(self, args...)
-		p, err := procs.startEnv(ctx, node+"-agent", "READY", env, bin, args...)
+		p, err := procs.startEnv(ctx, node+"-agent", "READY", agentEnvironment(), bin, args...)
 		if err != nil {
 			return err
 		}
@@ -321,6 +310,11 @@ func run(ctx context.Context, procs *procSet) error {
 	if err != nil {
 		return fmt.Errorf("raw quic-go with GRO: %w", err)
 	}
+	fmt.Printf("throughput: raw quic-go stream, both ends in this process (%s)...\n", *tputDur)
+	rawOne, err := rawQUICInProcess(dir, certs, rootFile, *tputDur)
+	if err != nil {
+		return fmt.Errorf("raw quic-go in one process: %w", err)
+	}
 
 	// (3) connection rate.
 	for _, p := range paths {
@@ -330,8 +324,21 @@ func run(ctx context.Context, procs *procSet) error {
 		}
 	}
 
-	report(paths, raw, rawGRO, ready, gso)
+	report(paths, raw, rawGRO, rawOne, ready, gso)
 	return nil
+}
+
+// agentEnvironment is the extra environment of the agents, and of the raw
+// quic-go ends that stand for them.
+func agentEnvironment() []string {
+	var env []string
+	if *agentProcs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", *agentProcs))
+	}
+	if *agentEnv != "" {
+		env = append(env, strings.Split(*agentEnv, ",")...)
+	}
+	return env
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

@@ -66,7 +66,7 @@ func rawQUIC(ctx context.Context, procs *procSet, a, b host, dir string, certs m
 			return nil, err
 		}
 		bin, args := h.command(self, "-role", name, "-config", f)
-		return procs.start(ctx, name, "READY", bin, args...)
+		return procs.startEnv(ctx, name, "READY", agentEnvironment(), bin, args...)
 	}
 	recv, err := start("raw-receiver", b, "server", "")
 	if err != nil {
@@ -105,15 +105,8 @@ type rawEnd struct {
 	tr  *quic.Transport
 }
 
-func newRawEnd(path string, server bool) (*rawEnd, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	e := &rawEnd{cfg: transport.Config{Node: "raw", TrustDomain: trustDomain}}
-	if err := json.Unmarshal(b, &e.rc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
+func newRawEnd(rc rawConfig, server bool) (*rawEnd, error) {
+	e := &rawEnd{rc: rc, cfg: transport.Config{Node: "raw", TrustDomain: trustDomain}}
 	if err := e.cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -148,35 +141,23 @@ func (e *rawEnd) close() {
 	e.pc.Close()
 }
 
-func printDone(d rawDone) {
-	b, _ := json.Marshal(d)
-	fmt.Println("DONE " + string(b))
-}
 
-// runRawReceiver accepts one connection and one stream, reads it to its
-// end, closes the connection (which tells the sender it may stop) and
-// prints what it received.
-func runRawReceiver(path string) error {
-	e, err := newRawEnd(path, true)
-	if err != nil {
-		return err
-	}
-	defer e.close()
-	ln, err := e.tr.Listen(e.tls, e.cfg.QUIC())
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	fmt.Println("READY " + e.pc.LocalAddr().String())
+// listen starts the receiving end.
+func (e *rawEnd) listen() (*quic.Listener, error) { return e.tr.Listen(e.tls, e.cfg.QUIC()) }
+
+// receive accepts one connection and one stream, reads it to its end and
+// closes the connection, which tells the sender it may stop. It returns
+// what it received.
+func (e *rawEnd) receive(ln *quic.Listener) (rawDone, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.rc.Duration+time.Minute)
 	defer cancel()
 	c, err := ln.Accept(ctx)
 	if err != nil {
-		return err
+		return rawDone{}, err
 	}
 	s, err := c.AcceptStream(ctx)
 	if err != nil {
-		return err
+		return rawDone{}, err
 	}
 	buf := make([]byte, e.cfg.CopyBuffer)
 	start, cpu0 := time.Now(), processCPU()
@@ -188,53 +169,133 @@ func runRawReceiver(path string) error {
 			break
 		}
 		if err != nil {
-			return err
+			return rawDone{}, err
 		}
 	}
 	el, cpu := time.Since(start), processCPU()-cpu0
 	c.CloseWithError(0, "")
-	printDone(rawDone{Bytes: n, Seconds: el.Seconds(), CPUSeconds: cpu.Seconds()})
-	return nil
+	return rawDone{Bytes: n, Seconds: el.Seconds(), CPUSeconds: cpu.Seconds()}, nil
 }
 
-// runRawSender writes to one stream for the configured duration, then
-// waits for the receiver to close the connection once it has read all.
-func runRawSender(path string) error {
-	e, err := newRawEnd(path, false)
-	if err != nil {
-		return err
-	}
-	defer e.close()
-	target, err := net.ResolveUDPAddr("udp", e.rc.Target)
-	if err != nil {
-		return err
-	}
+// send writes to one stream for the configured duration, then waits for
+// the receiver to close the connection once it has read all. ready is
+// called once the stream is open.
+func (e *rawEnd) send(target net.Addr, ready func()) (rawDone, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.rc.Duration+time.Minute)
 	defer cancel()
 	c, err := e.tr.Dial(ctx, target, e.tls, e.cfg.QUIC())
 	if err != nil {
-		return err
+		return rawDone{}, err
 	}
 	defer c.CloseWithError(0, "")
 	s, err := c.OpenStreamSync(ctx)
 	if err != nil {
-		return err
+		return rawDone{}, err
 	}
-	fmt.Println("READY")
+	ready()
 	buf := make([]byte, e.cfg.CopyBuffer)
 	cpu0 := processCPU()
 	for deadline := time.Now().Add(e.rc.Duration); time.Now().Before(deadline); {
 		if _, err := s.Write(buf); err != nil {
-			return err
+			return rawDone{}, err
 		}
 	}
 	s.Close()
 	select {
 	case <-c.Context().Done():
 	case <-ctx.Done():
-		return errors.New("the receiver did not close the connection")
+		return rawDone{}, errors.New("the receiver did not close the connection")
 	}
-	printDone(rawDone{CPUSeconds: (processCPU() - cpu0).Seconds(), GSO: c.ConnectionState().GSO})
+	return rawDone{CPUSeconds: (processCPU() - cpu0).Seconds(), GSO: c.ConnectionState().GSO}, nil
+}
+
+// rawQUICInProcess is rawQUIC with both ends in this process, unpinned:
+// two goroutines of one Go runtime, which hand packets to each other
+// without a process switch. It is a reference, not what two hosts do.
+func rawQUICInProcess(dir string, certs map[string][3]string, root string, d time.Duration) (rawResult, error) {
+	end := func(node string, server bool) (*rawEnd, error) {
+		return newRawEnd(rawConfig{CertFile: certs[node][0], KeyFile: certs[node][1], RootsFile: root, Duration: d}, server)
+	}
+	recv, err := end("server", true)
+	if err != nil {
+		return rawResult{}, err
+	}
+	defer recv.close()
+	send, err := end("client", false)
+	if err != nil {
+		return rawResult{}, err
+	}
+	defer send.close()
+	ln, err := recv.listen()
+	if err != nil {
+		return rawResult{}, err
+	}
+	defer ln.Close()
+	type result struct {
+		d   rawDone
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		r, err := recv.receive(ln)
+		got <- result{r, err}
+	}()
+	cpu0 := processCPU()
+	s, err := send.send(recv.pc.LocalAddr(), func() {})
+	if err != nil {
+		return rawResult{}, err
+	}
+	r := <-got
+	if r.err != nil {
+		return rawResult{}, r.err
+	}
+	return rawResult{
+		bps:      float64(r.d.Bytes*8) / r.d.Seconds,
+		gso:      s.GSO,
+		cpuPerGB: (processCPU() - cpu0).Seconds() / (float64(r.d.Bytes) / 1e9),
+	}, nil
+}
+
+// runRawRole runs a raw quic-go child: the receiver prints its address,
+// the sender prints READY once its stream is open, and both print what
+// they did.
+func runRawRole(path string, receiver bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rc rawConfig
+	if err := json.Unmarshal(b, &rc); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	e, err := newRawEnd(rc, receiver)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	var done rawDone
+	if receiver {
+		ln, err := e.listen()
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		fmt.Println("READY " + e.pc.LocalAddr().String())
+		done, err = e.receive(ln)
+		if err != nil {
+			return err
+		}
+	} else {
+		target, err := net.ResolveUDPAddr("udp", rc.Target)
+		if err != nil {
+			return err
+		}
+		if done, err = e.send(target, func() { fmt.Println("READY") }); err != nil {
+			return err
+		}
+	}
+	line, _ := json.Marshal(done)
+	fmt.Println("DONE " + string(line))
 	return nil
 }
 
