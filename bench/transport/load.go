@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,50 @@ func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*laten
 		}
 	}
 	return l, nil
+}
+
+// medianLatency is the median of each figure over the rounds of a path
+// (the upper median for an even count), and their errors summed.
+func medianLatency(ls []*latency) *latency {
+	med := func(get func(*latency) time.Duration) time.Duration {
+		v := make([]time.Duration, len(ls))
+		for i, l := range ls {
+			v[i] = get(l)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	out := &latency{
+		p50: med(func(l *latency) time.Duration { return l.p50 }),
+		p90: med(func(l *latency) time.Duration { return l.p90 }),
+		p99: med(func(l *latency) time.Duration { return l.p99 }),
+	}
+	for _, l := range ls {
+		out.qps += l.qps / float64(len(ls))
+		out.requests += l.requests
+		out.errors += l.errors
+	}
+	return out
+}
+
+// mergeUsage combines the samples of several runs: the largest RSS, and
+// the means of the mean RSS and of the CPU.
+func mergeUsage(us []map[string]*resUsage) map[string]*resUsage {
+	out := map[string]*resUsage{}
+	for _, u := range us {
+		for name, r := range u {
+			m := out[name]
+			if m == nil {
+				m = &resUsage{}
+				out[name] = m
+			}
+			m.maxRSS = max(m.maxRSS, r.maxRSS)
+			m.avgRSS += r.avgRSS / int64(len(us))
+			m.cpu += r.cpu / float64(len(us))
+			m.cpuSeconds += r.cpuSeconds
+		}
+	}
+	return out
 }
 
 func lastLines(s string, n int) string {

@@ -8,7 +8,8 @@
 //
 //  1. latency at a constant 1,000 req/s with 1 KiB HTTP responses (fortio,
 //     8 keep-alive connections), p50/p90/p99, and what each tunnel adds to
-//     direct TCP;
+//     direct TCP; the paths take turns over -rounds rounds and each reports
+//     its median round;
 //  2. single-connection throughput with iperf3, beside the raw capacity of
 //     one quic-go stream on this machine (same TLS, same buffers, same
 //     quic-go configuration; a sender and a receiver process of its own);
@@ -63,7 +64,8 @@ var (
 	roleCfg    = flag.String("config", "", "internal: agent config file")
 	httpAddr   = flag.String("http", "", "internal: backend HTTP address")
 	connAddr   = flag.String("conn", "", "internal: backend one-byte echo address")
-	latDur     = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path")
+	latDur     = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path and round")
+	rounds     = flag.Int("rounds", 3, "latency rounds; each path reports the median of its rounds")
 	qps        = flag.Int("qps", 1000, "fortio request rate")
 	conns      = flag.Int("c", 8, "fortio connections")
 	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
@@ -138,6 +140,9 @@ func run(ctx context.Context, procs *procSet) error {
 	fortio, err := findFortio()
 	if err != nil {
 		return err
+	}
+	if *rounds < 1 {
+		return fmt.Errorf("-rounds %d: need at least one", *rounds)
 	}
 	hostA, hostB := hosts(*pin)
 	for _, bin := range []string{"iperf3", "stunnel4", "haproxy", "taskset"} {
@@ -275,16 +280,27 @@ func run(ctx context.Context, procs *procSet) error {
 	}
 
 	fmt.Printf("# meshwork transport benchmark: %s, %d CPUs, %s; %s, %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), loadavg(), hostA, hostB)
-	// (1) latency, with the proxies' resources sampled during each run.
-	for _, p := range paths {
-		fmt.Printf("latency: %s (%d req/s, %d connections, %s)...\n", p.name, *qps, *conns, *latDur)
-		sampler := startSampler(p.pids)
-		l, err := runFortio(ctx, hostA, fortio, dir, p)
-		p.latUse = sampler.stop()
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
+	// (1) latency, with the proxies' resources sampled during each run. The
+	// paths take turns, round after round, in a rotating order, so that a
+	// noisy spell of this machine does not land on one path only.
+	lats := map[*path][]*latency{}
+	uses := map[*path][]map[string]*resUsage{}
+	for r := range *rounds {
+		for i := range paths {
+			p := paths[(i+r)%len(paths)]
+			fmt.Printf("latency: %s, round %d of %d (%d req/s, %d connections, %s)...\n", p.name, r+1, *rounds, *qps, *conns, *latDur)
+			sampler := startSampler(p.pids)
+			l, err := runFortio(ctx, hostA, fortio, dir, p)
+			use := sampler.stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			lats[p] = append(lats[p], l)
+			uses[p] = append(uses[p], use)
 		}
-		p.lat = l
+	}
+	for _, p := range paths {
+		p.lat, p.latUse = medianLatency(lats[p]), mergeUsage(uses[p])
 	}
 	// GSO is known now that the agents have a connection.
 	gso := agents["client"].ask("gso")

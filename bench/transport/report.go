@@ -24,7 +24,7 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 	}
 	fmt.Println()
 	fmt.Printf("Command: `go run ./bench/transport %s`\n\n", strings.Join(os.Args[1:], " "))
-	fmt.Printf("Latency at %d req/s, 1 KiB responses, %d keep-alive connections, %s per path (fortio):\n\n", *qps, *conns, *latDur)
+	fmt.Printf("Latency at %d req/s, 1 KiB responses, %d keep-alive connections (fortio), the median of %d rounds of %s per path:\n\n", *qps, *conns, *rounds, *latDur)
 	fmt.Println("| path | p50 | p90 | p99 | added p50 | added p90 | added p99 | req/s | errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, p := range paths {
