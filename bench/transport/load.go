@@ -20,6 +20,8 @@ import (
 // latency is one fortio run.
 type latency struct {
 	p50, p90, p99 time.Duration
+	// p99Low and p99High are the lowest and highest p99 of the rounds.
+	p99Low, p99High time.Duration
 	qps           float64
 	requests      int64
 	errors        int64
@@ -96,7 +98,9 @@ func medianLatency(ls []*latency) *latency {
 		p90: med(func(l *latency) time.Duration { return l.p90 }),
 		p99: med(func(l *latency) time.Duration { return l.p99 }),
 	}
+	out.p99Low, out.p99High = ls[0].p99, ls[0].p99
 	for _, l := range ls {
+		out.p99Low, out.p99High = min(out.p99Low, l.p99), max(out.p99High, l.p99)
 		out.qps += l.qps / float64(len(ls))
 		out.requests += l.requests
 		out.errors += l.errors

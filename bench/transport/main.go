@@ -295,6 +295,7 @@ func run(ctx context.Context, procs *procSet) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.name, err)
 			}
+			fmt.Printf("  p50 %s, p90 %s, p99 %s\n", ms(l.p50), ms(l.p90), ms(l.p99))
 			lats[p] = append(lats[p], l)
 			uses[p] = append(uses[p], use)
 		}
