@@ -76,7 +76,7 @@ var (
 	profDir    = flag.String("profile", "", "write the agents' CPU profiles to this directory")
 	copyBuf    = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
 	maxWindow  = flag.Uint64("max-stream-window", 0, "agents' transport MaxStreamWindow (0: default)")
-	agentProcs = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default, the CPU count); the two agents, which normally run on two hosts, share this machine's cores")
+	agentProcs = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent and raw quic-go end (0: Go's default, the CPUs it may run on)")
 	agentEnv   = flag.String("agent-env", "", "extra environment of each agent, comma-separated (for example GOGC=200,GODEBUG=gctrace=1)")
 	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 	target     = flag.String("target", "", "internal: connection-rate target address")

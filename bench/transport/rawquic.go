@@ -95,7 +95,7 @@ func rawQUIC(ctx context.Context, procs *procSet, a, b host, dir string, certs m
 	}, nil
 }
 
-// rawEnd is what both raw children set up: identity, TLS, socket and
+// rawEnd is one end of a raw quic-go stream: identity, TLS, socket and
 // quic-go transport.
 type rawEnd struct {
 	rc  rawConfig
@@ -105,6 +105,7 @@ type rawEnd struct {
 	tr  *quic.Transport
 }
 
+// newRawEnd sets up the receiving end (server) or the sending one.
 func newRawEnd(rc rawConfig, server bool) (*rawEnd, error) {
 	e := &rawEnd{rc: rc, cfg: transport.Config{Node: "raw", TrustDomain: trustDomain}}
 	if err := e.cfg.Validate(); err != nil {
@@ -140,7 +141,6 @@ func (e *rawEnd) close() {
 	e.tr.Close()
 	e.pc.Close()
 }
-
 
 // listen starts the receiving end.
 func (e *rawEnd) listen() (*quic.Listener, error) { return e.tr.Listen(e.tls, e.cfg.QUIC()) }
