@@ -22,9 +22,9 @@ type latency struct {
 	p50, p90, p99 time.Duration
 	// p99Low and p99High are the lowest and highest p99 of the rounds.
 	p99Low, p99High time.Duration
-	qps           float64
-	requests      int64
-	errors        int64
+	qps             float64
+	requests        int64
+	errors          int64
 }
 
 type fortioResult struct {
