@@ -21,8 +21,9 @@
 // Every path spans two hosts: host A runs the load generator and the
 // client-side proxy, host B the services and the server-side proxy (and
 // the raw quic-go sender and receiver likewise). With -pin (the default)
-// each host is one CPU of this machine, set with taskset, so that the two
-// ends never take each other's CPU, as on two single-core machines.
+// each host is half of this machine's CPUs, set with taskset, so that the
+// two ends never take each other's CPU, as on two machines (on this
+// two-CPU machine, one CPU each).
 // Without it every process may run anywhere. Each agent runs with
 // GOMAXPROCS=1 (-agent-gomaxprocs). It writes its configs to a temporary
 // directory, starts every process itself and stops each by its PID. Every
@@ -80,7 +81,7 @@ var (
 	agentEnv   = flag.String("agent-env", "", "extra environment of each agent, comma-separated (for example GOGC=200,GODEBUG=gctrace=1)")
 	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 	target     = flag.String("target", "", "internal: connection-rate target address")
-	pin        = flag.Bool("pin", true, "run host A's processes (load generators, client proxies) on CPU 0 and host B's (services, server proxies) on CPU 1, as two single-core hosts")
+	pin        = flag.Bool("pin", true, "run host A's processes (load generators, client proxies) on the lower half of the CPUs and host B's (services, server proxies) on the upper half, as two hosts")
 )
 
 func main() {
