@@ -47,7 +47,10 @@ func (h host) String() string {
 	if h.cpus == "" {
 		return "host " + h.name + " (unpinned)"
 	}
-	return fmt.Sprintf("host %s (CPUs %s)", h.name, h.cpus)
+	if strings.Contains(h.cpus, "-") {
+		return fmt.Sprintf("host %s (CPUs %s)", h.name, h.cpus)
+	}
+	return fmt.Sprintf("host %s (CPU %s)", h.name, h.cpus)
 }
 
 // await reads the child's stdout up to a line starting with prefix and
