@@ -28,7 +28,10 @@ func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, ce
 		fmt.Fprintf(&server, "[%s]\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes\nsslVersionMin = TLSv1.3\n",
 			svc.name, addr(tls), svc.target, certs["server"][0], certs["server"][1], root)
 	}
-	for name, conf := range map[string]string{"stunnel-client": client.String(), "stunnel-server": server.String()} {
+	// The server end first: the client end connects to it on the first
+	// connection it accepts.
+	for _, end := range [][2]string{{"stunnel-server", server.String()}, {"stunnel-client", client.String()}} {
+		name, conf := end[0], end[1]
 		f := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -62,7 +65,8 @@ func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, ce
 		server += fmt.Sprintf("listen %s\n  bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n  server b %s\n",
 			svc.name, addr(tls), certs["server"][2], root, svc.target)
 	}
-	for name, conf := range map[string]string{"haproxy-client": client, "haproxy-server": server} {
+	for _, end := range [][2]string{{"haproxy-server", server}, {"haproxy-client", client}} {
+		name, conf := end[0], end[1]
 		f := filepath.Join(dir, name+".cfg")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
