@@ -48,7 +48,10 @@ type NodeSpec struct {
 	Transport memberlist.Transport
 	// Join holds the addresses to join at start: the first node's, empty
 	// for the first node itself.
-	Join       []string
+	Join []string
+	// Earlier holds the addresses of every node added before this one, for
+	// tests that need membership complete after the joins alone.
+	Earlier    []string
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	// DataDir is a private, empty directory for the member's files. It
@@ -153,9 +156,12 @@ func (c *Cluster) startNode(node *Node) {
 	if err != nil {
 		c.t.Fatalf("meshtest: %v", err)
 	}
-	var join []string
+	var join, earlier []string
 	if node.Index > 0 {
 		join = []string{c.Net.Addr(c.Nodes[0].Name)}
+	}
+	for _, n := range c.Nodes[:node.Index] {
+		earlier = append(earlier, c.Net.Addr(n.Name))
 	}
 	node.Logs = &LogBuffer{}
 	node.Registry = prometheus.NewRegistry()
@@ -164,6 +170,7 @@ func (c *Cluster) startNode(node *Node) {
 		Name:       node.Name,
 		Transport:  tr,
 		Join:       join,
+		Earlier:    earlier,
 		Logger:     slog.New(slog.NewTextHandler(node.Logs, &slog.HandlerOptions{Level: c.opts.LogLevel})),
 		Registerer: node.Registry,
 		DataDir:    node.DataDir,
@@ -339,23 +346,44 @@ func (c *Cluster) AllSee(cond func(n *Node, s *catalog.Snapshot) bool) bool {
 
 // Converged reports whether every running node sees every running node
 // alive.
-func (c *Cluster) Converged() bool {
+func (c *Cluster) Converged() bool { return c.convergence() == nil }
+
+// convergence names the views that are not converged yet, at most a few, so
+// that a timeout says which node lacks which.
+func (c *Cluster) convergence() error {
+	const shown = 5
 	running := c.Running()
-	return c.AllSee(func(_ *Node, s *catalog.Snapshot) bool {
+	var gaps []string
+	total := 0
+	for _, n := range running {
+		s := n.Snapshot()
 		for _, o := range running {
 			m, ok := s.Member(o.Name)
-			if !ok || m.Status != catalog.StatusAlive {
-				return false
+			switch {
+			case !ok:
+				total++
+				if len(gaps) < shown {
+					gaps = append(gaps, fmt.Sprintf("%s does not know %s", n.Name, o.Name))
+				}
+			case m.Status != catalog.StatusAlive:
+				total++
+				if len(gaps) < shown {
+					gaps = append(gaps, fmt.Sprintf("%s sees %s %s", n.Name, o.Name, m.Status))
+				}
 			}
 		}
-		return true
-	})
+	}
+	if total == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d views missing: %s", total, strings.Join(gaps, "; "))
 }
 
-// WaitConverged waits until Converged, or fails the test.
+// WaitConverged waits until Converged, or fails the test naming the views
+// still missing.
 func (c *Cluster) WaitConverged(timeout time.Duration) {
 	c.t.Helper()
-	WaitFor(c.t, timeout, c.Converged, "every running node to see every running node alive")
+	Eventually(c.t, timeout, "every running node to see every running node alive", c.convergence)
 }
 
 // WaitFor polls cond every 10 ms until it holds, or fails the test after
