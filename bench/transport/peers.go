@@ -30,8 +30,8 @@ func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, ce
 	}
 	// The server end first: the client end connects to it on the first
 	// connection it accepts.
-	for _, end := range [][2]string{{"stunnel-server", server.String()}, {"stunnel-client", client.String()}} {
-		name, conf := end[0], end[1]
+	for _, end := range []struct{ name, conf string }{{"stunnel-server", server.String()}, {"stunnel-client", client.String()}} {
+		name, conf := end.name, end.conf
 		f := filepath.Join(dir, name+".conf")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -65,8 +65,9 @@ func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, ce
 		server += fmt.Sprintf("listen %s\n  bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n  server b %s\n",
 			svc.name, addr(tls), certs["server"][2], root, svc.target)
 	}
-	for _, end := range [][2]string{{"haproxy-server", server}, {"haproxy-client", client}} {
-		name, conf := end[0], end[1]
+	// The server end first, as for stunnel.
+	for _, end := range []struct{ name, conf string }{{"haproxy-server", server}, {"haproxy-client", client}} {
+		name, conf := end.name, end.conf
 		f := filepath.Join(dir, name+".cfg")
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err

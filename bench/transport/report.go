@@ -101,18 +101,18 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 			// p99 moves by more than the target from round to round. The
 			// verdict then holds only if it holds against direct's highest
 			// and lowest rounds alike.
-			spread := direct.lat.p99High - direct.lat.p99Low
-			switch {
-			case spread <= target:
-				fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), verdict(added <= target))
-			case p.lat.p99-direct.lat.p99High > target:
-				fmt.Printf("- added p99 %s (target ≤ 0.5 ms): NOT met, even against direct's highest round (%.3f ms)\n", ms(added), msf(direct.lat.p99High))
-			case p.lat.p99-direct.lat.p99Low <= target:
-				fmt.Printf("- added p99 %s (target ≤ 0.5 ms): met, even against direct's lowest round (%.3f ms)\n", ms(added), msf(direct.lat.p99Low))
+			var v string
+			switch low, high := direct.lat.p99Low, direct.lat.p99High; {
+			case high-low <= target:
+				v = verdict(added <= target)
+			case p.lat.p99-high > target:
+				v = fmt.Sprintf("NOT met, even against direct's highest round (%.3f ms)", msf(high))
+			case p.lat.p99-low <= target:
+				v = fmt.Sprintf("met, even against direct's lowest round (%.3f ms)", msf(low))
 			default:
-				fmt.Printf("- added p99 %s (target ≤ 0.5 ms): not measurable in this run, direct's own p99 spans %.3f–%.3f ms over its rounds\n",
-					ms(added), msf(direct.lat.p99Low), msf(direct.lat.p99High))
+				v = fmt.Sprintf("not measurable in this run, direct's own p99 spans %.3f–%.3f ms over its rounds", msf(low), msf(high))
 			}
+			fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), v)
 		}
 		fmt.Printf("- tunnel throughput %s = %.2f× raw quic-go across the same two hosts (targets ≥ 0.9× and ≥ 3 Gbit/s): %s; %.2f× raw quic-go in one process\n",
 			gbps(p.tput), p.tput/raw.bps, verdict(p.tput >= 0.9*raw.bps && p.tput >= 3e9), p.tput/rawOne.bps)

@@ -156,13 +156,12 @@ func (c *Cluster) startNode(node *Node) {
 	if err != nil {
 		c.t.Fatalf("meshtest: %v", err)
 	}
-	var join, earlier []string
-	if node.Index > 0 {
-		join = []string{c.Net.Addr(c.Nodes[0].Name)}
-	}
+	var earlier []string
 	for _, n := range c.Nodes[:node.Index] {
 		earlier = append(earlier, c.Net.Addr(n.Name))
 	}
+	first := min(len(earlier), 1)
+	join := earlier[:first:first] // node 0's; capped, so an append cannot overwrite Earlier
 	node.Logs = &LogBuffer{}
 	node.Registry = prometheus.NewRegistry()
 	spec := NodeSpec{
@@ -358,18 +357,18 @@ func (c *Cluster) convergence() error {
 	for _, n := range running {
 		s := n.Snapshot()
 		for _, o := range running {
-			m, ok := s.Member(o.Name)
-			switch {
+			var gap string
+			switch m, ok := s.Member(o.Name); {
 			case !ok:
-				total++
-				if len(gaps) < shown {
-					gaps = append(gaps, fmt.Sprintf("%s does not know %s", n.Name, o.Name))
-				}
+				gap = fmt.Sprintf("%s does not know %s", n.Name, o.Name)
 			case m.Status != catalog.StatusAlive:
-				total++
-				if len(gaps) < shown {
-					gaps = append(gaps, fmt.Sprintf("%s sees %s %s", n.Name, o.Name, m.Status))
-				}
+				gap = fmt.Sprintf("%s sees %s %s", n.Name, o.Name, m.Status)
+			default:
+				continue
+			}
+			total++
+			if len(gaps) < shown {
+				gaps = append(gaps, gap)
 			}
 		}
 	}
