@@ -1,8 +1,10 @@
 // Command transport benchmarks the Meshwork data plane in one run, on
 // loopback: a client agent and a server agent (two child processes running
 // transport over real QUIC and mutual TLS) against direct TCP, a pair of
-// stunnel4 mTLS tunnels, and a pair of HAProxy instances with TLS between
-// them (TCP mode). All four paths end at the same local services.
+// stunnel4 mTLS tunnels, a pair of HAProxy instances with TLS between them
+// (TCP mode), and the same HAProxy pair relaying plain TCP: the floor of
+// what any two proxies add here. All five paths end at the same local
+// services.
 //
 // It measures, path by path:
 //
@@ -72,7 +74,7 @@ var (
 	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
 	rateDur    = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
 	workers    = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
-	only       = flag.String("paths", "direct,mesh,stunnel,haproxy", "paths to measure")
+	only       = flag.String("paths", "direct,mesh,stunnel,haproxy,relay", "paths to measure (relay: a pair of HAProxy instances relaying plain TCP, the floor of any two proxies)")
 	fortioBin  = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
 	profDir    = flag.String("profile", "", "write the agents' CPU profiles to this directory")
 	copyBuf    = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")
@@ -261,11 +263,15 @@ func run(ctx context.Context, procs *procSet) error {
 	if err != nil {
 		return err
 	}
-	hp, err := startHAProxy(ctx, procs, hostA, hostB, dir, certs, rootFile, direct, next)
+	hp, err := startHAProxy(ctx, procs, hostA, hostB, dir, certs, rootFile, direct, next, true)
 	if err != nil {
 		return err
 	}
-	all := map[string]*path{"direct": direct, "mesh": mesh, "stunnel": st, "haproxy": hp}
+	relay, err := startHAProxy(ctx, procs, hostA, hostB, dir, certs, rootFile, direct, next, false)
+	if err != nil {
+		return err
+	}
+	all := map[string]*path{"direct": direct, "mesh": mesh, "stunnel": st, "haproxy": hp, "relay": relay}
 	var paths []*path
 	for _, n := range strings.Split(*only, ",") {
 		p, ok := all[strings.TrimSpace(n)]

@@ -46,38 +46,46 @@ func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, ce
 	return out, nil
 }
 
-// startHAProxy starts a client HAProxy (plain in, TLS out with a client
-// certificate, verifying the server) and a server HAProxy (TLS in,
-// verifying the client, plain out), TCP mode, TLS 1.3 only.
-func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
-	out := &path{name: "haproxy", pids: map[string]int{}}
+// startHAProxy starts a client HAProxy and a server HAProxy, TCP mode.
+// With tls the client end takes plain TCP in and sends TLS out with a client
+// certificate, verifying the server, and the server end verifies the client
+// and sends plain TCP on, TLS 1.3 only. Without it both ends relay plain TCP:
+// the least that any pair of proxies adds on this machine.
+func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int, tls bool) (*path, error) {
+	name := "haproxy"
+	if !tls {
+		name = "relay"
+	}
+	out := &path{name: name, pids: map[string]int{}}
 	head := "global\n  maxconn 4096\n  log stderr format raw local0 err\ndefaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+	clientTLS := fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", certs["client"][2], root)
+	serverTLS := fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", certs["server"][2], root)
+	if !tls {
+		clientTLS, serverTLS = "", ""
+	}
 	client, server := head, head
 	for _, svc := range []struct {
 		name   string
 		target string
 		dst    *string
 	}{{"http", direct.http, &out.http}, {"iperf", direct.iperf, &out.iperf}, {"conn", direct.connRate, &out.connRate}} {
-		front, tls := next(), next()
+		front, between := next(), next()
 		*svc.dst = addr(front)
-		client += fmt.Sprintf("listen %s\n  bind %s\n  server s %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n",
-			svc.name, addr(front), addr(tls), certs["client"][2], root)
-		server += fmt.Sprintf("listen %s\n  bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3\n  server b %s\n",
-			svc.name, addr(tls), certs["server"][2], root, svc.target)
+		client += fmt.Sprintf("listen %s\n  bind %s\n  server s %s%s\n", svc.name, addr(front), addr(between), clientTLS)
+		server += fmt.Sprintf("listen %s\n  bind %s%s\n  server b %s\n", svc.name, addr(between), serverTLS, svc.target)
 	}
 	// The server end first, as for stunnel.
-	for _, end := range []struct{ name, conf string }{{"haproxy-server", server}, {"haproxy-client", client}} {
-		name, conf := end.name, end.conf
-		f := filepath.Join(dir, name+".cfg")
-		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+	for _, end := range []struct{ name, conf string }{{name + "-server", server}, {name + "-client", client}} {
+		f := filepath.Join(dir, end.name+".cfg")
+		if err := os.WriteFile(f, []byte(end.conf), 0o600); err != nil {
 			return nil, err
 		}
-		bin, args := onHost(name, a, b).command("haproxy", "-db", "-f", f)
-		p, err := procs.start(ctx, name, "", bin, args...)
+		bin, args := onHost(end.name, a, b).command("haproxy", "-db", "-f", f)
+		p, err := procs.start(ctx, end.name, "", bin, args...)
 		if err != nil {
 			return nil, err
 		}
-		out.pids[name] = p.pid()
+		out.pids[end.name] = p.pid()
 	}
 	return out, nil
 }

@@ -18,12 +18,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // report prints the results as Markdown, ready for docs/benchmarks.md.
 func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso string) {
-	var direct *path
-	for _, p := range paths {
-		if p.name == "direct" {
-			direct = p
-		}
-	}
+	direct := pathNamed(paths, "direct")
 	fmt.Println()
 	fmt.Printf("Command: `go run ./bench/transport %s`\n\n", strings.Join(os.Args[1:], " "))
 	fmt.Printf("Latency at %d req/s, 1 KiB responses, %d keep-alive connections (fortio), the median of %d rounds of %s per path:\n\n", *qps, *conns, *rounds, *latDur)
@@ -113,6 +108,10 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 				v = fmt.Sprintf("not measurable in this run, direct's own p99 spans %.3f–%.3f ms over its rounds", msf(low), msf(high))
 			}
 			fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), v)
+			if floor := pathNamed(paths, "relay"); floor != nil && floor.lat != nil {
+				fmt.Printf("- a pair of plain TCP relays (HAProxy, no TLS) adds %s p99 here: the floor of any design with a proxy at each end; the mesh adds %s above it\n",
+					ms(floor.lat.p99-direct.lat.p99), ms(p.lat.p99-floor.lat.p99))
+			}
 		}
 		fmt.Printf("- tunnel throughput %s = %.2f× raw quic-go across the same two hosts (targets ≥ 0.9× and ≥ 3 Gbit/s): %s; %.2f× raw quic-go in one process\n",
 			gbps(p.tput), p.tput/raw.bps, verdict(p.tput >= 0.9*raw.bps && p.tput >= 3e9), p.tput/rawOne.bps)
@@ -127,6 +126,16 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 			fmt.Printf("- agent RSS %s at %d req/s (target ≤ 40 MB): %s\n", mib(worst), *qps, verdict(worst <= 40e6))
 		}
 	}
+}
+
+// pathNamed is the path of that name among paths, or nil.
+func pathNamed(paths []*path, name string) *path {
+	for _, p := range paths {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 func verdict(ok bool) string {
