@@ -41,6 +41,9 @@ type splicer struct {
 // splice runs until both directions end and returns the bytes moved from
 // the TCP side to the stream and back. It closes c.
 func (t *Transport) splice(c net.Conn, tcp *net.TCPConn, s *quic.Stream) (toStream, fromStream int64) {
+	if tcp != nil {
+		c = rawTCPConn(tcp)
+	}
 	sp := &splicer{t: t, c: c, tcp: tcp, s: s}
 	sp.touch()
 	sp.idle = time.AfterFunc(t.cfg.IdleTimeout, sp.checkIdle)

@@ -3,6 +3,7 @@ package udpgro
 import (
 	"encoding/binary"
 	"net"
+	"os"
 	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
@@ -23,7 +24,8 @@ const (
 // else is the socket's own.
 type Conn struct {
 	*net.UDPConn
-	pc *ipv4.PacketConn
+	pc  *ipv4.PacketConn
+	raw *rawSocket // nil: the socket's own calls
 
 	msgs []ipv4.Message // the last batch read from the socket
 	segs []int          // segment size of each message in msgs
@@ -53,6 +55,9 @@ func wrap(pc net.PacketConn) (net.PacketConn, bool) {
 		return pc, false
 	}
 	c := &Conn{UDPConn: uc, pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, batch), segs: make([]int, batch)}
+	if rawIO {
+		c.raw, _ = newRawSocket(uc)
+	}
 	for i := range c.msgs {
 		c.msgs[i].Buffers = [][]byte{make([]byte, maxMessage)}
 		c.msgs[i].OOB = make([]byte, oobSize)
@@ -66,7 +71,7 @@ func wrap(pc net.PacketConn) (net.PacketConn, bool) {
 // longer than it are cut short, as a plain read would cut them.
 func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	if c.next >= c.n {
-		n, err := c.pc.ReadBatch(c.msgs, flags)
+		n, err := c.readSocket(flags)
 		if n == 0 || err != nil {
 			return 0, err
 		}
@@ -91,6 +96,30 @@ func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	}
 	c.datagrams.Add(uint64(out))
 	return out, nil
+}
+
+// readSocket reads a batch into c.msgs: one message at a time with raw
+// calls (each of which holds up to 64 coalesced datagrams), or else as
+// many as recvmmsg gives.
+func (c *Conn) readSocket(flags int) (int, error) {
+	if c.raw == nil {
+		return c.pc.ReadBatch(c.msgs, flags)
+	}
+	if err := c.raw.read(&c.msgs[0], flags); err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
+
+// WriteMsgUDP sends b with the control messages oob (quic-go's GSO segment
+// size and ECN) to addr.
+func (c *Conn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	if c.raw != nil {
+		if n, oobn, ok, err := c.raw.write(b, oob, addr); ok {
+			return n, oobn, err
+		}
+	}
+	return c.UDPConn.WriteMsgUDP(b, oob, addr)
 }
 
 // takeSegmentSize removes the UDP_GRO control message from m's control
@@ -118,3 +147,5 @@ func takeSegmentSize(m *ipv4.Message) int {
 	m.NN = kept
 	return seg
 }
+
+var rawIO = os.Getenv("MESHWORK_RAWIO") != "0"

@@ -43,9 +43,14 @@ func wrapped(t *testing.T) *Conn {
 	return pc.(*Conn)
 }
 
+// msgWriter is a plain socket or a wrapped one.
+type msgWriter interface {
+	WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error)
+}
+
 // sendRun sends payload to dst in one sendmsg, cut by the kernel into
 // segments of seg bytes (UDP_SEGMENT), as quic-go sends with GSO.
-func sendRun(t *testing.T, from *net.UDPConn, dst net.Addr, payload []byte, seg uint16) {
+func sendRun(t *testing.T, from msgWriter, dst net.Addr, payload []byte, seg uint16) {
 	t.Helper()
 	oob := make([]byte, unix.CmsgSpace(2))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
