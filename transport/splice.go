@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/meshwork/meshwork/transport/rawio"
 )
 
 // smallBuf is the copy buffer of an interactive connection. A direction
@@ -42,7 +44,7 @@ type splicer struct {
 // the TCP side to the stream and back. It closes c.
 func (t *Transport) splice(c net.Conn, tcp *net.TCPConn, s *quic.Stream) (toStream, fromStream int64) {
 	if tcp != nil {
-		c = rawTCPConn(tcp)
+		c = rawio.WrapTCP(tcp)
 	}
 	sp := &splicer{t: t, c: c, tcp: tcp, s: s}
 	sp.touch()

@@ -7,13 +7,15 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/transport/rawio"
 )
 
 // TestRawCallsCarryARunBothWays sends a GSO run from a wrapped socket
 // (raw sendmsg) to a wrapped one (raw recvmsg), between IPv4 sockets and
 // from a dual-stack IPv6 socket to an IPv4 one.
 func TestRawCallsCarryARunBothWays(t *testing.T) {
-	if !rawIO {
+	if !rawio.Enabled {
 		t.Skip("raw calls turned off")
 	}
 	for _, tc := range []struct{ name, from string }{{"ipv4", "127.0.0.1:0"}, {"dual-stack sender", "[::]:0"}} {

@@ -8,7 +8,9 @@
 // into single packets on the way in; on loopback it splits nothing at all.
 // Conn reads those runs in batches and hands them to quic-go packet by
 // packet, through the batch-read interface that quic-go's socket code
-// accepts from a PacketConn.
+// accepts from a PacketConn. It reads and sends with raw system calls
+// (package rawio), which keep a slow call from moving the agent's work to
+// another thread.
 package udpgro
 
 import "net"

@@ -3,15 +3,17 @@ package udpgro
 import (
 	"encoding/binary"
 	"net"
-	"os"
 	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshwork/meshwork/transport/rawio"
 )
 
 const (
-	// batch is how many messages one recvmmsg asks for, as quic-go does.
+	// batch is how many messages one recvmmsg asks for, as quic-go does,
+	// when raw calls are off (a raw read takes one message).
 	batch = 8
 	// maxMessage holds the largest run the kernel coalesces: 64 segments,
 	// at most 64 KiB in all.
@@ -20,12 +22,13 @@ const (
 )
 
 // Conn is a UDP socket with UDP_GRO on. Its ReadBatch splits each
-// coalesced message back into the datagrams that made it up. Everything
+// coalesced message back into the datagrams that made it up. It reads and
+// writes with raw calls (package rawio) unless they are off. Everything
 // else is the socket's own.
 type Conn struct {
 	*net.UDPConn
 	pc  *ipv4.PacketConn
-	raw *rawSocket // nil: the socket's own calls
+	raw *rawio.UDP // nil: the socket's own calls
 
 	msgs []ipv4.Message // the last batch read from the socket
 	segs []int          // segment size of each message in msgs
@@ -55,9 +58,7 @@ func wrap(pc net.PacketConn) (net.PacketConn, bool) {
 		return pc, false
 	}
 	c := &Conn{UDPConn: uc, pc: ipv4.NewPacketConn(uc), msgs: make([]ipv4.Message, batch), segs: make([]int, batch)}
-	if rawIO {
-		c.raw, _ = newRawSocket(uc)
-	}
+	c.raw, _ = rawio.NewUDP(uc)
 	for i := range c.msgs {
 		c.msgs[i].Buffers = [][]byte{make([]byte, maxMessage)}
 		c.msgs[i].OOB = make([]byte, oobSize)
@@ -105,7 +106,7 @@ func (c *Conn) readSocket(flags int) (int, error) {
 	if c.raw == nil {
 		return c.pc.ReadBatch(c.msgs, flags)
 	}
-	if err := c.raw.read(&c.msgs[0], flags); err != nil {
+	if err := c.raw.Read(&c.msgs[0], flags); err != nil {
 		return 0, err
 	}
 	return 1, nil
@@ -115,7 +116,7 @@ func (c *Conn) readSocket(flags int) (int, error) {
 // size and ECN) to addr.
 func (c *Conn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
 	if c.raw != nil {
-		if n, oobn, ok, err := c.raw.write(b, oob, addr); ok {
+		if n, oobn, ok, err := c.raw.Write(b, oob, addr); ok {
 			return n, oobn, err
 		}
 	}
@@ -147,5 +148,3 @@ func takeSegmentSize(m *ipv4.Message) int {
 	m.NN = kept
 	return seg
 }
-
-var rawIO = os.Getenv("MESHWORK_RAWIO") != "0"

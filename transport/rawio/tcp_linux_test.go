@@ -1,4 +1,4 @@
-package transport
+package rawio
 
 import (
 	"bytes"
@@ -34,12 +34,12 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 // through a raw connection, so that writes wait for room, then half-closes
 // and checks the reader sees every byte and then EOF.
 func TestRawTCPMovesBulkAndEnds(t *testing.T) {
-	if !rawIO {
+	if !Enabled {
 		t.Skip("raw calls turned off")
 	}
 	a, b := tcpPair(t)
-	ra, rb := rawTCPConn(a), rawTCPConn(b)
-	if _, ok := ra.(*rawTCP); !ok {
+	ra, rb := WrapTCP(a), WrapTCP(b)
+	if _, ok := ra.(*TCPConn); !ok {
 		t.Fatalf("rawTCPConn gave %T", ra)
 	}
 	payload := bytes.Repeat([]byte("meshwork raw tcp "), 1<<18) // 4.25 MiB
@@ -50,7 +50,7 @@ func TestRawTCPMovesBulkAndEnds(t *testing.T) {
 			err = io.ErrShortWrite
 		}
 		if err == nil {
-			err = ra.(*rawTCP).CloseWrite()
+			err = ra.(*TCPConn).CloseWrite()
 		}
 		wrote <- err
 	}()
@@ -70,7 +70,7 @@ func TestRawTCPMovesBulkAndEnds(t *testing.T) {
 // data ends at the read deadline and when the connection closes.
 func TestRawTCPReadEndsAtDeadlineAndClose(t *testing.T) {
 	a, _ := tcpPair(t)
-	ra := rawTCPConn(a)
+	ra := WrapTCP(a)
 	buf := make([]byte, 64)
 	ra.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	if _, err := ra.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -94,7 +94,7 @@ func TestRawTCPWriteToAResetPeerFails(t *testing.T) {
 	a, b := tcpPair(t)
 	b.SetLinger(0)
 	b.Close()
-	ra := rawTCPConn(a)
+	ra := WrapTCP(a)
 	var err error
 	for range 100 { // the first writes may land before the reset does
 		if _, err = ra.Write([]byte("x")); err != nil {
