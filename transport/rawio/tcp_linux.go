@@ -59,12 +59,10 @@ func (c *TCPConn) Read(p []byte) (int, error) {
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.rfunc)
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case c.rerr != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", c.rerr))
-	case c.rn == 0:
+	if err := c.failure("read", err, c.rerr); err != nil {
+		return 0, err
+	}
+	if c.rn == 0 {
 		return 0, io.EOF
 	}
 	return int(c.rn), nil
@@ -89,13 +87,7 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 	c.wbuf, c.wdone, c.werr = p, 0, 0
 	err := c.rc.Write(c.wfunc)
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return c.wdone, c.opError("write", err)
-	case c.werr != 0:
-		return c.wdone, c.opError("write", os.NewSyscallError("write", c.werr))
-	}
-	return c.wdone, nil
+	return c.wdone, c.failure("write", err, c.werr)
 }
 
 // write writes what is left of wbuf; false means "wait until writable and
@@ -117,6 +109,14 @@ func (c *TCPConn) write(fd uintptr) bool {
 	return true
 }
 
-func (c *TCPConn) opError(op string, err error) error {
+// failure is the error of a read or write, as the net package gives it:
+// the wait's error (a deadline, a close), else the call's errno, else nil.
+func (c *TCPConn) failure(op string, err error, errno syscall.Errno) error {
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError(op, errno)
+	}
+	if err == nil {
+		return nil
+	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
