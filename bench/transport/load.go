@@ -25,6 +25,9 @@ type latency struct {
 	qps             float64
 	requests        int64
 	errors          int64
+	// stolen is the share of this machine's CPU time that the hypervisor
+	// gave to other guests during the run (steal in /proc/stat).
+	stolen float64
 }
 
 type fortioResult struct {
@@ -49,6 +52,10 @@ func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*laten
 		// -r: 10 µs buckets. Fortio's default (1 ms) interpolates every
 		// sub-millisecond percentile inside one bucket.
 		"-r", "0.00001",
+		// -uniform: the connections' request times spread evenly over
+		// each period, so that the load is a steady 1,000 req/s rather
+		// than 125 bursts a second of one request per connection.
+		"-uniform="+strconv.FormatBool(*uniform),
 		"-p", "50,90,99", "-json", out, "-loglevel", "Warning", "-a=false",
 		"http://"+p.http+"/")
 	if b, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
@@ -102,6 +109,7 @@ func medianLatency(ls []*latency) *latency {
 	for _, l := range ls {
 		out.p99Low, out.p99High = min(out.p99Low, l.p99), max(out.p99High, l.p99)
 		out.qps += l.qps / float64(len(ls))
+		out.stolen += l.stolen / float64(len(ls))
 		out.requests += l.requests
 		out.errors += l.errors
 	}
@@ -335,4 +343,33 @@ func cpuTicks(pid int) int64 {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return u + st
+}
+
+// cpuTimes reads the steal and total ticks of all CPUs from /proc/stat.
+func cpuTimes() (steal, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal guest guest_nice
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i < 8 { // guest time is already counted in user
+			total += n
+		}
+		if i == 7 {
+			steal = n
+		}
+	}
+	return steal, total
+}
+
+// stolenSince is the share of CPU time stolen since the earlier reading.
+func stolenSince(steal0, total0 int64) float64 {
+	steal, total := cpuTimes()
+	if total <= total0 {
+		return 0
+	}
+	return float64(steal-steal0) / float64(total-total0)
 }

@@ -71,6 +71,7 @@ var (
 	rounds     = flag.Int("rounds", 3, "latency rounds; each path reports the median of its rounds")
 	qps        = flag.Int("qps", 1000, "fortio request rate")
 	conns      = flag.Int("c", 8, "fortio connections")
+	uniform    = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time (false: every connection fires at once, in bursts)")
 	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
 	rateDur    = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
 	workers    = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
@@ -83,6 +84,7 @@ var (
 	agentEnv   = flag.String("agent-env", "", "extra environment of each agent, comma-separated (for example GOGC=200,GODEBUG=gctrace=1)")
 	cpuProf    = flag.String("cpuprofile", "", "internal: agent CPU profile file")
 	target     = flag.String("target", "", "internal: connection-rate target address")
+	hopTrips   = flag.Int("hops", 3000, "round trips per round of the wake-up floor (one byte through processes that do no work; 0: skip it)")
 	pin        = flag.Bool("pin", true, "run host A's processes (load generators, client proxies) on the lower half of the CPUs and host B's (services, server proxies) on the upper half, as two hosts")
 )
 
@@ -109,6 +111,12 @@ func main() {
 		return
 	case "connrate":
 		runConnRate(*target)
+		return
+	case "hop-origin", "hop-forward", "hop-echo":
+		if err := runHopRole(*role, *hopTrips); err != nil {
+			fmt.Fprintln(os.Stderr, *role+":", err)
+			os.Exit(1)
+		}
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -297,18 +305,27 @@ func run(ctx context.Context, procs *procSet) error {
 			p := paths[(i+r)%len(paths)]
 			fmt.Printf("latency: %s, round %d of %d (%d req/s, %d connections, %s)...\n", p.name, r+1, *rounds, *qps, *conns, *latDur)
 			sampler := startSampler(p.pids)
+			steal0, total0 := cpuTimes()
 			l, err := runFortio(ctx, hostA, fortio, dir, p)
 			use := sampler.stop()
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.name, err)
 			}
-			fmt.Printf("  p50 %s, p90 %s, p99 %s\n", ms(l.p50), ms(l.p90), ms(l.p99))
+			l.stolen = stolenSince(steal0, total0)
+			fmt.Printf("  p50 %s, p90 %s, p99 %s, CPU stolen %.1f%%\n", ms(l.p50), ms(l.p90), ms(l.p99), 100*l.stolen)
 			lats[p] = append(lats[p], l)
 			uses[p] = append(uses[p], use)
 		}
 	}
 	for _, p := range paths {
 		p.lat, p.latUse = medianLatency(lats[p]), mergeUsage(uses[p])
+	}
+	var floor hopFloor
+	if *hopTrips > 0 {
+		fmt.Printf("wake-up floor: %d round trips through 2 and 4 processes, %d rounds...\n", *hopTrips, *rounds)
+		if floor, err = measureHops(ctx, self, hostA, hostB, *hopTrips, *rounds); err != nil {
+			return fmt.Errorf("wake-up floor: %w", err)
+		}
 	}
 	// GSO is known now that the agents have a connection.
 	gso := agents["client"].ask("gso")
@@ -348,7 +365,7 @@ func run(ctx context.Context, procs *procSet) error {
 		}
 	}
 
-	report(paths, raw, rawGRO, rawOne, ready, gso)
+	report(paths, raw, rawGRO, rawOne, floor, ready, gso)
 	return nil
 }
 

@@ -17,13 +17,13 @@ func gbps(b float64) string { return fmt.Sprintf("%.2f Gbit/s", b/1e9) }
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // report prints the results as Markdown, ready for docs/benchmarks.md.
-func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso string) {
+func report(paths []*path, raw, rawGRO, rawOne rawResult, floor hopFloor, ready readyLine, gso string) {
 	direct := pathNamed(paths, "direct")
 	fmt.Println()
 	fmt.Printf("Command: `go run ./bench/transport %s`\n\n", strings.Join(os.Args[1:], " "))
 	fmt.Printf("Latency at %d req/s, 1 KiB responses, %d keep-alive connections (fortio), the median of %d rounds of %s per path:\n\n", *qps, *conns, *rounds, *latDur)
-	fmt.Println("| path | p50 | p90 | p99 | p99 of the rounds | added p50 | added p90 | added p99 | req/s | errors |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| path | p50 | p90 | p99 | p99 of the rounds | added p50 | added p90 | added p99 | req/s | errors | CPU stolen |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, p := range paths {
 		if p.lat == nil {
 			continue
@@ -38,9 +38,18 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 		if direct != nil && direct.lat != nil {
 			b50, b90, b99 = direct.lat.p50, direct.lat.p90, direct.lat.p99
 		}
-		fmt.Printf("| %s | %s | %s | %s | %.3f–%.3f ms | %s | %s | %s | %.0f | %d |\n", p.name,
+		fmt.Printf("| %s | %s | %s | %s | %.3f–%.3f ms | %s | %s | %s | %.0f | %d | %.1f %% |\n", p.name,
 			ms(p.lat.p50), ms(p.lat.p90), ms(p.lat.p99), msf(p.lat.p99Low), msf(p.lat.p99High),
-			add(p.lat.p50, b50), add(p.lat.p90, b90), add(p.lat.p99, b99), p.lat.qps, p.lat.errors)
+			add(p.lat.p50, b50), add(p.lat.p90, b90), add(p.lat.p99, b99), p.lat.qps, p.lat.errors, 100*p.lat.stolen)
+	}
+	if floor.trips > 0 {
+		d, p := floor.direct, floor.proxied
+		fmt.Printf("\nWake-up floor: one byte round a chain of processes over pipes, %d round trips 1 ms apart, the median of %d rounds (the processes do nothing but read and write):\n\n", floor.trips, *rounds)
+		fmt.Println("| chain | p50 | p90 | p99 |")
+		fmt.Println("|---|---|---|---|")
+		fmt.Printf("| 2 processes, one on each host (the shape of direct) | %s | %s | %s |\n", ms(d.p50), ms(d.p90), ms(d.p99))
+		fmt.Printf("| 4 processes, two on each host (a proxy at each end) | %s | %s | %s |\n", ms(p.p50), ms(p.p90), ms(p.p99))
+		fmt.Printf("| added by the two idle forwarders | %s | %s | %s |\n", ms(p.p50-d.p50), ms(p.p90-d.p90), ms(p.p99-d.p99))
 	}
 	fmt.Printf("\nSingle-connection throughput, %s (iperf3, one TCP connection):\n\n", *tputDur)
 	fmt.Println("| path | throughput | vs raw quic-go |")
@@ -108,9 +117,12 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, ready readyLine, gso s
 				v = fmt.Sprintf("not measurable in this run, direct's own p99 spans %.3f–%.3f ms over its rounds", msf(low), msf(high))
 			}
 			fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), v)
-			if floor := pathNamed(paths, "relay"); floor != nil && floor.lat != nil {
+			if relay := pathNamed(paths, "relay"); relay != nil && relay.lat != nil {
 				fmt.Printf("- a pair of plain TCP relays (HAProxy, no TLS) adds %s p99 here: the floor of any design with a proxy at each end; the mesh adds %s above it\n",
-					ms(floor.lat.p99-direct.lat.p99), ms(p.lat.p99-floor.lat.p99))
+					ms(relay.lat.p99-direct.lat.p99), ms(p.lat.p99-relay.lat.p99))
+			}
+			if floor.trips > 0 {
+				fmt.Printf("- two forwarding processes that do no work add %s p99 to a one-byte round trip here (wake-up floor)\n", ms(floor.proxied.p99-floor.direct.p99))
 			}
 		}
 		fmt.Printf("- tunnel throughput %s = %.2f× raw quic-go across the same two hosts (targets ≥ 0.9× and ≥ 3 Gbit/s): %s; %.2f× raw quic-go in one process\n",
