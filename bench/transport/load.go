@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +29,17 @@ type latency struct {
 	// stolen is the share of this machine's CPU time that the hypervisor
 	// gave to other guests during the run (steal in /proc/stat).
 	stolen float64
+	// hist is fortio's histogram of the run, to pool the rounds with.
+	hist []histBucket
+	// pairedAdded is the median, over the rounds, of this path's figure
+	// minus direct's figure in the same round; set on tunnels only.
+	pairedAdded *[3]time.Duration
+}
+
+// histBucket is one bucket of fortio's latency histogram, in seconds.
+type histBucket struct {
+	Start, End float64
+	Count      int64
 }
 
 type fortioResult struct {
@@ -35,6 +47,7 @@ type fortioResult struct {
 	RetCodes          map[string]int64
 	DurationHistogram struct {
 		Count       int64
+		Data        []histBucket
 		Percentiles []struct {
 			Percentile float64
 			Value      float64
@@ -69,7 +82,7 @@ func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*laten
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, fmt.Errorf("fortio json: %w", err)
 	}
-	l := &latency{qps: r.ActualQPS, requests: r.DurationHistogram.Count}
+	l := &latency{qps: r.ActualQPS, requests: r.DurationHistogram.Count, hist: r.DurationHistogram.Data}
 	for code, n := range r.RetCodes {
 		if code != "200" {
 			l.errors += n
@@ -89,31 +102,79 @@ func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*laten
 	return l, nil
 }
 
-// medianLatency is the median of each figure over the rounds of a path
-// (the upper median for an even count), and their errors summed.
-func medianLatency(ls []*latency) *latency {
-	med := func(get func(*latency) time.Duration) time.Duration {
-		v := make([]time.Duration, len(ls))
-		for i, l := range ls {
-			v[i] = get(l)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
-	out := &latency{
-		p50: med(func(l *latency) time.Duration { return l.p50 }),
-		p90: med(func(l *latency) time.Duration { return l.p90 }),
-		p99: med(func(l *latency) time.Duration { return l.p99 }),
-	}
-	out.p99Low, out.p99High = ls[0].p99, ls[0].p99
+// poolLatency combines the rounds of a path: its percentiles are those of
+// all the requests of all its rounds (their histograms pooled), so that
+// each path's figures cover the same spells of this noisy machine, the
+// paths having taken turns. Errors and requests are summed.
+func poolLatency(ls []*latency) *latency {
+	var all []histBucket
+	out := &latency{p99Low: ls[0].p99, p99High: ls[0].p99}
 	for _, l := range ls {
+		all = append(all, l.hist...)
 		out.p99Low, out.p99High = min(out.p99Low, l.p99), max(out.p99High, l.p99)
 		out.qps += l.qps / float64(len(ls))
 		out.stolen += l.stolen / float64(len(ls))
 		out.requests += l.requests
 		out.errors += l.errors
 	}
+	out.p50, out.p90, out.p99 = percentile(all, 50), percentile(all, 90), percentile(all, 99)
 	return out
+}
+
+// percentile is the q-th percentile of the pooled buckets, interpolated
+// linearly inside the bucket it falls in, as fortio does.
+func percentile(bs []histBucket, q float64) time.Duration {
+	bs = slices.Clone(bs)
+	slices.SortFunc(bs, func(a, b histBucket) int {
+		if c := cmp.Compare(a.Start, b.Start); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.End, b.End)
+	})
+	var total int64
+	for _, b := range bs {
+		total += b.Count
+	}
+	want := q / 100 * float64(total)
+	var seen float64
+	for _, b := range bs {
+		if b.Count == 0 {
+			continue
+		}
+		if seen+float64(b.Count) >= want {
+			frac := (want - seen) / float64(b.Count)
+			return time.Duration((b.Start + frac*(b.End-b.Start)) * float64(time.Second))
+		}
+		seen += float64(b.Count)
+	}
+	if len(bs) == 0 {
+		return 0
+	}
+	return time.Duration(bs[len(bs)-1].End * float64(time.Second))
+}
+
+// pairedAdded is the median over the rounds of what the tunnel's p50, p90
+// and p99 add to direct's in the same round: the two ran one after the
+// other, so a noisy spell lands on both.
+func pairedAdded(tunnel, direct []*latency) *[3]time.Duration {
+	n := min(len(tunnel), len(direct))
+	if n == 0 {
+		return nil
+	}
+	var out [3]time.Duration
+	for k, get := range []func(*latency) time.Duration{
+		func(l *latency) time.Duration { return l.p50 },
+		func(l *latency) time.Duration { return l.p90 },
+		func(l *latency) time.Duration { return l.p99 },
+	} {
+		d := make([]time.Duration, n)
+		for i := range n {
+			d[i] = get(tunnel[i]) - get(direct[i])
+		}
+		slices.Sort(d)
+		out[k] = d[n/2]
+	}
+	return &out
 }
 
 // mergeUsage combines the samples of several runs: the largest RSS, and

@@ -318,7 +318,10 @@ func run(ctx context.Context, procs *procSet) error {
 		}
 	}
 	for _, p := range paths {
-		p.lat, p.latUse = medianLatency(lats[p]), mergeUsage(uses[p])
+		p.lat, p.latUse = poolLatency(lats[p]), mergeUsage(uses[p])
+		if p != direct {
+			p.lat.pairedAdded = pairedAdded(lats[p], lats[direct])
+		}
 	}
 	var floor hopFloor
 	if *hopTrips > 0 {
