@@ -9,16 +9,22 @@
 // It measures, path by path:
 //
 //  1. latency at a constant 1,000 req/s with 1 KiB HTTP responses (fortio,
-//     8 keep-alive connections), p50/p90/p99, and what each tunnel adds to
-//     direct TCP; the paths take turns over -rounds rounds and each reports
-//     its median round;
+//     8 keep-alive connections, their requests spread evenly in time),
+//     p50/p90/p99, and what each tunnel adds to direct TCP; the paths take
+//     turns over -rounds rounds, each path's rounds are pooled into one
+//     histogram, and the tunnels' p99 is also compared round by round with
+//     direct's; the CPU that the hypervisor stole during each round is
+//     reported beside it;
 //  2. single-connection throughput with iperf3, beside the raw capacity of
 //     one quic-go stream on this machine (same TLS, same buffers, same
 //     quic-go configuration; a sender and a receiver process of its own);
 //  3. new TCP connections per second (connect, one byte each way, close);
 //  4. the RSS and CPU of each path's two proxy processes during the
 //     1,000 req/s run, and their CPU per GB during the iperf3 run (from
-//     /proc), beside the CPU per GB of the raw quic-go stream.
+//     /proc), beside the CPU per GB of the raw quic-go stream;
+//  5. the wake-up floor (-hops): what two forwarding processes that do no
+//     work add to a one-byte round trip over pipes, the cost of waking a
+//     process on this machine.
 //
 // Every path spans two hosts: host A runs the load generator and the
 // client-side proxy, host B the services and the server-side proxy (and
