@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/transport/transporttest"
@@ -219,3 +221,25 @@ func TestParseID(t *testing.T) {
 
 // The gossip catalog is what the transport reads.
 var _ Catalog = (*catalog.Store)(nil)
+
+// A stream of a closing connection can fail before the connection's
+// context is cancelled; the error itself must then say the connection is
+// gone, so that the call is retried on a fresh one.
+func TestConnectionLevelErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("read status: %w", &quic.StatelessResetError{}), true},
+		{&quic.IdleTimeoutError{}, true},
+		{&quic.ApplicationError{ErrorCode: 1, Remote: true}, true},
+		{&quic.TransportError{ErrorCode: quic.ProtocolViolation}, true},
+		{&quic.StreamError{StreamID: 4, ErrorCode: 1, Remote: true}, false},
+		{context.DeadlineExceeded, false},
+		{io.EOF, false},
+	} {
+		if got := connectionLevel(tc.err); got != tc.want {
+			t.Errorf("connectionLevel(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

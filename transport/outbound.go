@@ -485,6 +485,22 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 	return nil, nil, lastErr
 }
 
+// connectionLevel reports whether err, from a stream, is the end of its
+// whole QUIC connection rather than of the stream alone.
+func connectionLevel(err error) bool {
+	if _, ok := errors.AsType[*quic.StatelessResetError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.ApplicationError](err); ok {
+		return true
+	}
+	_, ok := errors.AsType[*quic.TransportError](err)
+	return ok
+}
+
 func keyOf(in *catalog.Instance) epKey {
 	return epKey{strings.ToLower(in.Member.Node), in.Service.ID}
 }
@@ -549,9 +565,11 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 
 	// connGone marks err as the loss of the whole QUIC connection (peer
 	// restarted and reset it, idle timeout): the instance itself may be
-	// fine, and a fresh connection is worth one more try.
-	connGone := func(err error) error {
-		if pc.conn.Context().Err() != nil {
+	// fine, and a fresh connection is worth one more try. The cause, from
+	// quic-go, is checked too: a closing connection fails its streams
+	// before it cancels its context.
+	connGone := func(cause, err error) error {
+		if pc.conn.Context().Err() != nil || connectionLevel(cause) {
 			p.broken(pc)
 			return fmt.Errorf("%w: %w", errConnGone, err)
 		}
@@ -560,7 +578,7 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 	s, err := pc.conn.OpenStreamSync(actx)
 	if err != nil {
 		release()
-		return nil, nil, connGone(fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, in.Member.Node, err))
+		return nil, nil, connGone(err, fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, in.Member.Node, err))
 	}
 	bp := smallPool.Get().(*[]byte)
 	b, err := wire.AppendHeader((*bp)[:0], hdr)
@@ -572,7 +590,7 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 		s.CancelWrite(streamAborted)
 		s.CancelRead(streamAborted)
 		release()
-		return nil, nil, connGone(fmt.Errorf("transport: node %s: write header: %w", in.Member.Node, err))
+		return nil, nil, connGone(err, fmt.Errorf("transport: node %s: write header: %w", in.Member.Node, err))
 	}
 	if dl, ok := actx.Deadline(); ok {
 		s.SetReadDeadline(dl)
@@ -588,7 +606,7 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 			// knowing. The next caller dials afresh.
 			p.broken(pc)
 		}
-		return nil, nil, connGone(fmt.Errorf("transport: node %s: read status: %w", in.Member.Node, err))
+		return nil, nil, connGone(err, fmt.Errorf("transport: node %s: read status: %w", in.Member.Node, err))
 	}
 	if !st.Accepted() {
 		s.CancelWrite(streamRefused)
