@@ -2,9 +2,8 @@
 // loopback: a client agent and a server agent (two child processes running
 // transport over real QUIC and mutual TLS) against direct TCP, a pair of
 // stunnel4 mTLS tunnels, a pair of HAProxy instances with TLS between them
-// (TCP mode), and the same HAProxy pair relaying plain TCP: the floor of
-// what any two proxies add here. All five paths end at the same local
-// services.
+// (TCP mode), and the same HAProxy pair relaying plain TCP: the least
+// that any two proxies do. All five paths end at the same local services.
 //
 // It measures, path by path:
 //
@@ -74,14 +73,14 @@ var (
 	httpAddr   = flag.String("http", "", "internal: backend HTTP address")
 	connAddr   = flag.String("conn", "", "internal: backend one-byte echo address")
 	latDur     = flag.Duration("latency-duration", 20*time.Second, "fortio run length per path and round")
-	rounds     = flag.Int("rounds", 3, "latency rounds; each path reports the median of its rounds")
+	rounds     = flag.Int("rounds", 3, "latency rounds per path; the paths take turns, and each path's rounds are pooled into one histogram")
 	qps        = flag.Int("qps", 1000, "fortio request rate")
 	conns      = flag.Int("c", 8, "fortio connections")
 	uniform    = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time (false: every connection fires at once, in bursts)")
 	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
 	rateDur    = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
 	workers    = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
-	only       = flag.String("paths", "direct,mesh,stunnel,haproxy,relay", "paths to measure (relay: a pair of HAProxy instances relaying plain TCP, the floor of any two proxies)")
+	only       = flag.String("paths", "direct,mesh,stunnel,haproxy,relay", "paths to measure (relay: a pair of HAProxy instances relaying plain TCP, the least that two proxies do)")
 	fortioBin  = flag.String("fortio", "", "fortio binary (default: $(go env GOPATH)/bin/fortio, then PATH)")
 	profDir    = flag.String("profile", "", "write the agents' CPU profiles to this directory")
 	copyBuf    = flag.Int("copy-buffer", 0, "agents' transport CopyBuffer (0: default)")

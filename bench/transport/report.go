@@ -124,7 +124,7 @@ func report(paths []*path, raw, rawGRO, rawOne rawResult, floor hopFloor, ready 
 			}
 			fmt.Printf("- added p99 %s (target ≤ 0.5 ms): %s\n", ms(added), v)
 			if relay := pathNamed(paths, "relay"); relay != nil && relay.lat != nil {
-				fmt.Printf("- a pair of plain TCP relays (HAProxy, no TLS) adds %s p99 here: the floor of any design with a proxy at each end; the mesh adds %s above it\n",
+				fmt.Printf("- a pair of plain TCP relays (HAProxy, no TLS, the least two proxies do) adds %s p99 in this run; the mesh adds %s more\n",
 					ms(relay.lat.p99-direct.lat.p99), ms(p.lat.p99-relay.lat.p99))
 			}
 			if floor.trips > 0 {
