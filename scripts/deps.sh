@@ -19,6 +19,20 @@ FORTIO_VERSION=v1.68.2
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export PATH="$GOBIN:$PATH"
 
+# retry CMD... runs CMD up to three times, 10 s apart: a mirror caught
+# mid-sync or a dropped proxy connection fails one try, not the run.
+retry() {
+	local try
+	for try in 1 2 3; do
+		"$@" && return 0
+		[ $try -lt 3 ] || break
+		echo "deps.sh: '$*' failed (try $try of 3), retrying in 10 s" >&2
+		sleep 10
+	done
+	echo "deps.sh: '$*' failed three times" >&2
+	return 1
+}
+
 apt_updated=0
 # apt_install PKG... installs the Debian packages that are missing.
 apt_install() {
@@ -30,10 +44,10 @@ apt_install() {
 	local sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	if [ $apt_updated -eq 0 ]; then
-		$sudo apt-get update -qq
+		retry $sudo apt-get update -qq
 		apt_updated=1
 	fi
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	retry env DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # go_install BIN MODULE@VERSION [env...] installs a Go tool unless BIN exists.
@@ -41,7 +55,7 @@ go_install() {
 	local bin=$1 mod=$2
 	shift 2
 	[ -x "$GOBIN/$bin" ] && return 0
-	env "$@" go install "$mod"
+	retry env "$@" go install "$mod"
 }
 
 group_test() {
