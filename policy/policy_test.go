@@ -25,8 +25,11 @@ func TestParseExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := mustParse(t, string(src))
-	if len(docs) != 7 {
-		t.Fatalf("got %d documents, want 7", len(docs))
+	if len(docs) != 8 {
+		t.Fatalf("got %d documents, want 8", len(docs))
+	}
+	if si := docs[7].Spec.(*ServiceIdentity); docs[7].Kind != KindServiceIdentity || !reflect.DeepEqual(si.Nodes, []string{"web-*", "edge-1"}) {
+		t.Fatalf("service identity decoded wrongly: %+v", docs[7])
 	}
 	sp := docs[1].Spec.(*Split)
 	if docs[1].Kind != KindSplit || docs[1].Name != "web" || sp.Splits[1].Weight != 10 || sp.Splits[1].Subset.Meta["version"] != "2" {
@@ -78,6 +81,16 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 			`Intention "web": sources[1].name: "API" is already listed at sources[0]`},
 		{"defaults name", "kind: IntentionDefaults\nname: mesh\naction: deny\n",
 			`IntentionDefaults "mesh": name: "mesh": an IntentionDefaults document must be named "default"`},
+		{"identity nodes missing", "kind: ServiceIdentity\nname: web\n",
+			`ServiceIdentity "web": nodes: required: the nodes that may hold the identity, or [] for none`},
+		{"identity node pattern", "kind: ServiceIdentity\nname: web\nnodes: [web-1, \"web/2\"]\n",
+			`ServiceIdentity "web": nodes[1]: "web/2" must be a node name`},
+		{"identity empty pattern", "kind: ServiceIdentity\nname: web\nnodes: [\"\"]\n",
+			`ServiceIdentity "web": nodes[0]: must not be empty`},
+		{"identity dup pattern", "kind: ServiceIdentity\nname: web\nnodes: [web-*, WEB-*]\n",
+			`ServiceIdentity "web": nodes[1]: "WEB-*" is already listed at nodes[0]`},
+		{"identity name", "kind: ServiceIdentity\nname: \"web.v2\"\nnodes: []\n",
+			`ServiceIdentity "web.v2": name: "web.v2" must be a service name`},
 		{"route path", "kind: Route\nname: web\nroutes:\n- match: {path_prefix: api}\n  split: web\n",
 			`Route "web": routes[0].match.path_prefix: "api" must start with "/"`},
 		{"route split missing", "kind: Route\nname: web\nroutes:\n- match: {methods: [get]}\n",
@@ -280,6 +293,70 @@ sources:
 	s2 := NewSet(2, append(entries, Entry{Document: def}))
 	if ok, why := s2.Intentions().WithFallback(Allow).Allowed("batch", "db"); ok || !strings.Contains(why, "IntentionDefaults: deny") {
 		t.Fatalf("IntentionDefaults ignored: %v %q", ok, why)
+	}
+}
+
+func TestMayHold(t *testing.T) {
+	docs := mustParse(t, `
+kind: ServiceIdentity
+name: web
+nodes: [web-*, edge-1, "*-canary-*"]
+---
+kind: ServiceIdentity
+name: db
+nodes: []
+`)
+	entries := make([]Entry, len(docs))
+	for i, d := range docs {
+		entries[i] = Entry{Document: d}
+	}
+	s := NewSet(1, entries)
+	wild := mustParse(t, "kind: ServiceIdentity\nname: \"*\"\nnodes: [core*]\n")[0]
+	sw := NewSet(2, append(append([]Entry(nil), entries...), Entry{Document: wild}))
+	tests := []struct {
+		name          string
+		set           *Set
+		node, service string
+		want          bool
+		reason        string
+	}{
+		{"prefix pattern", s, "web-3", "web", true, `ServiceIdentity "web" lists "web-*"`},
+		{"case-insensitive", s, "WEB-3", "Web", true, `lists "web-*"`},
+		{"exact name", s, "edge-1", "web", true, `lists "edge-1"`},
+		{"exact name is not a prefix", s, "edge-10", "web", false, `ServiceIdentity "web" does not list node "edge-10"`},
+		{"inner pattern", s, "eu-canary-2", "web", true, `lists "*-canary-*"`},
+		{"pattern needs its middle", s, "eu-canary", "web", false, "does not list"},
+		{"prefix must be whole", s, "webby", "web", false, "does not list"},
+		{"empty list holds nobody", s, "web-1", "db", false, `ServiceIdentity "db" does not list`},
+		{"no document", s, "anyone", "api", true, "no ServiceIdentity document"},
+		{"wildcard document", sw, "core7", "api", true, `ServiceIdentity "*" lists "core*"`},
+		{"wildcard refuses", sw, "edge-1", "api", false, `ServiceIdentity "*" does not list node "edge-1"`},
+		{"own document beats wildcard", sw, "web-1", "web", true, `ServiceIdentity "web"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, why := tc.set.MayHold(tc.node, tc.service)
+			if ok != tc.want || !strings.Contains(why, tc.reason) {
+				t.Fatalf("MayHold(%s, %s) = %v, %q; want %v, %q", tc.node, tc.service, ok, why, tc.want, tc.reason)
+			}
+		})
+	}
+}
+
+func TestMatchNode(t *testing.T) {
+	tests := []struct {
+		pattern, node string
+		want          bool
+	}{
+		{"a", "a", true}, {"a", "b", false}, {"*", "", true}, {"*", "x", true},
+		{"a*", "a", true}, {"*a", "a", true}, {"a*a", "a", false}, {"a*a", "aa", true},
+		{"a**b", "ab", true}, {"*b*", "abc", true}, {"*b*", "ac", false},
+		{"x*y*z", "xyz", true}, {"x*y*z", "xzy", false}, {"x*y*z", "x1y2z", true},
+	}
+	for _, tc := range tests {
+		if got := matchNode(tc.pattern, tc.node); got != tc.want {
+			t.Errorf("matchNode(%q, %q) = %v, want %v", tc.pattern, tc.node, got, tc.want)
+		}
 	}
 }
 

@@ -372,6 +372,50 @@ func (in Intentions) Allowed(src, dst string) (bool, string) {
 	return fb == Allow, fmt.Sprintf("no intention matches and no IntentionDefaults; agent default: %s", fb)
 }
 
+// MayHold reports whether node may hold the identity of service, and why,
+// in words fit for a log line: the service's ServiceIdentity document
+// decides, else the "*" document; with neither, any node may.
+func (s *Set) MayHold(node, service string) (bool, string) {
+	name := service
+	si, ok := s.lookup(KindServiceIdentity, service, false).(*ServiceIdentity)
+	if !ok {
+		name = Wildcard
+		if si, ok = s.lookup(KindServiceIdentity, Wildcard, false).(*ServiceIdentity); !ok {
+			return true, "no ServiceIdentity document"
+		}
+	}
+	for _, pat := range si.Nodes {
+		if matchNode(pat, node) {
+			return true, fmt.Sprintf("ServiceIdentity %q lists %q", name, pat)
+		}
+	}
+	return false, fmt.Sprintf("ServiceIdentity %q does not list node %q", name, node)
+}
+
+// matchNode reports whether node matches pattern, in which '*' stands for
+// any run of characters; case-insensitive.
+func matchNode(pattern, node string) bool {
+	pattern, node = strings.ToLower(pattern), strings.ToLower(node)
+	first, rest, wild := strings.Cut(pattern, "*")
+	if !wild {
+		return pattern == node
+	}
+	if !strings.HasPrefix(node, first) {
+		return false
+	}
+	node = node[len(first):]
+	parts := strings.Split(rest, "*")
+	last := parts[len(parts)-1]
+	for _, p := range parts[:len(parts)-1] {
+		i := strings.Index(node, p)
+		if i < 0 {
+			return false
+		}
+		node = node[i+len(p):]
+	}
+	return len(node) >= len(last) && strings.HasSuffix(node, last)
+}
+
 // Lookup finds stored documents; CheckReferences uses it.
 type Lookup func(kind Kind, name string) (*Document, bool)
 

@@ -14,6 +14,7 @@
 //	Resilience         name = service or "*"    retries, timeouts, circuit breaker, outlier ejection
 //	Intention          name = destination or "*" sources allowed or denied
 //	IntentionDefaults  name = "default"         the mesh-wide action when no intention matches
+//	ServiceIdentity    name = service or "*"    the nodes that may hold the service's identity
 //
 // Names are matched case-insensitively, as the catalog matches service names.
 package policy
@@ -36,10 +37,11 @@ const (
 	KindResilience        Kind = "Resilience"
 	KindIntention         Kind = "Intention"
 	KindIntentionDefaults Kind = "IntentionDefaults"
+	KindServiceIdentity   Kind = "ServiceIdentity"
 )
 
 // Kinds lists every kind, in the order documents are listed.
-var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults}
+var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults, KindServiceIdentity}
 
 // ParseKind returns the kind called s, matched case-insensitively so that the
 // CLI accepts `split` as well as `Split`.
@@ -69,8 +71,8 @@ const Wildcard = "*"
 const DefaultsName = "default"
 
 // Spec is the kind-specific body of a document. It is implemented by
-// *ServiceDefaults, *Route, *Split, *Resilience, *Intention and
-// *IntentionDefaults.
+// *ServiceDefaults, *Route, *Split, *Resilience, *Intention,
+// *IntentionDefaults and *ServiceIdentity.
 type Spec interface {
 	// Kind is the kind this spec belongs to.
 	Kind() Kind
@@ -285,6 +287,19 @@ type IntentionDefaults struct {
 	Action Action `yaml:"action" json:"action"`
 }
 
+// ServiceIdentity lists the nodes that may hold the identity of the service
+// named by the document, spiffe://<trust-domain>/svc/<service>: the CA names
+// only those nodes for the service in their certificates, and receiving
+// agents honour the claim only from them. The "*" document applies to every
+// service that has no document of its own. A service with neither may be
+// held by any node that registers it, as its gossip record shows.
+type ServiceIdentity struct {
+	// Nodes are node names, or patterns in which '*' stands for any run of
+	// characters ("web-*"). Matched case-insensitively. An empty list lets
+	// no node hold the identity.
+	Nodes []string `yaml:"nodes" json:"nodes"`
+}
+
 // Kind implements Spec.
 func (*ServiceDefaults) Kind() Kind { return KindServiceDefaults }
 
@@ -303,6 +318,9 @@ func (*Intention) Kind() Kind { return KindIntention }
 // Kind implements Spec.
 func (*IntentionDefaults) Kind() Kind { return KindIntentionDefaults }
 
+// Kind implements Spec.
+func (*ServiceIdentity) Kind() Kind { return KindServiceIdentity }
+
 // newSpec returns an empty spec of kind k, or nil for an unknown kind.
 func newSpec(k Kind) Spec {
 	switch k {
@@ -318,6 +336,8 @@ func newSpec(k Kind) Spec {
 		return &Intention{}
 	case KindIntentionDefaults:
 		return &IntentionDefaults{}
+	case KindServiceIdentity:
+		return &ServiceIdentity{}
 	}
 	return nil
 }

@@ -22,7 +22,10 @@ var (
 	nameRE      = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$`)
 	splitNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
 	headerRE    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
-	methodRE    = regexp.MustCompile(`^[A-Z]{1,16}$`)
+	// nodePatternRE is a node name as the CA accepts it (1 to 128 letters,
+	// digits, '.', '-' and '_'), with '*' allowed anywhere.
+	nodePatternRE = regexp.MustCompile(`^[A-Za-z0-9._*-]{1,128}$`)
+	methodRE      = regexp.MustCompile(`^[A-Z]{1,16}$`)
 )
 
 // Validate checks a document built in code, as Parse does for parsed ones.
@@ -49,7 +52,7 @@ func validateDoc(d *Document, pos, line int) []error {
 		if d.Name != DefaultsName {
 			v.add("name", "%q: an IntentionDefaults document must be named %q", d.Name, DefaultsName)
 		}
-	case KindServiceDefaults, KindResilience, KindIntention:
+	case KindServiceDefaults, KindResilience, KindIntention, KindServiceIdentity:
 		if d.Name != Wildcard {
 			v.serviceName("name", d.Name)
 		}
@@ -258,4 +261,35 @@ func (in *Intention) validate(v *validator) {
 
 func (d *IntentionDefaults) validate(v *validator) {
 	validAction("action", d.Action, v)
+}
+
+// maxNodePatterns bounds a ServiceIdentity's list: the data plane matches it
+// on every stream that claims the service.
+const maxNodePatterns = 256
+
+func (si *ServiceIdentity) validate(v *validator) {
+	if si.Nodes == nil {
+		v.add("nodes", "required: the nodes that may hold the identity, or [] for none")
+		return
+	}
+	if len(si.Nodes) > maxNodePatterns {
+		v.add("nodes", "%d entries, at most %d", len(si.Nodes), maxNodePatterns)
+		return
+	}
+	seen := map[string]int{}
+	for i, n := range si.Nodes {
+		p := fmt.Sprintf("nodes[%d]", i)
+		switch {
+		case n == "":
+			v.add(p, "must not be empty")
+		case n == "." || n == "..":
+			v.add(p, "%q is not a node name", n)
+		case !nodePatternRE.MatchString(n):
+			v.add(p, "%q must be a node name (1 to 128 letters, digits, '.', '-' or '_'), '*' standing for any characters", truncate(n))
+		}
+		if j, dup := seen[strings.ToLower(n)]; dup {
+			v.add(p, "%q is already listed at nodes[%d]", truncate(n), j)
+		}
+		seen[strings.ToLower(n)] = i
+	}
 }

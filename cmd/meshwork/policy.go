@@ -26,9 +26,9 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Apply, read, list and delete policy documents",
 		Long: "Policy documents (ServiceDefaults, Route, Split, Resilience, Intention,\n" +
-			"IntentionDefaults) are YAML documents typed by kind and named by name; see\n" +
-			"docs/policy.md. Writes go to the Raft leader through the local agent; reads\n" +
-			"come from the agent's own copy unless --consistent.",
+			"IntentionDefaults, ServiceIdentity) are YAML documents typed by kind and\n" +
+			"named by name; see docs/policy.md. Writes go to the Raft leader through\n" +
+			"the local agent; reads come from the agent's own copy unless --consistent.",
 	}
 	cmd.AddCommand(newPolicyApplyCmd(), newPolicyGetCmd(), newPolicyListCmd(), newPolicyDeleteCmd(), newPolicyStatusCmd())
 	return cmd
