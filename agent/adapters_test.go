@@ -31,7 +31,9 @@ func policySet(t *testing.T, src string) *policy.Set {
 
 func TestPolicyReaderAllowed(t *testing.T) {
 	node := transport.Source{ID: "spiffe://td/node/n1", Node: "n1"}
-	api := transport.Source{ID: "spiffe://td/svc/api", Service: "api"}
+	api := transport.Source{ID: "spiffe://td/svc/api", Service: "api", Node: "n1"}
+	apiOnN2 := transport.Source{ID: "spiffe://td/svc/api", Service: "api", Node: "n2"}
+	const allowAPI = "kind: Intention\nname: web\nsources: [{name: api, action: allow}]\n---\n"
 	tests := []struct {
 		name     string
 		docs     string
@@ -48,6 +50,10 @@ func TestPolicyReaderAllowed(t *testing.T) {
 		{"deny * under allow default", "kind: Intention\nname: web\nsources: [{name: \"*\", action: deny}]\n", "allow", node, false},
 		{"specific allow beats * deny", "kind: Intention\nname: web\nsources: [{name: api, action: allow}, {name: \"*\", action: deny}]\n", "deny", api, true},
 		{"node caller and * deny, specific allow", "kind: Intention\nname: web\nsources: [{name: api, action: allow}, {name: \"*\", action: deny}]\n", "allow", node, false},
+		{"service held by a listed node", allowAPI + "kind: ServiceIdentity\nname: api\nnodes: [n1]\n", "deny", api, true},
+		{"service held by an unlisted node", allowAPI + "kind: ServiceIdentity\nname: api\nnodes: [n1]\n", "allow", apiOnN2, false},
+		{"the * ServiceIdentity refuses", allowAPI + "kind: ServiceIdentity\nname: \"*\"\nnodes: []\n", "allow", api, false},
+		{"ServiceIdentity does not concern node callers", "kind: ServiceIdentity\nname: \"*\"\nnodes: []\n", "allow", node, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

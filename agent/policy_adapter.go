@@ -30,8 +30,18 @@ func newPolicyReader(current func() *policy.Set, defaultPolicy string) policyRea
 // service name: it matches only Intentions whose source is "*", then the
 // IntentionDefaults document, then tunnel.default_policy. So "allow web
 // from *" admits it, and naming a source service never does.
+//
+// A service identity counts only if its node may hold it now
+// (ServiceIdentity documents): the certificate may predate a change of
+// policy, and is valid for up to a day, so the data plane checks again.
 func (p policyReader) Allowed(src transport.Source, dst string) (bool, string) {
-	return p.current().Intentions().WithFallback(p.fallback).Allowed(src.Service, dst)
+	set := p.current()
+	if src.Service != "" {
+		if ok, why := set.MayHold(src.Node, src.Service); !ok {
+			return false, "the caller's node may not hold its service identity: " + why
+		}
+	}
+	return set.Intentions().WithFallback(p.fallback).Allowed(src.Service, dst)
 }
 
 // SplitFor implements transport.SplitSource with the service's default

@@ -46,7 +46,10 @@ type Source struct {
 	ID string
 	// Service is the calling service for a service identity, else "".
 	Service string
-	// Node is the calling node for a node identity, else "".
+	// Node is the calling node: the node identity claimed, or for a service
+	// identity the node that the same certificate names, so that an
+	// Authorizer can check the node may hold the service's identity. ""
+	// when the certificate names no node.
 	Node string
 }
 

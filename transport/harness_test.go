@@ -53,12 +53,14 @@ type recordingAuthz struct {
 	mu    sync.Mutex
 	deny  map[string]bool // "src->dst" or "*->dst"
 	calls []string        // "srcID->dst"
+	srcs  []Source        // the Source of each call
 }
 
 func (a *recordingAuthz) Allowed(src Source, dst string) (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls = append(a.calls, src.ID+"->"+dst)
+	a.srcs = append(a.srcs, src)
 	name := src.Service
 	if name == "" {
 		name = "node/" + src.Node
@@ -82,6 +84,12 @@ func (a *recordingAuthz) seen() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.calls...)
+}
+
+func (a *recordingAuthz) sources() []Source {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Source(nil), a.srcs...)
 }
 
 func newMesh(t testing.TB) *mesh {

@@ -151,6 +151,9 @@ func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 		refuse(refusal{wire.CodeIdentityMismatch, err.Error()})
 		return
 	}
+	if src.Service != "" {
+		src.Node = pi.node
+	}
 
 	ls := t.local.Load()
 	inst := ls.services[strings.ToLower(h.Service)]

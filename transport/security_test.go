@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,11 +194,20 @@ func TestClaimedIdentityMustBeInCertificate(t *testing.T) {
 	if n := server.metric(t, MetricRefused, "reason", "identity_mismatch"); n != 3 {
 		t.Errorf("identity_mismatch refusals counted %v, want 3", n)
 	}
-	// Only the proven claims reached the authorizer.
+	// Only the proven claims reached the authorizer, each with the node its
+	// certificate names, so that policy can check the node may hold a
+	// service's identity.
 	for _, call := range server.authz.seen() {
 		if strings.Contains(call, "admin") || strings.Contains(call, "node/server") {
 			t.Errorf("unproven claim reached policy: %s", call)
 		}
+	}
+	want := []Source{
+		{ID: m.ca.ServiceID("frontend"), Service: "frontend", Node: "client"},
+		{ID: m.ca.NodeID("client"), Node: "client"},
+	}
+	if got := server.authz.sources(); !slices.Equal(got, want) {
+		t.Errorf("sources given to the authorizer %+v, want %+v", got, want)
 	}
 }
 
