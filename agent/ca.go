@@ -28,8 +28,9 @@ import (
 //
 // Every agent trusts mesh leaves on the server port besides cluster-key
 // ones (renewals are authenticated by them), and serves /v1/ca/ on the
-// local API. Servers serve the CA's RPCs on the server port, and check the
-// services a node asks to be named for against its gossip record.
+// local API. Servers serve the CA's RPCs on the server port, check the
+// services a node asks to be named for against its gossip record, and leave
+// out of its leaf those that the ServiceIdentity policy does not let it hold.
 func (a *Agent) buildCA() error {
 	c := a.cfg.CA
 	cfg := ca.Config{
@@ -60,6 +61,9 @@ func (a *Agent) buildCA() error {
 		deps.PeerTLS = raftstore.PeerTLS
 		deps.LiveNodes = liveNodes(a.store)
 		deps.AuthorizeServices = authorizeServices(a.store, serviceGossipWait)
+		deps.ServicePolicy = func(node, service string) (bool, string) {
+			return a.raft.Policy().MayHold(node, service)
+		}
 	} else {
 		deps.Servers = raftca.Servers(raftstore.CatalogDiscovery(a.store))
 		deps.RPCTLS = raftca.ClientTLS(a.raft)

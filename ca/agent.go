@@ -48,11 +48,12 @@ type AgentDeps struct {
 	// RPCTLS is the client TLS config of the server port for the built-in
 	// transport (see RPCClientConfig.TLS; raftca.ClientTLS). Optional.
 	RPCTLS func() *tls.Config
-	// PeerTLS, LiveNodes and AuthorizeServices are passed to the Server
-	// (see ServerDeps). Optional.
+	// PeerTLS, LiveNodes, AuthorizeServices and ServicePolicy are passed to
+	// the Server (see ServerDeps). Optional.
 	PeerTLS           func(*http.Request) (tls.ConnectionState, bool)
 	LiveNodes         func() []string
 	AuthorizeServices func(node string, services []string) error
+	ServicePolicy     func(node, service string) (bool, string)
 	// Logger and Registerer are shared by the pieces. Optional.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -112,7 +113,7 @@ func NewAgent(cfg Config, deps AgentDeps) (*Agent, error) {
 		}
 		srv, err := NewServer(ServerConfig{TrustDomain: cfg.TrustDomain, Node: deps.Node, StateKey: key, LeafTTL: cfg.LeafTTL},
 			ServerDeps{State: deps.State, Logger: mdeps.Logger, Registerer: deps.Registerer, LiveNodes: deps.LiveNodes,
-				AuthorizeServices: deps.AuthorizeServices, PeerTLS: deps.PeerTLS})
+				AuthorizeServices: deps.AuthorizeServices, ServicePolicy: deps.ServicePolicy, PeerTLS: deps.PeerTLS})
 		if err != nil {
 			return nil, err
 		}

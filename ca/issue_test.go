@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -214,5 +216,58 @@ func TestTokenOverRPC(t *testing.T) {
 	m := c.newManager("edge-2", nil, nil, fixed(rs.addr))
 	if err := m.Start(context.Background()); !errors.Is(err, ErrNoCredentials) {
 		t.Fatalf("Start without credentials = %v, want ErrNoCredentials", err)
+	}
+}
+
+// TestPolicyWithholdsServices: a service that ServicePolicy does not let the
+// node hold is left out of its leaf, which still names the node and its
+// other services. The agent reports what was withheld, does not ask again at
+// once, and gets the service at its next ask once policy allows it.
+func TestPolicyWithholdsServices(t *testing.T) {
+	c := newCluster(t)
+	var mu sync.Mutex
+	holdable := map[string]bool{"web": true}
+	srv := c.server("srv1", func(_ *ServerConfig, d *ServerDeps) {
+		d.ServicePolicy = func(node, service string) (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if node == "app-1" && holdable[service] {
+				return true, "listed"
+			}
+			return false, "not listed"
+		}
+	})
+	rs := c.rpc(srv)
+	var skew atomic.Int64 // the agent's clock runs ahead by this much
+	m := c.manager("app-1", func(mc *ManagerConfig) {
+		mc.Token = c.token(srv, "app-1")
+		mc.Services = []string{"web", "api"}
+		mc.WithheldRetry = 10 * time.Minute
+		mc.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	}, nil, fixed(rs.addr))
+
+	const node, api, web = "spiffe://mesh.test/node/app-1", "spiffe://mesh.test/svc/api", "spiffe://mesh.test/svc/web"
+	waitLeafIDs(t, m, []string{node, web}, 10*time.Second)
+	if l, _ := m.Leaf(); !slices.Equal(l.Withheld, []string{"api"}) {
+		t.Fatalf("Withheld = %v, want [api]", l.Withheld)
+	}
+	if n := metricValue(srv.m.withheld); n != 1 {
+		t.Fatalf("withheld counted %v times, want 1", n)
+	}
+	// The withheld service is asked for again after WithheldRetry, not at
+	// once, and not only at the renewal (two thirds of the hour's leaf).
+	at, why := m.nextIssue()
+	if until := time.Until(at); why != "services withheld" || until < 9*time.Minute || until > 11*time.Minute {
+		t.Fatalf("next issue in %s (%s), want about 10m for the withheld service", until, why)
+	}
+
+	mu.Lock()
+	holdable["api"] = true
+	mu.Unlock()
+	skew.Store(int64(11 * time.Minute))
+	m.poke()
+	waitLeafIDs(t, m, []string{node, api, web}, 10*time.Second)
+	if l, _ := m.Leaf(); len(l.Withheld) != 0 {
+		t.Fatalf("Withheld = %v after policy allowed it", l.Withheld)
 	}
 }

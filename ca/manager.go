@@ -86,6 +86,11 @@ type ManagerConfig struct {
 	// RetryMin and RetryMax bound the backoff after a failed issuance.
 	// Defaults 500ms and 30s.
 	RetryMin, RetryMax time.Duration
+	// WithheldRetry is how soon a leaf that the CA issued without some of
+	// the services asked for (policy does not let this node hold them) is
+	// asked for again, so that a change of policy reaches the node before
+	// its next renewal. Default 5m.
+	WithheldRetry time.Duration
 	// RequestTimeout bounds one issuance. Default 30s.
 	RequestTimeout time.Duration
 	// Now is the clock. Default time.Now.
@@ -109,6 +114,9 @@ func (c *ManagerConfig) setDefaults() {
 	}
 	if c.RetryMax == 0 {
 		c.RetryMax = 30 * time.Second
+	}
+	if c.WithheldRetry == 0 {
+		c.WithheldRetry = 5 * time.Minute
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 30 * time.Second
@@ -204,9 +212,21 @@ type leafState struct {
 	leaf     *x509.Certificate
 	chain    []*x509.Certificate
 	id       Identity
-	root     string // fingerprint of the root the chain reached when installed
+	asked    []string // the services asked for; id.Services lacks those withheld
+	root     string   // fingerprint of the root the chain reached when installed
 	received time.Time
 	renewAt  time.Time
+}
+
+// withheld lists the services asked for that the leaf does not name.
+func (ls *leafState) withheld() []string {
+	var out []string
+	for _, s := range ls.asked {
+		if _, ok := slices.BinarySearch(ls.id.Services, s); !ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // NewManager validates cfg and allocates a Manager. It starts nothing.
@@ -446,6 +466,9 @@ type LeafInfo struct {
 	RenewAt   time.Time `json:"renew_at"`
 	// ExpiresIn is NotAfter minus now, in seconds.
 	ExpiresIn float64 `json:"expires_in_seconds"`
+	// Withheld are the services this agent asked to be named for that the
+	// CA left out, because policy does not let this node hold them.
+	Withheld []string `json:"withheld,omitempty"`
 	// Chain is the PEM chain, leaf first.
 	Chain string `json:"chain"`
 }
@@ -465,6 +488,7 @@ func (m *Manager) Leaf() (LeafInfo, error) {
 		NotAfter:  l.leaf.NotAfter,
 		RenewAt:   l.renewAt,
 		ExpiresIn: l.leaf.NotAfter.Sub(m.now()).Seconds(),
+		Withheld:  l.withheld(),
 		Chain:     string(EncodeCertificatesPEM(l.chain...)),
 	}, nil
 }
@@ -533,8 +557,13 @@ func (m *Manager) nextIssue() (time.Time, string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !slices.Equal(m.services, l.id.Services) {
+	if !slices.Equal(m.services, l.asked) {
 		return now, "services changed"
+	}
+	if len(l.id.Services) < len(l.asked) {
+		if at := l.received.Add(m.cfg.WithheldRetry); at.Before(l.renewAt) {
+			return at, "services withheld"
+		}
 	}
 	if b := m.bundle.Load(); b != nil && b.ActiveRoot != "" && l.root != b.ActiveRoot {
 		if m.rotationDue.IsZero() {
@@ -627,6 +656,10 @@ func (m *Manager) issue(ctx context.Context, why string) error {
 	if err != nil {
 		return fmt.Errorf("ca: issued leaf refused: %w", err)
 	}
+	if withheld := ls.withheld(); len(withheld) > 0 {
+		m.log.Warn("ca leaf issued without some services: policy does not let this node hold them",
+			"withheld", withheld, "ask_again_in", m.cfg.WithheldRetry)
+	}
 	if m.cfg.DataDir != "" {
 		if err := m.saveLeaf(ls, key); err != nil {
 			return fmt.Errorf("ca: save leaf: %w", err)
@@ -645,7 +678,8 @@ func (m *Manager) issue(ctx context.Context, why string) error {
 	return nil
 }
 
-// check verifies an issued chain: our key, the identity we asked for, and a
+// check verifies an issued chain: our key, the identity we asked for (the
+// CA may leave out services that policy withholds, nothing else), and a
 // path to the newest bundle we know (ours or the one the CA sent).
 func (m *Manager) check(is *Issued, id Identity, key *ecdsa.PrivateKey) (*leafState, *Bundle, error) {
 	if is == nil || len(is.Chain) == 0 {
@@ -659,7 +693,7 @@ func (m *Manager) check(is *Issued, id Identity, key *ecdsa.PrivateKey) (*leafSt
 	if err != nil {
 		return nil, nil, err
 	}
-	if !got.Equal(id) {
+	if got.TrustDomain != id.TrustDomain || got.Node != id.Node || !subset(got.Services, id.Services) {
 		return nil, nil, fmt.Errorf("%w: the leaf names %v, we asked for %v", ErrBadRequest, got.IDs(), id.IDs())
 	}
 	b := m.bundle.Load()
@@ -674,9 +708,23 @@ func (m *Manager) check(is *Issued, id Identity, key *ecdsa.PrivateKey) (*leafSt
 	if err != nil {
 		return nil, nil, err
 	}
-	return m.leafState(is.Chain, key, got, root), newer, nil
+	ls := m.leafState(is.Chain, key, got, root)
+	ls.asked = id.Services
+	return ls, newer, nil
 }
 
+// subset reports whether every element of a is in b; both are sorted.
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if _, ok := slices.BinarySearch(b, x); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// leafState describes an installed leaf that names id, as if id were what
+// was asked for; check sets asked when the CA withheld services.
 func (m *Manager) leafState(chain []*x509.Certificate, key *ecdsa.PrivateKey, id Identity, root string) *leafState {
 	leaf := chain[0]
 	cert := &tls.Certificate{PrivateKey: key, Leaf: leaf}
@@ -687,7 +735,7 @@ func (m *Manager) leafState(chain []*x509.Certificate, key *ecdsa.PrivateKey, id
 	life := leaf.NotAfter.Sub(now)
 	frac := m.cfg.RenewFraction - m.cfg.Jitter*m.cfg.Rand()
 	return &leafState{
-		cert: cert, leaf: leaf, chain: chain, id: id, root: root,
+		cert: cert, leaf: leaf, chain: chain, id: id, asked: id.Services, root: root,
 		received: now,
 		renewAt:  now.Add(time.Duration(float64(life) * frac)),
 	}

@@ -19,6 +19,7 @@ const (
 	MetricLeafExpiry         = "meshwork_ca_leaf_expiry_seconds"
 	MetricRootExpiry         = "meshwork_ca_root_expiry_seconds"
 	MetricRenewals           = "meshwork_ca_renewals_total"
+	MetricServicesWithheld   = "meshwork_ca_services_withheld_total"
 )
 
 // serverMetrics are the embedded CA's metrics.
@@ -30,6 +31,7 @@ type serverMetrics struct {
 	rotations       prometheus.Counter
 	rotationPending prometheus.Gauge
 	stateErrors     prometheus.Counter
+	withheld        prometheus.Counter
 	interExpiry     prometheus.Gauge
 	now             func() time.Time
 }
@@ -58,6 +60,9 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		stateErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricStateErrors, Help: "CA states that could not be loaded (malformed, wrong state key).",
 		}),
+		withheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricServicesWithheld, Help: "Service identities left out of issued leaves because policy does not let the node hold them.",
+		}),
 		interExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricIntermediateExpiry, Help: "Seconds until the active intermediate expires, when it was loaded.",
 		}),
@@ -67,7 +72,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		m.issueErrors.WithLabelValues(method)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.issued, m.issueErrors, m.issueDuration, m.tokens, m.rotations, m.rotationPending, m.stateErrors, m.interExpiry} {
+		for _, c := range []prometheus.Collector{m.issued, m.issueErrors, m.issueDuration, m.tokens, m.rotations, m.rotationPending, m.stateErrors, m.withheld, m.interExpiry} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

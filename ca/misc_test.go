@@ -219,7 +219,7 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 	want := []string{MetricIntermediateExpiry, MetricIssueDuration, MetricIssueErrors, MetricIssued, MetricLeafExpiry, MetricRenewals,
-		MetricRootExpiry, MetricRotationPending, MetricRotations, MetricStateErrors, MetricTokensCreated}
+		MetricRootExpiry, MetricRotationPending, MetricRotations, MetricServicesWithheld, MetricStateErrors, MetricTokensCreated}
 	slices.Sort(want)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {

@@ -44,6 +44,14 @@ type ServerDeps struct {
 	// the catalog does not show on it). Optional: by default a node may
 	// claim any service it hosts.
 	AuthorizeServices func(node string, services []string) error
+	// ServicePolicy says whether node may hold the identity of service, and
+	// why (the ServiceIdentity policy documents). A service it refuses is
+	// left out of the leaf, which still names the node and its other
+	// services, so that a node keeps its identity when policy turns against
+	// one of its services. Optional: by default a node may hold every
+	// service it asks for. Called for every service of every leaf; it must
+	// not block.
+	ServicePolicy func(node, service string) (allowed bool, reason string)
 	// PeerTLS returns the TLS state of an RPC request, for an RPC server
 	// that hides it from r.TLS (raftstore.PeerTLS). Default: r.TLS.
 	PeerTLS func(r *http.Request) (tls.ConnectionState, bool)
@@ -623,14 +631,38 @@ func (s *Server) authorizeServices(id Identity) error {
 	return nil
 }
 
-// issue signs csr for the authorized id through the smallstep authority and
-// records the leaf in the state. The record is written before the leaf is
+// withhold returns id without the services that ServicePolicy does not let
+// its node hold, and logs and counts each one left out.
+func (s *Server) withhold(id Identity) Identity {
+	if s.deps.ServicePolicy == nil || len(id.Services) == 0 {
+		return id
+	}
+	kept := make([]string, 0, len(id.Services))
+	for _, svc := range id.Services {
+		if ok, why := s.deps.ServicePolicy(id.Node, svc); !ok {
+			s.m.withheld.Inc()
+			s.log.Warn("service identity withheld from leaf", "node", id.Node, "service", svc, "reason", why)
+			continue
+		}
+		kept = append(kept, svc)
+	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	id.Services = kept
+	return id
+}
+
+// issue signs csr, which must ask for exactly the authorized identity
+// asked, through the smallstep authority, leaving out the services that
+// ServicePolicy withholds, and records the leaf in the state. The record is written before the leaf is
 // returned, so that a rotation never believes a node is done when it is not.
-func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateRequest, id Identity) (*Issued, error) {
+func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateRequest, asked Identity) (*Issued, error) {
 	now := s.cfg.Now()
+	id := s.withhold(asked)
 	chain, err := sg.auth.SignWithContext(ctx, csr, provisioner.SignOptions{},
 		leafTemplate{id: id},
-		csrValidator{id: id},
+		csrValidator{id: asked},
 		validity{now: now, lifetime: s.cfg.LeafTTL, backdate: backdateFor(s.cfg.LeafTTL)},
 	)
 	if err != nil {

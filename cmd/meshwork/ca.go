@@ -90,6 +90,9 @@ func newCACertCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "%s\t%s\n", label, id)
 			}
+			if len(l.Withheld) > 0 {
+				fmt.Fprintf(w, "Withheld by policy:\t%s\n", strings.Join(l.Withheld, ", "))
+			}
 			fmt.Fprintf(w, "Serial:\t%s\n", l.Serial)
 			fmt.Fprintf(w, "Issuer:\t%s\n", l.Issuer)
 			fmt.Fprintf(w, "Root:\t%s\n", l.Root)
