@@ -274,20 +274,18 @@ func TestDevAgentServesItsOwnServicesThroughTheTunnel(t *testing.T) {
 	}
 }
 
-// TestClientAgentBootstrapsAndCallsByName runs a server agent and a client
-// agent on loopback. The client trades a token for its leaf, resolves
-// web.service.mesh through its own DNS to a virtual IP and reaches the
-// server's instance through the tunnel. Default deny refuses the call until
-// policy allows it; an Intention deny refuses it again, and deleting it
-// allows it. A service the client registers later is named on its next
-// leaf, checked by the server against the client's gossip record.
-func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
-	port := backend(t, "web-s1")
-	scfg := newConfig(t, "s1", false, "127.251.0.0/16")
+// serverAndClient starts a server agent s1 that runs the service web (a
+// backend answering "web-s1 PATH" on port) and a client agent c1 that joins
+// it, bootstraps its certificate with a token made on s1 and runs
+// clientServices. Each gets its own VIP range; both tunnels are up on return.
+func serverAndClient(t *testing.T, serverVIPs, clientVIPs string, clientServices []api.ServiceDefinition) (s, c *testAgent, port int) {
+	t.Helper()
+	port = backend(t, "web-s1")
+	scfg := newConfig(t, "s1", false, serverVIPs)
 	scfg.Server, scfg.BootstrapExpect = true, 1
 	scfg.ClusterKey = config.NewKey()
 	scfg.Services = []api.ServiceDefinition{{Name: "web", Port: port}}
-	s := startAgent(t, scfg)
+	s = startAgent(t, scfg)
 	s.waitTunnel(t)
 
 	tok, _, err := s.CA().Server().Token(context.Background(), "c1", 0)
@@ -298,12 +296,25 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ccfg := newConfig(t, "c1", false, "127.252.0.0/16")
+	ccfg := newConfig(t, "c1", false, clientVIPs)
 	ccfg.ClusterKey = scfg.ClusterKey
 	ccfg.RetryJoin = []string{s.gossip}
 	ccfg.CA.TokenFile = tokFile
-	c := startAgent(t, ccfg)
+	ccfg.Services = clientServices
+	c = startAgent(t, ccfg)
 	c.waitTunnel(t)
+	return s, c, port
+}
+
+// TestClientAgentBootstrapsAndCallsByName runs a server agent and a client
+// agent on loopback. The client trades a token for its leaf, resolves
+// web.service.mesh through its own DNS to a virtual IP and reaches the
+// server's instance through the tunnel. Default deny refuses the call until
+// policy allows it; an Intention deny refuses it again, and deleting it
+// allows it. A service the client registers later is named on its next
+// leaf, checked by the server against the client's gossip record.
+func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
+	s, c, port := serverAndClient(t, "127.251.0.0/16", "127.252.0.0/16", nil)
 	if leaf, err := c.CA().Manager().Leaf(); err != nil || leaf.IDs[0] != "spiffe://meshwork.local/node/c1" {
 		t.Fatalf("client leaf %v, %v", leaf.IDs, err)
 	}

@@ -1,15 +1,11 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/api"
 )
 
@@ -21,32 +17,11 @@ import (
 // still names app, and the client's next certificate leaves app out while
 // keeping its node and its other services.
 func TestServiceIdentityPolicy(t *testing.T) {
-	port := backend(t, "web-s1")
-	scfg := newConfig(t, "s1", false, "127.253.0.0/16")
-	scfg.Server, scfg.BootstrapExpect = true, 1
-	scfg.ClusterKey = config.NewKey()
-	scfg.Services = []api.ServiceDefinition{{Name: "web", Port: port}}
-	s := startAgent(t, scfg)
-	s.waitTunnel(t)
-
-	tok, _, err := s.CA().Server().Token(context.Background(), "c1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokFile, []byte(tok), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	up := listenTCP(t) // reserve a free port for the upstream's local_bind
 	bind := up.Addr().String()
 	up.Close()
-	ccfg := newConfig(t, "c1", false, "127.254.0.0/16")
-	ccfg.ClusterKey = scfg.ClusterKey
-	ccfg.RetryJoin = []string{s.gossip}
-	ccfg.CA.TokenFile = tokFile
-	ccfg.Services = []api.ServiceDefinition{{Name: "app", Upstreams: []api.Upstream{{Service: "web", LocalBind: bind}}}}
-	c := startAgent(t, ccfg)
-	c.waitTunnel(t)
+	s, c, _ := serverAndClient(t, "127.253.0.0/16", "127.254.0.0/16",
+		[]api.ServiceDefinition{{Name: "app", Upstreams: []api.Upstream{{Service: "web", LocalBind: bind}}}})
 	const appID, apiID = "spiffe://meshwork.local/svc/app", "spiffe://meshwork.local/svc/api"
 	eventually(t, "c1's leaf names app", func() error {
 		leaf, err := c.CA().Manager().Leaf()
