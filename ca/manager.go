@@ -616,7 +616,6 @@ func (m *Manager) renewLoop(ctx context.Context) {
 			m.log.Warn("ca leaf not obtained", "reason", why, "retry_in", delay, "err", err)
 			continue
 		}
-		m.met.renewals.WithLabelValues("ok").Inc()
 		retryAt = time.Time{}
 		bo.reset()
 	}
@@ -673,6 +672,9 @@ func (m *Manager) issue(ctx context.Context, why string) error {
 	if b != nil {
 		m.setBundle(b)
 	}
+	// Counted before install, so that whoever sees the new leaf also sees
+	// it counted.
+	m.met.renewals.WithLabelValues("ok").Inc()
 	m.install(ls)
 	m.log.Info("ca leaf installed", "reason", why, "ids", id.IDs(), "not_after", ls.leaf.NotAfter, "renew_at", ls.renewAt, "root", ls.root)
 	return nil
