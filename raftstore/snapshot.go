@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -107,6 +108,39 @@ func readBackup(b []byte) (backupHeader, []byte, error) {
 	return h, data, nil
 }
 
+// restoreAttempts bounds how often a restore waits for a membership change
+// to commit and tries again.
+const restoreAttempts = 10
+
+// restoreWhenSettled hands the state to Raft. Raft refuses a restore while a
+// membership change is uncommitted (a server joining a new cluster, say), so
+// it first waits for everything the leader holds to be applied, and retries
+// if another change came in between.
+func (s *server) restoreWhenSettled(ctx context.Context, h backupHeader, data []byte) error {
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: h.Term, Size: int64(len(data))}
+	var err error
+	for range restoreAttempts {
+		if err = s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
+			return err
+		}
+		if err = ctx.Err(); err != nil {
+			return err
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- s.raft.Restore(meta, bytes.NewReader(data), 2*s.cfg.ApplyTimeout) }()
+		select {
+		case err = <-errc:
+		case <-s.stop:
+			return errShutdown
+		}
+		if err == nil || !strings.Contains(err.Error(), "wait until the configuration entry") {
+			return err
+		}
+		s.log.Info("snapshot restore waits for a membership change to commit", "err", err)
+	}
+	return err
+}
+
 // restoreBackup installs a checked backup through Raft (on the leader), then
 // commits a reindex entry so every agent sees the restored state as newer
 // than what it holds. It returns that entry's index.
@@ -118,16 +152,8 @@ func (s *server) restoreBackup(ctx context.Context, b []byte) (uint64, error) {
 	if s.raft.State() != raft.Leader {
 		return 0, s.notLeaderError()
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: h.Term, Size: int64(len(data))}
-	errc := make(chan error, 1)
-	go func() { errc <- s.raft.Restore(meta, bytes.NewReader(data), 2*s.cfg.ApplyTimeout) }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			return 0, fmt.Errorf("restore: %w", raftError(err))
-		}
-	case <-s.stop:
-		return 0, errShutdown
+	if err := s.restoreWhenSettled(ctx, h, data); err != nil {
+		return 0, fmt.Errorf("restore: %w", raftError(err))
 	}
 	idx, err := s.batcher.submit(ctx, Txn{{Type: opReindex}})
 	if err != nil {
