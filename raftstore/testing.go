@@ -404,30 +404,45 @@ type testNet struct {
 	conns    map[*trackedConn]struct{}
 	mem      map[string]*memListener
 	inmem    map[string]*raft.InmemTransport
+	held     map[string]net.Listener // reserved TCP ports, until first listened on
 }
 
 var errAddrInUse = errors.New("address in use")
 
 func newTestNet(mode TestNetwork) *testNet {
 	return &testNet{mode: mode, group: map[string]int{}, cut: map[string]bool{}, addrNode: map[string]string{},
-		conns: map[*trackedConn]struct{}{}, mem: map[string]*memListener{}, inmem: map[string]*raft.InmemTransport{}}
+		conns: map[*trackedConn]struct{}{}, mem: map[string]*memListener{}, inmem: map[string]*raft.InmemTransport{},
+		held: map[string]net.Listener{}}
 }
 
-// reserve picks the address of a server.
+// reserve picks the address of a server. A TCP port stays bound until the
+// server first listens on it, so that no other test's socket takes it in
+// between.
 func (tn *testNet) reserve(t testing.TB, name string) string {
 	var addr string
+	var ln net.Listener
 	if tn.mode == NetInmem {
 		addr = "mem-" + name + ":7947"
 	} else {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatalf("reserve port: %v", err)
 		}
 		addr = ln.Addr().String()
-		ln.Close()
+		t.Cleanup(func() { // if never listened on
+			tn.mu.Lock()
+			defer tn.mu.Unlock()
+			if tn.held[addr] == ln {
+				delete(tn.held, addr)
+				ln.Close()
+			}
+		})
 	}
 	tn.mu.Lock()
 	tn.addrNode[addr] = name
+	if ln != nil {
+		tn.held[addr] = ln
+	}
 	tn.mu.Unlock()
 	return addr
 }
@@ -438,6 +453,13 @@ func (tn *testNet) listen(name, addr string) (net.Listener, error) {
 		defer tn.mu.Unlock()
 		ln := &memListener{addr: tcpAddr(addr), ch: make(chan net.Conn), done: make(chan struct{})}
 		tn.mem[addr] = ln
+		return ln, nil
+	}
+	tn.mu.Lock()
+	ln, ok := tn.held[addr]
+	delete(tn.held, addr)
+	tn.mu.Unlock()
+	if ok {
 		return ln, nil
 	}
 	ln, err := net.Listen("tcp", addr)
