@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/freeport"
 )
 
 // samePortBackends starts one backend per address on a common port, so
@@ -254,13 +256,13 @@ func TestSelfDialThroughUpstream(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on.
+// freeAddr returns a loopback address nothing listens on, for a listener
+// that the transport opens later.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }

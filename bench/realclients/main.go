@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meshwork/meshwork/internal/freeport"
 )
 
 var (
@@ -96,7 +98,7 @@ func run(ctx context.Context) error {
 
 	// The services listen on 127.0.0.1 only: the agents' addresses stay free
 	// for their own listeners, and the VIP ports for the VIP listeners.
-	redisPort, err := freePort()
+	redisPort, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		return err
 	}
@@ -104,7 +106,7 @@ func run(ctx context.Context) error {
 		"--save", "", "--appendonly", "no", "--dir", work); err != nil {
 		return err
 	}
-	pgPort, err := freePort()
+	pgPort, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		return err
 	}
@@ -302,16 +304,6 @@ func (ps *procSet) stopAll() {
 			<-p.done
 		}
 	}
-}
-
-// freePort returns a TCP port free on 127.0.0.1 now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // poll retries f every 100 ms until it succeeds or 90 s pass.

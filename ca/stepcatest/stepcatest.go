@@ -14,13 +14,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/freeport"
 )
 
 // ErrNoBinaries means step or step-ca is not installed.
@@ -85,7 +86,7 @@ func Start(ctx context.Context, dir string) (*CA, error) {
 	if err := os.WriteFile(pwFile, []byte(hex.EncodeToString(pw)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -177,15 +178,6 @@ func (c *CA) Close() error {
 	_ = c.cmd.Process.Kill()
 	<-c.done
 	return nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(b []byte, n int) string {
