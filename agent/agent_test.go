@@ -173,6 +173,15 @@ func get(url string) (string, error) {
 	return string(b), err
 }
 
+// getBody fetches url and checks that the body is want.
+func getBody(url, want string) error {
+	body, err := get(url)
+	if err == nil && body != want {
+		return fmt.Errorf("body %q, want %q", body, want)
+	}
+	return err
+}
+
 func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -345,13 +354,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	})
 
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
-	eventually(t, "the call goes through once IntentionDefaults allows", func() error {
-		body, err := get(url)
-		if err == nil && body != "web-s1 /" {
-			return fmt.Errorf("body %q", body)
-		}
-		return err
-	})
+	eventually(t, "the call goes through once IntentionDefaults allows", func() error { return getBody(url, "web-s1 /") })
 	applyPolicy(t, s.Raft(), "kind: Intention\nname: web\nsources: [{name: \"*\", action: deny}]\n")
 	eventually(t, "the Intention deny blocks the node caller", func() error {
 		if _, err := get(url); err == nil {

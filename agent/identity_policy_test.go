@@ -3,10 +3,13 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/freeport"
 )
 
 // TestServiceIdentityPolicy runs a server agent and a client agent on
@@ -17,9 +20,11 @@ import (
 // still names app, and the client's next certificate leaves app out while
 // keeping its node and its other services.
 func TestServiceIdentityPolicy(t *testing.T) {
-	up := listenTCP(t) // reserve a free port for the upstream's local_bind
-	bind := up.Addr().String()
-	up.Close()
+	port, err := freeport.TCP("127.0.0.1") // for the upstream's local_bind
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s, c, _ := serverAndClient(t, "127.253.0.0/16", "127.254.0.0/16",
 		[]api.ServiceDefinition{{Name: "app", Upstreams: []api.Upstream{{Service: "web", LocalBind: bind}}}})
 	const appID, apiID = "spiffe://meshwork.local/svc/app", "spiffe://meshwork.local/svc/api"
@@ -36,13 +41,7 @@ func TestServiceIdentityPolicy(t *testing.T) {
 
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
 	url := "http://" + bind + "/"
-	eventually(t, "app on c1 calls web on s1", func() error {
-		body, err := get(url)
-		if err == nil && body != "web-s1 /" {
-			return fmt.Errorf("body %q", body)
-		}
-		return err
-	})
+	eventually(t, "app on c1 calls web on s1", func() error { return getBody(url, "web-s1 /") })
 
 	applyPolicy(t, s.Raft(), "kind: ServiceIdentity\nname: app\nnodes: [s1]\n")
 	eventually(t, "s1 refuses c1's claim to app", func() error {

@@ -653,10 +653,11 @@ func (s *Server) withhold(id Identity) Identity {
 	return id
 }
 
-// issue signs csr, which must ask for exactly the authorized identity
-// asked, through the smallstep authority, leaving out the services that
-// ServicePolicy withholds, and records the leaf in the state. The record is written before the leaf is
-// returned, so that a rotation never believes a node is done when it is not.
+// issue signs csr through the smallstep authority and records the leaf in
+// the state. The csr must ask for exactly the authorized identity asked;
+// the leaf names asked less the services that ServicePolicy withholds. The
+// record is written before the leaf is returned, so that a rotation never
+// believes a node is done when it is not.
 func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateRequest, asked Identity) (*Issued, error) {
 	now := s.cfg.Now()
 	id := s.withhold(asked)

@@ -42,7 +42,7 @@ func TCP(host string) (int, error) {
 }
 
 // ephemeralStart is the first port of the kernel's ephemeral range, or
-// Linux's default when it cannot be read or leaves too little room below.
+// Linux's default when it cannot be read or leaves no room below.
 func ephemeralStart() int {
 	const linuxDefault = 32768
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
@@ -54,7 +54,7 @@ func ephemeralStart() int {
 		return linuxDefault
 	}
 	n, err := strconv.Atoi(f[0])
-	if err != nil || n <= lowest+attempts {
+	if err != nil || n <= lowest {
 		return linuxDefault
 	}
 	return n
