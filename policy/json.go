@@ -97,7 +97,9 @@ func (d Document) MarshalYAML() (any, error) {
 	n := &yaml.Node{Kind: yaml.MappingNode}
 	n.Content = append(n.Content,
 		&yaml.Node{Kind: yaml.ScalarNode, Value: "kind"}, &yaml.Node{Kind: yaml.ScalarNode, Value: string(d.Kind)},
-		&yaml.Node{Kind: yaml.ScalarNode, Value: "name"}, &yaml.Node{Kind: yaml.ScalarNode, Value: d.Name, Style: quoteStyle(d.Name)})
+		// Tagged as a string so that the encoder quotes a name YAML would
+		// read as something else, such as "0" or "true".
+		&yaml.Node{Kind: yaml.ScalarNode, Value: "name"}, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: d.Name, Style: quoteStyle(d.Name)})
 	if d.Spec == nil {
 		return n, nil
 	}

@@ -153,6 +153,19 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("YAML round trip differs:\n%s", y)
 	}
 
+	// Names that YAML would read as a number, a boolean or null stay strings.
+	for _, name := range []string{"0", "1e3", "true", "null", "0x1f"} {
+		src := `{"kind":"Intention","name":"` + name + `","sources":[{"name":"` + name + `","action":"deny"}]}`
+		doc := mustParse(t, src)
+		y, err := EncodeYAML(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again := mustParse(t, string(y)); !reflect.DeepEqual(doc, again) {
+			t.Fatalf("YAML round trip of name %q differs:\n%s", name, y)
+		}
+	}
+
 	// JSON out and back, with indexes.
 	entries := make([]Entry, len(docs))
 	for i, d := range docs {
