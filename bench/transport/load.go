@@ -177,6 +177,21 @@ func pairedAdded(tunnel, direct []*latency) *[3]time.Duration {
 	return &out
 }
 
+// median is the middle of xs (the upper middle of an even count).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// medianRaw is the raw quic-go round of median throughput, whole, so that
+// its CPU per GB belongs to the same round.
+func medianRaw(rs []rawResult) rawResult {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b rawResult) int { return cmp.Compare(a.bps, b.bps) })
+	return s[len(s)/2]
+}
+
 // mergeUsage combines the samples of several runs: the largest RSS, and
 // the means of the mean RSS and of the CPU.
 func mergeUsage(us []map[string]*resUsage) map[string]*resUsage {

@@ -36,3 +36,16 @@ func TestPairedAddedIsTheMedianOfRoundDifferences(t *testing.T) {
 		t.Error("paired figures without direct rounds")
 	}
 }
+
+func TestMedianRawKeepsItsRoundWhole(t *testing.T) {
+	rs := []rawResult{{bps: 3e9, cpuPerGB: 3}, {bps: 1e9, cpuPerGB: 9}, {bps: 2e9, cpuPerGB: 5}}
+	if got := medianRaw(rs); got.bps != 2e9 || got.cpuPerGB != 5 {
+		t.Errorf("median round %+v, want the 2 Gbit/s round with its 5 s per GB", got)
+	}
+	if rs[0].bps != 3e9 {
+		t.Error("medianRaw reordered its input, which pairs rounds by position")
+	}
+	if got := median([]float64{0.7, 1.2, 0.95}); got != 0.95 {
+		t.Errorf("median %v, want 0.95", got)
+	}
+}

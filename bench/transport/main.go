@@ -78,6 +78,7 @@ var (
 	conns      = flag.Int("c", 8, "fortio connections")
 	uniform    = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time (false: every connection fires at once, in bursts)")
 	tputDur    = flag.Duration("throughput-duration", 10*time.Second, "iperf3 and raw quic-go run length")
+	tputRounds = flag.Int("throughput-rounds", 3, "throughput rounds; the paths and raw quic-go take turns, and each is reported by its median round")
 	rateDur    = flag.Duration("conn-duration", 5*time.Second, "connection-rate run length per path")
 	workers    = flag.Int("conn-workers", 8, "concurrent connectors for the connection rate")
 	only       = flag.String("paths", "direct,mesh,stunnel,haproxy,relay", "paths to measure (relay: a pair of HAProxy instances relaying plain TCP, the least that two proxies do)")
@@ -142,9 +143,14 @@ type path struct {
 	name                  string
 	http, iperf, connRate string // addresses
 	lat                   *latency
-	tput                  float64 // bit/s
-	rate                  float64 // connections/s
-	rateErrs              int
+	tputs                 []float64 // bit/s, one per throughput round
+	tputUses              []map[string]*resUsage
+	tput                  float64 // bit/s, the median round
+	// tputPaired is the median over the rounds of this path's throughput
+	// over raw quic-go's in the same round.
+	tputPaired float64
+	rate       float64 // connections/s
+	rateErrs   int
 }
 
 func run(ctx context.Context, procs *procSet) error {
@@ -159,6 +165,9 @@ func run(ctx context.Context, procs *procSet) error {
 	}
 	if *rounds < 1 {
 		return fmt.Errorf("-rounds %d: need at least one", *rounds)
+	}
+	if *tputRounds < 1 {
+		return fmt.Errorf("-throughput-rounds %d: need at least one", *tputRounds)
 	}
 	hostA, hostB := hosts(*pin)
 	for _, bin := range []string{"iperf3", "stunnel4", "haproxy", "taskset"} {
@@ -338,31 +347,49 @@ func run(ctx context.Context, procs *procSet) error {
 	// GSO is known now that the agents have a connection.
 	gso := agents["client"].ask("gso")
 
-	// (2) throughput.
-	for _, p := range paths {
-		fmt.Printf("throughput: %s (iperf3, %s)...\n", p.name, *tputDur)
-		sampler := startSampler(p.pids)
-		bps, err := runIperf(ctx, hostA, p.iperf, *tputDur)
-		p.tputUse = sampler.stop()
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
+	// (2) throughput. The paths and raw quic-go take turns, round after
+	// round, so that a noisy spell lands on all of them; each is reported
+	// by its median round.
+	var raws, rawGROs, rawOnes []rawResult
+	for r := 1; r <= *tputRounds; r++ {
+		for _, p := range paths {
+			fmt.Printf("throughput: %s, round %d of %d (iperf3, %s)...\n", p.name, r, *tputRounds, *tputDur)
+			sampler := startSampler(p.pids)
+			bps, err := runIperf(ctx, hostA, p.iperf, *tputDur)
+			use := sampler.stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			p.tputs, p.tputUses = append(p.tputs, bps), append(p.tputUses, use)
+			fmt.Printf("  %s\n", gbps(bps))
 		}
-		p.tput = bps
+		fmt.Printf("throughput: raw quic-go stream, round %d of %d (%s)...\n", r, *tputRounds, *tputDur)
+		raw, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, false)
+		if err != nil {
+			return fmt.Errorf("raw quic-go: %w", err)
+		}
+		fmt.Printf("  %s\n", gbps(raw.bps))
+		fmt.Printf("throughput: raw quic-go stream on receive-offload sockets, round %d of %d (%s)...\n", r, *tputRounds, *tputDur)
+		rawGRO, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, true)
+		if err != nil {
+			return fmt.Errorf("raw quic-go with GRO: %w", err)
+		}
+		fmt.Printf("  %s\n", gbps(rawGRO.bps))
+		fmt.Printf("throughput: raw quic-go stream, both ends in this process, round %d of %d (%s)...\n", r, *tputRounds, *tputDur)
+		rawOne, err := rawQUICInProcess(dir, certs, rootFile, *tputDur)
+		if err != nil {
+			return fmt.Errorf("raw quic-go in one process: %w", err)
+		}
+		fmt.Printf("  %s\n", gbps(rawOne.bps))
+		raws, rawGROs, rawOnes = append(raws, raw), append(rawGROs, rawGRO), append(rawOnes, rawOne)
 	}
-	fmt.Printf("throughput: raw quic-go stream (%s)...\n", *tputDur)
-	raw, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, false)
-	if err != nil {
-		return fmt.Errorf("raw quic-go: %w", err)
-	}
-	fmt.Printf("throughput: raw quic-go stream on receive-offload sockets (%s)...\n", *tputDur)
-	rawGRO, err := rawQUIC(ctx, procs, hostA, hostB, dir, certs, rootFile, *tputDur, true)
-	if err != nil {
-		return fmt.Errorf("raw quic-go with GRO: %w", err)
-	}
-	fmt.Printf("throughput: raw quic-go stream, both ends in this process (%s)...\n", *tputDur)
-	rawOne, err := rawQUICInProcess(dir, certs, rootFile, *tputDur)
-	if err != nil {
-		return fmt.Errorf("raw quic-go in one process: %w", err)
+	for _, p := range paths {
+		p.tput, p.tputUse = median(p.tputs), mergeUsage(p.tputUses)
+		ratios := make([]float64, len(p.tputs))
+		for i := range p.tputs {
+			ratios[i] = p.tputs[i] / raws[i].bps
+		}
+		p.tputPaired = median(ratios)
 	}
 
 	// (3) connection rate.
@@ -373,7 +400,7 @@ func run(ctx context.Context, procs *procSet) error {
 		}
 	}
 
-	report(paths, raw, rawGRO, rawOne, floor, ready, gso)
+	report(paths, raws, rawGROs, rawOnes, floor, ready, gso)
 	return nil
 }
 
