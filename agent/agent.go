@@ -216,6 +216,20 @@ func (a *Agent) Leave(ctx context.Context) error {
 	return a.gossip.Leave(timeout)
 }
 
+// Drain lets the connections the tunnel carries end, for at most
+// tunnel.drain_timeout or until ctx is done, while it takes no new ones
+// (transport.Transport.Drain). Call it after Leave, when peers no longer
+// choose this node, and before Close.
+func (a *Agent) Drain(ctx context.Context) error {
+	tr := a.Tunnel()
+	if tr == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Tunnel.DrainTimeout.D())
+	defer cancel()
+	return tr.Drain(ctx)
+}
+
 // Close stops every started component in reverse order. It is idempotent.
 func (a *Agent) Close() error {
 	a.mu.Lock()

@@ -105,6 +105,8 @@ type refusal struct {
 // status, splice.
 func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 	defer t.wg.Done()
+	t.flight.add()
+	defer t.flight.done()
 	n := pi.streams.Add(1)
 	defer pi.streams.Add(-1)
 
@@ -112,7 +114,7 @@ func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 	refuse := func(r refusal) {
 		t.refuse(s, pi, &hdr, r)
 	}
-	if t.closed.Load() {
+	if t.closed.Load() || t.draining.Load() {
 		refuse(refusal{wire.CodeShuttingDown, "agent shutting down"})
 		return
 	}

@@ -105,11 +105,14 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 		}
 	}
 	t.eps.Retain(func(k epKey) bool { return passing[k] })
-	// Nodes that gossip declared failed or that left: close their
-	// connections now rather than at the QUIC idle timeout.
+	// Nodes that gossip declared failed, or that are gone from the
+	// catalog: close their connections now rather than at the QUIC idle
+	// timeout. A node that left is draining (Drain): it takes no new
+	// streams, but those in flight carry on until it closes the connection
+	// itself.
 	t.dropPeers(func(node string) bool {
 		m, ok := snap.Member(node)
-		return ok && m.Status.Reachable()
+		return ok && (m.Status.Reachable() || m.Status == catalog.StatusLeft)
 	})
 
 	want := map[string]*outListener{}
@@ -198,6 +201,7 @@ func (t *Transport) reconcileLocal() {
 
 // syncListeners makes the listeners of kind exactly want: it closes the
 // others and opens the missing ones. Existing connections are not touched.
+// The caller holds reconcileMu, which Drain takes too.
 func (t *Transport) syncListeners(kind string, want map[string]*outListener) {
 	t.lnMu.Lock()
 	defer t.lnMu.Unlock()
@@ -213,8 +217,8 @@ func (t *Transport) syncListeners(kind string, want map[string]*outListener) {
 		t.m.listeners.WithLabelValues(kind).Dec()
 		t.log.Debug("listener closed", "kind", kind, "addr", bind, "service", l.service)
 	}
-	if t.ctx.Err() != nil {
-		return // closing: open nothing new
+	if t.ctx.Err() != nil || t.draining.Load() {
+		return // closing or draining: open nothing new
 	}
 	for bind, w := range want {
 		if _, ok := t.listeners[bind]; ok {
@@ -267,6 +271,8 @@ func (t *Transport) handleOutbound(c *net.TCPConn, l *outListener) {
 		return
 	}
 	defer t.untrack(c)
+	t.flight.add()
+	defer t.flight.done()
 	start := time.Now()
 	source := l.source
 	if source == "" {

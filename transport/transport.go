@@ -131,12 +131,14 @@ type Transport struct {
 
 	bufPool sync.Pool // *[]byte of cfg.CopyBuffer
 
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	started atomic.Bool
-	closed  atomic.Bool
-	once    sync.Once
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	started  atomic.Bool
+	draining atomic.Bool // Drain has begun
+	flight   inFlight    // connections and streams being carried, for Drain
+	closed   atomic.Bool
+	once     sync.Once
 
 	rcvBuf, sndBuf int
 }
@@ -317,12 +319,7 @@ func (t *Transport) Close() error {
 		// closed; later ones see the cancelled context and do nothing.
 		t.reconcileMu.Lock()
 		t.reconcileMu.Unlock()
-		t.lnMu.Lock()
-		for key, l := range t.listeners {
-			l.close()
-			delete(t.listeners, key)
-		}
-		t.lnMu.Unlock()
+		t.closeListeners()
 		if t.ln != nil {
 			t.ln.Close()
 		}

@@ -195,6 +195,10 @@ type Tunnel struct {
 	// MaxStreamsPerPeer caps the concurrent streams one peer agent may open.
 	// Default: 4096.
 	MaxStreamsPerPeer int `yaml:"max_streams_per_peer"`
+	// DrainTimeout is how long a stopping agent, once it has left the
+	// cluster, waits for the connections it carries to end before it cuts
+	// them. It takes no new ones meanwhile. Default: 10s.
+	DrainTimeout api.Duration `yaml:"drain_timeout"`
 }
 
 // Durations of the defaults that other files refer to.
@@ -284,6 +288,7 @@ func (c *Config) ApplyDefaults() error {
 	setStr(&c.Tunnel.DefaultPolicy, "deny")
 	setDur(&c.Tunnel.IdleTimeout, time.Hour)
 	setInt(&c.Tunnel.MaxStreamsPerPeer, 4096)
+	setDur(&c.Tunnel.DrainTimeout, 10*time.Second)
 	return nil
 }
 

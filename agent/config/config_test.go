@@ -123,6 +123,9 @@ func TestOverridesAndDefaults(t *testing.T) {
 	if l.Tunnel.DefaultPolicy != "deny" {
 		t.Errorf("default_policy = %q, want deny outside dev", l.Tunnel.DefaultPolicy)
 	}
+	if l.Tunnel.DrainTimeout.D() != 10*time.Second {
+		t.Errorf("drain_timeout = %v, want 10s", l.Tunnel.DrainTimeout.D())
+	}
 }
 
 func TestDevNeedsNoFiles(t *testing.T) {
@@ -178,6 +181,8 @@ func TestCAAndTunnelKeys(t *testing.T) {
 		{"max streams", "tunnel:\n  max_streams_per_peer: 0\n", ""}, // 0 is the default
 		{"negative max streams", "tunnel:\n  max_streams_per_peer: -1\n", "tunnel.max_streams_per_peer"},
 		{"tunnel disabled", "ports:\n  tunnel: -1\n", ""},
+		{"drain timeout", "tunnel:\n  drain_timeout: 30s\n", ""},
+		{"negative drain timeout", "tunnel:\n  drain_timeout: -1s\n", "tunnel.drain_timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

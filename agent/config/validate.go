@@ -193,6 +193,7 @@ func (c *Config) Validate() error {
 		bad("tunnel.default_policy", "%q must be allow or deny", c.Tunnel.DefaultPolicy)
 	}
 	positive(bad, "tunnel.idle_timeout", c.Tunnel.IdleTimeout.D())
+	positive(bad, "tunnel.drain_timeout", c.Tunnel.DrainTimeout.D())
 	if c.Tunnel.MaxStreamsPerPeer < 1 {
 		bad("tunnel.max_streams_per_peer", "%d must be at least 1", c.Tunnel.MaxStreamsPerPeer)
 	}

@@ -44,8 +44,10 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run the Meshwork agent: gossip membership, the service catalog, health
 checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA.
 
-SIGTERM or SIGINT leaves the cluster gracefully. SIGHUP reloads the services
-and their checks from the configuration.`,
+SIGTERM or SIGINT leaves the cluster gracefully, then lets the connections
+the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
+stops at once. SIGHUP reloads the services and their checks from the
+configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
@@ -159,6 +161,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 			logger.Warn("graceful leave failed", "err", err)
 		}
 		leaveCancel()
+		if err := a.Drain(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Warn("tunnel drain cut short", "err", err)
+		}
 		break
 	}
 	return a.Close()

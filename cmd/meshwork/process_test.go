@@ -94,7 +94,8 @@ func writeConf(t *testing.T, path, body string) {
 // TestAgentProcess runs `meshwork agent` under a fake systemd: READY=1 once
 // the API answers, SIGHUP reloads services from the config directory with
 // RELOADING=1 and MONOTONIC_USEC, a broken file on reload keeps the running
-// configuration, and SIGTERM leaves with STOPPING=1 and exit status 0.
+// configuration, and SIGTERM leaves and drains with STOPPING=1 and exit
+// status 0.
 func TestAgentProcess(t *testing.T) {
 	bin := meshworkBinary(t)
 	ip := loopbackAddr()
@@ -176,6 +177,14 @@ func TestAgentProcess(t *testing.T) {
 		return nil
 	})
 
+	// Once the tunnel serves, SIGTERM drains it too.
+	waitFor(t, "the tunnel to serve", func() error {
+		self, err := client.Self(ctx)
+		if err == nil && self.TunnelPort == 0 {
+			err = errors.New("no tunnel port published yet")
+		}
+		return err
+	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +200,9 @@ func TestAgentProcess(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "leaving the cluster") {
 		t.Error("SIGTERM did not leave the cluster gracefully")
+	}
+	if !strings.Contains(stderr.String(), "tunnel drained") {
+		t.Error("SIGTERM did not drain the tunnel")
 	}
 }
 

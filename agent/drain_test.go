@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+
+	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/catalog"
+)
+
+// TestStoppingAgentDrains stops a client agent as SIGTERM does, Leave then
+// Drain, while a server agent's request to a service on it is in flight: the
+// request completes, a new one is not sent to the leaving node, and Drain
+// returns once the request is done.
+func TestStoppingAgentDrains(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	l := listenTCP(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		fmt.Fprint(w, "slow done")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+
+	s, c, _ := serverAndClient(t, "127.253.0.0/16", "127.254.0.0/16", []api.ServiceDefinition{{Name: "slow", Port: port}})
+	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
+	var vip netip.Addr
+	eventually(t, "slow.service.mesh answers a virtual IP on s1", func() error {
+		ips, err := s.lookupA("slow.service.mesh")
+		if err != nil || len(ips) != 1 || !netip.MustParsePrefix("127.253.0.0/16").Contains(ips[0]) {
+			return fmt.Errorf("answers %v, %v", ips, err)
+		}
+		vip = ips[0]
+		return nil
+	})
+	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(vip, uint16(port)))
+
+	type result struct {
+		body string
+		err  error
+	}
+	inFlight := make(chan result, 1)
+	eventually(t, "a request from s1 reaches slow on c1", func() error {
+		go func() {
+			body, err := get(url)
+			inFlight <- result{body, err}
+		}()
+		select {
+		case <-entered:
+			return nil
+		case r := <-inFlight:
+			return fmt.Errorf("request ended before the handler: %q, %v", r.body, r.err)
+		}
+	})
+
+	// What cmd/meshwork does on SIGTERM.
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := c.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- c.Drain(ctx) }()
+	eventually(t, "s1 to see c1 leave", func() error {
+		if m, ok := s.Catalog().Current().Member("c1"); !ok || m.Status != catalog.StatusLeft {
+			return fmt.Errorf("c1 is %v", m.Status)
+		}
+		return nil
+	})
+	if body, err := get(url); err == nil {
+		t.Errorf("a new request reached the leaving node: %q", body)
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with a request in flight", err)
+	default:
+	}
+
+	close(release)
+	if r := <-inFlight; r.err != nil || r.body != "slow done" {
+		t.Fatalf("the request in flight got %q, %v; want it to complete", r.body, r.err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("the drain ran out of time")
+	}
+}
