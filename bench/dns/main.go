@@ -49,6 +49,7 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/internal/freeport"
 )
 
 const (
@@ -411,16 +412,7 @@ func (b *bench) startCoreDNS(ctx context.Context) (string, func(), error) {
 	}
 }
 
-func freePort() (int, error) {
-	pc, l, err := dnsserver.Listen("127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
-	l.Close()
-	return port, nil
-}
+func freePort() (int, error) { return freeport.TCPAndUDP("127.0.0.1") }
 
 // compare asks both servers every query of the mix and checks they give
 // the same RCODE, answer and additional records (order and TTL aside), and

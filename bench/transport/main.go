@@ -61,6 +61,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/freeport"
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/transporttest"
 )
@@ -419,28 +420,20 @@ func agentEnvironment() []string {
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-// freePorts reserves n distinct loopback ports (TCP and UDP free).
+// freePorts picks n distinct loopback ports, free for TCP and UDP, below
+// the kernel's ephemeral range (internal/freeport).
 func freePorts(n int) ([]int, error) {
+	seen := map[int]bool{}
 	var out []int
-	var held []io.Closer
-	defer func() {
-		for _, h := range held {
-			h.Close()
-		}
-	}()
 	for len(out) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := freeport.TCPAndUDP("127.0.0.1")
 		if err != nil {
 			return nil, err
 		}
-		held = append(held, l)
-		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", addr(p))
-		if err != nil {
-			continue
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
 		}
-		held = append(held, u)
-		out = append(out, p)
 	}
 	return out, nil
 }

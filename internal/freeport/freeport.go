@@ -41,6 +41,29 @@ func TCP(host string) (int, error) {
 	return 0, fmt.Errorf("freeport: no free TCP port on %s below %d after %d tries: %w", host, top, attempts, err)
 }
 
+// TCPAndUDP returns a port like TCP's on which host also has no UDP
+// socket, for a server that takes both, such as DNS.
+func TCPAndUDP(host string) (int, error) {
+	top := ephemeralStart()
+	var err error
+	for range attempts {
+		port := lowest + rand.IntN(top-lowest)
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			continue
+		}
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("freeport: no port free for TCP and UDP on %s below %d after %d tries: %w", host, top, attempts, err)
+}
+
 // ephemeralStart is the first port of the kernel's ephemeral range, or
 // Linux's default when it cannot be read or leaves no room below.
 func ephemeralStart() int {

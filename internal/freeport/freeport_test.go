@@ -30,3 +30,23 @@ func TestTCPFailsOnAnAddressNotHere(t *testing.T) {
 		t.Fatal("a port on an address this host lacks was reported free")
 	}
 }
+
+func TestTCPAndUDPIsFreeForBoth(t *testing.T) {
+	for range 20 {
+		port, err := TCPAndUDP("127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("port %d: TCP: %v", port, err)
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			t.Fatalf("port %d: UDP: %v", port, err)
+		}
+		pc.Close()
+	}
+}
