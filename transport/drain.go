@@ -34,7 +34,7 @@ func (t *Transport) Drain(ctx context.Context) error {
 	t.log.Info("draining the tunnel", "in_flight", n)
 	if err := t.flight.wait(ctx); err != nil {
 		left := t.flight.count()
-		t.log.Warn("drain ended with connections in flight; closing them", "in_flight", left, "err", err)
+		t.log.Warn("drain ended with connections in flight", "in_flight", left, "err", err)
 		return fmt.Errorf("transport: drain: %d connections or streams still in flight: %w", left, err)
 	}
 	t.log.Info("tunnel drained")

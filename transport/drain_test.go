@@ -78,8 +78,8 @@ func TestDrainFinishesInFlightAndSendsNewCallsElsewhere(t *testing.T) {
 	}
 
 	// New calls to a service that only the draining agent runs are refused
-	// with shutting_down, and counted.
-	// The reset may come before the connect returns.
+	// with shutting_down, and counted. The application sees a reset, which
+	// may come before its connect returns.
 	if refused, err := net.Dial("tcp", client.vipAddr(t, "only", onlyA.port)); err == nil {
 		if got, err := readAll(t, refused); err == nil || got != "" {
 			t.Errorf("a new call to the draining agent read %q, %v; want a reset", got, err)
@@ -135,6 +135,7 @@ func TestDrainOnTheCallingSide(t *testing.T) {
 	}
 	// A catalog change does not open the listeners again.
 	client.m.publish()
+	client.reconciled(t)
 	roundTrip(t, inFlight, "carried on")
 	if n := len(client.tr.Listeners()); n != 0 {
 		t.Errorf("%d listeners open again while draining", n)
@@ -194,10 +195,7 @@ func TestNodeLeftKeepsStreamsInFlightButLeavesPool(t *testing.T) {
 	// b1 leaves the cluster gracefully, as a stopping agent does before
 	// it drains: its streams in flight carry on, new calls go to b2.
 	b1.setStatus(catalog.StatusLeft)
-	eventually(t, "the client to see b1 leave", func() bool {
-		mem, ok := client.tr.deps.Catalog.Current().Member("b1")
-		return ok && mem.Status == catalog.StatusLeft
-	})
+	client.reconciled(t)
 	for i := range 20 {
 		c := dial(t, addr)
 		if got := readLine(t, c); got != "127.0.0.3" {

@@ -271,6 +271,13 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// reconciled waits until a has followed the catalog's current snapshot.
+func (a *agent) reconciled(t testing.TB) {
+	t.Helper()
+	want := a.m.store.Current().Index()
+	eventually(t, a.name+" to follow the catalog", func() bool { return a.tr.reconciled.Load() >= want })
+}
+
 // vipAddr waits for a's VIP listener of service:port and returns it.
 func (a *agent) vipAddr(t testing.TB, service string, port int) string {
 	t.Helper()

@@ -96,6 +96,7 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 	if t.ctx.Err() != nil {
 		return
 	}
+	defer t.reconciled.Store(snap.Index())
 	// Forget the balancer state of instances no longer passing, so that an
 	// instance coming back starts afresh and nothing stale lingers.
 	passing := map[epKey]bool{}

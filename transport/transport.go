@@ -116,7 +116,8 @@ type Transport struct {
 
 	local atomic.Pointer[localState]
 
-	reconcileMu sync.Mutex // serialises listener reconciliation between the watchers
+	reconcileMu sync.Mutex    // serialises listener reconciliation between the watchers
+	reconciled  atomic.Uint64 // index of the last catalog snapshot reconciled
 	lnMu        sync.Mutex
 	listeners   map[string]*outListener // by bind address
 

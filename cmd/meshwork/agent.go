@@ -161,9 +161,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 			logger.Warn("graceful leave failed", "err", err)
 		}
 		leaveCancel()
-		if err := a.Drain(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			logger.Warn("tunnel drain cut short", "err", err)
-		}
+		_ = a.Drain(ctx) // the transport logs how it ended
 		break
 	}
 	return a.Close()
