@@ -26,6 +26,7 @@ import (
 	"github.com/meshwork/meshwork/internal/meshtest"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
+	"github.com/meshwork/meshwork/transport"
 )
 
 // wait is the limit of every wait in these tests: generous, because the
@@ -75,7 +76,7 @@ func listenUDP(t *testing.T) net.PacketConn {
 }
 
 // startAgent starts an agent with cfg, its sockets bound here on ephemeral
-// ports, and closes it at cleanup.
+// ports (no tunnel socket with ports.tunnel -1), and closes it at cleanup.
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
 	logs := &meshtest.LogBuffer{}
@@ -92,8 +93,11 @@ func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	cfg.Ports.Gossip = nt.Port()
 	raftL := listenTCP(t)
 	cfg.Ports.Raft = raftL.Addr().(*net.TCPAddr).Port
-	tunnel := listenUDP(t)
-	cfg.Ports.Tunnel = tunnel.LocalAddr().(*net.UDPAddr).Port
+	var tunnel net.PacketConn // none when the configuration turns the tunnel off
+	if cfg.Ports.Tunnel >= 0 {
+		tunnel = listenUDP(t)
+		cfg.Ports.Tunnel = tunnel.LocalAddr().(*net.UDPAddr).Port
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -415,5 +419,36 @@ func TestClientWithoutTokenRunsWithoutTunnel(t *testing.T) {
 	}
 	if !strings.Contains(a.logs.String(), "no certificate and no bootstrap token") || !strings.Contains(a.logs.String(), "meshwork ca token c9") {
 		t.Fatalf("the log does not say what is missing:\n%s", a.logs.String())
+	}
+	if st := tunnelStatus(t, a); st.State != "waiting for a certificate" || st.Addr != "" || len(st.Listeners) != 0 {
+		t.Fatalf("tunnel status %+v, want waiting for a certificate, with no address or listener", st)
+	}
+}
+
+// TestTunnelDisabled runs a --dev agent with ports.tunnel -1: DNS answers
+// service names with the instances' own addresses, no tunnel port is
+// published, and the tunnel's status endpoint says why it has nothing.
+func TestTunnelDisabled(t *testing.T) {
+	port := backend(t, "web-plain")
+	cfg := newConfig(t, "plain", true, "127.249.0.0/16")
+	cfg.Ports.Tunnel = -1
+	cfg.Services = []api.ServiceDefinition{{Name: "web", Port: port}}
+	a := startAgent(t, cfg)
+	if a.TunnelReady() != nil || a.Tunnel() != nil {
+		t.Fatal("a tunnel exists with ports.tunnel -1")
+	}
+	eventually(t, "web.service.mesh answers the instance's own address", func() error {
+		ips, err := a.lookupA("web.service.mesh")
+		if err == nil && (len(ips) != 1 || ips[0] != netip.MustParseAddr("127.0.0.1")) {
+			err = fmt.Errorf("answers %v", ips)
+		}
+		return err
+	})
+	if p := a.Local().NodeInfo().TunnelPort; p != 0 {
+		t.Fatalf("tunnel port %d published with the tunnel off", p)
+	}
+	_, err := api.NewClient(a.HTTPAddr()).Do(context.Background(), http.MethodGet, transport.StatusPath, nil, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "ports.tunnel: -1") {
+		t.Fatalf("GET %s = %v, want an error naming ports.tunnel", transport.StatusPath, err)
 	}
 }

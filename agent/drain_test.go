@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport"
 )
 
 // TestStoppingAgentDrains stops a client agent as SIGTERM does, Leave then
@@ -60,6 +61,11 @@ func TestStoppingAgentDrains(t *testing.T) {
 		}
 	})
 
+	// The local API shows the stream s1 holds open to c1.
+	if st := tunnelStatus(t, c); st.State != "serving" || len(st.Peers) != 1 || st.Peers[0].Node != "s1" || st.Peers[0].StreamsIn != 1 {
+		t.Fatalf("c1's tunnel status %+v, want serving, with s1 holding 1 stream in", st)
+	}
+
 	// What cmd/meshwork does on SIGTERM.
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -77,6 +83,9 @@ func TestStoppingAgentDrains(t *testing.T) {
 	if body, err := get(url); err == nil {
 		t.Errorf("a new request reached the leaving node: %q", body)
 	}
+	if st := tunnelStatus(t, c); st.State != "draining" || st.InFlight != 1 {
+		t.Errorf("c1's tunnel status while draining %+v, want draining with 1 in flight", st)
+	}
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned (%v) with a request in flight", err)
@@ -93,4 +102,14 @@ func TestStoppingAgentDrains(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("the drain ran out of time")
 	}
+}
+
+// tunnelStatus asks a's local API for its tunnel's status.
+func tunnelStatus(t *testing.T, a *testAgent) transport.Status {
+	t.Helper()
+	var st transport.Status
+	if _, err := api.NewClient(a.HTTPAddr()).Do(context.Background(), http.MethodGet, transport.StatusPath, nil, nil, &st); err != nil {
+		t.Fatalf("GET %s: %v", transport.StatusPath, err)
+	}
+	return st
 }

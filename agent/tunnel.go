@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/internal/atomicfile"
+	"github.com/meshwork/meshwork/internal/httpjson"
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/vip"
 )
@@ -35,7 +37,9 @@ const resetKeyFile = "tunnel/reset.key"
 // own addresses, as it does with no tunnel.
 func (a *Agent) buildTunnel() error {
 	if a.cfg.Ports.Tunnel < 0 && a.deps.TunnelConn == nil {
-		return nil
+		return a.http.Mount("GET "+transport.StatusPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			httpjson.Error(w, http.StatusNotFound, errors.New("the tunnel is disabled (ports.tunnel: -1)"))
+		}))
 	}
 	prefix, err := netip.ParsePrefix(a.cfg.Tunnel.VIPRange)
 	if err != nil {
@@ -89,6 +93,9 @@ func (a *Agent) buildTunnel() error {
 		ready: make(chan struct{}),
 	}
 	a.tunnel = t
+	if err := a.http.Mount("GET "+transport.StatusPath, http.HandlerFunc(t.serveStatus)); err != nil {
+		return err
+	}
 	a.add("tunnel", t.start, t.close)
 	return nil
 }
@@ -191,6 +198,24 @@ func (t *tunnel) closePC() {
 	if t.ownPC != nil {
 		t.ownPC.Close()
 	}
+}
+
+// serveStatus answers GET /v1/agent/tunnel with the transport's status.
+func (t *tunnel) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	var st transport.Status
+	if tr := t.tr.Load(); tr != nil {
+		st = tr.Status()
+	} else {
+		st = transport.Status{Node: t.cfg.Node, State: "not started"}
+	}
+	if st.State == "not started" {
+		select {
+		case <-t.mgr.Ready():
+		default:
+			st.State = "waiting for a certificate"
+		}
+	}
+	httpjson.Write(w, http.StatusOK, st)
 }
 
 // VIP implements dnsserver.VIPResolver over the transport's allocator, which

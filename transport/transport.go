@@ -451,16 +451,16 @@ func (t *Transport) noteGSO(c *quic.Conn) {
 // ListenerInfo describes one open outbound listener.
 type ListenerInfo struct {
 	// Kind is "vip" or "upstream".
-	Kind string
+	Kind string `json:"kind"`
 	// Addr is the ip:port listened on.
-	Addr string
+	Addr string `json:"addr"`
 	// Service is the destination service.
-	Service string
+	Service string `json:"service"`
 	// Port is the destination port; 0 means each instance's main port.
-	Port int
+	Port int `json:"port"`
 	// Source is the fixed identity of an upstream; "" for VIPs, whose
 	// callers are identified per connection.
-	Source string
+	Source string `json:"source,omitempty"`
 }
 
 // Listeners lists the open outbound listeners, sorted by address.

@@ -177,7 +177,8 @@ func TestAgentProcess(t *testing.T) {
 		return nil
 	})
 
-	// Once the tunnel serves, SIGTERM drains it too.
+	// Once the tunnel serves, `meshwork tunnel status` says so, and
+	// SIGTERM drains it too.
 	waitFor(t, "the tunnel to serve", func() error {
 		self, err := client.Self(ctx)
 		if err == nil && self.TunnelPort == 0 {
@@ -185,6 +186,10 @@ func TestAgentProcess(t *testing.T) {
 		}
 		return err
 	})
+	out, err := exec.Command(bin, "tunnel", "status", "--http-addr", ip+":8500").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "serving") || !strings.Contains(string(out), ip+":7948/udp") {
+		t.Errorf("meshwork tunnel status: %v\n%s\nwant it serving on %s:7948/udp", err, out, ip)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
