@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/transport"
 )
 
 // The data-plane scenario runs five hosts with the real binary:
@@ -303,24 +305,7 @@ func TestDataPlaneEndToEnd(t *testing.T) {
 			return nil
 		})
 	}
-	Eventually(t, 90*time.Second, "h2 sees web on h3 and h4, passing, with tunnels", func() error {
-		var es []api.CatalogServiceEntry
-		if err := caller.JSON(&es, "catalog", "service", "web", "--passing"); err != nil {
-			return err
-		}
-		var nodes []api.Node
-		if err := caller.JSON(&nodes, "catalog", "nodes"); err != nil {
-			return err
-		}
-		tunnels := map[string]int{}
-		for _, n := range nodes {
-			tunnels[n.Name] = n.TunnelPort
-		}
-		if len(es) != 2 || tunnels["h3"] == 0 || tunnels["h4"] == 0 || tunnels["h2"] == 0 {
-			return fmt.Errorf("passing %d, tunnel ports %v", len(es), tunnels)
-		}
-		return nil
-	})
+	waitForBothWebs(t, caller)
 
 	// The name resolves to a VIP of h2, through the host's own resolver.
 	var vip netip.Addr
@@ -481,8 +466,39 @@ func TestDataPlaneEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("stopping one instance's agent drains it, and no call fails", func(t *testing.T) {
+		drainAndFailOver(t, a, web, url)
+		waitForBothWebs(t, caller)
+	})
+
 	t.Run("killing one instance's agent moves the traffic to the other", func(t *testing.T) {
 		killAndFailOver(t, a, web, url)
+	})
+}
+
+// waitForBothWebs waits until the caller sees web on h3 and h4, passing,
+// each on a node whose tunnel serves.
+func waitForBothWebs(t *testing.T, caller *Agent) {
+	t.Helper()
+	Eventually(t, 90*time.Second, "h2 sees web on h3 and h4, passing, with tunnels", func() error {
+		var es []api.CatalogServiceEntry
+		if err := caller.JSON(&es, "catalog", "service", "web", "--passing"); err != nil {
+			return err
+		}
+		var nodes []api.Node
+		if err := caller.JSON(&nodes, "catalog", "nodes"); err != nil {
+			return err
+		}
+		tunnels := map[string]int{}
+		for _, n := range nodes {
+			if n.Status == "alive" {
+				tunnels[n.Name] = n.TunnelPort
+			}
+		}
+		if len(es) != 2 || tunnels["h3"] == 0 || tunnels["h4"] == 0 || tunnels["h2"] == 0 {
+			return fmt.Errorf("passing %d, tunnel ports of alive nodes %v", len(es), tunnels)
+		}
+		return nil
 	})
 }
 
@@ -546,6 +562,133 @@ type request struct {
 	start, end time.Time
 	served     string
 	err        error
+}
+
+// drainAndFailOver holds slow calls from h2 in flight while the agent of an
+// instance carrying one of them is stopped with SIGTERM, as systemd stops
+// it, and fast calls keep coming. The agent leaves, drains and exits, and no
+// call fails: neither the slow ones it carried to the end, nor the fast ones,
+// which move to the other instance. The agent is started again at the end.
+func drainAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(string) string) {
+	const slowCalls = 6
+	type result struct {
+		served string
+		err    error
+	}
+	slow := make(chan result, slowCalls)
+	for i := range slowCalls {
+		go func() {
+			out, err := curl(a, url(fmt.Sprintf("slow-%d?delay=6s", i)))
+			slow <- result{servedBy(out), err}
+		}()
+	}
+	// The victim is an instance whose agent carries a slow call now, as
+	// its tunnel status shows.
+	var victim, survivor string
+	Eventually(t, 5*time.Second, "a slow call from h2 in flight on h3 or h4", func() error {
+		for _, name := range []string{"h3", "h4"} {
+			var st transport.Status
+			if err := web[name].JSON(&st, "tunnel", "status"); err != nil {
+				return err
+			}
+			for _, p := range st.Peers {
+				if p.Node == "h2" && p.StreamsIn > 0 {
+					victim = name
+					return nil
+				}
+			}
+		}
+		return errors.New("no stream from h2 in flight yet")
+	})
+	survivor = map[string]string{"h3": "h4", "h4": "h3"}[victim]
+
+	var (
+		mu   sync.Mutex
+		fast []request
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := request{start: time.Now()}
+				out, err := curl(a, url(fmt.Sprintf("fast-%d-%d", w, i)))
+				r.end, r.err, r.served = time.Now(), err, servedBy(out)
+				mu.Lock()
+				fast = append(fast, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	stopLoop := func() {
+		close(stop)
+		wg.Wait()
+	}
+
+	web[victim].Proc.Signal(syscall.SIGTERM)
+	if _, ok := web[victim].Proc.Wait(40 * time.Second); !ok {
+		stopLoop()
+		t.Fatal("the stopped agent did not exit")
+	}
+	exited := time.Now()
+	Eventually(t, 60*time.Second, "20 fast calls started after the exit", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		after := 0
+		for _, r := range fast {
+			if r.start.After(exited) {
+				after++
+			}
+		}
+		if after < 20 {
+			return fmt.Errorf("%d calls after the exit", after)
+		}
+		return nil
+	})
+	stopLoop()
+
+	carried := 0
+	for range slowCalls {
+		r := <-slow
+		if r.err != nil {
+			t.Errorf("a slow call in flight during the stop failed: %v", r.err)
+		}
+		if r.served == "web-"+victim {
+			carried++
+		}
+	}
+	if carried == 0 {
+		t.Errorf("no slow call was served by %s, whose agent carried one when it was stopped", victim)
+	}
+	served := map[string]int{}
+	for _, r := range fast {
+		if r.err != nil {
+			t.Errorf("a fast call failed (started %s from the agent's exit): %v", r.start.Sub(exited).Round(time.Millisecond), r.err)
+			continue
+		}
+		if r.start.After(exited) {
+			served[r.served]++
+			if r.served != "web-"+survivor {
+				t.Errorf("a call started after the exit was served by %q", r.served)
+			}
+		}
+	}
+	log, err := os.ReadFile(web[victim].Proc.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte("tunnel drained")) {
+		t.Errorf("%s's agent did not log a completed drain", victim)
+	}
+	t.Logf("stopped %s's agent: %d slow calls carried to the end by it, %d fast calls, after the exit served by %v", victim, carried, len(fast), served)
+	web[victim].Restart()
 }
 
 // killAndFailOver runs callers on h2 while the agent of the instance that
