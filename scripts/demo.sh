@@ -7,6 +7,8 @@
 # calling web.service.mesh by name: n1's DNS answers a virtual IP of n1, and
 # n1's agent carries the call over QUIC with mutual TLS to the instance on n2
 # or n3. Then an Intention denies the call, and deleting it allows it again.
+# Last, n3's agent stops gracefully (SIGTERM): it leaves and drains, and the
+# calls go to n2.
 # Ctrl-C stops and removes everything.
 #
 # With a terminal it waits for Ctrl-C; without one (CI) it exits after the
@@ -21,6 +23,7 @@ command -v curl >/dev/null || { echo "demo: curl is missing (apt-get install cur
 
 work=$(mktemp -d /tmp/meshwork-demo.XXXXXX)
 pids=()
+declare -a agent_pid=()
 cleanup() {
 	trap - EXIT INT TERM
 	echo
@@ -92,6 +95,7 @@ YAML
 	fi
 	"$BIN" agent --config "$work/n$i/meshwork.yaml" >"$work/n$i/agent.log" 2>&1 &
 	pids+=($!)
+	agent_pid[i]=$!
 	echo "agent n$i on $ip (log: $work/n$i/agent.log)"
 done
 
@@ -192,6 +196,23 @@ step "deleting the Intention allows the call again"
 run "$BIN" policy delete Intention web
 wait_for "the call to go through again" call
 run call
+
+step "n1's data plane: its virtual IP listeners and its connections to n2 and n3"
+run "$BIN" tunnel status
+
+step "n3's agent stops as systemd stops it: it leaves, drains its tunnel, and calls go to n2"
+run kill -TERM "${agent_pid[3]}"
+wait "${agent_pid[3]}" || true
+grep -h -E 'msg="(leaving the cluster|tunnel drained[^"]*|draining the tunnel)"' "$work/n3/agent.log" | sed 's/^/n3 log: /'
+for n in 1 2 3; do
+	out=$(call)
+	echo "call $n: $out"
+	case $out in
+	*web-n2*) ;;
+	*) echo "demo: a call after n3 stopped was not served by n2: $out" >&2; exit 1 ;;
+	esac
+done
+run "$BIN" members
 
 if [ -t 0 ]; then
 	step "the mesh is running; press Ctrl-C to stop it"
