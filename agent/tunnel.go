@@ -202,13 +202,11 @@ func (t *tunnel) closePC() {
 
 // serveStatus answers GET /v1/agent/tunnel with the transport's status.
 func (t *tunnel) serveStatus(w http.ResponseWriter, _ *http.Request) {
-	var st transport.Status
+	st := transport.Status{Node: t.cfg.Node, State: transport.StateNotStarted}
 	if tr := t.tr.Load(); tr != nil {
 		st = tr.Status()
-	} else {
-		st = transport.Status{Node: t.cfg.Node, State: "not started"}
 	}
-	if st.State == "not started" {
+	if st.State == transport.StateNotStarted {
 		select {
 		case <-t.mgr.Ready():
 		default:

@@ -10,11 +10,19 @@ import (
 // StatusPath is where the agent's local API serves Status.
 const StatusPath = "/v1/agent/tunnel"
 
+// The states of Status.State.
+const (
+	StateNotStarted = "not started"
+	StateServing    = "serving"
+	StateDraining   = "draining"
+	StateClosed     = "closed"
+)
+
 // Status is what the data plane is doing now, for operators
 // (GET /v1/agent/tunnel, `meshwork tunnel`).
 type Status struct {
 	Node string `json:"node"`
-	// State is "not started", "serving", "draining" or "closed".
+	// State is one of the State constants.
 	State string `json:"state"`
 	// Addr is the UDP address QUIC listens on, once started.
 	Addr string `json:"addr,omitempty"`
@@ -55,14 +63,14 @@ type PeerStatus struct {
 // Status reports the transport's state, listeners and peers. It takes each
 // lock briefly and never blocks on the network.
 func (t *Transport) Status() Status {
-	st := Status{Node: t.cfg.Node, State: "not started", InFlight: t.flight.count()}
+	st := Status{Node: t.cfg.Node, State: StateNotStarted, InFlight: t.flight.count()}
 	switch {
 	case t.closed.Load():
-		st.State = "closed"
+		st.State = StateClosed
 	case t.draining.Load():
-		st.State = "draining"
+		st.State = StateDraining
 	case t.started.Load():
-		st.State = "serving"
+		st.State = StateServing
 	}
 	if t.started.Load() {
 		st.Addr = t.deps.PacketConn.LocalAddr().String()

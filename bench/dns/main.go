@@ -369,7 +369,7 @@ func (b *bench) startMeshwork(ctx context.Context) (string, func(), error) {
 // startCoreDNS writes a Corefile serving db.mesh with the file plugin,
 // starts coredns on CPU 0, and waits until it answers.
 func (b *bench) startCoreDNS(ctx context.Context) (string, func(), error) {
-	port, err := freePort()
+	port, err := freeport.TCPAndUDP("127.0.0.1")
 	if err != nil {
 		return "", nil, err
 	}
@@ -411,8 +411,6 @@ func (b *bench) startCoreDNS(ctx context.Context) (string, func(), error) {
 		time.Sleep(50 * time.Millisecond) // polling a readiness condition, with a deadline
 	}
 }
-
-func freePort() (int, error) { return freeport.TCPAndUDP("127.0.0.1") }
 
 // compare asks both servers every query of the mix and checks they give
 // the same RCODE, answer and additional records (order and TTL aside), and

@@ -27,41 +27,44 @@ const attempts = 100
 // TCP returns a port on which host has no TCP listener now, and which the
 // kernel does not give to outgoing connections.
 func TCP(host string) (int, error) {
-	top := ephemeralStart()
-	var err error
-	for range attempts {
-		port := lowest + rand.IntN(top-lowest)
-		var ln net.Listener
-		ln, err = net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	return pick(host, "TCP", func(addr string) error {
+		ln, err := net.Listen("tcp", addr)
 		if err == nil {
 			ln.Close()
-			return port, nil
 		}
-	}
-	return 0, fmt.Errorf("freeport: no free TCP port on %s below %d after %d tries: %w", host, top, attempts, err)
+		return err
+	})
 }
 
 // TCPAndUDP returns a port like TCP's on which host also has no UDP
 // socket, for a server that takes both, such as DNS.
 func TCPAndUDP(host string) (int, error) {
+	return pick(host, "TCP and UDP", func(addr string) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		pc, err := net.ListenPacket("udp", addr)
+		if err == nil {
+			pc.Close()
+		}
+		return err
+	})
+}
+
+// pick draws ports below the ephemeral range until bindable(host:port)
+// succeeds, at most attempts times.
+func pick(host, what string, bindable func(addr string) error) (int, error) {
 	top := ephemeralStart()
 	var err error
 	for range attempts {
 		port := lowest + rand.IntN(top-lowest)
-		addr := net.JoinHostPort(host, strconv.Itoa(port))
-		var ln net.Listener
-		if ln, err = net.Listen("tcp", addr); err != nil {
-			continue
-		}
-		var pc net.PacketConn
-		pc, err = net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			pc.Close()
+		if err = bindable(net.JoinHostPort(host, strconv.Itoa(port))); err == nil {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("freeport: no port free for TCP and UDP on %s below %d after %d tries: %w", host, top, attempts, err)
+	return 0, fmt.Errorf("freeport: no port free for %s on %s below %d after %d tries: %w", what, host, top, attempts, err)
 }
 
 // ephemeralStart is the first port of the kernel's ephemeral range, or

@@ -557,11 +557,71 @@ func holdLeaf(t *testing.T, ag *Agent, leaf []byte) {
 	ag.Restart()
 }
 
-// request is one call of the failover loop.
+// request is one call of a callLoop.
 type request struct {
 	start, end time.Time
 	served     string
 	err        error
+}
+
+// callLoop is callers on one host, each calling the web service in a loop,
+// with every call recorded; bounded by a count and by 3 minutes.
+type callLoop struct {
+	mu   sync.Mutex
+	reqs []request
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// startCalls starts workers callers on a, calling url(prefix-W-I), until
+// maxCalls calls in all.
+func startCalls(a *Host, url func(string) string, prefix string, workers, maxCalls int) *callLoop {
+	l := &callLoop{stop: make(chan struct{})}
+	deadline := time.Now().Add(3 * time.Minute)
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				if l.startedAfter(time.Time{}) >= maxCalls || time.Now().After(deadline) {
+					return
+				}
+				r := request{start: time.Now()}
+				out, err := curl(a, url(fmt.Sprintf("%s-%d-%d", prefix, w, i)))
+				r.end, r.err, r.served = time.Now(), err, servedBy(out)
+				l.mu.Lock()
+				l.reqs = append(l.reqs, r)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// startedAfter counts the recorded calls that started after t.
+func (l *callLoop) startedAfter(t time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.reqs {
+		if r.start.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// finish stops the callers, waits for their calls to end and returns them.
+func (l *callLoop) finish() []request {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	return l.reqs
 }
 
 // drainAndFailOver holds slow calls from h2 in flight while the agent of an
@@ -602,57 +662,25 @@ func drainAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(str
 	})
 	survivor = map[string]string{"h3": "h4", "h4": "h3"}[victim]
 
-	var (
-		mu   sync.Mutex
-		fast []request
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 300; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r := request{start: time.Now()}
-				out, err := curl(a, url(fmt.Sprintf("fast-%d-%d", w, i)))
-				r.end, r.err, r.served = time.Now(), err, servedBy(out)
-				mu.Lock()
-				fast = append(fast, r)
-				mu.Unlock()
-			}
-		}()
-	}
-	stopLoop := func() {
-		close(stop)
-		wg.Wait()
-	}
-
+	// The cap must outlast the stop, which waits for the slow calls: at
+	// a few ms a call, 600 calls were once all made before the exit.
+	loop := startCalls(a, url, "fast", 2, 3000)
 	web[victim].Proc.Signal(syscall.SIGTERM)
 	if _, ok := web[victim].Proc.Wait(40 * time.Second); !ok {
-		stopLoop()
+		loop.finish()
 		t.Fatal("the stopped agent did not exit")
 	}
 	exited := time.Now()
+	// Started again however this ends, so that a failure here does not
+	// leave the next scenario one instance short.
+	defer web[victim].Restart()
 	Eventually(t, 60*time.Second, "20 fast calls started after the exit", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		after := 0
-		for _, r := range fast {
-			if r.start.After(exited) {
-				after++
-			}
-		}
-		if after < 20 {
-			return fmt.Errorf("%d calls after the exit", after)
+		if n := loop.startedAfter(exited); n < 20 {
+			return fmt.Errorf("%d calls after the exit", n)
 		}
 		return nil
 	})
-	stopLoop()
+	fast := loop.finish()
 
 	carried := 0
 	for range slowCalls {
@@ -688,7 +716,6 @@ func drainAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(str
 		t.Errorf("%s's agent did not log a completed drain", victim)
 	}
 	t.Logf("stopped %s's agent: %d slow calls carried to the end by it, %d fast calls, after the exit served by %v", victim, carried, len(fast), served)
-	web[victim].Restart()
 }
 
 // killAndFailOver runs callers on h2 while the agent of the instance that
@@ -713,70 +740,29 @@ func killAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(stri
 		victim, survivor = "h4", "h3"
 	}
 
-	var (
-		mu   sync.Mutex
-		reqs []request
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(3 * time.Minute)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				n := len(reqs)
-				mu.Unlock()
-				if n >= maxRequests || time.Now().After(deadline) {
-					return
-				}
-				r := request{start: time.Now()}
-				out, err := curl(a, url(fmt.Sprintf("loop-%d-%d", w, i)))
-				r.end, r.err, r.served = time.Now(), err, servedBy(out)
-				mu.Lock()
-				reqs = append(reqs, r)
-				mu.Unlock()
-			}
-		}(w)
-	}
+	loop := startCalls(a, url, "loop", workers, maxRequests)
 	// Kill once the loop is under way, then wait for enough calls started
 	// after the kill.
 	Eventually(t, 60*time.Second, "calls before the kill", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(reqs) < 15 {
-			return fmt.Errorf("%d calls", len(reqs))
+		if n := loop.startedAfter(time.Time{}); n < 15 {
+			return fmt.Errorf("%d calls", n)
 		}
 		return nil
 	})
 	killStart := time.Now()
 	web[victim].Proc.Signal(syscall.SIGKILL)
 	if _, ok := web[victim].Proc.Wait(30 * time.Second); !ok {
+		loop.finish()
 		t.Fatal("the killed agent did not exit")
 	}
 	killedAt := time.Now()
 	Eventually(t, 150*time.Second, "60 calls started after the kill", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		after := 0
-		for _, r := range reqs {
-			if r.start.After(killedAt) {
-				after++
-			}
-		}
-		if after < 60 {
-			return fmt.Errorf("%d calls after the kill", after)
+		if n := loop.startedAfter(killedAt); n < 60 {
+			return fmt.Errorf("%d calls after the kill", n)
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
+	reqs := loop.finish()
 
 	var before, inFlight, after, inFlightFailed int
 	var slowest time.Duration
