@@ -56,6 +56,7 @@ func (s *Server) Rotate(ctx context.Context) (RotationStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StateTimeout)
 	defer cancel()
 	var rot rotationState
+	var wrote int // the generation of the new root
 	err := casLoop(ctx, s.state, KeyAuthority, func(old []byte) ([]byte, bool, error) {
 		if old == nil {
 			return nil, false, ErrNotReady
@@ -84,7 +85,7 @@ func (s *Server) Rotate(ctx context.Context) (RotationStatus, error) {
 		if st.Issuer, err = s.newIssuer(gen, root, rootKey, curCert, curKey, now); err != nil {
 			return nil, false, err
 		}
-		st.Generation = gen
+		st.Generation, wrote = gen, gen
 		st.Roots = append(st.Roots, rootEntry{Generation: gen, Cert: root.Raw, SealedKey: sealed})
 		rot = rotationState{From: Fingerprint(curCert), To: Fingerprint(root), StartedAt: now}
 		st.Rotation = &rot
@@ -93,6 +94,11 @@ func (s *Server) Rotate(ctx context.Context) (RotationStatus, error) {
 	})
 	if err != nil {
 		return RotationStatus{}, fmt.Errorf("ca: rotate: %w", err)
+	}
+	// The caller's next read (roots, rotation status) comes from memory:
+	// wait for the new generation there (with the rotation, or past it).
+	if err := s.awaitLoaded(ctx, func(st *authorityState) bool { return st.Generation >= wrote }); err != nil {
+		return RotationStatus{}, fmt.Errorf("ca: rotate: the rotation is stored but not loaded yet: %w", err)
 	}
 	s.m.rotations.Inc()
 	s.log.Info("ca root rotation started", "from", rot.From, "to", rot.To)

@@ -77,6 +77,8 @@ type Server struct {
 	db    *stateDB
 
 	cur       atomic.Pointer[signer]
+	loadMu    sync.Mutex
+	loaded    chan struct{} // closed and replaced each time cur changes
 	ready     chan struct{}
 	readyOnce sync.Once
 	kick      chan struct{}
@@ -125,8 +127,9 @@ func NewServer(cfg ServerConfig, deps ServerDeps) (*Server, error) {
 		log:   log,
 		m:     m,
 		db:    &stateDB{state: deps.State, now: cfg.Now, timeout: cfg.StateTimeout},
-		ready: make(chan struct{}),
-		kick:  make(chan struct{}, 1),
+		ready:  make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		loaded: make(chan struct{}),
 	}
 	return s, nil
 }
@@ -190,6 +193,25 @@ func (s *Server) Bundle() *Bundle {
 		return sg.bundle
 	}
 	return nil
+}
+
+// awaitLoaded waits until this server has loaded a state for which ok
+// holds, so that what it serves from memory (Bundle, RotationStatus) shows
+// a write it has just made to the replicated state.
+func (s *Server) awaitLoaded(ctx context.Context, ok func(*authorityState) bool) error {
+	for {
+		s.loadMu.Lock()
+		sg, changed := s.cur.Load(), s.loaded
+		s.loadMu.Unlock()
+		if sg != nil && ok(sg.raw) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (s *Server) signer() (*signer, error) {
@@ -367,6 +389,10 @@ func (s *Server) apply(ctx context.Context, val []byte, idx uint64) error {
 	if old := s.cur.Swap(sg); old != nil {
 		old.auth.CloseForReload()
 	}
+	s.loadMu.Lock()
+	close(s.loaded)
+	s.loaded = make(chan struct{})
+	s.loadMu.Unlock()
 	s.m.setState(sg)
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.log.Info("ca state loaded", "index", idx, "active_root", st.Issuer.Root, "roots", len(st.Roots), "rotating", st.Rotation != nil)
