@@ -121,12 +121,12 @@ func NewServer(cfg ServerConfig, deps ServerDeps) (*Server, error) {
 		return nil, fmt.Errorf("ca: server: %w", err)
 	}
 	s := &Server{
-		cfg:   cfg,
-		deps:  deps,
-		state: deps.State,
-		log:   log,
-		m:     m,
-		db:    &stateDB{state: deps.State, now: cfg.Now, timeout: cfg.StateTimeout},
+		cfg:    cfg,
+		deps:   deps,
+		state:  deps.State,
+		log:    log,
+		m:      m,
+		db:     &stateDB{state: deps.State, now: cfg.Now, timeout: cfg.StateTimeout},
 		ready:  make(chan struct{}),
 		kick:   make(chan struct{}, 1),
 		loaded: make(chan struct{}),
