@@ -149,6 +149,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		}
 		logger.Info("leaving the cluster", "signal", sig.String())
 		_ = sdnotify.Stopping()
+		stopPhase("leaving the cluster", leaveTimeout)
 		go func() {
 			// A second signal during the leave stops at once.
 			if s := <-signals; s != syscall.SIGHUP {
@@ -156,15 +157,34 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 				cancel()
 			}
 		}()
-		leaveCtx, leaveCancel := context.WithTimeout(ctx, 15*time.Second)
+		leaveCtx, leaveCancel := context.WithTimeout(ctx, leaveTimeout)
 		if err := a.Leave(leaveCtx); err != nil && !errors.Is(err, context.Canceled) {
 			logger.Warn("graceful leave failed", "err", err)
 		}
 		leaveCancel()
+		stopPhase("draining the tunnel", cfg.Tunnel.DrainTimeout.D())
 		_ = a.Drain(ctx) // the transport logs how it ended
+		stopPhase("closing", 0)
 		break
 	}
 	return a.Close()
+}
+
+// leaveTimeout bounds the graceful leave on SIGTERM, and closeTimeout what
+// follows a phase of the stop: closing Raft, the catalog and the sockets.
+const (
+	leaveTimeout = 15 * time.Second
+	closeTimeout = 10 * time.Second
+)
+
+// stopPhase tells systemd which phase of the stop the agent is in, and that
+// it needs up to d, and then closeTimeout, from now on. The unit's
+// TimeoutStopSec= covers the default leave and drain; the extension keeps
+// systemd from killing an agent whose configured drain_timeout is longer,
+// and from cutting the connections that the drain was letting end.
+func stopPhase(status string, d time.Duration) {
+	_ = sdnotify.Status(status)
+	_ = sdnotify.ExtendTimeout(d + closeTimeout)
 }
 
 // reload rereads the configuration on SIGHUP and applies what can change at

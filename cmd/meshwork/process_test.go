@@ -94,8 +94,8 @@ func writeConf(t *testing.T, path, body string) {
 // TestAgentProcess runs `meshwork agent` under a fake systemd: READY=1 once
 // the API answers, SIGHUP reloads services from the config directory with
 // RELOADING=1 and MONOTONIC_USEC, a broken file on reload keeps the running
-// configuration, and SIGTERM leaves and drains with STOPPING=1 and exit
-// status 0.
+// configuration, and SIGTERM leaves and drains with STOPPING=1, asks for
+// the time its phases need (EXTEND_TIMEOUT_USEC), and exits with status 0.
 func TestAgentProcess(t *testing.T) {
 	bin := meshworkBinary(t)
 	ip := loopbackAddr()
@@ -105,7 +105,7 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeConf(t, filepath.Join(confDir, "00-agent.yaml"), fmt.Sprintf(
-		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16}\n", ip, ip, ip))
+		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16, drain_timeout: 42s}\n", ip, ip, ip))
 	sock, notes := notifySocket(t)
 
 	var stderr meshtest.LogBuffer
@@ -194,6 +194,11 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectNotify(t, notes, "STOPPING=1")
+	// systemd gets more time for each phase of the stop: the leave (15s)
+	// and the configured drain, each followed by the close (10s).
+	expectNotify(t, notes, "EXTEND_TIMEOUT_USEC=25000000\n")
+	expectNotify(t, notes, "STATUS=draining the tunnel")
+	expectNotify(t, notes, "EXTEND_TIMEOUT_USEC=52000000\n")
 	select {
 	case err := <-exited:
 		exited <- err // for the cleanup

@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SocketEnv is the environment variable in which systemd passes the socket.
@@ -32,6 +33,18 @@ func Ready() error { return Send("READY=1") }
 
 // Stopping reports that the service has begun shutting down.
 func Stopping() error { return Send("STOPPING=1") }
+
+// ExtendTimeout asks systemd for d more time in the phase the service is
+// in: start-up, or shutting down after Stopping. systemd applies it only
+// beyond the unit's own TimeoutStartSec= or TimeoutStopSec=, so it can
+// lengthen a phase but never shorten one; a phase that needs more must send
+// it again before d runs out.
+func ExtendTimeout(d time.Duration) error {
+	if d < time.Microsecond {
+		return fmt.Errorf("sdnotify: extend timeout: %v is not a positive duration", d)
+	}
+	return Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
+}
 
 // Reloading reports that the service has begun reloading its configuration.
 // It carries MONOTONIC_USEC, which systemd requires to match the message to

@@ -55,6 +55,7 @@ func TestNotifications(t *testing.T) {
 		{"stopping", Stopping, "STOPPING=1\n"},
 		{"status", func() error { return Status("gossip: 3 members") }, "STATUS=gossip: 3 members\n"},
 		{"status newline flattened", func() error { return Status("a\nb") }, "STATUS=a b\n"},
+		{"extend timeout", func() error { return ExtendTimeout(25*time.Second + 3*time.Millisecond) }, "EXTEND_TIMEOUT_USEC=25003000\n"},
 		{"several assignments", func() error { return Send("READY=1", "STATUS=up") }, "READY=1\nSTATUS=up\n"},
 	}
 	for _, sock := range []struct {
@@ -72,6 +73,22 @@ func TestNotifications(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestExtendTimeoutRefusesNonPositive(t *testing.T) {
+	conn := listen(t, false)
+	for _, d := range []time.Duration{0, -time.Second, time.Nanosecond} {
+		if err := ExtendTimeout(d); err == nil || !strings.Contains(err.Error(), "positive") {
+			t.Errorf("ExtendTimeout(%v) = %v, want an error naming the bad duration", d, err)
+		}
+	}
+	// Nothing was sent: zero would tell systemd to time out at once.
+	if err := conn.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := conn.Read(make([]byte, 64)); err == nil {
+		t.Errorf("a refused extension still sent %d bytes", n)
 	}
 }
 

@@ -4,6 +4,7 @@ package nspawn
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -180,13 +181,12 @@ func TestBootedHosts(t *testing.T) {
 	for k, v := range secrets {
 		vars[k] = v
 	}
-	// The Raft leader check is part of the role's health check once the
-	// binary has the command it runs.
-	raftCheck := false
-	if help, err := exec.Command(v1, "operator", "raft", "list-peers", "--help").Output(); err == nil && strings.Contains(string(help), "list-peers") {
-		raftCheck = true
-		vars["meshwork_health_check_raft"] = true
-	} else {
+	// The role's health check waits for a Raft leader by default; a v1
+	// binary from before `operator raft list-peers` cannot run it.
+	raftCheck := true
+	if help, err := exec.Command(v1, "operator", "raft", "list-peers", "--help").Output(); err != nil || !strings.Contains(string(help), "list-peers") {
+		raftCheck = false
+		vars["meshwork_health_check_raft"] = false
 		t.Logf("SKIPPED Raft leader health check: %s has no `operator raft list-peers`", ver1)
 	}
 	noSecrets := func(what, out string) {
@@ -340,6 +340,84 @@ func TestBootedHosts(t *testing.T) {
 		t.Errorf("a refused configuration restarted agents: main PIDs %v, then %v", pids, after)
 	}
 	c.checkService(client, ver2)
+
+	// 5. Stopping an agent that carries a connection waits for it, beyond
+	// the unit's TimeoutStopSec.
+	end = tm.Phase("stop during a call: drain beyond TimeoutStopSec")
+	c.checkStopWaitsForDrain(ctx, c.hosts[1])
+	end()
+}
+
+// slowCall connects to web through its VIP, holds the connection for six
+// seconds, then makes one HTTP/1.0 request and prints the body.
+const slowCall = `import socket, time
+s = socket.create_connection(("web.service.mesh", 8080), timeout=60)
+time.sleep(6)
+s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+print(data.split(b"\r\n\r\n", 1)[-1].decode().strip())
+`
+
+// checkStopWaitsForDrain stops h's agent while a call through its VIP is in
+// flight, under a drop-in that cuts TimeoutStopSec to 2s. The agent asks
+// systemd for the time its leave and drain need (EXTEND_TIMEOUT_USEC), so
+// systemd does not kill it: the call completes and the unit stops cleanly.
+// Without the extension, systemd kills the agent after 2s and the call
+// fails. The agent is started again afterwards.
+func (c *Cluster) checkStopWaitsForDrain(ctx context.Context, h *Host) {
+	t := c.t
+	t.Helper()
+	dropIn := "/etc/systemd/system/meshwork.service.d/50-e2e-stop.conf"
+	h.SSH("mkdir -p " + filepath.Dir(dropIn) + " && printf '[Service]\\nTimeoutStopSec=2s\\n' > " + dropIn +
+		" && systemctl daemon-reload && cat > /tmp/slowcall.py <<'EOF'\n" + slowCall + "EOF")
+	defer func() {
+		h.SSH("rm -f " + dropIn + " /tmp/slowcall.py && systemctl daemon-reload && systemctl start meshwork.service")
+		for _, other := range c.hosts {
+			c.waitMembers(ctx, other, hostCount)
+		}
+	}()
+	if got := parseProps(h.SSH("systemctl show -p TimeoutStopUSec meshwork.service"))["TimeoutStopUSec"]; got != "2s" {
+		t.Fatalf("%s: the drop-in did not take: TimeoutStopUSec=%s", h.Name, got)
+	}
+
+	var callOut bytes.Buffer
+	call := exec.CommandContext(ctx, "ssh", append(c.sshArgs(), "root@"+h.IP, "python3 /tmp/slowcall.py")...)
+	call.Stdout, call.Stderr = &callOut, &callOut
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	callDone := make(chan error, 1)
+	go func() { callDone <- call.Wait() }()
+	var status struct {
+		InFlight int `json:"in_flight"`
+	}
+	if _, err := h.pollSSH(ctx, "/usr/local/bin/meshwork tunnel status --format json", 30*time.Second, func(out string) bool {
+		return json.Unmarshal([]byte(out), &status) == nil && status.InFlight > 0
+	}); err != nil {
+		t.Fatalf("%s: the slow call never showed in flight: %v", h.Name, err)
+	}
+
+	since := strings.TrimSpace(h.SSH("date +%s.%N"))
+	if out, err := h.SSHContext(ctx, "systemctl stop meshwork.service"); err != nil {
+		t.Errorf("%s: systemctl stop: %v\n%s", h.Name, err, out)
+	}
+	err := <-callDone
+	if got := strings.TrimSpace(callOut.String()); err != nil || got != "meshwork-e2e-web" {
+		t.Errorf("%s: the call in flight when the agent stopped: %v, output %q; want it to complete", h.Name, err, got)
+	}
+	props := parseProps(h.SSH("systemctl show -p Result,ActiveState meshwork.service"))
+	log := h.SSH("journalctl --no-pager -o cat -u meshwork.service --since @" + since)
+	if props["Result"] != "success" || props["ActiveState"] != "inactive" {
+		t.Errorf("%s: after the stop, meshwork.service %v; want inactive with Result=success (not killed at TimeoutStopSec)\n%s", h.Name, props, log)
+	}
+	if !strings.Contains(log, "tunnel drained") {
+		t.Errorf("%s: the stopping agent did not log that its tunnel drained:\n%s", h.Name, log)
+	}
 }
 
 // checkClientCerts asserts every client has a certificate for its node
