@@ -352,7 +352,7 @@ func (h *Host) stop() {
 	children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", nspawn, nspawn))
 	for _, f := range strings.Fields(string(children)) {
 		if pid, err := strconv.Atoi(f); err == nil {
-			t.Logf("%s: no shutdown within 90s; killing its init (pid %d)", h.Name, pid)
+			t.Logf("%s: no shutdown within 90s; killing its init (pid %d); console:\n%s", h.Name, pid, h.consoleTail())
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

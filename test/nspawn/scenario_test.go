@@ -343,7 +343,7 @@ func TestBootedHosts(t *testing.T) {
 
 	// 5. Stopping an agent that carries a connection waits for it, beyond
 	// the unit's TimeoutStopSec.
-	end = tm.Phase("stop during a call: drain beyond TimeoutStopSec")
+	end = tm.Phase("stop during a call")
 	c.checkStopWaitsForDrain(ctx, c.hosts[1])
 	end()
 }
