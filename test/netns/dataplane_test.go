@@ -665,9 +665,9 @@ func drainAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(str
 	// The cap must outlast the stop, which waits for the slow calls: at
 	// a few ms a call, 600 calls were once all made before the exit.
 	loop := startCalls(a, url, "fast", 2, 3000)
+	defer loop.finish() // the callers stop however this ends
 	web[victim].Proc.Signal(syscall.SIGTERM)
 	if _, ok := web[victim].Proc.Wait(40 * time.Second); !ok {
-		loop.finish()
 		t.Fatal("the stopped agent did not exit")
 	}
 	exited := time.Now()
@@ -741,6 +741,7 @@ func killAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(stri
 	}
 
 	loop := startCalls(a, url, "loop", workers, maxRequests)
+	defer loop.finish()
 	// Kill once the loop is under way, then wait for enough calls started
 	// after the kill.
 	Eventually(t, 60*time.Second, "calls before the kill", func() error {
@@ -752,7 +753,6 @@ func killAndFailOver(t *testing.T, a *Host, web map[string]*Agent, url func(stri
 	killStart := time.Now()
 	web[victim].Proc.Signal(syscall.SIGKILL)
 	if _, ok := web[victim].Proc.Wait(30 * time.Second); !ok {
-		loop.finish()
 		t.Fatal("the killed agent did not exit")
 	}
 	killedAt := time.Now()

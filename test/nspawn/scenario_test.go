@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostCount hosts boot: three servers and the rest clients.
@@ -348,11 +350,14 @@ func TestBootedHosts(t *testing.T) {
 	end()
 }
 
-// slowCall connects to web through its VIP, holds the connection for six
-// seconds, then makes one HTTP/1.0 request and prints the body.
-const slowCall = `import socket, time
-s = socket.create_connection(("web.service.mesh", 8080), timeout=60)
-time.sleep(6)
+// slowCall connects to web through its VIP and holds the connection until
+// the file named by its argument exists, then makes one HTTP/1.0 request
+// and prints the body.
+const slowCall = `import os, socket, sys, time
+s = socket.create_connection(("web.service.mesh", 8080), timeout=120)
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.1)
 s.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
 data = b""
 while True:
@@ -364,35 +369,39 @@ print(data.split(b"\r\n\r\n", 1)[-1].decode().strip())
 `
 
 // checkStopWaitsForDrain stops h's agent while a call through its VIP is in
-// flight, under a drop-in that cuts TimeoutStopSec to 2s. The agent asks
-// systemd for the time its leave and drain need (EXTEND_TIMEOUT_USEC), so
-// systemd does not kill it: the call completes and the unit stops cleanly.
-// Without the extension, systemd kills the agent after 2s and the call
-// fails. The agent is started again afterwards.
+// flight, under a drop-in that cuts TimeoutStopSec to 2s. The call is let go
+// only once the stop has lasted longer than that, with the agent still
+// draining. The agent asks systemd for the time its leave and drain need
+// (EXTEND_TIMEOUT_USEC), so systemd has not killed it: the call completes
+// and the unit stops cleanly. Without the extension, systemd kills the
+// agent after 2s, and the call fails. The agent is started again afterwards.
 func (c *Cluster) checkStopWaitsForDrain(ctx context.Context, h *Host) {
 	t := c.t
 	t.Helper()
+	const stopLimit = 2 * time.Second
 	dropIn := "/etc/systemd/system/meshwork.service.d/50-e2e-stop.conf"
-	h.SSH("mkdir -p " + filepath.Dir(dropIn) + " && printf '[Service]\\nTimeoutStopSec=2s\\n' > " + dropIn +
-		" && systemctl daemon-reload && cat > /tmp/slowcall.py <<'EOF'\n" + slowCall + "EOF")
+	release := "/tmp/slowcall.release"
+	h.SSH(fmt.Sprintf("mkdir -p %s && printf '[Service]\\nTimeoutStopSec=%s\\n' > %s && systemctl daemon-reload && rm -f %s && cat > /tmp/slowcall.py <<'EOF'\n%sEOF",
+		filepath.Dir(dropIn), stopLimit, dropIn, release, slowCall))
 	defer func() {
-		h.SSH("rm -f " + dropIn + " /tmp/slowcall.py && systemctl daemon-reload && systemctl start meshwork.service")
+		h.SSH("rm -f " + dropIn + " /tmp/slowcall.py " + release + " && systemctl daemon-reload && systemctl start meshwork.service")
 		for _, other := range c.hosts {
 			c.waitMembers(ctx, other, hostCount)
 		}
 	}()
-	if got := parseProps(h.SSH("systemctl show -p TimeoutStopUSec meshwork.service"))["TimeoutStopUSec"]; got != "2s" {
+	if got := parseProps(h.SSH("systemctl show -p TimeoutStopUSec meshwork.service"))["TimeoutStopUSec"]; got != stopLimit.String() {
 		t.Fatalf("%s: the drop-in did not take: TimeoutStopUSec=%s", h.Name, got)
 	}
 
 	var callOut bytes.Buffer
-	call := exec.CommandContext(ctx, "ssh", append(c.sshArgs(), "root@"+h.IP, "python3 /tmp/slowcall.py")...)
+	call := exec.CommandContext(ctx, "ssh", append(c.sshArgs(), "root@"+h.IP, "python3 /tmp/slowcall.py "+release)...)
 	call.Stdout, call.Stderr = &callOut, &callOut
 	if err := call.Start(); err != nil {
 		t.Fatal(err)
 	}
 	callDone := make(chan error, 1)
 	go func() { callDone <- call.Wait() }()
+	defer h.SSH("touch " + release) // however this ends, the call ends
 	var status struct {
 		InFlight int `json:"in_flight"`
 	}
@@ -403,8 +412,27 @@ func (c *Cluster) checkStopWaitsForDrain(ctx context.Context, h *Host) {
 	}
 
 	since := strings.TrimSpace(h.SSH("date +%s.%N"))
-	if out, err := h.SSHContext(ctx, "systemctl stop meshwork.service"); err != nil {
-		t.Errorf("%s: systemctl stop: %v\n%s", h.Name, err, out)
+	stopped := make(chan error, 1)
+	go func() {
+		out, err := h.SSHContext(ctx, "systemctl stop meshwork.service")
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+		stopped <- err
+	}()
+	// The containers share this machine's monotonic clock, in which systemd
+	// stamps the unit's state changes.
+	if _, err := h.pollSSH(ctx, "systemctl show -p ActiveState,StatusText,StateChangeTimestampMonotonic meshwork.service", 30*time.Second, func(out string) bool {
+		p := parseProps(out)
+		at, err := strconv.ParseInt(p["StateChangeTimestampMonotonic"], 10, 64)
+		return err == nil && p["ActiveState"] == "deactivating" && p["StatusText"] == "draining the tunnel" &&
+			monotonic(t)-time.Duration(at)*time.Microsecond > stopLimit
+	}); err != nil {
+		t.Errorf("%s: the agent was not still draining %v into its stop: %v", h.Name, stopLimit, err)
+	}
+	h.SSH("touch " + release)
+	if err := <-stopped; err != nil {
+		t.Errorf("%s: systemctl stop: %v", h.Name, err)
 	}
 	err := <-callDone
 	if got := strings.TrimSpace(callOut.String()); err != nil || got != "meshwork-e2e-web" {
@@ -418,6 +446,16 @@ func (c *Cluster) checkStopWaitsForDrain(ctx context.Context, h *Host) {
 	if !strings.Contains(log, "tunnel drained") {
 		t.Errorf("%s: the stopping agent did not log that its tunnel drained:\n%s", h.Name, log)
 	}
+}
+
+// monotonic reads CLOCK_MONOTONIC, the clock of systemd's *Monotonic
+// timestamps.
+func monotonic(t *testing.T) time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
 }
 
 // checkClientCerts asserts every client has a certificate for its node
