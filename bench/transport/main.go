@@ -126,6 +126,14 @@ func main() {
 		}
 		return
 	}
+	if *profDir != "" {
+		// The agents open their profiles there; make it now so that a
+		// missing directory is not an agent that "did not start".
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -profile:", err)
+			os.Exit(1)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	procs := &procSet{}
