@@ -50,7 +50,9 @@
 // package therefore derives the status itself:
 //
 //   - left: the node announced its departure (leaving flag in its meta and
-//     record) before memberlist removed it; failed: removed without that.
+//     record, which it broadcasts and also sends to every live member), and
+//     the announcement reached this node before or after memberlist removed
+//     it; failed: removed without that.
 //   - suspect: memberlist reports a failed probe in its log ("Suspect X has
 //     failed, no acks received"); the prober gossips a suspect notice that
 //     every node shows until the suspected node refutes by raising its

@@ -436,6 +436,9 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	ml := g.ml.Load()
 	g.disseminate(w, "")
+	// A broadcast reaches each member only with high probability, and one
+	// that misses the leaving flag would show this node as failed.
+	g.tellEveryLive(w)
 	// The meta update carries the leaving flag in memberlist's own alive
 	// message; wait for it to go out before memberlist's leave message.
 	if err := ml.UpdateNode(timeout / 2); err != nil {
@@ -843,6 +846,25 @@ func (g *Gossip) disseminate(w wireRecord, from string) {
 	w.Fwd = true
 	msg = mustEncode(msgRecord, &w)
 	for _, to := range g.randomLive(g.cfg.StreamFanout, w.Record.Node, from) {
+		g.sendAsync(to, msgRecord, msg)
+	}
+}
+
+// tellEveryLive sends w straight to every live member: in one UDP packet
+// when it fits, else over a stream. A record that arrives after memberlist
+// removed its node still counts, so the order against the leave message
+// does not matter.
+func (g *Gossip) tellEveryLive(w wireRecord) {
+	w.From, w.Fwd = "", false
+	msg := mustEncode(msgRecord, &w)
+	fits := len(msg) <= g.maxBroadcast()
+	ml := g.ml.Load()
+	for _, to := range g.randomLive(math.MaxInt, w.Record.Node) {
+		if fits {
+			if err := ml.SendBestEffort(&to, msg); err == nil {
+				continue
+			}
+		}
 		g.sendAsync(to, msgRecord, msg)
 	}
 }
