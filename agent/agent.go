@@ -86,6 +86,12 @@ type Agent struct {
 	mu      sync.Mutex
 	started []component
 	closed  bool
+	// closing names the component Close is stopping, for Shutdown's error.
+	closing string
+	// closeDone is closed when Close has stopped every component, and
+	// closeErr is then what it returned.
+	closeDone chan struct{}
+	closeErr  error
 	// releaseAgain drops the executable's pages once more after the
 	// one-time work that follows Start (see settleTime).
 	releaseAgain *time.Timer
@@ -125,7 +131,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		deps:  deps,
 		log:   deps.Logger,
 		reg:   deps.Registry,
-		store: catalog.NewStore(),
+		store:     catalog.NewStore(),
+		closeDone: make(chan struct{}),
 	}
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{
@@ -230,7 +237,8 @@ func (a *Agent) Drain(ctx context.Context) error {
 	return tr.Drain(ctx)
 }
 
-// Close stops every started component in reverse order. It is idempotent.
+// Close stops every started component in reverse order. It is idempotent;
+// a second call returns at once, without waiting for the first.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	if a.closed {
@@ -246,12 +254,39 @@ func (a *Agent) Close() error {
 
 	var errs []error
 	for i := len(started) - 1; i >= 0; i-- {
+		a.mu.Lock()
+		a.closing = started[i].name
+		a.mu.Unlock()
 		if err := started[i].close(); err != nil {
 			errs = append(errs, fmt.Errorf("agent: close %s: %w", started[i].name, err))
 		}
 	}
 	a.log.Info("agent stopped", "node", a.cfg.Node)
-	return errors.Join(errs...)
+	a.closeErr = errors.Join(errs...)
+	close(a.closeDone)
+	return a.closeErr
+}
+
+// ErrCloseTimeout is returned by Shutdown when the components did not all
+// stop in time.
+var ErrCloseTimeout = errors.New("agent: components still stopping")
+
+// Shutdown closes the agent as Close does, but returns when ctx ends even if
+// a component has not finished stopping: a process that is being stopped
+// must exit within its stop timeout whatever the state of its peers. The
+// error then names the component that was still stopping; the process may
+// exit, since everything the agent keeps on disk survives a crash.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	go a.Close()
+	select {
+	case <-a.closeDone:
+		return a.closeErr
+	case <-ctx.Done():
+		a.mu.Lock()
+		name := a.closing
+		a.mu.Unlock()
+		return fmt.Errorf("%w: %s did not stop within the close timeout", ErrCloseTimeout, name)
+	}
 }
 
 // Catalog is the agent's catalog store.

@@ -167,13 +167,25 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		stopPhase("closing", 0)
 		break
 	}
-	return a.Close()
+	// Every phase of the stop is bounded, whatever the state of the peers:
+	// an agent that cannot close a component in time says which and exits.
+	closeCtx, closeCancel := context.WithTimeout(ctx, closeTimeout)
+	defer closeCancel()
+	if err := a.Shutdown(closeCtx); err != nil {
+		logger.Error("agent did not stop cleanly", "err", err)
+		return err
+	}
+	return nil
 }
 
-// leaveTimeout bounds the graceful leave on SIGTERM, and closeTimeout what
-// follows a phase of the stop: closing Raft, the catalog and the sockets.
+// The phases of a stop on SIGTERM, each bounded: the graceful leave, the
+// drain (tunnel.drain_timeout, 10s by default), and closing Raft, the
+// catalog and the sockets. With the defaults they add up to 25s, within the
+// unit's TimeoutStopSec of 30s. The leave needs well under a second when
+// the cluster is reachable; 5s is Serf's broadcast timeout, and what a node
+// cut off from every peer waits before giving up.
 const (
-	leaveTimeout = 15 * time.Second
+	leaveTimeout = 5 * time.Second
 	closeTimeout = 10 * time.Second
 )
 
