@@ -127,10 +127,10 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		return nil, fmt.Errorf("agent: data_dir: %w", err)
 	}
 	a := &Agent{
-		cfg:   cfg,
-		deps:  deps,
-		log:   deps.Logger,
-		reg:   deps.Registry,
+		cfg:       cfg,
+		deps:      deps,
+		log:       deps.Logger,
+		reg:       deps.Registry,
 		store:     catalog.NewStore(),
 		closeDone: make(chan struct{}),
 	}
