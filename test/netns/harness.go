@@ -16,14 +16,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Net is a set of hosts on one private bridge.
@@ -145,6 +149,39 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Run()
 	return buf.String(), err
+}
+
+// DialContext opens a connection from inside the host's network namespace,
+// so that the test process itself can talk to the agent's loopback API and
+// DNS there, and time every call with one clock. The socket is created on a
+// thread moved into the namespace; a socket keeps the namespace it was made
+// in, so the connection works from any goroutine afterwards.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread is never unlocked: it ends with this goroutine, so
+		// that nothing else ever runs in the host's namespace.
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + h.NS)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("%s: setns: %w", h.Name, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }
 
 // Start starts a long-running command in the host. Its output goes to a log
