@@ -53,7 +53,9 @@ type faultCluster struct {
 	clients []*Agent
 }
 
-func (c *faultCluster) all() []*Agent { return append(append([]*Agent(nil), c.servers...), c.clients...) }
+func (c *faultCluster) all() []*Agent {
+	return append(append([]*Agent(nil), c.servers...), c.clients...)
+}
 
 // startFaultCluster starts h1-h3 as servers and h4-h5 as clients, each
 // client with an instance of web, the tunnel off (the data plane has suites
