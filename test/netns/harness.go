@@ -154,8 +154,14 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 // DialContext opens a connection from inside the host's network namespace,
 // so that the test process itself can talk to the agent's loopback API and
 // DNS there, and time every call with one clock. The socket is created on a
-// thread moved into the namespace; a socket keeps the namespace it was made
-// in, so the connection works from any goroutine afterwards.
+// thread moved into the namespace for the call and moved back after it; a
+// socket keeps the namespace it was made in, so the connection works from
+// any goroutine afterwards.
+//
+// The thread must not end while it is in the host's namespace, nor end at
+// all if it can help it: a child process started with Pdeathsig (as Start
+// does) is killed when the thread that forked it ends, and that may be any
+// thread of this process.
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
@@ -163,25 +169,36 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The thread is never unlocked: it ends with this goroutine, so
-		// that nothing else ever runs in the host's namespace.
 		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + h.NS)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("%s: setns: %w", h.Name, err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
+		c, restored, err := h.dialInNamespace(ctx, network, addr)
+		if restored {
+			runtime.UnlockOSThread()
+		} // else the goroutine ends locked, and the runtime ends the thread
 		ch <- result{c, err}
 	}()
 	r := <-ch
 	return r.c, r.err
+}
+
+// dialInNamespace dials from the host's namespace on the current, locked
+// thread and moves the thread back; restored reports that it is back.
+func (h *Host) dialInNamespace(ctx context.Context, network, addr string) (c net.Conn, restored bool, err error) {
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, true, err
+	}
+	defer orig.Close()
+	target, err := os.Open("/run/netns/" + h.NS)
+	if err != nil {
+		return nil, true, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, true, fmt.Errorf("%s: setns: %w", h.Name, err)
+	}
+	var d net.Dialer
+	c, err = d.DialContext(ctx, network, addr)
+	return c, unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil, err
 }
 
 // Start starts a long-running command in the host. Its output goes to a log
