@@ -157,6 +157,10 @@ func TestTokenOneTimeAndExpiry(t *testing.T) {
 	past := c.server("srv-past", func(sc *ServerConfig, _ *ServerDeps) {
 		sc.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
 	})
+	// A token that expired 4s ago: past the allowed clock skew.
+	justPast := c.server("srv-just-past", func(sc *ServerConfig, _ *ServerDeps) {
+		sc.Now = func() time.Time { return time.Now().Add(-30*time.Minute - 4*time.Second) }
+	})
 	cases := []struct {
 		name string
 		tok  func() string
@@ -164,6 +168,7 @@ func TestTokenOneTimeAndExpiry(t *testing.T) {
 		want error
 	}{
 		{"expired", func() string { t, _, _ := past.Token(ctx, "n3", 30*time.Minute); return t }, "n3", ErrBadToken},
+		{"expired 4s ago", func() string { t, _, _ := justPast.Token(ctx, "n8", 30*time.Minute); return t }, "n8", ErrBadToken},
 		{"for another node", func() string { return c.token(srv, "n4") }, "n5", ErrBadToken},
 		{"forged", func() string { return forgedToken(t, "n6") }, "n6", ErrBadToken},
 		{"garbage", func() string { return "not.a.token" }, "n7", ErrBadToken},

@@ -525,6 +525,11 @@ type tokenClaims struct {
 
 // verifyToken checks the token's signature and claims before it may reach
 // the ledger, so that garbage never costs a replicated write.
+// tokenClockSkew is how far apart the clocks of the server that made a
+// bootstrap token and the one that checks it may be. Servers run NTP; a
+// minute (jose's default) would let a token outlive its expiry by that much.
+const tokenClockSkew = 2 * time.Second
+
 func (s *Server) verifyToken(sg *signer, tok string) (*tokenClaims, error) {
 	jwt, err := jose.ParseSigned(tok)
 	if err != nil {
@@ -534,7 +539,7 @@ func (s *Server) verifyToken(sg *signer, tok string) (*tokenClaims, error) {
 	if err := jwt.Claims(sg.provPublic, &c); err != nil {
 		return nil, fmt.Errorf("%w: signature: %v", ErrBadToken, err)
 	}
-	if err := c.ValidateWithLeeway(jose.Expected{Issuer: sg.raw.Provisioner.Name, Time: s.cfg.Now()}, time.Minute); err != nil {
+	if err := c.ValidateWithLeeway(jose.Expected{Issuer: sg.raw.Provisioner.Name, Time: s.cfg.Now()}, tokenClockSkew); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadToken, err)
 	}
 	if !slices.Contains(c.Audience, tokenAudience(sg.raw.TrustDomain)) {
