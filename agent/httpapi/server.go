@@ -31,9 +31,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +56,7 @@ const (
 	DefaultVersion     = "dev"
 	shutdownGrace      = 5 * time.Second
 	readHeaderTimeout  = 10 * time.Second
+	DefaultBodyTimeout = 30 * time.Second
 	idleTimeout        = 90 * time.Second
 	unmatchedRouteName = "unmatched"
 )
@@ -108,6 +111,11 @@ type Config struct {
 	DefaultWait time.Duration
 	// MaxWait caps a blocking query's wait. Default: 10m.
 	MaxWait time.Duration
+	// BodyTimeout bounds how long a client may take to send a request
+	// body once its headers have arrived: a body that trickles in would
+	// hold a goroutine and a connection for as long as the client likes.
+	// Default: 30s.
+	BodyTimeout time.Duration
 }
 
 // Validate checks the config; errors name the field and the value.
@@ -122,6 +130,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWait < 0 {
 		return fmt.Errorf("httpapi: config: max_wait %s must not be negative", c.MaxWait)
+	}
+	if c.BodyTimeout < 0 {
+		return fmt.Errorf("httpapi: config: body_timeout %s must not be negative", c.BodyTimeout)
 	}
 	if c.MaxWait > 0 && c.DefaultWait > c.MaxWait {
 		return fmt.Errorf("httpapi: config: default_wait %s is above max_wait %s", c.DefaultWait, c.MaxWait)
@@ -188,6 +199,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.DefaultWait == 0 {
 		cfg.DefaultWait = min(DefaultWait, cfg.MaxWait)
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	switch {
 	case deps.Local == nil:
@@ -330,6 +344,12 @@ func (s *Server) Close() error {
 // JSON, and records every request's route, code and latency.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if !hostAllowed(r.Host) {
+		s.metrics.observe(unmatchedRouteName, http.StatusForbidden, time.Since(start))
+		httpjson.Error(w, http.StatusForbidden, fmt.Errorf("host %q is refused: the API answers only requests addressed to an IP address or localhost (a protection against DNS rebinding)", r.Host))
+		return
+	}
+	s.bodyDeadline(w, r)
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)
 	s.routesMu.RLock()
@@ -351,6 +371,58 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	d := time.Since(start)
 	s.metrics.observe(route, sw.status, d)
 	s.log.Debug("http request", "method", r.Method, "path", r.URL.Path, "route", route, "code", sw.status, "duration", d)
+}
+
+// hostAllowed reports whether a request's Host header names the agent by an
+// IP address or as localhost. A page of evil.example, whose name an attacker
+// points at 127.0.0.1 (DNS rebinding), reaches the API with the browser's
+// cookies and origin rules on its side, but sends Host: evil.example.
+// Programs and the CLI address the agent by IP. An empty Host (HTTP/1.0) is
+// not a browser's.
+func hostAllowed(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+// bodyDeadline gives a request that has a body BodyTimeout to send it. The
+// deadline is lifted once the body has been read, so that a long answer (a
+// forwarded write waiting out an election) is not cut by it.
+func (s *Server) bodyDeadline(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) != nil {
+		return // not a connection that supports it (a test recorder)
+	}
+	r.Body = &deadlineBody{ReadCloser: r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+}
+
+// deadlineBody lifts the read deadline once its body has been read whole.
+// A body that failed keeps it, so that the server, which drains what is
+// left of a body before it reuses a connection, gives up on that one too.
+type deadlineBody struct {
+	io.ReadCloser
+	once sync.Once
+	lift func()
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.lift)
+	}
+	return n, err
 }
 
 // noRoute answers a request no pattern matched: 405 with Allow when the

@@ -428,7 +428,7 @@ func agentHTTP(a *Agent) *http.Client {
 }
 
 func getJSON(a *Agent, path string, out any) error {
-	resp, err := agentHTTP(a).Get("http://agent" + path)
+	resp, err := agentHTTP(a).Get("http://127.0.0.1:8500" + path)
 	if err != nil {
 		return err
 	}
@@ -448,7 +448,7 @@ func putRegister(a *Agent, key, value string) history.Outcome {
 		Sources: []policy.IntentionSource{{Name: "fault-suite", Action: policy.Deny, Description: value}},
 	}}
 	body, _ := json.Marshal([]policy.Document{doc})
-	req, _ := http.NewRequest(http.MethodPut, "http://agent/v1/policy", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPut, "http://127.0.0.1:8500/v1/policy", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", a.Host.Name+"/"+key+"/"+value)
 	resp, err := agentHTTP(a).Do(req)
@@ -481,7 +481,7 @@ func getRegister(a *Agent, key string, consistent bool) (found bool, value strin
 	if consistent {
 		path += "?consistent"
 	}
-	resp, err := agentHTTP(a).Get("http://agent" + path)
+	resp, err := agentHTTP(a).Get("http://127.0.0.1:8500" + path)
 	if err != nil {
 		return false, "", err
 	}
