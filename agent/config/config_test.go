@@ -146,7 +146,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("&a x: *a\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l := &Loaded{origin: map[string]string{}}
-		if err := l.mergeBytes("fuzz.yaml", data); err != nil {
+		if _, err := l.mergeBytes("fuzz.yaml", data); err != nil {
 			return
 		}
 		l.Node = "n"

@@ -25,6 +25,8 @@ type Loaded struct {
 	Config
 	// origin maps a key path ("ports.http", "services[2]") to "file:line".
 	origin map[string]string
+	// secretFiles are the files that set a secret key (see SecretWarnings).
+	secretFiles []secretFile
 }
 
 // Origin returns "file:line" for a key path, or "" when no file set it.
@@ -84,33 +86,40 @@ func (l *Loaded) mergeFile(path string) error {
 	if err != nil {
 		return fileError(path, err)
 	}
-	return l.mergeBytes(path, data)
+	seen, err := l.mergeBytes(path, data)
+	if err != nil {
+		return err
+	}
+	l.noteSecrets(path, seen)
+	return nil
 }
 
-func (l *Loaded) mergeBytes(name string, data []byte) error {
+// mergeBytes merges one file's contents and returns the key paths it set,
+// with their lines.
+func (l *Loaded) mergeBytes(name string, data []byte) (map[string]int, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil // an empty file sets nothing
+		return nil, nil // an empty file sets nothing
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("config %s: %s", name, yamlMessage(err))
+		return nil, fmt.Errorf("config %s: %s", name, yamlMessage(err))
 	}
 	if len(doc.Content) == 0 {
-		return nil // only comments
+		return nil, nil // only comments
 	}
 	if doc.Content[0].Kind != yaml.MappingNode {
-		return fmt.Errorf("config %s: line %d: the file must be a mapping of keys, got %s", name, doc.Content[0].Line, kindName(doc.Content[0]))
+		return nil, fmt.Errorf("config %s: line %d: the file must be a mapping of keys, got %s", name, doc.Content[0].Line, kindName(doc.Content[0]))
 	}
 	seen := map[string]int{}
 	if err := checkKeys(&doc, reflect.TypeOf(Config{}), "", seen); err != nil {
-		return fmt.Errorf("config %s: %w", name, err)
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 
 	// Lists that accumulate across files are decoded alone and appended.
 	prevServices, prevJoin := l.Services, l.RetryJoin
 	l.Services, l.RetryJoin, l.Service = nil, nil, nil
 	if err := doc.Decode(&l.Config); err != nil {
-		return fmt.Errorf("config %s: %s", name, yamlMessage(err))
+		return nil, fmt.Errorf("config %s: %s", name, yamlMessage(err))
 	}
 	offset := len(prevServices)
 	if l.Service != nil {
@@ -123,7 +132,7 @@ func (l *Loaded) mergeBytes(name string, data []byte) error {
 	for p, line := range seen {
 		l.origin[renumberService(p, offset, seen)] = name + ":" + strconv.Itoa(line)
 	}
-	return nil
+	return seen, nil
 }
 
 var serviceIndex = regexp.MustCompile(`^services\[(\d+)\]`)

@@ -114,6 +114,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	cfg := &loaded.Config
 	logger := newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogJSON)
+	for _, w := range loaded.SecretWarnings() {
+		logger.Warn("a file that holds a secret is readable by others", "problem", w)
+	}
 
 	if cfg.Dev && cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "meshwork-dev-")

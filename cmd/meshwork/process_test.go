@@ -226,6 +226,11 @@ func TestBadConfigStops(t *testing.T) {
 	writeConf(t, bad, "node: n1\ndata_dir: /tmp/x\nports:\n  http: 70000\n")
 	good := filepath.Join(dir, "good.yaml")
 	writeConf(t, good, "node: n1\ndata_dir: /tmp/x\nadvertise: 10.0.0.1\ncluster_key: "+strings.Repeat("A", 43)+"=\n")
+	exposed := filepath.Join(dir, "exposed.yaml")
+	writeConf(t, exposed, "node: n1\ndata_dir: /tmp/x\nadvertise: 10.0.0.1\ncluster_key: "+strings.Repeat("A", 43)+"=\n")
+	if err := os.Chmod(exposed, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -237,6 +242,7 @@ func TestBadConfigStops(t *testing.T) {
 		{"validate refuses", []string{"validate", bad}, 1, []string{"bad.yaml:4", "ports.http"}},
 		{"validate names a missing file", []string{"validate", filepath.Join(dir, "nope.yaml")}, 1, []string{"nope.yaml", "not found"}},
 		{"validate accepts", []string{"validate", good}, 0, []string{"configuration is valid"}},
+		{"validate warns of a readable secret", []string{"validate", exposed}, 0, []string{"warning: " + exposed + " holds cluster_key", "0644", "configuration is valid"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,7 +17,10 @@ func newValidateCmd() *cobra.Command {
 		Long: `Check configuration files and directories as the agent would read them,
 merged in the order given, without starting anything. Exits 0 when the
 configuration is valid, and 1 with every problem, each naming its file, line
-and key, when it is not. Ansible's template module runs it as "validate:".`,
+and key, when it is not. Ansible's template module runs it as "validate:".
+A file that holds a secret (encrypt, cluster_key, a key or token file) and
+that users other than its owner and the meshwork group can read is named in
+a warning on standard error; the configuration is still valid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var files, dirs []string
@@ -29,9 +32,13 @@ and key, when it is not. Ansible's template module runs it as "validate:".`,
 					files = append(files, a)
 				}
 			}
-			if _, err := config.LoadAndValidate(files, dirs, nil); err != nil {
+			l, err := config.LoadAndValidate(files, dirs, nil)
+			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), err)
 				return exitError{code: 1}
+			}
+			for _, w := range l.SecretWarnings() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "configuration is valid")
 			return nil
