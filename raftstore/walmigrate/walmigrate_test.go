@@ -267,6 +267,38 @@ func TestMigrateRefusesUnreadableData(t *testing.T) {
 	}
 }
 
+// TestMigrateSurvivesRaftWALPanic damages an entry inside a sealed
+// segment, where raft-wal checks no checksum: its decoder panics on the
+// bytes. The migration must report it, not crash.
+func TestMigrateSurvivesRaftWALPanic(t *testing.T) {
+	raftDir := t.TempDir()
+	walDir := filepath.Join(raftDir, "wal")
+	if err := os.Mkdir(walDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	w, closeWAL := openWAL(t, walDir)
+	appendWAL(t, w, 1, 100)
+	closeWAL()
+	segs, _ := filepath.Glob(filepath.Join(walDir, "*.wal"))
+	f, err := os.OpenFile(segs[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Entry 1's payload starts after the file header (32 bytes) and its
+	// frame header (8): make its first varint one that never ends.
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, 12), 32+8); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Migrate(walDir, filepath.Join(raftDir, "raft.db"), quiet)
+	if !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), "panicked") || !strings.Contains(err.Error(), "entry 1") {
+		t.Fatalf("migrate of a segment raft-wal panics on: %v, want ErrUnreadable naming entry 1 and the panic", err)
+	}
+	if _, err := os.Stat(walDir); err != nil {
+		t.Fatalf("old directory moved after a failed migration: %v", err)
+	}
+}
+
 func TestMigrateEmptyAndFreshDirectories(t *testing.T) {
 	t.Run("no old directory", func(t *testing.T) {
 		raftDir := t.TempDir()
