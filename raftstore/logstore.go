@@ -25,9 +25,10 @@ const (
 	oldWALDir = "wal"     // raft-wal, before boltlog; migrated on start
 )
 
-// openLog opens the boltlog store in dir, first migrating the raft-wal
-// directory an earlier release left there.
-func openLog(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
+// OpenLog is the default LogOpener: it opens the boltlog store in dir
+// (raft.db), first migrating the raft-wal directory an earlier release
+// left there.
+func OpenLog(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
 	walDir, dbPath := filepath.Join(dir, oldWALDir), filepath.Join(dir, logFile)
 	if _, err := walmigrate.Migrate(walDir, dbPath, log.With("module", "walmigrate")); err != nil {
 		if errors.Is(err, walmigrate.ErrUnreadable) {

@@ -291,7 +291,7 @@ func TestCloseBoundedWhenRaftHangs(t *testing.T) {
 	stall := &stallingStore{stalled: make(chan struct{}), entered: make(chan struct{}), release: make(chan struct{})}
 	t.Cleanup(func() { close(stall.release) })
 	opener := func(d string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
-		logs, stable, closer, err := openLog(d, log)
+		logs, stable, closer, err := OpenLog(d, log)
 		stall.LogStore = logs
 		return stall, stable, closer, err
 	}

@@ -80,7 +80,7 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 		return nil, fmt.Errorf("raftstore: data dir: %w", err)
 	}
 	_ = os.Chmod(s.dir, 0o700)
-	open := openLog
+	open := OpenLog
 	if openLogs != nil {
 		open = openLogs
 	}

@@ -49,6 +49,7 @@ var (
 	failovers = flag.Int("failovers", 5, "leader kills of the failover phase")
 	stores    = flag.String("stores", "boltlog,wal,bolt", "log stores to compare: boltlog (in use), wal (raft-wal), bolt (raft-boltdb)")
 	dirFlag   = flag.String("dir", "", "directory for the data (default: a temporary one under the current directory, on real disk)")
+	appendsN  = flag.Int("appends", 400, "appends per store and batch size of the store-only phase (0 skips it)")
 )
 
 func main() {
@@ -64,14 +65,21 @@ func main() {
 	fmt.Printf("bench/raft: 3 servers on loopback, mTLS, LAN timers (heartbeat %s, election %s, lease %s), data in %s\n",
 		raftstore.LANTiming.HeartbeatTimeout, raftstore.LANTiming.ElectionTimeout, raftstore.LANTiming.LeaderLeaseTimeout, base)
 	fmt.Printf("writes: KV sets of 64 bytes over 1000 keys; throughput phase %d writers for %s\n\n", *writers, *duration)
-	fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
-	fmt.Println("|---|---|---|---|---|---|---|")
 	names := strings.Split(*stores, ",")
+	openers := map[string]raftstore.LogOpener{"boltlog": raftstore.OpenLog, "wal": openWAL, "bolt": openBolt}
 	for _, name := range names {
-		opener, ok := map[string]raftstore.LogOpener{"boltlog": nil, "wal": openWAL, "bolt": openBolt}[name]
-		if !ok {
+		if openers[name] == nil {
 			fail(fmt.Errorf("unknown store %q", name))
 		}
+	}
+	if *appendsN > 0 {
+		storeOnly(base, names, openers)
+	} else {
+		fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+	}
+	for _, name := range names {
+		opener := openers[name]
 		c := startCluster(filepath.Join(base, name), opener)
 		leader := c.leader()
 		client := c.addClient("writer")
@@ -96,6 +104,69 @@ func main() {
 		c.failover()
 		c.close()
 	}
+}
+
+// storeOnly measures the stores alone, no Raft: the time of one durable
+// StoreLogs of 1 and of 64 entries (64-byte values, encoded as Raft would
+// hand them), the stores taking turns in rounds so that a noisy neighbour
+// weighs on each alike.
+func storeOnly(base string, names []string, openers map[string]raftstore.LogOpener) {
+	type open struct {
+		logs   raft.LogStore
+		closer io.Closer
+		next   uint64
+		lat    map[int][]time.Duration
+	}
+	stores := map[string]*open{}
+	for _, name := range names {
+		dir := filepath.Join(base, "store-"+name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			fail(err)
+		}
+		logs, _, c, err := openers[name](dir, slog.New(slog.DiscardHandler))
+		if err != nil {
+			fail(err)
+		}
+		stores[name] = &open{logs: logs, closer: c, next: 1, lat: map[int][]time.Duration{}}
+	}
+	batches := []int{1, 64}
+	const rounds = 10
+	for r := 0; r < rounds; r++ {
+		for _, size := range batches {
+			for _, name := range names {
+				s := stores[name]
+				for i := 0; i < *appendsN/rounds; i++ {
+					batch := make([]*raft.Log, size)
+					for j := range batch {
+						batch[j] = &raft.Log{Index: s.next, Term: 1, Type: raft.LogCommand, Data: value, AppendedAt: time.Now()}
+						s.next++
+					}
+					t0 := time.Now()
+					if err := s.logs.StoreLogs(batch); err != nil {
+						fail(fmt.Errorf("%s: %w", name, err))
+					}
+					s.lat[size] = append(s.lat[size], time.Since(t0))
+				}
+			}
+		}
+	}
+	fmt.Printf("store alone: durable StoreLogs, %d per store and batch size, the stores taking turns in %d rounds\n\n", *appendsN, rounds)
+	fmt.Println("| store | 1 entry p50 | 1 entry p99 | 64 entries p50 | 64 entries p99 | entries/s at 64 |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, name := range names {
+		s := stores[name]
+		l1, l64 := s.lat[1], s.lat[64]
+		var sum time.Duration
+		for _, d := range l64 {
+			sum += d
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %.0f |\n", storeName(name), ms(pct(l1, 50)), ms(pct(l1, 99)),
+			ms(pct(l64, 50)), ms(pct(l64, 99)), float64(64*len(l64))/sum.Seconds())
+		_ = s.closer.Close()
+	}
+	fmt.Println()
+	fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 }
 
 func storeName(s string) string {
