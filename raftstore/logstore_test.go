@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/raftstore/walmigrate"
 )
 
 // openRaftWAL opens the log as releases before boltlog did: raft-wal in
@@ -320,5 +322,38 @@ func TestCloseBoundedWhenRaftHangs(t *testing.T) {
 		if !strings.Contains(err.Error(), stage) {
 			t.Errorf("close error does not name the stage %q: %v", stage, err)
 		}
+	}
+}
+
+// TestOpenLogRefusesUnreadableWAL damages the raft-wal directory of an
+// earlier release: the server does not start, says what is wrong and what
+// the operator can do, and leaves the directory for another attempt.
+func TestOpenLogRefusesUnreadableWAL(t *testing.T) {
+	dir := t.TempDir()
+	logs, _, closer, err := openRaftWAL(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(1); i <= 20; i++ {
+		if err := logs.StoreLogs([]*raft.Log{{Index: i, Term: 1, Data: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closer.Close()
+	meta := filepath.Join(dir, "wal", metadb.FileName)
+	if err := os.WriteFile(meta, bytes.Repeat([]byte("damaged "), 1024), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = OpenLog(dir, discardLogger())
+	if !errors.Is(err, walmigrate.ErrUnreadable) {
+		t.Fatalf("open of a damaged raft-wal directory: %v, want walmigrate.ErrUnreadable", err)
+	}
+	for _, want := range []string{meta, "Nothing was changed", "move " + dir + " aside"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	if _, err := os.Stat(meta); err != nil {
+		t.Fatalf("damaged directory moved: %v", err)
 	}
 }
