@@ -31,10 +31,10 @@ var (
 	ErrKeyNotFound = errors.New("not found")
 	// ErrCorrupt means the file holds something this package did not
 	// write: an entry or value that does not decode.
-	ErrCorrupt = errors.New("boltlog: corrupt data")
+	ErrCorrupt = errors.New("corrupt data")
 	// ErrLocked means another process holds the file: two agents on one
 	// data directory.
-	ErrLocked = errors.New("boltlog: file is locked by another process")
+	ErrLocked = errors.New("file is locked by another process")
 )
 
 var (

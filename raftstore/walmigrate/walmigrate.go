@@ -41,7 +41,7 @@ import (
 
 // ErrUnreadable means the old directory holds Raft data that cannot be
 // read completely. Nothing is migrated and the directory is left as it was.
-var ErrUnreadable = errors.New("walmigrate: raft-wal data cannot be read")
+var ErrUnreadable = errors.New("raft-wal data cannot be read")
 
 // MigratedSuffix is appended to the old directory's name once its content
 // is safely in the new store.
@@ -334,7 +334,7 @@ func syncDir(dir string) error {
 }
 
 // errReadOnly answers every write the migration's file system is asked for.
-var errReadOnly = errors.New("walmigrate: the raft-wal directory is read-only during migration")
+var errReadOnly = errors.New("the raft-wal directory is read-only during migration")
 
 // readOnlyFS is raft-wal's file system with every write refused, so that
 // reading a segment can never change it.
