@@ -119,7 +119,7 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	rc.Logger = newHCLog(log.With("module", "raft"))
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
-	r, err := raft.NewRaft(rc, fsm, s.logs, s.stable, s.snaps, trans)
+	r, err := newRaft(rc, fsm, s.logs, s.stable, s.snaps, trans)
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
@@ -137,6 +137,18 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 		s.goRun(func() { s.bootstrapLoop(ctx) })
 	}
 	return s, nil
+}
+
+// newRaft is raft.NewRaft with its panic on an unreadable log entry (it
+// reads the log for configuration changes before it starts any goroutine)
+// turned into an error: a damaged file must not crash the agent.
+func newRaft(rc *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("reading the log: %v", p)
+		}
+	}()
+	return raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
 }
 
 func (s *server) goRun(f func()) {
