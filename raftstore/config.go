@@ -142,6 +142,15 @@ type Config struct {
 	// RPCTimeout bounds one forwarded request, redirects and retries
 	// included, when the caller's context has no deadline. Default 15s.
 	RPCTimeout time.Duration
+
+	// ShutdownTimeout bounds a server's Close: Raft's shutdown, then its
+	// goroutines, transport and stores. Default ten heartbeat timeouts
+	// (5s with LANTiming): a healthy shutdown takes well under a second,
+	// and a follower that has not answered the leader's last append
+	// within that long would have been deemed failed anyway. It leaves
+	// room within systemd's TimeoutStopSec (30s) for the agent's other
+	// components.
+	ShutdownTimeout time.Duration
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -170,6 +179,7 @@ func (c Config) withDefaults() Config {
 	def(&c.WatchHeartbeat, 2*time.Second)
 	def(&c.StaleAfter, 30*time.Second)
 	def(&c.RPCTimeout, 15*time.Second)
+	def(&c.ShutdownTimeout, 10*c.Timing.HeartbeatTimeout)
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
 	}
@@ -219,6 +229,7 @@ func (c *Config) Validate() error {
 		"ApplyTimeout": d.ApplyTimeout, "DeadServerThreshold": d.DeadServerThreshold,
 		"StabilizationTime": d.StabilizationTime, "AutopilotInterval": d.AutopilotInterval,
 		"WatchHeartbeat": d.WatchHeartbeat, "StaleAfter": d.StaleAfter, "RPCTimeout": d.RPCTimeout,
+		"ShutdownTimeout": d.ShutdownTimeout,
 	} {
 		if v < 0 {
 			return fmt.Errorf("raftstore: config: %s %s: must not be negative", name, v)

@@ -4,7 +4,7 @@
 //
 // One Node runs on every agent. On a server agent (Config.Server) it also
 // runs a Raft peer: an FSM holding policy documents and an internal
-// key/value namespace, a durable log (raft-wal) and file snapshots in the
+// key/value namespace, a durable log (boltlog) and file snapshots in the
 // data directory, automatic bootstrap from gossip, and an autopilot that
 // adds, promotes and removes servers. Servers listen on one TCP port
 // (7947) where, after a mutual TLS handshake, ALPN picks either the Raft

@@ -43,9 +43,9 @@ type Deps struct {
 	// raft.InmemTransport does in tests. Its addresses must equal the
 	// servers' discovery addresses. Default: the server port.
 	RaftTransport raft.Transport
-	// LogStore opens the Raft log and stable store. Default: raft-wal, the
-	// store chosen by measurement (docs/benchmarks.md); bench/raft passes
-	// raft-boltdb here to compare.
+	// LogStore opens the Raft log and stable store. Default: boltlog in
+	// <data_dir>/raft/raft.db, migrated from raft-wal on first start
+	// (docs/design.md); bench/raft passes other stores here to compare.
 	LogStore LogOpener
 }
 

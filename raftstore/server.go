@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftwal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // server is the Raft peer of a server agent.
@@ -27,14 +24,14 @@ type server struct {
 	disc Discovery
 	rpc  *RPCClient
 
-	raft      *raft.Raft
-	trans     raft.Transport
-	logs      raft.LogStore
-	stable    raft.StableStore
-	logCloser io.Closer
-	snaps     raft.SnapshotStore
-	batcher   *batcher
-	dir       string
+	raft    *raft.Raft
+	trans   raft.Transport
+	logs    raft.LogStore
+	stable  raft.StableStore
+	gate    *storeGate // between Raft and logs, stable
+	snaps   raft.SnapshotStore
+	batcher *batcher
+	dir     string
 
 	hadState bool // the data dir held Raft state when we started
 
@@ -78,28 +75,28 @@ func (s *server) wait(f raft.Future) error {
 func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discovery, rpc *RPCClient, trans raft.Transport, openLogs LogOpener) (*server, error) {
 	s := &server{cfg: cfg, log: log, m: m, fsm: fsm, disc: disc, rpc: rpc, trans: trans, leaderChg: make(chan struct{}), stop: make(chan struct{})}
 	s.dir = filepath.Join(cfg.DataDir, "raft")
-	walDir := filepath.Join(s.dir, "wal")
 	// 0700: the log and snapshots hold the CA's key material.
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raftstore: data dir: %w", err)
 	}
 	_ = os.Chmod(s.dir, 0o700)
-	open := openLog
+	open := OpenLog
 	if openLogs != nil {
 		open = openLogs
 	}
-	logs, stable, closer, err := open(walDir, log)
+	logs, stable, closer, err := open(s.dir, log)
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: open log in %s: %w", walDir, err)
+		return nil, fmt.Errorf("raftstore: open log in %s: %w", s.dir, err)
 	}
-	s.logs, s.stable, s.logCloser = logs, stable, closer
+	s.gate = newStoreGate(logs, stable, closer)
+	s.logs, s.stable = s.gate.logStore(), s.gate.stableStore()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.dir, cfg.SnapshotRetain, newHCLog(log.With("module", "snapshots")))
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: open snapshots in %s: %w", s.dir, err)
 	}
 	s.snaps = &secureSnapshots{SnapshotStore: snaps, dir: s.dir}
-	s.hadState, err = raft.HasExistingState(logs, stable, s.snaps)
+	s.hadState, err = raft.HasExistingState(s.logs, s.stable, s.snaps)
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: read state: %w", err)
@@ -122,7 +119,7 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	rc.Logger = newHCLog(log.With("module", "raft"))
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
-	r, err := raft.NewRaft(rc, fsm, logs, stable, s.snaps, trans)
+	r, err := newRaft(rc, fsm, s.logs, s.stable, s.snaps, trans)
 	if err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
@@ -142,6 +139,18 @@ func openServer(cfg Config, log *slog.Logger, m *metrics, fsm *FSM, disc Discove
 	return s, nil
 }
 
+// newRaft is raft.NewRaft with its panic on an unreadable log entry (it
+// reads the log for configuration changes before it starts any goroutine)
+// turned into an error: a damaged file must not crash the agent.
+func newRaft(rc *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("reading the log: %v", p)
+		}
+	}()
+	return raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
+}
+
 func (s *server) goRun(f func()) {
 	s.wg.Add(1)
 	go func() {
@@ -151,56 +160,65 @@ func (s *server) goRun(f func()) {
 }
 
 func (s *server) closeStores() {
-	if s.logCloser != nil {
-		_ = s.logCloser.Close()
-	}
+	_ = s.gate.close(time.Now().Add(time.Second))
 }
 
-// LogOpener opens the Raft log and stable store in dir; closing the Closer
-// closes both.
-type LogOpener func(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error)
-
-// openLog opens raft-wal in dir (which must exist) with its bolt meta store.
-// raft-wal does not close a meta store it was given, so the closer closes
-// both, the log first.
-func openLog(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
-	meta := &metadb.BoltMetaDB{}
-	wal, err := raftwal.Open(dir, raftwal.WithMetaStore(meta), raftwal.WithLogger(newHCLog(log.With("module", "wal"))))
-	if err != nil {
-		meta.Close()
-		return nil, nil, nil, err
-	}
-	return wal, wal, closerFunc(func() error {
-		err := wal.Close()
-		if merr := meta.Close(); err == nil {
-			err = merr
-		}
-		return err
-	}), nil
-}
-
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }
+// ErrCloseTimeout means a stage of a server's close did not finish within
+// Config.ShutdownTimeout; the error names the stage.
+var ErrCloseTimeout = errors.New("raftstore: close timed out")
 
 // close shuts Raft down (without leaving the cluster: a restarted server
-// takes its place again), then its goroutines, then the stores.
+// takes its place again), then its goroutines, the transport and the
+// stores, all within cfg.ShutdownTimeout. Raft gets the first four fifths
+// of it; the last fifth is kept for the other stages, which need it when
+// Raft did not stop. A stage that does not finish is left running and
+// named in the error; the stores are then closed only if no call to them
+// is in progress (storeGate).
 func (s *server) close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
 	close(s.stop)
-	var err error
+	start := time.Now()
+	raftDeadline := start.Add(s.cfg.ShutdownTimeout * 4 / 5)
+	deadline := start.Add(s.cfg.ShutdownTimeout)
+	var errs []error
+	stage := func(name string, by time.Time, f func() error) {
+		if err := runUntil(by, by.Sub(start), f); err != nil {
+			errs = append(errs, fmt.Errorf("raftstore: close: %s: %w", name, err))
+		}
+	}
 	if s.raft != nil {
-		err = s.raft.Shutdown().Error()
+		stage("raft shutdown", raftDeadline, func() error { return s.raft.Shutdown().Error() })
 	}
 	s.cancel()
-	s.wg.Wait()
+	stage("server goroutines", deadline, func() error { s.wg.Wait(); return nil })
 	if c, ok := s.trans.(interface{ Close() error }); ok {
-		_ = c.Close()
+		stage("raft transport", deadline, c.Close)
 	}
-	s.closeStores()
-	return err
+	if err := s.gate.close(deadline); err != nil {
+		errs = append(errs, fmt.Errorf("raftstore: close: log store: %w", err))
+	}
+	if len(errs) > 0 {
+		s.log.Error("raft server close incomplete", "node", s.cfg.NodeName, "after", time.Since(start).Round(time.Millisecond), "err", errors.Join(errs...))
+	}
+	return errors.Join(errs...)
+}
+
+// runUntil runs f and waits for it until deadline, which is within after
+// close began. When the deadline passes first, f is left running and the
+// error wraps ErrCloseTimeout.
+func runUntil(deadline time.Time, within time.Duration, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: not finished %s after close began", ErrCloseTimeout, within.Round(time.Millisecond))
+	}
 }
 
 // leadership returns whether this server leads and a channel closed on the

@@ -39,6 +39,9 @@ type TestOptions struct {
 	// Logger receives every node's logs. Default: discard, or text on
 	// stderr when MESHWORK_TEST_LOG is set.
 	Logger *slog.Logger
+	// LogStore, when set, opens every server's Raft log (Deps.LogStore);
+	// each TestNode keeps its own copy, which Restart uses.
+	LogStore LogOpener
 }
 
 // TestCluster is a cluster of server (and client) agents in one process,
@@ -68,6 +71,9 @@ type TestNode struct {
 	Config  Config
 	// Node is nil while the agent is killed.
 	Node *Node
+	// LogStore opens the server's Raft log at its next start (nil: the
+	// default). It starts as TestOptions.LogStore.
+	LogStore LogOpener
 
 	inmem *raft.InmemTransport
 }
@@ -116,7 +122,7 @@ func MakeTestCluster(t testing.TB, n int, opts ...TestOptions) *TestCluster {
 }
 
 func (c *TestCluster) newServerNode(name string, expect int) *TestNode {
-	tn := &TestNode{Name: name, DataDir: c.dir(name)}
+	tn := &TestNode{Name: name, DataDir: c.dir(name), LogStore: c.opts.LogStore}
 	tn.Addr = c.net.reserve(c.t, name)
 	tn.Config = Config{
 		NodeName:            name,
@@ -153,6 +159,7 @@ func (c *TestCluster) start(tn *TestNode) error {
 		Logger:    c.opts.Logger.With("node", tn.Name),
 		Discovery: c.Disc,
 		Dial:      c.net.dialer(tn.Name),
+		LogStore:  tn.LogStore,
 	}
 	if tn.Config.Server {
 		ln, err := c.net.listen(tn.Name, tn.Addr)

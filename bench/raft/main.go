@@ -1,14 +1,15 @@
 // Command raft benchmarks the Raft policy store: three server agents on
 // loopback with the production timers, real mutual TLS on the server port
-// and real disk, measured with raft-wal and with raft-boltdb side by side.
+// and real disk, measured with boltlog (the store in use), raft-wal and
+// raft-boltdb side by side.
 //
-//	go run ./bench/raft [-writers 64] [-duration 5s] [-watchers 50]
+//	go run ./bench/raft [-writers 64] [-duration 5s] [-watchers 50] [-stores boltlog,wal,bolt]
 //
 // It prints, for each log store: the latency of one writer (p50, p99), the
 // throughput and latency of many concurrent writers, both on the leader and
-// forwarded from a client agent; then, for the chosen store, the time from a
-// write until each of 50 watching client agents holds it, and the leader
-// failover time.
+// forwarded from a client agent; then, for the store in use (boltlog), the
+// time from a write until each of 50 watching client agents holds it, and
+// the leader failover time.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +31,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/policy"
@@ -43,8 +47,9 @@ var (
 	propN     = flag.Int("prop-writes", 100, "policy writes of the propagation phase")
 	propRate  = flag.Int("prop-rate", 20, "policy writes per second in the propagation phase")
 	failovers = flag.Int("failovers", 5, "leader kills of the failover phase")
-	stores    = flag.String("stores", "wal,bolt", "log stores to compare: wal, bolt")
+	stores    = flag.String("stores", "boltlog,wal,bolt", "log stores to compare: boltlog (in use), wal (raft-wal), bolt (raft-boltdb)")
 	dirFlag   = flag.String("dir", "", "directory for the data (default: a temporary one under the current directory, on real disk)")
+	appendsN  = flag.Int("appends", 400, "appends per store and batch size of the store-only phase (0 skips it)")
 )
 
 func main() {
@@ -60,13 +65,21 @@ func main() {
 	fmt.Printf("bench/raft: 3 servers on loopback, mTLS, LAN timers (heartbeat %s, election %s, lease %s), data in %s\n",
 		raftstore.LANTiming.HeartbeatTimeout, raftstore.LANTiming.ElectionTimeout, raftstore.LANTiming.LeaderLeaseTimeout, base)
 	fmt.Printf("writes: KV sets of 64 bytes over 1000 keys; throughput phase %d writers for %s\n\n", *writers, *duration)
-	fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
-	fmt.Println("|---|---|---|---|---|---|---|")
-	for _, name := range strings.Split(*stores, ",") {
-		opener, ok := map[string]raftstore.LogOpener{"wal": nil, "bolt": openBolt}[name]
-		if !ok {
+	names := strings.Split(*stores, ",")
+	openers := map[string]raftstore.LogOpener{"boltlog": raftstore.OpenLog, "wal": openWAL, "bolt": openBolt}
+	for _, name := range names {
+		if openers[name] == nil {
 			fail(fmt.Errorf("unknown store %q", name))
 		}
+	}
+	if *appendsN > 0 {
+		storeOnly(base, names, openers)
+	} else {
+		fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+	}
+	for _, name := range names {
+		opener := openers[name]
 		c := startCluster(filepath.Join(base, name), opener)
 		leader := c.leader()
 		client := c.addClient("writer")
@@ -79,16 +92,88 @@ func main() {
 			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s |\n", storeName(name), p.name,
 				ms(pct(seq, 50)), ms(pct(seq, 99)), rate, ms(pct(load, 50)), ms(pct(load, 99)))
 		}
-		if name == "wal" {
-			c.propagation()
-			c.failover()
-		}
+		c.close()
+	}
+	// Propagation and failover do not depend on the store much: they are
+	// measured once, on the store in use, in a cluster of their own.
+	if slices.Contains(names, "boltlog") {
+		c := startCluster(filepath.Join(base, "boltlog-phases"), nil)
+		c.leader()
+		c.addClient("writer")
+		c.propagation()
+		c.failover()
 		c.close()
 	}
 }
 
+// storeOnly measures the stores alone, no Raft: the time of one durable
+// StoreLogs of 1 and of 64 entries (64-byte values, encoded as Raft would
+// hand them), the stores taking turns in rounds so that a noisy neighbour
+// weighs on each alike.
+func storeOnly(base string, names []string, openers map[string]raftstore.LogOpener) {
+	type open struct {
+		logs   raft.LogStore
+		closer io.Closer
+		next   uint64
+		lat    map[int][]time.Duration
+	}
+	stores := map[string]*open{}
+	for _, name := range names {
+		dir := filepath.Join(base, "store-"+name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			fail(err)
+		}
+		logs, _, c, err := openers[name](dir, slog.New(slog.DiscardHandler))
+		if err != nil {
+			fail(err)
+		}
+		stores[name] = &open{logs: logs, closer: c, next: 1, lat: map[int][]time.Duration{}}
+	}
+	batches := []int{1, 64}
+	const rounds = 10
+	for r := 0; r < rounds; r++ {
+		for _, size := range batches {
+			for _, name := range names {
+				s := stores[name]
+				for i := 0; i < *appendsN/rounds; i++ {
+					batch := make([]*raft.Log, size)
+					for j := range batch {
+						batch[j] = &raft.Log{Index: s.next, Term: 1, Type: raft.LogCommand, Data: value, AppendedAt: time.Now()}
+						s.next++
+					}
+					t0 := time.Now()
+					if err := s.logs.StoreLogs(batch); err != nil {
+						fail(fmt.Errorf("%s: %w", name, err))
+					}
+					s.lat[size] = append(s.lat[size], time.Since(t0))
+				}
+			}
+		}
+	}
+	fmt.Printf("store alone: durable StoreLogs, %d per store and batch size, the stores taking turns in %d rounds\n\n", *appendsN, rounds)
+	fmt.Println("| store | 1 entry p50 | 1 entry p99 | 64 entries p50 | 64 entries p99 | entries/s at 64 |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, name := range names {
+		s := stores[name]
+		l1, l64 := s.lat[1], s.lat[64]
+		var sum time.Duration
+		for _, d := range l64 {
+			sum += d
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s | %.0f |\n", storeName(name), ms(pct(l1, 50)), ms(pct(l1, 99)),
+			ms(pct(l64, 50)), ms(pct(l64, 99)), float64(64*len(l64))/sum.Seconds())
+		_ = s.closer.Close()
+	}
+	fmt.Println()
+	fmt.Println("| store | path | 1 writer p50 | 1 writer p99 | writes/s | p50 under load | p99 under load |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+}
+
 func storeName(s string) string {
-	if s == "wal" {
+	switch s {
+	case "boltlog":
+		return "boltlog (bbolt v1.4.3)"
+	case "wal":
 		return "raft-wal v0.4.0"
 	}
 	return "raft-boltdb v0.0.0-20230125174641"
@@ -99,10 +184,30 @@ func fail(err error) {
 	os.Exit(1)
 }
 
+// openWAL opens raft-wal as releases before boltlog did: in dir/wal, with
+// its bolt meta store, closed after the log.
+func openWAL(dir string, log *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
+	walDir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		return nil, nil, nil, err
+	}
+	meta := &metadb.BoltMetaDB{}
+	w, err := raftwal.Open(walDir, raftwal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return nil, nil, nil, err
+	}
+	return w, w, closer(func() error { w.Close(); return meta.Close() }), nil
+}
+
+type closer func() error
+
+func (f closer) Close() error { return f() }
+
 // openBolt opens raft-boltdb (v1, the one that builds with raft v1.8) as
 // log and stable store.
 func openBolt(dir string, _ *slog.Logger) (raft.LogStore, raft.StableStore, io.Closer, error) {
-	s, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+	s, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft-boltdb.db"))
 	if err != nil {
 		return nil, nil, nil, err
 	}
