@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -224,4 +225,65 @@ func TestApplyRefusesBadKey(t *testing.T) {
 	if _, err := c.Leader().Node.KVSet(ctx, "a", []byte("x")); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("write with a bad key = %v, want ErrInvalid", err)
 	}
+}
+
+// BenchmarkFSMApplyKeyed measures what remembering answers costs the state
+// machine: unkeyed writes against keyed ones, one write per log entry and
+// 64 (a leader under load groups writes), with the table full (every keyed
+// write then also forgets the oldest record). Each op is one write. It
+// reports the heap a full table holds.
+func BenchmarkFSMApplyKeyed(b *testing.B) {
+	for _, perEntry := range []int{1, 64} {
+		for _, withKey := range []bool{false, true} {
+			name := fmt.Sprintf("unkeyed/per-entry=%d", perEntry)
+			if withKey {
+				name = fmt.Sprintf("keyed/per-entry=%d", perEntry)
+			}
+			b.Run(name, func(b *testing.B) {
+				benchApply(b, withKey, perEntry)
+			})
+		}
+	}
+}
+
+func benchApply(b *testing.B, withKey bool, perEntry int) {
+	f := NewFSM()
+	next := 0
+	entry := func() []byte {
+		txns := make([]Txn, perEntry)
+		for j := range txns {
+			next++
+			txns[j] = Txn{{Type: OpKVSet, KVKey: fmt.Sprintf("bench/%d", next%1000), Value: []byte("value")}}
+			if withKey {
+				txns[j], _ = withWriteID(txns[j], NewIdempotencyKey())
+			}
+		}
+		data, _ := encodeEntry(txns)
+		return data
+	}
+	var index uint64
+	apply := func(data []byte) {
+		index++
+		f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})
+	}
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < maxDedupRecords/perEntry; i++ {
+		apply(entry())
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
+	datas := make([][]byte, b.N/perEntry+1) // each write once: no duplicates
+	for i := range datas {
+		datas[i] = entry()
+	}
+	b.ResetTimer()
+	for _, d := range datas[:b.N/perEntry] {
+		apply(d)
+	}
+	b.StopTimer()
+	b.ReportMetric(heap, "MiB-held-after-65536-writes")
 }
