@@ -281,3 +281,45 @@ func TestLargeConsistentReadThroughClient(t *testing.T) {
 	}
 	t.Logf("read %d documents, %d bytes of JSON", s.Len(), size)
 }
+
+// TestGossipMovesWritesOff checks that a client agent abandons an attempt
+// as soon as gossip says the server it called is suspect, before any
+// attempt timeout: the client here waits a minute per attempt, and its
+// write to a stalled leader still completes on the new one.
+func TestGossipMovesWritesOff(t *testing.T) {
+	c := MakeTestCluster(t, 3)
+	client := c.AddClient("client")
+	c.StopClient(client)
+	slow := 20 * time.Second
+	client.Config.Timing = Timing{HeartbeatTimeout: slow, ElectionTimeout: slow, LeaderLeaseTimeout: slow, CommitTimeout: time.Second}
+	c.StartClient(client)
+	if got := AttemptTimeout(client.Config.Timing); got < time.Minute {
+		t.Fatalf("attempt timeout %s, want a minute or more", got)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := client.Node.KVSet(ctx, "warm-up", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	old := c.Leader()
+	c.Stall(old.Name, true)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Node.KVCAS(ctx, "token", []byte("v"), 0)
+		errc <- err
+	}()
+	// The new leader is elected while the write waits on the old one.
+	WaitFor(t, 20*time.Second, "a new leader", func() bool {
+		l := c.currentLeader()
+		return l != nil && l != old
+	})
+	c.Disc.Update(old.Name, func(s *ServerInfo) { s.Status = "suspect" })
+	if err := <-errc; err != nil {
+		t.Fatalf("write after gossip marked the stalled leader suspect: %v", err)
+	}
+	if !c.net.isStalled(old.Name) {
+		t.Fatal("the stall ended before the write was acknowledged")
+	}
+	c.Stall(old.Name, false)
+	want := c.Leader().Node.fsm.state().kvIndex
+	WaitFor(t, 30*time.Second, "old leader catching up", func() bool { return old.Node.fsm.state().kvIndex >= want })
+}
