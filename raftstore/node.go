@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -429,7 +430,16 @@ func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 		if err == nil && len(ans.Results) != len(todo) {
 			err = fmt.Errorf("%w: the leader answered %d results for %d transactions", ErrOutcomeUnknown, len(ans.Results), len(todo))
 		}
-		if err != nil {
+		var again []int
+		switch {
+		case err != nil && errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil:
+			// A leader took the batch but its answer was lost: ask
+			// again, the keys make that safe.
+			for _, i := range todo {
+				maybe[i] = cmp.Or(maybe[i], err)
+			}
+			again = todo
+		case err != nil:
 			if cause := context.Cause(ctx); errors.Is(cause, ErrClosed) && !errors.Is(err, ErrOutcomeUnknown) {
 				err = cause
 			}
@@ -438,8 +448,10 @@ func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 			}
 			return out, nil
 		}
-		var again []int
 		for j, i := range todo {
+			if err != nil {
+				break
+			}
 			r := ans.Results[j]
 			if r.Err != nil && leadershipCode(r.Err.Code) {
 				if r.Err.Code == "lost_leader" && maybe[i] == nil {

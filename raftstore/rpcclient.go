@@ -612,6 +612,10 @@ func (c *RPCClient) CallJSONIndex(ctx context.Context, method, path string, in, 
 	var idx uint64
 	fmt.Sscan(resp.Header.Get(HeaderIndex), &idx)
 	if err := httpjson.ReadAnswer(resp.Body, out); err != nil {
+		if method != http.MethodGet && method != http.MethodHead {
+			// The server said yes to a write whose details were lost.
+			return idx, fmt.Errorf("%w: read answer of %s %s: %v", ErrOutcomeUnknown, method, path, err)
+		}
 		return idx, fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
 	return idx, nil
