@@ -26,9 +26,30 @@ type PolicyList struct {
 	Documents []policy.Entry `json:"documents"`
 }
 
+// HeaderIdempotencyKey names the write a PUT or DELETE of the policy API
+// makes: a retry with the same key is applied at most once and answered
+// with the first result. The answer carries the key used, the caller's or
+// one the agent made.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// APIError is the JSON body of an error answer of the policy API.
+type APIError struct {
+	// Error is a one-line explanation.
+	Error string `json:"error"`
+	// Code is machine-readable: "outcome_unknown" (503: the write may or
+	// may not have been applied; retry with the same idempotency key),
+	// "no_leader" (503: not applied), "cas_conflict" (409), "invalid"
+	// (400), "not_found" (404), "forbidden" (403), "timeout" (504),
+	// "internal" (500).
+	Code string `json:"code"`
+	// IdempotencyKey is the key of the write, on the answers to writes.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
 // RegisterAPI mounts the policy, operator and snapshot endpoints of the
 // agent's local HTTP API with mount (the HTTP API's Mount). Patterns carry
-// their method, as net/http.ServeMux reads them.
+// their method, as net/http.ServeMux reads them. Writes take an
+// Idempotency-Key header; errors are APIError.
 //
 //	PUT    /v1/policy                    apply documents (YAML or JSON body); ?cas=INDEX
 //	GET    /v1/policy                    list; ?kind=KIND; blocking with ?index=N&wait=30s; ?consistent
@@ -44,7 +65,7 @@ func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) err
 	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
 		errs = append(errs, mount(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := f(w, r); err != nil {
-				httpjson.Error(w, apiStatus(err), err)
+				writeAPIError(w, err)
 			}
 		})))
 	}
@@ -110,23 +131,55 @@ func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) err
 	return errors.Join(errs...)
 }
 
-// apiStatus maps an error to its HTTP status.
-func apiStatus(err error) int {
+// apiStatus maps an error to its HTTP status and code. An unknown outcome
+// is checked first: whatever else it wraps, it was no refusal.
+func apiStatus(err error) (int, string) {
 	switch {
-	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid), errors.Is(err, ErrBadSnapshot):
-		return http.StatusBadRequest
+	case errors.Is(err, ErrOutcomeUnknown):
+		return http.StatusServiceUnavailable, "outcome_unknown"
+	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest, "invalid"
+	case errors.Is(err, ErrBadSnapshot):
+		return http.StatusBadRequest, "bad_snapshot"
 	case errors.Is(err, ErrCASConflict):
-		return http.StatusConflict
+		return http.StatusConflict, "cas_conflict"
 	case errors.Is(err, ErrNotFound):
-		return http.StatusNotFound
+		return http.StatusNotFound, "not_found"
 	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrLeadershipLost), errors.Is(err, ErrNoServers), errors.Is(err, ErrNotLeader):
-		return http.StatusServiceUnavailable
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader):
+		return http.StatusServiceUnavailable, "no_leader"
+	case errors.Is(err, ErrNoServers):
+		return http.StatusServiceUnavailable, "no_servers"
+	case errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable, "closed"
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout
+		return http.StatusGatewayTimeout, "timeout"
 	}
-	return http.StatusInternalServerError
+	return http.StatusInternalServerError, "internal"
+}
+
+// writeAPIError answers err as an APIError. A 503 carries Retry-After.
+func writeAPIError(w http.ResponseWriter, err error) {
+	status, code := apiStatus(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	httpjson.Write(w, status, APIError{Error: err.Error(), Code: code, IdempotencyKey: w.Header().Get(HeaderIdempotencyKey)})
+}
+
+// writeContext returns the request's context carrying the write's
+// idempotency key, the caller's Idempotency-Key or a new one, and sets the
+// key on the answer.
+func writeContext(w http.ResponseWriter, r *http.Request) (context.Context, error) {
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if key == "" {
+		key = NewIdempotencyKey()
+	} else if err := ValidateIdempotencyKey(key); err != nil {
+		return nil, fmt.Errorf("header %s: %w", HeaderIdempotencyKey, err)
+	}
+	w.Header().Set(HeaderIdempotencyKey, key)
+	return WithIdempotencyKey(r.Context(), key), nil
 }
 
 func casParam(r *http.Request) (*uint64, error) {
@@ -154,7 +207,11 @@ func (n *Node) apiApply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	idx, err := n.ApplyDocuments(r.Context(), docs, cas)
+	ctx, err := writeContext(w, r)
+	if err != nil {
+		return err
+	}
+	idx, err := n.ApplyDocuments(ctx, docs, cas)
 	if err != nil {
 		return err
 	}
@@ -244,7 +301,11 @@ func (n *Node) apiDelete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	idx, err := n.DeleteDocument(r.Context(), policy.Key{Kind: kind, Name: r.PathValue("name")}, cas)
+	ctx, err := writeContext(w, r)
+	if err != nil {
+		return err
+	}
+	idx, err := n.DeleteDocument(ctx, policy.Key{Kind: kind, Name: r.PathValue("name")}, cas)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package raftstore
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -206,5 +208,128 @@ func TestMountRPCAndExchange(t *testing.T) {
 	status, body, err = cl.Node.RPC().Exchange(ctx, "GET", "/rpc/v1/kv/nope", nil, CallOptions{})
 	if err != nil || status != 404 || !strings.Contains(string(body), `"code":"not_found"`) {
 		t.Fatalf("Exchange of an error answer = %d %q %v", status, body, err)
+	}
+}
+
+// putPolicy sends body to PUT /v1/policy with an Idempotency-Key (when not
+// empty) and decodes the answer.
+func putPolicy(t *testing.T, url, key, body string) (int, ApplyResponse, APIError, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("PUT", url+"/v1/policy", strings.NewReader(body))
+	if key != "" {
+		req.Header.Set(HeaderIdempotencyKey, key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var ok ApplyResponse
+	var e APIError
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, &ok); err != nil {
+			t.Fatalf("answer %s: %v", b, err)
+		}
+	} else if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("error answer %s: %v", b, err)
+	}
+	return resp.StatusCode, ok, e, resp.Header
+}
+
+// TestHTTPAPIIdempotency checks the Idempotency-Key header of the policy
+// writes and the answer to a write whose outcome is unknown.
+func TestHTTPAPIIdempotency(t *testing.T) {
+	c := MakeTestCluster(t, 3)
+	cl := c.AddClient("c1")
+	// A short RPC deadline, so that the unknown outcome below comes soon.
+	c.StopClient(cl)
+	cl.Config.RPCTimeout = 3 * time.Second
+	c.StartClient(cl)
+	srv := apiServer(t, cl.Node)
+	web := "kind: ServiceDefaults\nname: web\nprotocol: http\n"
+
+	status, first, _, h := putPolicy(t, srv.URL, "deploy-42", web)
+	if status != 200 || h.Get(HeaderIdempotencyKey) != "deploy-42" {
+		t.Fatalf("first write: %d, key header %q", status, h.Get(HeaderIdempotencyKey))
+	}
+	status, again, _, _ := putPolicy(t, srv.URL, "deploy-42", web)
+	if status != 200 || again.Index != first.Index {
+		t.Fatalf("same write, same key: %d at %d, want 200 at the first index %d", status, again.Index, first.Index)
+	}
+	status, _, e, _ := putPolicy(t, srv.URL, "deploy-42", "kind: ServiceDefaults\nname: api\n")
+	if status != 400 || e.Code != "invalid" || !strings.Contains(e.Error, "different write") {
+		t.Fatalf("same key, other write: %d %+v", status, e)
+	}
+	status, _, e, _ = putPolicy(t, srv.URL, "has space", web)
+	if status != 400 || e.Code != "invalid" || !strings.Contains(e.Error, HeaderIdempotencyKey) {
+		t.Fatalf("bad key: %d %+v", status, e)
+	}
+	status, _, _, h = putPolicy(t, srv.URL, "", web)
+	if status != 200 || h.Get(HeaderIdempotencyKey) == "" {
+		t.Fatalf("write without a key: %d, key header %q", status, h.Get(HeaderIdempotencyKey))
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+"/v1/policy?cas=0", strings.NewReader(web))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if resp.StatusCode != 409 || e.Code != "cas_conflict" || e.IdempotencyKey == "" {
+		t.Fatalf("conflict: %d %+v", resp.StatusCode, e)
+	}
+
+	// The agent hears no answer from the servers: the write is applied,
+	// and the API says the outcome is unknown, never that it failed.
+	c.Deafen(cl.Name, true)
+	split := "kind: Split\nname: web\nsplits: [{weight: 100}]\n"
+	status, _, e, h = putPolicy(t, srv.URL, "deploy-43", split)
+	c.Deafen(cl.Name, false)
+	if status != http.StatusServiceUnavailable || e.Code != "outcome_unknown" || e.IdempotencyKey != "deploy-43" || h.Get("Retry-After") == "" {
+		t.Fatalf("write with its answer lost: %d %+v, Retry-After %q", status, e, h.Get("Retry-After"))
+	}
+	leader := c.Leader()
+	var applied uint64
+	WaitFor(t, 10*time.Second, "the write on the leader", func() bool {
+		en, ok := leader.Node.fsm.Policy().Get(policy.KindSplit, "web")
+		if ok {
+			applied = en.ModifyIndex
+		}
+		return ok
+	})
+	status, retried, _, _ := putPolicy(t, srv.URL, "deploy-43", split)
+	if status != 200 || retried.Index != applied {
+		t.Fatalf("retry with the same key: %d at %d, want 200 at %d", status, retried.Index, applied)
+	}
+}
+
+func TestAPIErrorCodes(t *testing.T) {
+	tests := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{ErrOutcomeUnknown, 503, "outcome_unknown"},
+		{fmt.Errorf("raftstore: apply: %w", ErrLeadershipLost), 503, "outcome_unknown"},
+		{&RemoteError{Code: "lost_leader", Message: "x"}, 503, "outcome_unknown"},
+		{ErrNoLeader, 503, "no_leader"},
+		{ErrCASConflict, 409, "cas_conflict"},
+		{policy.ErrInvalid, 400, "invalid"},
+		{ErrNotFound, 404, "not_found"},
+		{errors.New("boom"), 500, "internal"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.code+" "+tc.err.Error(), func(t *testing.T) {
+			w := httptest.NewRecorder()
+			writeAPIError(w, tc.err)
+			var e APIError
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+				t.Fatal(err)
+			}
+			if w.Code != tc.status || e.Code != tc.code || e.Error == "" {
+				t.Fatalf("answer %d %+v, want %d %s", w.Code, e, tc.status, tc.code)
+			}
+		})
 	}
 }

@@ -2,8 +2,9 @@ package raftstore
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,7 +26,18 @@ type pending struct {
 	ctx  context.Context
 	txn  Txn
 	done chan applyResult
+	// state moves once from queued to sent (run took it into a batch) or
+	// to abandoned (its caller gave up first): a write that never left can
+	// be reported as not applied, one that left cannot.
+	state atomic.Int32
 }
+
+// States of a pending write.
+const (
+	pendingQueued = iota
+	pendingSent
+	pendingAbandoned
+)
 
 type applyResult struct {
 	index uint64
@@ -39,8 +51,9 @@ func newBatcher(max int, send func(context.Context, []Txn) ([]TxnResult, error),
 	return &batcher{max: max, send: send, observe: observe, ch: make(chan *pending, 4*max), inflight: make(chan struct{}, maxInflight)}
 }
 
-// submit queues txn and waits for its result or ctx's end. A write whose
-// caller gave up may still be applied.
+// submit queues txn and waits for its result or ctx's end. When ctx ends
+// first, a write still queued is dropped (ctx's error: not applied), and
+// one already sent is ErrOutcomeUnknown unless its answer comes at once.
 func (b *batcher) submit(ctx context.Context, txn Txn) (uint64, error) {
 	p := &pending{ctx: ctx, txn: txn, done: make(chan applyResult, 1)}
 	select {
@@ -53,18 +66,19 @@ func (b *batcher) submit(ctx context.Context, txn Txn) (uint64, error) {
 		return r.index, r.err
 	case <-ctx.Done():
 	}
+	if p.state.CompareAndSwap(pendingQueued, pendingAbandoned) {
+		return 0, ctx.Err()
+	}
 	// The batch ends at the earliest deadline of its callers, so its own
-	// answer (which says why, such as ErrNoLeader) is due now.
-	t := time.NewTimer(100 * time.Millisecond)
+	// answer (which says why, such as ErrNoLeader) is due now: at most
+	// deadlineGrace later, when an RPC attempt was in flight.
+	t := time.NewTimer(deadlineGrace + 150*time.Millisecond)
 	defer t.Stop()
 	select {
 	case r := <-p.done:
-		if r.err != nil {
-			return 0, r.err
-		}
-		return r.index, nil
+		return r.index, r.err
 	case <-t.C:
-		return 0, ctx.Err()
+		return 0, fmt.Errorf("%w: the deadline passed with the write in flight (%v)", ErrOutcomeUnknown, ctx.Err())
 	}
 }
 
@@ -102,15 +116,26 @@ func (b *batcher) run(ctx context.Context) {
 			b.failQueued()
 			return
 		}
-		batch := []*pending{first}
+		var batch []*pending
+		take := func(p *pending) {
+			// A write whose caller gave up while it was queued never leaves.
+			if p.state.CompareAndSwap(pendingQueued, pendingSent) {
+				batch = append(batch, p)
+			}
+		}
+		take(first)
 	drain:
 		for len(batch) < b.max {
 			select {
 			case p := <-b.ch:
-				batch = append(batch, p)
+				take(p)
 			default:
 				break drain
 			}
+		}
+		if len(batch) == 0 {
+			<-b.inflight
+			continue
 		}
 		if b.observe != nil {
 			b.observe(len(batch))
@@ -131,7 +156,7 @@ func (b *batcher) run(ctx context.Context) {
 				case err != nil:
 					p.done <- applyResult{err: err}
 				case i >= len(res):
-					p.done <- applyResult{err: errors.New("raftstore: missing result")}
+					p.done <- applyResult{err: fmt.Errorf("%w: no result for the write", ErrOutcomeUnknown)}
 				case res[i].Err != nil:
 					p.done <- applyResult{err: res[i].Err}
 				default:

@@ -1,6 +1,11 @@
 package raftstore
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -24,6 +29,12 @@ const (
 	// opReindex moves both indexes to the entry's index, so that watchers
 	// see a state restored from a backup as a change.
 	opReindex OpType = "reindex"
+	// opWriteID names the transaction it starts: its idempotency key (ID)
+	// and a digest of its operations (Sum). It changes nothing; the state
+	// machine answers a transaction whose key it has already applied with
+	// the first answer (see dedup.go). It rides inside the transaction, so
+	// that the batchers, the RPC and the log carry it unchanged.
+	opWriteID OpType = "write.id"
 )
 
 // Op is one operation. A Txn applies all of its Ops or none.
@@ -39,6 +50,10 @@ type Op struct {
 	// CAS, when set, is the modify index the target must have: 0 means it
 	// must not exist.
 	CAS *uint64 `json:"cas,omitempty"`
+	// ID and Sum are those of opWriteID: the idempotency key and the
+	// digest of the operations that follow.
+	ID  string `json:"id,omitempty"`
+	Sum string `json:"sum,omitempty"`
 }
 
 // Txn is a list of operations applied atomically.
@@ -80,15 +95,24 @@ func decodeEntry(data []byte) ([]Txn, error) {
 }
 
 // validateTxn checks a transaction before it is proposed, so that nothing
-// invalid reaches the log.
+// invalid reaches the log. An opWriteID may only come first.
 func validateTxn(txn Txn) error {
-	if len(txn) == 0 {
+	id, ops := splitWriteID(txn)
+	if id != nil {
+		if err := ValidateIdempotencyKey(id.ID); err != nil {
+			return err
+		}
+		if len(id.Sum) != sumLen {
+			return fmt.Errorf("%w: write id: digest %q is not %d hex digits", ErrInvalid, id.Sum, sumLen)
+		}
+	}
+	if len(ops) == 0 {
 		return fmt.Errorf("%w: empty transaction", ErrInvalid)
 	}
-	if len(txn) > policy.MaxDocuments {
-		return fmt.Errorf("%w: %d operations in one transaction, more than %d", ErrInvalid, len(txn), policy.MaxDocuments)
+	if len(ops) > policy.MaxDocuments {
+		return fmt.Errorf("%w: %d operations in one transaction, more than %d", ErrInvalid, len(ops), policy.MaxDocuments)
 	}
-	for i, op := range txn {
+	for i, op := range ops {
 		switch op.Type {
 		case OpPolicySet:
 			if op.Doc == nil {
@@ -136,4 +160,72 @@ func validKVKey(k string) error {
 		}
 	}
 	return nil
+}
+
+// splitWriteID returns the opWriteID that starts txn (nil when none) and
+// the operations after it.
+func splitWriteID(txn Txn) (*Op, Txn) {
+	if len(txn) > 0 && txn[0].Type == opWriteID {
+		return &txn[0], txn[1:]
+	}
+	return nil, txn
+}
+
+// withWriteID returns txn started by an opWriteID naming it key, unless it
+// has one already.
+func withWriteID(txn Txn, key string) (Txn, error) {
+	if id, _ := splitWriteID(txn); id != nil {
+		return txn, nil
+	}
+	b, err := json.Marshal(txn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode transaction: %v", ErrInvalid, err)
+	}
+	sum := sha256.Sum256(b)
+	return append(Txn{{Type: opWriteID, ID: key, Sum: hex.EncodeToString(sum[:sumLen/2])}}, txn...), nil
+}
+
+// sumLen is the length of a write digest: 128 bits of SHA-256, in hex.
+const sumLen = 32
+
+// MaxIdempotencyKey is the longest idempotency key, in bytes.
+const MaxIdempotencyKey = 128
+
+// ValidateIdempotencyKey checks a caller's idempotency key: 1 to 128
+// printable ASCII characters without spaces. The error wraps ErrInvalid.
+func ValidateIdempotencyKey(key string) error {
+	if key == "" || len(key) > MaxIdempotencyKey {
+		return fmt.Errorf("%w: idempotency key must be 1 to %d characters, got %d", ErrInvalid, MaxIdempotencyKey, len(key))
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w: idempotency key %q: only printable ASCII without spaces is allowed", ErrInvalid, key)
+		}
+	}
+	return nil
+}
+
+// NewIdempotencyKey returns a random key (128 bits, base64url).
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+type idempotencyKeyCtx struct{}
+
+// WithIdempotencyKey returns ctx carrying key for the write made with it,
+// like a request ID: Node.Apply (and the helpers built on it) send the
+// write under that key, so a write retried with the same key is applied at
+// most once and answered with its first result. A key names one write: the
+// same key with other operations is refused (ErrInvalid). Without a key,
+// Node.Apply makes one, reused across its own retries only.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
+}
+
+// IdempotencyKey returns the key WithIdempotencyKey put in ctx, or "".
+func IdempotencyKey(ctx context.Context) string {
+	k, _ := ctx.Value(idempotencyKeyCtx{}).(string)
+	return k
 }

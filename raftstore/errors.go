@@ -17,9 +17,16 @@ var (
 	// ErrNotLeader means the server asked is not the leader. The RPC client
 	// follows the redirect itself; callers see it only when that fails.
 	ErrNotLeader = errors.New("this server is not the Raft leader")
+	// ErrOutcomeUnknown means a write may or may not have been applied: it
+	// may have reached a leader, and no definite answer came back before
+	// the deadline (the leader was lost, or its answer was). It is never a
+	// refusal: retry with the same idempotency key (WithIdempotencyKey) to
+	// apply the write at most once and learn its result.
+	ErrOutcomeUnknown = errors.New("outcome unknown: the write may or may not have been applied")
 	// ErrLeadershipLost means the leader lost its leadership while the write
-	// was in flight: it may or may not have been committed.
-	ErrLeadershipLost = errors.New("leadership lost while the write was in flight; it may or may not have been applied")
+	// was in flight: it may or may not have been committed. It matches
+	// ErrOutcomeUnknown too.
+	ErrLeadershipLost = fmt.Errorf("%w (leadership lost while the write was in flight)", ErrOutcomeUnknown)
 	// ErrCASConflict means a compare-and-set named an index that is not the
 	// current modify index.
 	ErrCASConflict = errors.New("compare-and-set conflict")
@@ -41,27 +48,56 @@ var (
 	ErrBadSnapshot = errors.New("bad snapshot file")
 )
 
-// codes name the sentinels on the wire.
-var errCodes = map[string]error{
-	"no_leader":    ErrNoLeader,
-	"not_leader":   ErrNotLeader,
-	"lost_leader":  ErrLeadershipLost,
-	"cas_conflict": ErrCASConflict,
-	"not_found":    ErrNotFound,
-	"invalid":      ErrInvalid,
-	"forbidden":    ErrForbidden,
-	"not_server":   ErrNotServer,
-	"bad_snapshot": ErrBadSnapshot,
+// errCodes name the sentinels on the wire, the more specific first: an
+// error that matches two (ErrLeadershipLost is also ErrOutcomeUnknown) takes
+// the first code.
+var errCodes = []struct {
+	code string
+	err  error
+}{
+	{"lost_leader", ErrLeadershipLost},
+	{"outcome_unknown", ErrOutcomeUnknown},
+	{"no_leader", ErrNoLeader},
+	{"not_leader", ErrNotLeader},
+	{"cas_conflict", ErrCASConflict},
+	{"not_found", ErrNotFound},
+	{"invalid", ErrInvalid},
+	{"forbidden", ErrForbidden},
+	{"not_server", ErrNotServer},
+	{"closed", ErrClosed},
+	{"bad_snapshot", ErrBadSnapshot},
 }
 
 // errCode returns the wire code of err's sentinel, or "internal".
 func errCode(err error) string {
-	for code, s := range errCodes {
-		if errors.Is(err, s) {
-			return code
+	for _, c := range errCodes {
+		if errors.Is(err, c.err) {
+			return c.code
 		}
 	}
 	return "internal"
+}
+
+// sentinelOf returns the sentinel a wire code names, or nil.
+func sentinelOf(code string) error {
+	for _, c := range errCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return nil
+}
+
+// definite reports whether err is a definite answer about a write: the
+// state machine or the leader's checks refused it, so it was not applied
+// and a retry would be refused the same way.
+func definite(err error) bool {
+	for _, s := range []error{ErrCASConflict, ErrNotFound, ErrInvalid, policy.ErrInvalid, ErrForbidden} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // RemoteError is an error answered by a server, carrying its sentinel.
@@ -79,7 +115,7 @@ func (e *RemoteError) Error() string { return e.Message }
 // Unwrap returns the sentinel the code names, so errors.Is works; an
 // invalid policy also matches policy.ErrInvalid.
 func (e *RemoteError) Unwrap() []error {
-	s := errCodes[e.Code]
+	s := sentinelOf(e.Code)
 	switch {
 	case s == nil:
 		return nil

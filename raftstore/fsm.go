@@ -31,6 +31,7 @@ type fsmState struct {
 	kvIndex     uint64       // Raft index of the last KV change
 	docs        *iradix.Tree // "Kind/lowercase-name" -> *policy.Entry
 	kv          *iradix.Tree // key -> *KVEntry
+	dedup       dedupTable   // answers to keyed writes (dedup.go)
 
 	setOnce sync.Once
 	set     *policy.Set
@@ -52,7 +53,17 @@ func (s *fsmState) streamLine() []byte {
 }
 
 func emptyState() *fsmState {
-	return &fsmState{docs: iradix.New(), kv: iradix.New()}
+	return &fsmState{docs: iradix.New(), kv: iradix.New(), dedup: emptyDedup()}
+}
+
+// derive returns a copy of s to change, sharing its trees, and its
+// materialised policy when the documents stay the same.
+func (s *fsmState) derive(sameDocs bool) *fsmState {
+	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv, dedup: s.dedup}
+	if sameDocs {
+		ns.setOnce.Do(func() { ns.set = s.policySet() })
+	}
+	return ns
 }
 
 func docKey(k policy.Key) []byte {
@@ -160,11 +171,14 @@ func (f *FSM) Policy() *policy.Set { return f.state().policySet() }
 func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch implements raft.BatchingFSM: it applies the batch to one new
-// state and publishes it once. Each result is a []TxnResult.
+// state and publishes it once. Each result is a []TxnResult. A transaction
+// whose idempotency key was applied before gets that first answer and
+// changes nothing.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	s := f.state()
 	changed := false
+	dd := s.dedup.txn()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
@@ -177,20 +191,37 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		res := make([]TxnResult, len(txns))
 		for j, txn := range txns {
-			ns, err := applyTxn(s, txn, l.Index)
-			if err != nil {
+			id, ops := splitWriteID(txn)
+			if id != nil {
+				if first, ok := dd.lookup(id); ok {
+					res[j] = first
+					continue
+				}
+			}
+			ns, err := applyTxn(s, ops, l.Index)
+			switch {
+			case err != nil:
 				res[j] = TxnResult{Err: &RemoteError{Code: errCode(err), Message: err.Error()}}
-				continue
+			default:
+				if ns != s {
+					s, changed = ns, true
+				}
+				if len(ops) == 1 && ops[0].Type == opReindex {
+					f.needReindex.Store(false)
+				}
+				res[j] = TxnResult{Index: l.Index}
 			}
-			if ns != s {
-				s, changed = ns, true
+			if id != nil {
+				dd.record(id, res[j])
 			}
-			if len(txn) == 1 && txn[0].Type == opReindex {
-				f.needReindex.Store(false)
-			}
-			res[j] = TxnResult{Index: l.Index}
 		}
 		out[i] = res
+	}
+	if dd.changed {
+		if !changed {
+			s = s.derive(true)
+		}
+		s.dedup, changed = dd.commit(), true
 	}
 	if changed {
 		f.publish(s)
@@ -274,6 +305,8 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 			}
 		case opReindex:
 			policyChanged, kvChanged = true, true
+		case opWriteID:
+			return s, fmt.Errorf("%w: a write id may only start a transaction", ErrInvalid)
 		default:
 			return s, fmt.Errorf("%w: operation %q is unknown", ErrInvalid, op.Type)
 		}
@@ -298,7 +331,7 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 	if !policyChanged && !kvChanged {
 		return s, nil
 	}
-	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv}
+	ns := s.derive(!policyChanged)
 	if policyChanged {
 		ns.docs, ns.policyIndex = dt.Commit(), index
 	}
@@ -331,17 +364,23 @@ func checkCAS(cas *uint64, exists bool, cur uint64, what string) error {
 }
 
 // snapshotData is the serialised state, in FSM snapshots and backups.
+// Dedup and DedupSeq came later within version 1: a state without them
+// has no remembered writes.
 type snapshotData struct {
 	Version     int            `json:"version"`
 	PolicyIndex uint64         `json:"policy_index"`
 	KVIndex     uint64         `json:"kv_index"`
 	Docs        []policy.Entry `json:"docs"`
 	KV          []KVEntry      `json:"kv"`
+	// Dedup holds the answers to the last keyed writes, oldest first.
+	DedupSeq uint64        `json:"dedup_seq,omitempty"`
+	Dedup    []dedupRecord `json:"dedup,omitempty"`
 }
 
 func (s *fsmState) marshal() ([]byte, error) {
 	d := snapshotData{Version: 1, PolicyIndex: s.policyIndex, KVIndex: s.kvIndex,
-		Docs: s.policySet().Entries(), KV: s.kvList("", nil)}
+		Docs: s.policySet().Entries(), KV: s.kvList("", nil),
+		DedupSeq: s.dedup.seq, Dedup: s.dedup.records()}
 	return json.Marshal(d)
 }
 
@@ -371,7 +410,11 @@ func decodeState(r io.Reader) (*fsmState, error) {
 		}
 		kt.Insert([]byte(e.Key), &e)
 	}
-	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit()}, nil
+	dedup, err := dedupFromRecords(d.DedupSeq, d.Dedup)
+	if err != nil {
+		return nil, err
+	}
+	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit(), dedup: dedup}, nil
 }
 
 // Snapshot implements raft.FSM. It only captures the immutable state.

@@ -45,7 +45,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, staleness func() float64) *metrics {
 	m := &metrics{
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricApplies,
-			Help: "Writes (transactions) applied through this agent, by result: ok, conflict, invalid, error."}, []string{"result"}),
+			Help: "Writes (transactions) applied through this agent, by result: ok, conflict, invalid, unknown (may or may not be applied), error."}, []string{"result"}),
 		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricApplyDuration,
 			Help:    "Time from a write's submission on this agent until it is committed and applied.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}}),

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,8 +62,9 @@ type Node struct {
 	rpc  *RPCClient
 
 	replica *Replica
-	fsm     *FSM    // servers only
-	srv     *server // servers only, set by Start
+	fsm     *FSM         // servers only
+	srv     *server      // servers only, set by Start
+	leaders *leaderWatch // servers only: the leader as Raft sees it
 	mux     *mux
 	rpcMux  *http.ServeMux
 	httpSrv *http.Server
@@ -111,9 +113,12 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	})
 	n.replica = newReplica(cfg.DataDir, n.log, n.m)
 	n.rpc = NewRPCClient(auth, deps.Discovery, deps.Dial, cfg.RPCTimeout)
+	n.rpc.SetTiming(cfg.Timing)
 	n.fwd = newBatcher(cfg.MaxBatch, n.forward, nil)
 	n.fwdCtx, n.fwdCancel = context.WithCancel(context.Background())
 	if cfg.Server {
+		n.leaders = newLeaderWatch()
+		n.rpc.leaderView = n.leaders.view
 		n.fsm = NewFSM()
 		n.fsm.onApply = n.m.setFSMDocs
 		n.rpcMux = http.NewServeMux()
@@ -152,6 +157,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return n.srv.raft.LastContact()
 		}
 		n.goRun(func() { n.replica.followLocal(runCtx, n.fsm) })
+		n.goRun(func() { n.leaders.follow(runCtx, n.srv.raft, n.deps.Discovery) })
 	} else {
 		n.goRun(func() { n.replica.follow(runCtx, n.rpc, n.cfg.WatchHeartbeat) })
 	}
@@ -299,16 +305,18 @@ func (n *Node) Leadership() (bool, <-chan struct{}) {
 
 // Apply commits one transaction through the leader and returns its index.
 // Any agent may call it: a server leader applies it itself, every other
-// agent forwards it. The error wraps ErrCASConflict, ErrNotFound,
-// ErrInvalid (and policy.ErrInvalid), ErrNoLeader or ErrLeadershipLost.
+// agent forwards it.
+//
+// Every write carries an idempotency key: the one ctx carries
+// (WithIdempotencyKey), else a new one. Under it the write is retried on a
+// new leader after a timeout or a lost leader, and applied at most once.
+// The answer is definite, the index the write was applied at or an error
+// that wraps ErrCASConflict, ErrNotFound, ErrInvalid (and
+// policy.ErrInvalid), ErrNoLeader, ErrNoServers or ErrClosed (none of them
+// applied anything), or else it is ErrOutcomeUnknown: the write may or may
+// not have been applied, and a retry with the same key settles it.
 func (n *Node) Apply(ctx context.Context, txn Txn) (uint64, error) {
-	if err := validateTxn(txn); err != nil {
-		n.m.applies.WithLabelValues("invalid").Inc()
-		return 0, opError("apply", err)
-	}
-	start := time.Now()
-	idx, err := n.apply(ctx, txn)
-	n.m.applyDuration.Observe(time.Since(start).Seconds())
+	idx, err := n.applyKeyed(ctx, txn)
 	switch {
 	case err == nil:
 		n.m.applies.WithLabelValues("ok").Inc()
@@ -316,33 +324,84 @@ func (n *Node) Apply(ctx context.Context, txn Txn) (uint64, error) {
 		n.m.applies.WithLabelValues("conflict").Inc()
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotFound):
 		n.m.applies.WithLabelValues("invalid").Inc()
+	case errors.Is(err, ErrOutcomeUnknown):
+		n.m.applies.WithLabelValues("unknown").Inc()
 	default:
 		n.m.applies.WithLabelValues("error").Inc()
 	}
 	return idx, opError("apply", err)
 }
 
+func (n *Node) applyKeyed(ctx context.Context, txn Txn) (uint64, error) {
+	if err := validateTxn(txn); err != nil {
+		return 0, err
+	}
+	key := IdempotencyKey(ctx)
+	if key == "" {
+		key = NewIdempotencyKey()
+	} else if err := ValidateIdempotencyKey(key); err != nil {
+		return 0, err
+	}
+	txn, err := withWriteID(txn, key)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	defer func() { n.m.applyDuration.Observe(time.Since(start).Seconds()) }()
+	return n.apply(ctx, txn)
+}
+
+// apply commits txn, which starts with its write id: on this server when
+// it leads, else through the leader. A leader that loses its leadership
+// with the write in flight hands it to the new one, under the same key.
 func (n *Node) apply(ctx context.Context, txn Txn) (uint64, error) {
+	var maybe error // the local attempt may have been applied
 	if n.srv != nil && n.srv.raft.State() == raft.Leader {
 		idx, err := n.srv.apply(ctx, txn)
-		if !errors.Is(err, ErrNotLeader) {
+		switch {
+		case err == nil || definite(err):
+			return idx, err
+		case errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil && !n.isClosed():
+			maybe = err
+		case !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader):
 			return idx, err
 		}
 	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		return 0, ErrClosed
+		return 0, orUnknown(maybe, ErrClosed)
 	}
 	if !n.fwdRunning {
 		n.fwdRunning = true
 		n.goRun(func() { n.fwd.run(n.fwdCtx) })
 	}
 	n.mu.Unlock()
-	return n.fwd.submit(ctx, txn)
+	idx, err := n.fwd.submit(ctx, txn)
+	if err != nil {
+		return 0, orUnknown(maybe, err)
+	}
+	return idx, nil
 }
 
-// forward sends a batch of transactions to the leader in one RPC.
+// orUnknown is err, or ErrOutcomeUnknown when an earlier attempt (maybe)
+// may have applied the write and err is no definite answer.
+func orUnknown(maybe, err error) error {
+	if maybe == nil || definite(err) || errors.Is(err, ErrOutcomeUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w: %v; then %v", ErrOutcomeUnknown, maybe, err)
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// forward sends a batch of transactions to the leader in one RPC, and
+// again (under the same keys) those a leader answered with a leadership
+// error, until each has a definite answer or the deadline passes.
 func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -353,51 +412,81 @@ func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 	defer cancel(nil)
 	stop := context.AfterFunc(n.fwdCtx, func() { cancel(ErrClosed) }) // closing the node ends the call too
 	defer stop()
-	if n.srv != nil {
-		go n.cancelOnLeaderLoss(ctx, cancel)
-	}
-	var ans applyAnswer
-	if err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", applyRequest{Txns: txns}, &ans, CallOptions{Leader: true}); err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrNoLeader) {
-			return nil, fmt.Errorf("%w; had the write reached the old leader first, it may still be applied", cause)
-		}
-		return nil, err
-	}
-	return ans.Results, nil
-}
 
-// leaderLossGrace is how long a server must see no leader before it gives
-// up on a forwarded write: longer than an election (about a second with the
-// LAN timers), so that writes wait out a failover, and far below RPCTimeout.
-const leaderLossGrace = 3 * time.Second
-
-// cancelOnLeaderLoss cancels a forwarded write, with ErrNoLeader as the
-// cause, once this server has seen no leader for leaderLossGrace. A server
-// cut off from the others (a partition, a dead link) never sees one again;
-// without this, a write already sent to the leader it can no longer reach
-// would wait for the whole RPC deadline and then report only a timeout.
-func (n *Node) cancelOnLeaderLoss(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	var lost time.Time // when this server last went without a leader
+	out := make([]TxnResult, len(txns))
+	todo := make([]int, len(txns)) // positions still without a definite answer
+	for i := range todo {
+		todo[i] = i
+	}
+	maybe := make([]error, len(txns)) // a leader lost with the write in flight
+	backoff := 25 * time.Millisecond
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if _, id := n.srv.raft.LeaderWithID(); id != "" {
-				lost = time.Time{}
+		req := applyRequest{Txns: make([]Txn, len(todo))}
+		for j, i := range todo {
+			req.Txns[j] = txns[i]
+		}
+		var ans applyAnswer
+		err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", req, &ans, CallOptions{Leader: true, Retry: true})
+		if err == nil && len(ans.Results) != len(todo) {
+			err = fmt.Errorf("%w: the leader answered %d results for %d transactions", ErrOutcomeUnknown, len(ans.Results), len(todo))
+		}
+		var again []int
+		switch {
+		case err != nil && errors.Is(err, ErrOutcomeUnknown) && ctx.Err() == nil:
+			// A leader took the batch but its answer was lost: ask
+			// again, the keys make that safe.
+			for _, i := range todo {
+				maybe[i] = cmp.Or(maybe[i], err)
+			}
+			again = todo
+		case err != nil:
+			if cause := context.Cause(ctx); errors.Is(cause, ErrClosed) && !errors.Is(err, ErrOutcomeUnknown) {
+				err = cause
+			}
+			for _, i := range todo {
+				out[i].Err = remoteErr(orUnknown(maybe[i], err))
+			}
+			return out, nil
+		}
+		for j, i := range todo {
+			if err != nil {
+				break
+			}
+			r := ans.Results[j]
+			if r.Err != nil && leadershipCode(r.Err.Code) {
+				if r.Err.Code == "lost_leader" && maybe[i] == nil {
+					maybe[i] = r.Err
+				}
+				again = append(again, i)
 				continue
 			}
-			if lost.IsZero() {
-				lost = now
-			}
-			if now.Sub(lost) >= leaderLossGrace {
-				cancel(fmt.Errorf("%w (server %s has seen no leader for %s; last contact %s)", ErrNoLeader, n.srv.cfg.NodeName, now.Sub(lost).Round(time.Millisecond), since(n.srv.raft.LastContact())))
-				return
-			}
+			out[i] = r
 		}
+		if len(again) == 0 {
+			return out, nil
+		}
+		todo = again
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			for _, i := range todo {
+				out[i].Err = remoteErr(orUnknown(maybe[i], fmt.Errorf("%w: %v", ErrNoLeader, context.Cause(ctx))))
+			}
+			return out, nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
 	}
+}
+
+// remoteErr carries err in a TxnResult, keeping its sentinel.
+func remoteErr(err error) *RemoteError {
+	var re *RemoteError
+	if errors.As(err, &re) && re.Error() == err.Error() {
+		return re
+	}
+	return &RemoteError{Code: errCode(err), Message: err.Error()}
 }
 
 // ApplyDocuments writes docs in one transaction. With cas set, every
@@ -424,7 +513,7 @@ func (n *Node) ConsistentPolicy(ctx context.Context) (*policy.Set, error) {
 		}
 	}
 	var s policy.Set
-	if err := n.rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/policy?consistent=1", nil, &s, CallOptions{Leader: true}); err != nil {
+	if err := n.rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/policy?consistent=1", nil, &s, CallOptions{Leader: true, Retry: true}); err != nil {
 		return nil, opError("consistent read", err)
 	}
 	return &s, nil
@@ -459,7 +548,7 @@ func (n *Node) kvGet(ctx context.Context, key string, consistent bool) ([]byte, 
 	if consistent {
 		path += "?consistent=1"
 	}
-	if err := n.rpc.CallJSON(ctx, http.MethodGet, path, nil, &e, CallOptions{Leader: consistent}); err != nil {
+	if err := n.rpc.CallJSON(ctx, http.MethodGet, path, nil, &e, CallOptions{Leader: consistent, Retry: consistent}); err != nil {
 		return nil, 0, opError("kv get", err)
 	}
 	return e.Value, e.ModifyIndex, nil
@@ -538,7 +627,7 @@ type kvListAnswer struct {
 // Peers lists the Raft configuration, from the leader.
 func (n *Node) Peers(ctx context.Context) ([]Peer, error) {
 	var out []Peer
-	if err := n.rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/peers", nil, &out, CallOptions{Leader: true}); err != nil {
+	if err := n.rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/peers", nil, &out, CallOptions{Leader: true, Retry: true}); err != nil {
 		return nil, opError("list peers", err)
 	}
 	return out, nil

@@ -268,7 +268,7 @@ func (r *Replica) checkReset(ctx context.Context, rpc *RPCClient, cur uint64) bo
 	var s policy.Set
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/policy?consistent=1", nil, &s, CallOptions{Leader: true}); err != nil {
+	if err := rpc.CallJSON(ctx, http.MethodGet, "/rpc/v1/policy?consistent=1", nil, &s, CallOptions{Leader: true, Retry: true}); err != nil {
 		return false
 	}
 	if s.Index() < cur {

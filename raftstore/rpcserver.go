@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,7 +110,7 @@ func (n *Node) writeRPCError(w http.ResponseWriter, err error) {
 		status = http.StatusMisdirectedRequest
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrClosed):
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, ErrLeadershipLost):
+	case errors.Is(err, ErrOutcomeUnknown):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, ErrCASConflict):
 		status = http.StatusConflict
@@ -168,17 +169,26 @@ func (n *Node) rpcApply(w http.ResponseWriter, r *http.Request) error {
 	}
 	wg.Wait()
 	// All refused for leadership: answer like a non-leader, so the client
-	// follows the redirect or waits for an election.
+	// follows the redirect or waits for an election, or, when leadership
+	// was lost with a write in flight, with that (the client retries
+	// under the same keys).
+	var lost error
 	for i := range res {
-		if res[i].Err == nil || (res[i].Err.Code != "not_leader" && res[i].Err.Code != "no_leader") {
-			break
+		if res[i].Err == nil || !leadershipCode(res[i].Err.Code) {
+			httpjson.Write(w, http.StatusOK, applyAnswer{Results: res})
+			return nil
 		}
-		if i == len(res)-1 {
-			return res[0].Err
+		if res[i].Err.Code == "lost_leader" {
+			lost = res[i].Err
 		}
 	}
-	httpjson.Write(w, http.StatusOK, applyAnswer{Results: res})
-	return nil
+	return cmp.Or(lost, error(res[0].Err))
+}
+
+// leadershipCode reports whether an error code says the server was not
+// (or stopped being) the leader, rather than anything about the write.
+func leadershipCode(code string) bool {
+	return code == "not_leader" || code == "no_leader" || code == "lost_leader" || code == "closed"
 }
 
 func consistent(r *http.Request) bool {

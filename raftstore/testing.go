@@ -260,7 +260,7 @@ func (c *TestCluster) currentLeader() *TestNode {
 		return nil
 	}
 	for _, s := range c.Servers() {
-		if s.Node == nil || s == best || !c.net.connected(s.Name, best.Name) {
+		if s.Node == nil || s == best || !c.net.connected(s.Name, best.Name) || c.net.isStalled(s.Name) {
 			continue
 		}
 		if _, id := s.Node.srv.raft.LeaderWithID(); string(id) != best.Name {
@@ -390,6 +390,20 @@ func (c *TestCluster) Heal() { c.net.partition(nil) }
 // Isolate cuts a client agent (or server) by name from every server.
 func (c *TestCluster) Isolate(name string, cut bool) { c.net.isolate(name, cut) }
 
+// Stall freezes every connection of the agent called name (on) or lets
+// them go again (off), as SIGSTOP and SIGCONT would, or a firewall that
+// drops packets without a reset: connections stay open and new ones are
+// accepted, but nothing the agent sends or is sent is delivered until the
+// stall ends (then all of it is, in order) or the reader's deadline passes.
+// The agent itself keeps running. Raft over NetInmem is disconnected
+// instead. Gossip is not told: the Disc statuses stay as they are.
+func (c *TestCluster) Stall(name string, on bool) { c.net.setGate(c.net.stalled, name, on) }
+
+// Deafen holds every answer the agent called name receives on the
+// connections it opened (on), so its calls reach the servers but it hears
+// nothing back, until Deafen(name, false) delivers the answers.
+func (c *TestCluster) Deafen(name string, on bool) { c.net.setGate(c.net.deaf, name, on) }
+
 // ApplyDoc is a helper that parses src and applies it through node n.
 func ApplyDoc(ctx context.Context, n *Node, src string) (uint64, error) {
 	docs, err := policy.Parse([]byte(src))
@@ -412,6 +426,10 @@ type testNet struct {
 	mem      map[string]*memListener
 	inmem    map[string]*raft.InmemTransport
 	held     map[string]net.Listener // reserved TCP ports, until first listened on
+	// stalled and deaf hold traffic (see Stall and Deafen): node -> a
+	// channel closed when the hold ends.
+	stalled map[string]chan struct{}
+	deaf    map[string]chan struct{}
 }
 
 var errAddrInUse = errors.New("address in use")
@@ -419,7 +437,7 @@ var errAddrInUse = errors.New("address in use")
 func newTestNet(mode TestNetwork) *testNet {
 	return &testNet{mode: mode, group: map[string]int{}, cut: map[string]bool{}, addrNode: map[string]string{},
 		conns: map[*trackedConn]struct{}{}, mem: map[string]*memListener{}, inmem: map[string]*raft.InmemTransport{},
-		held: map[string]net.Listener{}}
+		held: map[string]net.Listener{}, stalled: map[string]chan struct{}{}, deaf: map[string]chan struct{}{}}
 }
 
 // reserve picks the address of a server. A TCP port stays bound until the
@@ -523,6 +541,16 @@ type trackedConn struct {
 	from, to string
 	tn       *testNet
 	once     sync.Once
+	closed   chan struct{}
+
+	dlMu   sync.Mutex
+	readDL time.Time
+
+	// Writes during a hold are queued, as a kernel's send buffer takes
+	// them, and delivered in order when it ends.
+	wmu      sync.Mutex
+	queued   []byte
+	flushing bool
 }
 
 func (c *trackedConn) Close() error {
@@ -530,12 +558,159 @@ func (c *trackedConn) Close() error {
 		c.tn.mu.Lock()
 		delete(c.tn.conns, c)
 		c.tn.mu.Unlock()
+		close(c.closed)
 	})
 	return c.Conn.Close()
 }
 
+// Read delivers data only outside a hold: data that arrives during one
+// waits for its end.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if err := c.hold(true, true); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		if herr := c.hold(true, true); herr != nil {
+			return 0, herr
+		}
+	}
+	return n, err
+}
+
+// Write queues b during a hold (the peer gets it when the hold ends), and
+// after one until the queue is delivered, so that order is kept.
+func (c *trackedConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.tn.mu.Lock()
+	g := c.tn.gateLocked(c, false)
+	c.tn.mu.Unlock()
+	if g == nil && len(c.queued) == 0 {
+		return c.Conn.Write(b)
+	}
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	c.queued = append(c.queued, b...)
+	if !c.flushing {
+		c.flushing = true
+		go c.flushAfterHold()
+	}
+	return len(b), nil
+}
+
+func (c *trackedConn) flushAfterHold() {
+	for {
+		if c.hold(false, false) != nil {
+			return
+		}
+		c.wmu.Lock()
+		c.tn.mu.Lock()
+		g := c.tn.gateLocked(c, false)
+		c.tn.mu.Unlock()
+		if g != nil { // held again
+			c.wmu.Unlock()
+			continue
+		}
+		data := c.queued
+		c.queued, c.flushing = nil, false
+		if len(data) > 0 {
+			_, _ = c.Conn.Write(data)
+		}
+		c.wmu.Unlock()
+		return
+	}
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	c.readDL = t
+	c.dlMu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	c.readDL = t
+	c.dlMu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// hold waits while a stall (or, for a read, deafness) holds this
+// connection, until it ends, the connection closes or (withDeadline) the
+// read deadline passes.
+func (c *trackedConn) hold(read, withDeadline bool) error {
+	for {
+		c.tn.mu.Lock()
+		g := c.tn.gateLocked(c, read)
+		c.tn.mu.Unlock()
+		if g == nil {
+			return nil
+		}
+		var dl time.Time
+		if withDeadline {
+			c.dlMu.Lock()
+			dl = c.readDL
+			c.dlMu.Unlock()
+		}
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(d)
+			expired = t.C
+			defer t.Stop()
+		}
+		select {
+		case <-g:
+		case <-c.closed:
+			return net.ErrClosed
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		}
+	}
+}
+
+// gateLocked returns the channel to wait on before c may carry data, or
+// nil when nothing holds it.
+func (tn *testNet) gateLocked(c *trackedConn, read bool) <-chan struct{} {
+	if g := tn.stalled[c.from]; g != nil {
+		return g
+	}
+	if g := tn.stalled[c.to]; g != nil {
+		return g
+	}
+	if read {
+		return tn.deaf[c.from]
+	}
+	return nil
+}
+
+func (tn *testNet) setGate(gates map[string]chan struct{}, name string, on bool) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if g := gates[name]; g != nil && !on {
+		close(g)
+		delete(gates, name)
+	} else if g == nil && on {
+		gates[name] = make(chan struct{})
+	}
+	tn.rewireInmemLocked()
+}
+
+func (tn *testNet) isStalled(name string) bool {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.stalled[name] != nil
+}
+
 func (tn *testNet) track(from, to string, c net.Conn) net.Conn {
-	tc := &trackedConn{Conn: c, from: from, to: to, tn: tn}
+	tc := &trackedConn{Conn: c, from: from, to: to, tn: tn, closed: make(chan struct{})}
 	tn.mu.Lock()
 	tn.conns[tc] = struct{}{}
 	tn.mu.Unlock()
@@ -548,7 +723,7 @@ func (tn *testNet) dropCrossingLocked() []net.Conn {
 	var drop []net.Conn
 	for c := range tn.conns {
 		if !tn.connectedLocked(c.from, c.to) {
-			drop = append(drop, c.Conn)
+			drop = append(drop, c)
 			delete(tn.conns, c)
 		}
 	}
@@ -610,7 +785,7 @@ func (tn *testNet) rewireInmemLocked() {
 	for a, ta := range tn.inmem {
 		ta.DisconnectAll()
 		for b, tb := range tn.inmem {
-			if a != b && tn.connectedLocked(a, b) {
+			if a != b && tn.connectedLocked(a, b) && tn.stalled[a] == nil && tn.stalled[b] == nil {
 				ta.Connect(tb.LocalAddr(), tb)
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
 )
@@ -89,16 +90,56 @@ func readPolicyFiles(stdin io.Reader, path string) ([]policy.Document, error) {
 	return all, errors.Join(errs...)
 }
 
+// exitOutcomeUnknown is the exit status of a write that may or may not
+// have been applied (1 means it failed and was not applied, or that
+// something else went wrong).
+const exitOutcomeUnknown = 3
+
+// idempotencyFlag registers --idempotency-key on a command that writes.
+func idempotencyFlag(cmd *cobra.Command) *string {
+	key := cmd.Flags().String("idempotency-key", "", "name this write: run again with the same key, it is applied at most once (default: a new key)")
+	return key
+}
+
+// writeKey returns the key of this write: the flag's, checked, or a new one.
+func writeKey(flag string) (string, error) {
+	if flag == "" {
+		return raftstore.NewIdempotencyKey(), nil
+	}
+	if err := raftstore.ValidateIdempotencyKey(flag); err != nil {
+		return "", fmt.Errorf("--idempotency-key: %w", err)
+	}
+	return flag, nil
+}
+
+// writeFailed explains a failed write. When it may have been applied, it
+// says so and how to settle it, and the command exits with
+// exitOutcomeUnknown.
+func writeFailed(cmd *cobra.Command, err error, key string) error {
+	if !errors.Is(err, api.ErrOutcomeUnknown) {
+		return err
+	}
+	w := cmd.ErrOrStderr()
+	fmt.Fprintf(w, "meshwork: %v\n", err)
+	fmt.Fprintf(w, "The write MAY OR MAY NOT have been applied. To settle it without applying it twice, run the same command again with\n  --idempotency-key %s\n", key)
+	fmt.Fprintln(w, "It then reports the first result if the write was applied, and applies it otherwise. Run it with another key, or none, only to make a new write.")
+	return exitError{code: exitOutcomeUnknown}
+}
+
 func newPolicyApplyCmd() *cobra.Command {
 	var file string
 	var cas int64
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Apply policy documents from a file, a directory or stdin, in one transaction",
-		Args:  cobra.NoArgs,
+		Long: "Apply policy documents in one transaction. Exit status: 0 applied, 1 not\n" +
+			"applied (or another error), 3 outcome unknown: the write may or may not have\n" +
+			"been applied; run the command again with the --idempotency-key it prints.",
+		Args: cobra.NoArgs,
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML/JSON file, directory of them, or - for stdin (required)")
 	cmd.Flags().Int64Var(&cas, "cas", -1, "apply only if every document is at this modify index (0: only if none exists yet)")
+	keyFlag := idempotencyFlag(cmd)
 	f := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := f.validate(); err != nil {
@@ -106,6 +147,10 @@ func newPolicyApplyCmd() *cobra.Command {
 		}
 		if file == "" {
 			return errors.New("-f FILE|DIR|- is required")
+		}
+		key, err := writeKey(*keyFlag)
+		if err != nil {
+			return err
 		}
 		docs, err := readPolicyFiles(cmd.InOrStdin(), file)
 		if err != nil {
@@ -116,8 +161,8 @@ func newPolicyApplyCmd() *cobra.Command {
 			q.Set("cas", strconv.FormatInt(cas, 10))
 		}
 		var out raftstore.ApplyResponse
-		if _, err := f.client().Do(cmd.Context(), "PUT", "/v1/policy", q, docs, &out); err != nil {
-			return err
+		if _, err := f.client().DoKeyed(cmd.Context(), "PUT", "/v1/policy", q, key, docs, &out); err != nil {
+			return writeFailed(cmd, err, key)
 		}
 		return f.print(cmd.OutOrStdout(), out, func(w io.Writer) {
 			for _, k := range out.Documents {
@@ -211,9 +256,13 @@ func newPolicyDeleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
 		Short: "Delete one policy document",
-		Args:  cobra.ExactArgs(2),
+		Long: "Delete one policy document. Exit status: 0 deleted, 1 not deleted (or\n" +
+			"another error), 3 outcome unknown: run the command again with the\n" +
+			"--idempotency-key it prints.",
+		Args: cobra.ExactArgs(2),
 	}
 	cmd.Flags().Int64Var(&cas, "cas", -1, "delete only if the document is at this modify index")
+	keyFlag := idempotencyFlag(cmd)
 	f := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if err := f.validate(); err != nil {
@@ -223,13 +272,17 @@ func newPolicyDeleteCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		key, err := writeKey(*keyFlag)
+		if err != nil {
+			return err
+		}
 		q := url.Values{}
 		if cas >= 0 {
 			q.Set("cas", strconv.FormatInt(cas, 10))
 		}
 		var out raftstore.ApplyResponse
-		if _, err := f.client().Do(cmd.Context(), "DELETE", "/v1/policy/"+url.PathEscape(string(kind))+"/"+url.PathEscape(args[1]), q, nil, &out); err != nil {
-			return err
+		if _, err := f.client().DoKeyed(cmd.Context(), "DELETE", "/v1/policy/"+url.PathEscape(string(kind))+"/"+url.PathEscape(args[1]), q, key, nil, &out); err != nil {
+			return writeFailed(cmd, err, key)
 		}
 		return f.print(cmd.OutOrStdout(), out, func(w io.Writer) {
 			fmt.Fprintf(w, "%s %q deleted at index %d\n", kind, args[1], out.Index)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -87,6 +88,71 @@ func TestPolicyCLI(t *testing.T) {
 		}
 		if !strings.Contains(out, s.want) {
 			t.Fatalf("%v: output\n%s\nwant it to contain %q", s.args, out, s.want)
+		}
+	}
+}
+
+// TestPolicyCLIIdempotencyKey applies one file twice with the same
+// --idempotency-key on a real cluster: the second run reports the first
+// write's index and applies nothing.
+func TestPolicyCLIIdempotencyKey(t *testing.T) {
+	addr := policyAgent(t)
+	file := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(file, []byte("kind: ServiceDefaults\nname: web\nprotocol: http\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var outs []string
+	for i := 0; i < 2; i++ {
+		out, err := runCLI(t, "policy", "apply", "-f", file, "--cas", "0", "--idempotency-key", "deploy-7", "--http-addr", addr)
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", i+1, err, out)
+		}
+		outs = append(outs, out)
+	}
+	if outs[0] != outs[1] || !strings.Contains(outs[0], "index ") {
+		t.Fatalf("the retry answered\n%s\nthe first run\n%s", outs[1], outs[0])
+	}
+	if out, err := runCLI(t, "policy", "apply", "-f", file, "--idempotency-key", "bad key", "--http-addr", addr); err == nil || !strings.Contains(err.Error(), "--idempotency-key") {
+		t.Fatalf("bad key: %v\n%s", err, out)
+	}
+}
+
+// TestPolicyCLIOutcomeUnknown checks what the CLI says when the agent
+// cannot tell whether a write was applied: plainly that it may or may not
+// have been, the key to run it again with, and exit status 3.
+func TestPolicyCLIOutcomeUnknown(t *testing.T) {
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		keys = append(keys, key)
+		w.Header().Set("Idempotency-Key", key)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":"raftstore: apply: outcome unknown: the write may or may not have been applied: leader lost","code":"outcome_unknown","idempotency_key":"` + key + `"}`))
+	}))
+	t.Cleanup(srv.Close)
+	file := filepath.Join(t.TempDir(), "web.yaml")
+	if err := os.WriteFile(file, []byte("kind: ServiceDefaults\nname: web\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"policy", "apply", "-f", file},
+		{"policy", "delete", "ServiceDefaults", "web"},
+		{"policy", "apply", "-f", file, "--idempotency-key", "mine-1"},
+	} {
+		keys = nil
+		out, err := runCLI(t, append(args, "--http-addr", srv.URL)...)
+		var ee exitError
+		if !errors.As(err, &ee) || ee.code != exitOutcomeUnknown {
+			t.Fatalf("%v: error %v, want exit status %d", args, err, exitOutcomeUnknown)
+		}
+		if len(keys) != 1 || keys[0] == "" {
+			t.Fatalf("%v: the agent saw keys %q", args, keys)
+		}
+		if args[len(args)-1] == "mine-1" && keys[0] != "mine-1" {
+			t.Fatalf("the agent saw key %q, want the flag's", keys[0])
+		}
+		if !strings.Contains(out, "MAY OR MAY NOT have been applied") || !strings.Contains(out, "--idempotency-key "+keys[0]) {
+			t.Fatalf("%v: output does not say the outcome is unknown and how to retry:\n%s", args, out)
 		}
 	}
 }
