@@ -23,7 +23,7 @@ const (
 // Authorizer decides the requests of one token. It is compiled once from
 // the token's policies and is immutable, so that it can be cached and used
 // by any number of goroutines; a decision takes a map lookup or a few, and
-// allocates nothing unless it denies.
+// allocates nothing unless Check denies.
 type Authorizer struct {
 	accessorID   string
 	allowAll     bool
@@ -45,10 +45,20 @@ type ruleSet struct {
 }
 
 // rule is one compiled rule and where it came from, for the reason of a
-// denial.
+// denial (formatted only then: compiling stays cheap).
 type rule struct {
-	access Access
-	from   string
+	access  Access
+	section string
+	key     string
+	policy  string
+}
+
+// String reads `rule service_prefix "": read of policy "ops"`.
+func (r rule) String() string {
+	if r.section == "acl" || r.section == "agent" {
+		return fmt.Sprintf("rule %s: %s of policy %q", r.section, r.access, r.policy)
+	}
+	return fmt.Sprintf("rule %s %q: %s of policy %q", r.section, r.key, r.access, r.policy)
 }
 
 // AccessorID is the public ID of the token this authorizer decides for;
@@ -59,21 +69,31 @@ func (a *Authorizer) AccessorID() string { return a.accessorID }
 // a *PermissionError otherwise. name is the service, destination, node,
 // document kind or action; it is ignored for ResourceACL and ResourceAgent.
 func (a *Authorizer) Check(r Resource, name string, want Access) error {
-	ok, reason := a.decide(r, name, want)
-	if ok {
+	d := a.decide(r, name, want)
+	if d == allowed {
 		return nil
 	}
 	if !r.named() {
 		name = ""
 	}
-	return &PermissionError{Permission: Permission{Resource: r, Name: name, Access: want}, AccessorID: a.accessorID, Reason: reason}
+	e := &PermissionError{Permission: Permission{Resource: r, Name: name, Access: want}, AccessorID: a.accessorID}
+	switch d {
+	case deniedByRule:
+		var buf [2 * MaxNameLen]byte
+		ru, _ := a.sets[r].lookup(lowerName(name, &buf))
+		e.Reason = ru.String()
+	case deniedByDefault:
+		e.Reason = "no rule matches and the default policy is deny"
+	default:
+		e.Reason = "not a valid permission"
+	}
+	return e
 }
 
-// Allowed is Check without the error, for filtering lists: it never
-// allocates.
+// Allowed is Check without the error, for filtering lists: it allocates
+// nothing (for names up to 256 bytes).
 func (a *Authorizer) Allowed(r Resource, name string, want Access) bool {
-	ok, _ := a.decide(r, name, want)
-	return ok
+	return a.decide(r, name, want) == allowed
 }
 
 // CheckDocument checks a policy document of kind named name: an Intention by
@@ -93,20 +113,43 @@ func (a *Authorizer) AllowedDocument(kind policy.Kind, name string, want Access)
 	return a.Allowed(ResourcePolicy, string(kind), want)
 }
 
-func (a *Authorizer) decide(r Resource, name string, want Access) (bool, string) {
+// decision is the outcome of decide.
+type decision uint8
+
+const (
+	allowed decision = iota
+	deniedByRule
+	deniedByDefault
+	invalidPermission
+)
+
+func (a *Authorizer) decide(r Resource, name string, want Access) decision {
 	if a.allowAll {
-		return true, ""
+		return allowed
 	}
 	if r == 0 || int(r) >= numResources || (want != Read && want != Write) {
-		return false, "not a valid permission"
+		return invalidPermission
 	}
 	if !r.named() {
 		name = ""
 	}
-	// Names match case-insensitively, in ASCII as rule keys are. Lowering
-	// into a stack buffer, and looking maps up by string(bytes), keeps the
-	// check free of allocations.
 	var buf [2 * MaxNameLen]byte
+	ru, found := a.sets[r].lookup(lowerName(name, &buf))
+	switch {
+	case found && ru.access.grants(want):
+		return allowed
+	case found:
+		return deniedByRule
+	case a.defaultAllow:
+		return allowed
+	}
+	return deniedByDefault
+}
+
+// lowerName lowers name in ASCII, as rule keys are written, into buf when
+// it fits: with maps looked up by string(bytes), a decision then allocates
+// nothing.
+func lowerName(name string, buf *[2 * MaxNameLen]byte) []byte {
 	var lower []byte
 	if len(name) <= len(buf) {
 		lower = buf[:len(name)]
@@ -120,16 +163,7 @@ func (a *Authorizer) decide(r Resource, name string, want Access) (bool, string)
 		}
 		lower[i] = c
 	}
-	ru, found := a.sets[r].lookup(lower)
-	switch {
-	case found && ru.access.grants(want):
-		return true, ""
-	case found:
-		return false, ru.from
-	case a.defaultAllow:
-		return true, ""
-	}
-	return false, "no rule matches and the default policy is deny"
+	return lower
 }
 
 // lookup finds the rule for name: an exact rule, else the longest prefix.
@@ -157,7 +191,7 @@ func compile(accessorID string, policies []*Policy, def DefaultPolicy) *Authoriz
 			set := &a.sets[s.resource]
 			if s.level != nil {
 				if lvl := *s.level(&p.Rules); lvl != 0 {
-					set.add(false, "", rule{lvl, fmt.Sprintf("rule %s: %s of policy %q", s.key, lvl, p.Name)})
+					set.add(false, "", rule{access: lvl, section: s.key, policy: p.Name})
 				}
 				continue
 			}
@@ -169,7 +203,7 @@ func compile(accessorID string, policies []*Policy, def DefaultPolicy) *Authoriz
 				if s.resource == ResourcePolicy && key == "*" {
 					prefix, norm = true, "" // every kind
 				}
-				set.add(prefix, norm, rule{lvl, fmt.Sprintf("rule %s %q: %s of policy %q", s.key, key, lvl, p.Name)})
+				set.add(prefix, norm, rule{access: lvl, section: s.key, key: key, policy: p.Name})
 			}
 		}
 	}
