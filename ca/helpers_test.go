@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/smallstep/cli-utils/token"
@@ -352,7 +353,7 @@ func forgedToken(t *testing.T, node string) string {
 		token.WithIssuer(DefaultProvisioner),
 		token.WithAudience(tokenAudience(testTD)),
 		token.WithValidity(now, now.Add(5*time.Minute)),
-		token.WithSANS([]string{NodeID(testTD, node)}),
+		token.WithSANS([]string{spiffeid.Node(testTD, node)}),
 	)
 	if err != nil {
 		t.Fatal(err)

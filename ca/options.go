@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"go.step.sm/crypto/x509util"
 )
@@ -33,7 +34,7 @@ func (t leafTemplate) Options(provisioner.SignOptions) []x509util.Option {
 			KeyUsage    []string          `json:"keyUsage"`
 			ExtKeyUsage []string          `json:"extKeyUsage"`
 		}{
-			Subject:     map[string]string{"commonName": NodeID(t.id.TrustDomain, t.id.Node)},
+			Subject:     map[string]string{"commonName": spiffeid.Node(t.id.TrustDomain, t.id.Node)},
 			URIs:        t.id.IDs(),
 			KeyUsage:    []string{"digitalSignature"},
 			ExtKeyUsage: []string{"serverAuth", "clientAuth"},

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/spiffeid"
 )
 
 // maxPEMCerts bounds how many certificates one PEM bundle may hold.
@@ -202,7 +204,7 @@ func encodeCSRPEM(der []byte) []byte {
 // ID as a URI SAN, nothing else.
 func newCSR(id Identity, key crypto.Signer) ([]byte, error) {
 	return x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: NodeID(id.TrustDomain, id.Node)},
+		Subject: pkix.Name{CommonName: spiffeid.Node(id.TrustDomain, id.Node)},
 		URIs:    id.URIs(),
 	}, key)
 }

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/config"
@@ -499,7 +500,7 @@ func (s *Server) Token(ctx context.Context, node string, ttl time.Duration) (str
 		token.WithAudience(tokenAudience(sg.raw.TrustDomain)),
 		token.WithValidity(now, exp),
 		token.WithIssuedAt(now),
-		token.WithSANS([]string{NodeID(sg.raw.TrustDomain, node)}),
+		token.WithSANS([]string{spiffeid.Node(sg.raw.TrustDomain, node)}),
 		token.WithSHA(sg.raw.Issuer.Root),
 	)
 	if err != nil {

@@ -1,10 +1,12 @@
 package ca
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
+
+	"github.com/meshwork/meshwork/internal/spiffeid"
 )
 
 // Identity is the set of SPIFFE IDs one leaf certificate carries: the node
@@ -19,34 +21,25 @@ type Identity struct {
 	Services []string `json:"services,omitempty"`
 }
 
-// maxNameLen bounds node and service names, which become URI path segments.
-const maxNameLen = 128
-
 // maxServices bounds the services one certificate may carry.
 const maxServices = 256
-
-// NodeID returns the SPIFFE ID of node in trust domain td.
-func NodeID(td, node string) string { return "spiffe://" + td + "/node/" + node }
-
-// ServiceID returns the SPIFFE ID of service svc in trust domain td.
-func ServiceID(td, svc string) string { return "spiffe://" + td + "/svc/" + svc }
 
 // IDs returns the identity's SPIFFE IDs, the node first.
 func (id Identity) IDs() []string {
 	out := make([]string, 0, 1+len(id.Services))
-	out = append(out, NodeID(id.TrustDomain, id.Node))
+	out = append(out, spiffeid.Node(id.TrustDomain, id.Node))
 	for _, s := range id.Services {
-		out = append(out, ServiceID(id.TrustDomain, s))
+		out = append(out, spiffeid.Service(id.TrustDomain, s))
 	}
 	return out
 }
 
 // URIs returns IDs as parsed URLs, for a CSR or certificate template.
 func (id Identity) URIs() []*url.URL {
-	ids := id.IDs()
-	out := make([]*url.URL, len(ids))
-	for i, s := range ids {
-		out[i] = &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: strings.TrimPrefix(s, "spiffe://"+id.TrustDomain)}
+	out := make([]*url.URL, 0, 1+len(id.Services))
+	out = append(out, spiffeid.ID{TrustDomain: id.TrustDomain, Kind: spiffeid.KindNode, Name: id.Node}.URL())
+	for _, s := range id.Services {
+		out = append(out, spiffeid.ID{TrustDomain: id.TrustDomain, Kind: spiffeid.KindService, Name: s}.URL())
 	}
 	return out
 }
@@ -91,36 +84,21 @@ func (id Identity) Equal(o Identity) bool {
 	return id.TrustDomain == o.TrustDomain && id.Node == o.Node && slices.Equal(id.Services, o.Services)
 }
 
-// ValidateTrustDomain checks td against the SPIFFE rules: 1 to 255 characters
-// among lowercase letters, digits, '.', '-' and '_'.
+// ValidateTrustDomain checks td against the SPIFFE rules (spiffeid's), as
+// an ErrBadRequest.
 func ValidateTrustDomain(td string) error {
-	if td == "" || len(td) > 255 {
-		return fmt.Errorf("%w: trust domain %q: want 1 to 255 characters", ErrBadRequest, td)
-	}
-	for i := 0; i < len(td); i++ {
-		c := td[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("%w: trust domain %q: character %q not allowed (lowercase letters, digits, '.', '-', '_')", ErrBadRequest, td, c)
-		}
+	if err := spiffeid.ValidateTrustDomain(td); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
 
 // ValidateName checks a node or service name, which becomes one SPIFFE path
-// segment: 1 to 128 characters among letters, digits, '.', '-' and '_', and
-// not "." or "..". kind names the field in the error.
+// segment (spiffeid's rule), as an ErrBadRequest. kind names the field in
+// the error.
 func ValidateName(kind, name string) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("%w: %s name %q: want 1 to %d characters", ErrBadRequest, kind, name, maxNameLen)
-	}
-	if name == "." || name == ".." {
-		return fmt.Errorf("%w: %s name %q is not allowed", ErrBadRequest, kind, name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Errorf("%w: %s name %q: character %q not allowed (letters, digits, '.', '-', '_')", ErrBadRequest, kind, name, c)
-		}
+	if err := spiffeid.ValidateName(kind, name); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
@@ -134,39 +112,23 @@ func ParseIdentity(td string, uris []*url.URL) (Identity, error) {
 		return id, fmt.Errorf("%w: %d URI SANs", ErrBadRequest, len(uris))
 	}
 	for _, u := range uris {
-		if u.Scheme != "spiffe" {
-			return id, fmt.Errorf("%w: URI SAN %q is not a SPIFFE ID", ErrTrustDomain, u.String())
-		}
-		if u.Host != td {
-			return id, fmt.Errorf("%w: %q is not in trust domain %q", ErrTrustDomain, u.String(), td)
-		}
-		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || u.Port() != "" {
-			return id, fmt.Errorf("%w: SPIFFE ID %q has parts a SPIFFE ID may not have", ErrBadRequest, u.String())
-		}
-		kind, name, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
-		if !ok {
-			return id, fmt.Errorf("%w: SPIFFE ID %q: want /node/<name> or /svc/<name>", ErrBadRequest, u.String())
-		}
-		switch kind {
-		case "node":
-			if err := ValidateName("node", name); err != nil {
-				return id, err
-			}
+		sid, err := spiffeid.FromURL(td, u)
+		switch {
+		case errors.Is(err, spiffeid.ErrForeign):
+			return id, fmt.Errorf("%w: %w", ErrTrustDomain, err)
+		case err != nil:
+			return id, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		case sid.Kind == spiffeid.KindNode:
 			if id.Node != "" {
-				return id, fmt.Errorf("%w: two node IDs (%q and %q)", ErrBadRequest, id.Node, name)
+				return id, fmt.Errorf("%w: two node IDs (%q and %q)", ErrBadRequest, id.Node, sid.Name)
 			}
-			id.Node = name
-		case "svc":
-			if err := ValidateName("service", name); err != nil {
-				return id, err
-			}
-			id.Services = append(id.Services, name)
+			id.Node = sid.Name
 		default:
-			return id, fmt.Errorf("%w: SPIFFE ID %q: want /node/<name> or /svc/<name>", ErrBadRequest, u.String())
+			id.Services = append(id.Services, sid.Name)
 		}
 	}
 	if id.Node == "" {
-		return id, fmt.Errorf("%w: no node ID (spiffe://%s/node/<name>) among the URI SANs", ErrBadRequest, td)
+		return id, fmt.Errorf("%w: no node ID (%s) among the URI SANs", ErrBadRequest, spiffeid.Node(td, "<name>"))
 	}
 	n := len(id.Services)
 	id.Services = normServices(id.Services)

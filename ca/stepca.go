@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/smallstep/certificates/api"
 	stepca "github.com/smallstep/certificates/ca"
 	"github.com/smallstep/cli-utils/token"
@@ -195,7 +196,7 @@ func (s *StepCA) Issue(ctx context.Context, req IssueRequest) (*Issued, error) {
 		return nil, err
 	}
 	// The token's SANs must be exactly the CSR's: step-ca checks it.
-	tok, err := s.newToken(NodeID(id.TrustDomain, id.Node), id.IDs())
+	tok, err := s.newToken(spiffeid.Node(id.TrustDomain, id.Node), id.IDs())
 	if err != nil {
 		return nil, fmt.Errorf("ca: step-ca: token: %w", err)
 	}

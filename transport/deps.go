@@ -7,10 +7,10 @@ import (
 	"net/netip"
 	"os/user"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/spiffeid"
 )
 
 // Identity supplies this agent's certificate and judges peers'. The agent's
@@ -154,34 +154,18 @@ func (s *StaticLocal) Set(svcs []LocalService) {
 	s.changed = make(chan struct{})
 }
 
-// NodeID returns the SPIFFE ID of a node.
-func NodeID(trustDomain, node string) string {
-	return "spiffe://" + trustDomain + "/node/" + node
-}
-
-// ServiceID returns the SPIFFE ID of a service.
-func ServiceID(trustDomain, service string) string {
-	return "spiffe://" + trustDomain + "/svc/" + service
-}
-
 // ParseID splits a SPIFFE ID of trustDomain into a Source. It fails for
-// another trust domain or a path other than /node/<n> or /svc/<s>.
+// another trust domain, a path other than /node/<n> or /svc/<s>, or an
+// invalid name.
 func ParseID(trustDomain, id string) (Source, error) {
-	rest, ok := strings.CutPrefix(id, "spiffe://"+trustDomain+"/")
-	if !ok {
-		return Source{}, fmt.Errorf("%w: %q is not in trust domain %s", ErrIdentity, id, trustDomain)
+	sid, err := spiffeid.Parse(trustDomain, id)
+	if err != nil {
+		return Source{}, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
-	kind, name, ok := strings.Cut(rest, "/")
-	if !ok || name == "" || strings.Contains(name, "/") {
-		return Source{}, fmt.Errorf("%w: %q has no /node/<name> or /svc/<name> path", ErrIdentity, id)
+	if sid.Kind == spiffeid.KindService {
+		return Source{ID: id, Service: sid.Name}, nil
 	}
-	switch kind {
-	case "node":
-		return Source{ID: id, Node: name}, nil
-	case "svc":
-		return Source{ID: id, Service: name}, nil
-	}
-	return Source{}, fmt.Errorf("%w: %q: unknown kind %q", ErrIdentity, id, kind)
+	return Source{ID: id, Node: sid.Name}, nil
 }
 
 // LookupUID resolves a user name or numeric uid.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/transport/wire"
 )
 
@@ -64,10 +65,9 @@ func (t *Transport) serveConn(c *quic.Conn) {
 	if pcs := c.ConnectionState().TLS.PeerCertificates; len(pcs) > 0 {
 		ci := leafInfo(pcs[0])
 		pi.ids, pi.notAfter = ci.ids, ci.notAfter
-		prefix := "spiffe://" + t.cfg.TrustDomain + "/node/"
 		for _, id := range pi.ids {
-			if n, ok := strings.CutPrefix(id, prefix); ok {
-				pi.node = n
+			if sid, err := spiffeid.Parse(t.cfg.TrustDomain, id); err == nil && sid.Kind == spiffeid.KindNode {
+				pi.node = sid.Name
 				break
 			}
 		}

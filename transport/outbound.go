@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -194,7 +195,7 @@ func (t *Transport) reconcileLocal() {
 				t.log.Warn("upstream ignored: local_bind already used", "service", d.Name, "upstream", u.Service, "local_bind", bind, "used_by", prev.source)
 				continue
 			}
-			want[bind] = &outListener{kind: "upstream", bind: bind, service: u.Service, port: u.Port, source: ServiceID(t.cfg.TrustDomain, d.Name)}
+			want[bind] = &outListener{kind: "upstream", bind: bind, service: u.Service, port: u.Port, source: spiffeid.Service(t.cfg.TrustDomain, d.Name)}
 		}
 	}
 	t.syncListeners("upstream", want)
@@ -319,7 +320,7 @@ func (t *Transport) sourceOf(c *net.TCPConn) string {
 		return t.nodeID
 	}
 	if svc, ok := ls.byUID[uid]; ok {
-		return ServiceID(t.cfg.TrustDomain, svc)
+		return spiffeid.Service(t.cfg.TrustDomain, svc)
 	}
 	return t.nodeID
 }

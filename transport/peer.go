@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/meshwork/meshwork/internal/spiffeid"
 )
 
 // peer is this agent's link to one peer agent: the current QUIC connection,
@@ -236,7 +238,7 @@ func (p *peer) shutdown(reason string) {
 // identity, so that any other mesh member cannot stand in for it.
 func (t *Transport) dialPeer(ctx context.Context, node string, addr netip.AddrPort) (*peerConn, error) {
 	var presented atomic.Pointer[tls.Certificate]
-	want := NodeID(t.cfg.TrustDomain, node)
+	want := spiffeid.Node(t.cfg.TrustDomain, node)
 	id := t.deps.Identity
 	conf := &tls.Config{
 		MinVersion: tls.VersionTLS13,

@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/sockdiag"
 	"github.com/meshwork/meshwork/transport/udpgro"
@@ -210,7 +211,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		vips:      vips,
 		bal:       bal,
 		eps:       balance.NewTable[epKey](bal),
-		nodeID:    NodeID(cfg.TrustDomain, cfg.Node),
+		nodeID:    spiffeid.Node(cfg.TrustDomain, cfg.Node),
 		peers:     make(map[string]*peer),
 		listeners: make(map[string]*outListener),
 		conns:     make(map[io.Closer]struct{}),

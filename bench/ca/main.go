@@ -57,6 +57,7 @@ import (
 
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/ca/stepcatest"
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/smallstep/certificates/api"
 	stepca "github.com/smallstep/certificates/ca"
 )
@@ -357,7 +358,7 @@ func (e *meshEnv) agentFor(i int) (*agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: ca.NodeID(td, node)}, URIs: id.URIs()}, key)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: spiffeid.Node(td, node)}, URIs: id.URIs()}, key)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +515,7 @@ func stepCSR(i int) (*x509.CertificateRequest, *ecdsa.PrivateKey, []string, erro
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: ca.NodeID(td, id.Node)}, URIs: id.URIs()}, key)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: spiffeid.Node(td, id.Node)}, URIs: id.URIs()}, key)
 	if err != nil {
 		return nil, nil, nil, err
 	}

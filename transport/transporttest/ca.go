@@ -19,9 +19,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/spiffeid"
 )
 
 // CA is a self-signed root that issues leaf certificates directly.
@@ -69,12 +70,12 @@ func randSerial() (*big.Int, error) {
 
 // NodeID is the SPIFFE ID of a node.
 func (ca *CA) NodeID(node string) string {
-	return "spiffe://" + ca.TrustDomain + "/node/" + node
+	return spiffeid.Node(ca.TrustDomain, node)
 }
 
 // ServiceID is the SPIFFE ID of a service.
 func (ca *CA) ServiceID(svc string) string {
-	return "spiffe://" + ca.TrustDomain + "/svc/" + svc
+	return spiffeid.Service(ca.TrustDomain, svc)
 }
 
 // IssueNode issues the leaf of a node hosting services: one URI SAN for the
@@ -251,11 +252,10 @@ func (id *Identity) VerifyPeer(rawCerts [][]byte) ([]string, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrForeign, err)
 	}
-	prefix := "spiffe://" + id.trustDomain + "/"
 	var ids []string
 	for _, u := range certs[0].URIs {
-		if s := u.String(); strings.HasPrefix(s, prefix) {
-			ids = append(ids, s)
+		if _, err := spiffeid.FromURL(id.trustDomain, u); err == nil {
+			ids = append(ids, u.String())
 		}
 	}
 	if len(ids) == 0 {
