@@ -3,6 +3,7 @@ package acl
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -66,6 +67,32 @@ func builtinAnonymous() *Token {
 		Type:        TypeClient,
 		Policies:    []PolicyLink{{ID: BuiltinCatalogReadPolicyID, Name: BuiltinCatalogReadPolicyName}},
 	}
+}
+
+// Clone returns a copy of the state that changes on its own: the tables
+// are copied, the tokens and policies (never changed in place) are shared.
+// A Raft state machine that publishes immutable states clones the state
+// before it applies a write, at the cost of one copy of the tables.
+func (s *State) Clone() *State {
+	return &State{
+		index:          s.index,
+		bootstrapIndex: s.bootstrapIndex,
+		tokens:         maps.Clone(s.tokens),
+		bySecret:       maps.Clone(s.bySecret),
+		policies:       maps.Clone(s.policies),
+		byName:         maps.Clone(s.byName),
+	}
+}
+
+// Touch moves the state to index without changing anything else, as a
+// Raft entry that reindexes a restored state does: whoever follows the
+// state by its index then sees it as new.
+func (s *State) Touch(index uint64) error {
+	if err := s.advance("touch", index); err != nil {
+		return err
+	}
+	s.index = index
+	return nil
 }
 
 // Index is the index of the last change.
