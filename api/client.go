@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
@@ -74,8 +75,18 @@ func (e *Error) Is(target error) bool {
 
 // Client talks to one agent. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string // the ACL token's secret; "" sends none (anonymous)
+}
+
+// WithToken returns a client that sends secret, an ACL token's secret, in
+// the X-Meshwork-Token header of every request. It shares c's connections.
+// An empty secret sends none: the agent then applies the anonymous token.
+func (c *Client) WithToken(secret string) *Client {
+	cp := *c
+	cp.token = secret
+	return &cp
 }
 
 // NewClient returns a client for the agent at addr ("host:port" or a URL).
@@ -148,6 +159,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if key != "" {
 		req.Header.Set(IdempotencyKeyHeader, key)
 	}
+	acl.SetToken(req.Header, c.token)
 	// A write whose request left may have been applied, whatever became of
 	// the connection afterwards.
 	var wrote atomic.Bool
