@@ -76,6 +76,7 @@ type Config struct {
 	Raft   Raft   `yaml:"raft"`
 	CA     CA     `yaml:"ca"`
 	Tunnel Tunnel `yaml:"tunnel"`
+	ACL    ACL    `yaml:"acl"`
 }
 
 // Ports are the listening ports. 0 means the default; -1 disables a listener
@@ -201,6 +202,37 @@ type Tunnel struct {
 	DrainTimeout api.Duration `yaml:"drain_timeout"`
 }
 
+// ACL configures the access control of the agent's HTTP API
+// (docs/security.md has the guide). Every agent of a cluster should have
+// the same enabled and default_policy.
+type ACL struct {
+	// Enabled turns enforcement on: every API call then needs a token
+	// allowed to make it (none is the anonymous token, which reads the
+	// catalog). Default: false.
+	Enabled bool `yaml:"enabled"`
+	// DefaultPolicy decides what no rule of a token covers: "deny" or
+	// "allow" (to turn ACLs on in a running mesh before every token has
+	// its policies). Default: "deny".
+	DefaultPolicy string `yaml:"default_policy"`
+	// Tokens are the secrets the agent itself holds.
+	Tokens ACLTokens `yaml:"tokens"`
+}
+
+// ACLTokens are the ACL tokens of the agent itself. A file that holds one is
+// a secret file: mode 0600 (or 0640 with the agent's group).
+type ACLTokens struct {
+	// Agent is the secret of the agent's own token, which goes with its
+	// certificate requests. Default: none.
+	Agent string `yaml:"agent"`
+	// AgentFile holds that secret instead, alone in the file. Default: none.
+	AgentFile string `yaml:"agent_file"`
+	// InitialManagement, on servers, is the secret of a management token
+	// the leader makes when the ACL system was never bootstrapped, so that
+	// automation needs no interactive `meshwork acl bootstrap`. Default:
+	// none.
+	InitialManagement string `yaml:"initial_management"`
+}
+
 // Durations of the defaults that other files refer to.
 const (
 	defaultRecursorTimeout = 2 * time.Second
@@ -289,6 +321,8 @@ func (c *Config) ApplyDefaults() error {
 	setDur(&c.Tunnel.IdleTimeout, time.Hour)
 	setInt(&c.Tunnel.MaxStreamsPerPeer, 4096)
 	setDur(&c.Tunnel.DrainTimeout, 10*time.Second)
+
+	setStr(&c.ACL.DefaultPolicy, "deny")
 	return nil
 }
 

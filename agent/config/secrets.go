@@ -11,7 +11,7 @@ import (
 )
 
 // secretKeys are the configuration keys whose values are secrets.
-var secretKeys = []string{"encrypt", "cluster_key"}
+var secretKeys = []string{"encrypt", "cluster_key", "acl.tokens.agent", "acl.tokens.initial_management"}
 
 // AgentGroup is the group the packaged agent runs as. Files that hold
 // secrets may be readable by it (root:meshwork 0640), as the Ansible role
@@ -38,9 +38,9 @@ type secretFile struct {
 }
 
 // SecretWarnings returns one warning for each file that holds a secret (a
-// config file setting encrypt or cluster_key, or a file named by
-// ca.token_file, ca.state_key_file or ca.step_ca's password_file and
-// key_file) which users other than its owner and the agent's group can
+// config file setting encrypt, cluster_key or an acl.tokens secret, or a
+// file named by ca.token_file, ca.state_key_file, ca.step_ca's
+// password_file and key_file or acl.tokens.agent_file) which users other than its owner and the agent's group can
 // read, or which others than its owner can change. The configuration is
 // still valid: the agent starts, and `meshwork validate` and the agent
 // print the warnings.
@@ -51,6 +51,7 @@ func (l *Loaded) SecretWarnings() []string {
 		{"ca.state_key_file", l.CA.StateKeyFile},
 		{"ca.step_ca.password_file", l.CA.StepCA.PasswordFile},
 		{"ca.step_ca.key_file", l.CA.StepCA.KeyFile},
+		{"acl.tokens.agent_file", l.ACL.Tokens.AgentFile},
 	} {
 		if f.path != "" {
 			files = append(files, secretFile{path: f.path, holds: "the secret of " + f.key})

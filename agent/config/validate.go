@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // FieldError is one invalid key.
@@ -196,6 +198,27 @@ func (c *Config) Validate() error {
 	positive(bad, "tunnel.drain_timeout", c.Tunnel.DrainTimeout.D())
 	if c.Tunnel.MaxStreamsPerPeer < 1 {
 		bad("tunnel.max_streams_per_peer", "%d must be at least 1", c.Tunnel.MaxStreamsPerPeer)
+	}
+
+	if c.ACL.DefaultPolicy != "deny" && c.ACL.DefaultPolicy != "allow" {
+		bad("acl.default_policy", "%q must be deny or allow", c.ACL.DefaultPolicy)
+	}
+	// The secrets themselves are never repeated in an error.
+	t := c.ACL.Tokens
+	if t.Agent != "" && t.AgentFile != "" {
+		bad("acl.tokens.agent_file", "%q is set, and so is acl.tokens.agent: give the agent's token one way", t.AgentFile)
+	}
+	if t.Agent != "" {
+		if err := acl.CheckSecret("the value", t.Agent); err != nil {
+			bad("acl.tokens.agent", "%s", strings.TrimPrefix(err.Error(), acl.ErrMalformedToken.Error()+": "))
+		}
+	}
+	if t.InitialManagement != "" {
+		if !c.Server {
+			bad("acl.tokens.initial_management", "is only for servers, whose leader makes it into a token; set server: true or remove it")
+		} else if err := acl.CheckSecret("the value", t.InitialManagement); err != nil {
+			bad("acl.tokens.initial_management", "%s (make one with `meshwork acl secret`)", strings.TrimPrefix(err.Error(), acl.ErrMalformedToken.Error()+": "))
+		}
 	}
 	return errors.Join(errs...)
 }
