@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/agent/httpapi"
@@ -74,11 +75,14 @@ type Agent struct {
 	dns      *dnsserver.Server
 	http     *httpapi.Server
 	raft     *raftstore.Node
+	acl      *acl.Resolver // tokens of API calls (acl.go)
 	ca       *ca.Agent
 	tunnel   *tunnel      // nil when ports.tunnel is -1
 	services *serviceSync // hands local services to the CA and the tunnel
 
 	dnsAddr string // where DNS listens, once started
+
+	aclAgentToken string // the secret of the agent's own ACL token, "" when none
 
 	// components in start order; Close stops them in reverse.
 	components []component
@@ -137,8 +141,9 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{
 		a.buildMembership,
-		a.buildHTTP,
 		a.buildRaft,
+		a.buildACL, // the API resolves tokens from the Raft-replicated state
+		a.buildHTTP,
 		a.buildServiceSync,
 		a.buildCA,
 		a.buildTunnel, // before DNS, which answers with its virtual IPs

@@ -8,8 +8,9 @@ import (
 	"github.com/meshwork/meshwork/agent/httpapi"
 )
 
-// buildHTTP makes the local API and mounts the routes of the components that
-// have their own.
+// buildHTTP makes the local API, which enforces the ACLs, and mounts the
+// routes of the components that have their own (the CA and the tunnel
+// mount theirs when they are built).
 func (a *Agent) buildHTTP() error {
 	addr := net.JoinHostPort(a.cfg.Addresses.HTTP, strconv.Itoa(a.cfg.Ports.HTTP))
 	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version}, httpapi.Deps{
@@ -20,12 +21,19 @@ func (a *Agent) buildHTTP() error {
 		Gatherer:   a.reg,
 		Registerer: a.reg,
 		Logger:     a.logger("http"),
+		ACL:        a.acl,
 	})
 	if err != nil {
 		return err
 	}
 	a.http = s
-	if err := s.Mount("/v1/operator/keyring", gossip.NewKeyringHandler(a.gossip)); err != nil {
+	if err := gossip.RegisterKeyringAPI(a.gossip, s.Mount); err != nil {
+		return err
+	}
+	if err := a.raft.RegisterAPI(s.Mount); err != nil {
+		return err
+	}
+	if err := a.mountACLAPI(s); err != nil {
 		return err
 	}
 	a.add("http", s.Start, s.Close)

@@ -77,7 +77,7 @@ func (a *Agent) buildCA() error {
 		a.raft.MountRPC(ca.RPCPrefix, h)
 	}
 	raftca.TrustMesh(a.raft, ag.Manager())
-	if err := a.http.Mount("/v1/ca/", ag.APIHandler()); err != nil {
+	if err := ag.RegisterAPI(a.http.Mount); err != nil {
 		return err
 	}
 	// The leaf names every local service: the service list follows agent/local.

@@ -11,9 +11,9 @@ import (
 )
 
 // buildRaft makes the policy plane: on every agent the replicated policy
-// copy and the client of the servers, on a server the Raft peer on the
-// server port. Servers are found in the gossip catalog; the local API gets
-// the policy, operator and snapshot endpoints.
+// and ACL copies and the client of the servers, on a server the Raft peer
+// on the server port. Servers are found in the gossip catalog; the local
+// API gets the policy, operator and snapshot endpoints (buildHTTP).
 func (a *Agent) buildRaft() error {
 	key, err := keytls.ParseKey(a.cfg.ClusterKey)
 	if err != nil {
@@ -31,6 +31,9 @@ func (a *Agent) buildRaft() error {
 	}
 	if !a.cfg.Server {
 		rc.BootstrapExpect = 0
+	}
+	if a.cfg.Server && a.cfg.ACL.Enabled {
+		rc.ACLInitialManagement = a.cfg.ACL.Tokens.InitialManagement
 	}
 	if a.cfg.Server {
 		port := strconv.Itoa(a.cfg.Ports.Raft)
@@ -59,9 +62,6 @@ func (a *Agent) buildRaft() error {
 		if err := a.local.SetNodeInfo(info); err != nil {
 			return err
 		}
-	}
-	if err := n.RegisterAPI(a.http.Mount); err != nil {
-		return err
 	}
 	a.add("raft", n.Start, n.Close)
 	return nil

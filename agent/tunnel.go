@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/internal/httpjson"
@@ -37,7 +38,7 @@ const resetKeyFile = "tunnel/reset.key"
 // own addresses, as it does with no tunnel.
 func (a *Agent) buildTunnel() error {
 	if a.cfg.Ports.Tunnel < 0 && a.deps.TunnelConn == nil {
-		return a.http.Mount("GET "+transport.StatusPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		return a.http.Mount("GET "+transport.StatusPath, acl.Require(acl.ResourceAgent, "", acl.Read), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			httpjson.Error(w, http.StatusNotFound, errors.New("the tunnel is disabled (ports.tunnel: -1)"))
 		}))
 	}
@@ -93,7 +94,7 @@ func (a *Agent) buildTunnel() error {
 		ready: make(chan struct{}),
 	}
 	a.tunnel = t
-	if err := a.http.Mount("GET "+transport.StatusPath, http.HandlerFunc(t.serveStatus)); err != nil {
+	if err := a.http.Mount("GET "+transport.StatusPath, acl.Require(acl.ResourceAgent, "", acl.Read), http.HandlerFunc(t.serveStatus)); err != nil {
 		return err
 	}
 	a.add("tunnel", t.start, t.close)

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // AgentDeps are what the agent gives its CA pieces.
@@ -67,7 +69,6 @@ type AgentDeps struct {
 type Agent struct {
 	srv *Server
 	mgr *Manager
-	api http.Handler
 }
 
 // NewAgent validates cfg and deps and builds the pieces; it starts nothing.
@@ -148,7 +149,6 @@ func NewAgent(cfg Config, deps AgentDeps) (*Agent, error) {
 		return nil, err
 	}
 	a.mgr = mgr
-	a.api = NewAPIHandler(APIDeps{Manager: mgr, Server: a.srv})
 	return a, nil
 }
 
@@ -185,8 +185,11 @@ func (a *Agent) Manager() *Manager { return a.mgr }
 // Server is the embedded CA, nil on client agents and with step-ca.
 func (a *Agent) Server() *Server { return a.srv }
 
-// APIHandler serves /v1/ca/... on the local HTTP API.
-func (a *Agent) APIHandler() http.Handler { return a.api }
+// RegisterAPI mounts /v1/ca/... on the local HTTP API (see the package
+// function RegisterAPI).
+func (a *Agent) RegisterAPI(mount acl.MountFunc) error {
+	return RegisterAPI(APIDeps{Manager: a.mgr, Server: a.srv}, mount)
+}
 
 // RPCHandler serves /rpc/v1/ca/... on the server port (MountRPC with
 // RPCPrefix); nil when this agent runs no embedded CA.

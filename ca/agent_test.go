@@ -13,6 +13,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 func startAgent(t *testing.T, cfg Config, deps AgentDeps) *Agent {
@@ -101,8 +103,12 @@ func TestAgentDevAndClients(t *testing.T) {
 	waitLeafIDs(t, c2m, []string{"spiffe://mesh.test/node/c2", "spiffe://mesh.test/svc/db"}, 15*time.Second)
 
 	// The local API is mounted from the agent.
+	mux := http.NewServeMux()
+	if err := c1.RegisterAPI(acl.MountAllowAll(mux)); err != nil {
+		t.Fatal(err)
+	}
 	w := httptest.NewRecorder()
-	c1.APIHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, APIPathLeaf, nil))
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, APIPathLeaf, nil))
 	if w.Code != 200 {
 		t.Fatalf("client API: %d", w.Code)
 	}

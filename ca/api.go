@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
@@ -61,16 +62,32 @@ type APIDeps struct {
 	Server *Server
 }
 
-// NewAPIHandler returns the handler of the CA's local API: GET /v1/ca/roots,
-// GET /v1/ca/leaf (the leaf, its SANs and expiry, never its key), POST
-// /v1/ca/token and POST /v1/ca/rotate. Errors are RPCError bodies.
-func NewAPIHandler(deps APIDeps) http.Handler {
+// RegisterAPI mounts the CA's local API with mount (the agent's HTTP API),
+// each route with what it requires of the caller's ACL token. Errors are
+// RPCError bodies.
+//
+//	GET  /v1/ca/roots    the trust bundle and, on servers, the rotation    open: every client needs it first
+//	GET  /v1/ca/leaf     the agent's leaf, its SANs and expiry, never its key  ca:read on leaf
+//	POST /v1/ca/token    a node's one-time bootstrap token (servers)     ca:write on token
+//	POST /v1/ca/rotate   start a root rotation (servers)                ca:write on rotate
+func RegisterAPI(deps APIDeps, mount acl.MountFunc) error {
 	h := &apiHandler{deps: deps}
+	return errors.Join(
+		mount("GET "+APIPathRoots, acl.Open("the trust bundle, which every agent and workload needs before it holds anything"), http.HandlerFunc(h.roots)),
+		mount("GET "+APIPathLeaf, acl.Require(acl.ResourceCA, acl.CALeaf, acl.Read), http.HandlerFunc(h.leaf)),
+		mount("POST "+APIPathToken, acl.Require(acl.ResourceCA, acl.CAToken, acl.Write), http.HandlerFunc(h.token)),
+		mount("POST "+APIPathRotate, acl.Require(acl.ResourceCA, acl.CARotate, acl.Write), http.HandlerFunc(h.rotate)),
+	)
+}
+
+// NewAPIHandler serves the routes of RegisterAPI on a handler of its own,
+// with no access control: for tests and tools. The agent mounts
+// RegisterAPI on its HTTP API, which enforces the ACLs.
+func NewAPIHandler(deps APIDeps) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+APIPathRoots, h.roots)
-	mux.HandleFunc("GET "+APIPathLeaf, h.leaf)
-	mux.HandleFunc("POST "+APIPathToken, h.token)
-	mux.HandleFunc("POST "+APIPathRotate, h.rotate)
+	if err := RegisterAPI(deps, acl.MountAllowAll(mux)); err != nil {
+		panic(err) // fixed routes on an empty mux
+	}
 	return mux
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
 	"github.com/meshwork/meshwork/policy"
 )
@@ -47,39 +48,40 @@ type APIError struct {
 }
 
 // RegisterAPI mounts the policy, operator and snapshot endpoints of the
-// agent's local HTTP API with mount (the HTTP API's Mount). Patterns carry
-// their method, as net/http.ServeMux reads them. Writes take an
-// Idempotency-Key header; errors are APIError.
+// agent's local HTTP API with mount (the HTTP API's Mount), each with what
+// it requires of the caller's ACL token. Patterns carry their method, as
+// net/http.ServeMux reads them. Writes take an Idempotency-Key header;
+// errors are APIError, or the acl package's for refusals.
 //
-//	PUT    /v1/policy                    apply documents (YAML or JSON body); ?cas=INDEX
-//	GET    /v1/policy                    list; ?kind=KIND; blocking with ?index=N&wait=30s; ?consistent
-//	GET    /v1/policy/status             index, digest, staleness, last contact
-//	GET    /v1/policy/{kind}/{name}      one document; ?consistent
-//	DELETE /v1/policy/{kind}/{name}      delete; ?cas=INDEX
-//	GET    /v1/operator/raft/peers       the Raft configuration
-//	DELETE /v1/operator/raft/peers/{id}  remove a server
-//	GET    /v1/snapshot                  save a backup (gzip)
-//	PUT    /v1/snapshot                  restore a backup
-func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) error {
+//	PUT    /v1/policy                    apply documents (YAML or JSON body); ?cas=INDEX   write on each document's kind (intention:write on an Intention's destination)
+//	GET    /v1/policy                    list; ?kind=KIND; blocking with ?index=N&wait=30s; ?consistent   filtered to what the token may read
+//	GET    /v1/policy/status             index, digest, staleness, last contact            agent:read
+//	GET    /v1/policy/{kind}/{name}      one document; ?consistent                         read on the document
+//	DELETE /v1/policy/{kind}/{name}      delete; ?cas=INDEX                                write on the document
+//	GET    /v1/operator/raft/peers       the Raft configuration                            operator:read on raft
+//	DELETE /v1/operator/raft/peers/{id}  remove a server                                   operator:write on raft
+//	GET    /v1/snapshot                  save a backup (gzip)                              operator:read on snapshot
+//	PUT    /v1/snapshot                  restore a backup                                  operator:write on snapshot
+func (n *Node) RegisterAPI(mount acl.MountFunc) error {
 	var errs []error
-	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
-		errs = append(errs, mount(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := f(w, r); err != nil {
+	h := func(pattern string, need acl.Requirement, f func(w http.ResponseWriter, r *http.Request) error) {
+		errs = append(errs, mount(pattern, need, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := f(w, r); err != nil && !acl.WriteError(w, r, err) {
 				writeAPIError(w, err)
 			}
 		})))
 	}
-	h("PUT /v1/policy", n.apiApply)
-	h("GET /v1/policy", n.apiList)
-	h("GET /v1/policy/status", func(w http.ResponseWriter, r *http.Request) error {
+	h("PUT /v1/policy", acl.CheckedInHandler("write on the kind of each document of the body (intention:write on an Intention's destination)"), n.apiApply)
+	h("GET /v1/policy", acl.CheckedInHandler("read on each document: the list is filtered"), n.apiList)
+	h("GET /v1/policy/status", acl.Require(acl.ResourceAgent, "", acl.Read), func(w http.ResponseWriter, r *http.Request) error {
 		st := n.Status()
 		w.Header().Set(HeaderIndex, strconv.FormatUint(st.Index, 10))
 		httpjson.Write(w, http.StatusOK, st)
 		return nil
 	})
-	h("GET /v1/policy/{kind}/{name}", n.apiGet)
-	h("DELETE /v1/policy/{kind}/{name}", n.apiDelete)
-	h("GET /v1/operator/raft/peers", func(w http.ResponseWriter, r *http.Request) error {
+	h("GET /v1/policy/{kind}/{name}", acl.CheckedInHandler("read on the document's kind (intention:read on an Intention's destination)"), n.apiGet)
+	h("DELETE /v1/policy/{kind}/{name}", acl.CheckedInHandler("write on the document's kind (intention:write on an Intention's destination)"), n.apiDelete)
+	h("GET /v1/operator/raft/peers", acl.Require(acl.ResourceOperator, acl.OperatorRaft, acl.Read), func(w http.ResponseWriter, r *http.Request) error {
 		p, err := n.Peers(r.Context())
 		if err != nil {
 			return err
@@ -87,14 +89,14 @@ func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) err
 		httpjson.Write(w, http.StatusOK, p)
 		return nil
 	})
-	h("DELETE /v1/operator/raft/peers/{id}", func(w http.ResponseWriter, r *http.Request) error {
+	h("DELETE /v1/operator/raft/peers/{id}", acl.Require(acl.ResourceOperator, acl.OperatorRaft, acl.Write), func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.RemovePeer(r.Context(), r.PathValue("id")); err != nil {
 			return err
 		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"removed": r.PathValue("id")})
 		return nil
 	})
-	h("GET /v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
+	h("GET /v1/snapshot", acl.Require(acl.ResourceOperator, acl.OperatorSnapshot, acl.Read), func(w http.ResponseWriter, r *http.Request) error {
 		pr, pw := io.Pipe()
 		errc := make(chan error, 1)
 		go func() {
@@ -120,7 +122,7 @@ func (n *Node) RegisterAPI(mount func(pattern string, h http.Handler) error) err
 		<-errc
 		return nil
 	})
-	h("PUT /v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
+	h("PUT /v1/snapshot", acl.Require(acl.ResourceOperator, acl.OperatorSnapshot, acl.Write), func(w http.ResponseWriter, r *http.Request) error {
 		idx, err := n.RestoreSnapshot(r.Context(), r.Body)
 		if err != nil {
 			return err
@@ -207,6 +209,12 @@ func (n *Node) apiApply(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	authz := acl.FromContext(r.Context())
+	for i := range docs {
+		if err := authz.CheckDocument(docs[i].Kind, docs[i].Name, acl.Write); err != nil {
+			return err
+		}
+	}
 	ctx, err := writeContext(w, r)
 	if err != nil {
 		return err
@@ -265,9 +273,12 @@ func (n *Node) apiList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	authz := acl.FromContext(r.Context())
 	out := PolicyList{Index: s.Index(), Documents: []policy.Entry{}}
 	for _, e := range s.List(kind) {
-		out.Documents = append(out.Documents, *e)
+		if authz.AllowedDocument(e.Kind, e.Name, acl.Read) {
+			out.Documents = append(out.Documents, *e)
+		}
 	}
 	w.Header().Set(HeaderIndex, strconv.FormatUint(s.Index(), 10))
 	httpjson.Write(w, http.StatusOK, out)
@@ -277,6 +288,9 @@ func (n *Node) apiList(w http.ResponseWriter, r *http.Request) error {
 func (n *Node) apiGet(w http.ResponseWriter, r *http.Request) error {
 	kind, err := policy.ParseKind(r.PathValue("kind"))
 	if err != nil {
+		return err
+	}
+	if err := acl.FromContext(r.Context()).CheckDocument(kind, r.PathValue("name"), acl.Read); err != nil {
 		return err
 	}
 	s, err := n.readSet(r)
@@ -295,6 +309,9 @@ func (n *Node) apiGet(w http.ResponseWriter, r *http.Request) error {
 func (n *Node) apiDelete(w http.ResponseWriter, r *http.Request) error {
 	kind, err := policy.ParseKind(r.PathValue("kind"))
 	if err != nil {
+		return err
+	}
+	if err := acl.FromContext(r.Context()).CheckDocument(kind, r.PathValue("name"), acl.Write); err != nil {
 		return err
 	}
 	cas, err := casParam(r)

@@ -15,13 +15,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/policy"
 )
 
 func apiServer(t *testing.T, n *Node) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
-	if err := n.RegisterAPI(func(p string, h http.Handler) error { mux.Handle(p, h); return nil }); err != nil {
+	if err := n.RegisterAPI(acl.MountAllowAll(mux)); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(mux)

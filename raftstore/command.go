@@ -54,6 +54,8 @@ type Op struct {
 	// digest of the operations that follow.
 	ID  string `json:"id,omitempty"`
 	Sum string `json:"sum,omitempty"`
+	// ACL is the operand of the ACL operations (acl_fsm.go).
+	ACL *ACLOp `json:"acl,omitempty"`
 }
 
 // Txn is a list of operations applied atomically.
@@ -127,6 +129,10 @@ func validateTxn(txn Txn) error {
 			}
 			if _, err := policy.ParseKind(string(op.Key.Kind)); err != nil {
 				return fmt.Errorf("%w: op %d: %w", ErrInvalid, i, err)
+			}
+		case OpACLPolicySet, OpACLPolicyDelete, OpACLTokenSet, OpACLTokenDelete, OpACLBootstrap:
+			if err := validateACLOp(i, op, len(ops)); err != nil {
+				return err
 			}
 		case OpKVSet, OpKVDelete:
 			if err := validKVKey(op.KVKey); err != nil {

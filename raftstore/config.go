@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // DefaultPort is the server port: Raft and RPC, multiplexed by ALPN.
@@ -139,6 +141,12 @@ type Config struct {
 	// always included. Default: just SecretPrefix.
 	PrivateKV []string
 
+	// ACLInitialManagement is the secret of a management token that the
+	// leader makes when the ACL system was never bootstrapped, so that
+	// automation needs no interactive bootstrap. Servers only. Default:
+	// none.
+	ACLInitialManagement string
+
 	// RPCTimeout bounds one forwarded request, redirects and retries
 	// included, when the caller's context has no deadline. Default 15s.
 	RPCTimeout time.Duration
@@ -221,6 +229,14 @@ func (c *Config) Validate() error {
 		}
 	} else if c.BootstrapExpect != 0 {
 		return fmt.Errorf("raftstore: config: BootstrapExpect %d: only servers bootstrap", c.BootstrapExpect)
+	}
+	if c.ACLInitialManagement != "" {
+		if !c.Server {
+			return fmt.Errorf("raftstore: config: ACLInitialManagement: only servers make the initial management token")
+		}
+		if err := acl.CheckSecret("raftstore: config: ACLInitialManagement", c.ACLInitialManagement); err != nil {
+			return err
+		}
 	}
 	t := d.Timing
 	for name, v := range map[string]time.Duration{

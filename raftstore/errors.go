@@ -70,6 +70,9 @@ var errCodes = []struct {
 
 // errCode returns the wire code of err's sentinel, or "internal".
 func errCode(err error) string {
+	if code := aclErrCode(err); code != "" {
+		return code
+	}
 	for _, c := range errCodes {
 		if errors.Is(err, c.err) {
 			return c.code
@@ -115,6 +118,9 @@ func (e *RemoteError) Error() string { return e.Message }
 // Unwrap returns the sentinel the code names, so errors.Is works; an
 // invalid policy also matches policy.ErrInvalid.
 func (e *RemoteError) Unwrap() []error {
+	if errs := aclSentinels(e.Code); errs != nil {
+		return errs
+	}
 	s := sentinelOf(e.Code)
 	switch {
 	case s == nil:

@@ -13,6 +13,7 @@ import (
 	iradix "github.com/hashicorp/go-immutable-radix"
 	"github.com/hashicorp/raft"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -32,6 +33,7 @@ type fsmState struct {
 	docs        *iradix.Tree // "Kind/lowercase-name" -> *policy.Entry
 	kv          *iradix.Tree // key -> *KVEntry
 	dedup       dedupTable   // answers to keyed writes (dedup.go)
+	acl         *aclTable    // ACL tokens and policies (acl_fsm.go)
 
 	setOnce sync.Once
 	set     *policy.Set
@@ -53,13 +55,13 @@ func (s *fsmState) streamLine() []byte {
 }
 
 func emptyState() *fsmState {
-	return &fsmState{docs: iradix.New(), kv: iradix.New(), dedup: emptyDedup()}
+	return &fsmState{docs: iradix.New(), kv: iradix.New(), dedup: emptyDedup(), acl: emptyACLTable()}
 }
 
 // derive returns a copy of s to change, sharing its trees, and its
 // materialised policy when the documents stay the same.
 func (s *fsmState) derive(sameDocs bool) *fsmState {
-	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv, dedup: s.dedup}
+	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv, dedup: s.dedup, acl: s.acl}
 	if sameDocs {
 		ns.setOnce.Do(func() { ns.set = s.policySet() })
 	}
@@ -232,8 +234,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // applyTxn applies txn at index to s and returns the new state, or s and an
 // error when any operation fails (then nothing of txn is applied).
 func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
+	if op, ok := aclOnly(txn); ok {
+		return applyACL(s, op, index)
+	}
 	dt, kt := s.docs.Txn(), s.kv.Txn()
-	var policyChanged, kvChanged, refs bool
+	var policyChanged, kvChanged, refs, reindex bool
 	for _, op := range txn {
 		switch op.Type {
 		case OpPolicySet:
@@ -304,7 +309,7 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 				kvChanged = true
 			}
 		case opReindex:
-			policyChanged, kvChanged = true, true
+			policyChanged, kvChanged, reindex = true, true, true
 		case opWriteID:
 			return s, fmt.Errorf("%w: a write id may only start a transaction", ErrInvalid)
 		default:
@@ -337,6 +342,9 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 	}
 	if kvChanged {
 		ns.kv, ns.kvIndex = kt.Commit(), index
+	}
+	if reindex {
+		ns.acl = s.acl.touched(index)
 	}
 	return ns, nil
 }
@@ -375,12 +383,14 @@ type snapshotData struct {
 	// Dedup holds the answers to the last keyed writes, oldest first.
 	DedupSeq uint64        `json:"dedup_seq,omitempty"`
 	Dedup    []dedupRecord `json:"dedup,omitempty"`
+	// ACL is the ACL state (acl_fsm.go); absent in states from before it.
+	ACL *acl.Dump `json:"acl,omitempty"`
 }
 
 func (s *fsmState) marshal() ([]byte, error) {
 	d := snapshotData{Version: 1, PolicyIndex: s.policyIndex, KVIndex: s.kvIndex,
 		Docs: s.policySet().Entries(), KV: s.kvList("", nil),
-		DedupSeq: s.dedup.seq, Dedup: s.dedup.records()}
+		DedupSeq: s.dedup.seq, Dedup: s.dedup.records(), ACL: s.acl.dump()}
 	return json.Marshal(d)
 }
 
@@ -414,7 +424,11 @@ func decodeState(r io.Reader) (*fsmState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit(), dedup: dedup}, nil
+	aclT, err := loadACLTable(d.ACL)
+	if err != nil {
+		return nil, err
+	}
+	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit(), dedup: dedup, acl: aclT}, nil
 }
 
 // Snapshot implements raft.FSM. It only captures the immutable state.
@@ -428,7 +442,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	old := f.state()
-	if ns.policyIndex < old.policyIndex || ns.kvIndex < old.kvIndex {
+	if ns.policyIndex < old.policyIndex || ns.kvIndex < old.kvIndex || ns.acl.st.Index() < old.acl.st.Index() {
 		f.needReindex.Store(true)
 	}
 	f.publish(ns)

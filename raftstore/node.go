@@ -62,6 +62,7 @@ type Node struct {
 	rpc  *RPCClient
 
 	replica *Replica
+	aclRep  *aclReplica  // client agents only: the ACL state (acl_replica.go)
 	fsm     *FSM         // servers only
 	srv     *server      // servers only, set by Start
 	leaders *leaderWatch // servers only: the leader as Raft sees it
@@ -112,6 +113,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		return -1
 	})
 	n.replica = newReplica(cfg.DataDir, n.log, n.m)
+	if !cfg.Server {
+		n.aclRep = newACLReplica(cfg.DataDir, n.log)
+	}
 	n.rpc = NewRPCClient(auth, deps.Discovery, deps.Dial, cfg.RPCTimeout)
 	n.rpc.SetTiming(cfg.Timing)
 	n.fwd = newBatcher(cfg.MaxBatch, n.forward, nil)
@@ -162,6 +166,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.goRun(func() { n.replica.follow(runCtx, n.rpc, n.cfg.WatchHeartbeat) })
 	}
 	n.goRun(func() { n.replica.persistLoop(runCtx) })
+	n.startACL(runCtx)
 	n.log.Info("raftstore started", "node", n.cfg.NodeName, "server", n.cfg.Server, "policy_index", n.replica.Current().Index())
 	return nil
 }
@@ -246,6 +251,9 @@ func (n *Node) Close() error {
 	n.fwdCancel()
 	n.wg.Wait()
 	if serr := n.replica.save(); serr != nil && err == nil {
+		err = serr
+	}
+	if serr := n.closeACL(); serr != nil && err == nil {
 		err = serr
 	}
 	n.rpc.Close()

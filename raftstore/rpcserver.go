@@ -74,6 +74,7 @@ func (n *Node) routes() {
 		_, _ = io.WriteString(w, buf.String())
 		return nil
 	})
+	n.aclRoutes(h)
 	h("PUT /rpc/v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.requireLeader(); err != nil {
 			return err

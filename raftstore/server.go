@@ -264,6 +264,7 @@ func (s *server) afterElection(ctx context.Context) {
 			s.fsm.needReindex.Store(false)
 		}
 	}
+	s.bootstrapInitialManagement(ctx)
 }
 
 func (s *server) statsLoop(ctx context.Context) {
@@ -307,6 +308,10 @@ func (s *server) apply(ctx context.Context, txn Txn) (uint64, error) {
 	}
 	if s.raft.State() != raft.Leader {
 		return 0, s.notLeaderError()
+	}
+	txn, err := s.prepareACL(txn)
+	if err != nil {
+		return 0, err
 	}
 	return s.batcher.submit(ctx, txn)
 }

@@ -152,6 +152,9 @@ func (s *server) restoreBackup(ctx context.Context, b []byte) (uint64, error) {
 	if s.raft.State() != raft.Leader {
 		return 0, s.notLeaderError()
 	}
+	if data, err = restoreACLFloor(data, s.fsm.state().acl.st); err != nil {
+		return 0, err
+	}
 	if err := s.restoreWhenSettled(ctx, h, data); err != nil {
 		return 0, fmt.Errorf("restore: %w", raftError(err))
 	}

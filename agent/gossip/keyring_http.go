@@ -2,10 +2,13 @@ package gossip
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
@@ -29,6 +32,53 @@ type KeyRequest struct {
 	Key string `json:"key"`
 }
 
+// KeyFingerprint names a gossip key (base64) without revealing it:
+// "sha256:" and the first 16 hex digits of the SHA-256 of the key's bytes.
+// The keyring API answers fingerprints, never keys; an operator who holds
+// a key computes its fingerprint with `meshwork keyring fingerprint`.
+func KeyFingerprint(key string) string {
+	b, err := ParseKey(key)
+	if err != nil {
+		b = []byte(key)
+	}
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// withFingerprints returns resp with every key replaced by its fingerprint.
+func withFingerprints(resp *KeyringResponse) *KeyringResponse {
+	if resp == nil {
+		return nil
+	}
+	out := *resp
+	fp := func(m map[string]int) map[string]int {
+		if m == nil {
+			return nil
+		}
+		o := make(map[string]int, len(m))
+		for k, n := range m {
+			o[KeyFingerprint(k)] += n
+		}
+		return o
+	}
+	out.Keys, out.PrimaryKeys = fp(resp.Keys), fp(resp.PrimaryKeys)
+	return &out
+}
+
+// RegisterKeyringAPI mounts the keyring endpoint on the agent's HTTP API:
+// listing needs operator:read on keyring, changes operator:write.
+func RegisterKeyringAPI(op KeyringOperator, mount acl.MountFunc) error {
+	h := NewKeyringHandler(op)
+	read := acl.Require(acl.ResourceOperator, acl.OperatorKeyring, acl.Read)
+	write := acl.Require(acl.ResourceOperator, acl.OperatorKeyring, acl.Write)
+	return errors.Join(
+		mount("GET "+KeyringPath, read, h),
+		mount("POST "+KeyringPath, write, h),
+		mount("PUT "+KeyringPath, write, h),
+		mount("DELETE "+KeyringPath, write, h),
+	)
+}
+
 // NewKeyringHandler serves KeyringPath:
 //
 //	GET    list the keys of every member
@@ -36,7 +86,8 @@ type KeyRequest struct {
 //	PUT    use {"key": "..."} as every member's primary key
 //	DELETE remove {"key": "..."} from every member
 //
-// It answers a KeyringResponse, or an httpjson error: 400 for a bad body or
+// It answers a KeyringResponse whose keys are fingerprints (KeyFingerprint),
+// never the keys themselves, or an httpjson error: 400 for a bad body or
 // key, or for a request the keyring refuses (no encryption, removing the
 // primary key); 500 when some members failed, naming each; 503 when gossip
 // is not running.
@@ -74,7 +125,7 @@ func NewKeyringHandler(op KeyringOperator) http.Handler {
 		}
 		switch {
 		case err == nil:
-			httpjson.Write(w, http.StatusOK, resp)
+			httpjson.Write(w, http.StatusOK, withFingerprints(resp))
 		case errors.Is(err, ErrBadKey), errors.Is(err, ErrNoEncryption), errors.Is(err, ErrPrimaryKey):
 			httpjson.Error(w, http.StatusBadRequest, err)
 		case errors.Is(err, ErrNotStarted), errors.Is(err, ErrClosed):

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/local"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
@@ -14,22 +17,24 @@ import (
 )
 
 func (s *Server) routesInit() {
-	s.handle("GET /v1/agent/self", s.agentSelf)
-	s.handle("GET /v1/agent/members", s.agentMembers)
-	s.handle("GET /v1/agent/services", s.agentServices)
-	s.handle("GET /v1/agent/service/{id}", s.agentService)
-	s.handle("PUT /v1/agent/service/register", s.agentRegister)
-	s.handle("PUT /v1/agent/service/deregister/{id}", s.agentDeregister)
-	s.handle("GET /v1/agent/checks", s.agentChecks)
-	s.handle("PUT /v1/agent/check/pass/{id}", s.checkVerb(api.HealthPassing))
-	s.handle("PUT /v1/agent/check/warn/{id}", s.checkVerb(api.HealthWarning))
-	s.handle("PUT /v1/agent/check/fail/{id}", s.checkVerb(api.HealthCritical))
-	s.handle("PUT /v1/agent/check/update/{id}", s.checkUpdate)
-	s.handle("GET /v1/catalog/services", s.catalogServices)
-	s.handle("GET /v1/catalog/nodes", s.catalogNodes)
-	s.handle("GET /v1/catalog/service/{name}", s.catalogService)
-	s.handle("GET /v1/health/service/{name}", s.healthService)
-	if err := s.Mount("GET /v1/metrics", s.metricsHandler()); err != nil {
+	agentRead := acl.Require(acl.ResourceAgent, "", acl.Read)
+	checkWrite := acl.CheckedInHandler("service:write on the check's service (node:write on the node for a node check)")
+	s.handle("GET /v1/agent/self", agentRead, s.agentSelf)
+	s.handle("GET /v1/agent/members", acl.CheckedInHandler("node:read on each member: the list is filtered"), s.agentMembers)
+	s.handle("GET /v1/agent/services", acl.CheckedInHandler("service:read on each service: the list is filtered"), s.agentServices)
+	s.handle("GET /v1/agent/service/{id}", acl.CheckedInHandler("service:read on the service the ID names"), s.agentService)
+	s.handle("PUT /v1/agent/service/register", acl.CheckedInHandler("service:write on the body's service name (and on the name of a service it replaces)"), s.agentRegister)
+	s.handle("PUT /v1/agent/service/deregister/{id}", acl.CheckedInHandler("service:write on the service the ID names"), s.agentDeregister)
+	s.handle("GET /v1/agent/checks", acl.CheckedInHandler("service:read on each check's service (node:read for node checks): the list is filtered"), s.agentChecks)
+	s.handle("PUT /v1/agent/check/pass/{id}", checkWrite, s.checkVerb(api.HealthPassing))
+	s.handle("PUT /v1/agent/check/warn/{id}", checkWrite, s.checkVerb(api.HealthWarning))
+	s.handle("PUT /v1/agent/check/fail/{id}", checkWrite, s.checkVerb(api.HealthCritical))
+	s.handle("PUT /v1/agent/check/update/{id}", checkWrite, s.checkUpdate)
+	s.handle("GET /v1/catalog/services", acl.CheckedInHandler("service:read on each service: the list is filtered"), s.catalogServices)
+	s.handle("GET /v1/catalog/nodes", acl.CheckedInHandler("node:read on each node: the list is filtered"), s.catalogNodes)
+	s.handle("GET /v1/catalog/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.catalogService)
+	s.handle("GET /v1/health/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.healthService)
+	if err := s.Mount("GET /v1/metrics", agentRead, s.metricsHandler()); err != nil {
 		panic(err)
 	}
 }
@@ -57,6 +62,8 @@ func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) {
 			out = append(out, api.Member{Name: m.Node, Addr: m.Addr, Status: string(m.Status), Server: m.Server, Meta: m.Meta})
 		}
 	}
+	authz := authorizer(r)
+	out = slices.DeleteFunc(out, func(m api.Member) bool { return !authz.Allowed(acl.ResourceNode, m.Name, acl.Read) })
 	if out == nil {
 		out = []api.Member{}
 	}
@@ -65,7 +72,14 @@ func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) agentServices(w http.ResponseWriter, r *http.Request) {
-	httpjson.Write(w, http.StatusOK, s.deps.Local.Services())
+	authz := authorizer(r)
+	out := slices.DeleteFunc(s.deps.Local.Services(), func(svc api.AgentService) bool {
+		return !authz.Allowed(acl.ResourceService, svc.Name, acl.Read)
+	})
+	if out == nil {
+		out = []api.AgentService{}
+	}
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 func (s *Server) agentService(w http.ResponseWriter, r *http.Request) {
@@ -85,6 +99,10 @@ func (s *Server) agentService(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, fmt.Errorf("service %q is not registered on this agent", id))
 		return
 	}
+	if err := authorizer(r).Check(acl.ResourceService, svc.Name, acl.Read); err != nil {
+		deny(w, r, err)
+		return
+	}
 	httpjson.Write(w, http.StatusOK, svc)
 }
 
@@ -97,6 +115,19 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 	if err := def.Validate(); err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
+	}
+	authz := authorizer(r)
+	if err := authz.Check(acl.ResourceService, def.Name, acl.Write); err != nil {
+		deny(w, r, err)
+		return
+	}
+	// Registering under the ID of another service replaces it: that needs
+	// write on the service replaced too.
+	if old, ok := s.deps.Local.Service(def.Normalize().ID); ok && !strings.EqualFold(old.Name, def.Name) {
+		if err := authz.Check(acl.ResourceService, old.Name, acl.Write); err != nil {
+			deny(w, r, err)
+			return
+		}
 	}
 	if err := s.deps.Local.Register(def); err != nil {
 		s.localError(w, err)
@@ -118,6 +149,12 @@ func (s *Server) agentDeregister(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
+	if svc, ok := s.deps.Local.Service(id); ok {
+		if err := authorizer(r).Check(acl.ResourceService, svc.Name, acl.Write); err != nil {
+			deny(w, r, err)
+			return
+		}
+	}
 	if err := s.deps.Local.Deregister(id); err != nil {
 		if errors.Is(err, local.ErrServiceNotFound) {
 			httpjson.Error(w, http.StatusNotFound, fmt.Errorf("service %q is not registered on this agent", id))
@@ -130,7 +167,11 @@ func (s *Server) agentDeregister(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) {
-	out := s.deps.Local.Checks()
+	authz := authorizer(r)
+	out := slices.DeleteFunc(s.deps.Local.Checks(), func(c api.CheckStatus) bool {
+		res, name := s.checkResource(c)
+		return !authz.Allowed(res, name, acl.Read)
+	})
 	if out == nil {
 		out = []api.CheckStatus{}
 	}
@@ -166,6 +207,16 @@ func (s *Server) updateCheck(w http.ResponseWriter, r *http.Request, status, not
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
+	for _, c := range s.deps.Local.Checks() {
+		if c.ID != id {
+			continue
+		}
+		res, name := s.checkResource(c)
+		if err := authorizer(r).Check(res, name, acl.Write); err != nil {
+			deny(w, r, err)
+			return
+		}
+	}
 	err = s.deps.Local.UpdateTTL(id, status, note)
 	switch {
 	case err == nil:
@@ -179,6 +230,15 @@ func (s *Server) updateCheck(w http.ResponseWriter, r *http.Request, status, not
 	default:
 		s.localError(w, err)
 	}
+}
+
+// checkResource is what a check belongs to: its service, or the node for a
+// check of the node itself.
+func (s *Server) checkResource(c api.CheckStatus) (acl.Resource, string) {
+	if c.ServiceName != "" {
+		return acl.ResourceService, c.ServiceName
+	}
+	return acl.ResourceNode, s.deps.Local.NodeName()
 }
 
 // localError answers an error of the local state that no handler mapped.
@@ -200,8 +260,12 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	authz := authorizer(r)
 	out := []api.CatalogServiceSummary{}
 	for _, name := range snap.ServiceNames() {
+		if !authz.Allowed(acl.ResourceService, name, acl.Read) {
+			continue
+		}
 		sum := api.CatalogServiceSummary{Name: name, Passing: len(snap.Passing(name, ""))}
 		tags := map[string]bool{}
 		for _, inst := range snap.Instances(name) {
@@ -224,9 +288,12 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	authz := authorizer(r)
 	out := []api.Node{}
 	for _, m := range snap.Members() {
-		out = append(out, nodeOf(m))
+		if authz.Allowed(acl.ResourceNode, m.Node, acl.Read) {
+			out = append(out, nodeOf(m))
+		}
 	}
 	httpjson.Write(w, http.StatusOK, out)
 }

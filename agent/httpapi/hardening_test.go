@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // TestHostHeader: requests addressed to a name other than localhost are
@@ -79,7 +81,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 // election does) keeps its request context and is answered.
 func TestBodyDeadlineLiftedAfterBody(t *testing.T) {
 	h := newHarness(t, Config{BodyTimeout: 100 * time.Millisecond})
-	if err := h.srv.Mount("PUT /v1/test/slow-answer", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if err := h.srv.Mount("PUT /v1/test/slow-answer", acl.Open("a test route"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.ReadAll(r.Body); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -13,12 +13,16 @@ const (
 	MetricRequests        = "meshwork_http_requests_total"
 	MetricRequestDuration = "meshwork_http_request_duration_seconds"
 	MetricBlocking        = "meshwork_http_blocking_queries"
+	// MetricACLDenials counts the requests the ACLs refused, by route and
+	// code (permission_denied, acl_not_found, malformed_token).
+	MetricACLDenials = "meshwork_http_acl_denials_total"
 )
 
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	blocking prometheus.Gauge
+	denials  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,8 +41,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricBlocking,
 			Help: "Blocking queries waiting for a catalog change.",
 		}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricACLDenials,
+			Help: "Requests to the local HTTP API refused by the ACLs, by route pattern and code.",
+		}, []string{"route", "code"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("httpapi: metrics: %w", err)
 		}

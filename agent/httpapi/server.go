@@ -4,24 +4,40 @@
 // gossip members, the catalog with blocking queries, and Prometheus
 // metrics. Other components add their routes with Mount.
 //
-// Endpoints (errors are {"error": "..."} with 400, 404, 405 or 503):
+// Endpoints (errors are {"error": "..."} with 400, 404, 405 or 503), and
+// what each requires of the caller's ACL token:
 //
-//	GET  /v1/agent/self                     api.Self
-//	GET  /v1/agent/members                  []api.Member
-//	GET  /v1/agent/services                 []api.AgentService
-//	GET  /v1/agent/service/<id>             api.AgentService
+//	GET  /v1/agent/self                     api.Self                      agent:read
+//	GET  /v1/agent/members                  []api.Member                  node:read, filtered
+//	GET  /v1/agent/services                 []api.AgentService            service:read, filtered
+//	GET  /v1/agent/service/<id>             api.AgentService              service:read on its name
 //	PUT  /v1/agent/service/register         body api.ServiceDefinition; answers api.AgentService
-//	PUT  /v1/agent/service/deregister/<id>
-//	GET  /v1/agent/checks                   []api.CheckStatus
-//	PUT  /v1/agent/check/{pass,warn,fail}/<id>?note=...
-//	PUT  /v1/agent/check/update/<id>        body api.CheckUpdate
-//	GET  /v1/catalog/services               []api.CatalogServiceSummary   (blocking)
-//	GET  /v1/catalog/nodes                  []api.Node                    (blocking)
-//	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     (blocking)
-//	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry (blocking)
-//	GET  /v1/metrics                        Prometheus text format
+//	                                                                      service:write on its name
+//	PUT  /v1/agent/service/deregister/<id>                                service:write on its name
+//	GET  /v1/agent/checks                   []api.CheckStatus             service:read (node:read), filtered
+//	PUT  /v1/agent/check/{pass,warn,fail}/<id>?note=...                   service:write (node:write)
+//	PUT  /v1/agent/check/update/<id>        body api.CheckUpdate          service:write (node:write)
+//	GET  /v1/catalog/services               []api.CatalogServiceSummary   service:read, filtered (blocking)
+//	GET  /v1/catalog/nodes                  []api.Node                    node:read, filtered (blocking)
+//	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     service:read on <name> (blocking)
+//	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry service:read on <name> (blocking)
+//	GET  /v1/metrics                        Prometheus text format        agent:read
 //
 // Blocking reads take ?index=N&wait=30s and answer X-Meshwork-Index.
+//
+// # Access control
+//
+// Every route declares what it requires when it is mounted (Mount takes an
+// acl.Requirement), so that no route is open by omission. A middleware
+// resolves the request's token (X-Meshwork-Token or Authorization: Bearer;
+// none is the anonymous token) with the acl.Resolver, refuses what the
+// requirement does not allow, and puts the token's authorizer in the
+// request's context (acl.FromContext), where handlers make the checks that
+// depend on the body or on what they find, and filter lists. A refusal is
+// 403 with {"error": ..., "code": "permission_denied"} (or
+// "acl_not_found" for an unknown or expired token); it is logged with the
+// token's accessor ID and counted. With ACLs disabled (no resolver, or
+// acl.enabled false) nothing is checked and tokens are not looked at.
 //
 // The server depends only on small interfaces (Local, Catalog, Members) so
 // that it can be tested, and composed, without an agent.
@@ -36,10 +52,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/local"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
@@ -158,6 +176,8 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Logger. Default: discards.
 	Logger *slog.Logger
+	// ACL resolves the tokens of requests. Default: none, ACLs disabled.
+	ACL *acl.Resolver
 }
 
 // Server is the local HTTP API. Create it with New, add routes with Mount,
@@ -170,7 +190,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	routesMu sync.RWMutex
-	routes   map[string]bool // patterns, the metric label of a matched request
+	routes   map[string]acl.Requirement // by pattern, the metric label of a matched request
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
@@ -214,6 +234,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
+	if deps.ACL == nil {
+		r, err := acl.NewResolver(acl.Config{}, acl.Deps{Store: acl.NewMemStore()})
+		if err != nil {
+			return nil, fmt.Errorf("httpapi: %w", err)
+		}
+		deps.ACL = r
+	}
 	reg := deps.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -228,7 +255,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     deps.Logger,
 		metrics: met,
 		mux:     http.NewServeMux(),
-		routes:  map[string]bool{},
+		routes:  map[string]acl.Requirement{},
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routesInit()
@@ -236,27 +263,55 @@ func New(cfg Config, deps Deps) (*Server, error) {
 }
 
 // Mount adds a route served by h, with a net/http pattern such as
-// "GET /v1/operator/raft/peers". It may be called before or after Start.
-// Mounted routes share the JSON 404/405 answers and the request metrics.
-// A pattern that is malformed or conflicts with another is an error.
-func (s *Server) Mount(pattern string, h http.Handler) (err error) {
+// "GET /v1/operator/raft/peers", and what it requires of the caller's ACL
+// token (see the package comment). It may be called before or after
+// Start. Mounted routes share the JSON 404/405 answers, the request
+// metrics and the access control. A pattern that is malformed or conflicts
+// with another, or a requirement that is incomplete, is an error. Mount is
+// an acl.MountFunc.
+func (s *Server) Mount(pattern string, need acl.Requirement, h http.Handler) (err error) {
+	if err := need.Validate(); err != nil {
+		return fmt.Errorf("httpapi: mount %q: %w", pattern, err)
+	}
 	defer func() {
 		// ServeMux reports bad and conflicting patterns by panicking.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("httpapi: mount %q: %v", pattern, r)
 		}
 	}()
-	s.mux.Handle(pattern, h)
+	s.mux.Handle(pattern, s.guard(pattern, need, h))
 	s.routesMu.Lock()
-	s.routes[pattern] = true
+	s.routes[pattern] = need
 	s.routesMu.Unlock()
 	return nil
 }
 
-func (s *Server) handle(pattern string, h http.HandlerFunc) {
-	if err := s.Mount(pattern, h); err != nil {
+var _ acl.MountFunc = (*Server)(nil).Mount
+
+func (s *Server) handle(pattern string, need acl.Requirement, h http.HandlerFunc) {
+	if err := s.Mount(pattern, need, h); err != nil {
 		panic(err) // our own routes; a conflict is a programming error
 	}
+}
+
+// Route is one mounted route.
+type Route struct {
+	// Pattern is the net/http pattern, with its method.
+	Pattern string
+	// Need is what it requires of the caller's token.
+	Need acl.Requirement
+}
+
+// Routes returns every mounted route, by pattern.
+func (s *Server) Routes() []Route {
+	s.routesMu.RLock()
+	defer s.routesMu.RUnlock()
+	out := make([]Route, 0, len(s.routes))
+	for p, need := range s.routes {
+		out = append(out, Route{Pattern: p, Need: need})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pattern < out[j].Pattern })
+	return out
 }
 
 // Handler returns the API as an http.Handler, for tests and for callers that
@@ -353,7 +408,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	_, pattern := s.mux.Handler(r)
 	s.routesMu.RLock()
-	known := s.routes[pattern]
+	_, known := s.routes[pattern]
 	s.routesMu.RUnlock()
 	route := pattern
 	if pattern == "" {

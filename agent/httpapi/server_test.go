@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/local"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 const waitLimit = 10 * time.Second
@@ -60,6 +62,12 @@ func (h *harness) publishLocked() {
 
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
+	return newHarnessWith(t, cfg, nil)
+}
+
+// newHarnessWith is newHarness with a resolver of ACL tokens.
+func newHarnessWith(t *testing.T, cfg Config, res *acl.Resolver) *harness {
+	t.Helper()
 	h := &harness{store: catalog.NewStore(), reg: prometheus.NewRegistry(), remote: []catalog.Member{remoteNode()}}
 	lm, err := local.New(local.Config{Node: "n1", DataDir: t.TempDir(), NodeInfo: local.NodeInfo{Addr: "127.0.0.1", TunnelPort: 7948}},
 		local.Deps{Publisher: h, Registerer: h.reg})
@@ -77,7 +85,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	if cfg.Version == "" {
 		cfg.Version = "1.2.3"
 	}
-	srv, err := New(cfg, Deps{Listener: l, Local: lm, Catalog: h.store, Gatherer: h.reg, Registerer: h.reg})
+	srv, err := New(cfg, Deps{Listener: l, Local: lm, Catalog: h.store, Gatherer: h.reg, Registerer: h.reg, ACL: res})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +616,7 @@ func TestMetricsEndpointAndNames(t *testing.T) {
 
 func TestMount(t *testing.T) {
 	h := newHarness(t, Config{})
-	err := h.srv.Mount("GET /v1/operator/ping", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	err := h.srv.Mount("GET /v1/operator/ping", acl.Require(acl.ResourceAgent, "", acl.Read), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`"pong"`))
 	}))
 	if err != nil {
@@ -622,11 +630,18 @@ func TestMount(t *testing.T) {
 	if code != 405 || hdr.Get("Allow") != "GET, HEAD" {
 		t.Fatalf("PUT on a mounted GET route: %d, Allow %q", code, hdr.Get("Allow"))
 	}
-	if err := h.srv.Mount("GET /v1/agent/self", http.NotFoundHandler()); err == nil {
+	open := acl.Open("test")
+	if err := h.srv.Mount("GET /v1/agent/self", open, http.NotFoundHandler()); err == nil {
 		t.Fatal("a conflicting Mount succeeded")
 	}
-	if err := h.srv.Mount("BAD PATTERN WITH SPACES", http.NotFoundHandler()); err == nil {
+	if err := h.srv.Mount("BAD PATTERN WITH SPACES", open, http.NotFoundHandler()); err == nil {
 		t.Fatal("a malformed Mount succeeded")
+	}
+	if err := h.srv.Mount("GET /v1/operator/pong", acl.Requirement{}, http.NotFoundHandler()); err == nil {
+		t.Fatal("a Mount without a requirement succeeded")
+	}
+	if err := h.srv.Mount("GET /v1/operator/pong", acl.CheckedInHandler(""), http.NotFoundHandler()); err == nil {
+		t.Fatal("a Mount checked in its handler without saying what succeeded")
 	}
 }
 

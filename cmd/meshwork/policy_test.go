@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -32,7 +33,7 @@ func policyAgent(t *testing.T) string {
 	c := raftstore.MakeTestCluster(t, 1)
 	cl := c.AddClient("cli")
 	mux := http.NewServeMux()
-	if err := cl.Node.RegisterAPI(func(p string, h http.Handler) error { mux.Handle(p, h); return nil }); err != nil {
+	if err := cl.Node.RegisterAPI(acl.MountAllowAll(mux)); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(mux)
