@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshwork/meshwork/acl"
@@ -178,7 +179,8 @@ func (a *aclAPI) createToken(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	} else if err := acl.CheckSecret("field \"secret_id\"", secret); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		// Not a malformed token of the request: a bad field of its body.
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), acl.ErrMalformedToken.Error()+": "))
 	}
 	accessor := req.AccessorID
 	if accessor == "" {
