@@ -49,13 +49,14 @@
 //	                                                   carefully as write)
 //	                          keyring                  list the gossip keys' fingerprints  install, use and remove keys
 //	ca                        roots                    the trust bundle, rotation status   (not allowed: see rotate)
+//	                                                   (the API serves them to anyone)
 //	                          leaf                     the agent's leaf (never its key)    (not allowed)
 //	                          token                    (not allowed)                       mint a node's bootstrap token
 //	                          rotate                   (not allowed)                       rotate the roots
 //	acl                       (a single level)         tokens (never secrets), policies    create, change and delete them:
 //	                                                                                        as strong as a management token
-//	agent                     (a single level)         the agent's self, members, tunnel   reserved for the agent's own
-//	                                                   status, metrics, policy status      actions
+//	agent                     (a single level)         the agent's self, tunnel status,    reserved for the agent's own
+//	                                                   metrics, policy status              actions
 //
 // A level that means nothing for a CA action (read of token, write of
 // roots) is refused when the policy is parsed, with the fix. IntentionDefaults
@@ -97,8 +98,13 @@
 //
 // # Which endpoint needs what
 //
-//	GET  /v1/agent/self, /v1/agent/members, /v1/agent/tunnel,
+// Each endpoint declares its Requirement where it is mounted (MountFunc);
+// the agent's HTTP API enforces it. The agent's route test calls every
+// mounted route, and keeps this table honest.
+//
+//	GET  /v1/agent/self, /v1/agent/tunnel,
 //	     /v1/metrics, /v1/policy/status                 agent:read
+//	GET  /v1/agent/members                             node:read (filtered)
 //	GET  /v1/agent/services, /v1/agent/service/<id>,
 //	     /v1/agent/checks                              service:read (lists filtered)
 //	PUT  /v1/agent/service/register, deregister/<id>,
@@ -108,11 +114,15 @@
 //	GET  /v1/catalog/nodes                             node:read (filtered)
 //	GET  /v1/policy, /v1/policy/<kind>/<name>          policy:read on the kind, or
 //	                                                   intention:read on an Intention's name
+//	                                                   (the list filtered)
 //	PUT  /v1/policy, DELETE /v1/policy/<kind>/<name>   the same with write, for every document
 //	GET / DELETE /v1/operator/raft/peers               operator:read / operator:write on raft
 //	GET / PUT /v1/snapshot                             operator:read / operator:write on snapshot
 //	GET / POST, PUT, DELETE /v1/operator/keyring       operator:read / operator:write on keyring
-//	GET  /v1/ca/roots, /v1/ca/leaf                     ca:read on roots, on leaf
+//	GET  /v1/ca/roots                                  anyone: the trust bundle is public
+//	GET  /v1/ca/leaf                                   ca:read on leaf
 //	POST /v1/ca/token, /v1/ca/rotate                   ca:write on token, on rotate
-//	/v1/acl/...                                        acl:read or acl:write
+//	PUT  /v1/acl/bootstrap                             no token: once only
+//	GET  /v1/acl/token/self                            any token that resolves
+//	/v1/acl/... (the others)                           acl:read or acl:write
 package acl
