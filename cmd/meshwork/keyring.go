@@ -19,10 +19,13 @@ func newKeyringCmd() *cobra.Command {
 			"To rotate without downtime: `meshwork keygen` for a new key, then\n" +
 			"`keyring install KEY` (every member can now decrypt it), `keyring use KEY`\n" +
 			"(every member encrypts with it), `keyring remove OLDKEY`. Each step reports\n" +
-			"the members that failed or did not answer; repeat it until none does.",
+			"the members that failed or did not answer; repeat it until none does.\n\n" +
+			"The agent never shows a key: listings name each by its fingerprint, which\n" +
+			"`keyring fingerprint KEY` computes from a key you hold.",
 	}
 	cmd.AddCommand(
 		newKeyringListCmd(),
+		newKeyringFingerprintCmd(),
 		newKeyringOpCmd("install", "POST", "Install a key on every member (they keep encrypting with their primary key)", "installed on"),
 		newKeyringOpCmd("use", "PUT", "Make an installed key the primary key of every member", "primary on"),
 		newKeyringOpCmd("remove", "DELETE", "Remove a key from every member (not the primary key)", "removed from"),
@@ -33,7 +36,7 @@ func newKeyringCmd() *cobra.Command {
 func newKeyringListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the keys of every member, with how many members have each",
+		Short: "List the fingerprints of every member's keys, with how many members have each",
 		Args:  cobra.NoArgs,
 	}
 	f := addClientFlags(cmd)
@@ -46,7 +49,7 @@ func newKeyringListCmd() *cobra.Command {
 			return err
 		}
 		return f.print(cmd.OutOrStdout(), &resp, func(w io.Writer) {
-			fmt.Fprintln(w, "KEY\tINSTALLED\tPRIMARY")
+			fmt.Fprintln(w, "FINGERPRINT\tINSTALLED\tPRIMARY")
 			keys := make([]string, 0, len(resp.Keys))
 			for k := range resp.Keys {
 				keys = append(keys, k)
@@ -64,6 +67,21 @@ func newKeyringListCmd() *cobra.Command {
 		})
 	}
 	return cmd
+}
+
+func newKeyringFingerprintCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "fingerprint KEY",
+		Short: "Print the fingerprint of a key, as keyring list names it (offline)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := gossip.ParseKey(args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), gossip.KeyFingerprint(args[0]))
+			return nil
+		},
+	}
 }
 
 func newKeyringOpCmd(name, method, short, done string) *cobra.Command {

@@ -49,20 +49,26 @@ func TestKeyringRotation(t *testing.T) {
 		{[]string{"keyring", "install", k2}, "key installed on 3 of 3 members"},
 		{[]string{"keyring", "use", k2}, "key primary on 3 of 3 members"},
 		{[]string{"keyring", "remove", k1}, "key removed from 3 of 3 members"},
-		{[]string{"keyring", "list"}, k2 + "  3/3        3/3"},
+		{[]string{"keyring", "list"}, gossip.KeyFingerprint(k2) + "  3/3        3/3"},
 	} {
 		out, err := runCLI(t, append(step.args, "--http-addr", addr)...)
 		if err != nil || !strings.Contains(out, step.want) {
 			t.Fatalf("%v: %q, %v; want output containing %q", step.args, out, err, step.want)
 		}
 	}
+	if out, err := runCLI(t, "keyring", "fingerprint", k2); err != nil || strings.TrimSpace(out) != gossip.KeyFingerprint(k2) || !strings.HasPrefix(out, "sha256:") {
+		t.Fatalf("keyring fingerprint: %q, %v", out, err)
+	}
 	out, err := runCLI(t, "keyring", "list", "--format", "json", "--http-addr", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var resp gossip.KeyringResponse
-	if err := json.Unmarshal([]byte(out), &resp); err != nil || len(resp.Keys) != 1 || resp.PrimaryKeys[k2] != 3 {
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || len(resp.Keys) != 1 || resp.PrimaryKeys[gossip.KeyFingerprint(k2)] != 3 {
 		t.Fatalf("list --format json: %s, %v", out, err)
+	}
+	if strings.Contains(out, k2) || strings.Contains(out, k1) {
+		t.Fatalf("keyring list shows a key:\n%s", out)
 	}
 	// Removing the primary key is refused, in one line.
 	_, err = runCLI(t, "keyring", "remove", k2, "--http-addr", addr)

@@ -6,8 +6,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 
+	"github.com/meshwork/meshwork/api"
 	"github.com/spf13/cobra"
 )
 
@@ -21,9 +23,20 @@ func main() {
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
 		}
-		fmt.Fprintln(os.Stderr, "meshwork:", err)
+		fmt.Fprintln(os.Stderr, "meshwork:", errorText(err))
 		os.Exit(1)
 	}
+}
+
+// errorText is what the CLI prints of err. A refusal by the ACLs (HTTP
+// 403) is the agent's own message, plainly, such as
+// `permission denied: token lacks service:write on "web"`.
+func errorText(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+		return ae.Message
+	}
+	return err.Error()
 }
 
 // exitError ends the process with a code and no further message; the command

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/raftstore"
@@ -83,6 +84,7 @@ func newSnapshotRestoreCmd() *cobra.Command {
 			return err
 		}
 		req.Header.Set("Content-Type", "application/gzip")
+		acl.SetToken(req.Header, f.secret)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return fmt.Errorf("%w at %s: %v", api.ErrUnreachable, f.client().Addr(), err)
@@ -92,11 +94,12 @@ func newSnapshotRestoreCmd() *cobra.Command {
 		if resp.StatusCode >= 300 {
 			var eb struct {
 				Error string `json:"error"`
+				Code  string `json:"code"`
 			}
 			if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
 				eb.Error = strings.TrimSpace(string(body))
 			}
-			return &api.Error{Status: resp.StatusCode, Message: eb.Error}
+			return &api.Error{Status: resp.StatusCode, Message: eb.Error, Code: eb.Code}
 		}
 		var out raftstore.ApplyResponse
 		if err := json.Unmarshal(body, &out); err != nil {
