@@ -165,6 +165,21 @@ func TestACLCLI(t *testing.T) {
 	if _, err := run("services", "list", "--token", web); err == nil || !strings.Contains(errorText(err), "ACL token not found") {
 		t.Fatalf("a deleted token: %v", err)
 	}
+
+	// The anonymous token reads the catalog until its policy is unlinked,
+	// as docs/security.md says: then lists are empty and reads refused.
+	t.Setenv(api.TokenEnv, "")
+	if out := must("catalog", "services"); !strings.Contains(out, "web") {
+		t.Fatalf("anonymous catalog list:\n%s", out)
+	}
+	must("catalog", "service", "web")
+	must("acl", "token", "update", acl.AnonymousAccessorID, "--policy", "", "--token", mgmt)
+	if out := must("catalog", "services"); strings.Contains(out, "web") {
+		t.Fatalf("anonymous catalog list after the unlink:\n%s", out)
+	}
+	if _, err := run("catalog", "service", "web"); err == nil || errorText(err) != `permission denied: token lacks service:read on "web"` {
+		t.Fatalf("anonymous catalog read after the unlink: %v", err)
+	}
 }
 
 // TestTokenFlagsOnEveryCommand: every command that talks to an agent takes
