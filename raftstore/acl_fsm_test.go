@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/meshwork/meshwork/acl"
 )
@@ -220,5 +223,44 @@ func TestRestoreACLFloor(t *testing.T) {
 	}
 	if _, err := restoreACLFloor([]byte("{"), cur); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("damaged backup: %v", err)
+	}
+}
+
+// BenchmarkFSMApplyACL measures one token write on a state machine that
+// holds n tokens: the copy-on-write of the ACL table (State.Clone) is what
+// grows with n.
+func BenchmarkFSMApplyACL(b *testing.B) {
+	for _, n := range []int{100, 10_000, 90_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			f := NewFSM()
+			st := acl.NewState()
+			now := time.Now()
+			for i := range n {
+				tok, _, err := acl.NewToken(acl.TokenSpec{}, now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := st.SetToken(tok, 0, uint64(i+1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s := f.state().derive(true)
+			s.acl = newACLTable(st)
+			f.publish(s)
+			toks := make([]Txn, b.N)
+			for i := range toks {
+				tok, _, _ := acl.NewToken(acl.TokenSpec{}, now)
+				toks[i] = aclTok(tok)
+			}
+			base := uint64(n + 10)
+			b.ResetTimer()
+			for i := range b.N {
+				data, _ := encodeEntry([]Txn{toks[i]})
+				r := f.ApplyBatch([]*raft.Log{{Index: base + uint64(i), Type: raft.LogCommand, Data: data}})[0].([]TxnResult)
+				if r[0].Err != nil {
+					b.Fatal(r[0].Err)
+				}
+			}
+		})
 	}
 }
