@@ -60,11 +60,14 @@ func (n *Node) rpcACLState(r *http.Request) (*aclTable, error) {
 // rpcACLWatch is the blocking watch client agents follow the ACL state
 // with. With ?index=N it waits until the state's index differs from N (at
 // most ?wait=, default and limit 5m), then answers the whole state, or
-// only the index when nothing changed. An index that differs at once (a
-// newer agent, a restored cluster) is answered at once.
+// only the index when nothing changed; N may be 0, the index of a state
+// nobody wrote yet. An index that differs at once (a newer agent, a
+// restored cluster) is answered at once. Without ?index the whole state
+// is answered at once.
 func (n *Node) rpcACLWatch(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	var index uint64
+	_, blocking := q["index"]
 	if v := q.Get("index"); v != "" {
 		var err error
 		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
@@ -83,7 +86,7 @@ func (n *Node) rpcACLWatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if index != 0 && t.st.Index() == index {
+	if blocking && t.st.Index() == index {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		st, _ := n.fsm.waitState(ctx, func(s *fsmState) bool { return s.acl.st.Index() != index })
 		cancel()
@@ -91,7 +94,7 @@ func (n *Node) rpcACLWatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	cur := t.st.Index()
 	w.Header().Set(HeaderIndex, strconv.FormatUint(cur, 10))
-	if index != 0 && cur == index {
+	if blocking && cur == index {
 		httpjson.Write(w, http.StatusOK, aclWatchAnswer{Index: cur})
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshwork/meshwork/acl"
 )
@@ -310,4 +313,42 @@ func TestACLInitialManagement(t *testing.T) {
 	if _, err := New(Config{NodeName: "x", DataDir: t.TempDir(), ClusterKey: c.Key, ACLInitialManagement: "mwt_short"}, Deps{Discovery: c.Disc}); err == nil || strings.Contains(err.Error(), "mwt_short") {
 		t.Fatalf("a client with an initial management secret: %v", err)
 	}
+}
+
+// TestACLWatchBlocks: a client agent's watch waits on the server while the
+// ACL state does not change, also when nothing was ever written (index 0),
+// rather than asking again at once.
+func TestACLWatchBlocks(t *testing.T) {
+	c := MakeTestCluster(t, 1)
+	srv := c.Server(0).Node
+	watches := func() float64 {
+		var m dto.Metric
+		if err := srv.m.rpcRequests.WithLabelValues("GET /rpc/v1/acl", "ok").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	cl := c.AddClient("c1")
+	ctx := ctxT(t, 60*time.Second)
+	// Twenty policy writes, each seen by the client: time enough for a
+	// watch that does not block to ask hundreds of times.
+	var idx uint64
+	for i := range 20 {
+		var err error
+		if idx, err = ApplyDoc(ctx, cl.Node, fmt.Sprintf("kind: ServiceDefaults\nname: s%d\n", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.Node.Replica().Wait(ctx, idx-1); err != nil {
+		t.Fatal(err)
+	}
+	if n := watches(); n > 2 {
+		t.Fatalf("the client asked the server for the unchanged ACL state %v times", n)
+	}
+	// A change still reaches it at once.
+	_, secret := webToken(t, ctx, c.Server(0).Node)
+	WaitFor(t, 20*time.Second, "the client to hold the token", func() bool {
+		_, err := cl.Node.ACL().TokenBySecret(acl.HashSecret(secret))
+		return err == nil
+	})
 }
