@@ -58,26 +58,7 @@ func (g *Gossip) tellEveryLive(w wireRecord) {
 func (g *Gossip) randomLive(n int, exclude ...string) []memberlist.Node {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	cands := make([]memberlist.Node, 0, len(g.peers))
-	for _, p := range g.peers {
-		if !p.known || !p.alive || p.down {
-			continue
-		}
-		skip := false
-		for _, e := range exclude {
-			if p.name == e {
-				skip = true
-			}
-		}
-		if !skip {
-			cands = append(cands, p.node)
-		}
-	}
-	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
-	if len(cands) > n {
-		cands = cands[:n]
-	}
-	return cands
+	return g.peers.randomLive(n, rand.Shuffle, exclude...)
 }
 
 // maxBroadcast is the largest message that rides in gossip packets: the

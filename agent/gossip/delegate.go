@@ -76,8 +76,7 @@ func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _
 	g := d.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if p := g.peers[other.Name]; p != nil && p.suspect {
-		p.suspect = false
+	if g.peers.probeSucceeded(other.Name) {
 		g.changedLocked()
 	}
 }

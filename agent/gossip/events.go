@@ -2,86 +2,43 @@ package gossip
 
 // Events from memberlist: joins, updates and departures, the log lines that
 // carry suspicions and refutations, refused connections and signs of life.
+// Each handler takes g.mu, lets the peer table decide, and acts on its
+// answer (logs, notices, metrics) without the lock where it can.
 
 import (
-	"net"
+	"math"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
 // nodeEvent handles memberlist's join, update and leave notifications.
-func (g *Gossip) nodeEvent(n *memberlist.Node, kind int) {
+func (g *Gossip) nodeEvent(n *memberlist.Node, kind nodeEventKind) {
 	if n.Name == g.cfg.NodeName {
 		return
 	}
-	now := time.Now()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.state == stateClosed {
-		return
-	}
-	p := g.peerLocked(n.Name)
-	p.known = true
-	p.node = *n
-	p.node.Addr = append(net.IP(nil), n.Addr...)
-	p.node.Meta = nil
+	var meta *nodeMeta
 	if len(n.Meta) > 0 {
 		m, err := decodeMeta(n.Meta)
 		if err != nil {
 			g.metrics.refused.WithLabelValues(refusedDecode).Inc()
 			g.log.Warn("gossip node meta refused", "node", n.Name, "error", err)
 		} else {
-			if m.Epoch > p.meta.Epoch {
-				// A newer epoch refutes every notice about older ones.
-				if p.suspect && p.suspectEpoch < m.Epoch {
-					p.suspect = false
-				}
-				if p.down && p.downEpoch < m.Epoch {
-					p.down = false
-				}
-				p.refused = time.Time{}
-			}
-			p.meta = m
+			meta = &m
 		}
 	}
-	switch kind {
-	case evJoin, evUpdate:
-		if kind == evJoin {
-			// memberlist saw it come (back) to life: every notice is stale.
-			p.suspect, p.down = false, false
-			p.refused = time.Time{}
-		}
-		if !p.alive {
-			p.alive = true
-			g.numAlive.Add(1)
-		}
-		have := uint64(0)
-		if p.rec != nil {
-			have = p.rec.Version
-		}
-		if p.meta.Version > have && p.meta.Version > p.want {
-			p.want = p.meta.Version
-			p.pullAt = now.Add(g.pullDelay(p.meta.Big))
-		}
-	case evLeave:
-		if p.alive {
-			p.alive = false
-			g.numAlive.Add(-1)
-		}
-		p.deadAt = now
-		p.suspect, p.down = false, false
-		p.want = 0
+	now := g.clock.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state == stateClosed {
+		return
+	}
+	p := g.peers.observe(n, meta, kind, now, g.pullDelay)
+	if kind == evLeave {
 		g.log.Info("gossip member gone", "node", n.Name, "status", string(p.status(now)))
 	}
 	g.changedLocked()
 }
-
-const (
-	evJoin = iota
-	evUpdate
-	evLeave
-)
 
 func (g *Gossip) onMemberlistEvent(ev mlEvent) {
 	switch ev.kind {
@@ -99,28 +56,17 @@ func (g *Gossip) onMemberlistEvent(ev mlEvent) {
 
 // onLocalSuspect runs when this node's probe of node failed.
 func (g *Gossip) onLocalSuspect(node string) {
-	now := time.Now()
-	g.mu.Lock()
-	p := g.peers[node]
-	if p == nil || !p.known || !p.alive {
-		g.mu.Unlock()
-		return
-	}
-	var n *notice
-	t := msgSuspect
+	now := g.clock.Now()
 	// The refusal comes from the TCP fallback of the same probe, at most one
 	// (awareness-stretched) probe interval before the probe gives up.
 	window := g.cfg.ProbeInterval * time.Duration(g.cfg.AwarenessMaxMultiplier+1)
-	if !p.refused.IsZero() && now.Sub(p.refused) <= window {
-		if !p.down {
-			n = g.markDownLocked(p, now)
-			t = msgDown
-		}
-	} else {
-		p.suspect = true
-		p.suspectEpoch = p.meta.Epoch
-		p.suspectUntil = now.Add(g.maxSuspicion())
-		n = &notice{Node: node, Epoch: p.meta.Epoch, From: g.cfg.NodeName}
+	g.mu.Lock()
+	t, n := g.peers.probeFailed(node, now, window, g.maxSuspicion())
+	switch {
+	case n == nil:
+	case t == msgDown:
+		g.downLocked(node)
+	default:
 		g.log.Info("gossip member suspected: probe failed", "node", node)
 		g.changedLocked()
 	}
@@ -135,24 +81,23 @@ func (g *Gossip) onRefused(node string) {
 	if g.cfg.DisableRefusalEvidence {
 		return
 	}
-	now := time.Now()
+	now := g.clock.Now()
 	g.mu.Lock()
-	p := g.peers[node]
-	if p == nil || !p.known || !p.alive {
-		g.mu.Unlock()
-		return
-	}
-	p.refused = now
-	// Someone's probe already failed: together with the refusal, that is
-	// the evidence of a dead agent.
-	var n *notice
-	if p.suspect && now.Before(p.suspectUntil) && !p.down {
-		n = g.markDownLocked(p, now)
+	n := g.peers.connectionRefused(node, now)
+	if n != nil {
+		g.downLocked(node)
 	}
 	g.mu.Unlock()
 	if n != nil {
 		g.queueNotice(msgDown, n)
 	}
+}
+
+// downLocked reports a member this node holds down on its own evidence.
+func (g *Gossip) downLocked(node string) {
+	g.metrics.down.Inc()
+	g.log.Warn("gossip member failed: probe failed and its gossip port refused connections", "node", node)
+	g.changedLocked()
 }
 
 // onLife runs when a packet arrives from a member this node suspects: it is
@@ -163,23 +108,24 @@ func (g *Gossip) onRefused(node string) {
 // here, instead of waiting for this node's next probe of it, which
 // Lifeguard may have slowed down. At most once per probe interval.
 func (g *Gossip) onLife(node string) {
-	now := time.Now()
+	now := g.clock.Now()
 	g.mu.Lock()
-	p := g.peers[node]
-	if p == nil || !p.alive || !(p.down || p.suspect) || now.Sub(p.lifeSent) < g.cfg.ProbeInterval {
-		g.mu.Unlock()
+	t, n, to := g.peers.signOfLife(node, now, g.cfg.ProbeInterval)
+	g.mu.Unlock()
+	if n == nil {
 		return
 	}
-	p.lifeSent = now
-	t := msgSuspect
-	if p.down {
-		t = msgDown
-	}
-	n := notice{Node: node, Epoch: p.meta.Epoch, From: g.cfg.NodeName}
-	to := p.node
-	g.mu.Unlock()
 	select {
-	case g.sendQ <- outMsg{to: to, t: t, msg: mustEncode(t, &n), bestEffort: true}:
+	case g.sendQ <- outMsg{to: to, t: t, msg: mustEncode(t, n), bestEffort: true}:
 	default:
 	}
+}
+
+// maxSuspicion bounds how long memberlist may keep a node suspect before it
+// declares it dead; a suspect notice older than that is stale.
+func (g *Gossip) maxSuspicion() time.Duration {
+	n := float64(g.peers.numAlive.Load() + 1)
+	scale := math.Max(1, math.Log10(math.Max(1, n)))
+	min := time.Duration(float64(g.cfg.SuspicionMult) * scale * float64(g.cfg.ProbeInterval))
+	return time.Duration(g.cfg.SuspicionMaxTimeoutMult)*min + 2*g.cfg.ProbeInterval
 }

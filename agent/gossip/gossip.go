@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -47,6 +48,11 @@ type Deps struct {
 	// Transport carries gossip. Nil means memberlist's NetTransport on
 	// BindAddr:BindPort, created by Start.
 	Transport memberlist.Transport
+	// Clock drives this layer's own timers and timestamps: suspicion
+	// windows, pulls, reaping, rejoin and reconnect attempts, the peers
+	// file, record versions. Nil means clock.Real. (memberlist keeps its own
+	// wall-clock timers.)
+	Clock clock.Clock
 }
 
 const (
@@ -65,7 +71,7 @@ type Gossip struct {
 	metrics  *metrics
 	counters counters
 	queue    *memberlist.TransmitLimitedQueue
-	numAlive atomic.Int32 // live peers, this node not counted
+	clock    clock.Clock
 
 	ml      atomic.Pointer[memberlist.Memberlist]
 	keyring *memberlist.Keyring // nil when gossip is not encrypted
@@ -80,6 +86,12 @@ type Gossip struct {
 	lifeMu sync.Mutex
 	// keyMu serialises keyring changes and writes of KeyringFile.
 	keyMu sync.Mutex
+	// peersFileMu serialises writes of PeersFile and guards lastPeers, the
+	// membership last written (see peersSignature), and lastPeersErr, the
+	// last write error logged.
+	peersFileMu  sync.Mutex
+	lastPeers    string
+	lastPeersErr string
 
 	// mu guards everything below. It is never held while calling into
 	// memberlist, because memberlist calls the delegates (which take mu)
@@ -87,17 +99,32 @@ type Gossip struct {
 	mu          sync.Mutex
 	state       int
 	local       localState
-	peers       map[string]*peer
+	peers       *peerTable
 	queries     map[uint64]*pendingQuery
 	seenQueries map[uint64]time.Time
 
 	metaKick    chan struct{}
 	publishKick chan struct{}
+	peersKick   chan struct{} // membership may have changed: rejoin and the peers file look
+	contactKick chan struct{}
 	dirty       bool // a change not yet published, see changedLocked
 	sendQ       chan outMsg
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
+}
+
+// sleep waits d on the injected clock. It returns false, at once, when the
+// member is closing.
+func (g *Gossip) sleep(d time.Duration) bool {
+	done, t := clock.After(g.clock, d)
+	select {
+	case <-done:
+		return true
+	case <-g.ctx.Done():
+		t.Stop()
+		return false
+	}
 }
 
 type outMsg struct {
@@ -124,20 +151,28 @@ func New(cfg Config, deps Deps) (*Gossip, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	clk := deps.Clock
+	if clk == nil {
+		clk = clock.Real
+	}
 	g := &Gossip{
 		cfg:         cfg,
 		log:         logger,
 		store:       deps.Store,
 		deps:        deps,
-		peers:       make(map[string]*peer),
+		clock:       clk,
+		peers:       newPeerTable(cfg.NodeName, timeoutsOf(&cfg)),
 		queries:     make(map[uint64]*pendingQuery),
 		seenQueries: make(map[uint64]time.Time),
 		metaKick:    make(chan struct{}, 1),
 		publishKick: make(chan struct{}, 1),
+		peersKick:   make(chan struct{}, 1),
+		contactKick: make(chan struct{}, 1),
 		sendQ:       make(chan outMsg, 256),
+		lastPeers:   "(not written yet)", // no signature: the first look writes
 	}
 	g.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(g.numAlive.Load()) + 1 },
+		NumNodes:       func() int { return int(g.peers.numAlive.Load()) + 1 },
 		RetransmitMult: cfg.RetransmitMult,
 	}
 	m, err := newMetrics(reg, g.queue.NumQueued, g.Stats)
@@ -145,7 +180,7 @@ func New(cfg Config, deps Deps) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: new: metrics: %w", err)
 	}
 	g.metrics = m
-	now := uint64(time.Now().UnixNano())
+	now := uint64(clk.Now().UnixNano())
 	g.local = localState{
 		rec:   catalog.Record{Node: cfg.NodeName, Version: now},
 		epoch: now,
@@ -153,9 +188,11 @@ func New(cfg Config, deps Deps) (*Gossip, error) {
 	return g, nil
 }
 
-// Start binds the transport (unless one was injected), creates the
-// memberlist, and returns once this node listens. Joining RetryJoin happens in
-// the background, with backoff, until one address answers.
+// Start reads the keyring and peers files, binds the transport (unless one
+// was injected), creates the memberlist, and returns once this node listens.
+// Joining happens in the background (join.go): RetryJoin and the peers
+// remembered in PeersFile are tried, with backoff, until this node is in
+// contact with the cluster, and again whenever it loses contact.
 func (g *Gossip) Start(ctx context.Context) error {
 	g.lifeMu.Lock()
 	defer g.lifeMu.Unlock()
@@ -187,6 +224,8 @@ func (g *Gossip) Start(ctx context.Context) error {
 		}
 	}
 
+	g.loadPeersFile()
+
 	mlLog := log.New(&logWriter{log: g.log, onEvent: g.onMemberlistEvent}, "", 0)
 	inner := g.deps.Transport
 	if inner == nil {
@@ -210,6 +249,13 @@ func (g *Gossip) Start(ctx context.Context) error {
 		return fmt.Errorf("gossip: start: advertise address: %w", err)
 	}
 	g.selfIP, g.selfPort = ip, port
+	g.mu.Lock()
+	if g.local.rec.Addr == "" {
+		// Before memberlist starts: a member that joins at once gets this
+		// record in the push/pull, and refuses it without an address.
+		g.local.rec.Addr = ip.String()
+	}
+	g.mu.Unlock()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -221,9 +267,6 @@ func (g *Gossip) Start(ctx context.Context) error {
 
 	g.mu.Lock()
 	g.state = stateRunning
-	if g.local.rec.Addr == "" {
-		g.local.rec.Addr = ip.String()
-	}
 	g.publishLocked()
 	self := g.localWireLocked()
 	g.mu.Unlock()
@@ -234,17 +277,18 @@ func (g *Gossip) Start(ctx context.Context) error {
 	g.log.Info("gossip started", "node", g.cfg.NodeName, "addr", g.Addr(), "encrypted", g.keyring != nil)
 
 	const senders = 4
-	g.wg.Add(4 + senders)
+	g.wg.Add(5 + senders)
 	go g.publisher()
 	go g.maintain()
 	go g.metaLoop()
+	go g.rejoinLoop()
 	go g.reconnectLoop()
 	for range senders {
 		go g.sender()
 	}
-	if len(g.cfg.RetryJoin) > 0 {
+	if g.cfg.PeersFile != "" {
 		g.wg.Add(1)
-		go g.retryJoin()
+		go g.peersFileLoop()
 	}
 	return nil
 }
@@ -325,6 +369,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	g.publishLocked()
 	g.mu.Unlock()
 
+	// memberlist waits in wall-clock time, so the deadline does too.
 	deadline := time.Now().Add(timeout)
 	ml := g.ml.Load()
 	g.disseminate(w, "")
@@ -349,8 +394,9 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 }
 
 // Close stops gossip without a leave message (others will see this node
-// fail, unless Leave was called first), then waits for every goroutine. It is
-// idempotent.
+// fail, unless Leave was called first): it ends pending keyring queries,
+// stops the loops, shuts memberlist down, waits for every goroutine, and
+// then writes the peers file a last time. It is idempotent.
 func (g *Gossip) Close() error {
 	g.lifeMu.Lock()
 	defer g.lifeMu.Unlock()
@@ -369,6 +415,8 @@ func (g *Gossip) Close() error {
 	g.cancel()
 	err := g.ml.Load().Shutdown()
 	g.wg.Wait()
+	// The last membership this node saw, for its next start.
+	g.writePeersFile()
 	if err != nil {
 		return fmt.Errorf("gossip: close: %w", err)
 	}

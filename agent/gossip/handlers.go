@@ -38,7 +38,7 @@ func (g *Gossip) handleMessage(b []byte) {
 }
 
 func (g *Gossip) onRecord(w *wireRecord) {
-	now := time.Now()
+	now := g.clock.Now()
 	g.mu.Lock()
 	if g.state == stateClosed {
 		g.mu.Unlock()
@@ -50,7 +50,7 @@ func (g *Gossip) onRecord(w *wireRecord) {
 		g.metrics.refused.WithLabelValues(refusedSelf).Inc()
 		self = g.localWireLocked()
 	}
-	if applied && g.peers[w.Record.Node].known {
+	if applied && g.peers.get(w.Record.Node).known {
 		g.changedLocked()
 	}
 	g.mu.Unlock()
@@ -81,12 +81,12 @@ func (g *Gossip) onPull(req *pullRequest) {
 			lw := g.localWireLocked()
 			w = &lw
 		}
-	} else if p := g.peers[req.Node]; p != nil && p.rec != nil && p.rec.Version > req.Have {
+	} else if p := g.peers.get(req.Node); p != nil && p.rec != nil && p.rec.Version > req.Have {
 		w = &wireRecord{Record: *p.rec, Leaving: p.leaving}
 	}
-	to, ok := g.peers[req.From]
+	to := g.peers.get(req.From)
 	var node memberlist.Node
-	if ok && to.known {
+	if to != nil && to.known {
 		node = to.node
 	}
 	g.mu.Unlock()
@@ -99,7 +99,7 @@ func (g *Gossip) onPull(req *pullRequest) {
 }
 
 func (g *Gossip) onNotice(t msgType, n *notice) {
-	now := time.Now()
+	now := g.clock.Now()
 	g.mu.Lock()
 	if n.Node == g.cfg.NodeName {
 		// A notice about this node: refute it with a newer epoch.
@@ -114,28 +114,8 @@ func (g *Gossip) onNotice(t msgType, n *notice) {
 		}
 		return
 	}
-	p := g.peers[n.Node]
-	if p == nil || !p.known || !p.alive || n.Epoch < p.meta.Epoch {
-		g.mu.Unlock()
-		return
-	}
-	fresh := false
-	switch t {
-	case msgSuspect:
-		if p.down || (p.suspect && p.suspectEpoch >= n.Epoch && now.Before(p.suspectUntil)) {
-			break
-		}
-		p.suspect = true
-		p.suspectEpoch = n.Epoch
-		p.suspectUntil = now.Add(g.maxSuspicion())
-		fresh = true
-	case msgDown:
-		if p.down && p.downEpoch >= n.Epoch {
-			break
-		}
-		p.down = true
-		p.downEpoch = n.Epoch
-		fresh = true
+	fresh := g.peers.applyNotice(t, n, now, g.maxSuspicion())
+	if fresh && t == msgDown {
 		g.log.Info("gossip member failed, as reported", "node", n.Node, "by", n.From)
 	}
 	if fresh {
@@ -145,4 +125,21 @@ func (g *Gossip) onNotice(t msgType, n *notice) {
 	if fresh {
 		g.queueNotice(t, n)
 	}
+}
+
+// applyRecordLocked stores w when it is newer than what this node holds. It
+// reports whether it did, and whether w was an old copy of this node's own
+// record that had to be outrun.
+func (g *Gossip) applyRecordLocked(w *wireRecord, now time.Time) (applied, outrun bool) {
+	if w.Record.Node == g.cfg.NodeName {
+		// Our own record, back from the network. If it is newer than ours,
+		// a previous run of this node published it (a restart with a clock
+		// that went back): jump past it so that the current one wins.
+		if w.Record.Version > g.local.rec.Version {
+			g.local.rec.Version = w.Record.Version + 1
+			return false, true
+		}
+		return false, false
+	}
+	return g.peers.applyRecord(w, now), false
 }

@@ -5,7 +5,6 @@ package gossip
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/meshwork/meshwork/catalog"
 )
@@ -72,7 +71,7 @@ func (g *Gossip) Local() catalog.Record {
 }
 
 func (g *Gossip) nextVersionLocked() uint64 {
-	v := uint64(time.Now().UnixNano())
+	v := uint64(g.clock.Now().UnixNano())
 	if v <= g.local.rec.Version {
 		v = g.local.rec.Version + 1
 	}
@@ -91,19 +90,14 @@ func (g *Gossip) selfStatusLocked() catalog.MemberStatus {
 }
 
 func (g *Gossip) bumpEpochLocked() {
-	e := uint64(time.Now().UnixNano())
+	e := uint64(g.clock.Now().UnixNano())
 	if e <= g.local.epoch {
 		e = g.local.epoch + 1
 	}
 	g.local.epoch = e
 }
 
-func (g *Gossip) kickMeta() {
-	select {
-	case g.metaKick <- struct{}{}:
-	default:
-	}
-}
+func (g *Gossip) kickMeta() { kick(g.metaKick) }
 
 // metaLoop pushes this node's meta (version, epoch, flags) into memberlist's
 // alive message whenever it changes. Kicks during an update coalesce.

@@ -6,56 +6,28 @@ package gossip
 import (
 	"math/rand/v2"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // maintain expires suspicions, pulls records announced by meta and not
 // received, and forgets members past their timeouts.
 func (g *Gossip) maintain() {
 	defer g.wg.Done()
-	tick := time.NewTicker(g.cfg.GossipInterval)
-	defer tick.Stop()
-	lastReap := time.Now()
-	for {
-		select {
-		case <-tick.C:
-		case <-g.ctx.Done():
-			return
-		}
-		now := time.Now()
-		type pull struct {
-			to  memberlist.Node
-			req pullRequest
-		}
-		var pulls []pull
+	lastReap := g.clock.Now()
+	for g.sleep(g.cfg.GossipInterval) {
+		now := g.clock.Now()
 		g.mu.Lock()
-		changed := false
-		for _, p := range g.peers {
-			if p.known && p.status(now) != p.lastSeen {
-				changed = true
-			}
-			if p.want > 0 && p.known && p.alive && !p.down && !now.Before(p.pullAt) {
-				have := uint64(0)
-				if p.rec != nil {
-					have = p.rec.Version
-				}
-				if have >= p.want {
-					p.want = 0
-					continue
-				}
-				if len(pulls) >= maxPullsPerTick {
-					continue // next tick: pulls are a repair path, not a flood
-				}
-				p.pullAt = now.Add(g.pullDelay(true))
-				pulls = append(pulls, pull{to: p.node, req: pullRequest{From: g.cfg.NodeName, Node: p.name, Have: have}})
-			}
-		}
+		changed := g.peers.statusChanged(now)
+		pulls := g.peers.duePulls(now, maxPullsPerTick, func() time.Duration { return g.pullDelay(true) })
 		if now.Sub(lastReap) >= time.Second {
 			lastReap = now
-			if g.reapLocked(now) {
+			before := len(g.peers.peers)
+			for _, f := range g.peers.reap(now) {
+				g.log.Info("gossip forgets member", "node", f.name, "status", string(f.status), "since", f.since)
 				changed = true
 			}
+			// Remembered peers that ran out of their window are not shown,
+			// but the peers file must drop them.
+			changed = changed || len(g.peers.peers) != before
 			for id, at := range g.seenQueries {
 				if now.Sub(at) > 10*g.cfg.QueryTimeout {
 					delete(g.seenQueries, id)

@@ -3,9 +3,7 @@ package gossip
 // Publication: the catalog snapshots and the member list this node shows.
 
 import (
-	"net"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/meshwork/meshwork/catalog"
@@ -32,15 +30,15 @@ func (g *Gossip) Members() []MemberInfo {
 	if g.ml.Load() != nil {
 		selfAddr, selfPort = g.selfIP.String(), g.selfPort
 	}
-	now := time.Now()
+	now := g.clock.Now()
 	g.mu.Lock()
-	out := make([]MemberInfo, 0, len(g.peers)+1)
+	out := make([]MemberInfo, 0, len(g.peers.peers)+1)
 	out = append(out, MemberInfo{
 		Name: g.cfg.NodeName, Addr: selfAddr, Port: selfPort,
 		Status: g.selfStatusLocked(), Server: g.local.rec.Server,
 		Version: g.local.rec.Version, Meta: cloneMap(g.local.rec.Meta),
 	})
-	for _, p := range g.peers {
+	for _, p := range g.peers.peers {
 		if !p.known {
 			continue
 		}
@@ -63,15 +61,24 @@ func (g *Gossip) Members() []MemberInfo {
 // changedLocked notes a change that came from the network, published by
 // the publisher goroutine: a burst of events (a join, a partition healing,
 // 50 members refuting at once) then costs one snapshot, not one per event.
-// Before Start it publishes at once.
+// Before Start it publishes at once. It also wakes the loops that watch
+// membership: rejoin (contact may be lost or made) and the peers file
+// writer; each looks at most once per its own interval.
 func (g *Gossip) changedLocked() {
+	kick(g.contactKick)
+	kick(g.peersKick)
 	if g.state != stateRunning {
 		g.publishLocked()
 		return
 	}
 	g.dirty = true
+	kick(g.publishKick)
+}
+
+// kick wakes the loop that waits on ch, unless it was woken already.
+func kick(ch chan struct{}) {
 	select {
-	case g.publishKick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -82,8 +89,6 @@ const publishInterval = 5 * time.Millisecond
 
 func (g *Gossip) publisher() {
 	defer g.wg.Done()
-	t := time.NewTimer(0)
-	defer t.Stop()
 	for {
 		select {
 		case <-g.publishKick:
@@ -95,10 +100,7 @@ func (g *Gossip) publisher() {
 			g.publishLocked()
 		}
 		g.mu.Unlock()
-		t.Reset(publishInterval)
-		select {
-		case <-t.C:
-		case <-g.ctx.Done():
+		if !g.sleep(publishInterval) {
 			return
 		}
 	}
@@ -107,13 +109,13 @@ func (g *Gossip) publisher() {
 // publishLocked hands the catalog a snapshot of every member.
 func (g *Gossip) publishLocked() {
 	g.dirty = false
-	now := time.Now()
-	members := make([]catalog.Member, 0, len(g.peers)+1)
+	now := g.clock.Now()
+	members := make([]catalog.Member, 0, len(g.peers.peers)+1)
 	counts := map[catalog.MemberStatus]int{}
 	self := g.selfStatusLocked()
 	members = append(members, catalog.Member{Record: g.local.rec, Status: self})
 	counts[self]++
-	for _, p := range g.peers {
+	for _, p := range g.peers.peers {
 		if !p.known {
 			continue
 		}
@@ -141,12 +143,12 @@ func (g *Gossip) updateWatchedLocked(now time.Time) {
 		return
 	}
 	var w map[string]string
-	for _, p := range g.peers {
+	for _, p := range g.peers.peers {
 		if p.known && p.alive && (p.down || (p.suspect && now.Before(p.suspectUntil))) {
 			if w == nil {
 				w = make(map[string]string)
 			}
-			w[net.JoinHostPort(p.node.Addr.String(), strconv.Itoa(int(p.node.Port)))] = p.name
+			w[p.addr()] = p.name
 		}
 	}
 	if w == nil {

@@ -2,15 +2,13 @@ package gossip
 
 // Push/pull: the user state of memberlist's full state exchanges.
 
-import "time"
-
 // localState is the user part of a push/pull: the records of this node and
 // of every live member.
 func (g *Gossip) localState() []byte {
 	g.mu.Lock()
-	s := pushState{Records: make([]wireRecord, 0, len(g.peers)+1)}
+	s := pushState{Records: make([]wireRecord, 0, len(g.peers.peers)+1)}
 	s.Records = append(s.Records, g.localWireLocked())
-	for _, p := range g.peers {
+	for _, p := range g.peers.peers {
 		if p.rec != nil && p.known && p.alive {
 			s.Records = append(s.Records, wireRecord{Record: *p.rec, Leaving: p.leaving})
 		}
@@ -21,7 +19,7 @@ func (g *Gossip) localState() []byte {
 
 // mergeState applies the records of a push/pull exchange.
 func (g *Gossip) mergeState(s *pushState) {
-	now := time.Now()
+	now := g.clock.Now()
 	var outrun bool
 	var self wireRecord
 	g.mu.Lock()
@@ -38,7 +36,7 @@ func (g *Gossip) mergeState(s *pushState) {
 			continue
 		}
 		a, o := g.applyRecordLocked(w, now)
-		if a && g.peers[w.Record.Node].known {
+		if a && g.peers.get(w.Record.Node).known {
 			changed = true
 		}
 		if o {
