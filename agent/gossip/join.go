@@ -123,21 +123,20 @@ func (g *Gossip) rejoinLoop() {
 				attempt, wait = 0, g.cfg.RetryJoinInterval
 			}
 			// Nothing to do, or nobody to try (the first node of a cluster,
-			// say): wait until membership changes.
+			// say): wait until membership changes, and look at most once per
+			// gossip interval (every record change kicks).
 			select {
 			case <-g.contactKick:
-				continue
 			case <-g.ctx.Done():
 				return
 			}
+			if !g.sleep(g.cfg.GossipInterval) {
+				return
+			}
+			continue
 		}
 		attempt++
 		contacted, firstErr := g.joinEach(targets, "rejoin")
-		if contacted > 0 {
-			g.log.Info("gossip rejoined", "contacted", contacted, "tried", len(targets), "attempt", attempt)
-			g.announceSelf()
-			continue // contact is judged on the membership the joins brought
-		}
 		// Attempts 1, 2, 4, 8… are logged at Warn, the others at Debug: an
 		// outage of every server is visible without a line every few
 		// seconds.
@@ -145,7 +144,20 @@ func (g *Gossip) rejoinLoop() {
 		if bits.OnesCount(uint(attempt)) == 1 {
 			level = slog.LevelWarn
 		}
-		if firstErr != nil {
+		if contacted > 0 {
+			g.log.Info("gossip rejoined", "contacted", contacted, "tried", len(targets), "attempt", attempt)
+			g.announceSelf()
+			// Contact is judged on the membership the joins brought. A join
+			// that answered without bringing contact (other clients while
+			// every server is down) still waits its turn: an address that
+			// always answers must not make this loop spin.
+			g.mu.Lock()
+			contact = g.peers.inContact(g.clock.Now())
+			g.mu.Unlock()
+			if contact {
+				continue
+			}
+		} else if firstErr != nil {
 			g.logJoinError(level, targets, firstErr)
 		}
 		d := jitter(wait)

@@ -1,15 +1,21 @@
 package gossip_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The figures of issue 23: agents find each other again after every server
@@ -20,7 +26,7 @@ import (
 // roles makes nodes of servers servers (Record.Server) and gives every
 // other node a passing web instance on port 8000+index. It waits until
 // every catalog shows all of it.
-func roles(t *testing.T, c *meshtest.Cluster, servers []int) {
+func roles(t testing.TB, c *meshtest.Cluster, servers []int) {
 	t.Helper()
 	for _, n := range c.Nodes {
 		publishRole(t, n, servers)
@@ -30,7 +36,7 @@ func roles(t *testing.T, c *meshtest.Cluster, servers []int) {
 
 // publishRole sets n's record for its role, as the agent's local state does
 // at every start.
-func publishRole(t *testing.T, n *meshtest.Node, servers []int) {
+func publishRole(t testing.TB, n *meshtest.Node, servers []int) {
 	t.Helper()
 	if slices.Contains(servers, n.Index) {
 		setLocal(t, n.Gossip, catalog.Record{Server: true})
@@ -40,7 +46,7 @@ func publishRole(t *testing.T, n *meshtest.Node, servers []int) {
 }
 
 // restart restarts node i and publishes its record.
-func restart(t *testing.T, c *meshtest.Cluster, i int, servers []int) {
+func restart(t testing.TB, c *meshtest.Cluster, i int, servers []int) {
 	t.Helper()
 	publishRole(t, c.Restart(i), servers)
 }
@@ -48,7 +54,7 @@ func restart(t *testing.T, c *meshtest.Cluster, i int, servers []int) {
 // waitWhole waits until every running node sees every running node alive,
 // the servers as servers and every running client's web instance passing:
 // the catalog is whole.
-func waitWhole(t *testing.T, c *meshtest.Cluster, servers []int) {
+func waitWhole(t testing.TB, c *meshtest.Cluster, servers []int) {
 	t.Helper()
 	meshtest.Eventually(t, waitLong, "every catalog whole", func() error {
 		running := c.Running()
@@ -283,4 +289,60 @@ func TestPeersFileSurvivesRestartsAndACorruptOneIsIgnored(t *testing.T) {
 	}
 	c.WaitConverged(waitLong)
 	meshtest.Eventually(t, waitLong, "node-1's peers file rewritten", func() error { return listsOthers(n) })
+}
+
+// TestRejoinBacksOffWhenAJoinBringsNoContact gives a node one remembered
+// server, "ghost", whose address answers but belongs to another node (a
+// reused address): every join of it succeeds and never makes ghost live,
+// so the node stays out of contact. It must still back off, not spin. Its
+// loops run on a manual clock, so after the first attempt nothing moves
+// until the test advances it.
+func TestRejoinBacksOffWhenAJoinBringsNoContact(t *testing.T) {
+	other, err := gossip.New(gossip.FastTestConfig("other"), gossip.Deps{Store: catalog.NewStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := other.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	host, port, _ := net.SplitHostPort(other.Addr())
+
+	cfg := gossip.FastTestConfig("self")
+	cfg.PeersFile = filepath.Join(t.TempDir(), "peers.json")
+	file := fmt.Sprintf(`{"format":"meshwork-gossip-peers/1","node":"self","peers":[`+
+		`{"name":"ghost","addr":%q,"port":%s,"server":true,"status":"alive","since":"2026-12-01T12:00:00Z"}]}`, host, port)
+	if err := os.WriteFile(cfg.PeersFile, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &meshtest.LogBuffer{}
+	reg := prometheus.NewRegistry()
+	clk := clock.NewManual(time.Now())
+	g, err := gossip.New(cfg, gossip.Deps{
+		Store: catalog.NewStore(), Registerer: reg, Clock: clk,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return logs.Contains("gossip will retry joining", "attempt=1")
+	}, "the first rejoin attempt to end in a backoff")
+	if n := counterValue(t, reg, "meshwork_gossip_join_attempts_total", "loop", "rejoin", "result", "ok"); n != 1 {
+		t.Fatalf("%v successful rejoin attempts while the clock stood still, want 1", n)
+	}
+	if v := counterValue(t, reg, "meshwork_gossip_in_contact"); v != 0 {
+		t.Fatalf("in contact = %v with its only server a ghost, want 0", v)
+	}
+	// The next attempt comes once the backoff has passed.
+	clk.Advance(cfg.RetryJoinInterval * 2)
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return counterValue(t, reg, "meshwork_gossip_join_attempts_total", "loop", "rejoin", "result", "ok") >= 2
+	}, "a second attempt once the clock passed the backoff")
 }
