@@ -115,7 +115,7 @@ func (g *Gossip) sender() {
 			}
 			if err := send(&node, m.msg); err != nil {
 				g.metrics.streams.WithLabelValues(m.t.String(), "error").Inc()
-				g.log.Debug("gossip stream send failed", "to", m.to.Name, "type", m.t.String(), "error", err)
+				g.log.Debug("gossip stream send failed", "to", m.to.Name, "type", m.t.String(), "err", err)
 				continue
 			}
 			g.metrics.streams.WithLabelValues(m.t.String(), "ok").Inc()

@@ -52,7 +52,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	if err != nil {
 		d.g.metrics.refused.WithLabelValues(refusedDecode).Inc()
-		d.g.log.Warn("gossip push/pull state refused", "error", err)
+		d.g.log.Warn("gossip push/pull state refused", "err", err)
 		return
 	}
 	d.g.metrics.pushPull.WithLabelValues("merged").Inc()

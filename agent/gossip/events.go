@@ -22,7 +22,7 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, kind nodeEventKind) {
 		m, err := decodeMeta(n.Meta)
 		if err != nil {
 			g.metrics.refused.WithLabelValues(refusedDecode).Inc()
-			g.log.Warn("gossip node meta refused", "node", n.Name, "error", err)
+			g.log.Warn("gossip node meta refused", "node", n.Name, "err", err)
 		} else {
 			meta = &m
 		}

@@ -379,7 +379,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	// The meta update carries the leaving flag in memberlist's own alive
 	// message; wait for it to go out before memberlist's leave message.
 	if err := ml.UpdateNode(timeout / 2); err != nil {
-		g.log.Debug("gossip leave: meta update not fully sent", "error", err)
+		g.log.Debug("gossip leave: meta update not fully sent", "err", err)
 	}
 	err := ml.Leave(max(time.Until(deadline), 10*time.Millisecond))
 	g.mu.Lock()

@@ -17,7 +17,7 @@ func (g *Gossip) handleMessage(b []byte) {
 			reason = refusedInvalid
 		}
 		g.metrics.refused.WithLabelValues(reason).Inc()
-		g.log.Warn("gossip message refused", "error", err)
+		g.log.Warn("gossip message refused", "err", err)
 		return
 	}
 	g.metrics.received.WithLabelValues(m.Type.String()).Inc()

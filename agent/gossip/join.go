@@ -62,12 +62,12 @@ func (g *Gossip) joinError(addrs []string, err error) error {
 func (g *Gossip) logJoinError(level slog.Level, addrs []string, err error) {
 	if errors.Is(err, ErrKeyMismatch) {
 		g.log.Error("gossip join refused: this node's gossip encryption key does not match the cluster's",
-			"addrs", addrs, "error", err.Error(),
+			"addrs", addrs, "err", err.Error(),
 			"hint", "give this agent the cluster's keyring (see `meshwork keyring list` on a member)")
 		return
 	}
 	g.log.Log(context.Background(), level, "gossip join failed",
-		"addrs", addrs, "error", err.Error(),
+		"addrs", addrs, "err", err.Error(),
 		"hint", "check that the agents run and are reachable on the gossip port (UDP and TCP); if they are, the gossip encryption key may not match")
 }
 
@@ -266,7 +266,7 @@ func (g *Gossip) reconnectLoop() {
 		n := cands[rand.IntN(len(cands))]
 		if _, err := g.ml.Load().Join([]string{nodeJoinAddr(n)}); err != nil {
 			g.metrics.joins.WithLabelValues("reconnect", "error").Inc()
-			g.log.Debug("gossip reconnect failed", "node", n.Name, "error", err)
+			g.log.Debug("gossip reconnect failed", "node", n.Name, "err", err)
 			continue
 		}
 		g.metrics.joins.WithLabelValues("reconnect", "ok").Inc()

@@ -288,7 +288,7 @@ func (g *Gossip) applyKeyOp(id uint64, op string, key []byte) queryResp {
 	if err != nil {
 		r.Err = err.Error()
 		result = "error"
-		g.log.Warn("gossip keyring operation failed", "op", op, "error", err)
+		g.log.Warn("gossip keyring operation failed", "op", op, "err", err)
 	}
 	r.Keys = g.keyring.GetKeys()
 	r.Primary = g.keyring.GetPrimaryKey()

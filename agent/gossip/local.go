@@ -118,7 +118,7 @@ func (g *Gossip) metaLoop() {
 		// UpdateNode waits until the alive message was sent out; the timeout
 		// only bounds the wait, the message stays queued.
 		if err := g.ml.Load().UpdateNode(10 * g.cfg.GossipInterval); err != nil {
-			g.log.Debug("gossip meta update still being sent", "error", err)
+			g.log.Debug("gossip meta update still being sent", "err", err)
 		}
 	}
 }

@@ -246,7 +246,7 @@ func (g *Gossip) loadPeersFile() {
 	}
 	if err != nil {
 		g.metrics.peersFile.WithLabelValues("read", "error").Inc()
-		g.log.Warn("gossip peers file ignored", "file", path, "error", err,
+		g.log.Warn("gossip peers file ignored", "file", path, "err", err,
 			"hint", "it is rewritten from the membership this node sees; retry_join still works")
 		return
 	}
@@ -302,7 +302,7 @@ func (g *Gossip) writePeersFile() {
 		msg := err.Error()
 		if msg != g.lastPeersErr {
 			g.lastPeersErr = msg
-			g.log.Warn("gossip peers file not written", "file", path, "error", fmt.Errorf("%w %s: %w", ErrPeersFile, path, err))
+			g.log.Warn("gossip peers file not written", "file", path, "err", fmt.Errorf("%w %s: %w", ErrPeersFile, path, err))
 		}
 		return
 	}

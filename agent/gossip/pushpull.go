@@ -32,7 +32,7 @@ func (g *Gossip) mergeState(s *pushState) {
 		w := &s.Records[i]
 		if err := w.check(); err != nil {
 			g.metrics.refused.WithLabelValues(refusedInvalid).Inc()
-			g.log.Warn("gossip record refused", "node", w.Record.Node, "error", err)
+			g.log.Warn("gossip record refused", "node", w.Record.Node, "err", err)
 			continue
 		}
 		a, o := g.applyRecordLocked(w, now)
