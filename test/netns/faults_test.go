@@ -595,7 +595,7 @@ func killLeaderRepeatedly(t *testing.T, c *faultCluster) {
 		g := w.gap(killed, killed)
 		gaps = append(gaps, g)
 		if g > maxWriteGap {
-			t.Errorf("writes unavailable for %s after killing %s, want at most %s", g.Round(time.Millisecond), leader.Host.Name, maxWriteGap)
+			t.Errorf("writes unavailable for %s after killing %s at %s, want at most %s", g.Round(time.Millisecond), leader.Host.Name, killed.Format("15:04:05.000"), maxWriteGap)
 		}
 	}
 	w.finish()
