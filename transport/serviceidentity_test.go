@@ -14,7 +14,7 @@ import (
 // ServiceIdentity documents of a policy set that the test may swap.
 type policyHolders struct{ set atomic.Pointer[policy.Set] }
 
-func newPolicyHolders(t *testing.T, src string) *policyHolders {
+func newPolicyHolders(t testing.TB, src string) *policyHolders {
 	t.Helper()
 	h := &policyHolders{}
 	h.apply(t, src)
@@ -22,7 +22,7 @@ func newPolicyHolders(t *testing.T, src string) *policyHolders {
 }
 
 // apply replaces the policy with the documents of src ("" for none).
-func (h *policyHolders) apply(t *testing.T, src string) {
+func (h *policyHolders) apply(t testing.TB, src string) {
 	t.Helper()
 	var entries []policy.Entry
 	if src != "" {
