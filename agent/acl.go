@@ -41,6 +41,22 @@ func (a *Agent) buildACL() error {
 	return nil
 }
 
+// caACL connects the CA to the ACLs: the agent sends its own token, when it
+// has one, with its sign and renew requests; a server with ACLs enabled
+// decides each request by the token it carries (resolved from its own copy
+// of the ACL state). With ACLs disabled a server checks no token, and an
+// agent without a token sends none.
+func (a *Agent) caACL() caACL {
+	var c caACL
+	if tok := a.aclAgentToken; tok != "" {
+		c.AgentToken = func() string { return tok }
+	}
+	if a.cfg.ACL.Enabled {
+		c.Resolve = a.acl.Resolve
+	}
+	return c
+}
+
 // mountACLAPI mounts the ACL API (/v1/acl/...) on the local HTTP API.
 func (a *Agent) mountACLAPI(s *httpapi.Server) error {
 	return a.raft.RegisterACLAPI(s.Mount, raftstore.ACLAPIDeps{Resolver: a.acl})

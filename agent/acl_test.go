@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -226,4 +229,76 @@ func TestACLClientAgent(t *testing.T) {
 		t.Logf("server close: %v", err)
 	}
 	check("with the server gone")
+}
+
+// TestACLAgentTokenDecidesLeaf: with ACLs on, a server names a client's
+// service in its leaf only when the client's own token (acl.tokens.agent)
+// may write that service, whatever the client registers; a client without
+// a token gets no leaf at all.
+func TestACLAgentTokenDecidesLeaf(t *testing.T) {
+	s, mgmt := aclServer(t, "acls2", "127.238.0.0/16")
+	s.waitTunnel(t) // the CA is up
+	ctx := context.Background()
+	m := api.NewClient(s.HTTPAddr()).WithToken(mgmt)
+	if _, err := m.ACLPolicyCreate(ctx, api.ACLPolicy{Name: "agent-c2", Rules: acl.Rules{
+		Node: map[string]acl.Access{"c2": acl.Write}, Service: map[string]acl.Access{"web": acl.Write},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := m.ACLTokenCreate(ctx, api.ACLTokenRequest{Policies: []api.ACLPolicyLink{{Name: "agent-c2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(node, vips, agentToken string) *testAgent {
+		caTok, _, err := s.CA().Server().Token(ctx, node, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		caFile := filepath.Join(dir, "ca-token")
+		if err := os.WriteFile(caFile, []byte(caTok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := newConfig(t, node, false, vips)
+		cfg.ClusterKey = s.cfg.ClusterKey
+		cfg.RetryJoin = []string{s.gossip}
+		cfg.CA.TokenFile = caFile
+		cfg.ACL.Enabled = true
+		if agentToken != "" {
+			cfg.ACL.Tokens.AgentFile = filepath.Join(dir, "agent.token")
+			if err := os.WriteFile(cfg.ACL.Tokens.AgentFile, []byte(agentToken+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.Services = []api.ServiceDefinition{{Name: "web", Port: 80}, {Name: "api", Port: 81}}
+		return startAgent(t, cfg)
+	}
+	c := client("c2", "127.237.0.0/16", tok.SecretID)
+	eventually(t, "c2's leaf to name web", func() error {
+		leaf, err := c.CA().Manager().Leaf()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(leaf.IDs, "spiffe://meshwork.local/svc/web") {
+			return fmt.Errorf("leaf names %v", leaf.IDs)
+		}
+		return nil
+	})
+	leaf, _ := c.CA().Manager().Leaf()
+	if slices.Contains(leaf.IDs, "spiffe://meshwork.local/svc/api") || !slices.Contains(leaf.Withheld, "api") {
+		t.Fatalf("the leaf names %v, withholds %v: api must be withheld, the token may not write it", leaf.IDs, leaf.Withheld)
+	}
+	none := client("c3", "127.236.0.0/16", "")
+	if _, err := none.CA().Manager().Leaf(); err == nil {
+		t.Fatal("a client without an agent token got a leaf")
+	}
+	eventually(t, "c3 to be told to set acl.tokens.agent", func() error {
+		if !none.logs.Contains("acl.tokens.agent") {
+			return errors.New("not in its log")
+		}
+		return nil
+	})
+	if _, err := none.CA().Manager().Leaf(); err == nil {
+		t.Fatal("a client without an agent token got a leaf")
+	}
 }
