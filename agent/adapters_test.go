@@ -54,6 +54,9 @@ func TestPolicyReaderAllowed(t *testing.T) {
 		{"service held by an unlisted node", allowAPI + "kind: ServiceIdentity\nname: api\nnodes: [n1]\n", "allow", apiOnN2, false},
 		{"the * ServiceIdentity refuses", allowAPI + "kind: ServiceIdentity\nname: \"*\"\nnodes: []\n", "allow", api, false},
 		{"ServiceIdentity does not concern node callers", "kind: ServiceIdentity\nname: \"*\"\nnodes: []\n", "allow", node, true},
+		{"deny mode refuses a service no document covers", allowAPI + "kind: ServiceIdentityDefaults\nname: default\nmode: deny\n", "allow", api, false},
+		{"deny mode spares a listed node", allowAPI + "kind: ServiceIdentityDefaults\nname: default\nmode: deny\n---\nkind: ServiceIdentity\nname: api\nnodes: [n1]\n", "deny", api, true},
+		{"deny mode does not concern node callers", "kind: ServiceIdentityDefaults\nname: default\nmode: deny\n", "allow", node, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,6 +71,33 @@ func TestPolicyReaderAllowed(t *testing.T) {
 			}
 			if reason == "" {
 				t.Fatal("no reason given")
+			}
+		})
+	}
+}
+
+// TestPolicyReaderMayHold: the caller's side of ServiceIdentity, as the
+// data plane asks it before it sends a connection to an instance.
+func TestPolicyReaderMayHold(t *testing.T) {
+	tests := []struct {
+		name, docs, node string
+		want             bool
+	}{
+		{"no document", "", "n3", true},
+		{"listed node", "kind: ServiceIdentity\nname: web\nnodes: [n2]\n", "n2", true},
+		{"unlisted node", "kind: ServiceIdentity\nname: web\nnodes: [n2]\n", "n3", false},
+		{"deny mode", "kind: ServiceIdentityDefaults\nname: default\nmode: deny\n", "n2", false},
+		{"allow mode", "kind: ServiceIdentityDefaults\nname: default\nmode: allow\n", "n2", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			set := policy.Empty()
+			if tc.docs != "" {
+				set = policySet(t, tc.docs)
+			}
+			var ip transport.IdentityPolicy = newPolicyReader(func() *policy.Set { return set }, "deny")
+			if got, why := ip.MayHold(tc.node, "web"); got != tc.want || why == "" {
+				t.Fatalf("MayHold(%s, web) = %v (%q), want %v", tc.node, got, why, tc.want)
 			}
 		})
 	}

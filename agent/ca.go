@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/ca/raftca"
 	"github.com/meshwork/meshwork/catalog"
@@ -30,8 +31,28 @@ import (
 // ones (renewals are authenticated by them), and serves /v1/ca/ on the
 // local API. Servers serve the CA's RPCs on the server port, check the
 // services a node asks to be named for against its gossip record, and leave
-// out of its leaf those that the ServiceIdentity policy does not let it hold.
-func (a *Agent) buildCA() error {
+// out of its leaf those that the ServiceIdentity policy, or the agent token
+// the request carries, does not let it hold.
+//
+// ACLs reach the CA through caACL; buildCA builds it without them.
+func (a *Agent) buildCA() error { return a.buildCAWith(caACL{}) }
+
+// caACL connects the CA to the ACL system (docs/pki.md, "Who may hold a
+// service identity"). Its zero value is ACLs disabled: this agent sends no
+// token with its sign and renew requests, and a server checks none.
+type caACL struct {
+	// AgentToken returns this agent's own token (acl.tokens.agent), sent
+	// with each of its sign and renew requests. nil sends none.
+	AgentToken func() string
+	// Resolve is a server's ACL resolver (acl.Resolver.Resolve): the token
+	// of each sign and renew request then decides whether the node gets a
+	// leaf (node:write) and which services it names (service:write). nil
+	// checks no token. Ignored on client agents.
+	Resolve func(secret string) (*acl.Authorizer, error)
+}
+
+// buildCAWith is buildCA with the ACL hooks acls.
+func (a *Agent) buildCAWith(acls caACL) error {
 	c := a.cfg.CA
 	cfg := ca.Config{
 		Provider:     c.Provider,
@@ -56,6 +77,7 @@ func (a *Agent) buildCA() error {
 		State:      raftca.State(a.raft),
 		Logger:     a.log, // the ca package adds its own component key
 		Registerer: a.reg,
+		AgentToken: acls.AgentToken,
 	}
 	if a.cfg.Server || a.cfg.Dev {
 		deps.PeerTLS = raftstore.PeerTLS
@@ -63,6 +85,9 @@ func (a *Agent) buildCA() error {
 		deps.AuthorizeServices = authorizeServices(a.store, serviceGossipWait)
 		deps.ServicePolicy = func(node, service string) (bool, string) {
 			return a.raft.Policy().MayHold(node, service)
+		}
+		if acls.Resolve != nil {
+			deps.AuthorizeToken = ca.ACLTokens(acls.Resolve)
 		}
 	} else {
 		deps.Servers = raftca.Servers(raftstore.CatalogDiscovery(a.store))

@@ -36,11 +36,17 @@ func (a *Agent) buildMembership() error {
 		gc.Keyring = []string{a.cfg.Encrypt}
 	}
 	gc.KeyringFile = filepath.Join(a.cfg.DataDir, "gossip", "keyring.json")
+	// The agents this one has seen: it rejoins through them after a restart
+	// when every retry_join address is down, and a server finds the
+	// clients again after every server restarted.
+	gc.PeersFile = filepath.Join(a.cfg.DataDir, "gossip", "peers.json")
 	gc.RetryJoin = a.cfg.RetryJoin
 	if a.deps.GossipProfile == nil {
 		gc.RetryJoinInterval = a.cfg.Gossip.RetryJoinInterval.D()
+		gc.RetryJoinMax = max(gc.RetryJoinMax, gc.RetryJoinInterval)
 		gc.ReconnectTimeout = a.cfg.Gossip.ReconnectTimeout.D()
 		gc.TombstoneTimeout = a.cfg.Gossip.TombstoneTimeout.D()
+		gc.LeftReconnectTimeout = a.cfg.Gossip.LeftReconnectTimeout.D()
 	}
 	g, err := gossip.New(gc, gossip.Deps{
 		Logger:     a.logger("gossip"),

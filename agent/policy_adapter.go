@@ -44,6 +44,13 @@ func (p policyReader) Allowed(src transport.Source, dst string) (bool, string) {
 	return set.Intentions().WithFallback(p.fallback).Allowed(src.Service, dst)
 }
 
+// MayHold implements transport.IdentityPolicy: a calling agent sends a
+// service's connections only to instances whose node may hold the
+// service's identity (ServiceIdentity documents, ServiceIdentityDefaults).
+func (p policyReader) MayHold(node, service string) (bool, string) {
+	return p.current().MayHold(node, service)
+}
+
 // SplitFor implements transport.SplitSource with the service's default
 // Split document.
 func (p policyReader) SplitFor(service string) []transport.SplitTarget {

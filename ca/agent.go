@@ -48,12 +48,16 @@ type AgentDeps struct {
 	// RPCTLS is the client TLS config of the server port for the built-in
 	// transport (see RPCClientConfig.TLS; raftca.ClientTLS). Optional.
 	RPCTLS func() *tls.Config
-	// PeerTLS, LiveNodes, AuthorizeServices and ServicePolicy are passed to
-	// the Server (see ServerDeps). Optional.
+	// PeerTLS, LiveNodes, AuthorizeServices, ServicePolicy and
+	// AuthorizeToken are passed to the Server (see ServerDeps). Optional.
 	PeerTLS           func(*http.Request) (tls.ConnectionState, bool)
 	LiveNodes         func() []string
 	AuthorizeServices func(node string, services []string) error
 	ServicePolicy     func(node, service string) (bool, string)
+	AuthorizeToken    TokenAuthorizer
+	// AgentToken is passed to the Manager (see ManagerDeps.AgentToken).
+	// Optional.
+	AgentToken func() string
 	// Logger and Registerer are shared by the pieces. Optional.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -86,7 +90,7 @@ func NewAgent(cfg Config, deps AgentDeps) (*Agent, error) {
 	}
 	dir := filepath.Join(deps.DataDir, "ca")
 	mcfg := ManagerConfig{TrustDomain: cfg.TrustDomain, Node: deps.Node, Services: deps.Services, DataDir: dir}
-	mdeps := ManagerDeps{Logger: deps.Logger.With("component", "ca"), Registerer: deps.Registerer}
+	mdeps := ManagerDeps{Logger: deps.Logger.With("component", "ca"), Registerer: deps.Registerer, AgentToken: deps.AgentToken}
 	a := &Agent{}
 
 	switch {
@@ -113,7 +117,7 @@ func NewAgent(cfg Config, deps AgentDeps) (*Agent, error) {
 		}
 		srv, err := NewServer(ServerConfig{TrustDomain: cfg.TrustDomain, Node: deps.Node, StateKey: key, LeafTTL: cfg.LeafTTL},
 			ServerDeps{State: deps.State, Logger: mdeps.Logger, Registerer: deps.Registerer, LiveNodes: deps.LiveNodes,
-				AuthorizeServices: deps.AuthorizeServices, ServicePolicy: deps.ServicePolicy, PeerTLS: deps.PeerTLS})
+				AuthorizeServices: deps.AuthorizeServices, ServicePolicy: deps.ServicePolicy, AuthorizeToken: deps.AuthorizeToken, PeerTLS: deps.PeerTLS})
 		if err != nil {
 			return nil, err
 		}

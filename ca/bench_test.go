@@ -30,7 +30,7 @@ func BenchmarkRenew(b *testing.B) {
 	der, _ := newCSR(id, k)
 	csr, _ := x509.ParseCertificateRequest(der)
 	tok, _, _ := srv.Token(ctx, "n1", 0)
-	is, err := srv.SignWithToken(ctx, tok, csr)
+	is, err := srv.SignWithToken(ctx, tok, csr, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func BenchmarkRenew(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := srv.Renew(context.Background(), is.Chain, csr); err != nil {
+			if _, err := srv.Renew(context.Background(), is.Chain, csr, ""); err != nil {
 				b.Error(err)
 				return
 			}

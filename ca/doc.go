@@ -11,7 +11,10 @@
 // On every agent a Manager holds the node's X.509 identity: an ECDSA P-256
 // key generated locally (only a CSR leaves the host) and a short-lived leaf
 // whose URI SANs are spiffe://<trust-domain>/node/<node> and one
-// spiffe://<trust-domain>/svc/<service> per local service. It bootstraps with
+// spiffe://<trust-domain>/svc/<service> per local service that the server
+// lets it hold (its gossip record registers the service, the ServiceIdentity
+// policy allows its node, and with ACLs the agent token sent with the request
+// may write the service; see TokenAuthorizer). It bootstraps with
 // a one-time token, renews over mTLS at about two thirds of the lifetime,
 // follows the trust bundle published in the replicated state, and gives the
 // data plane GetCertificate, GetClientCertificate and VerifyPeer so that a

@@ -62,7 +62,7 @@ func TestFailover(t *testing.T) {
 	id, _ := NewIdentity(testTD, "x", nil)
 	der, _ := newCSR(id, k)
 	csr, _ := x509.ParseCertificateRequest(der)
-	if _, err := b.SignWithToken(context.Background(), usedTok, csr); !errors.Is(err, ErrTokenUsed) {
+	if _, err := b.SignWithToken(context.Background(), usedTok, csr, ""); !errors.Is(err, ErrTokenUsed) {
 		t.Fatalf("token used before the failover: %v, want ErrTokenUsed", err)
 	}
 	// And the second server makes tokens with the same provisioner.

@@ -110,6 +110,9 @@ func FuzzDecodeSignRequest(f *testing.F) {
 	s := newSeeds(f)
 	good, _ := json.Marshal(SignRequest{CSR: s.csrPEM, Token: s.token})
 	f.Add(good, true)
+	withAgent, _ := json.Marshal(SignRequest{CSR: s.csrPEM, AgentToken: "mwt_" + strings.Repeat("A", 43)})
+	f.Add(withAgent, false)
+	f.Add([]byte(`{"csr":"x","agent_token":"`+strings.Repeat("A", maxAgentTokenLen+1)+`"}`), false)
 	f.Add([]byte(`{"csr":"","token":""}`), false)
 	f.Add([]byte(`{"csr":"`+strings.Repeat("A", 100)+`"}`), false)
 	f.Fuzz(func(t *testing.T, body []byte, wantToken bool) {
@@ -211,7 +214,7 @@ func FuzzBootstrapToken(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		_, err := s.srv.SignWithToken(context.Background(), tok, csrCopy(csr))
+		_, err := s.srv.SignWithToken(context.Background(), tok, csrCopy(csr), "")
 		if err == nil {
 			if tok != s.token {
 				t.Fatalf("accepted a token the CA did not make: %q", tok)

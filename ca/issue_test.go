@@ -124,11 +124,11 @@ func TestTokenOneTimeAndExpiry(t *testing.T) {
 
 	t.Run("reuse refused on every server", func(t *testing.T) {
 		tok := c.token(srv, "n1")
-		if _, err := srv.SignWithToken(ctx, tok, csrFor("n1")); err != nil {
+		if _, err := srv.SignWithToken(ctx, tok, csrFor("n1"), ""); err != nil {
 			t.Fatalf("first use: %v", err)
 		}
 		for _, s := range []*Server{srv, other} {
-			if _, err := s.SignWithToken(ctx, tok, csrFor("n1")); !errors.Is(err, ErrTokenUsed) {
+			if _, err := s.SignWithToken(ctx, tok, csrFor("n1"), ""); !errors.Is(err, ErrTokenUsed) {
 				t.Fatalf("second use on %s: %v, want ErrTokenUsed", s.cfg.Node, err)
 			}
 		}
@@ -138,7 +138,7 @@ func TestTokenOneTimeAndExpiry(t *testing.T) {
 		errs := make(chan error, 8)
 		for i := range 8 {
 			s := []*Server{srv, other}[i%2]
-			go func() { _, err := s.SignWithToken(ctx, tok, csrFor("n2")); errs <- err }()
+			go func() { _, err := s.SignWithToken(ctx, tok, csrFor("n2"), ""); errs <- err }()
 		}
 		ok := 0
 		for range 8 {
@@ -176,7 +176,7 @@ func TestTokenOneTimeAndExpiry(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := tc.tok()
-			if _, err := srv.SignWithToken(ctx, tok, csrFor(tc.node)); !errors.Is(err, tc.want) {
+			if _, err := srv.SignWithToken(ctx, tok, csrFor(tc.node), ""); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
@@ -256,7 +256,7 @@ func TestPolicyWithholdsServices(t *testing.T) {
 	if l, _ := m.Leaf(); !slices.Equal(l.Withheld, []string{"api"}) {
 		t.Fatalf("Withheld = %v, want [api]", l.Withheld)
 	}
-	if n := metricValue(srv.m.withheld); n != 1 {
+	if n := metricValue(srv.m.withheld.WithLabelValues("policy")); n != 1 {
 		t.Fatalf("withheld counted %v times, want 1", n)
 	}
 	// The withheld service is asked for again after WithheldRetry, not at

@@ -30,6 +30,11 @@ type IssueRequest struct {
 	// Bundle is the trust bundle the Manager holds, to verify the server
 	// with; nil at bootstrap (the token then pins the root).
 	Bundle *Bundle
+	// AgentToken is the secret of the agent's ACL token, sent with sign and
+	// renew requests so that servers decide by it which services the leaf
+	// may name; "" sends none. The RPC client sends it; the local issuer
+	// (a server's own leaf) and step-ca have no use for it.
+	AgentToken string
 }
 
 // Issued is a signed leaf.

@@ -171,6 +171,12 @@ type ManagerDeps struct {
 	Logger *slog.Logger
 	// Registerer receives the manager's metrics. Default: none.
 	Registerer prometheus.Registerer
+	// AgentToken returns the secret of this agent's ACL token
+	// (acl.tokens.agent), sent with every sign and renew request so that
+	// servers decide by it which services the leaf names. It is called for
+	// each request, so a changed token applies to the next one. Default:
+	// none sent.
+	AgentToken func() string
 }
 
 // Manager holds this agent's identity: an ECDSA P-256 key made here (only a
@@ -640,6 +646,9 @@ func (m *Manager) issue(ctx context.Context, why string) error {
 		return err
 	}
 	req := IssueRequest{CSR: csr, Bundle: m.bundle.Load()}
+	if m.deps.AgentToken != nil {
+		req.AgentToken = m.deps.AgentToken()
+	}
 	if l := m.cur.Load(); l != nil && l.leaf.NotAfter.After(m.now()) {
 		req.Current = l.cert
 	} else {
@@ -656,7 +665,7 @@ func (m *Manager) issue(ctx context.Context, why string) error {
 		return fmt.Errorf("ca: issued leaf refused: %w", err)
 	}
 	if withheld := ls.withheld(); len(withheld) > 0 {
-		m.log.Warn("ca leaf issued without some services: policy does not let this node hold them",
+		m.log.Warn("ca leaf issued without some services: policy or this agent's token does not let this node hold them",
 			"withheld", withheld, "ask_again_in", m.cfg.WithheldRetry)
 	}
 	if m.cfg.DataDir != "" {

@@ -22,6 +22,12 @@ const (
 	MetricServicesWithheld   = "meshwork_ca_services_withheld_total"
 )
 
+// Reasons of MetricServicesWithheld.
+const (
+	withheldByPolicy = "policy"
+	withheldByToken  = "token"
+)
+
 // serverMetrics are the embedded CA's metrics.
 type serverMetrics struct {
 	issued          *prometheus.CounterVec
@@ -31,7 +37,7 @@ type serverMetrics struct {
 	rotations       prometheus.Counter
 	rotationPending prometheus.Gauge
 	stateErrors     prometheus.Counter
-	withheld        prometheus.Counter
+	withheld        *prometheus.CounterVec // reason: withheldByPolicy, withheldByToken
 	interExpiry     prometheus.Gauge
 	now             func() time.Time
 }
@@ -60,9 +66,9 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		stateErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricStateErrors, Help: "CA states that could not be loaded (malformed, wrong state key).",
 		}),
-		withheld: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: MetricServicesWithheld, Help: "Service identities left out of issued leaves because policy does not let the node hold them.",
-		}),
+		withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricServicesWithheld, Help: "Service identities left out of issued leaves, by reason: policy (a ServiceIdentity document or the ServiceIdentityDefaults mode) or token (the agent token lacks service:write).",
+		}, []string{"reason"}),
 		interExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: MetricIntermediateExpiry, Help: "Seconds until the active intermediate expires, when it was loaded.",
 		}),
@@ -70,6 +76,9 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 	for _, method := range []string{"token", "renew", "local"} {
 		m.issued.WithLabelValues(method)
 		m.issueErrors.WithLabelValues(method)
+	}
+	for _, by := range []string{withheldByPolicy, withheldByToken} {
+		m.withheld.WithLabelValues(by)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.issued, m.issueErrors, m.issueDuration, m.tokens, m.rotations, m.rotationPending, m.stateErrors, m.withheld, m.interExpiry} {

@@ -35,7 +35,16 @@ type SignRequest struct {
 	CSR string `json:"csr"`
 	// Token is the bootstrap token; sign only.
 	Token string `json:"token,omitempty"`
+	// AgentToken is the secret of the agent's ACL token (acl.tokens.agent),
+	// on both paths, for ServerDeps.AuthorizeToken. Left out when the agent
+	// has none, so that servers of an earlier release, which refuse unknown
+	// fields, still serve agents without ACLs.
+	AgentToken string `json:"agent_token,omitempty"`
 }
+
+// maxAgentTokenLen bounds SignRequest.AgentToken before anything looks at
+// it; a real secret is far shorter (acl.SecretLen).
+const maxAgentTokenLen = 1 << 10
 
 // SignResponse answers both.
 type SignResponse struct {
@@ -137,6 +146,8 @@ func checkSignRequest(req *SignRequest, wantToken bool) (*x509.CertificateReques
 		return nil, "", fmt.Errorf("%w: a renewal carries no token", ErrBadRequest)
 	case len(req.Token) > 8<<10:
 		return nil, "", fmt.Errorf("%w: token is %d bytes, at most 8 KiB", ErrBadRequest, len(req.Token))
+	case len(req.AgentToken) > maxAgentTokenLen:
+		return nil, "", fmt.Errorf("%w: agent_token is %d bytes, at most %d", ErrBadRequest, len(req.AgentToken), maxAgentTokenLen)
 	case req.CSR == "":
 		return nil, "", fmt.Errorf("%w: csr is missing", ErrBadRequest)
 	}
@@ -158,7 +169,7 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	is, err := s.SignWithToken(r.Context(), tok, csr)
+	is, err := s.SignWithToken(r.Context(), tok, csr, req.AgentToken)
 	s.answer(w, r, "sign", is, err)
 }
 
@@ -185,7 +196,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	is, err := s.Renew(r.Context(), peer, csr)
+	is, err := s.Renew(r.Context(), peer, csr, req.AgentToken)
 	s.answer(w, r, "renew", is, err)
 }
 

@@ -141,7 +141,7 @@ func (c *RPCClient) issueAt(ctx context.Context, addr string, req IssueRequest) 
 			}
 		}
 	}
-	body, _ := json.Marshal(SignRequest{CSR: string(encodeCSRPEM(req.CSR)), Token: req.Token})
+	body, _ := json.Marshal(SignRequest{CSR: string(encodeCSRPEM(req.CSR)), Token: req.Token, AgentToken: req.AgentToken})
 	var resp SignResponse
 	if err := c.do(ctx, addr, http.MethodPost, path, body, c.tlsConfig(bundle, req.Current), &resp); err != nil {
 		return nil, err
@@ -155,7 +155,7 @@ func (c *RPCClient) issueVia(ctx context.Context, req IssueRequest) (*Issued, er
 	if req.Current == nil {
 		path = RPCPathSign
 	}
-	body, _ := json.Marshal(SignRequest{CSR: string(encodeCSRPEM(req.CSR)), Token: req.Token})
+	body, _ := json.Marshal(SignRequest{CSR: string(encodeCSRPEM(req.CSR)), Token: req.Token, AgentToken: req.AgentToken})
 	status, answer, err := c.cfg.Do(ctx, http.MethodPost, path, body)
 	if err != nil {
 		return nil, fmt.Errorf("ca: POST %s: %w", path, err)

@@ -53,6 +53,14 @@ type ServerDeps struct {
 	// service it asks for. Called for every service of every leaf; it must
 	// not block.
 	ServicePolicy func(node, service string) (allowed bool, reason string)
+	// AuthorizeToken decides, from the agent token a sign or renew request
+	// carries, whether the node may have a leaf at all and which of its
+	// services it may hold (see TokenAuthorizer; ACLTokens over the ACL
+	// resolver). Services it refuses are withheld as ServicePolicy's are; a
+	// node it refuses gets no leaf. Optional: without it (ACLs disabled)
+	// tokens are not looked at. A server's own leaf, signed in process, is
+	// not asked about: the server holds the CA's keys.
+	AuthorizeToken TokenAuthorizer
 	// PeerTLS returns the TLS state of an RPC request, for an RPC server
 	// that hides it from r.TLS (raftstore.PeerTLS). Default: r.TLS.
 	PeerTLS func(r *http.Request) (tls.ConnectionState, bool)
@@ -558,14 +566,17 @@ func (s *Server) verifyToken(sg *signer, tok string) (*tokenClaims, error) {
 // SignWithToken is the bootstrap path: it trades a one-time token and a CSR
 // for a leaf. The token must be for the node the CSR names; it is consumed
 // through smallstep's AuthDB UseToken hook, whose ledger is replicated.
-func (s *Server) SignWithToken(ctx context.Context, tok string, csr *x509.CertificateRequest) (*Issued, error) {
+// agentToken is the secret of the agent's ACL token ("" for none), for
+// ServerDeps.AuthorizeToken; it is checked before the bootstrap token is
+// consumed, so that a refused agent may try again with the same one.
+func (s *Server) SignWithToken(ctx context.Context, tok string, csr *x509.CertificateRequest, agentToken string) (*Issued, error) {
 	start := time.Now()
-	is, err := s.signWithToken(ctx, tok, csr)
+	is, err := s.signWithToken(ctx, tok, csr, agentToken)
 	s.m.observe("token", start, err)
 	return is, err
 }
 
-func (s *Server) signWithToken(ctx context.Context, tok string, csr *x509.CertificateRequest) (*Issued, error) {
+func (s *Server) signWithToken(ctx context.Context, tok string, csr *x509.CertificateRequest, agentToken string) (*Issued, error) {
 	sg, err := s.signer()
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
@@ -584,6 +595,10 @@ func (s *Server) signWithToken(ctx context.Context, tok string, csr *x509.Certif
 	if err := s.authorizeServices(id); err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
+	grant, err := s.authorizeToken(id, agentToken)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
 	actx := provisioner.NewContextWithMethod(ctx, provisioner.SignMethod)
 	if _, err := sg.auth.Authorize(actx, tok); err != nil {
 		if errors.Is(err, ErrTokenUsed) {
@@ -591,21 +606,23 @@ func (s *Server) signWithToken(ctx context.Context, tok string, csr *x509.Certif
 		}
 		return nil, fmt.Errorf("ca: sign: %w: %v", ErrBadToken, err)
 	}
-	return s.issue(ctx, sg, csr, id)
+	return s.issue(ctx, sg, csr, id, grant)
 }
 
 // Renew is the renewal path: peer is the chain the agent presented over
 // mTLS. It must verify against the current bundle and name the node the CSR
 // asks for; the services may change (that is how a new set of local services
-// reaches the certificate).
-func (s *Server) Renew(ctx context.Context, peer []*x509.Certificate, csr *x509.CertificateRequest) (*Issued, error) {
+// reaches the certificate). agentToken is the secret of the agent's ACL
+// token ("" for none), for ServerDeps.AuthorizeToken: the services a renewed
+// leaf names are decided again at each renewal.
+func (s *Server) Renew(ctx context.Context, peer []*x509.Certificate, csr *x509.CertificateRequest, agentToken string) (*Issued, error) {
 	start := time.Now()
-	is, err := s.renew(ctx, peer, csr)
+	is, err := s.renew(ctx, peer, csr, agentToken)
 	s.m.observe("renew", start, err)
 	return is, err
 }
 
-func (s *Server) renew(ctx context.Context, peer []*x509.Certificate, csr *x509.CertificateRequest) (*Issued, error) {
+func (s *Server) renew(ctx context.Context, peer []*x509.Certificate, csr *x509.CertificateRequest, agentToken string) (*Issued, error) {
 	sg, err := s.signer()
 	if err != nil {
 		return nil, fmt.Errorf("ca: renew: %w", err)
@@ -624,7 +641,11 @@ func (s *Server) renew(ctx context.Context, peer []*x509.Certificate, csr *x509.
 	if err := s.authorizeServices(id); err != nil {
 		return nil, fmt.Errorf("ca: renew: %w", err)
 	}
-	return s.issue(ctx, sg, csr, id)
+	grant, err := s.authorizeToken(id, agentToken)
+	if err != nil {
+		return nil, fmt.Errorf("ca: renew: %w", err)
+	}
+	return s.issue(ctx, sg, csr, id, grant)
 }
 
 // signLocal signs for this server's own node, in process.
@@ -650,7 +671,7 @@ func (s *Server) signLocal1(ctx context.Context, csr *x509.CertificateRequest) (
 	if id.Node != s.cfg.Node {
 		return nil, fmt.Errorf("ca: sign: %w: the local issuer signs for node %q only, not %q", ErrUnauthorized, s.cfg.Node, id.Node)
 	}
-	return s.issue(ctx, sg, csr, id)
+	return s.issue(ctx, sg, csr, id, nil)
 }
 
 func (s *Server) authorizeServices(id Identity) error {
@@ -663,18 +684,39 @@ func (s *Server) authorizeServices(id Identity) error {
 	return nil
 }
 
-// withhold returns id without the services that ServicePolicy does not let
-// its node hold, and logs and counts each one left out.
-func (s *Server) withhold(id Identity) Identity {
-	if s.deps.ServicePolicy == nil || len(id.Services) == 0 {
+// authorizeToken asks ServerDeps.AuthorizeToken about the agent token of a
+// request for id. It returns nil, nil without the hook.
+func (s *Server) authorizeToken(id Identity, secret string) (*TokenGrant, error) {
+	if s.deps.AuthorizeToken == nil {
+		return nil, nil
+	}
+	g, err := s.deps.AuthorizeToken(id.Node, id.Services, secret)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	return &g, nil
+}
+
+// withhold returns id without the services that the agent token (grant,
+// nil for none) or ServicePolicy do not let its node hold, and logs and
+// counts each one left out.
+func (s *Server) withhold(id Identity, grant *TokenGrant) Identity {
+	if (s.deps.ServicePolicy == nil && grant.none()) || len(id.Services) == 0 {
 		return id
 	}
 	kept := make([]string, 0, len(id.Services))
 	for _, svc := range id.Services {
-		if ok, why := s.deps.ServicePolicy(id.Node, svc); !ok {
-			s.m.withheld.Inc()
-			s.log.Warn("service identity withheld from leaf", "node", id.Node, "service", svc, "reason", why)
+		if why, refused := grant.refused(svc); refused {
+			s.m.withheld.WithLabelValues(withheldByToken).Inc()
+			s.log.Warn("service identity withheld from leaf", "node", id.Node, "service", svc, "by", withheldByToken, "accessor_id", grant.AccessorID, "reason", why)
 			continue
+		}
+		if s.deps.ServicePolicy != nil {
+			if ok, why := s.deps.ServicePolicy(id.Node, svc); !ok {
+				s.m.withheld.WithLabelValues(withheldByPolicy).Inc()
+				s.log.Warn("service identity withheld from leaf", "node", id.Node, "service", svc, "by", withheldByPolicy, "reason", why)
+				continue
+			}
 		}
 		kept = append(kept, svc)
 	}
@@ -687,12 +729,13 @@ func (s *Server) withhold(id Identity) Identity {
 
 // issue signs csr through the smallstep authority and records the leaf in
 // the state. The csr must ask for exactly the authorized identity asked;
-// the leaf names asked less the services that ServicePolicy withholds. The
-// record is written before the leaf is returned, so that a rotation never
-// believes a node is done when it is not.
-func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateRequest, asked Identity) (*Issued, error) {
+// the leaf names asked less the services that the agent token (grant) or
+// ServicePolicy withhold. The record is written before the leaf is
+// returned, so that a rotation never believes a node is done when it is
+// not.
+func (s *Server) issue(ctx context.Context, sg *signer, csr *x509.CertificateRequest, asked Identity, grant *TokenGrant) (*Issued, error) {
 	now := s.cfg.Now()
-	id := s.withhold(asked)
+	id := s.withhold(asked, grant)
 	chain, err := sg.auth.SignWithContext(ctx, csr, provisioner.SignOptions{},
 		leafTemplate{id: id},
 		csrValidator{id: asked},

@@ -21,6 +21,7 @@ func FuzzParse(f *testing.F) {
 		"---\n---\nkind: IntentionDefaults\nname: default\naction: allow\n",
 		"kind: Route\nname: web\nroutes:\n- match: {path_prefix: /, headers: [{name: a, exact: b}]}\n  split: s\n",
 		"{kind: ServiceDefaults, name: x, protocol: 0x10}",
+		"kind: ServiceIdentityDefaults\nname: default\nmode: deny\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -25,8 +25,11 @@ func TestParseExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := mustParse(t, string(src))
-	if len(docs) != 8 {
-		t.Fatalf("got %d documents, want 8", len(docs))
+	if len(docs) != 9 {
+		t.Fatalf("got %d documents, want 9", len(docs))
+	}
+	if d := docs[8].Spec.(*ServiceIdentityDefaults); docs[8].Kind != KindServiceIdentityDefaults || docs[8].Name != DefaultsName || d.Mode != Deny {
+		t.Fatalf("service identity defaults decoded wrongly: %+v", docs[8])
 	}
 	if si := docs[7].Spec.(*ServiceIdentity); docs[7].Kind != KindServiceIdentity || !reflect.DeepEqual(si.Nodes, []string{"web-*", "edge-1"}) {
 		t.Fatalf("service identity decoded wrongly: %+v", docs[7])
@@ -81,6 +84,14 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 			`Intention "web": sources[1].name: "API" is already listed at sources[0]`},
 		{"defaults name", "kind: IntentionDefaults\nname: mesh\naction: deny\n",
 			`IntentionDefaults "mesh": name: "mesh": an IntentionDefaults document must be named "default"`},
+		{"identity defaults name", "kind: ServiceIdentityDefaults\nname: web\nmode: deny\n",
+			`ServiceIdentityDefaults "web": name: "web": a ServiceIdentityDefaults document must be named "default"`},
+		{"identity defaults mode missing", "kind: ServiceIdentityDefaults\nname: default\n",
+			`ServiceIdentityDefaults "default": mode: required: allow (any node may hold an identity no ServiceIdentity covers) or deny (no node may)`},
+		{"identity defaults mode", "kind: ServiceIdentityDefaults\nname: default\nmode: strict\n",
+			`ServiceIdentityDefaults "default": mode: "strict" must be allow or deny`},
+		{"identity defaults unknown key", "kind: ServiceIdentityDefaults\nname: default\naction: deny\n",
+			`ServiceIdentityDefaults "default": action: unknown field`},
 		{"identity nodes missing", "kind: ServiceIdentity\nname: web\n",
 			`ServiceIdentity "web": nodes: required: the nodes that may hold the identity, or [] for none`},
 		{"identity node pattern", "kind: ServiceIdentity\nname: web\nnodes: [web-1, \"web/2\"]\n",
@@ -326,6 +337,12 @@ nodes: []
 	s := NewSet(1, entries)
 	wild := mustParse(t, "kind: ServiceIdentity\nname: \"*\"\nnodes: [core*]\n")[0]
 	sw := NewSet(2, append(append([]Entry(nil), entries...), Entry{Document: wild}))
+	withMode := func(mode string, extra ...Entry) *Set {
+		d := mustParse(t, "kind: ServiceIdentityDefaults\nname: default\nmode: "+mode+"\n")[0]
+		return NewSet(3, append(append(append([]Entry(nil), entries...), extra...), Entry{Document: d}))
+	}
+	deny, allow := withMode("deny"), withMode("allow")
+	denyWild := withMode("deny", Entry{Document: wild})
 	tests := []struct {
 		name          string
 		set           *Set
@@ -345,6 +362,11 @@ nodes: []
 		{"wildcard document", sw, "core7", "api", true, `ServiceIdentity "*" lists "core*"`},
 		{"wildcard refuses", sw, "edge-1", "api", false, `ServiceIdentity "*" does not list node "edge-1"`},
 		{"own document beats wildcard", sw, "web-1", "web", true, `ServiceIdentity "web"`},
+		{"deny mode refuses a service without a document", deny, "anyone", "api", false, `no ServiceIdentity document for "api"; ServiceIdentityDefaults: deny`},
+		{"deny mode leaves listed services alone", deny, "web-1", "web", true, `ServiceIdentity "web" lists "web-*"`},
+		{"deny mode leaves unlisted nodes refused", deny, "db-1", "web", false, `ServiceIdentity "web" does not list node "db-1"`},
+		{"wildcard document beats deny mode", denyWild, "core1", "api", true, `ServiceIdentity "*" lists "core*"`},
+		{"allow mode", allow, "anyone", "api", true, `no ServiceIdentity document for "api"; ServiceIdentityDefaults: allow`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

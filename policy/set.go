@@ -374,13 +374,17 @@ func (in Intentions) Allowed(src, dst string) (bool, string) {
 
 // MayHold reports whether node may hold the identity of service, and why,
 // in words fit for a log line: the service's ServiceIdentity document
-// decides, else the "*" document; with neither, any node may.
+// decides, else the "*" document, else the ServiceIdentityDefaults mode;
+// with none of them, any node may.
 func (s *Set) MayHold(node, service string) (bool, string) {
 	name := service
 	si, ok := s.lookup(KindServiceIdentity, service, false).(*ServiceIdentity)
 	if !ok {
 		name = Wildcard
 		if si, ok = s.lookup(KindServiceIdentity, Wildcard, false).(*ServiceIdentity); !ok {
+			if def, ok := s.lookup(KindServiceIdentityDefaults, DefaultsName, false).(*ServiceIdentityDefaults); ok {
+				return def.Mode == Allow, fmt.Sprintf("no ServiceIdentity document for %q; ServiceIdentityDefaults: %s", service, def.Mode)
+			}
 			return true, "no ServiceIdentity document"
 		}
 	}

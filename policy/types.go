@@ -8,13 +8,14 @@
 //
 // Every document has a kind and a name:
 //
-//	ServiceDefaults    name = service or "*"    protocol
-//	Route              name = service           L7 matches, each pointing to a Split
-//	Split              name = split             weights over subsets of a service
-//	Resilience         name = service or "*"    retries, timeouts, circuit breaker, outlier ejection
-//	Intention          name = destination or "*" sources allowed or denied
-//	IntentionDefaults  name = "default"         the mesh-wide action when no intention matches
-//	ServiceIdentity    name = service or "*"    the nodes that may hold the service's identity
+//	ServiceDefaults          name = service or "*"      protocol
+//	Route                    name = service             L7 matches, each pointing to a Split
+//	Split                    name = split               weights over subsets of a service
+//	Resilience               name = service or "*"      retries, timeouts, circuit breaker, outlier ejection
+//	Intention                name = destination or "*"  sources allowed or denied
+//	IntentionDefaults        name = "default"           the mesh-wide action when no intention matches
+//	ServiceIdentity          name = service or "*"      the nodes that may hold the service's identity
+//	ServiceIdentityDefaults  name = "default"           whether any node or none may hold an identity no ServiceIdentity covers
 //
 // Names are matched case-insensitively, as the catalog matches service names.
 package policy
@@ -38,10 +39,13 @@ const (
 	KindIntention         Kind = "Intention"
 	KindIntentionDefaults Kind = "IntentionDefaults"
 	KindServiceIdentity   Kind = "ServiceIdentity"
+	// KindServiceIdentityDefaults is the mesh-wide switch for services that
+	// no ServiceIdentity document covers.
+	KindServiceIdentityDefaults Kind = "ServiceIdentityDefaults"
 )
 
 // Kinds lists every kind, in the order documents are listed.
-var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults, KindServiceIdentity}
+var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults, KindServiceIdentity, KindServiceIdentityDefaults}
 
 // ParseKind returns the kind called s, matched case-insensitively so that the
 // CLI accepts `split` as well as `Split`.
@@ -67,12 +71,13 @@ func kindList() string {
 // source of an intention that matches every caller.
 const Wildcard = "*"
 
-// DefaultsName is the only name an IntentionDefaults document may have.
+// DefaultsName is the only name an IntentionDefaults or a
+// ServiceIdentityDefaults document may have.
 const DefaultsName = "default"
 
 // Spec is the kind-specific body of a document. It is implemented by
 // *ServiceDefaults, *Route, *Split, *Resilience, *Intention,
-// *IntentionDefaults and *ServiceIdentity.
+// *IntentionDefaults, *ServiceIdentity and *ServiceIdentityDefaults.
 type Spec interface {
 	// Kind is the kind this spec belongs to.
 	Kind() Kind
@@ -290,14 +295,28 @@ type IntentionDefaults struct {
 // ServiceIdentity lists the nodes that may hold the identity of the service
 // named by the document, spiffe://<trust-domain>/svc/<service>: the CA names
 // only those nodes for the service in their certificates, and receiving
-// agents honour the claim only from them. The "*" document applies to every
-// service that has no document of its own. A service with neither may be
-// held by any node that registers it, as its gossip record shows.
+// agents honour the claim only from them, and calling agents send the
+// service's traffic only to them. The "*" document applies to every service
+// that has no document of its own. A service with neither is decided by the
+// ServiceIdentityDefaults document: by default any node may hold it whose
+// agent token may write the service (any node that registers it, with ACLs
+// disabled).
 type ServiceIdentity struct {
 	// Nodes are node names, or patterns in which '*' stands for any run of
 	// characters ("web-*"). Matched case-insensitively. An empty list lets
 	// no node hold the identity.
 	Nodes []string `yaml:"nodes" json:"nodes"`
+}
+
+// ServiceIdentityDefaults is the mesh-wide mode for the identity of a service
+// that has no ServiceIdentity document of its own and that no "*" document
+// covers. It is a document of its own kind, as IntentionDefaults is, so that
+// turning the mesh to default deny is one document with one name, and so
+// that a "*" ServiceIdentity keeps its meaning of a default list of nodes.
+type ServiceIdentityDefaults struct {
+	// Mode is allow (any node may hold such an identity, as without the
+	// document) or deny (no node may).
+	Mode Action `yaml:"mode" json:"mode"`
 }
 
 // Kind implements Spec.
@@ -321,6 +340,9 @@ func (*IntentionDefaults) Kind() Kind { return KindIntentionDefaults }
 // Kind implements Spec.
 func (*ServiceIdentity) Kind() Kind { return KindServiceIdentity }
 
+// Kind implements Spec.
+func (*ServiceIdentityDefaults) Kind() Kind { return KindServiceIdentityDefaults }
+
 // newSpec returns an empty spec of kind k, or nil for an unknown kind.
 func newSpec(k Kind) Spec {
 	switch k {
@@ -338,6 +360,8 @@ func newSpec(k Kind) Spec {
 		return &IntentionDefaults{}
 	case KindServiceIdentity:
 		return &ServiceIdentity{}
+	case KindServiceIdentityDefaults:
+		return &ServiceIdentityDefaults{}
 	}
 	return nil
 }

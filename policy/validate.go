@@ -48,9 +48,9 @@ func validateDoc(d *Document, pos, line int) []error {
 		return v.errs
 	}
 	switch d.Kind {
-	case KindIntentionDefaults:
+	case KindIntentionDefaults, KindServiceIdentityDefaults:
 		if d.Name != DefaultsName {
-			v.add("name", "%q: an IntentionDefaults document must be named %q", d.Name, DefaultsName)
+			v.add("name", "%q: a%s %s document must be named %q", truncate(d.Name), article(d.Kind), d.Kind, DefaultsName)
 		}
 	case KindServiceDefaults, KindResilience, KindIntention, KindServiceIdentity:
 		if d.Name != Wildcard {
@@ -261,6 +261,22 @@ func (in *Intention) validate(v *validator) {
 
 func (d *IntentionDefaults) validate(v *validator) {
 	validAction("action", d.Action, v)
+}
+
+func (d *ServiceIdentityDefaults) validate(v *validator) {
+	if d.Mode == "" {
+		v.add("mode", "required: allow (any node may hold an identity no ServiceIdentity covers) or deny (no node may)")
+		return
+	}
+	validAction("mode", d.Mode, v)
+}
+
+// article is the indefinite article's tail before a kind's name.
+func article(k Kind) string {
+	if strings.ContainsRune("AEIOU", rune(k[0])) {
+		return "n"
+	}
+	return ""
 }
 
 // maxNodePatterns bounds a ServiceIdentity's list: the data plane matches it

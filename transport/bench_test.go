@@ -105,3 +105,29 @@ func BenchmarkConnect(b *testing.B) {
 		c.Close()
 	}
 }
+
+// BenchmarkIdentityCheck measures what a caller adds to each connect
+// attempt to decide whether an instance may serve the service: the
+// ServiceIdentity policy's verdict on its node, and a look at the service
+// identities its agent's certificate held when the connection came up. No
+// handshake, no lock.
+func BenchmarkIdentityCheck(b *testing.B) {
+	for _, bc := range []struct{ name, docs string }{
+		{"no document", ""},
+		{"ServiceIdentity", "kind: ServiceIdentity\nname: web\nnodes: [web-*, n2]\n"},
+		{"deny mode", "kind: ServiceIdentityDefaults\nname: default\nmode: deny\n---\nkind: ServiceIdentity\nname: web\nnodes: [web-*, n2]\n"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			holders := &policyHolders{}
+			holders.apply(b, bc.docs)
+			var ip IdentityPolicy = holders
+			pc := &peerConn{services: []string{"api", "db", "web"}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if ok, _ := ip.MayHold("n2", "web"); !ok || !pc.holds("web") {
+					b.Fatal("n2 may not serve web")
+				}
+			}
+		})
+	}
+}

@@ -80,6 +80,15 @@ type Config struct {
 	// new dials to that node fail at once; it doubles up to 30s and resets
 	// on success. Default: 250ms.
 	DialBackoff time.Duration
+	// IdentityRecheck is how old a peer connection must be before a
+	// caller that found the peer's certificate lacking a service's
+	// identity dials the peer again, to pick up a renewed certificate (a
+	// QUIC connection keeps the certificate of its handshake). It bounds
+	// how long a newly registered instance waits, after its new leaf,
+	// before it gets traffic, and makes a node that never gets the
+	// identity cost one handshake per interval while it is asked for.
+	// Default: 5s.
+	IdentityRecheck time.Duration
 
 	// SocketBuffer is the UDP receive and send buffer size asked for, in
 	// bytes. Default: 7 MiB (DefaultSocketBuffer).
@@ -131,6 +140,7 @@ func (c *Config) setDefaults() {
 	setDur(&c.KeepAlive, 10*time.Second)
 	setDur(&c.PeerIdleTimeout, 30*time.Second)
 	setDur(&c.DialBackoff, 250*time.Millisecond)
+	setDur(&c.IdentityRecheck, 5*time.Second)
 	setInt(&c.SocketBuffer, DefaultSocketBuffer)
 	if c.StreamWindow == 0 {
 		c.StreamWindow = 1 << 20
@@ -181,7 +191,8 @@ func (c *Config) Validate() error {
 		{"AttemptTimeout", c.AttemptTimeout}, {"LocalDialTimeout", c.LocalDialTimeout},
 		{"HeaderTimeout", c.HeaderTimeout}, {"HandshakeTimeout", c.HandshakeTimeout},
 		{"KeepAlive", c.KeepAlive}, {"PeerIdleTimeout", c.PeerIdleTimeout},
-		{"DialBackoff", c.DialBackoff}, {"ResyncInterval", c.ResyncInterval},
+		{"DialBackoff", c.DialBackoff}, {"IdentityRecheck", c.IdentityRecheck},
+		{"ResyncInterval", c.ResyncInterval},
 	}
 	for _, d := range durations {
 		if d.v < 0 {

@@ -68,6 +68,18 @@ type AuthorizerFunc func(src Source, dst string) (bool, string)
 // Allowed calls f.
 func (f AuthorizerFunc) Allowed(src Source, dst string) (bool, string) { return f(src, dst) }
 
+// IdentityPolicy says which nodes may hold a service's identity: the
+// ServiceIdentity policy documents and the ServiceIdentityDefaults mode
+// (policy.Set.MayHold through a small adapter). A calling agent asks it
+// before it sends a connection for a service to an instance, so that a node
+// the policy does not list gets none of the service's traffic, whatever its
+// certificate names. It is called on every connect attempt, concurrently,
+// and must not block: read an in-memory copy of the policy.
+type IdentityPolicy interface {
+	// MayHold returns the verdict and a short reason for logs.
+	MayHold(node, service string) (allowed bool, reason string)
+}
+
 // SplitTarget is one weighted subset of a traffic split.
 type SplitTarget struct {
 	// Service is the service the subset belongs to; "" means the split

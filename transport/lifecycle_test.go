@@ -151,7 +151,7 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	}
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
-		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO}
+		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped}
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, ",") != strings.Join(want, ",") {

@@ -20,6 +20,7 @@ const (
 	MetricUDPBuffer       = "meshwork_transport_udp_buffer_bytes"
 	MetricGSO             = "meshwork_transport_gso_enabled"
 	MetricGRO             = "meshwork_transport_gro_enabled"
+	MetricSkipped         = "meshwork_transport_skipped_instances_total"
 )
 
 type metrics struct {
@@ -37,11 +38,22 @@ type metrics struct {
 	udpBuffer       *prometheus.GaugeVec   // direction
 	gso             prometheus.Gauge
 	gro             prometheus.Gauge
+	skipped         *prometheus.CounterVec // reason
 
 	// Pre-resolved children for the hot path.
 	activeIn, activeOut prometheus.Gauge
 	bytesUp, bytesDown  prometheus.Counter
 	outOK               prometheus.Counter
+	skippedNoIdentity   prometheus.Counter
+	skippedNotAllowed   prometheus.Counter
+}
+
+// skippedBy returns the skip counter of reason.
+func (m *metrics) skippedBy(reason string) prometheus.Counter {
+	if reason == skipNodeNotAllowed {
+		return m.skippedNotAllowed
+	}
+	return m.skippedNoIdentity
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -103,11 +115,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricGRO,
 			Help: "1 when the tunnel socket receives with UDP generic receive offload.",
 		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricSkipped,
+			Help: "Instances an outbound connection was not sent to because they may not serve the service, by reason: " +
+				skipNoIdentity + " (their agent's certificate lacks the service's identity) or " +
+				skipNodeNotAllowed + " (ServiceIdentity policy does not let their node hold it).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.refused, m.inbound, m.outbound, m.attemptFailures, m.active, m.bytes,
 		m.peerConns, m.peerDials, m.connectSeconds, m.listeners, m.listenErrors,
-		m.udpBuffer, m.gso, m.gro,
+		m.udpBuffer, m.gso, m.gro, m.skipped,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -118,5 +136,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.bytesUp = m.bytes.WithLabelValues("up")
 	m.bytesDown = m.bytes.WithLabelValues("down")
 	m.outOK = m.outbound.WithLabelValues("ok")
+	m.skippedNoIdentity = m.skipped.WithLabelValues(skipNoIdentity)
+	m.skippedNotAllowed = m.skipped.WithLabelValues(skipNodeNotAllowed)
 	return m, nil
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -107,6 +108,12 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 		}
 	}
 	t.eps.Retain(func(k epKey) bool { return passing[k] })
+	t.skipLogged.Range(func(k, _ any) bool {
+		if !passing[k.(epKey)] {
+			t.skipLogged.Delete(k)
+		}
+		return true
+	})
 	// Nodes that gossip declared failed, or that are gone from the
 	// catalog: close their connections now rather than at the QUIC idle
 	// timeout. A node that left is draining (Drain): it takes no new
@@ -408,6 +415,12 @@ func metaMatches(svc *catalog.Service, want map[string]string) bool {
 // each instance's main port), claiming source. It tries up to
 // ConnectAttempts instances while ctx lasts; done must be called when the
 // stream is finished with.
+//
+// An instance gets the connection only if it may serve its service: the
+// IdentityPolicy lets its node hold the service's identity, and the
+// certificate its agent presented on our connection to it holds that
+// identity. Any other instance is skipped (logged and counted) without
+// using up an attempt, and the balancer picks among the rest.
 func (t *Transport) connect(ctx context.Context, service string, port int, source string) (s *quic.Stream, done func(), err error) {
 	snap := t.deps.Catalog.Current()
 	sub := t.route(snap, service)
@@ -439,9 +452,9 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 		return in.Member.TunnelPort <= 0 || !in.Member.IP.IsValid() || portFor(in) == 0 || !sub.matches(in.Service)
 	}
 	hdr := wire.Header{Source: source, Trace: newTrace()}
-	var lastErr error
+	var lastErr, lastSkip error
 	retriedGone := false
-	for attempt := 0; attempt < t.cfg.ConnectAttempts; attempt++ {
+	for attempt := 0; attempt < t.cfg.ConnectAttempts; {
 		if err := ctx.Err(); err != nil {
 			if lastErr == nil {
 				lastErr = err
@@ -455,6 +468,13 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 			break
 		}
 		in := &cands[i]
+		if t.deps.IdentityPolicy != nil {
+			if ok, why := t.deps.IdentityPolicy.MayHold(in.Member.Node, in.Service.Name); !ok {
+				lastSkip = t.skipInstance(in, &skipError{reason: skipNodeNotAllowed, detail: why})
+				tried = append(tried, i)
+				continue
+			}
+		}
 		ep := t.eps.Get(keyOf(in))
 		hdr.Service = in.Service.Name
 		hdr.Port = uint16(portFor(in))
@@ -469,6 +489,12 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 			return st, func() { rel(); ep.End() }, nil
 		}
 		ep.End()
+		if se, ok := errors.AsType[*skipError](err); ok {
+			lastSkip = t.skipInstance(in, se)
+			tried = append(tried, i)
+			continue
+		}
+		attempt++
 		lastErr = err
 		var re *RefusedError
 		if errors.As(err, &re) && !re.Code.Retryable() {
@@ -485,12 +511,58 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 		ep.Failure()
 		tried = append(tried, i)
 		t.m.attemptFailures.WithLabelValues(failureReason(err)).Inc()
-		t.log.Debug("connect attempt failed", "service", hdr.Service, "node", in.Member.Node, "attempt", attempt+1, "err", err)
+		t.log.Debug("connect attempt failed", "service", hdr.Service, "node", in.Member.Node, "attempt", attempt, "err", err)
 	}
-	if lastErr == nil {
+	switch {
+	case lastErr != nil:
+	case lastSkip != nil:
+		lastErr = fmt.Errorf("%w: %s: no instance may serve it; last skipped: %w", ErrNoInstance, sub.service, lastSkip)
+	default:
 		lastErr = fmt.Errorf("%w: %s (none reachable on port %d)", ErrNoInstance, sub.service, port)
 	}
 	return nil, nil, lastErr
+}
+
+// Reasons an instance is skipped, the label of MetricSkipped.
+const (
+	// skipNoIdentity: the certificate the instance's agent presented does
+	// not hold the service's identity.
+	skipNoIdentity = "certificate_lacks_service"
+	// skipNodeNotAllowed: the IdentityPolicy does not let the instance's
+	// node hold the service's identity.
+	skipNodeNotAllowed = "node_not_allowed"
+)
+
+// skipError is an instance passed over because it may not serve the
+// service; connect tries another.
+type skipError struct {
+	reason string // skipNoIdentity or skipNodeNotAllowed
+	detail string
+}
+
+func (e *skipError) Error() string { return e.reason + ": " + e.detail }
+
+// skipLogEvery limits the log of skips to one line per instance per period:
+// an instance that may not serve keeps being skipped for every connection.
+const skipLogEvery = 30 * time.Second
+
+// skipInstance counts and logs an instance that connect passed over, and
+// returns the error for connect's answer.
+func (t *Transport) skipInstance(in *catalog.Instance, se *skipError) error {
+	t.m.skippedBy(se.reason).Inc()
+	err := fmt.Errorf("instance %s on node %s: %w", in.Service.ID, in.Member.Node, se)
+	k := keyOf(in)
+	v, ok := t.skipLogged.Load(k)
+	if !ok {
+		v, _ = t.skipLogged.LoadOrStore(k, new(atomic.Int64))
+	}
+	last := v.(*atomic.Int64)
+	now := time.Now().UnixNano()
+	if prev := last.Load(); (prev == 0 || now-prev >= int64(skipLogEvery)) && last.CompareAndSwap(prev, now) {
+		t.log.Warn("instance skipped: it may not serve the service", "service", in.Service.Name, "instance", in.Service.ID,
+			"node", in.Member.Node, "reason", se.reason, "detail", se.detail)
+	}
+	return err
 }
 
 // connectionLevel reports whether err, from a stream, is the end of its
@@ -568,6 +640,20 @@ func (t *Transport) openStream(ctx context.Context, in *catalog.Instance, hdr *w
 				return nil, nil, err
 			}
 		}
+	}
+	if !pc.holds(hdr.Service) {
+		// Decided from the certificate of the connection's handshake, with
+		// no new handshake. The peer may have been issued a certificate
+		// that holds the identity since (a service just registered): a
+		// connection old enough is replaced in the background, and a later
+		// call sees the new certificate.
+		pc.release(p)
+		p.recheck(pc)
+		held := "none"
+		if len(pc.services) > 0 {
+			held = strings.Join(pc.services, ", ")
+		}
+		return nil, nil, &skipError{reason: skipNoIdentity, detail: fmt.Sprintf("its agent's certificate holds no identity of service %s (services held: %s)", hdr.Service, held)}
 	}
 	release := func() { pc.release(p) }
 

@@ -36,13 +36,27 @@ type peer struct {
 	down      bool // removed: gossip says the node failed, or Close
 }
 
-// peerConn is one QUIC connection to a peer, with what we presented on it.
+// peerConn is one QUIC connection to a peer, with what each side presented
+// on it.
 type peerConn struct {
-	conn    *quic.Conn
-	local   *certInfo // our certificate on this connection
-	expires time.Time // the earlier NotAfter of both leaves
-	active  atomic.Int64
-	stale   atomic.Bool // no new streams: replaced, expired or broken
+	conn     *quic.Conn
+	local    *certInfo // our certificate on this connection
+	services []string  // the service identities the peer's certificate holds
+	dialed   time.Time
+	expires  time.Time // the earlier NotAfter of both leaves
+	active   atomic.Int64
+	stale    atomic.Bool // no new streams: replaced, expired or broken
+}
+
+// holds reports whether the peer's certificate on pc holds the identity of
+// service. Names compare case-insensitively, as the catalog's do.
+func (pc *peerConn) holds(service string) bool {
+	for _, s := range pc.services {
+		if strings.EqualFold(s, service) {
+			return true
+		}
+	}
+	return false
 }
 
 type dialCall struct {
@@ -207,6 +221,25 @@ func (p *peer) closeDrainedLocked(pc *peerConn) {
 	pc.conn.CloseWithError(codeReplaced, "replaced")
 }
 
+// recheck dials the peer afresh, in the background, when pc is its current
+// connection and is at least IdentityRecheck old: pc's certificate lacks an
+// identity asked for, and the peer may hold a renewed certificate that has
+// it. The new connection replaces pc once it is up (pc's streams carry
+// on); a failed dial leaves pc in use. At most one dial runs per peer.
+func (p *peer) recheck(pc *peerConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if p.cur != pc || p.dialing != nil || p.down || now.Before(p.failUntil) || now.Sub(pc.dialed) < p.t.cfg.IdentityRecheck {
+		return
+	}
+	p.t.log.Debug("peer certificate lacks a service identity; dialling again for a renewed one", "node", p.node, "connection_age", now.Sub(pc.dialed))
+	call := &dialCall{done: make(chan struct{})}
+	p.dialing = call
+	p.t.wg.Add(1)
+	go p.dial(call, p.addr)
+}
+
 // broken marks pc unusable at once (a stream on it timed out): the next
 // caller dials afresh. Streams still open on it are left to fail or finish.
 func (p *peer) broken(pc *peerConn) {
@@ -276,8 +309,12 @@ func (t *Transport) dialPeer(ctx context.Context, node string, addr netip.AddrPo
 		return nil, err
 	}
 	expires := local.notAfter
-	if pcs := conn.ConnectionState().TLS.PeerCertificates; len(pcs) > 0 && pcs[0].NotAfter.Before(expires) {
-		expires = pcs[0].NotAfter
+	var services []string
+	if pcs := conn.ConnectionState().TLS.PeerCertificates; len(pcs) > 0 {
+		if pcs[0].NotAfter.Before(expires) {
+			expires = pcs[0].NotAfter
+		}
+		services = serviceIdentities(t.cfg.TrustDomain, pcs[0])
 	}
 	if !t.track(quicCloser{conn}) {
 		return nil, ErrClosed
@@ -296,8 +333,20 @@ func (t *Transport) dialPeer(ctx context.Context, node string, addr netip.AddrPo
 			t.log.Debug("peer connection closed", "node", node, "cause", cause)
 		}
 	}()
-	t.log.Debug("peer connected", "node", node, "addr", addr.String(), "expires", expires)
-	return &peerConn{conn: conn, local: local, expires: expires}, nil
+	t.log.Debug("peer connected", "node", node, "addr", addr.String(), "expires", expires, "services", services)
+	return &peerConn{conn: conn, local: local, services: services, dialed: time.Now(), expires: expires}, nil
+}
+
+// serviceIdentities returns the names of the services whose identities in
+// trust domain td the certificate holds.
+func serviceIdentities(td string, leaf *x509.Certificate) []string {
+	var out []string
+	for _, u := range leaf.URIs {
+		if id, err := spiffeid.FromURL(td, u); err == nil && id.Kind == spiffeid.KindService {
+			out = append(out, id.Name)
+		}
+	}
+	return out
 }
 
 // dropPeers closes the connections to nodes for which keep is false: gossip

@@ -55,6 +55,10 @@ type PeerStatus struct {
 	// Expires is when the connection must be replaced: the earlier
 	// NotAfter of the two certificates on it.
 	Expires time.Time `json:"expires,omitzero"`
+	// Services are the service identities the peer's certificate holds on
+	// the current connection: connections for any other service are not
+	// sent to the peer.
+	Services []string `json:"services,omitempty"`
 	// LastError and RetryAt are set while dials to the peer back off.
 	LastError string    `json:"last_error,omitempty"`
 	RetryAt   time.Time `json:"retry_at,omitzero"`
@@ -122,6 +126,7 @@ func (p *peer) status(now time.Time) PeerStatus {
 		ps.Connected = pc.usable(now)
 		ps.StreamsOut += pc.active.Load()
 		ps.Expires = pc.expires
+		ps.Services = pc.services
 	}
 	for pc := range p.draining {
 		ps.StreamsOut += pc.active.Load()

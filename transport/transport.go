@@ -13,8 +13,11 @@
 // explicit upstream's local address). The agent works out who is calling
 // (the upstream's service, else the local service running as the caller's
 // uid, found through sock_diag, else the node), picks a healthy instance
-// (traffic split, then power of two choices over peak-EWMA latency), opens
-// a stream to that instance's agent and writes the header. The receiver
+// (traffic split, then power of two choices over peak-EWMA latency) that
+// may serve the service (its node is allowed the service's identity by
+// policy, and its agent's certificate holds that identity; others are
+// skipped), opens a stream to that instance's agent and writes the
+// header. The receiver
 // checks that the claimed identity is one of the URI SANs of the peer's
 // certificate, that policy allows it, that the service declares the port,
 // dials the local service and answers with a status; on a retryable
@@ -80,6 +83,10 @@ type Deps struct {
 	Authorizer Authorizer
 	// Splits gives traffic splits. nil means none.
 	Splits SplitSource
+	// IdentityPolicy decides which nodes may serve a service, besides its
+	// identity in their certificates. nil lets any node whose certificate
+	// holds the service's identity serve it.
+	IdentityPolicy IdentityPolicy
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.
@@ -114,6 +121,8 @@ type Transport struct {
 	peers   map[string]*peer // by lower-cased node name
 
 	inboundPerNode sync.Map // node -> *atomic.Int64: streams held now
+
+	skipLogged sync.Map // epKey -> *atomic.Int64: unix ns of the last log of a skip
 
 	local atomic.Pointer[localState]
 

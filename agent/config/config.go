@@ -40,8 +40,10 @@ type Config struct {
 	// Advertise is the address other agents use to reach this one. Default:
 	// Bind, or the first private IPv4 address when Bind is unspecified.
 	Advertise string `yaml:"advertise"`
-	// RetryJoin lists agents (host or host:port) to join at start, retried with
-	// backoff until one answers.
+	// RetryJoin lists agents (host or host:port) to join at start. They are
+	// tried, with the agents this one remembers in data_dir, with backoff
+	// until it is in contact with the cluster, and again whenever it loses
+	// contact (docs/operations.md). Default: none.
 	RetryJoin []string `yaml:"retry_join"`
 	// Server makes this agent a Raft server. Default: false.
 	Server bool `yaml:"server"`
@@ -127,8 +129,13 @@ type Gossip struct {
 	ReconnectTimeout api.Duration `yaml:"reconnect_timeout"`
 	// TombstoneTimeout is how long a node that left stays listed. Default: 24h.
 	TombstoneTimeout api.Duration `yaml:"tombstone_timeout"`
-	// RetryJoinInterval is the first wait between join attempts; it doubles up
-	// to 30s. Default: 1s.
+	// LeftReconnectTimeout is how long a node that left gracefully is still
+	// tried again, in case it is restarting (a reboot, an upgrade). At most
+	// tombstone_timeout. Default: 30m, or tombstone_timeout when shorter.
+	LeftReconnectTimeout api.Duration `yaml:"left_reconnect_timeout"`
+	// RetryJoinInterval is the first wait between join attempts; it doubles,
+	// with jitter, up to 5s (or stays at this value when it is longer).
+	// Default: 1s.
 	RetryJoinInterval api.Duration `yaml:"retry_join_interval"`
 }
 
@@ -272,6 +279,7 @@ func (c *Config) ApplyDefaults() error {
 
 	setDur(&c.Gossip.ReconnectTimeout, 72*time.Hour)
 	setDur(&c.Gossip.TombstoneTimeout, 24*time.Hour)
+	setDur(&c.Gossip.LeftReconnectTimeout, min(30*time.Minute, c.Gossip.TombstoneTimeout.D()))
 	setDur(&c.Gossip.RetryJoinInterval, time.Second)
 
 	setDur(&c.Raft.DeadServerAfter, 5*time.Minute)

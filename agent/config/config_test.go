@@ -207,3 +207,47 @@ func TestCAAndTunnelKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestGossipKeys checks the keys of the gossip: section: each bad value is
+// refused with an error naming its key, and the defaults apply.
+func TestGossipKeys(t *testing.T) {
+	base := "node: n1\ndata_dir: /tmp/x\ncluster_key: " + testKey + "\nbind: 10.1.2.3\n"
+	tests := []struct {
+		name string
+		body string
+		want string // "" means valid
+	}{
+		{"defaults", "", ""},
+		{"every key", "gossip:\n  reconnect_timeout: 24h\n  tombstone_timeout: 12h\n  left_reconnect_timeout: 2h\n  retry_join_interval: 2s\n", ""},
+		{"negative left reconnect", "gossip:\n  left_reconnect_timeout: -1s\n", "gossip.left_reconnect_timeout: -1s must be greater than 0"},
+		{"left reconnect past the tombstone", "gossip:\n  tombstone_timeout: 1h\n  left_reconnect_timeout: 2h\n", "gossip.left_reconnect_timeout: 2h0m0s is longer than gossip.tombstone_timeout 1h0m0s"},
+		{"short tombstone shortens the default", "gossip:\n  tombstone_timeout: 10m\n", ""},
+		{"negative retry interval", "gossip:\n  retry_join_interval: -1s\n", "gossip.retry_join_interval"},
+		{"misspelled key", "gossip:\n  left_reconnect: 1h\n", "gossip.left_reconnect"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir, "00-base.yaml", base)
+			write(t, dir, "10-case.yaml", tc.body)
+			l, err := LoadAndValidate(nil, []string{dir}, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("config accepted, want an error naming %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not name %q", err, tc.want)
+			}
+			if tc.name == "defaults" && (l.Gossip.LeftReconnectTimeout.D() != 30*time.Minute || l.Gossip.RetryJoinInterval.D() != time.Second) {
+				t.Errorf("defaults: %+v", l.Gossip)
+			}
+			if tc.name == "short tombstone shortens the default" && l.Gossip.LeftReconnectTimeout.D() != 10*time.Minute {
+				t.Errorf("left_reconnect_timeout = %s, want tombstone_timeout's 10m", l.Gossip.LeftReconnectTimeout.D())
+			}
+			if tc.name == "every key" && l.Gossip.LeftReconnectTimeout.D() != 2*time.Hour {
+				t.Errorf("left_reconnect_timeout = %s, want 2h", l.Gossip.LeftReconnectTimeout.D())
+			}
+		})
+	}
+}

@@ -142,6 +142,10 @@ func (c *Config) Validate() error {
 	positive(bad, "gossip.reconnect_timeout", c.Gossip.ReconnectTimeout.D())
 	positive(bad, "gossip.tombstone_timeout", c.Gossip.TombstoneTimeout.D())
 	positive(bad, "gossip.retry_join_interval", c.Gossip.RetryJoinInterval.D())
+	positive(bad, "gossip.left_reconnect_timeout", c.Gossip.LeftReconnectTimeout.D())
+	if lr, ts := c.Gossip.LeftReconnectTimeout.D(), c.Gossip.TombstoneTimeout.D(); lr > ts {
+		bad("gossip.left_reconnect_timeout", "%s is longer than gossip.tombstone_timeout %s, after which a node that left is forgotten", lr, ts)
+	}
 
 	positive(bad, "raft.dead_server_after", c.Raft.DeadServerAfter.D())
 	if c.Raft.SnapshotThreshold < 16 {

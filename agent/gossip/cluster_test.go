@@ -13,7 +13,7 @@ import (
 
 // counterValue returns the value of the counter name with the given label
 // pairs in reg, 0 when absent.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -66,7 +66,7 @@ func passingOn(s *catalog.Snapshot, node string, port int) bool {
 	return false
 }
 
-func setLocal(t *testing.T, g *gossip.Gossip, rec catalog.Record) uint64 {
+func setLocal(t testing.TB, g *gossip.Gossip, rec catalog.Record) uint64 {
 	t.Helper()
 	v, err := g.SetLocal(rec)
 	if err != nil {

@@ -33,6 +33,9 @@ func TestConfigValidate(t *testing.T) {
 		{"retry order", func(c *Config) { c.RetryJoinMax = time.Millisecond }, "RetryJoinMax 1ms is below RetryJoinInterval 1s"},
 		{"packet", func(c *Config) { c.PacketSize = 100 }, "PacketSize 100"},
 		{"fanout", func(c *Config) { c.StreamFanout = 0 }, "StreamFanout 0"},
+		{"left reconnect", func(c *Config) { c.LeftReconnectTimeout = 0 }, "LeftReconnectTimeout 0s must be positive"},
+		{"left reconnect past tombstone", func(c *Config) { c.LeftReconnectTimeout = 25 * time.Hour }, "LeftReconnectTimeout 25h0m0s is above TombstoneTimeout 24h0m0s"},
+		{"peers file", func(c *Config) { c.PeersFile = "/var/lib/meshwork/gossip/peers.json" }, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,5 +91,36 @@ func TestLANSuspicionWindow(t *testing.T) {
 	}
 	if k := c.SuspicionMult - 2; k > 50-2 {
 		t.Fatalf("Lifeguard wants %d confirmations, more than 50 members can give", k)
+	}
+}
+
+// TestLANRejoinBudget pins the arithmetic behind the join timers: once a
+// fault ends, every catalog is whole within 10 s. A node out of contact
+// waits at most RetryJoinMax (+25% jitter) between attempts, a node in
+// contact at most ReconnectInterval (+25%) between reconnects; what is left
+// of the 10 s is for the push/pull of the join and gossip (well under 1 s).
+func TestLANRejoinBudget(t *testing.T) {
+	c := DefaultLANConfig()
+	if w := c.RetryJoinMax + c.RetryJoinMax/4; w > 7*time.Second {
+		t.Fatalf("an agent out of contact may wait %s between attempts; want at most 7s of the 10s goal", w)
+	}
+	if w := c.ReconnectInterval + c.ReconnectInterval/4; w > 3*time.Second {
+		t.Fatalf("an agent in contact may wait %s between reconnects; want at most 3s", w)
+	}
+	// In a large cluster each node tries less often, but many nodes try.
+	for _, n := range []int{32, 64, 300, 1000} {
+		each := scaleInterval(c.ReconnectInterval, n)
+		if cluster := each / time.Duration(n); cluster > 100*time.Millisecond {
+			t.Fatalf("at %d members the cluster tries a gone member every %s, want at least every 100ms", n, cluster)
+		}
+		if each > 20*time.Second {
+			t.Fatalf("at %d members each node tries every %s", n, each)
+		}
+	}
+	if scaleInterval(c.ReconnectInterval, 300) <= c.ReconnectInterval {
+		t.Fatal("the reconnect interval is not stretched at 300 members")
+	}
+	if c.LeftReconnectTimeout > c.TombstoneTimeout || c.LeftReconnectTimeout < 10*time.Minute {
+		t.Fatalf("LeftReconnectTimeout %s: want a host's reboot (10 min) and at most TombstoneTimeout", c.LeftReconnectTimeout)
 	}
 }

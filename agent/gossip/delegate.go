@@ -52,7 +52,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	if err != nil {
 		d.g.metrics.refused.WithLabelValues(refusedDecode).Inc()
-		d.g.log.Warn("gossip push/pull state refused", "error", err)
+		d.g.log.Warn("gossip push/pull state refused", "err", err)
 		return
 	}
 	d.g.metrics.pushPull.WithLabelValues("merged").Inc()
@@ -76,8 +76,7 @@ func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _
 	g := d.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if p := g.peers[other.Name]; p != nil && p.suspect {
-		p.suspect = false
+	if g.peers.probeSucceeded(other.Name) {
 		g.changedLocked()
 	}
 }

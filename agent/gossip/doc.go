@@ -65,4 +65,25 @@
 //     merely slow or stopped still accepts TCP connections, so it only ever
 //     goes through memberlist's suspicion timer, which is tuned long enough
 //     to ride out a 2 s stall.
+//
+// The peer state machine behind these statuses is peerTable (peers.go): it
+// reads no clock, every decision takes the time as an argument.
+//
+// # Finding the cluster again
+//
+// memberlist never contacts a node it declared dead or gone, so two groups
+// that lost each other (every server restarted, a partition) stay apart
+// unless someone joins across. Two loops do (join.go):
+//
+//   - rejoin: at start, and whenever this node is out of contact (no live
+//     peer, or no live server while it knows servers), it tries RetryJoin and
+//     a few reconnect candidates at once, backing off to RetryJoinMax.
+//   - reconnect: every ReconnectInterval it tries one reconnect candidate: a
+//     member that failed (for ReconnectTimeout), one that left (for
+//     LeftReconnectTimeout: a graceful leave is most often a restart), or a
+//     peer remembered in PeersFile and not seen since this start.
+//
+// PeersFile (peersfile.go) is what lets a node restarted while every
+// RetryJoin address is down find the others, and a restarted server find
+// the clients.
 package gossip

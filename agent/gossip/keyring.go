@@ -13,11 +13,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 
 	"github.com/meshwork/meshwork/internal/atomicfile"
+	"github.com/meshwork/meshwork/internal/clock"
 )
 
 // Keyring errors.
@@ -179,8 +179,8 @@ func (g *Gossip) keyringOp(ctx context.Context, op, keyStr string) (*KeyringResp
 		g.mu.Unlock()
 		return fail(ErrClosed)
 	}
-	now := time.Now()
-	for _, p := range g.peers {
+	now := g.clock.Now()
+	for _, p := range g.peers.peers {
 		if p.known && p.status(now).Reachable() {
 			q.expected[p.name] = true
 		}
@@ -200,11 +200,11 @@ func (g *Gossip) keyringOp(ctx context.Context, op, keyStr string) (*KeyringResp
 	msg := mustEncode(msgQuery, &query{ID: id, Origin: g.cfg.NodeName, Op: op, Key: key})
 	g.queue.QueueBroadcast(&namedBroadcast{name: fmt.Sprintf("q/%d", id), msg: msg})
 
-	timer := time.NewTimer(g.cfg.QueryTimeout)
+	timeout, timer := clock.After(g.clock, g.cfg.QueryTimeout)
 	defer timer.Stop()
 	select {
 	case <-q.done:
-	case <-timer.C:
+	case <-timeout:
 	case <-ctx.Done():
 	}
 
@@ -288,7 +288,7 @@ func (g *Gossip) applyKeyOp(id uint64, op string, key []byte) queryResp {
 	if err != nil {
 		r.Err = err.Error()
 		result = "error"
-		g.log.Warn("gossip keyring operation failed", "op", op, "error", err)
+		g.log.Warn("gossip keyring operation failed", "op", op, "err", err)
 	}
 	r.Keys = g.keyring.GetKeys()
 	r.Primary = g.keyring.GetPrimaryKey()
@@ -302,10 +302,10 @@ func (g *Gossip) onQuery(q *query, raw []byte) {
 		g.mu.Unlock()
 		return
 	}
-	g.seenQueries[q.ID] = time.Now()
-	origin, ok := g.peers[q.Origin]
+	g.seenQueries[q.ID] = g.clock.Now()
+	origin := g.peers.get(q.Origin)
 	var to memberlist.Node
-	if ok && origin.known {
+	if origin != nil && origin.known {
 		to = origin.node
 	}
 	g.mu.Unlock()

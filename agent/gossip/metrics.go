@@ -16,6 +16,9 @@ const (
 	metricReceivedBytes    = "meshwork_gossip_received_bytes_total"
 	metricKeyringOps       = "meshwork_gossip_keyring_operations_total"
 	metricDownEvidence     = "meshwork_gossip_down_notices_total"
+	metricJoinAttempts     = "meshwork_gossip_join_attempts_total"
+	metricInContact        = "meshwork_gossip_in_contact"
+	metricPeersFile        = "meshwork_gossip_peers_file_operations_total"
 )
 
 // Reasons a message is refused, the values of the "reason" label.
@@ -34,6 +37,9 @@ type metrics struct {
 	streams    *prometheus.CounterVec
 	keyringOps *prometheus.CounterVec
 	down       prometheus.Counter
+	joins      *prometheus.CounterVec
+	inContact  prometheus.Gauge
+	peersFile  *prometheus.CounterVec
 }
 
 // newMetrics registers the package's metrics in reg. queued and stats are
@@ -68,6 +74,18 @@ func newMetrics(reg prometheus.Registerer, queued func() int, stats func() Stats
 			Name: metricDownEvidence,
 			Help: "Down notices raised by this node: a failed probe whose TCP connection was refused.",
 		}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricJoinAttempts,
+			Help: "Addresses this node tried to join on its own, by loop (rejoin: out of contact; reconnect: one gone member) and result.",
+		}, []string{"loop", "result"}),
+		inContact: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricInContact,
+			Help: "1 when this node is in contact with the cluster (a live peer, and a live server when it knows servers), else 0.",
+		}),
+		peersFile: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPeersFile,
+			Help: "Reads and writes of the peers file, by op (read, write) and result (ok, error).",
+		}, []string{"op", "result"}),
 	}
 	for _, s := range []string{"alive", "suspect", "failed", "left"} {
 		m.members.WithLabelValues(s)
@@ -77,6 +95,7 @@ func newMetrics(reg prometheus.Registerer, queued func() int, stats func() Stats
 	}
 	cs := []prometheus.Collector{
 		m.members, m.received, m.refused, m.pushPull, m.streams, m.keyringOps, m.down,
+		m.joins, m.inContact, m.peersFile,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: metricBroadcastsQueued,
 			Help: "Broadcasts waiting in this node's gossip queue.",

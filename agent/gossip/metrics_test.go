@@ -19,6 +19,8 @@ func TestMetricNames(t *testing.T) {
 	g.metrics.pushPull.WithLabelValues("sent").Inc()
 	g.metrics.streams.WithLabelValues("record", "ok").Inc()
 	g.metrics.keyringOps.WithLabelValues("list", "ok").Inc()
+	g.metrics.joins.WithLabelValues("rejoin", "ok").Inc()
+	g.metrics.peersFile.WithLabelValues("write", "ok").Inc()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -30,10 +32,13 @@ func TestMetricNames(t *testing.T) {
 	want := []string{
 		"meshwork_gossip_broadcasts_queued",
 		"meshwork_gossip_down_notices_total",
+		"meshwork_gossip_in_contact",
+		"meshwork_gossip_join_attempts_total",
 		"meshwork_gossip_keyring_operations_total",
 		"meshwork_gossip_members",
 		"meshwork_gossip_messages_received_total",
 		"meshwork_gossip_messages_refused_total",
+		"meshwork_gossip_peers_file_operations_total",
 		"meshwork_gossip_push_pull_total",
 		"meshwork_gossip_received_bytes_total",
 		"meshwork_gossip_sent_bytes_total",

@@ -90,7 +90,7 @@ func (t *NetTransport) readPackets() {
 			if t.closing.Load() {
 				return
 			}
-			t.log.Error("gossip transport: UDP read failed", "error", err)
+			t.log.Error("gossip transport: UDP read failed", "err", err)
 			continue
 		}
 		if n == 0 {
@@ -116,7 +116,7 @@ func (t *NetTransport) accept() {
 			}
 			// Out of file descriptors and the like: back off, up to 1 s.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			t.log.Error("gossip transport: TCP accept failed", "error", err, "retry_in", delay)
+			t.log.Error("gossip transport: TCP accept failed", "err", err, "retry_in", delay)
 			select {
 			case <-time.After(delay):
 				continue

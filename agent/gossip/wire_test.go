@@ -154,7 +154,7 @@ func TestBadRecordsAreRefused(t *testing.T) {
 	// The good record of the state was kept (held until memberlist reports
 	// its node), the bad one nowhere.
 	g.mu.Lock()
-	p := g.peers["node-a"]
+	p := g.peers.get("node-a")
 	g.mu.Unlock()
 	if p == nil || p.rec == nil || p.rec.Services[0].Health != catalog.Passing {
 		t.Fatalf("the valid record of the state was not kept: %+v", p)

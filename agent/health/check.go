@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 )
 
 // Errors of Check's methods.
@@ -59,8 +60,8 @@ type State struct {
 // Deps are a check's collaborators. All are optional.
 type Deps struct {
 	// Clock drives intervals, TTLs and deregister_critical_after.
-	// Default: RealClock.
-	Clock Clock
+	// Default: clock.Real.
+	Clock clock.Clock
 	// OnChange is called after every change of status, in the goroutine that
 	// made it (the probe loop, a timer, or the caller of UpdateTTL), without
 	// any lock of the check held. Calls for one check may overlap. It must
@@ -94,9 +95,9 @@ type Check struct {
 	state     State
 	started   bool
 	closed    bool
-	ttlTimer  Timer
+	ttlTimer  clock.Timer
 	ttlGen    uint64 // invalidates a ttl timer that was replaced
-	critTimer Timer
+	critTimer clock.Timer
 	critGen   uint64 // invalidates a critical timer that was stopped
 }
 
@@ -110,7 +111,7 @@ func New(def api.CheckDefinition, deps Deps) (*Check, error) {
 		return nil, fmt.Errorf("health: new check: %w", err)
 	}
 	if deps.Clock == nil {
-		deps.Clock = RealClock
+		deps.Clock = clock.Real
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)

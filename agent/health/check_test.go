@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -27,9 +28,9 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{ch: make(chan Update, 100)} }
 
-func (r *recorder) deps(clock Clock) Deps {
+func (r *recorder) deps(clk clock.Clock) Deps {
 	return Deps{
-		Clock:             clock,
+		Clock:             clk,
 		OnChange:          func(u Update) { r.ch <- u },
 		OnCriticalTimeout: func(string) { r.timeouts.Add(1) },
 	}
@@ -179,7 +180,7 @@ func TestHTTPCheckInterval(t *testing.T) {
 	hits := make(chan struct{}, 10)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits <- struct{}{} }))
 	t.Cleanup(srv.Close)
-	clock := NewManualClock(time.Unix(1000, 0))
+	clock := clock.NewManual(time.Unix(1000, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 
@@ -231,7 +232,7 @@ func TestTCPCheck(t *testing.T) {
 }
 
 func TestTTLCheck(t *testing.T) {
-	clock := NewManualClock(time.Unix(1000, 0))
+	clock := clock.NewManual(time.Unix(1000, 0))
 	rec := newRecorder()
 	c := startCheck(t, api.CheckDefinition{TTL: api.Duration(10 * time.Second)}, rec.deps(clock))
 	if st := c.State(); st.Status != catalog.Critical {
@@ -276,7 +277,7 @@ func TestTTLCheck(t *testing.T) {
 }
 
 func TestDeregisterCriticalAfter(t *testing.T) {
-	clock := NewManualClock(time.Unix(1000, 0))
+	clock := clock.NewManual(time.Unix(1000, 0))
 	rec := newRecorder()
 	c := startCheck(t, api.CheckDefinition{
 		TTL: api.Duration(10 * time.Second), Status: "passing",

@@ -25,6 +25,7 @@ import (
 	"github.com/meshwork/meshwork/agent/health"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -120,8 +121,8 @@ type Deps struct {
 	// Registerer receives the local and health metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock drives the checks and seeds record versions.
-	// Default: health.RealClock.
-	Clock health.Clock
+	// Default: clock.Real.
+	Clock clock.Clock
 	// LookupUser resolves a unix user name to its uid, for ServiceByUID.
 	// Default: os/user.Lookup.
 	LookupUser func(name string) (uint32, error)
@@ -176,7 +177,7 @@ func New(cfg Config, deps Deps) (*Manager, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	if deps.Clock == nil {
-		deps.Clock = health.RealClock
+		deps.Clock = clock.Real
 	}
 	if deps.LookupUser == nil {
 		deps.LookupUser = lookupUser

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshwork/meshwork/agent/health"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -86,11 +86,11 @@ func hasSvc(rec catalog.Record, id string) bool { return svcHealth(rec, id) != "
 type fixture struct {
 	m     *Manager
 	pub   *pubRecorder
-	clock *health.ManualClock
+	clock *clock.Manual
 	reg   *prometheus.Registry
 }
 
-func newManager(t *testing.T, cfg Config, clock *health.ManualClock) *fixture {
+func newManager(t *testing.T, cfg Config, clock *clock.Manual) *fixture {
 	t.Helper()
 	if cfg.Node == "" {
 		cfg.Node = "n1"
@@ -187,7 +187,7 @@ func TestRegisterPublishesRecord(t *testing.T) {
 }
 
 func TestHealthIsWorstOfChecks(t *testing.T) {
-	clock := health.NewManualClock(time.Unix(1_700_000_000, 0))
+	clock := clock.NewManual(time.Unix(1_700_000_000, 0))
 	f := newManager(t, Config{}, clock)
 	if err := f.m.Register(ttlService("db", 60, 60)); err != nil {
 		t.Fatal(err)
@@ -357,7 +357,7 @@ func TestPersistFailureChangesNothing(t *testing.T) {
 }
 
 func TestReload(t *testing.T) {
-	clock := health.NewManualClock(time.Unix(1_700_000_000, 0))
+	clock := clock.NewManual(time.Unix(1_700_000_000, 0))
 	cfg := Config{Services: []api.ServiceDefinition{ttlService("a", 60), ttlService("b", 60)}}
 	f := newManager(t, cfg, clock)
 	if err := f.m.Register(api.ServiceDefinition{Name: "api1"}); err != nil {
@@ -433,7 +433,7 @@ func TestCheckIDConflictOnRegister(t *testing.T) {
 }
 
 func TestDeregisterCriticalAfter(t *testing.T) {
-	clock := health.NewManualClock(time.Unix(1_700_000_000, 0))
+	clock := clock.NewManual(time.Unix(1_700_000_000, 0))
 	dir := t.TempDir()
 	f := newManager(t, Config{DataDir: dir}, clock)
 	def := api.ServiceDefinition{Name: "flaky", Check: &api.CheckDefinition{

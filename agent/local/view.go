@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshwork/meshwork/agent/health"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/clock"
 )
 
 // Errors of the data-plane lookups.
@@ -164,7 +164,7 @@ func (m *Manager) serviceBy(match func(user string) bool, who string) (string, e
 // seconds, so that the data plane does not read /etc/passwd per connection.
 type userCache struct {
 	lookupFn func(string) (uint32, error)
-	clock    health.Clock
+	clock    clock.Clock
 
 	mu      sync.Mutex
 	entries map[string]userEntry
@@ -176,8 +176,8 @@ type userEntry struct {
 	expires time.Time
 }
 
-func newUserCache(fn func(string) (uint32, error), clock health.Clock) *userCache {
-	return &userCache{lookupFn: fn, clock: clock, entries: map[string]userEntry{}}
+func newUserCache(fn func(string) (uint32, error), clk clock.Clock) *userCache {
+	return &userCache{lookupFn: fn, clock: clk, entries: map[string]userEntry{}}
 }
 
 func (c *userCache) lookup(name string) (uint32, bool) {

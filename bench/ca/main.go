@@ -367,7 +367,7 @@ func (e *meshEnv) agentFor(i int) (*agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	is, err := e.srv.SignWithToken(context.Background(), tok, csr)
+	is, err := e.srv.SignWithToken(context.Background(), tok, csr, "")
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +399,7 @@ func (e *meshEnv) renewOp(i int) (func() error, error) {
 		return nil, err
 	}
 	return func() error {
-		_, err := e.srv.Renew(context.Background(), a.chain, a.csr)
+		_, err := e.srv.Renew(context.Background(), a.chain, a.csr, "")
 		return err
 	}, nil
 }
@@ -422,7 +422,7 @@ func (e *meshEnv) tokenOp(i int) (func() error, error) {
 		if j >= len(toks) {
 			return errExhausted
 		}
-		_, err := e.srv.SignWithToken(context.Background(), toks[j], a.csr)
+		_, err := e.srv.SignWithToken(context.Background(), toks[j], a.csr, "")
 		return err
 	}, nil
 }

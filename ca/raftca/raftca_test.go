@@ -140,7 +140,7 @@ func TestCAOnRaft(t *testing.T) {
 	k, _ := os.ReadFile(tokFile)
 	csrKey, csr := newCSR(t, "c1")
 	_ = csrKey
-	if _, err := alive.Server().SignWithToken(context.Background(), string(k), csr); !errors.Is(err, ca.ErrTokenUsed) {
+	if _, err := alive.Server().SignWithToken(context.Background(), string(k), csr, ""); !errors.Is(err, ca.ErrTokenUsed) {
 		t.Fatalf("token reuse after failover: %v, want ErrTokenUsed", err)
 	}
 	tok2, _, err := alive.Server().Token(context.Background(), "c2", 0)
@@ -148,7 +148,7 @@ func TestCAOnRaft(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, csr2 := newCSR(t, "c2")
-	if _, err := alive.Server().SignWithToken(context.Background(), tok2, csr2); err != nil {
+	if _, err := alive.Server().SignWithToken(context.Background(), tok2, csr2, ""); err != nil {
 		t.Fatalf("new token after failover: %v", err)
 	}
 }

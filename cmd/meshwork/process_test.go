@@ -194,9 +194,9 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectNotify(t, notes, "STOPPING=1")
-	// systemd gets more time for each phase of the stop: the leave (15s)
+	// systemd gets more time for each phase of the stop: the leave (5s)
 	// and the configured drain, each followed by the close (10s).
-	expectNotify(t, notes, "EXTEND_TIMEOUT_USEC=25000000\n")
+	expectNotify(t, notes, "EXTEND_TIMEOUT_USEC=15000000\n")
 	expectNotify(t, notes, "STATUS=draining the tunnel")
 	expectNotify(t, notes, "EXTEND_TIMEOUT_USEC=52000000\n")
 	select {

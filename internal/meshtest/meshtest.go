@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -65,8 +67,9 @@ type Options struct {
 	// in-memory network.
 	Loopback bool
 	// Config adjusts a node's gossip config, which starts as
-	// gossip.FastTestConfig(name) joining the first node. Unused with
-	// NewMember.
+	// gossip.FastTestConfig(name) joining the first node and remembering
+	// its peers in peers.json in its data dir. It is called at every start,
+	// restarts included. Unused with NewMember.
 	Config func(spec NodeSpec, c *gossip.Config)
 	// NewMember builds node i instead of a bare gossip layer, for tests of
 	// the whole agent.
@@ -103,6 +106,7 @@ func (n *Node) Stopped() bool { return n.stopped }
 type Cluster struct {
 	t     testing.TB
 	opts  Options
+	root  string // holds the nodes' data dirs
 	Net   Network
 	Nodes []*Node
 	mu    sync.Mutex
@@ -121,7 +125,10 @@ func (m gossipMember) Catalog() *catalog.Store { return m.store }
 // It does not wait for convergence: call WaitConverged.
 func NewCluster(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, opts: opts}
+	// The data dirs live under one directory made before closeAll is
+	// registered, so that it is removed after every node stopped writing
+	// (cleanups run last in, first out).
+	c := &Cluster{t: t, opts: opts, root: t.TempDir()}
 	if opts.Loopback {
 		ln := NewLoopbackNetwork()
 		c.Net = ln
@@ -143,7 +150,11 @@ func (c *Cluster) AddNode() *Node {
 	c.t.Helper()
 	c.mu.Lock()
 	i := len(c.Nodes)
-	node := &Node{Index: i, Name: fmt.Sprintf("node-%d", i), DataDir: c.t.TempDir()}
+	dir, err := os.MkdirTemp(c.root, fmt.Sprintf("node-%d-", i))
+	if err != nil {
+		c.t.Fatalf("meshtest: data dir: %v", err)
+	}
+	node := &Node{Index: i, Name: fmt.Sprintf("node-%d", i), DataDir: dir}
 	c.Nodes = append(c.Nodes, node)
 	c.mu.Unlock()
 	c.startNode(node)
@@ -200,6 +211,7 @@ func (c *Cluster) startNode(node *Node) {
 func (c *Cluster) newGossip(spec NodeSpec) (Member, error) {
 	cfg := gossip.FastTestConfig(spec.Name)
 	cfg.RetryJoin = spec.Join
+	cfg.PeersFile = filepath.Join(spec.DataDir, "peers.json")
 	if c.opts.Config != nil {
 		c.opts.Config(spec, &cfg)
 	}
@@ -255,9 +267,10 @@ func (c *Cluster) Leave(i int) {
 	n.stopped = true
 }
 
-// Restart starts a stopped node again, with the same name and data dir (and,
-// on the in-memory network, the same address). It joins node 0, or node 1
-// when it is node 0.
+// Restart starts a stopped node again, with the same name, data dir and
+// address. It finds the cluster by itself, as an agent does: through its
+// RetryJoin (node 0's address; none for node 0) and the peers it remembers
+// in its data dir.
 func (c *Cluster) Restart(i int) *Node {
 	c.t.Helper()
 	n := c.Nodes[i]
@@ -266,11 +279,6 @@ func (c *Cluster) Restart(i int) *Node {
 	}
 	_ = n.Member.Close()
 	c.startNode(n)
-	if i == 0 && len(c.Nodes) > 1 && n.Gossip != nil {
-		if _, err := n.Gossip.Join([]string{c.Net.Addr(c.Nodes[1].Name)}); err != nil {
-			c.t.Logf("meshtest: restart %s: join: %v", n.Name, err)
-		}
-	}
 	return n
 }
 

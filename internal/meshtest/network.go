@@ -145,8 +145,9 @@ func (a strAddr) String() string  { return string(a) }
 // ---- loopback: real sockets ----
 
 // LoopbackNetwork puts every transport on real UDP and TCP sockets on
-// 127.0.0.1, each on a port the kernel picks. A stopped transport closes its
-// sockets, so that dials to it are refused, as after a kill -9.
+// 127.0.0.1, each on a port the kernel picks the first time; a node that
+// restarts gets the same port back, as an agent does. A stopped transport
+// closes its sockets, so that dials to it are refused, as after a kill -9.
 type LoopbackNetwork struct {
 	f      faults
 	mu     sync.RWMutex
@@ -165,9 +166,31 @@ func NewLoopbackNetwork() *LoopbackNetwork {
 	}
 }
 
-// NewTransport binds 127.0.0.1 on a free port.
+// NewTransport binds 127.0.0.1 on a free port, or, for a node that had a
+// transport before, on its old port. Another socket may hold that port for
+// a moment (the kernel hands ports to outgoing connections from the same
+// range): it tries for up to 2 s, then fails rather than move the node.
 func (n *LoopbackNetwork) NewTransport(name string) (memberlist.NodeAwareTransport, error) {
-	nt, err := gossip.NewNetTransport("127.0.0.1", 0, nil)
+	port := 0
+	n.mu.RLock()
+	if old, ok := n.byName[name]; ok {
+		_, p, _ := net.SplitHostPort(old)
+		port, _ = strconv.Atoi(p)
+	}
+	n.mu.RUnlock()
+	var nt *gossip.NetTransport
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		nt, err = gossip.NewNetTransport("127.0.0.1", port, nil)
+		if err == nil || port == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // a bounded retry of a bind, not a wait for a condition
+		case <-n.stop:
+			return nil, fmt.Errorf("meshtest: loopback transport for %s: network closed", name)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("meshtest: loopback transport for %s: %w", name, err)
 	}

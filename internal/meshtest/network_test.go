@@ -75,6 +75,29 @@ func TestNetworkFaults(t *testing.T) {
 			if _, err := a.DialAddressTimeout(bAddr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("dial to a stopped transport = %v, want ECONNREFUSED", err)
 			}
+
+			// A restarted node gets its address back, as an agent on a
+			// fixed port does.
+			b2, err := n.NewTransport("b")
+			if err != nil {
+				t.Fatalf("restart b: %v", err)
+			}
+			defer b2.Shutdown()
+			if got := n.Addr("b"); got != bAddr.Addr {
+				t.Fatalf("restarted b listens at %s, want its old address %s", got, bAddr.Addr)
+			}
+			go func() {
+				select {
+				case c := <-b2.StreamCh():
+					c.Close()
+				case <-time.After(5 * time.Second):
+				}
+			}()
+			c, err = a.DialAddressTimeout(bAddr, time.Second)
+			if err != nil {
+				t.Fatalf("dial to the restarted b: %v", err)
+			}
+			c.Close()
 		})
 	}
 }

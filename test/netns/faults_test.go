@@ -51,6 +51,8 @@ type faultCluster struct {
 	nw      *Net
 	servers []*Agent
 	clients []*Agent
+	// workloads counts the workloads started, to name their registers.
+	workloads int
 }
 
 func (c *faultCluster) all() []*Agent {
@@ -221,14 +223,18 @@ func figure(t *testing.T, format string, args ...any) {
 
 // ---- the workload ----
 
-// workload writes and reads registers (Intention documents k0..k7, whose
-// one source's description holds the value) through the client agents and
-// records every operation.
+// workload writes and reads registers (Intention documents w<n>-k0..k7,
+// whose one source's description holds the value) through the client agents
+// and records every operation.
 type workload struct {
 	c    *faultCluster
 	hist *history.Recorder
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// keys are this workload's own registers: a history starts from empty
+	// registers, so each workload writes names no earlier one wrote.
+	keys []string
 
 	mu   sync.Mutex
 	acks []time.Time // when each acknowledged write returned
@@ -247,7 +253,11 @@ const (
 // startWorkload starts one writer and one reader on each client agent,
 // bounded in count as well as by stopWorkload.
 func (c *faultCluster) startWorkload() *workload {
+	c.workloads++
 	w := &workload{c: c, hist: history.NewRecorder(), stop: make(chan struct{})}
+	for k := range registerKeys {
+		w.keys = append(w.keys, fmt.Sprintf("w%d-k%d", c.workloads, k))
+	}
 	for i, a := range c.clients {
 		w.wg.Add(2)
 		go w.writer(i, a)
@@ -267,7 +277,7 @@ func (w *workload) writer(client int, a *Agent) {
 			return
 		default:
 		}
-		key := fmt.Sprintf("k%d", rand.IntN(registerKeys))
+		key := w.keys[rand.IntN(len(w.keys))]
 		val := fmt.Sprintf("c%d-%d", client, seq)
 		op := w.hist.Write(client, key, val)
 		out := putRegister(a, key, val)
@@ -289,7 +299,7 @@ func (w *workload) reader(client int, a *Agent) {
 			return
 		default:
 		}
-		key := fmt.Sprintf("k%d", rand.IntN(registerKeys))
+		key := w.keys[rand.IntN(len(w.keys))]
 		op := w.hist.Read(client, key)
 		if found, val, err := getRegister(a, key, true); err != nil {
 			op.Fail()
@@ -372,8 +382,7 @@ func (w *workload) finish() {
 	w.wg.Wait()
 	reader := w.c.clients[0]
 	final := map[string]string{}
-	for k := range registerKeys {
-		key := fmt.Sprintf("k%d", k)
+	for _, key := range w.keys {
 		var found bool
 		var val string
 		Eventually(t, 30*time.Second, "final read of "+key, func() error {
@@ -586,7 +595,7 @@ func killLeaderRepeatedly(t *testing.T, c *faultCluster) {
 		g := w.gap(killed, killed)
 		gaps = append(gaps, g)
 		if g > maxWriteGap {
-			t.Errorf("writes unavailable for %s after killing %s, want at most %s", g.Round(time.Millisecond), leader.Host.Name, maxWriteGap)
+			t.Errorf("writes unavailable for %s after killing %s at %s, want at most %s", g.Round(time.Millisecond), leader.Host.Name, killed.Format("15:04:05.000"), maxWriteGap)
 		}
 	}
 	w.finish()

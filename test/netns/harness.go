@@ -207,7 +207,16 @@ func (h *Host) dialInNamespace(ctx context.Context, network, addr string) (c net
 func (h *Host) Start(name string, args ...string) *Proc {
 	t := h.net.t
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%s.log", h.Name, filepath.Base(name)))
+	logDir := t.TempDir()
+	if d := os.Getenv("MESHWORK_E2E_LOGS"); d != "" {
+		// Keep every log after the test, for a failure whose cause is in
+		// more than the last 4 KiB.
+		logDir = filepath.Join(d, strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logPath := filepath.Join(logDir, fmt.Sprintf("%s-%s-%s.log", h.Name, filepath.Base(name), time.Now().Format("150405.000")))
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,8 @@
-package health
+// Package clock is the one shape of injected clock in Meshwork: components
+// that schedule or compare times take a Clock in their Deps, the wall clock
+// (Real) in production and a Manual clock in tests that must decide exactly
+// when a timer fires or how much time has passed.
+package clock
 
 import (
 	"context"
@@ -7,12 +11,12 @@ import (
 	"time"
 )
 
-// Clock is the time source of checks: the wall clock in production, a
-// ManualClock in tests that need TTL expiry or deregistration to happen at
-// an exact moment. Implementations are safe for concurrent use.
+// Clock is a time source: Real in production, a Manual clock in tests that
+// need expiry, reaping or a retry to happen at an exact moment.
+// Implementations are safe for concurrent use.
 type Clock interface {
 	Now() time.Time
-	// AfterFunc calls f in its own goroutine (or, for a ManualClock, in the
+	// AfterFunc calls f in its own goroutine (or, for a Manual clock, in the
 	// goroutine that advances the clock) once d has passed.
 	AfterFunc(d time.Duration, f func()) Timer
 }
@@ -24,8 +28,8 @@ type Timer interface {
 	Stop() bool
 }
 
-// RealClock is the wall clock.
-var RealClock Clock = realClock{}
+// Real is the wall clock.
+var Real Clock = realClock{}
 
 type realClock struct{}
 
@@ -33,10 +37,10 @@ func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-// ManualClock is a Clock that moves only when Advance is called, so that a
-// test decides exactly when timers fire. It ships in the product, as
-// memberlist's MockNetwork does, so that any package's tests can use it.
-type ManualClock struct {
+// Manual is a Clock that moves only when Advance is called, so that a test
+// decides exactly when timers fire. It ships in the product, as memberlist's
+// MockNetwork does, so that any package's tests can use it.
+type Manual struct {
 	mu      sync.Mutex
 	now     time.Time
 	timers  []*manualTimer
@@ -45,27 +49,27 @@ type ManualClock struct {
 }
 
 type manualTimer struct {
-	c       *ManualClock
+	c       *Manual
 	at      time.Time
 	seq     uint64
 	f       func()
 	stopped bool
 }
 
-// NewManualClock returns a clock standing at start.
-func NewManualClock(start time.Time) *ManualClock {
-	return &ManualClock{now: start, changed: make(chan struct{})}
+// NewManual returns a clock standing at start.
+func NewManual(start time.Time) *Manual {
+	return &Manual{now: start, changed: make(chan struct{})}
 }
 
 // Now returns the clock's current time.
-func (c *ManualClock) Now() time.Time {
+func (c *Manual) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
 // AfterFunc arranges for f to run when Advance moves the clock d or more.
-func (c *ManualClock) AfterFunc(d time.Duration, f func()) Timer {
+func (c *Manual) AfterFunc(d time.Duration, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
@@ -92,7 +96,7 @@ func (t *manualTimer) Stop() bool {
 	return true
 }
 
-func (c *ManualClock) notifyLocked() {
+func (c *Manual) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
 }
@@ -100,7 +104,7 @@ func (c *ManualClock) notifyLocked() {
 // Advance moves the clock by d and runs, in order of their deadlines and in
 // the caller's goroutine, every timer that falls due, including timers those
 // calls set within the window.
-func (c *ManualClock) Advance(d time.Duration) {
+func (c *Manual) Advance(d time.Duration) {
 	c.mu.Lock()
 	end := c.now.Add(d)
 	c.mu.Unlock()
@@ -130,7 +134,7 @@ func (c *ManualClock) Advance(d time.Duration) {
 }
 
 // Pending returns the number of timers waiting to fire.
-func (c *ManualClock) Pending() int {
+func (c *Manual) Pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.timers)
@@ -138,7 +142,7 @@ func (c *ManualClock) Pending() int {
 
 // WaitPending blocks until at least n timers are waiting, or ctx ends. Tests
 // use it to know that a goroutine has armed its timer before they Advance.
-func (c *ManualClock) WaitPending(ctx context.Context, n int) error {
+func (c *Manual) WaitPending(ctx context.Context, n int) error {
 	for {
 		c.mu.Lock()
 		have, ch := len(c.timers), c.changed
@@ -152,4 +156,20 @@ func (c *ManualClock) WaitPending(ctx context.Context, n int) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// After returns a channel that is closed once d has passed on c, and the
+// timer that closes it, so that a loop can wait on the injected clock and a
+// context at once:
+//
+//	done, t := clock.After(c, d)
+//	select {
+//	case <-done:
+//	case <-ctx.Done():
+//		t.Stop()
+//	}
+func After(c Clock, d time.Duration) (<-chan struct{}, Timer) {
+	ch := make(chan struct{})
+	t := c.AfterFunc(d, func() { close(ch) })
+	return ch, t
 }
