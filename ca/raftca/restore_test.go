@@ -119,12 +119,12 @@ func TestUsedTokenStaysUsedAcrossRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, csr := newCSR(t, "n1")
-	if _, err := srv.SignWithToken(ctx, tok, csr); err != nil {
+	if _, err := srv.SignWithToken(ctx, tok, csr, ""); err != nil {
 		t.Fatalf("first use of the token: %v", err)
 	}
 
 	restore(t, tc.Server(1).Node, before)
-	if _, err := srv.SignWithToken(ctx, tok, csr); !errors.Is(err, ca.ErrTokenUsed) {
+	if _, err := srv.SignWithToken(ctx, tok, csr, ""); !errors.Is(err, ca.ErrTokenUsed) {
 		t.Fatalf("the token after restoring a backup taken before its use: %v, want ErrTokenUsed", err)
 	}
 
@@ -162,7 +162,7 @@ func TestUsedTokenStaysUsedAcrossRestore(t *testing.T) {
 	if err != nil || !bytes.Equal(after, authority) || afterIdx != authIdx {
 		t.Fatalf("%s after restoring the client's backup: index %d (was %d), same value %v, %v", ca.KeyAuthority, afterIdx, authIdx, bytes.Equal(after, authority), err)
 	}
-	if _, err := srv.SignWithToken(ctx, tok, csr); !errors.Is(err, ca.ErrTokenUsed) {
+	if _, err := srv.SignWithToken(ctx, tok, csr, ""); !errors.Is(err, ca.ErrTokenUsed) {
 		t.Fatalf("the token after restoring the client's backup: %v, want ErrTokenUsed", err)
 	}
 	tok2, _, err := srv.Token(ctx, "n2", 0)
@@ -170,7 +170,7 @@ func TestUsedTokenStaysUsedAcrossRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, csr2 := newCSR(t, "n2")
-	is, err := servers[1].Server().SignWithToken(context.Background(), tok2, csr2)
+	is, err := servers[1].Server().SignWithToken(context.Background(), tok2, csr2, "")
 	if err != nil {
 		t.Fatalf("the CA after restoring the client's backup: %v", err)
 	}
