@@ -26,8 +26,12 @@ func (a *Agent) buildRaft() error {
 		Server:          a.cfg.Server,
 		BootstrapExpect: a.cfg.BootstrapExpect,
 		// The CA's sealed keys, token ledger and leaf records stay on the
-		// servers; client agents read the public bundle only.
-		PrivateKV: raftca.PrivateKV,
+		// servers; client agents read the public bundle only. A backup
+		// without them leaves the bundle out too, and no restore takes
+		// the ledger of used tokens back.
+		PrivateKV:      raftca.PrivateKV,
+		PrivateBoundKV: raftca.PrivateBoundKV,
+		KeepOnRestore:  raftca.KeepOnRestore,
 	}
 	if !a.cfg.Server {
 		rc.BootstrapExpect = 0

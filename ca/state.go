@@ -41,7 +41,9 @@ const (
 	// KeyBundle holds the public trust bundle every agent watches.
 	KeyBundle = "ca/bundle"
 	// KeyTokens + "/<shard>" hold the IDs of used bootstrap tokens until
-	// they expire, in 64 shards.
+	// they expire, in 64 shards. The ledger only grows, but for IDs past
+	// their expiry: a restore of the state must keep the current one
+	// (raftca.KeepOnRestore).
 	KeyTokens = "ca/tokens"
 	// KeyNodes + "/<shard>" list the nodes the CA has issued a leaf to, in
 	// 64 shards.

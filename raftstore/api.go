@@ -40,8 +40,9 @@ type APIError struct {
 	// Code is machine-readable: "outcome_unknown" (503: the write may or
 	// may not have been applied; retry with the same idempotency key),
 	// "no_leader" (503: not applied), "cas_conflict" (409), "invalid"
-	// (400), "not_found" (404), "forbidden" (403), "timeout" (504),
-	// "internal" (500).
+	// (400), "policy_cap" (413: the write would take the policy past
+	// policy.MaxTotalDocuments or MaxTotalBytes), "not_found" (404),
+	// "forbidden" (403), "timeout" (504), "internal" (500).
 	Code string `json:"code"`
 	// IdempotencyKey is the key of the write, on the answers to writes.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
@@ -139,6 +140,11 @@ func apiStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
 		return http.StatusServiceUnavailable, "outcome_unknown"
+	case errors.Is(err, policy.ErrCapExceeded):
+		// Not 400: the documents are valid, and a policy with fewer or
+		// smaller ones would take them. 413 says the content is more than
+		// the server accepts; the message names the cap and the figures.
+		return http.StatusRequestEntityTooLarge, "policy_cap"
 	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest, "invalid"
 	case errors.Is(err, ErrBadSnapshot):

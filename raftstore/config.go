@@ -140,6 +140,18 @@ type Config struct {
 	// state machine), such as the CA's sealed key material. SecretPrefix is
 	// always included. Default: just SecretPrefix.
 	PrivateKV []string
+	// PrivateBoundKV lists key prefixes of public keys that belong with
+	// the private ones, such as the CA's trust bundle, made from its
+	// sealed keys. A backup without the private state leaves them out too,
+	// and its restore keeps the cluster's current ones, so that the two
+	// never mismatch. Default: none.
+	PrivateBoundKV []string
+	// KeepOnRestore lists key prefixes that a snapshot restore never takes
+	// back: the restored state has the cluster's current keys under them,
+	// and the backup's only where the cluster has none (a new cluster).
+	// It is for records that only grow, such as the CA's ledger of used
+	// bootstrap tokens, which must not forget a use. Default: none.
+	KeepOnRestore []string
 
 	// ACLInitialManagement is the secret of a management token that the
 	// leader makes when the ACL system was never bootstrapped, so that
@@ -253,6 +265,13 @@ func (c *Config) Validate() error {
 	}
 	if t.LeaderLeaseTimeout > t.HeartbeatTimeout {
 		return fmt.Errorf("raftstore: config: Timing.LeaderLeaseTimeout %s: must not exceed HeartbeatTimeout %s", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	}
+	for name, list := range map[string][]string{"PrivateKV": c.PrivateKV, "PrivateBoundKV": c.PrivateBoundKV, "KeepOnRestore": c.KeepOnRestore} {
+		for _, p := range list {
+			if err := validKVKey(p); err != nil {
+				return fmt.Errorf("raftstore: config: %s %q: a key prefix: %v", name, p, err)
+			}
+		}
 	}
 	if c.MaxBatch < 0 || c.MaxBatch > 4096 {
 		return fmt.Errorf("raftstore: config: MaxBatch %d: must be between 1 and 4096", c.MaxBatch)

@@ -60,6 +60,7 @@ var errCodes = []struct {
 	{"no_leader", ErrNoLeader},
 	{"not_leader", ErrNotLeader},
 	{"cas_conflict", ErrCASConflict},
+	{"policy_cap", policy.ErrCapExceeded},
 	{"not_found", ErrNotFound},
 	{"invalid", ErrInvalid},
 	{"forbidden", ErrForbidden},
@@ -95,7 +96,7 @@ func sentinelOf(code string) error {
 // state machine or the leader's checks refused it, so it was not applied
 // and a retry would be refused the same way.
 func definite(err error) bool {
-	for _, s := range []error{ErrCASConflict, ErrNotFound, ErrInvalid, policy.ErrInvalid, ErrForbidden} {
+	for _, s := range []error{ErrCASConflict, ErrNotFound, ErrInvalid, policy.ErrInvalid, ErrForbidden, policy.ErrCapExceeded} {
 		if errors.Is(err, s) {
 			return true
 		}

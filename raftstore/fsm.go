@@ -34,6 +34,7 @@ type fsmState struct {
 	kv          *iradix.Tree // key -> *KVEntry
 	dedup       dedupTable   // answers to keyed writes (dedup.go)
 	acl         *aclTable    // ACL tokens and policies (acl_fsm.go)
+	docBytes    int64        // the documents' total policy.EncodedSize, for the caps
 
 	setOnce sync.Once
 	set     *policy.Set
@@ -61,7 +62,7 @@ func emptyState() *fsmState {
 // derive returns a copy of s to change, sharing its trees, and its
 // materialised policy when the documents stay the same.
 func (s *fsmState) derive(sameDocs bool) *fsmState {
-	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv, dedup: s.dedup, acl: s.acl}
+	ns := &fsmState{policyIndex: s.policyIndex, kvIndex: s.kvIndex, docs: s.docs, kv: s.kv, dedup: s.dedup, acl: s.acl, docBytes: s.docBytes}
 	if sameDocs {
 		ns.setOnce.Do(func() { ns.set = s.policySet() })
 	}
@@ -239,6 +240,7 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 	}
 	dt, kt := s.docs.Txn(), s.kv.Txn()
 	var policyChanged, kvChanged, refs, reindex bool
+	count, size := int64(s.docs.Len()), s.docBytes // the policy's figures for its caps
 	for _, op := range txn {
 		switch op.Type {
 		case OpPolicySet:
@@ -254,8 +256,12 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 				return s, err
 			}
 			e := &policy.Entry{Document: *op.Doc, CreateIndex: index, ModifyIndex: index}
+			size += policy.EncodedSize(op.Doc)
 			if old != nil {
 				e.CreateIndex = old.CreateIndex
+				size -= policy.EncodedSize(&old.Document)
+			} else {
+				count++
 			}
 			dt.Insert(k, e)
 			policyChanged = true
@@ -273,6 +279,7 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 				return s, err
 			}
 			dt.Delete(k)
+			count, size = count-1, size-policy.EncodedSize(&v.(*policy.Entry).Document)
 			policyChanged = true
 			refs = refs || op.Key.Kind == policy.KindSplit
 		case OpKVSet:
@@ -316,6 +323,11 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 			return s, fmt.Errorf("%w: operation %q is unknown", ErrInvalid, op.Type)
 		}
 	}
+	if policyChanged {
+		if err := policy.CheckCaps(int64(s.docs.Len()), s.docBytes, count, size); err != nil {
+			return s, err
+		}
+	}
 	if refs {
 		var routes []*policy.Document
 		dt.Root().WalkPrefix([]byte(string(policy.KindRoute)+"/"), func(_ []byte, v any) bool {
@@ -338,7 +350,7 @@ func applyTxn(s *fsmState, txn Txn, index uint64) (*fsmState, error) {
 	}
 	ns := s.derive(!policyChanged)
 	if policyChanged {
-		ns.docs, ns.policyIndex = dt.Commit(), index
+		ns.docs, ns.policyIndex, ns.docBytes = dt.Commit(), index, size
 	}
 	if kvChanged {
 		ns.kv, ns.kvIndex = kt.Commit(), index
@@ -406,12 +418,17 @@ func decodeState(r io.Reader) (*fsmState, error) {
 		return nil, fmt.Errorf("%w: state version %d is unknown", ErrBadSnapshot, d.Version)
 	}
 	dt, kt := iradix.New().Txn(), iradix.New().Txn()
+	var docBytes int64
 	for i := range d.Docs {
 		e := d.Docs[i]
 		if err := e.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: document %s: %v", ErrBadSnapshot, e.Key(), err)
 		}
-		dt.Insert(docKey(e.Key()), &e)
+		// A later entry of the same key replaces an earlier one.
+		if old, ok := dt.Insert(docKey(e.Key()), &e); ok {
+			docBytes -= policy.EncodedSize(&old.(*policy.Entry).Document)
+		}
+		docBytes += policy.EncodedSize(&e.Document)
 	}
 	for i := range d.KV {
 		e := d.KV[i]
@@ -428,7 +445,7 @@ func decodeState(r io.Reader) (*fsmState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit(), dedup: dedup, acl: aclT}, nil
+	return &fsmState{policyIndex: d.PolicyIndex, kvIndex: d.KVIndex, docs: dt.Commit(), kv: kt.Commit(), dedup: dedup, acl: aclT, docBytes: docBytes}, nil
 }
 
 // Snapshot implements raft.FSM. It only captures the immutable state.

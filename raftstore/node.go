@@ -647,8 +647,11 @@ func (n *Node) RemovePeer(ctx context.Context, id string) error {
 	return opError("remove peer", err)
 }
 
-// SaveSnapshot writes a backup of the whole state, taken on the leader, to
-// w. Its format is described in docs/policy.md.
+// SaveSnapshot writes a backup of the state, taken on the leader, to w. Its
+// format is described in docs/policy.md. The leader includes the servers'
+// private state (Config.PrivateKV) only when this agent is a server of the
+// Raft configuration; any other agent gets a backup without it, marked as
+// such, whose restore keeps the cluster's current private state.
 func (n *Node) SaveSnapshot(ctx context.Context, w io.Writer) error {
 	resp, err := n.rpc.Do(ctx, http.MethodGet, "/rpc/v1/snapshot", nil, CallOptions{Leader: true, Stream: true})
 	if err != nil {
@@ -660,7 +663,9 @@ func (n *Node) SaveSnapshot(ctx context.Context, w io.Writer) error {
 }
 
 // RestoreSnapshot replaces the cluster's state with a backup, on the
-// leader. The backup is checked whole before anything is replaced.
+// leader. The backup is checked whole before anything is replaced. Keys
+// under Config.KeepOnRestore, and the private state when the backup has
+// none, keep their current values.
 func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) (uint64, error) {
 	b, err := io.ReadAll(io.LimitReader(r, maxSnapshot+1))
 	if err != nil {

@@ -65,11 +65,17 @@ func (n *Node) routes() {
 		if err := n.requireLeader(); err != nil {
 			return err
 		}
-		// Build the backup first, so that a failure is still an error answer.
-		var buf strings.Builder
-		if err := n.srv.saveBackup(&buf); err != nil {
+		// The private state goes only to a server (snapshot.go).
+		caller, private, err := n.callerIsServer(r)
+		if err != nil {
 			return err
 		}
+		// Build the backup first, so that a failure is still an error answer.
+		var buf strings.Builder
+		if err := n.srv.saveBackup(&buf, private); err != nil {
+			return err
+		}
+		n.log.Info("snapshot saved", "caller", caller, "private", private)
 		w.Header().Set("Content-Type", "application/gzip")
 		_, _ = io.WriteString(w, buf.String())
 		return nil

@@ -33,6 +33,10 @@ type server struct {
 	batcher *batcher
 	dir     string
 
+	// restoreGate keeps writes from Raft while a restore merges the
+	// current state into the backup and installs it (snapshot.go).
+	restoreGate sync.RWMutex
+
 	hadState bool // the data dir held Raft state when we started
 
 	leaderMu  sync.Mutex
@@ -486,6 +490,8 @@ func (s *server) applyEntry(_ context.Context, txns []Txn) ([]TxnResult, error) 
 	if err != nil {
 		return nil, err
 	}
+	s.restoreGate.RLock()
+	defer s.restoreGate.RUnlock()
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 	if err := s.wait(f); err != nil {
 		return nil, raftError(err)

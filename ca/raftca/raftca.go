@@ -18,6 +18,21 @@ import (
 // raftstore.Config.PrivateKV). Client agents read ca.KeyBundle only.
 var PrivateKV = []string{ca.KeyAuthority, ca.KeyTokens + "/", ca.KeyNodes + "/", ca.KeyLeafPrefix}
 
+// PrivateBoundKV is the CA's public key that is made from its private ones
+// (set it in raftstore.Config.PrivateBoundKV): the trust bundle. A backup
+// without the private state leaves it out too, and its restore keeps the
+// current bundle with the current keys, so that agents keep trusting the
+// roots the CA signs under.
+var PrivateBoundKV = []string{ca.KeyBundle}
+
+// KeepOnRestore is the CA's state that a snapshot restore must not take
+// back (set it in raftstore.Config.KeepOnRestore): the ledger of used
+// bootstrap tokens. It only grows, but for the IDs of tokens past their
+// expiry (which no server accepts any more), so the current ledger holds
+// every use an older one does; a restore that took it back would let a
+// token used since the backup be used again.
+var KeepOnRestore = []string{ca.KeyTokens + "/"}
+
 // State returns n's internal KV namespace as a ca.StateStore.
 func State(n *raftstore.Node) ca.StateStore { return state{n} }
 

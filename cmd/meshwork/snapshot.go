@@ -26,7 +26,9 @@ func newSnapshotCmd() *cobra.Command {
 		Short: "Save and restore backups of the servers' state (policy and CA)",
 		Long: "A snapshot holds every policy document and the CA's replicated state. It\n" +
 			"is taken on the Raft leader. A snapshot restores onto the same cluster or onto a\n" +
-			"fresh one. It contains the CA's sealed key material: store it like a secret.",
+			"fresh one. Saved through a server agent, it contains the CA's sealed key\n" +
+			"material: store it like a secret. Saved through a client agent, it leaves the\n" +
+			"servers' private state out, and restoring it keeps the cluster's own.",
 	}
 	cmd.AddCommand(newSnapshotSaveCmd(), newSnapshotRestoreCmd())
 	return cmd
