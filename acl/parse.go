@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshwork/meshwork/internal/suggest"
 )
 
 // ParsePolicy reads one policy document, in YAML or JSON (JSON is YAML):
@@ -139,7 +141,7 @@ func (d *policyDecoder) policy(n *yaml.Node) *Policy {
 		case "rules":
 			d.rules(vn, &p.Rules)
 		default:
-			d.add(key, kn, "unknown field%s (want %s)", suggestFrom(key, topKeys), strings.Join(topKeys, ", "))
+			d.add(key, kn, "unknown field%s (want %s)", suggest.Hint(key, topKeys), strings.Join(topKeys, ", "))
 		}
 	}
 	for _, k := range []string{"name", "rules"} {
@@ -170,7 +172,7 @@ func (d *policyDecoder) rules(n *yaml.Node, r *Rules) {
 		s := sectionByKey(key)
 		switch {
 		case s == nil:
-			d.add(sp, kn, "unknown section%s (want one of %s)", suggestFrom(key, sectionKeys()), strings.Join(sectionKeys(), ", "))
+			d.add(sp, kn, "unknown section%s (want one of %s)", suggest.Hint(key, sectionKeys()), strings.Join(sectionKeys(), ", "))
 			continue
 		case seen[key]:
 			d.add(sp, kn, "appears twice")
@@ -257,7 +259,7 @@ func (d *policyDecoder) access(path string, n *yaml.Node) (Access, bool) {
 	a, ok := parseAccess(n.Value)
 	if !ok {
 		hint := ""
-		if c := closest(n.Value, accessNames); c != "" {
+		if c := suggest.Closest(n.Value, accessNames); c != "" {
 			hint = fmt.Sprintf("; did you mean %q?", c)
 		}
 		d.add(path, n, "%q is not an access level (want read, write or deny%s)", truncate(n.Value), hint)
@@ -310,54 +312,6 @@ func nodeKind(n *yaml.Node) string {
 		}
 	}
 	return "nothing"
-}
-
-// suggestFrom is ` (did you mean "write"?)` when key looks like a typo of
-// one of names, else "".
-func suggestFrom(key string, names []string) string {
-	if c := closest(key, names); c != "" {
-		return fmt.Sprintf(" (did you mean %q?)", c)
-	}
-	return ""
-}
-
-// closest returns the name within two edits of key (ignoring case), or "".
-func closest(key string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if dist := editDistance(strings.ToLower(key), strings.ToLower(n)); dist < bestD || (dist == bestD && best != "" && n < best) {
-			best, bestD = n, dist
-		}
-	}
-	if best == key {
-		return ""
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance, for did-you-mean hints. Long
-// inputs are never typos of a short key.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // MarshalYAML gives the policy's file form: name, description and rules, as

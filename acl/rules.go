@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshwork/meshwork/internal/suggest"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -250,7 +251,7 @@ func (v *ruleValidator) key(s *section, key string, a Access) (string, string) {
 		}
 		kind, err := policy.ParseKind(key)
 		if err != nil {
-			return "", fmt.Sprintf("%q is not a kind of policy document (want one of %s, or \"*\" for all of them)%s", truncate(key), policyKindList(), suggestFrom(key, policyKindNames()))
+			return "", fmt.Sprintf("%q is not a kind of policy document (want one of %s, or \"*\" for all of them)%s", truncate(key), policyKindList(), suggest.Hint(key, policyKindNames()))
 		}
 		if kind == policy.KindIntention {
 			return "", "Intention documents are governed by the intention sections, by destination: write intention_prefix: {\"\": " + a.String() + "} for all of them"
@@ -264,7 +265,7 @@ func (v *ruleValidator) key(s *section, key string, a Access) (string, string) {
 				names = append(names, n)
 			}
 			sort.Strings(names)
-			return "", fmt.Sprintf("%q is not a%s action (want one of %s)%s", truncate(key), article(s.key), strings.Join(names, ", "), suggestFrom(key, names))
+			return "", fmt.Sprintf("%q is not a%s action (want one of %s)%s", truncate(key), article(s.key), strings.Join(names, ", "), suggest.Hint(key, names))
 		}
 		if a != Deny && !containsAccess(levels, a) {
 			return "", meaninglessLevel(s.key, key, a, levels)

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshwork/meshwork/internal/suggest"
 )
 
 // Limits on outside input, so that a hostile file cannot exhaust memory.
@@ -333,7 +337,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) 
 			fp := join(path, key)
 			idx, ok := fields[key]
 			if !ok {
-				d.add(fp, kn, "unknown field%s", suggest(key, fields))
+				d.add(fp, kn, "unknown field%s", suggest.Hint(key, slices.Sorted(maps.Keys(fields))))
 				continue
 			}
 			if seen[key] {
@@ -417,42 +421,4 @@ func structFields(t reflect.Type) map[string]int {
 		}
 	}
 	return m
-}
-
-// suggest names the closest known field when the unknown key looks like a
-// typo of one.
-func suggest(key string, fields map[string]int) string {
-	best, bestD := "", 3
-	for f := range fields {
-		if dist := editDistance(strings.ToLower(key), f); dist < bestD || (dist == bestD && f < best && best != "") {
-			best, bestD = f, dist
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

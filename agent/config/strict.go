@@ -2,10 +2,14 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshwork/meshwork/internal/suggest"
 )
 
 // checkKeys walks a YAML document beside the Go type it decodes into and
@@ -47,7 +51,7 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string, seen map[string]int) e
 			p := join(path, k.Value)
 			f, ok := fields[k.Value]
 			if !ok {
-				return &keyError{line: k.Line, path: p, msg: "unknown key" + suggest(k.Value, fields)}
+				return &keyError{line: k.Line, path: p, msg: "unknown key" + suggest.Hint(k.Value, slices.Sorted(maps.Keys(fields)))}
 			}
 			seen[p] = k.Line
 			if err := checkKeys(v, f.Type, p, seen); err != nil {
@@ -142,38 +146,4 @@ func yamlFields(t reflect.Type) map[string]reflect.StructField {
 		out[name] = f
 	}
 	return out
-}
-
-// suggest names the known key closest to a misspelt one.
-func suggest(key string, fields map[string]reflect.StructField) string {
-	best, bestD := "", 3
-	for k := range fields {
-		if d := editDistance(key, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
