@@ -7,7 +7,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/agentproc"
 )
 
 var (
@@ -39,7 +40,7 @@ func main() {
 }
 
 func run() error {
-	bin, err := binary(*binFlag)
+	bin, err := agentproc.Binary(*binFlag)
 	if err != nil {
 		return err
 	}
@@ -68,13 +69,13 @@ func run() error {
 			"services:\n  - name: svc-%s\n    port: 9000\n",
 			node, filepath.Join(dir, node), ip, ip, ip, ip, enc, ck, map[string]int{"server": 241, "client": 242}[node], node)
 	}
-	server, err := start(bin, dir, "server", common("server", serverIP)+"server: true\nbootstrap_expect: 1\n")
+	server, err := agentproc.Start(bin, dir, "server", common("server", serverIP)+"server: true\nbootstrap_expect: 1\n")
 	if err != nil {
 		return err
 	}
-	defer server.stop()
+	defer server.Stop()
 	serverAPI := "--http-addr=" + serverIP + ":8500"
-	if err := waitFor(60*time.Second, "the server's CA", func() error {
+	if err := agentproc.WaitFor(60*time.Second, "the server's CA", func() error {
 		return exec.Command(bin, "ca", "roots", serverAPI).Run()
 	}); err != nil {
 		return err
@@ -84,16 +85,16 @@ func run() error {
 		return fmt.Errorf("ca token: %w", err)
 	}
 	tokenFile := filepath.Join(dir, "client.token")
-	if err := os.WriteFile(tokenFile, []byte(strings.TrimSpace(lastLine(string(tok)))), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(strings.TrimSpace(agentproc.LastLine(string(tok)))), 0o600); err != nil {
 		return err
 	}
-	client, err := start(bin, dir, "client", common("client", clientIP)+
+	client, err := agentproc.Start(bin, dir, "client", common("client", clientIP)+
 		fmt.Sprintf("retry_join: [%s]\nca: {token_file: %s}\n", serverIP, tokenFile))
 	if err != nil {
 		return err
 	}
-	defer client.stop()
-	if err := waitFor(60*time.Second, "the client's certificate", func() error {
+	defer client.Stop()
+	if err := agentproc.WaitFor(60*time.Second, "the client's certificate", func() error {
 		return exec.Command(bin, "ca", "cert", "--http-addr="+clientIP+":8500").Run()
 	}); err != nil {
 		return err
@@ -104,126 +105,30 @@ func run() error {
 	time.Sleep(*settle) // letting start-up allocations settle before measuring; not synchronisation
 
 	before := map[string]cpuSample{}
-	for _, p := range []*proc{server, client} {
-		s, err := sampleCPU(p.cmd.Process.Pid)
+	for _, p := range []*agentproc.Proc{server, client} {
+		s, err := sampleCPU(p.Cmd.Process.Pid)
 		if err != nil {
-			return p.exited()
+			return p.Exited()
 		}
-		before[p.name] = s
+		before[p.Name] = s
 	}
 	time.Sleep(*window) // the measurement window itself
 	fmt.Println("| agent | RSS | peak RSS | CPU (% of one core) |")
 	fmt.Println("|---|---|---|---|")
-	for _, p := range []*proc{server, client} {
-		after, err := sampleCPU(p.cmd.Process.Pid)
+	for _, p := range []*agentproc.Proc{server, client} {
+		after, err := sampleCPU(p.Cmd.Process.Pid)
 		if err != nil {
-			return p.exited()
+			return p.Exited()
 		}
-		rss, hwm, err := memory(p.cmd.Process.Pid)
+		rss, hwm, err := agentproc.Memory(p.Cmd.Process.Pid)
 		if err != nil {
 			return err
 		}
-		b := before[p.name]
+		b := before[p.Name]
 		cpu := float64(after.ticks-b.ticks) / float64(clockTicks) / after.at.Sub(b.at).Seconds() * 100
-		fmt.Printf("| %s | %.1f MiB | %.1f MiB | %.2f %% |\n", p.name, float64(rss)/1024, float64(hwm)/1024, cpu)
+		fmt.Printf("| %s | %.1f MiB | %.1f MiB | %.2f %% |\n", p.Name, float64(rss)/1024, float64(hwm)/1024, cpu)
 	}
 	return nil
-}
-
-// binary returns path. A missing binary is an error rather than built here:
-// the figures are those of the release build (make build: its tags leave out
-// smallstep's databases and KMSes, which changes the resident memory).
-func binary(path string) (string, error) {
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("%w (run make build first)", err)
-	}
-	return filepath.Abs(path)
-}
-
-func copyFile(from, to string) error {
-	b, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(to, b, 0o755)
-}
-
-type proc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// exited reports an agent that stopped before the measurement, with the end
-// of its log.
-func (p *proc) exited() error {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return fmt.Errorf("the %s agent exited:\n%s", p.name, b)
-}
-
-func start(bin, dir, name, config string) (*proc, error) {
-	conf := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
-		return nil, err
-	}
-	// Each agent runs its own copy of the executable, as it would on its
-	// own host. Sharing one file would share its page-cache pages between
-	// the two processes, count them in both RSS figures, and keep the
-	// agent's release of its executable pages (MADV_PAGEOUT skips pages
-	// that another process maps) from taking effect.
-	own := filepath.Join(dir, name+"-meshwork")
-	if err := copyFile(bin, own); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(own, "agent", "--config", conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	return p, nil
-}
-
-// stop ends the agent this program started, by its PID.
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func waitFor(d time.Duration, what string, cond func() error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times.
@@ -253,26 +158,4 @@ func sampleCPU(pid int) (cpuSample, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return cpuSample{ticks: ut + st, at: time.Now()}, nil
-}
-
-// memory returns VmRSS and VmHWM in KiB.
-func memory(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v
-		case "VmHWM:":
-			hwm = v
-		}
-	}
-	return rss, hwm, nil
 }

@@ -14,7 +14,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/agentproc"
 )
 
 var (
@@ -102,14 +103,14 @@ func run() error {
 			"encrypt: %q\ncluster_key: %q\nlog_level: warn\ntunnel: {vip_range: 127.%d.0.0/16}\n",
 			node, filepath.Join(dir, node), ip, ip, ip, ip, enc, ck, vip)
 	}
-	server, err := start(bin, dir, "server", common("server", serverIP, 245)+"server: true\nbootstrap_expect: 1\n")
+	server, err := agentproc.Start(bin, dir, "server", common("server", serverIP, 245)+"server: true\nbootstrap_expect: 1\n")
 	if err != nil {
 		return err
 	}
-	defer server.stop()
+	defer server.Stop()
 	serverAPI := "http://" + serverIP + ":8500"
 	clientAPI := "http://" + clientIP + ":8500"
-	if err := waitFor(60*time.Second, "the server's CA", func() error {
+	if err := agentproc.WaitFor(60*time.Second, "the server's CA", func() error {
 		return exec.Command(bin, "ca", "roots", "--http-addr="+serverIP+":8500").Run()
 	}); err != nil {
 		return err
@@ -119,16 +120,16 @@ func run() error {
 		return fmt.Errorf("ca token: %w", err)
 	}
 	tokenFile := filepath.Join(dir, "client.token")
-	if err := os.WriteFile(tokenFile, []byte(lastLine(string(tok))), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(agentproc.LastLine(string(tok))), 0o600); err != nil {
 		return err
 	}
-	client, err := start(bin, dir, "client", common("client", clientIP, 246)+
+	client, err := agentproc.Start(bin, dir, "client", common("client", clientIP, 246)+
 		fmt.Sprintf("retry_join: [%s]\nca: {token_file: %s}\n", serverIP, tokenFile))
 	if err != nil {
 		return err
 	}
-	defer client.stop()
-	if err := waitFor(60*time.Second, "the client's certificate", func() error {
+	defer client.Stop()
+	if err := agentproc.WaitFor(60*time.Second, "the client's certificate", func() error {
 		return exec.Command(bin, "ca", "cert", "--http-addr="+clientIP+":8500").Run()
 	}); err != nil {
 		return err
@@ -162,7 +163,7 @@ func run() error {
 				return fmt.Errorf("rewrite document %d: %w", i, err)
 			}
 		}
-		if err := waitFor(60*time.Second, "the client's policy", func() error {
+		if err := agentproc.WaitFor(60*time.Second, "the client's policy", func() error {
 			got, err := policyIndex(clientAPI)
 			if err == nil && got < idx {
 				err = fmt.Errorf("index %d, want %d", got, idx)
@@ -177,10 +178,10 @@ func run() error {
 			return err
 		}
 		row := []string{strconv.Itoa(n), mib(size)}
-		for _, p := range []*proc{server, client} {
-			rss, hwm, err := memory(p.cmd.Process.Pid)
+		for _, p := range []*agentproc.Proc{server, client} {
+			rss, hwm, err := agentproc.Memory(p.Cmd.Process.Pid)
 			if err != nil {
-				return p.exited()
+				return p.Exited()
 			}
 			row = append(row, mib(rss*1024), mib(hwm*1024))
 		}
@@ -291,106 +292,3 @@ func policyIndex(api string) (uint64, error) {
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-
-type proc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// exited reports an agent that stopped, with the end of its log.
-func (p *proc) exited() error {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return fmt.Errorf("the %s agent exited:\n%s", p.name, b)
-}
-
-// start runs an agent on its own copy of the executable, as on its own
-// host (see bench/agent: a shared file shares page-cache pages).
-func start(bin, dir, name, config string) (*proc, error) {
-	conf := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
-		return nil, err
-	}
-	own := filepath.Join(dir, name+"-meshwork")
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(own, b, 0o755); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(own, "agent", "--config", conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	return p, nil
-}
-
-// stop ends the agent this program started, by its PID.
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func waitFor(d time.Duration, what string, cond func() error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
-}
-
-// memory returns VmRSS and VmHWM in KiB.
-func memory(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v
-		case "VmHWM:":
-			hwm = v
-		}
-	}
-	if rss == 0 {
-		return 0, 0, errors.New("no VmRSS")
-	}
-	return rss, hwm, nil
-}
