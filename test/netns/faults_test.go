@@ -605,56 +605,46 @@ func killLeaderRepeatedly(t *testing.T, c *faultCluster) {
 
 // stallLeader stops the leader with SIGSTOP for 5 s.
 func stallLeader(t *testing.T, c *faultCluster) {
-	w := c.startWorkload()
-	w.waitAcks(20, "writes before the stall")
-	leader, err := c.leader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stalled := time.Now()
-	leader.Proc.Signal(syscall.SIGSTOP)
-	<-time.After(5 * time.Second) // the fault lasts 5 s
-	leader.Proc.Signal(syscall.SIGCONT)
-	resumed := time.Now()
-	during := w.acksBetween(stalled, resumed)
-	w.waitAcks(20, "writes after the stall")
-	g := w.gap(stalled, resumed)
-	w.finish()
-	figure(t, "SIGSTOP of the leader for 5s: write unavailability %s, %d writes acknowledged during the stall", g.Round(time.Millisecond), during)
-	if during == 0 {
-		t.Errorf("no write was acknowledged while the leader was stalled")
-	}
-	if g > maxWriteGap {
-		t.Errorf("writes unavailable for %s during the stall, want at most %s", g.Round(time.Millisecond), maxWriteGap)
-	}
-	figure(t, "SIGSTOP: catalog and DNS whole %s after SIGCONT", c.waitWhole(resumed, maxWholeAfter).Round(time.Millisecond))
+	leaderFault(t, c, "SIGSTOP of the leader", 5*time.Second,
+		func(l *Agent) { l.Proc.Signal(syscall.SIGSTOP) },
+		func(l *Agent) { l.Proc.Signal(syscall.SIGCONT) })
 }
 
 // cutLeader takes the leader's link down for 20 s.
 func cutLeader(t *testing.T, c *faultCluster) {
+	leaderFault(t, c, "the leader's link down", 20*time.Second,
+		func(l *Agent) { l.Host.Cut() },
+		func(l *Agent) { l.Host.Mend() })
+}
+
+// leaderFault puts the leader under a fault for d, whatever happens
+// meanwhile, under the workload: writes must go on through another leader
+// during the fault, with at most maxWriteGap without one, and every
+// agent's view must be whole again within maxWholeAfter of its end.
+func leaderFault(t *testing.T, c *faultCluster, what string, d time.Duration, inject, heal func(*Agent)) {
 	w := c.startWorkload()
-	w.waitAcks(20, "writes before the cut")
+	w.waitAcks(20, "writes before the fault")
 	leader, err := c.leader()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := time.Now()
-	leader.Host.Cut()
-	<-time.After(20 * time.Second) // the fault lasts 20 s
-	leader.Host.Mend()
-	mended := time.Now()
-	during := w.acksBetween(cut, mended)
-	w.waitAcks(20, "writes after the cut")
-	g := w.gap(cut, mended)
+	began := time.Now()
+	inject(leader)
+	<-time.After(d) // the fault lasts d
+	heal(leader)
+	ended := time.Now()
+	during := w.acksBetween(began, ended)
+	w.waitAcks(20, "writes after the fault")
+	g := w.gap(began, ended)
 	w.finish()
-	figure(t, "leader cut off for 20s: write unavailability %s, %d writes acknowledged during the cut", g.Round(time.Millisecond), during)
+	figure(t, "%s for %s: write unavailability %s, %d writes acknowledged during the fault", what, d, g.Round(time.Millisecond), during)
 	if during == 0 {
-		t.Errorf("no write was acknowledged while the leader was cut off")
+		t.Errorf("no write was acknowledged during the fault")
 	}
 	if g > maxWriteGap {
-		t.Errorf("writes unavailable for %s during the cut, want at most %s", g.Round(time.Millisecond), maxWriteGap)
+		t.Errorf("writes unavailable for %s during the fault, want at most %s", g.Round(time.Millisecond), maxWriteGap)
 	}
-	figure(t, "cut: catalog and DNS whole %s after the link came back", c.waitWhole(mended, maxWholeAfter).Round(time.Millisecond))
+	figure(t, "%s: catalog and DNS whole %s after the fault ended", what, c.waitWhole(ended, maxWholeAfter).Round(time.Millisecond))
 }
 
 // restartServers stops every server with SIGTERM at once and starts them
