@@ -150,6 +150,9 @@ func applyACL(s *fsmState, op Op, index uint64) (*fsmState, error) {
 // aclTable is the ACL state of one fsmState (or of a client's replica).
 // Its State is never changed once in a table: a write clones it. The
 // encoded answer to watchers is made once, however many agents watch.
+// Index is the ACL state's index: an agent's copy orders states by it.
+func (t *aclTable) Index() uint64 { return t.st.Index() }
+
 type aclTable struct {
 	st *acl.State
 	// gen is unique to this table in the process, and grows with each new

@@ -3,21 +3,15 @@ package raftstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshwork/meshwork/acl"
-	"github.com/meshwork/meshwork/internal/atomicfile"
 )
 
 // ACLFile is where a client agent keeps the last ACL state it had, in its
@@ -30,20 +24,16 @@ const ACLFile = "acl.json"
 // servers with a blocking watch, installs each newer state whole, and
 // persists it. Reads are lock-free.
 type aclReplica struct {
-	cur atomic.Pointer[aclTable]
-
-	mu      sync.Mutex
-	changed chan struct{}
-
-	path      string
-	log       *slog.Logger
-	persistCh chan struct{}
+	*localCopy[*aclTable]
+	log *slog.Logger
 }
 
 func newACLReplica(dataDir string, log *slog.Logger) *aclReplica {
-	r := &aclReplica{changed: make(chan struct{}), path: filepath.Join(dataDir, ACLFile), log: log, persistCh: make(chan struct{}, 1)}
-	r.cur.Store(emptyACLTable())
-	return r
+	c := newLocalCopy(emptyACLTable(), "acl", filepath.Join(dataDir, ACLFile), log)
+	c.encode = func() ([]byte, error) {
+		return json.Marshal(aclPersisted{State: c.current().st.Dump(), SavedAt: time.Now().UTC()})
+	}
+	return &aclReplica{localCopy: c, log: log}
 }
 
 // aclPersisted is the format of ACLFile.
@@ -55,12 +45,9 @@ type aclPersisted struct {
 // load reads the persisted state. A missing file is not an error; a
 // damaged one is reported and ignored (the servers will send the state).
 func (r *aclReplica) load() error {
-	b, err := os.ReadFile(r.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("raftstore: load %s: %w", r.path, err)
+	b, err := r.readFile()
+	if b == nil {
+		return err
 	}
 	var p aclPersisted
 	if err := json.Unmarshal(b, &p); err != nil {
@@ -74,86 +61,15 @@ func (r *aclReplica) load() error {
 	return nil
 }
 
-// save writes the current state atomically, mode 0600.
-func (r *aclReplica) save() error {
-	b, err := json.Marshal(aclPersisted{State: r.current().st.Dump(), SavedAt: time.Now().UTC()})
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(r.path, b, 0o600)
-}
-
-func (r *aclReplica) persistLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.persistCh:
-			if err := r.save(); err != nil {
-				r.log.Warn("acl persist failed", "path", r.path, "err", err)
-			}
-		}
-	}
-}
-
-func (r *aclReplica) current() *aclTable { return r.cur.Load() }
-
-// watch returns the current table and a channel closed on the next change.
-func (r *aclReplica) watch() (*aclTable, <-chan struct{}) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cur.Load(), r.changed
-}
-
-// install makes t current when its index is newer (or differs, when
-// force: a cluster restored with lower indexes).
-func (r *aclReplica) install(t *aclTable, force bool) bool {
-	r.mu.Lock()
-	cur := r.cur.Load()
-	if t.st.Index() == cur.st.Index() || (t.st.Index() < cur.st.Index() && !force) {
-		r.mu.Unlock()
-		return false
-	}
-	r.cur.Store(t)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-	select {
-	case r.persistCh <- struct{}{}:
-	default:
-	}
-	return true
-}
-
 // follow watches the servers' ACL state until ctx ends, reconnecting with
 // backoff when a watch fails.
 func (r *aclReplica) follow(ctx context.Context, rpc *RPCClient, wait time.Duration) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := r.watchOnce(ctx, rpc, wait)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			backoff = 100 * time.Millisecond
-			continue
-		}
-		r.log.Debug("acl watch failed", "err", err)
-		d := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, 5*time.Second)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+	followLoop(ctx, r.log, "acl watch", func() (bool, error) { return false, r.watchOnce(ctx, rpc, wait) })
 }
 
 // watchOnce makes one blocking query and installs its answer.
 func (r *aclReplica) watchOnce(ctx context.Context, rpc *RPCClient, wait time.Duration) error {
-	cur := r.current().st.Index()
+	cur := r.current().Index()
 	q := url.Values{"index": {strconv.FormatUint(cur, 10)}, "wait": {wait.String()}}
 	cctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
 	defer cancel()
@@ -168,7 +84,7 @@ func (r *aclReplica) watchOnce(ctx context.Context, rpc *RPCClient, wait time.Du
 	if err != nil {
 		return err
 	}
-	switch idx := t.st.Index(); {
+	switch idx := t.Index(); {
 	case idx > cur:
 		r.install(t, false)
 	case idx < cur:
@@ -192,7 +108,7 @@ func (r *aclReplica) checkReset(ctx context.Context, rpc *RPCClient, cur uint64)
 	if err != nil {
 		return err
 	}
-	if idx := t.st.Index(); idx < cur {
+	if idx := t.Index(); idx < cur {
 		r.log.Warn("acl index went backwards on the leader; the cluster was restored or rebuilt", "had", cur, "now", idx)
 		r.install(t, true)
 		return nil

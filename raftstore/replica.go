@@ -7,16 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -29,24 +25,23 @@ const PolicyFile = "policy.json"
 // (never a partial change), and persists it so that an agent restarted
 // while every server is down still enforces the last policy it had.
 type Replica struct {
-	cur atomic.Pointer[policy.Set]
-
-	mu      sync.Mutex
-	changed chan struct{}
+	copy *localCopy[*policy.Set]
 
 	lastContact atomic.Int64 // unix nanoseconds; 0 = never
 	contactFn   func() time.Time
 
-	path string
-	log  *slog.Logger
-	m    *metrics
-
-	persistCh chan struct{}
+	log *slog.Logger
 }
 
 func newReplica(dataDir string, log *slog.Logger, m *metrics) *Replica {
-	r := &Replica{changed: make(chan struct{}), path: filepath.Join(dataDir, PolicyFile), log: log, m: m, persistCh: make(chan struct{}, 1)}
-	r.cur.Store(policy.Empty())
+	r := &Replica{log: log}
+	r.copy = newLocalCopy(policy.Empty(), "policy", filepath.Join(dataDir, PolicyFile), log)
+	r.copy.encode = func() ([]byte, error) {
+		return json.Marshal(persisted{Set: r.Current(), LastContact: r.LastContact(), SavedAt: time.Now()})
+	}
+	if m != nil {
+		r.copy.onInstall = m.setPolicy
+	}
 	return r
 }
 
@@ -60,16 +55,13 @@ type persisted struct {
 // load reads the persisted policy. A missing file is not an error; a
 // damaged one is reported and ignored (the servers will send the policy).
 func (r *Replica) load() error {
-	b, err := os.ReadFile(r.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("raftstore: load %s: %w", r.path, err)
+	b, err := r.copy.readFile()
+	if b == nil {
+		return err
 	}
 	var p persisted
 	if err := json.Unmarshal(b, &p); err != nil || p.Set == nil {
-		return fmt.Errorf("raftstore: load %s: damaged, ignored: %v", r.path, err)
+		return fmt.Errorf("raftstore: load %s: damaged, ignored: %v", r.copy.path, err)
 	}
 	r.install(p.Set, false)
 	if !p.LastContact.IsZero() {
@@ -78,41 +70,16 @@ func (r *Replica) load() error {
 	return nil
 }
 
-// save writes the current policy atomically: a temporary file, fsync, then
-// rename, mode 0600.
-func (r *Replica) save() error {
-	p := persisted{Set: r.Current(), LastContact: r.LastContact(), SavedAt: time.Now()}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(r.path, b, 0o600)
-}
-
-// persistLoop saves after each change, coalescing bursts into one write.
-func (r *Replica) persistLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.persistCh:
-			if err := r.save(); err != nil {
-				r.log.Warn("policy persist failed", "path", r.path, "err", err)
-			}
-		}
-	}
-}
+func (r *Replica) save() error                            { return r.copy.save() }
+func (r *Replica) persistLoop(ctx context.Context)        { r.copy.persistLoop(ctx) }
+func (r *Replica) install(s *policy.Set, force bool) bool { return r.copy.install(s, force) }
 
 // Current returns the policy in force. It never returns nil.
-func (r *Replica) Current() *policy.Set { return r.cur.Load() }
+func (r *Replica) Current() *policy.Set { return r.copy.current() }
 
 // Watch returns the current set and a channel closed when a newer one is
 // installed.
-func (r *Replica) Watch() (*policy.Set, <-chan struct{}) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cur.Load(), r.changed
-}
+func (r *Replica) Watch() (*policy.Set, <-chan struct{}) { return r.copy.watch() }
 
 // Wait blocks until the index is above index or ctx ends, and returns the
 // set current then (with ctx's error if it ended first).
@@ -128,29 +95,6 @@ func (r *Replica) Wait(ctx context.Context, index uint64) (*policy.Set, error) {
 			return r.Current(), ctx.Err()
 		}
 	}
-}
-
-// install makes s current when it is newer (or when force, for a cluster
-// that was restored or rebuilt with lower indexes).
-func (r *Replica) install(s *policy.Set, force bool) bool {
-	r.mu.Lock()
-	cur := r.cur.Load()
-	if s.Index() == cur.Index() || (s.Index() < cur.Index() && !force) {
-		r.mu.Unlock()
-		return false
-	}
-	r.cur.Store(s)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-	if r.m != nil {
-		r.m.setPolicy(s)
-	}
-	select {
-	case r.persistCh <- struct{}{}:
-	default:
-	}
-	return true
 }
 
 func (r *Replica) touch() { r.lastContact.Store(time.Now().UnixNano()) }
@@ -189,26 +133,7 @@ type streamMsg struct {
 // follow streams the policy from the servers until ctx ends, reconnecting
 // with backoff (and to another server) when a stream breaks or goes quiet.
 func (r *Replica) follow(ctx context.Context, rpc *RPCClient, heartbeat time.Duration) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		got, err := r.streamOnce(ctx, rpc, heartbeat)
-		if ctx.Err() != nil {
-			return
-		}
-		if got {
-			backoff = 100 * time.Millisecond
-		}
-		r.log.Debug("policy stream ended", "err", err)
-		d := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, 5*time.Second)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+	followLoop(ctx, r.log, "policy stream", func() (bool, error) { return r.streamOnce(ctx, rpc, heartbeat) })
 }
 
 // streamOnce runs one stream. got is true when anything was received.
