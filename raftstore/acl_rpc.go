@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
@@ -65,22 +64,9 @@ func (n *Node) rpcACLState(r *http.Request) (*aclTable, error) {
 // restored cluster) is answered at once. Without ?index the whole state
 // is answered at once.
 func (n *Node) rpcACLWatch(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	var index uint64
-	_, blocking := q["index"]
-	if v := q.Get("index"); v != "" {
-		var err error
-		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return fmt.Errorf("%w: index %q: %v", ErrInvalid, v, err)
-		}
-	}
-	wait := maxWait
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%w: wait %q: want a duration such as 30s", ErrInvalid, v)
-		}
-		wait = min(d, maxWait)
+	index, wait, blocking, err := blockingQuery(r)
+	if err != nil {
+		return err
 	}
 	t, err := n.rpcACLState(r)
 	if err != nil {

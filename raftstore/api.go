@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
@@ -245,18 +244,10 @@ func (n *Node) readSet(r *http.Request) (*policy.Set, error) {
 	if _, ok := q["consistent"]; ok {
 		return n.ConsistentPolicy(r.Context())
 	}
-	if v := q.Get("index"); v != "" {
-		idx, err := strconv.ParseUint(v, 10, 64)
+	if q.Get("index") != "" {
+		idx, wait, _, err := blockingQuery(r)
 		if err != nil {
-			return nil, fmt.Errorf("%w: index %q: want a number", ErrInvalid, v)
-		}
-		wait := 5 * time.Minute
-		if wv := q.Get("wait"); wv != "" {
-			d, err := time.ParseDuration(wv)
-			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("%w: wait %q: want a duration such as 30s", ErrInvalid, wv)
-			}
-			wait = min(d, wait)
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		defer cancel()

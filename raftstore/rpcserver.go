@@ -279,24 +279,35 @@ func (n *Node) rpcKVGet(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// blockingQuery reads the parameters of a blocking query: ?index=N (0 when
+// absent) and ?wait=D (default and limit maxWait). blocking reports whether
+// ?index was given.
+func blockingQuery(r *http.Request) (index uint64, wait time.Duration, blocking bool, err error) {
+	q := r.URL.Query()
+	_, blocking = q["index"]
+	if v := q.Get("index"); v != "" {
+		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return 0, 0, false, fmt.Errorf("%w: index %q: want a number", ErrInvalid, v)
+		}
+	}
+	wait = maxWait
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, 0, false, fmt.Errorf("%w: wait %q: want a duration such as 30s", ErrInvalid, v)
+		}
+		wait = min(d, maxWait)
+	}
+	return index, wait, blocking, nil
+}
+
 // rpcKVList is a blocking query: with ?index=N it waits until the
 // namespace's index is above N (at most ?wait=, default and limit 5m).
 func (n *Node) rpcKVList(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	var index uint64
-	if v := q.Get("index"); v != "" {
-		var err error
-		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return fmt.Errorf("%w: index %q: %v", ErrInvalid, v, err)
-		}
-	}
-	wait := maxWait
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%w: wait %q: want a duration such as 30s", ErrInvalid, v)
-		}
-		wait = min(d, maxWait)
+	index, wait, _, err := blockingQuery(r)
+	if err != nil {
+		return err
 	}
 	if consistent(r) {
 		if err := n.srv.barrier(); err != nil {
