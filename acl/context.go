@@ -4,6 +4,26 @@ import "context"
 
 type ctxKey struct{}
 
+// secretKey holds the presented secret in a context.
+type secretKey struct{}
+
+// WithSecret returns ctx carrying the secret a request presented, so that
+// a call the agent makes on the request's behalf to the servers (a
+// forwarded write, a snapshot) presents it too, and is decided again there.
+func WithSecret(ctx context.Context, secret string) context.Context {
+	if secret == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, secretKey{}, secret)
+}
+
+// SecretFromContext returns the secret WithSecret put in ctx, "" for none
+// (the anonymous token).
+func SecretFromContext(ctx context.Context) string {
+	s, _ := ctx.Value(secretKey{}).(string)
+	return s
+}
+
 // requestACL is what the API's middleware leaves in a request's context.
 type requestACL struct {
 	authz  *Authorizer

@@ -28,6 +28,9 @@ func (a *Agent) buildACL() error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.acl = res
+	// A server decides again what other agents ask of it on their callers'
+	// behalf, by the callers' tokens (raftstore/rpcauth.go).
+	a.raft.SetACLResolver(res)
 	a.aclAgentToken = c.Tokens.Agent
 	if f := c.Tokens.AgentFile; f != "" {
 		b, err := os.ReadFile(f)

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // batcher groups concurrent writes into one unit of work: one Raft log
@@ -14,8 +16,10 @@ import (
 // writes queue and leave together in the next unit, so throughput grows
 // with load while a lone write still leaves at once.
 type batcher struct {
-	max      int
-	send     func(ctx context.Context, txns []Txn) ([]TxnResult, error)
+	max int
+	// send carries txns, with the ACL secret each write's caller presented
+	// ("" for none).
+	send     func(ctx context.Context, txns []Txn, secrets []string) ([]TxnResult, error)
 	observe  func(n int) // batch sizes, may be nil
 	ch       chan *pending
 	inflight chan struct{}
@@ -47,7 +51,7 @@ type applyResult struct {
 // maxInflight bounds the units in flight.
 const maxInflight = 8
 
-func newBatcher(max int, send func(context.Context, []Txn) ([]TxnResult, error), observe func(int)) *batcher {
+func newBatcher(max int, send func(context.Context, []Txn, []string) ([]TxnResult, error), observe func(int)) *batcher {
 	return &batcher{max: max, send: send, observe: observe, ch: make(chan *pending, 4*max), inflight: make(chan struct{}, maxInflight)}
 }
 
@@ -140,15 +144,15 @@ func (b *batcher) run(ctx context.Context) {
 		if b.observe != nil {
 			b.observe(len(batch))
 		}
-		txns := make([]Txn, len(batch))
+		txns, secrets := make([]Txn, len(batch)), make([]string, len(batch))
 		for i, p := range batch {
-			txns[i] = p.txn
+			txns[i], secrets[i] = p.txn, acl.SecretFromContext(p.ctx)
 		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
 			ctx, cancel := batchContext(batch)
-			res, err := b.send(ctx, txns)
+			res, err := b.send(ctx, txns, secrets)
 			cancel()
 			<-b.inflight
 			for i, p := range batch {

@@ -14,11 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/keytls"
 	"github.com/meshwork/meshwork/policy"
 )
@@ -62,7 +64,10 @@ type Node struct {
 	rpc  *RPCClient
 
 	replica *Replica
-	aclRep  *aclReplica  // client agents only: the ACL state (acl_replica.go)
+	aclRep  *aclReplica // client agents only: the ACL state (acl_replica.go)
+	// aclRes decides the RPCs of agents that are not servers, on a server
+	// with ACLs enabled (rpcauth.go); nil otherwise.
+	aclRes  atomic.Pointer[acl.Resolver]
 	fsm     *FSM         // servers only
 	srv     *server      // servers only, set by Start
 	leaders *leaderWatch // servers only: the leader as Raft sees it
@@ -410,7 +415,7 @@ func (n *Node) isClosed() bool {
 // forward sends a batch of transactions to the leader in one RPC, and
 // again (under the same keys) those a leader answered with a leadership
 // error, until each has a definite answer or the deadline passes.
-func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
+func (n *Node) forward(ctx context.Context, txns []Txn, secrets []string) ([]TxnResult, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.RPCTimeout)
@@ -432,6 +437,12 @@ func (n *Node) forward(ctx context.Context, txns []Txn) ([]TxnResult, error) {
 		req := applyRequest{Txns: make([]Txn, len(todo))}
 		for j, i := range todo {
 			req.Txns[j] = txns[i]
+			if secrets[i] != "" {
+				if req.Tokens == nil {
+					req.Tokens = make([]string, len(todo))
+				}
+				req.Tokens[j] = secrets[i]
+			}
 		}
 		var ans applyAnswer
 		err := n.rpc.CallJSON(ctx, http.MethodPost, "/rpc/v1/apply", req, &ans, CallOptions{Leader: true, Retry: true})

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/httpjson"
 	"github.com/meshwork/meshwork/internal/keytls"
@@ -529,6 +530,11 @@ func (c *RPCClient) send(ctx context.Context, method, addr, path string, body []
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	// A call made on an API request's behalf presents its token: a server
+	// decides such calls from agents that are not servers again.
+	if secret := acl.SecretFromContext(ctx); secret != "" {
+		acl.SetToken(req.Header, secret)
 	}
 	return c.hc.Do(req)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
@@ -47,6 +48,9 @@ func (n *Node) routes() {
 		if err := n.requireLeader(); err != nil {
 			return err
 		}
+		if err := n.callerMay(r, acl.OperatorRaft, acl.Read); err != nil {
+			return err
+		}
 		p, err := n.srv.peers()
 		if err != nil {
 			return err
@@ -55,6 +59,9 @@ func (n *Node) routes() {
 		return nil
 	})
 	h("DELETE /rpc/v1/peers/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := n.callerMay(r, acl.OperatorRaft, acl.Write); err != nil {
+			return err
+		}
 		if err := n.srv.removePeer(r.PathValue("id")); err != nil {
 			return err
 		}
@@ -63,6 +70,9 @@ func (n *Node) routes() {
 	})
 	h("GET /rpc/v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.requireLeader(); err != nil {
+			return err
+		}
+		if err := n.callerMay(r, acl.OperatorSnapshot, acl.Read); err != nil {
 			return err
 		}
 		// The private state goes only to a server (snapshot.go).
@@ -83,6 +93,9 @@ func (n *Node) routes() {
 	n.aclRoutes(h)
 	h("PUT /rpc/v1/snapshot", func(w http.ResponseWriter, r *http.Request) error {
 		if err := n.requireLeader(); err != nil {
+			return err
+		}
+		if err := n.callerMay(r, acl.OperatorSnapshot, acl.Write); err != nil {
 			return err
 		}
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxSnapshot+1))
@@ -137,6 +150,11 @@ func (n *Node) writeRPCError(w http.ResponseWriter, err error) {
 // agent's forwarder grouped, each applied (or refused) on its own.
 type applyRequest struct {
 	Txns []Txn `json:"txns"`
+	// Tokens are the ACL secrets the writes' callers presented, one per
+	// transaction ("" for none; the field is left out when all are). A
+	// leader with ACLs enabled decides each write from an agent that is not
+	// a server by its token. They never reach the log.
+	Tokens []string `json:"tokens,omitempty"`
 }
 
 type applyAnswer struct {
@@ -151,7 +169,14 @@ func (n *Node) rpcApply(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Txns) == 0 || len(req.Txns) > 4096 {
 		return fmt.Errorf("%w: %d transactions in one request", ErrInvalid, len(req.Txns))
 	}
+	if len(req.Tokens) != 0 && len(req.Tokens) != len(req.Txns) {
+		return fmt.Errorf("%w: %d tokens for %d transactions", ErrInvalid, len(req.Tokens), len(req.Txns))
+	}
 	if err := n.requireLeader(); err != nil {
+		return err
+	}
+	authorize, err := n.callerWrites(r)
+	if err != nil {
 		return err
 	}
 	// Each transaction goes through the leader's batcher like a local write,
@@ -159,7 +184,15 @@ func (n *Node) rpcApply(w http.ResponseWriter, r *http.Request) error {
 	res := make([]TxnResult, len(req.Txns))
 	var wg sync.WaitGroup
 	for i, txn := range req.Txns {
-		if err := validateTxn(txn); err != nil {
+		err := validateTxn(txn)
+		if err == nil && authorize != nil {
+			var secret string
+			if len(req.Tokens) > 0 {
+				secret = req.Tokens[i]
+			}
+			err = authorize(txn, secret)
+		}
+		if err != nil {
 			res[i].Err = &RemoteError{Code: errCode(err), Message: err.Error()}
 			continue
 		}

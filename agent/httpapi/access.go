@@ -17,12 +17,12 @@ func (s *Server) guard(pattern string, need acl.Requirement, h http.Handler) htt
 			h.ServeHTTP(w, r)
 			return
 		}
-		authz, err := s.resolve(r)
+		authz, secret, err := s.resolve(r)
 		if err != nil {
 			acl.WriteError(w, r.WithContext(acl.NewContext(r.Context(), nil, denied)), err)
 			return
 		}
-		r = r.WithContext(acl.NewContext(r.Context(), authz, denied))
+		r = r.WithContext(acl.WithSecret(acl.NewContext(r.Context(), authz, denied), secret))
 		if err := need.Check(authz, r.PathValue); err != nil {
 			acl.WriteError(w, r, err)
 			return
@@ -31,18 +31,20 @@ func (s *Server) guard(pattern string, need acl.Requirement, h http.Handler) htt
 	})
 }
 
-// resolve returns the authorizer of the request's token. With ACLs
-// disabled the request's headers are not looked at.
-func (s *Server) resolve(r *http.Request) (*acl.Authorizer, error) {
+// resolve returns the authorizer of the request's token, and the secret
+// it presented. With ACLs disabled the request's headers are not looked at.
+func (s *Server) resolve(r *http.Request) (*acl.Authorizer, string, error) {
 	res := s.deps.ACL
 	if !res.Enabled() {
-		return res.Resolve("")
+		a, err := res.Resolve("")
+		return a, "", err
 	}
 	secret, err := acl.TokenFromRequest(r)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return res.Resolve(secret)
+	a, err := res.Resolve(secret)
+	return a, secret, err
 }
 
 // recordDenial counts a refusal and logs it with the token's accessor ID
