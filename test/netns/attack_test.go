@@ -55,8 +55,8 @@ import (
 // lines; docs/security.md ("Attack suite") lists them.
 
 const (
-	// rogueCalls is the number of calls to web.service.mesh of each
-	// scenario of the rogue; callWorkers make them, bounded by callBound.
+	// rogueCalls is the number of calls to web.service.mesh with and
+	// without a Split; callWorkers make them, bounded by callBound.
 	rogueCalls  = 1000
 	callWorkers = 8
 	callBound   = 3 * time.Minute
@@ -579,8 +579,8 @@ func TestAttackSuite(t *testing.T) {
 	}
 }
 
-// refusal is what a refused command must say: its exit status and the
-// words that name what was missing.
+// checkRefused checks that a command was refused: a non-zero exit status
+// and output that holds want, the words naming what was missing.
 func checkRefused(t *testing.T, what, out string, code int, want string) {
 	t.Helper()
 	if code == 0 {
@@ -741,6 +741,15 @@ func userCannotRead(t *testing.T, c *attackCluster, u *localUser) {
 		if st.Mode().Perm() != 0o700 {
 			t.Errorf("%s's data dir %s has mode %04o, want 0700", a.Host.Name, a.DataDir, st.Mode().Perm())
 		}
+		// The data dir's 0700 (the unit's StateDirectoryMode) is what keeps
+		// the user out of it; files in it that would be readable without it
+		// are named in the figure.
+		var open []string
+		for _, f := range files[3:] {
+			if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o044 != 0 {
+				open = append(open, fmt.Sprintf("%s %04o", strings.TrimPrefix(f, a.DataDir+"/"), fi.Mode().Perm()))
+			}
+		}
 		refused := 0
 		for _, f := range files {
 			out, code := u.run(a.Host, "head", "-c", "1", f)
@@ -750,7 +759,8 @@ func userCannotRead(t *testing.T, c *attackCluster, u *localUser) {
 			}
 			refused++
 		}
-		figure(t, "refused: uid %s reading %d files of %s's agent (config, token files, data dir): Permission denied for %d", u.uid, len(files), a.Host.Name, refused)
+		figure(t, "refused: uid %s reading %d files of %s's agent (config, token files, data dir): Permission denied for %d; data dir files with group or other read bits, behind its 0700: %v",
+			u.uid, len(files), a.Host.Name, refused, open)
 		// validate names no exposed secret in the harness's files.
 		if out, err := a.CLI("validate", a.Config); err != nil || strings.Contains(out, "warning") {
 			t.Errorf("validate %s: %v: %s", a.Config, err, out)
@@ -1169,28 +1179,36 @@ func clientSnapshotAttacks(t *testing.T, c *attackCluster, _ *localUser) {
 	}
 }
 
+// withT returns c for the subtest t, which may run in parallel with
+// others: the helpers fail t, not the test that made c.
+func (c *attackCluster) withT(t *testing.T) *attackCluster {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
 // edgeAttacks: the hardening at the API's edges, each case on its own;
 // the slow bodies take the agent's body timeout, so the cases run at once.
 func edgeAttacks(t *testing.T, c *attackCluster, _ *localUser) {
 	t.Run("DNS rebinding: Host evil.example is refused", func(t *testing.T) {
 		t.Parallel()
-		dnsRebinding(t, c)
+		dnsRebinding(t, c.withT(t))
 	})
 	t.Run("slow bodies are answered and released", func(t *testing.T) {
 		t.Parallel()
-		slowBodies(t, c)
+		slowBodies(t, c.withT(t))
 	})
 	t.Run("a policy write past the cap is refused and nothing is lost", func(t *testing.T) {
 		t.Parallel()
-		policyCaps(t, c)
+		policyCaps(t, c.withT(t))
 	})
 	t.Run("token expiry shows in token/self and a deleted token is refused at once", func(t *testing.T) {
 		t.Parallel()
-		tokenLifetime(t, c)
+		tokenLifetime(t, c.withT(t))
 	})
 	t.Run("validate warns about a world-readable file holding encrypt", func(t *testing.T) {
 		t.Parallel()
-		validateWarns(t, c)
+		validateWarns(t, c.withT(t))
 	})
 }
 
