@@ -163,42 +163,64 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 // does) is killed when the thread that forked it ends, and that may be any
 // thread of this process.
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	var c net.Conn
+	err := h.inNamespace(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen opens a listener inside the host's network namespace, so that the
+// test process itself can serve there: a stand-in application whose
+// every request the test sees. The socket is made as DialContext makes
+// its connections, and is served from any goroutine.
+func (h *Host) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := h.inNamespace(func() error {
+		var lc net.ListenConfig
+		var err error
+		l, err = lc.Listen(ctx, network, addr)
+		return err
+	})
+	return l, err
+}
+
+// inNamespace runs f on a thread of its own moved into the host's network
+// namespace, and moves the thread back after it (see DialContext).
+func (h *Host) inNamespace(f func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		c, restored, err := h.dialInNamespace(ctx, network, addr)
+		restored, err := h.runInNamespace(f)
 		if restored {
 			runtime.UnlockOSThread()
 		} // else the goroutine ends locked, and the runtime ends the thread
-		ch <- result{c, err}
+		ch <- err
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }
 
-// dialInNamespace dials from the host's namespace on the current, locked
+// runInNamespace runs f in the host's namespace on the current, locked
 // thread and moves the thread back; restored reports that it is back.
-func (h *Host) dialInNamespace(ctx context.Context, network, addr string) (c net.Conn, restored bool, err error) {
+func (h *Host) runInNamespace(f func() error) (restored bool, err error) {
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		return nil, true, err
+		return true, err
 	}
 	defer orig.Close()
 	target, err := os.Open("/run/netns/" + h.NS)
 	if err != nil {
-		return nil, true, err
+		return true, err
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, true, fmt.Errorf("%s: setns: %w", h.Name, err)
+		return true, fmt.Errorf("%s: setns: %w", h.Name, err)
 	}
-	var d net.Dialer
-	c, err = d.DialContext(ctx, network, addr)
-	return c, unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil, err
+	err = f()
+	return unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil, err
 }
 
 // Start starts a long-running command in the host. Its output goes to a log
