@@ -157,6 +157,9 @@ step "Raft: three servers, one leader"
 wait_for "a Raft leader" bash -c "$BIN operator raft list-peers | grep -q leader"
 run "$BIN" operator raft list-peers
 
+# The three agents are servers, whose own leaves the CA signs in process
+# without a token; a client agent's certificate names only what its token
+# may write. Each gets its token as a client would.
 step "ACLs: the management token, and a token for each agent made through the API"
 run "$BIN" acl token self
 for i in 1 2 3; do
