@@ -5,6 +5,7 @@ package ansible_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -12,7 +13,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/config"
 )
 
@@ -98,6 +101,7 @@ func render(t *testing.T, hosts map[string]renderHost, extra map[string]any) str
 const (
 	testEncrypt    = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
 	testClusterKey = "Wm9vbS16b29tLXRoaXMtaXMtMzItYnl0ZXMtbG9uZyE="
+	testManagement = "mwt_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 )
 
 func TestRenderedConfigLoads(t *testing.T) {
@@ -110,9 +114,10 @@ func TestRenderedConfigLoads(t *testing.T) {
 			"meshwork_ports": map[string]any{"dns": 8653}, "meshwork_domain": "corp"}},
 	}
 	out := render(t, hosts, map[string]any{
-		"meshwork_encrypt":     testEncrypt,
-		"meshwork_cluster_key": testClusterKey,
-		"meshwork_ca_token":    "one-time-token",
+		"meshwork_encrypt":              testEncrypt,
+		"meshwork_cluster_key":          testClusterKey,
+		"meshwork_ca_token":             "one-time-token",
+		"meshwork_acl_management_token": testManagement,
 	})
 	wantJoin := []string{"198.18.5.1", "198.18.5.2", "198.18.5.3"}
 
@@ -141,11 +146,19 @@ func TestRenderedConfigLoads(t *testing.T) {
 			if c.CA.TokenFile != "/etc/meshwork/ca-token" {
 				t.Errorf("ca.token_file = %q", c.CA.TokenFile)
 			}
+			// ACLs are on and deny by default; only servers hold the
+			// management token, which their leader makes into a token.
+			if !c.ACL.Enabled || c.ACL.DefaultPolicy != "deny" || c.ACL.Tokens.AgentFile != "/etc/meshwork/agent-token" || c.ACL.Tokens.Agent != "" {
+				t.Errorf("acl = %+v, want enabled, deny, agent_file /etc/meshwork/agent-token", c.ACL)
+			}
+			if want := map[bool]string{true: testManagement}[server]; c.ACL.Tokens.InitialManagement != want {
+				t.Errorf("acl.tokens.initial_management = %q, want %q", c.ACL.Tokens.InitialManagement, want)
+			}
 			main, err := os.ReadFile(filepath.Join(dir, "meshwork.yaml"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, secret := range []string{testEncrypt, testClusterKey, "one-time-token"} {
+			for _, secret := range []string{testEncrypt, testClusterKey, "one-time-token", testManagement} {
 				if bytes.Contains(main, []byte(secret)) {
 					t.Errorf("meshwork.yaml, which Ansible diffs in the open, holds a secret")
 				}
@@ -171,6 +184,96 @@ func TestRenderedConfigLoads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The policy the role makes for each host's agent token, read by the
+// agent's own parser and decided by its own authorizer: the agent writes its
+// node and the services of meshwork_services, reads every node (the role's
+// health check lists the members with it), and nothing else.
+func TestAgentPolicyGrantsNodeAndServices(t *testing.T) {
+	hosts := map[string]renderHost{
+		"s1":             {"servers", map[string]any{}},
+		"web-1.corp.lan": {"clients", map[string]any{"meshwork_services": []map[string]any{{"name": "web", "port": 8080}, {"name": "web", "id": "web-2", "port": 8081}, {"name": "Metrics", "port": 9100}}}},
+	}
+	out := render(t, hosts, map[string]any{"meshwork_cluster_key": testClusterKey})
+	for name, tc := range map[string]struct {
+		policy           string
+		writes, notWrite []string // services
+	}{
+		"s1":             {"agent-s1", nil, []string{"web"}},
+		"web-1.corp.lan": {"agent-web-1-corp-lan", []string{"web", "metrics"}, []string{"api", "web-2"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(out, name, "acl-policy.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := acl.ParsePolicy(data)
+			if err != nil {
+				t.Fatalf("the agent refuses the role's policy: %v\n%s", err, data)
+			}
+			if p.Name != tc.policy {
+				t.Errorf("policy name %q, want %q", p.Name, tc.policy)
+			}
+			authz := authorizerFor(t, p)
+			other := map[string]string{"s1": "web-1.corp.lan", "web-1.corp.lan": "s1"}[name]
+			type check struct {
+				r    acl.Resource
+				name string
+				want acl.Access
+				ok   bool
+			}
+			checks := []check{
+				{acl.ResourceNode, name, acl.Write, true},
+				{acl.ResourceNode, other, acl.Read, true},
+				{acl.ResourceNode, other, acl.Write, false},
+				{acl.ResourceIntention, "web", acl.Read, false},
+				{acl.ResourceACL, "", acl.Read, false},
+			}
+			for _, svc := range tc.writes {
+				checks = append(checks, check{acl.ResourceService, svc, acl.Write, true})
+			}
+			for _, svc := range tc.notWrite {
+				checks = append(checks, check{acl.ResourceService, svc, acl.Write, false})
+			}
+			for _, c := range checks {
+				if got := authz.Allowed(c.r, c.name, c.want); got != c.ok {
+					t.Errorf("%v %v on %q: allowed=%v, want %v", c.r, c.want, c.name, got, c.ok)
+				}
+			}
+		})
+	}
+}
+
+// authorizerFor resolves a token that links p alone, under deny by
+// default, as an agent would.
+func authorizerFor(t *testing.T, p *acl.Policy) *acl.Authorizer {
+	t.Helper()
+	ctx := context.Background()
+	store := acl.NewMemStore()
+	var err error
+	if p.ID, err = acl.NewID(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.SetPolicy(ctx, p, 0); err != nil {
+		t.Fatalf("store the policy: %v", err)
+	}
+	tok, secret, err := acl.NewToken(acl.TokenSpec{Policies: []acl.PolicyLink{{Name: p.Name}}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.SetToken(ctx, tok, 0); err != nil {
+		t.Fatalf("store the token: %v", err)
+	}
+	res, err := acl.NewResolver(acl.Config{Enabled: true, DefaultPolicy: acl.DefaultDeny}, acl.Deps{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz, err := res.Resolve(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return authz
 }
 
 // With the defaults, the role's resolved drop-in says what the one shipped in

@@ -9,6 +9,11 @@
 # or n3. Then an Intention denies the call, and deleting it allows it again.
 # Last, n3's agent stops gracefully (SIGTERM): it leaves and drains, and the
 # calls go to n2.
+# ACLs are on and deny by default: the leader makes the management token
+# from acl.tokens.initial_management (a secret from `meshwork acl secret`),
+# the operator steps send it, each agent gets a token of its own made through
+# the API, and a call without a token is shown refused where the same call
+# with the token goes through; the catalog and DNS stay open to anyone.
 # Ctrl-C stops and removes everything.
 #
 # With a terminal it waits for Ctrl-C; without one (CI) it exits after the
@@ -35,7 +40,15 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# run CMD... shows CMD, its arguments quoted where a shell needs it, then runs it.
+run() {
+	local a shown=()
+	for a; do
+		if [[ $a =~ ^[-A-Za-z0-9_./:=@,+%]+$ ]]; then shown+=("$a"); else shown+=("'$a'"); fi
+	done
+	printf '$ %s\n' "${shown[*]}"
+	"$@"
+}
 
 # wait_for DESC CMD... retries CMD for up to 90 s (a Raft election and the
 # CA's first keys take a few seconds on a busy machine).
@@ -56,11 +69,21 @@ enc=$("$BIN" keygen)
 ck=$("$BIN" keygen)
 # Every server seals the CA keys in the replicated state with the same key.
 (umask 077 && "$BIN" ca keygen >"$work/ca-state.key")
+# The secret of the first management token, which the leader makes into the
+# token (acl.tokens.initial_management); the operator steps below send it.
+(umask 077 && "$BIN" acl secret >"$work/management.token")
+mgmt=$(cat "$work/management.token")
 
 step "starting three agents"
 for i in 1 2 3; do
 	ip=127.0.0.1$i
 	mkdir -p "$work/n$i"
+	# The agent's own token: its secret now, the token itself through the
+	# API once the servers have a leader (below).
+	(umask 077 && "$BIN" acl secret >"$work/n$i/agent.token")
+	# The file holds secrets: readable by its owner only.
+	touch "$work/n$i/meshwork.yaml"
+	chmod 600 "$work/n$i/meshwork.yaml"
 	cat >"$work/n$i/meshwork.yaml" <<YAML
 node: n$i
 data_dir: $work/n$i/data
@@ -76,6 +99,12 @@ ca:
   state_key_file: $work/ca-state.key
 tunnel:
   vip_range: 127.24$i.0.0/16
+acl:
+  enabled: true
+  default_policy: deny
+  tokens:
+    initial_management: "$mgmt"
+    agent_file: $work/n$i/agent.token
 YAML
 	if [ "$i" != 1 ]; then
 		"$work/hello" -addr "$ip:8080" -name "web-n$i" >"$work/n$i/hello.log" 2>&1 &
@@ -99,7 +128,14 @@ YAML
 	echo "agent n$i on $ip (log: $work/n$i/agent.log)"
 done
 
+"$BIN" validate "$work/n1/meshwork.yaml" >/dev/null
+
 export MESHWORK_HTTP_ADDR=127.0.0.11:8500
+# The operator's token for every command below; the calls shown without a
+# token unset it (env -u), and are the anonymous token's.
+export MESHWORK_HTTP_TOKEN_FILE=$work/management.token
+# Until the leader has made the management token, calls with it are refused
+# (ACL token not found); wait_for rides that out.
 wait_for "three members" bash -c "[ \$($BIN members --format json | grep -c '\"alive\"') -eq 3 ]"
 step "membership, as n1 sees it"
 run "$BIN" members
@@ -120,6 +156,27 @@ run dig +noall +answer +additional @127.0.0.11 -p 8600 _web._tcp.service.mesh SR
 step "Raft: three servers, one leader"
 wait_for "a Raft leader" bash -c "$BIN operator raft list-peers | grep -q leader"
 run "$BIN" operator raft list-peers
+
+# The three agents are servers, whose own leaves the CA signs in process
+# without a token; a client agent's certificate names only what its token
+# may write. Each gets its token as a client would.
+step "ACLs: the management token, and a token for each agent made through the API"
+run "$BIN" acl token self
+for i in 1 2 3; do
+	# An agent writes its own node and the services it runs, nothing else.
+	{
+		printf 'name: agent-n%s\ndescription: the agent of n%s\nrules:\n  node: {n%s: write}\n' "$i" "$i" "$i"
+		[ "$i" = 1 ] || printf '  service: {web: write}\n'
+	} >"$work/agent-n$i.policy.yaml"
+	run "$BIN" acl policy create -f "$work/agent-n$i.policy.yaml"
+	# The secret is the one in n$i's agent_file; the answer repeats it, so
+	# only the accessor ID is shown.
+	run "$BIN" acl token create --policy "agent-n$i" --description "agent of n$i" \
+		--secret-file "$work/n$i/agent.token" | grep -v '^SecretID'
+done
+run "$BIN" acl token list
+echo "n2's agent_file holds the secret of its token:"
+run "$BIN" acl token self --token-file "$work/n2/agent.token"
 
 step "identities: each agent's leaf from the mesh CA"
 for i in 1 2 3; do
@@ -149,12 +206,26 @@ if out=$(call 2>&1); then
 fi
 echo "refused, as expected: $out"
 
-step "open the mesh: IntentionDefaults allow"
+step "ACLs deny by default: without a token the call is refused, with one it goes through"
 cat >"$work/allow.yaml" <<YAML
 kind: IntentionDefaults
 name: default
 action: allow
 YAML
+echo "without a token (anonymous): the catalog is open to read, as DNS is, and nothing else"
+run env -u MESHWORK_HTTP_TOKEN_FILE "$BIN" catalog service web
+printf '$ env -u MESHWORK_HTTP_TOKEN_FILE %s policy apply -f %s\n' "$BIN" "$work/allow.yaml"
+if out=$(env -u MESHWORK_HTTP_TOKEN_FILE "$BIN" policy apply -f "$work/allow.yaml" 2>&1); then
+	echo "demo: a call without a token changed the policy: $out" >&2
+	exit 1
+fi
+echo "$out"
+case $out in
+*"permission denied: token lacks policy:write on \"IntentionDefaults\""*) echo "refused, as expected" ;;
+*) echo "demo: the anonymous call failed, but not with the ACL refusal: $out" >&2; exit 1 ;;
+esac
+
+step "open the mesh: IntentionDefaults allow, applied with the operator's token"
 run "$BIN" policy apply -f "$work/allow.yaml"
 wait_for "a call through the tunnel" call
 

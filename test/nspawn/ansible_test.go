@@ -107,6 +107,7 @@ func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map
 	)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
+	c.playbookOut = append(c.playbookOut, string(out))
 	t.Logf("ansible-playbook %s: %s; slowest tasks:\n%s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond), slowestTasks(string(out), 8))
 	if err != nil {
 		err = fmt.Errorf("ansible-playbook: %w", err)

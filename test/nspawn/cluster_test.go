@@ -48,6 +48,12 @@ type Cluster struct {
 	known   string // known_hosts with every host's generated key
 	hosts   []*Host
 	timings *Timings
+	// acl is true when the agents run with ACLs on (the role's default),
+	// and the CLI on the hosts needs a token.
+	acl bool
+	// playbookOut is the output of every playbook run, for the checks that
+	// no secret made on the hosts was printed.
+	playbookOut []string
 }
 
 // Host is one booted systemd-nspawn container.
@@ -292,6 +298,19 @@ func (h *Host) SSHContext(ctx context.Context, command string) (string, error) {
 	cmd := exec.CommandContext(ctx, "ssh", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%s: %q: %w: %s", h.Name, command, err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// SSHInput runs a shell command on the host with input on its standard
+// input: how a secret reaches a command without showing in its arguments.
+func (h *Host) SSHInput(ctx context.Context, command, input string) (string, error) {
+	args := append(h.c.sshArgs(), "root@"+h.IP, command)
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(input), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("%s: %q: %w: %s", h.Name, command, err, strings.TrimSpace(stderr.String()))
 	}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +24,31 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshwork/meshwork/acl"
 )
 
 // hostCount hosts boot: three servers and the rest clients.
 const hostCount = 4
+
+// Paths the role installs on the hosts.
+const (
+	meshworkBin = "/usr/local/bin/meshwork"
+	// agentTokenFile holds every host's own ACL token.
+	agentTokenFile = "/etc/meshwork/agent-token"
+	// managementTokenFile holds the management token, on servers only.
+	managementTokenFile = "/etc/meshwork/management-token"
+)
+
+// cli returns the shell command that runs the meshwork CLI on a host with
+// args, sending the token of tokenFile (a file on that host) when ACLs are
+// on; with tokenFile "", the call is anonymous.
+func (c *Cluster) cli(tokenFile, args string) string {
+	if !c.acl || tokenFile == "" {
+		return meshworkBin + " " + args
+	}
+	return "MESHWORK_HTTP_TOKEN_FILE=" + tokenFile + " " + meshworkBin + " " + args
+}
 
 // Timings records how long each phase of the scenario took; the figures go to
 // docs/benchmarks.md, never into an assertion.
@@ -183,6 +205,20 @@ func TestBootedHosts(t *testing.T) {
 	for k, v := range secrets {
 		vars[k] = v
 	}
+	// The role turns ACLs on, deny by default, and needs the management
+	// token for the servers; a v1 binary from before ACLs cannot run them.
+	if exec.Command(v1, "acl", "secret").Run() == nil {
+		c.acl = true
+		secret, err := acl.NewSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets["meshwork_acl_management_token"] = secret
+		vars["meshwork_acl_management_token"] = secret
+	} else {
+		vars["meshwork_acl_enabled"] = false
+		t.Logf("SKIPPED ACLs: %s has no `acl` command", ver1)
+	}
 	// The role's health check waits for a Raft leader by default; a v1
 	// binary from before `operator raft list-peers` cannot run it.
 	raftCheck := true
@@ -234,7 +270,8 @@ func TestBootedHosts(t *testing.T) {
 			t.Errorf("install: Raft leader check results %v, want %v", got, want)
 		}
 	}
-	_, caErr := c.hosts[0].SSHContext(ctx, "/usr/local/bin/meshwork ca roots")
+	// The CA roots are public: no token.
+	_, caErr := c.hosts[0].SSHContext(ctx, c.cli("", "ca roots"))
 	if caErr == nil {
 		vars["meshwork_ca_token_generate"] = true
 	} else {
@@ -252,8 +289,11 @@ func TestBootedHosts(t *testing.T) {
 			t.Errorf("install: %s reports changed=0 on a fresh host", h.Name)
 		}
 	}
+	if c.acl {
+		c.checkACL(ctx)
+	}
 	if caErr == nil {
-		c.checkClientCerts(ctx, out)
+		c.checkClientCerts(ctx, out, services, secrets["meshwork_acl_management_token"])
 	}
 
 	end = tm.Phase("checks after install")
@@ -348,6 +388,68 @@ func TestBootedHosts(t *testing.T) {
 	end = tm.Phase("stop during a call")
 	c.checkStopWaitsForDrain(ctx, c.hosts[1])
 	end()
+
+	// No run printed a token the role made on a host.
+	if c.acl {
+		all := strings.Join(c.playbookOut, "\n")
+		for _, h := range c.hosts {
+			if tok := strings.TrimSpace(h.SSH("cat " + agentTokenFile)); tok == "" || strings.Contains(all, tok) {
+				t.Errorf("%s: agent token empty, or printed by a playbook run", h.Name)
+			}
+		}
+	}
+}
+
+// checkACL checks what the role set up for ACLs: each host's agent token in
+// a 0640 root:meshwork file, known to the cluster with the policy the role
+// made for it; the management token on the servers alone, 0600 root; and
+// deny by default: a call without a token is refused where the same call
+// with the management token goes through, and the catalog stays open to
+// read without one.
+func (c *Cluster) checkACL(ctx context.Context) {
+	t := c.t
+	t.Helper()
+	for i, h := range c.hosts {
+		if got := strings.TrimSpace(h.SSH("stat -c '%a %U:%G' " + agentTokenFile)); got != "640 root:meshwork" {
+			t.Errorf("%s: %s is %s, want 640 root:meshwork", h.Name, agentTokenFile, got)
+		}
+		mgmt, err := h.SSHContext(ctx, "stat -c '%a %U:%G' "+managementTokenFile)
+		if server := i < 3; server && strings.TrimSpace(mgmt) != "600 root:root" {
+			t.Errorf("%s: %s is %q (%v), want 600 root:root", h.Name, managementTokenFile, strings.TrimSpace(mgmt), err)
+		} else if !server && err == nil {
+			t.Errorf("%s: a client holds the management token", h.Name)
+		}
+		var self struct {
+			AccessorID string `json:"accessor_id"`
+			Policies   []struct {
+				Name string `json:"name"`
+			} `json:"policies"`
+		}
+		// A restarted agent may take a moment to have the ACLs again.
+		_, err = h.pollSSH(ctx, c.cli(agentTokenFile, "acl token self --format json"), 30*time.Second, func(out string) bool {
+			return json.Unmarshal([]byte(out), &self) == nil
+		})
+		want := "agent-" + h.Name
+		if err != nil || len(self.Policies) != 1 || self.Policies[0].Name != want {
+			t.Errorf("%s: its agent token has policies %+v (%v), want %s", h.Name, self.Policies, err, want)
+			continue
+		}
+		t.Logf("%s: agent token %s with policy %s", h.Name, self.AccessorID, want)
+	}
+	s := c.hosts[0]
+	out, err := s.SSHContext(ctx, c.cli("", "operator raft list-peers"))
+	if err == nil || !strings.Contains(err.Error(), "permission denied: token lacks operator:read on \"raft\"") {
+		t.Errorf("%s: operator raft list-peers without a token: %q, %v; want a refusal", s.Name, out, err)
+	} else {
+		t.Logf("%s: without a token: %s", s.Name, err.Error()[strings.LastIndex(err.Error(), ": meshwork: ")+2:])
+	}
+	if _, err := s.SSHContext(ctx, c.cli(managementTokenFile, "operator raft list-peers")); err != nil {
+		t.Errorf("%s: operator raft list-peers with the management token: %v", s.Name, err)
+	}
+	client := c.hosts[hostCount-1]
+	if out, err := client.SSHContext(ctx, c.cli("", "catalog service web --format json")); err != nil || !strings.Contains(out, client.Name) {
+		t.Errorf("%s: catalog service web without a token: %q, %v; want web on %s", client.Name, out, err, client.Name)
+	}
 }
 
 // slowCall connects to web through its VIP and holds the connection until
@@ -405,7 +507,7 @@ func (c *Cluster) checkStopWaitsForDrain(ctx context.Context, h *Host) {
 	var status struct {
 		InFlight int `json:"in_flight"`
 	}
-	if _, err := h.pollSSH(ctx, "/usr/local/bin/meshwork tunnel status --format json", 30*time.Second, func(out string) bool {
+	if _, err := h.pollSSH(ctx, c.cli(managementTokenFile, "tunnel status --format json"), 30*time.Second, func(out string) bool {
 		return json.Unmarshal([]byte(out), &status) == nil && status.InFlight > 0
 	}); err != nil {
 		t.Fatalf("%s: the slow call never showed in flight: %v", h.Name, err)
@@ -459,8 +561,12 @@ func monotonic(t *testing.T) time.Duration {
 }
 
 // checkClientCerts asserts every client has a certificate for its node
-// identity, and that no token the role handled reached the output.
-func (c *Cluster) checkClientCerts(ctx context.Context, out string) {
+// identity and, with ACLs on, for each of its services, which the servers
+// name only because the client's agent token may write them; and that no
+// token the role handled reached the output. Reading the leaf takes the
+// management token, which clients do not hold: it goes on the command's
+// standard input.
+func (c *Cluster) checkClientCerts(ctx context.Context, out string, services map[string][]map[string]any, mgmt string) {
 	t := c.t
 	t.Helper()
 	for _, h := range c.hosts[3:] {
@@ -468,15 +574,33 @@ func (c *Cluster) checkClientCerts(ctx context.Context, out string) {
 		if token == "" || strings.Contains(out, token) {
 			t.Errorf("%s: CA token empty, or printed by the playbook", h.Name)
 		}
+		want := []string{"/node/" + h.Name}
+		if c.acl {
+			for _, s := range services[h.Name] {
+				want = append(want, "/svc/"+s["name"].(string))
+			}
+		}
+		command, input := c.cli("", "ca cert --format json"), ""
+		if c.acl {
+			command, input = command+" --token-file /dev/stdin", mgmt
+		}
 		var leaf struct {
 			IDs []string `json:"ids"`
 		}
-		_, err := h.pollSSH(ctx, "/usr/local/bin/meshwork ca cert --format json", time.Minute, func(out string) bool {
+		_, err := h.pollSSHInput(ctx, command, input, time.Minute, func(out string) bool {
 			leaf.IDs = nil // not an earlier attempt's
-			return json.Unmarshal([]byte(out), &leaf) == nil && len(leaf.IDs) > 0 && strings.HasSuffix(leaf.IDs[0], "/node/"+h.Name)
+			if json.Unmarshal([]byte(out), &leaf) != nil || len(leaf.IDs) == 0 || !strings.HasSuffix(leaf.IDs[0], want[0]) {
+				return false
+			}
+			for _, w := range want[1:] {
+				if !slices.ContainsFunc(leaf.IDs, func(id string) bool { return strings.HasSuffix(id, w) }) {
+					return false
+				}
+			}
+			return true
 		})
 		if err != nil {
-			t.Errorf("%s: no certificate for its node identity after the bootstrap token: %v", h.Name, err)
+			t.Errorf("%s: no certificate for %v after the bootstrap token: %v", h.Name, want, err)
 			continue
 		}
 		t.Logf("%s: certificate for %v", h.Name, leaf.IDs)
@@ -486,9 +610,14 @@ func (c *Cluster) checkClientCerts(ctx context.Context, out string) {
 // pollSSH runs command on h every second until ok accepts its output, and
 // returns that output; after limit, it returns the last output and error.
 func (h *Host) pollSSH(ctx context.Context, command string, limit time.Duration, ok func(out string) bool) (string, error) {
+	return h.pollSSHInput(ctx, command, "", limit, ok)
+}
+
+// pollSSHInput is pollSSH with input on the command's standard input.
+func (h *Host) pollSSHInput(ctx context.Context, command, input string, limit time.Duration, ok func(out string) bool) (string, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		out, err := h.SSHContext(ctx, command)
+		out, err := h.SSHInput(ctx, command, input)
 		if err == nil && ok(out) {
 			return out, nil
 		}
@@ -511,7 +640,7 @@ func (c *Cluster) checkService(h *Host, version string) {
 			h.SSH("journalctl -u meshwork.service --no-pager -n 30 || true"))
 	}
 	t.Logf("%s: meshwork.service %s/%s, status %q", h.Name, props["ActiveState"], props["SubState"], props["StatusText"])
-	if got := h.SSH("/usr/local/bin/meshwork --version"); !strings.Contains(got, version) {
+	if got := h.SSH(meshworkBin + " --version"); !strings.Contains(got, version) {
 		t.Errorf("%s: meshwork --version = %q, want %s", h.Name, strings.TrimSpace(got), version)
 	}
 }
@@ -525,9 +654,10 @@ func parseProps(s string) map[string]string {
 	return m
 }
 
-// members returns the host's view of the mesh.
+// members returns the host's view of the mesh, read with its agent's token
+// (which reads every node).
 func (h *Host) members(ctx context.Context) ([]member, error) {
-	out, err := h.SSHContext(ctx, "/usr/local/bin/meshwork members --format json")
+	out, err := h.SSHContext(ctx, h.c.cli(agentTokenFile, "members --format json"))
 	if err != nil {
 		return nil, err
 	}
@@ -755,7 +885,7 @@ func (c *Cluster) watchMembers(ctx context.Context, h *Host) *watcher {
 	// One sample every half second, at most 20 minutes' worth; the loop ends
 	// with the SSH session. While the host's own agent restarts, the sample
 	// is an error line and is skipped.
-	script := `for i in $(seq 1 2400); do /usr/local/bin/meshwork members --format json 2>/dev/null | tr -d '\n'; echo; sleep 0.5; done`
+	script := `for i in $(seq 1 2400); do ` + c.cli(agentTokenFile, "members --format json") + ` 2>/dev/null | tr -d '\n'; echo; sleep 0.5; done`
 	args := append(c.sshArgs(), "root@"+h.IP, script)
 	cmd := exec.CommandContext(ctx, "ssh", args...)
 	stdout, err := cmd.StdoutPipe()
