@@ -67,7 +67,7 @@ var (
 	ErrNoServerKey = errors.New("keytls: no server key")
 )
 
-// Purposes of DeriveKey for the two authorities' keys. Distinct labels keep
+// Purposes (HKDF info) of the two authorities' keys. Distinct labels keep
 // the authorities apart even if one secret were given for both (Validate
 // refuses that too).
 const (
@@ -204,26 +204,38 @@ func New(cfg Config) (*Authority, error) {
 		cfg.Now = time.Now
 	}
 	a := &Authority{cfg: cfg}
-	var err error
-	if a.cluster, err = deriveIssuer(cfg.Key, clusterCAPurpose, "Meshwork cluster CA "); err != nil {
+	seed, err := DeriveKey(cfg.Key, clusterCAPurpose, ed25519.SeedSize)
+	if err != nil {
+		return nil, err
+	}
+	if a.cluster, err = deriveIssuer(seed, "Meshwork cluster CA "); err != nil {
 		return nil, err
 	}
 	if cfg.ServerKey != nil {
-		if a.server, err = deriveIssuer(cfg.ServerKey, serverCAPurpose, "Meshwork server CA "); err != nil {
+		if a.server, err = deriveIssuer(serverSeed(cfg.ServerKey, cfg.Key), "Meshwork server CA "); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
 }
 
-// deriveIssuer derives a CA from secret for purpose. Ed25519: the key
-// follows from the seed and signatures are deterministic, so every holder
-// of secret derives an identical CA certificate.
-func deriveIssuer(secret []byte, purpose, name string) (*issuer, error) {
-	seed, err := DeriveKey(secret, purpose, ed25519.SeedSize)
+// serverSeed derives the server authority's key from the server key, with
+// the cluster key as the salt: a server of another cluster (another
+// cluster key) that shares the server key derives another authority, so
+// that a misconfigured server is refused rather than half-joined. The
+// cluster key alone derives nothing of it.
+func serverSeed(serverKey, clusterKey []byte) []byte {
+	seed, err := hkdf.Key(sha256.New, serverKey, clusterKey, serverCAPurpose, ed25519.SeedSize)
 	if err != nil {
-		return nil, err
+		panic("keytls: HKDF-SHA256 refused 32 bytes: " + err.Error()) // only for outputs over 8160 bytes
 	}
+	return seed
+}
+
+// deriveIssuer makes the CA whose Ed25519 key follows from seed, named
+// name and a fingerprint. Ed25519 signatures are deterministic, so every
+// holder of the seed's secret derives an identical CA certificate.
+func deriveIssuer(seed []byte, name string) (*issuer, error) {
 	caKey := ed25519.NewKeyFromSeed(seed)
 	pub := caKey.Public().(ed25519.PublicKey)
 	sum := sha256.Sum256(pub)

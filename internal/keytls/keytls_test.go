@@ -276,12 +276,18 @@ func TestServerAuthorityDerivation(t *testing.T) {
 	}
 	// The server authority's derivation run on the cluster key gives
 	// another authority: it needs the server key itself.
-	forged, err := deriveIssuer(key, serverCAPurpose, "Meshwork server CA ")
+	forged, err := deriveIssuer(serverSeed(key, key), "Meshwork server CA ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Equal(forged.cert.RawSubjectPublicKeyInfo, s1.ServerCACert().RawSubjectPublicKeyInfo) {
 		t.Fatal("the server authority follows from the cluster key")
+	}
+	// Bound to the cluster: the same server key with another cluster key
+	// is another server authority.
+	otherCluster, _ := keys(t)
+	if bytes.Equal(mustServer(t, otherCluster, serverKey, "s9").ServerCACert().Raw, s1.ServerCACert().Raw) {
+		t.Fatal("a server of another cluster key derived this cluster's server authority")
 	}
 	leaf, err := s1.ServerCertificate()
 	if err != nil {
