@@ -456,7 +456,14 @@ func (a *Authority) ServerConfig(protos ...string) *tls.Config {
 		},
 	}
 	if a.server != nil {
-		cfg.ClientCAs = a.server.pool // only named in the request: RequireAnyClientCert verifies nothing with it
+		// Named in the certificate request only (RequireAnyClientCert
+		// verifies nothing with it). A client that picks its certificate
+		// from a fixed list skips one of another CA, such as a mesh leaf;
+		// this package's clients choose in GetClientCertificate.
+		both := x509.NewCertPool()
+		both.AddCert(a.cluster.cert)
+		both.AddCert(a.server.cert)
+		cfg.ClientCAs = both
 	}
 	return cfg
 }

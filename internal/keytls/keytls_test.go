@@ -422,3 +422,20 @@ func TestNoResumption(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestNamesBothAuthorities: a server with the server key names both
+// derived authorities in its certificate request, so that a client that
+// picks from a fixed list of certificates still sends its cluster-key leaf.
+func TestRequestNamesBothAuthorities(t *testing.T) {
+	key, serverKey := keys(t)
+	s1 := mustServer(t, key, serverKey, "s1")
+	leaf, err := mustAuthority(t, key, "c1").Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"rpc/1"}, Certificates: []tls.Certificate{*leaf}, InsecureSkipVerify: true}
+	r := connect(t, s1.ServerConfig("rpc/1"), cli)
+	if r.serverErr != nil || r.clientErr != nil || r.serverSaw == nil || r.serverSaw.Subject.CommonName != "c1" {
+		t.Fatalf("a fixed cluster-key leaf: server %v, client %v", r.serverErr, r.clientErr)
+	}
+}
