@@ -6,6 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +27,9 @@ import (
 func TestServerKeyImpostor(t *testing.T) {
 	for _, withKey := range []bool{true, false} {
 		t.Run(fmt.Sprintf("server key %v", withKey), func(t *testing.T) {
-			c := MakeTestCluster(t, 3, TestOptions{ServerKey: withKey, Configure: func(c *Config) {
+			var logs lockedBuffer
+			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			c := MakeTestCluster(t, 3, TestOptions{ServerKey: withKey, Logger: logger, Configure: func(c *Config) {
 				c.PrivateKV = []string{"sealed/"}
 				if !withKey {
 					c.ServerKey = nil // whatever MESHWORK_TEST_SERVER_KEY says
@@ -66,6 +71,15 @@ func TestServerKeyImpostor(t *testing.T) {
 			}
 			if !withKey && err != nil {
 				t.Fatalf("without a server key, the impostor passes for %s, yet its write failed: %v", follower.Name, err)
+			}
+			// The leader says so, naming whom the impostor poses as.
+			posing := "presents no server certificate"
+			if got := logs.String(); withKey != (strings.Contains(got, posing) && strings.Contains(got, "caller="+follower.Name)) {
+				t.Fatalf("with a server key %v, the leader's warnings: %q", withKey, got)
+			}
+			// Servers without a key say at start what they cannot tell.
+			if got := strings.Count(logs.String(), "cannot tell a server from any agent"); withKey && got != 0 || !withKey && got != 3 {
+				t.Fatalf("with a server key %v, %d servers warned at start", withKey, got)
 			}
 			var buf bytes.Buffer
 			if err := imp.SaveSnapshot(asMgmt, &buf); err != nil {
@@ -109,6 +123,24 @@ func TestServerKeyImpostor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that logs from many goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // impostorRaftTLS is the Raft client config of one who holds key (and

@@ -248,18 +248,33 @@ func (n *Node) callerIsServer(r *http.Request) (string, bool, error) {
 	leaf := st.PeerCertificates[0]
 	name := leaf.Subject.CommonName
 	if !n.auth.IsServerLeaf(leaf) {
+		// A cluster-key leaf under a server's name, where servers have
+		// server leaves: an agent posing as that server, or a server not
+		// yet given the key (a rolling restart). Either is worth a look.
+		if n.auth.HasServerKey() && leaf.CheckSignatureFrom(n.auth.CACert()) == nil {
+			if named, err := n.inConfiguration(name); err == nil && named {
+				n.log.Warn("rpc caller named after a server presents no server certificate: an agent posing as it, or a server without server_key",
+					"caller", name, "remote", r.RemoteAddr, "path", r.URL.Path)
+			}
+		}
 		return name, false, nil
 	}
+	named, err := n.inConfiguration(name)
+	return name, named, err
+}
+
+// inConfiguration reports whether id is a server of the Raft configuration.
+func (n *Node) inConfiguration(id string) (bool, error) {
 	f := n.srv.raft.GetConfiguration()
 	if err := n.srv.wait(f); err != nil {
-		return name, false, raftError(err)
+		return false, raftError(err)
 	}
 	for _, srv := range f.Configuration().Servers {
-		if string(srv.ID) == name {
-			return name, true, nil
+		if string(srv.ID) == id {
+			return true, nil
 		}
 	}
-	return name, false, nil
+	return false, nil
 }
 
 // restoreAttempts bounds how often a restore waits for a membership change
