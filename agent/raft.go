@@ -19,10 +19,17 @@ func (a *Agent) buildRaft() error {
 	if err != nil {
 		return fmt.Errorf("agent: cluster_key: %w", err)
 	}
+	var serverKey []byte
+	if a.cfg.Server && a.cfg.ServerKey != "" {
+		if serverKey, err = keytls.ParseKey(a.cfg.ServerKey); err != nil {
+			return fmt.Errorf("agent: server_key: %w", err)
+		}
+	}
 	rc := raftstore.Config{
 		NodeName:        a.cfg.Node,
 		DataDir:         a.cfg.DataDir,
 		ClusterKey:      key,
+		ServerKey:       serverKey,
 		Server:          a.cfg.Server,
 		BootstrapExpect: a.cfg.BootstrapExpect,
 		// The CA's sealed keys, token ledger and leaf records stay on the

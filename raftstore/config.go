@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/netip"
@@ -92,6 +93,15 @@ type Config struct {
 	// ClusterKey is the decoded shared secret (32 bytes) from which the
 	// mutual TLS of the server port is derived. Required.
 	ClusterKey []byte
+	// ServerKey is the decoded secret (32 bytes) that servers only hold,
+	// the same on every server, from which they derive the server
+	// authority (internal/keytls). With it, Raft's traffic and a server's
+	// standing on the RPC routes (private backups, calls not decided by
+	// ACL tokens) need a leaf of that authority: a holder of the cluster
+	// key, which every agent is, can no longer act as a server. Servers
+	// only; it must differ from ClusterKey. Default: none, and the server
+	// port cannot tell a server from any agent (docs/security.md).
+	ServerKey []byte
 
 	// Server makes this agent a Raft server. Default false (client agent).
 	Server bool
@@ -222,6 +232,16 @@ func (c *Config) Validate() error {
 	}
 	if len(c.ClusterKey) != 32 {
 		return fmt.Errorf("raftstore: config: ClusterKey: must be 32 bytes, got %d", len(c.ClusterKey))
+	}
+	if c.ServerKey != nil {
+		switch {
+		case !c.Server:
+			return fmt.Errorf("raftstore: config: ServerKey: only servers hold the server key")
+		case len(c.ServerKey) != 32:
+			return fmt.Errorf("raftstore: config: ServerKey: must be 32 bytes, got %d", len(c.ServerKey))
+		case subtle.ConstantTimeCompare(c.ServerKey, c.ClusterKey) == 1:
+			return fmt.Errorf("raftstore: config: ServerKey: must differ from ClusterKey, which every agent holds")
+		}
 	}
 	d := c.withDefaults()
 	if c.Server {

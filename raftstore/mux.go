@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,12 @@ const handshakeTimeout = 10 * time.Second
 // mux accepts connections on the server port, completes the mutual TLS
 // handshake, and hands each connection to the listener of its ALPN
 // protocol. A connection that offers no known protocol is closed.
+//
+// Raft is spoken between servers only: a client that offers
+// meshwork-raft/1 gets the TLS config of connections between servers,
+// which with a server key presents this server's server leaf and accepts
+// only another's (keytls.PeerServerConfig). Every other connection gets
+// the config that any agent of the cluster passes.
 type mux struct {
 	ln     net.Listener
 	tlsCfg *tls.Config
@@ -39,7 +46,18 @@ type mux struct {
 }
 
 func newMux(ln net.Listener, auth *keytls.Authority, advertise net.Addr, log *slog.Logger, protos ...string) *mux {
-	m := &mux{ln: ln, tlsCfg: auth.ServerConfig(protos...), log: log, subs: map[string]*chanListener{}, conns: map[net.Conn]struct{}{}}
+	agents := slices.DeleteFunc(slices.Clone(protos), func(p string) bool { return p == ALPNRaft })
+	cfg := auth.ServerConfig(agents...)
+	if slices.Contains(protos, ALPNRaft) {
+		peers := auth.PeerServerConfig(ALPNRaft)
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if slices.Contains(hello.SupportedProtos, ALPNRaft) {
+				return peers, nil
+			}
+			return nil, nil
+		}
+	}
+	m := &mux{ln: ln, tlsCfg: cfg, log: log, subs: map[string]*chanListener{}, conns: map[net.Conn]struct{}{}}
 	for _, p := range protos {
 		m.subs[p] = newChanListener(advertise)
 	}
@@ -178,7 +196,8 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // streamLayer is the raft.StreamLayer over the mux: Accept yields the
 // connections that chose meshwork-raft/1; Dial opens a TCP connection and
-// does the mutual TLS handshake asking for that protocol.
+// does the mutual TLS handshake asking for that protocol, with the config
+// of connections between servers (keytls.PeerClientConfig).
 type streamLayer struct {
 	*chanListener
 	dial   DialFunc

@@ -39,8 +39,9 @@ type Deps struct {
 	// Dial opens connections to servers. Default: net.Dialer.
 	Dial DialFunc
 	// TLS is the mutual TLS authority. Default: derived from
-	// Config.ClusterKey. Pass one to share it with other components (the CA
-	// adds its trust bundle to it).
+	// Config.ClusterKey (and Config.ServerKey). Pass one to share it with
+	// other components (the CA adds its trust bundle to it); with
+	// Config.ServerKey, it must have been made with that key.
 	TLS *keytls.Authority
 	// RaftTransport replaces the Raft stream layer on the server port, as
 	// raft.InmemTransport does in tests. Its addresses must equal the
@@ -106,9 +107,11 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	auth := deps.TLS
 	if auth == nil {
 		var err error
-		if auth, err = keytls.New(keytls.Config{Key: cfg.ClusterKey, NodeName: cfg.NodeName}); err != nil {
+		if auth, err = keytls.New(keytls.Config{Key: cfg.ClusterKey, ServerKey: cfg.ServerKey, NodeName: cfg.NodeName}); err != nil {
 			return nil, fmt.Errorf("raftstore: %w", err)
 		}
+	} else if cfg.ServerKey != nil && !auth.HasServerKey() {
+		return nil, errors.New("raftstore: deps: TLS: made without the server key that Config.ServerKey gives")
 	}
 	n.auth = auth
 	n.m = newMetrics(deps.Registerer, func() float64 {
@@ -184,6 +187,9 @@ func (n *Node) startServer(ctx context.Context) error {
 			return fmt.Errorf("raftstore: listen on %s: %w", n.cfg.BindAddr, err)
 		}
 	}
+	if !n.auth.HasServerKey() {
+		n.log.Warn("server port cannot tell a server from any agent holding cluster_key: set server_key on every server (docs/security.md)")
+	}
 	protos := []string{ALPNRaft, ALPNRPC}
 	if n.deps.RaftTransport != nil {
 		protos = []string{ALPNRPC}
@@ -199,7 +205,7 @@ func (n *Node) startServer(ctx context.Context) error {
 		if dial == nil {
 			dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 		}
-		stream := &streamLayer{chanListener: n.mux.listener(ALPNRaft), dial: dial, tlsCfg: n.auth.ClientConfig(ALPNRaft)}
+		stream := &streamLayer{chanListener: n.mux.listener(ALPNRaft), dial: dial, tlsCfg: n.auth.PeerClientConfig(ALPNRaft)}
 		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  stream,
 			MaxPool: 4,

@@ -16,6 +16,11 @@ import (
 // reached the server port cannot do there what its API would refuse. The
 // internal namespace (the CA's state) and Raft's own entries are written
 // by servers only.
+//
+// A server is a caller that callerIsServer (snapshot.go) recognises: with
+// a server key, one whose leaf only servers can mint. Without one, any
+// holder of the cluster key can mint a leaf under a server's name and act
+// as that server here.
 
 // SetACLResolver makes this server decide the RPCs of agents that are not
 // servers by the tokens they carry, with res. Call it before Start, on a

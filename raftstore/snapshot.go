@@ -227,17 +227,19 @@ func (s *fsmState) keepKV(cur *fsmState, prefixes []string) *fsmState {
 
 // callerIsServer reports whether the caller of an RPC is a server of the
 // Raft configuration, and names it. Only such a caller may have the
-// private state in a backup: it holds that state already.
+// private state in a backup (it holds that state already), and only its
+// calls go undecided by ACL tokens (rpcauth.go).
 //
-// The name is the common name of a leaf minted from the cluster key (the
-// agent's node name, which is also its Raft server ID). A leaf from the
-// mesh CA never counts, whatever it names: it proves a bootstrap token,
-// not the cluster key. The Raft configuration, not gossip, says who is a
-// server: anyone with the gossip key can claim the server role in gossip,
-// while the configuration lists the servers that already replicate every
-// key. Holders of the cluster key are trusted agents (docs/design.md): the
-// check keeps the private state from what an honest client agent answers,
-// such as a backup saved through its local API.
+// The caller must present a leaf that only servers can mint
+// (keytls.IsServerLeaf): with a server key, a leaf of the server
+// authority; without one, any leaf minted from the cluster key, which
+// every agent holds (the server then cannot tell a server from an agent,
+// and warns at start). The name is that leaf's common name (the agent's
+// node name, which is also its Raft server ID). A leaf from the mesh CA
+// never counts, whatever it names: it proves a bootstrap token, not a
+// server. The Raft configuration, not gossip, says who is a server:
+// anyone with the gossip key can claim the server role in gossip, while
+// the configuration lists the servers that already replicate every key.
 func (n *Node) callerIsServer(r *http.Request) (string, bool, error) {
 	st, ok := PeerTLS(r)
 	if !ok || len(st.PeerCertificates) == 0 {
@@ -245,19 +247,34 @@ func (n *Node) callerIsServer(r *http.Request) (string, bool, error) {
 	}
 	leaf := st.PeerCertificates[0]
 	name := leaf.Subject.CommonName
-	if leaf.CheckSignatureFrom(n.auth.CACert()) != nil {
+	if !n.auth.IsServerLeaf(leaf) {
+		// A cluster-key leaf under a server's name, where servers have
+		// server leaves: an agent posing as that server, or a server not
+		// yet given the key (a rolling restart). Either is worth a look.
+		if n.auth.HasServerKey() && leaf.CheckSignatureFrom(n.auth.CACert()) == nil {
+			if named, err := n.inConfiguration(name); err == nil && named {
+				n.log.Warn("rpc caller named after a server presents no server certificate: an agent posing as it, or a server without server_key",
+					"caller", name, "remote", r.RemoteAddr, "path", r.URL.Path)
+			}
+		}
 		return name, false, nil
 	}
+	named, err := n.inConfiguration(name)
+	return name, named, err
+}
+
+// inConfiguration reports whether id is a server of the Raft configuration.
+func (n *Node) inConfiguration(id string) (bool, error) {
 	f := n.srv.raft.GetConfiguration()
 	if err := n.srv.wait(f); err != nil {
-		return name, false, raftError(err)
+		return false, raftError(err)
 	}
 	for _, srv := range f.Configuration().Servers {
-		if string(srv.ID) == name {
-			return name, true, nil
+		if string(srv.ID) == id {
+			return true, nil
 		}
 	}
-	return name, false, nil
+	return false, nil
 }
 
 // restoreAttempts bounds how often a restore waits for a membership change

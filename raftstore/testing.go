@@ -42,7 +42,15 @@ type TestOptions struct {
 	// LogStore, when set, opens every server's Raft log (Deps.LogStore);
 	// each TestNode keeps its own copy, which Restart uses.
 	LogStore LogOpener
+	// ServerKey gives every server a server key (Config.ServerKey), the
+	// same on all; client agents get none. Default: false, or true when
+	// MESHWORK_TEST_SERVER_KEY is set, to run a package's tests again with
+	// server keys.
+	ServerKey bool
 }
+
+// serverKeyEnv turns TestOptions.ServerKey on for every test cluster.
+const serverKeyEnv = "MESHWORK_TEST_SERVER_KEY"
 
 // TestCluster is a cluster of server (and client) agents in one process,
 // with fast timers, for tests of this package and of any package built on
@@ -52,6 +60,9 @@ type TestCluster struct {
 	opts TestOptions
 	// Key is the cluster key every node shares.
 	Key []byte
+	// ServerKey is the server key every server holds (TestOptions.ServerKey);
+	// nil for none.
+	ServerKey []byte
 	// Disc is the discovery every node reads; Kill and Restart keep the
 	// statuses in it as gossip would.
 	Disc *StaticDiscovery
@@ -98,6 +109,10 @@ func MakeTestCluster(t testing.TB, n int, opts ...TestOptions) *TestCluster {
 	// The base directory is made before Close is registered, so that the
 	// nodes are closed before their directories are removed.
 	c := &TestCluster{t: t, opts: o, Key: key, Disc: NewStaticDiscovery(), net: newTestNet(o.Network), base: t.TempDir()}
+	if o.ServerKey || os.Getenv(serverKeyEnv) != "" {
+		c.ServerKey = make([]byte, 32)
+		_, _ = rand.Read(c.ServerKey)
+	}
 	t.Cleanup(c.Close)
 	for i := 0; i < n; i++ {
 		c.servers = append(c.servers, c.newServerNode(fmt.Sprintf("s%d", i+1), n))
@@ -128,6 +143,7 @@ func (c *TestCluster) newServerNode(name string, expect int) *TestNode {
 		NodeName:            name,
 		DataDir:             tn.DataDir,
 		ClusterKey:          c.Key,
+		ServerKey:           c.ServerKey,
 		Server:              true,
 		BootstrapExpect:     expect,
 		BindAddr:            tn.Addr,

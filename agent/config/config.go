@@ -63,6 +63,15 @@ type Config struct {
 	// to the servers (Raft and agent-to-server calls). Required on every agent
 	// of a cluster with servers. Dev generates one.
 	ClusterKey string `yaml:"cluster_key"`
+	// ServerKey, base64 of 32 random bytes (`meshwork keygen`), is held by
+	// servers only, the same on every server. From it they derive the
+	// certificates that only servers can present on the server port, so
+	// that an agent holding cluster_key (every agent does) cannot act as a
+	// server there: speak Raft, write the CA's state, get a backup with
+	// the private state (docs/security.md). Never on a client agent; must
+	// differ from cluster_key. Default: none, and servers warn. Dev
+	// generates one.
+	ServerKey string `yaml:"server_key"`
 
 	Ports     Ports     `yaml:"ports"`
 	Addresses Addresses `yaml:"addresses"`
@@ -267,6 +276,9 @@ func (c *Config) ApplyDefaults() error {
 		if c.ClusterKey == "" {
 			c.ClusterKey = NewKey()
 		}
+		if c.ServerKey == "" {
+			c.ServerKey = NewKey()
+		}
 		if c.Tunnel.DefaultPolicy == "" {
 			c.Tunnel.DefaultPolicy = "allow"
 		}
@@ -395,8 +407,8 @@ func defaultAdvertise(bind string) (string, error) {
 	return "", errors.New("advertise: bind is 0.0.0.0 and the host has no IPv4 address to advertise; set advertise")
 }
 
-// NewKey returns a fresh base64 key of 32 random bytes, the form of both
-// Encrypt and ClusterKey.
+// NewKey returns a fresh base64 key of 32 random bytes, the form of
+// Encrypt, ClusterKey and ServerKey.
 func NewKey() string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

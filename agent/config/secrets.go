@@ -11,7 +11,7 @@ import (
 )
 
 // secretKeys are the configuration keys whose values are secrets.
-var secretKeys = []string{"encrypt", "cluster_key", "acl.tokens.agent", "acl.tokens.initial_management"}
+var secretKeys = []string{"encrypt", "cluster_key", "server_key", "acl.tokens.agent", "acl.tokens.initial_management"}
 
 // AgentGroup is the group the packaged agent runs as. Files that hold
 // secrets may be readable by it (root:meshwork 0640), as the Ansible role
@@ -38,10 +38,11 @@ type secretFile struct {
 }
 
 // SecretWarnings returns one warning for each file that holds a secret (a
-// config file setting encrypt, cluster_key or an acl.tokens secret, or a
-// file named by ca.token_file, ca.state_key_file, ca.step_ca's
-// password_file and key_file or acl.tokens.agent_file) which users other than its owner and the agent's group can
-// read, or which others than its owner can change. The configuration is
+// config file setting encrypt, cluster_key, server_key or an acl.tokens
+// secret, or a file named by ca.token_file, ca.state_key_file,
+// ca.step_ca's password_file and key_file or acl.tokens.agent_file) which
+// users other than its owner and the agent's group can read, or which
+// others than its owner can change. The configuration is
 // still valid: the agent starts, and `meshwork validate` and the agent
 // print the warnings.
 func (l *Loaded) SecretWarnings() []string {

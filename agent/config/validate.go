@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -82,6 +83,15 @@ func (c *Config) Validate() error {
 	} else if c.ClusterKey != "" {
 		if err := checkKey(c.ClusterKey, 32); err != nil {
 			bad("cluster_key", "%v", err)
+		}
+	}
+	if c.ServerKey != "" {
+		if !c.Server {
+			bad("server_key", "is only for servers: whoever holds it can act as a server, so a client agent must never have it; remove it from this agent's configuration (or set server: true)")
+		} else if err := checkKey(c.ServerKey, 32); err != nil {
+			bad("server_key", "%v", err)
+		} else if sameKey(c.ServerKey, c.ClusterKey) {
+			bad("server_key", "is the same key as cluster_key, which every agent holds; make a key of its own with `meshwork keygen`")
 		}
 	}
 
@@ -244,6 +254,13 @@ func checkKey(s string, sizes ...int) error {
 		}
 	}
 	return fmt.Errorf("decodes to %d bytes, want %s", len(b), joinInts(sizes))
+}
+
+// sameKey reports whether two base64 keys decode to the same bytes.
+func sameKey(a, b string) bool {
+	ka, errA := base64.StdEncoding.DecodeString(a)
+	kb, errB := base64.StdEncoding.DecodeString(b)
+	return errA == nil && errB == nil && subtle.ConstantTimeCompare(ka, kb) == 1
 }
 
 func joinInts(v []int) string {

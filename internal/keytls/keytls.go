@@ -8,9 +8,18 @@
 // The trust decision is pluggable: AddTrust adds further roots (the mesh CA's
 // trust bundle, once it exists), and SetCertificate replaces the presented
 // certificate (a leaf from the mesh CA), without rebuilding any tls.Config.
+//
+// Every agent holds the cluster key, so a leaf minted from it proves only
+// that its holder is an agent of the cluster, whatever name it carries.
+// Servers may hold a second secret, the server key, from which they derive a
+// second authority, the server authority, and mint a server leaf under it.
+// Connections between servers (PeerServerConfig, PeerClientConfig) then
+// accept only server leaves, and IsServerLeaf tells a server's leaf from any
+// agent's. The server authority cannot be derived from the cluster key.
 package keytls
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -18,6 +27,7 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -44,10 +54,25 @@ const ServerName = "cluster.meshwork"
 
 // Errors.
 var (
-	// ErrBadKey is returned for a cluster key that is not base64 of 32 bytes.
-	ErrBadKey = errors.New("keytls: cluster key must be base64 of 32 bytes")
+	// ErrBadKey is returned for a cluster key (or server key) that is not
+	// base64 of 32 bytes.
+	ErrBadKey = errors.New("keytls: key must be base64 of 32 bytes")
 	// ErrUntrusted is wrapped by every handshake refusal of a peer's chain.
 	ErrUntrusted = errors.New("keytls: peer certificate is not trusted")
+	// ErrNotServer is wrapped, with ErrUntrusted, by a refusal of a peer
+	// that must be a server and presents no leaf of the server authority.
+	ErrNotServer = errors.New("keytls: peer is not a server: its certificate was not minted from this cluster's server key")
+	// ErrNoServerKey is returned for a server leaf asked of an authority
+	// made without a server key.
+	ErrNoServerKey = errors.New("keytls: no server key")
+)
+
+// Purposes (HKDF info) of the two authorities' keys. Distinct labels keep
+// the authorities apart even if one secret were given for both (Validate
+// refuses that too).
+const (
+	clusterCAPurpose = "raft ca v1"
+	serverCAPurpose  = "server ca v1"
 )
 
 // ParseKey decodes a cluster key: standard or URL base64 of 32 bytes.
@@ -98,6 +123,12 @@ func (f TrustFunc) TrustPool() *x509.CertPool { return f() }
 type Config struct {
 	// Key is the decoded cluster key (KeySize bytes). Required.
 	Key []byte
+	// ServerKey is the decoded server key (KeySize bytes), which servers
+	// only hold, the same on every server. With it, the authority also
+	// derives the server authority and mints a server leaf under it.
+	// It must differ from Key. Default: none (an agent that is not a
+	// server, or a server of a cluster without a server key).
+	ServerKey []byte
 	// NodeName goes in the leaf's common name, to name peers in logs.
 	// Required.
 	NodeName string
@@ -112,6 +143,14 @@ func (c *Config) Validate() error {
 	if len(c.Key) != KeySize {
 		return fmt.Errorf("keytls: Key: %w (got %d bytes)", ErrBadKey, len(c.Key))
 	}
+	if c.ServerKey != nil {
+		if len(c.ServerKey) != KeySize {
+			return fmt.Errorf("keytls: ServerKey: %w (got %d bytes)", ErrBadKey, len(c.ServerKey))
+		}
+		if subtle.ConstantTimeCompare(c.ServerKey, c.Key) == 1 {
+			return errors.New("keytls: ServerKey: must differ from the cluster key, which every agent holds")
+		}
+	}
 	if c.NodeName == "" {
 		return errors.New("keytls: NodeName: required")
 	}
@@ -121,19 +160,28 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Authority holds the derived CA and this node's current leaf. It is safe for
-// concurrent use.
+// Authority holds the derived CA, this node's current leaf under it and,
+// on a server with the server key, the server authority and its server
+// leaf. It is safe for concurrent use.
 type Authority struct {
-	cfg    Config
-	caKey  ed25519.PrivateKey
-	caCert *x509.Certificate
-	pool   *x509.CertPool
+	cfg     Config
+	cluster *issuer
+	server  *issuer // nil without Config.ServerKey
 
 	mu       sync.Mutex
-	leaf     *tls.Certificate
-	leafBorn time.Time
 	override func() (*tls.Certificate, error)
 	trust    []TrustSource
+}
+
+// issuer is a CA derived from a secret, and the leaf this node holds under
+// it (guarded by Authority.mu).
+type issuer struct {
+	key  ed25519.PrivateKey
+	cert *x509.Certificate
+	pool *x509.CertPool
+
+	leaf     *tls.Certificate
+	leafBorn time.Time
 }
 
 // caEpoch fixes the CA's validity so that every agent builds the same
@@ -143,7 +191,8 @@ var (
 	caNotAfter  = time.Date(2124, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// New derives the authority from cfg.Key. It mints no leaf yet.
+// New derives the authority from cfg.Key, and the server authority from
+// cfg.ServerKey when set. It mints no leaf yet.
 func New(cfg Config) (*Authority, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,18 +203,45 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	seed, err := DeriveKey(cfg.Key, "raft ca v1", ed25519.SeedSize)
+	a := &Authority{cfg: cfg}
+	seed, err := DeriveKey(cfg.Key, clusterCAPurpose, ed25519.SeedSize)
 	if err != nil {
 		return nil, err
 	}
-	// Ed25519: the key follows from the seed and signatures are
-	// deterministic, so every agent derives an identical CA certificate.
+	if a.cluster, err = deriveIssuer(seed, "Meshwork cluster CA "); err != nil {
+		return nil, err
+	}
+	if cfg.ServerKey != nil {
+		if a.server, err = deriveIssuer(serverSeed(cfg.ServerKey, cfg.Key), "Meshwork server CA "); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// serverSeed derives the server authority's key from the server key, with
+// the cluster key as the salt: a server of another cluster (another
+// cluster key) that shares the server key derives another authority, so
+// that a misconfigured server is refused rather than half-joined. The
+// cluster key alone derives nothing of it.
+func serverSeed(serverKey, clusterKey []byte) []byte {
+	seed, err := hkdf.Key(sha256.New, serverKey, clusterKey, serverCAPurpose, ed25519.SeedSize)
+	if err != nil {
+		panic("keytls: HKDF-SHA256 refused 32 bytes: " + err.Error()) // only for outputs over 8160 bytes
+	}
+	return seed
+}
+
+// deriveIssuer makes the CA whose Ed25519 key follows from seed, named
+// name and a fingerprint. Ed25519 signatures are deterministic, so every
+// holder of the seed's secret derives an identical CA certificate.
+func deriveIssuer(seed []byte, name string) (*issuer, error) {
 	caKey := ed25519.NewKeyFromSeed(seed)
 	pub := caKey.Public().(ed25519.PublicKey)
 	sum := sha256.Sum256(pub)
 	tmpl := &x509.Certificate{
 		SerialNumber:          new(big.Int).SetBytes(sum[:16]),
-		Subject:               pkix.Name{CommonName: "Meshwork cluster CA " + hex.EncodeToString(sum[:4]), Organization: []string{"Meshwork"}},
+		Subject:               pkix.Name{CommonName: name + hex.EncodeToString(sum[:4]), Organization: []string{"Meshwork"}},
 		NotBefore:             caNotBefore,
 		NotAfter:              caNotAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -184,11 +260,36 @@ func New(cfg Config) (*Authority, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return &Authority{cfg: cfg, caKey: caKey, caCert: caCert, pool: pool}, nil
+	return &issuer{key: caKey, cert: caCert, pool: pool}, nil
 }
 
 // CACert is the derived CA certificate, the same on every agent with the key.
-func (a *Authority) CACert() *x509.Certificate { return a.caCert }
+func (a *Authority) CACert() *x509.Certificate { return a.cluster.cert }
+
+// HasServerKey reports whether this authority was made with a server key.
+func (a *Authority) HasServerKey() bool { return a.server != nil }
+
+// ServerCACert is the server authority's certificate, the same on every
+// server with the server key; nil without one.
+func (a *Authority) ServerCACert() *x509.Certificate {
+	if a.server == nil {
+		return nil
+	}
+	return a.server.cert
+}
+
+// IsServerLeaf reports whether cert, the leaf of a peer whose chain a
+// handshake verified, was minted by a server. With a server key, that is a
+// leaf of the server authority. Without one, any holder of the cluster key
+// can mint what a server presents, and every leaf of the cluster
+// authority counts: such an authority cannot tell a server from an agent.
+func (a *Authority) IsServerLeaf(cert *x509.Certificate) bool {
+	iss := a.cluster
+	if a.server != nil {
+		iss = a.server
+	}
+	return cert.CheckSignatureFrom(iss.cert) == nil
+}
 
 // AddTrust adds a source of further roots. Peers whose chain ends at one of
 // them are accepted from then on.
@@ -215,20 +316,38 @@ func (a *Authority) Certificate() (*tls.Certificate, error) {
 	if a.override != nil {
 		return a.override()
 	}
-	now := a.cfg.Now()
-	if a.leaf != nil && now.Sub(a.leafBorn) < a.cfg.LeafTTL*2/3 {
-		return a.leaf, nil
+	return a.leafLocked(a.cluster)
+}
+
+// ServerCertificate returns this server's leaf of the server authority,
+// minting or renewing it as Certificate does. It is ErrNoServerKey without
+// a server key.
+func (a *Authority) ServerCertificate() (*tls.Certificate, error) {
+	if a.server == nil {
+		return nil, ErrNoServerKey
 	}
-	leaf, err := a.mint(now)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leafLocked(a.server)
+}
+
+// leafLocked returns the current leaf under iss, minting a new one when it
+// is missing or past two thirds of its life. a.mu is held.
+func (a *Authority) leafLocked(iss *issuer) (*tls.Certificate, error) {
+	now := a.cfg.Now()
+	if iss.leaf != nil && now.Sub(iss.leafBorn) < a.cfg.LeafTTL*2/3 {
+		return iss.leaf, nil
+	}
+	leaf, err := a.mint(iss, now)
 	if err != nil {
 		return nil, err
 	}
-	a.leaf, a.leafBorn = leaf, now
+	iss.leaf, iss.leafBorn = leaf, now
 	return leaf, nil
 }
 
-// mint makes a leaf with a fresh P-256 key, signed by the CA.
-func (a *Authority) mint(now time.Time) (*tls.Certificate, error) {
+// mint makes a leaf with a fresh P-256 key, signed by iss.
+func (a *Authority) mint(iss *issuer, now time.Time) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("keytls: leaf key: %w", err)
@@ -246,7 +365,7 @@ func (a *Authority) mint(now time.Time) (*tls.Certificate, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.caCert, key.Public(), a.caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.cert, key.Public(), iss.key)
 	if err != nil {
 		return nil, fmt.Errorf("keytls: sign leaf: %w", err)
 	}
@@ -257,8 +376,27 @@ func (a *Authority) mint(now time.Time) (*tls.Certificate, error) {
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: crypto.Signer(key), Leaf: leaf}, nil
 }
 
-// verify checks a peer's chain against the cluster CA and every trust source.
-func (a *Authority) verify(raw [][]byte, usage x509.ExtKeyUsage) error {
+// pools returns the roots a peer's chain may end at on a connection that
+// any agent may open: the cluster authority, every trust source and, on a
+// server, the server authority (other servers present their server leaf).
+func (a *Authority) pools() []*x509.CertPool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pools := []*x509.CertPool{a.cluster.pool}
+	if a.server != nil {
+		pools = append(pools, a.server.pool)
+	}
+	for _, t := range a.trust {
+		if p := t.TrustPool(); p != nil {
+			pools = append(pools, p)
+		}
+	}
+	return pools
+}
+
+// verify checks a peer's chain against pools: it must end at one of them.
+// refusal is wrapped with ErrUntrusted in the error.
+func (a *Authority) verify(raw [][]byte, usage x509.ExtKeyUsage, pools []*x509.CertPool, refusal error) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("%w: no certificate presented", ErrUntrusted)
 	}
@@ -274,14 +412,6 @@ func (a *Authority) verify(raw [][]byte, usage x509.ExtKeyUsage) error {
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	a.mu.Lock()
-	pools := []*x509.CertPool{a.pool}
-	for _, t := range a.trust {
-		if p := t.TrustPool(); p != nil {
-			pools = append(pools, p)
-		}
-	}
-	a.mu.Unlock()
 	var firstErr error
 	for _, p := range pools {
 		_, err := certs[0].Verify(x509.VerifyOptions{
@@ -297,27 +427,52 @@ func (a *Authority) verify(raw [][]byte, usage x509.ExtKeyUsage) error {
 			firstErr = err
 		}
 	}
+	if refusal != nil {
+		return fmt.Errorf("%w: %w: %q: %v", ErrUntrusted, refusal, certs[0].Subject.CommonName, firstErr)
+	}
 	return fmt.Errorf("%w: %q: %v", ErrUntrusted, certs[0].Subject.CommonName, firstErr)
 }
 
 // ServerConfig returns a TLS 1.3 server config that requires a trusted client
-// certificate and offers protos by ALPN.
+// certificate and offers protos by ALPN. Any agent of the cluster is
+// trusted (its cluster-key leaf, a leaf of a trust source), and so is a
+// server's leaf, on a server with the server key. Such a server names the
+// server authority in its certificate request, so that other servers
+// present their server leaf (ClientConfig) and are known as servers.
 func (a *Authority) ServerConfig(protos ...string) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: protos,
 		ClientAuth: tls.RequireAnyClientCert, // verified below, against pools that may change
+		// A resumed session is not verified again: turn resumption off,
+		// so that every connection's certificate is checked by the rules
+		// of its own config.
+		SessionTicketsDisabled: true,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return a.Certificate()
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return a.verify(raw, x509.ExtKeyUsageClientAuth)
+			return a.verify(raw, x509.ExtKeyUsageClientAuth, a.pools(), nil)
 		},
 	}
+	if a.server != nil {
+		// Named in the certificate request only (RequireAnyClientCert
+		// verifies nothing with it). A client that picks its certificate
+		// from a fixed list skips one of another CA, such as a mesh leaf;
+		// this package's clients choose in GetClientCertificate.
+		both := x509.NewCertPool()
+		both.AddCert(a.cluster.cert)
+		both.AddCert(a.server.cert)
+		cfg.ClientCAs = both
+	}
+	return cfg
 }
 
 // ClientConfig returns a TLS 1.3 client config that presents this node's
 // certificate, asks for proto by ALPN, and accepts only a trusted server.
+// A server with the server key presents its server leaf instead to a peer
+// that names the server authority in its certificate request (another
+// server with the key), and its usual certificate to any other.
 func (a *Authority) ClientConfig(proto string) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -325,11 +480,72 @@ func (a *Authority) ClientConfig(proto string) *tls.Config {
 		// The chain is verified by VerifyPeerCertificate against the
 		// current pools; the standard check would pin one pool forever.
 		InsecureSkipVerify: true,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if a.server != nil && namesCA(cri.AcceptableCAs, a.server.cert) {
+				return a.ServerCertificate()
+			}
 			return a.Certificate()
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return a.verify(raw, x509.ExtKeyUsageServerAuth)
+			return a.verify(raw, x509.ExtKeyUsageServerAuth, a.pools(), nil)
+		},
+	}
+	if proto != "" {
+		cfg.NextProtos = []string{proto}
+	}
+	return cfg
+}
+
+// namesCA reports whether a certificate request's acceptable CAs name ca.
+func namesCA(acceptable [][]byte, ca *x509.Certificate) bool {
+	for _, name := range acceptable {
+		if bytes.Equal(name, ca.RawSubject) {
+			return true
+		}
+	}
+	return false
+}
+
+// PeerServerConfig is ServerConfig for connections between servers (Raft):
+// with the server key, this server presents its server leaf and accepts
+// only a peer whose chain ends at the server authority. Without one, it is
+// ServerConfig: any agent with the cluster key is accepted.
+func (a *Authority) PeerServerConfig(protos ...string) *tls.Config {
+	if a.server == nil {
+		return a.ServerConfig(protos...)
+	}
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		NextProtos:             protos,
+		ClientAuth:             tls.RequireAnyClientCert, // verified below
+		ClientCAs:              a.server.pool,            // named in the request only
+		SessionTicketsDisabled: true,                     // see ServerConfig
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return a.ServerCertificate()
+		},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return a.verify(raw, x509.ExtKeyUsageClientAuth, []*x509.CertPool{a.server.pool}, ErrNotServer)
+		},
+	}
+}
+
+// PeerClientConfig is ClientConfig for connections between servers (Raft):
+// with the server key, this server presents its server leaf and accepts
+// only a peer whose chain ends at the server authority. Without one, it is
+// ClientConfig.
+func (a *Authority) PeerClientConfig(proto string) *tls.Config {
+	if a.server == nil {
+		return a.ClientConfig(proto)
+	}
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		ServerName:         ServerName,
+		InsecureSkipVerify: true, // verified below
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return a.ServerCertificate()
+		},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return a.verify(raw, x509.ExtKeyUsageServerAuth, []*x509.CertPool{a.server.pool}, ErrNotServer)
 		},
 	}
 	if proto != "" {

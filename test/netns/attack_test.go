@@ -28,6 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/ca"
@@ -74,6 +76,7 @@ type attackCluster struct {
 	web     *Agent   // h4
 	rogue   *Agent   // h5
 	enc, ck string
+	sk      string // the servers' server_key
 
 	secrets    string            // 0755 directory of the secret files, each 0600
 	mgmt       string            // the management token's secret
@@ -91,7 +94,7 @@ type attackCluster struct {
 func startAttackCluster(t *testing.T) *attackCluster {
 	t.Helper()
 	nw := New(t, 6)
-	c := &attackCluster{t: t, nw: nw, enc: Key(), ck: Key(), agentFiles: map[string]string{}, agentToken: map[string]string{}}
+	c := &attackCluster{t: t, nw: nw, enc: Key(), ck: Key(), sk: Key(), agentFiles: map[string]string{}, agentToken: map[string]string{}}
 	c.secrets = openDir(t, t.TempDir())
 	var err error
 	if c.mgmt, err = acl.NewSecret(); err != nil {
@@ -115,8 +118,9 @@ func startAttackCluster(t *testing.T) *attackCluster {
 	hello := helloBinary(t)
 	join := []string{nw.Hosts[0].Addr, nw.Hosts[1].Addr, nw.Hosts[2].Addr}
 	for i, h := range nw.Hosts[:3] {
-		// Every server seals the CA's keys with the same state key.
-		extra := c.aclConfig(h, true) + fmt.Sprintf("ca:\n  state_key_file: %s\n", stateKeyFile)
+		// Every server seals the CA's keys with the same state key, and
+		// holds the server key, which no client agent has.
+		extra := c.aclConfig(h, true) + fmt.Sprintf("ca:\n  state_key_file: %s\nserver_key: %q\n", stateKeyFile, c.sk)
 		if i == 1 {
 			h.Start(hello, "-addr", fmt.Sprintf("127.0.0.1:%d", webPort), "-name", "web-"+h.Name)
 			extra += taggedWeb(h, "real")
@@ -563,6 +567,7 @@ func TestAttackSuite(t *testing.T) {
 		{"an unprivileged local user is refused every write and secret", localUserAttacks},
 		{"a rogue node with the gossip key receives none of web's calls", rogueNodeAttacks},
 		{"a rogue node's own credentials cannot write through the server port", serverPortAttacks},
+		{"a rogue node cannot speak Raft to the servers", raftPortAttacks},
 		{"a used bootstrap token stays used after a restore", tokenReplayThroughRestore},
 		{"a snapshot through a client agent holds no private CA keys", clientSnapshotAttacks},
 		{"the API's edges", edgeAttacks},
@@ -893,25 +898,25 @@ func rogueNodeAttacks(t *testing.T, c *attackCluster, _ *localUser) {
 	c.mustOp(caller, "policy", "delete", "ServiceIdentity", "web")
 }
 
-// knownHolesEnv runs the cases of attacks that are not refused yet; each
-// fails until its hole is closed (docs/security.md, "Attack suite").
-const knownHolesEnv = "MESHWORK_E2E_KNOWN_HOLES"
-
 // serverPortAttacks: the rogue (h5) calls the servers' RPC port itself,
 // with what root on any agent host holds: the cluster key (it mints a
-// leaf as h5) or only the mesh leaf of its own bootstrap. It asks the
-// leader to store a management token whose secret it chose, and to write
-// a key of the CA's state. The servers decide the calls of agents that are
-// not servers by the token they carry (raftstore/rpcauth.go), so both are
-// refused. A leaf minted from the cluster key under a server's name is not
-// told apart from that server's yet: that case runs only with
-// knownHolesEnv set.
+// leaf as h5, and one under a server's name) or only the mesh leaf of its
+// own bootstrap. It asks the leader to store a management token whose
+// secret it chose, and to write a key of the CA's state. The servers
+// decide the calls of agents that are not servers by the token they carry
+// (raftstore/rpcauth.go), and a server is a caller with a leaf of the
+// server authority, which only the holders of server_key can mint: all
+// three are refused.
 func serverPortAttacks(t *testing.T, c *attackCluster, _ *localUser) {
 	key, err := keytls.ParseKey(c.ck)
 	if err != nil {
 		t.Fatal(err)
 	}
 	minted, err := keytls.New(keytls.Config{Key: key, NodeName: c.rogue.Host.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := keytls.New(keytls.Config{Key: key, NodeName: c.servers[1].Host.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -929,17 +934,11 @@ func serverPortAttacks(t *testing.T, c *attackCluster, _ *localUser) {
 	}{
 		{"a leaf minted from the cluster key", minted.ClientConfig(raftstore.ALPNRPC)},
 		{"the mesh leaf of its own bootstrap", &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{raftstore.ALPNRPC},
-			Certificates: []tls.Certificate{meshLeaf}, InsecureSkipVerify: true}}, // the rogue need not check whom it calls
-	}
-	if os.Getenv(knownHolesEnv) != "" {
-		impostor, err := keytls.New(keytls.Config{Key: key, NodeName: c.servers[1].Host.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		creds = append(creds, struct {
-			name string
-			tls  *tls.Config
-		}{"a leaf minted from the cluster key under a server's name", impostor.ClientConfig(raftstore.ALPNRPC)})
+			// Whatever CAs the server's request names: the rogue sends
+			// its mesh leaf, and need not check whom it calls.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &meshLeaf, nil },
+			InsecureSkipVerify:   true}},
+		{"a leaf minted from the cluster key under a server's name", impostor.ClientConfig(raftstore.ALPNRPC)},
 	}
 	for _, cr := range creds {
 		secret, err := acl.NewSecret()
@@ -1005,6 +1004,102 @@ func rpcPost(h *Host, addr string, tlsCfg *tls.Config, path string, body []byte)
 	}
 	return resp.StatusCode, b, err
 }
+
+// raftPortAttacks: the rogue (h5) speaks Raft to every server, over
+// meshwork-raft/1 with a leaf minted from the cluster key under a
+// server's name: an AppendEntries of term 0, which a server that accepts
+// the connection answers with its term, changing nothing (a real attacker
+// would send a higher term and depose the leader). Only a leaf of the
+// server authority gets an answer: the test, which holds server_key,
+// checks that with its own server leaf, so that a refusal is the
+// certificate's and nothing else.
+func raftPortAttacks(t *testing.T, c *attackCluster, _ *localUser) {
+	key, err := keytls.ParseKey(c.ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverKey, err := keytls.ParseKey(c.sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := c.servers[1].Host.Name
+	impostor, err := keytls.New(keytls.Config{Key: key, NodeName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := keytls.New(keytls.Config{Key: key, ServerKey: serverKey, NodeName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Neither checks whom it calls: only the server's check refuses.
+	asImpostor, asServer := impostor.PeerClientConfig(raftstore.ALPNRaft), server.PeerClientConfig(raftstore.ALPNRaft)
+	asImpostor.VerifyPeerCertificate, asServer.VerifyPeerCertificate = nil, nil
+	for _, s := range c.servers {
+		addr := s.Host.Addr + ":7947"
+		resp, err := raftAppend(c.rogue.Host, addr, asImpostor)
+		if err == nil {
+			t.Errorf("%s answered the Raft call of a cluster-key leaf named %s: term %d", s.Host.Name, name, resp.Term)
+			continue
+		}
+		ctl, cerr := raftAppend(c.rogue.Host, addr, asServer)
+		if cerr != nil || ctl.Term == 0 {
+			t.Errorf("%s did not answer the Raft call of a server leaf either (%+v, %v): the refusal proves nothing", s.Host.Name, ctl, cerr)
+			continue
+		}
+		figure(t, "refused: h5 speaks Raft to %s with a cluster-key leaf named %s: %v; with a server leaf: answered, term %d", s.Host.Name, name, err, ctl.Term)
+	}
+	// Still one cluster, with its leader.
+	if out, err := c.op(c.servers[0], "operator", "raft", "list-peers"); err != nil || !strings.Contains(out, "leader") {
+		t.Errorf("the Raft peers after the attack: %v: %s", err, out)
+	}
+}
+
+// raftAppend sends an AppendEntries of term 0 from h to the server at
+// addr, over Raft's own transport, with tlsCfg.
+func raftAppend(h *Host, addr string, tlsCfg *tls.Config) (*raft.AppendEntriesResponse, error) {
+	trans := raft.NewNetworkTransport(&raftDialer{h: h, tls: tlsCfg, closed: make(chan struct{})}, 1, 10*time.Second, io.Discard)
+	defer trans.Close()
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("h5"), Addr: []byte(h.Addr + ":7947")}}
+	var resp raft.AppendEntriesResponse
+	err := trans.AppendEntries("target", raft.ServerAddress(addr), req, &resp)
+	return &resp, err
+}
+
+// raftDialer is a raft.StreamLayer that only dials, from h's namespace,
+// with mutual TLS.
+type raftDialer struct {
+	h      *Host
+	tls    *tls.Config
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (d *raftDialer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	raw, err := d.h.DialContext(ctx, "tcp", string(addr))
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, d.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func (d *raftDialer) Accept() (net.Conn, error) {
+	<-d.closed
+	return nil, net.ErrClosed
+}
+
+func (d *raftDialer) Close() error {
+	d.once.Do(func() { close(d.closed) })
+	return nil
+}
+
+func (d *raftDialer) Addr() net.Addr { return &net.TCPAddr{IP: net.ParseIP(d.h.Addr), Port: 7947} }
 
 // exitCode is the exit status of a command's error.
 func exitCode(err error) int {
