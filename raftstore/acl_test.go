@@ -231,6 +231,10 @@ func TestACLRestoreKeepsBootstrapClosed(t *testing.T) {
 	c.Kill(0)
 	c.Restart(0)
 	c.Leader()
+	// The restarted server replays its log after it leads again.
+	WaitFor(t, 20*time.Second, "the restarted server's ACL state", func() bool {
+		return leader.Node.ACL().State().Index() >= st.Index()
+	})
 	got := leader.Node.ACL().State()
 	if got.BootstrapIndex() != st.BootstrapIndex() || got.Index() < st.Index() {
 		t.Fatalf("after a restart: bootstrap index %d, index %d; had %d, %d", got.BootstrapIndex(), got.Index(), st.BootstrapIndex(), st.Index())
