@@ -1530,7 +1530,8 @@ type policySummary struct {
 	docs  string
 }
 
-// policyDocs summarises the policy as a's agent holds it.
+// policyDocs summarises the policy as the leader holds it, read through a
+// (a consistent read: a's own copy may not hold a write that just returned).
 func (c *attackCluster) policyDocs(a *Agent) (policySummary, error) {
 	var l struct {
 		Index     uint64 `json:"index"`
@@ -1540,7 +1541,7 @@ func (c *attackCluster) policyDocs(a *Agent) (policySummary, error) {
 			ModifyIndex uint64 `json:"modify_index"`
 		} `json:"documents"`
 	}
-	out, err := c.op(a, "policy", "list", "--format", "json")
+	out, err := c.op(a, "policy", "list", "--consistent", "--format", "json")
 	if err != nil {
 		return policySummary{}, fmt.Errorf("policy list: %v", err)
 	}
