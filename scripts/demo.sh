@@ -67,6 +67,9 @@ go build -o "$work/hello" ./examples/hello
 
 enc=$("$BIN" keygen)
 ck=$("$BIN" keygen)
+# Only servers hold the server key: with it, no agent holding cluster_key can
+# pass for a server (docs/security.md). All three agents here are servers.
+sk=$("$BIN" keygen)
 # Every server seals the CA keys in the replicated state with the same key.
 (umask 077 && "$BIN" ca keygen >"$work/ca-state.key")
 # The secret of the first management token, which the leader makes into the
@@ -93,6 +96,7 @@ addresses: {http: $ip, dns: $ip}
 retry_join: [127.0.0.11]
 encrypt: "$enc"
 cluster_key: "$ck"
+server_key: "$sk"
 server: true
 bootstrap_expect: 3
 ca:

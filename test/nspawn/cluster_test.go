@@ -51,6 +51,8 @@ type Cluster struct {
 	// acl is true when the agents run with ACLs on (the role's default),
 	// and the CLI on the hosts needs a token.
 	acl bool
+	// serverKey is set when the role gives the servers a server_key.
+	serverKey bool
 	// playbookOut is the output of every playbook run, for the checks that
 	// no secret made on the hosts was printed.
 	playbookOut []string

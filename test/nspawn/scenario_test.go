@@ -219,6 +219,15 @@ func TestBootedHosts(t *testing.T) {
 		vars["meshwork_acl_enabled"] = false
 		t.Logf("SKIPPED ACLs: %s has no `acl` command", ver1)
 	}
+	// Only servers hold the server key; a v1 binary from before it refuses
+	// the key as unknown.
+	if serverKeyKnown(t, v1) {
+		c.serverKey = true
+		secrets["meshwork_server_key"] = newKey(t)
+		vars["meshwork_server_key"] = secrets["meshwork_server_key"]
+	} else {
+		t.Logf("SKIPPED server key: %s does not know server_key", ver1)
+	}
 	// The role's health check waits for a Raft leader by default; a v1
 	// binary from before `operator raft list-peers` cannot run it.
 	raftCheck := true
@@ -291,6 +300,9 @@ func TestBootedHosts(t *testing.T) {
 	}
 	if c.acl {
 		c.checkACL(ctx)
+	}
+	if c.serverKey {
+		c.checkServerKey(ctx)
 	}
 	if caErr == nil {
 		c.checkClientCerts(ctx, out, services, secrets["meshwork_acl_management_token"])
@@ -398,6 +410,39 @@ func TestBootedHosts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// serverKeyKnown reports whether bin knows the server_key setting: it
+// validates a server's configuration that holds one.
+func serverKeyKnown(t *testing.T, bin string) bool {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "server.yaml")
+	conf := fmt.Sprintf("node: probe\ndata_dir: /tmp/probe\nadvertise: 10.0.0.1\nserver: true\nbootstrap_expect: 1\ncluster_key: %q\nserver_key: %q\n", newKey(t), newKey(t))
+	if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return exec.Command(bin, "validate", f).Run() == nil
+}
+
+// checkServerKey checks that the role gave the server key to the servers
+// and to no client: no server warns that it cannot tell a server from an
+// agent, and the client's secrets hold no server_key.
+func (c *Cluster) checkServerKey(ctx context.Context) {
+	t := c.t
+	t.Helper()
+	for i, h := range c.hosts {
+		has := strings.TrimSpace(h.SSH("grep -c '^server_key:' /etc/meshwork/secrets.yaml || true"))
+		if server := i < 3; server && has != "1" || !server && has != "0" {
+			t.Errorf("%s: secrets.yaml holds server_key %s times", h.Name, has)
+		}
+		if i < 3 {
+			warned := strings.TrimSpace(h.SSH("journalctl -u meshwork --no-pager | grep -c 'cannot tell a server from any agent' || true"))
+			if warned != "0" {
+				t.Errorf("%s: the server warned %s times that it cannot tell a server from an agent", h.Name, warned)
+			}
+		}
+	}
+	t.Logf("server key: on the 3 servers, on no client; no server warned")
 }
 
 // checkACL checks what the role set up for ACLs: each host's agent token in
