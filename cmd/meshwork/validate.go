@@ -18,9 +18,10 @@ func newValidateCmd() *cobra.Command {
 merged in the order given, without starting anything. Exits 0 when the
 configuration is valid, and 1 with every problem, each naming its file, line
 and key, when it is not. Ansible's template module runs it as "validate:".
-A file that holds a secret (encrypt, cluster_key, a key or token file) and
-that users other than its owner and the meshwork group can read is named in
-a warning on standard error; the configuration is still valid.`,
+A file that holds a secret (encrypt, cluster_key, server_key, an ACL token,
+a key or token file) and that users other than its owner and the meshwork
+group can read is named in a warning on standard error; the configuration is
+still valid.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var files, dirs []string
