@@ -36,17 +36,7 @@ func TestACLKeys(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			write(t, dir, "00-base.yaml", base)
-			write(t, dir, "10-case.yaml", tc.body)
-			l, err := LoadAndValidate(nil, []string{dir}, nil)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("config accepted, want an error naming %q", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q does not name %q", err, tc.want)
-			}
+			l, err := loadCase(t, dir, base, tc.body, tc.want)
 			if err != nil && (strings.Contains(err.Error(), "mwt_tooshort") || strings.Contains(err.Error(), testSecret)) {
 				t.Fatalf("an error repeats a secret: %v", err)
 			}

@@ -187,17 +187,7 @@ func TestCAAndTunnelKeys(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			write(t, dir, "00-base.yaml", base)
-			write(t, dir, "10-case.yaml", tc.body)
-			l, err := LoadAndValidate(nil, []string{dir}, nil)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("config accepted, want an error naming %q", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q does not name %q", err, tc.want)
-			}
+			l, err := loadCase(t, dir, base, tc.body, tc.want)
 			if err == nil && strings.Contains(tc.body, "roots_refresh") && l.CA.StepCA.RootsRefresh.D() != 10*time.Minute {
 				t.Errorf("roots_refresh = %s", l.CA.StepCA.RootsRefresh.D())
 			}
@@ -227,18 +217,7 @@ func TestGossipKeys(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			write(t, dir, "00-base.yaml", base)
-			write(t, dir, "10-case.yaml", tc.body)
-			l, err := LoadAndValidate(nil, []string{dir}, nil)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("valid config refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("config accepted, want an error naming %q", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("error %q does not name %q", err, tc.want)
-			}
+			l, _ := loadCase(t, t.TempDir(), base, tc.body, tc.want)
 			if tc.name == "defaults" && (l.Gossip.LeftReconnectTimeout.D() != 30*time.Minute || l.Gossip.RetryJoinInterval.D() != time.Second) {
 				t.Errorf("defaults: %+v", l.Gossip)
 			}
@@ -250,4 +229,23 @@ func TestGossipKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadCase loads base then body as two files of dir and checks the outcome:
+// valid when want is "", else refused with an error naming want. It
+// returns what LoadAndValidate returned, for the case's own checks.
+func loadCase(t *testing.T, dir, base, body, want string) (*Loaded, error) {
+	t.Helper()
+	write(t, dir, "00-base.yaml", base)
+	write(t, dir, "10-case.yaml", body)
+	l, err := LoadAndValidate(nil, []string{dir}, nil)
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("valid config refused: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("config accepted, want an error naming %q", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("error %q does not name %q", err, want)
+	}
+	return l, err
 }
