@@ -2,6 +2,7 @@ package keytls
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -23,5 +24,5 @@ func DecodeKey(s string) ([]byte, error) {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("is not valid base64 (make a key with `meshwork keygen`)")
+	return nil, errors.New("is not valid base64 (make a key with `meshwork keygen`)")
 }
