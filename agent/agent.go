@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -211,6 +212,11 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	}
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
+	}
+	if cfg.Encrypt != a.cfg.Encrypt || cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
+		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {
+		// A key rotation's step is a rolling restart (docs/operations.md).
+		a.log.Warn("reload: encrypt, cluster_key, server_key and the accept_ key lists take effect only after a restart")
 	}
 	if err := a.local.Reload(cfg.AllServices()); err != nil {
 		return fmt.Errorf("agent: reload: %w", err)
