@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -38,50 +39,7 @@ func TestClusterKeyRotation(t *testing.T) {
 			oldKey, newKey := c.Key, randomKey(t)
 			ctx := ctxT(t, 4*time.Minute)
 
-			var names []string
-			check := func(step string) {
-				t.Helper()
-				var last uint64
-				for _, cl := range clients {
-					name := fmt.Sprintf("%s-via-%s", step, cl.Name)
-					idx, err := ApplyDoc(ctx, cl.Node, "kind: ServiceDefaults\nname: "+name+"\nprotocol: http\n")
-					if err != nil {
-						t.Fatalf("%s: a write through %s: %v", step, cl.Name, err)
-					}
-					names, last = append(names, name), max(last, idx)
-				}
-				for _, n := range append(c.Servers(), clients...) {
-					s, err := n.Node.Replica().Wait(ctx, last-1)
-					if err != nil {
-						t.Fatalf("%s: %s does not reach index %d: %v", step, n.Name, last, err)
-					}
-					for _, name := range names {
-						if s.ProtocolFor(name) != policy.ProtocolHTTP {
-							t.Fatalf("%s: %s lost %s", step, n.Name, name)
-						}
-					}
-				}
-			}
-			// Rolling restarts, servers and clients interleaved so that
-			// agents of both configurations work side by side.
-			order := []*TestNode{c.Server(0), clients[0], c.Server(1), clients[1], c.Server(2)}
-			roll := func(phase string, edit func(*Config)) {
-				t.Helper()
-				for _, n := range order {
-					if n.Config.Server {
-						i := c.Index(n)
-						c.Kill(i)
-						edit(&n.Config)
-						c.Restart(i)
-					} else {
-						c.StopClient(n)
-						edit(&n.Config)
-						c.StartClient(n)
-					}
-					check(phase + "-" + n.Name)
-				}
-			}
-
+			check, roll := rotationSteps(ctx, t, c, clients, []*TestNode{c.Server(0), clients[0], c.Server(1), clients[1], c.Server(2)})
 			check("before")
 			roll("accept", func(cfg *Config) { cfg.AcceptClusterKeys = [][]byte{newKey} })
 			roll("switch", func(cfg *Config) { cfg.ClusterKey, cfg.AcceptClusterKeys = newKey, [][]byte{oldKey} })
@@ -131,6 +89,82 @@ func TestClusterKeyRotation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerKeyRotation rotates the server key the same way, servers
+// only, with accept_server_keys: a server switched to the new key and one
+// not yet switched still speak Raft to each other (a server leaf under
+// either key is a server's), so the cluster keeps its quorum and every
+// write reaches every server at each step.
+func TestServerKeyRotation(t *testing.T) {
+	c := MakeTestCluster(t, 3, TestOptions{ServerKey: true})
+	clients := []*TestNode{c.AddClient("c1")}
+	oldKey, newKey := c.ServerKey, randomKey(t)
+	ctx := ctxT(t, 3*time.Minute)
+	check, roll := rotationSteps(ctx, t, c, clients, c.Servers())
+	check("before")
+	roll("accept", func(cfg *Config) { cfg.AcceptServerKeys = [][]byte{newKey} })
+	roll("switch", func(cfg *Config) { cfg.ServerKey, cfg.AcceptServerKeys = newKey, [][]byte{oldKey} })
+	roll("drop", func(cfg *Config) { cfg.AcceptServerKeys = nil })
+
+	// Only leaves of the new server key speak Raft now.
+	leader := c.Leader()
+	for _, s := range c.Servers() {
+		if _, err := raftCall(c, s.Addr, impostorRaftTLS(t, c.Key, oldKey, leader.Name)); err == nil {
+			t.Fatalf("%s answered the Raft call of a leaf of the old server key", s.Name)
+		}
+		if _, err := raftCall(c, s.Addr, impostorRaftTLS(t, c.Key, newKey, leader.Name)); err != nil {
+			t.Fatalf("%s refused the Raft call of a leaf of the new server key: %v", s.Name, err)
+		}
+	}
+}
+
+// rotationSteps returns the checks of a key rotation on c: check writes a
+// policy document through each client and waits until every server and
+// client has every document written so far; roll restarts the agents of
+// order one at a time with their config edited, and checks after each.
+func rotationSteps(ctx context.Context, t *testing.T, c *TestCluster, clients []*TestNode, order []*TestNode) (check func(step string), roll func(phase string, edit func(*Config))) {
+	var names []string
+	check = func(step string) {
+		t.Helper()
+		var last uint64
+		for _, cl := range clients {
+			name := fmt.Sprintf("%s-via-%s", step, cl.Name)
+			idx, err := ApplyDoc(ctx, cl.Node, "kind: ServiceDefaults\nname: "+name+"\nprotocol: http\n")
+			if err != nil {
+				t.Fatalf("%s: a write through %s: %v", step, cl.Name, err)
+			}
+			names, last = append(names, name), max(last, idx)
+		}
+		for _, n := range append(c.Servers(), clients...) {
+			s, err := n.Node.Replica().Wait(ctx, last-1)
+			if err != nil {
+				t.Fatalf("%s: %s does not reach index %d: %v", step, n.Name, last, err)
+			}
+			for _, name := range names {
+				if s.ProtocolFor(name) != policy.ProtocolHTTP {
+					t.Fatalf("%s: %s lost %s", step, n.Name, name)
+				}
+			}
+		}
+	}
+	roll = func(phase string, edit func(*Config)) {
+		t.Helper()
+		for _, n := range order {
+			if n.Config.Server {
+				i := c.Index(n)
+				c.Kill(i)
+				edit(&n.Config)
+				c.Restart(i)
+			} else {
+				c.StopClient(n)
+				edit(&n.Config)
+				c.StartClient(n)
+			}
+			check(phase + "-" + n.Name)
+		}
+	}
+	return check, roll
 }
 
 // randomKey returns a fresh cluster key.
