@@ -94,6 +94,7 @@ func (c *Config) Validate() error {
 			bad("server_key", "is the same key as cluster_key, which every agent holds; make a key of its own with `meshwork keygen`")
 		}
 	}
+	errs = append(errs, c.validateAcceptKeys()...)
 
 	ports := []struct {
 		path string
