@@ -70,7 +70,7 @@ var Codes = []CodeInfo{
 
 	{CodePermissionDenied, http.StatusForbidden, "the request's ACL token lacks the permission the message names"},
 	{CodeTokenNotFound, http.StatusForbidden, "no ACL token has this secret, or the token has expired"},
-	{CodeMalformedToken, http.StatusBadRequest, "the ACL token was passed wrongly: not a token's secret, or in both headers"},
+	{CodeMalformedToken, http.StatusBadRequest, "the ACL token was passed wrongly: not a token's secret, a header sent twice, or X-Meshwork-Token and Authorization carrying different tokens"},
 	{CodeACLDisabled, http.StatusNotImplemented, "ACLs are disabled on this agent (acl.enabled: false)"},
 	{CodeBootstrapDone, http.StatusConflict, "the ACL bootstrap was done already; it works once"},
 

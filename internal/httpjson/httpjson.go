@@ -53,10 +53,14 @@ func CodedError(w http.ResponseWriter, status int, code string, err error) {
 }
 
 // WriteError answers status with body; an empty Code is the status's
-// generic code, so that no error answer goes without one.
+// generic code, so that no error answer goes without one. A 503 says when to
+// retry (Retry-After), unless the caller did.
 func WriteError(w http.ResponseWriter, status int, body ErrorBody) {
 	if body.Code == "" {
 		body.Code = GenericCode(status)
+	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
 	}
 	Write(w, status, body)
 }

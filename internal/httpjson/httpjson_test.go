@@ -3,8 +3,11 @@ package httpjson
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -90,7 +93,25 @@ func TestErrorShape(t *testing.T) {
 			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 				t.Fatalf("content type %q", ct)
 			}
+			if ra := rec.Header().Get("Retry-After"); (ra != "") != (tc.status == http.StatusServiceUnavailable) {
+				t.Fatalf("Retry-After %q on %d", ra, tc.status)
+			}
 		})
+	}
+}
+
+// TestCodesDocumented: docs/api.md lists every code with its status.
+func TestCodesDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, c := range Codes {
+		row := fmt.Sprintf("| `%s` | %d | %s |", c.Code, c.Status, c.Meaning)
+		if !strings.Contains(doc, row) {
+			t.Errorf("docs/api.md lacks the row\n%s", row)
+		}
 	}
 }
 
