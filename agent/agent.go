@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -211,6 +212,19 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	}
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
+	}
+	if cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
+		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {
+		// A step of their rotation is a rolling restart (docs/operations.md).
+		a.log.Warn("reload: cluster_key, server_key, accept_cluster_keys and accept_server_keys take effect only after a restart")
+	}
+	// After a gossip key rotation, encrypt catches up with the keyring,
+	// which the keyring operations changed live: the keyring status
+	// compares them from now on.
+	if err := a.gossip.SetConfiguredKey(cfg.Encrypt); errors.Is(err, gossip.ErrNoEncryption) && cfg.Encrypt != "" {
+		a.log.Warn("reload: encrypt takes effect only after a restart: gossip encryption cannot be turned on live")
+	} else if err != nil && !errors.Is(err, gossip.ErrNoEncryption) {
+		return fmt.Errorf("agent: reload: %w", err)
 	}
 	if err := a.local.Reload(cfg.AllServices()); err != nil {
 		return fmt.Errorf("agent: reload: %w", err)

@@ -448,7 +448,8 @@ func TestTunnelDisabled(t *testing.T) {
 		t.Fatalf("tunnel port %d published with the tunnel off", p)
 	}
 	_, err := api.NewClient(a.HTTPAddr()).Do(context.Background(), http.MethodGet, transport.StatusPath, nil, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "ports.tunnel: -1") {
-		t.Fatalf("GET %s = %v, want an error naming ports.tunnel", transport.StatusPath, err)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Code != "tunnel_disabled" || !strings.Contains(ae.Message, "ports.tunnel: -1") {
+		t.Fatalf("GET %s = %v, want 404 tunnel_disabled naming ports.tunnel", transport.StatusPath, err)
 	}
 }

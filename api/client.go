@@ -57,8 +57,10 @@ type Error struct {
 	Status int
 	// Message is the agent's one-line explanation.
 	Message string
-	// Code is the answer's machine-readable code, when it has one (the
-	// policy API's, such as "cas_conflict" or "outcome_unknown").
+	// Code is the answer's machine-readable code, such as "not_found",
+	// "permission_denied" or "outcome_unknown": every error answer of the
+	// agent carries one (docs/api.md lists them). Branch on it, never on
+	// Message. "" only when the answer was not the agent's JSON.
 	Code string
 	// IdempotencyKey is the key of the write the answer is about, if any.
 	IdempotencyKey string

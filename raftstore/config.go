@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/keytls"
 )
 
 // DefaultPort is the server port: Raft and RPC, multiplexed by ALPN.
@@ -99,6 +101,16 @@ type Config struct {
 	// only; it must differ from ClusterKey. Default: none, and the server
 	// port cannot tell a server from any agent (docs/security.md).
 	ServerKey []byte
+	// AcceptClusterKeys are further decoded cluster keys whose authorities
+	// the server port trusts besides ClusterKey's, for a rotation of the
+	// cluster key without a flag day (docs/operations.md); certificates
+	// are minted from ClusterKey only. At most keytls.MaxAcceptKeys, none
+	// equal to ClusterKey, ServerKey or each other. Default: none.
+	AcceptClusterKeys [][]byte
+	// AcceptServerKeys are further decoded server keys, as
+	// AcceptClusterKeys are for ClusterKey. Servers with ServerKey only.
+	// Default: none.
+	AcceptServerKeys [][]byte
 
 	// Server makes this agent a Raft server. Default false (client agent).
 	Server bool
@@ -238,6 +250,12 @@ func (c *Config) Validate() error {
 	}
 	if err := CheckInitialManagement(c.Server, c.ACLInitialManagement); err != nil {
 		return fmt.Errorf("raftstore: config: ACLInitialManagement %w", err)
+	}
+	if c.AcceptClusterKeys != nil || c.AcceptServerKeys != nil {
+		kc := keytls.Config{Key: c.ClusterKey, ServerKey: c.ServerKey, AcceptKeys: c.AcceptClusterKeys, AcceptServerKeys: c.AcceptServerKeys, NodeName: c.NodeName}
+		if err := kc.Validate(); err != nil {
+			return fmt.Errorf("raftstore: config: %w", err)
+		}
 	}
 	d := c.withDefaults()
 	if c.Server {

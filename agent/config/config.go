@@ -77,6 +77,23 @@ type Config struct {
 	// differ from cluster_key. Default: none, and servers warn. With dev,
 	// one is generated.
 	ServerKey string `yaml:"server_key"`
+	// AcceptClusterKeys lists further cluster keys, base64 of 32 bytes,
+	// whose certificates are trusted on the server port besides those of
+	// cluster_key; certificates are still made from cluster_key only. It
+	// rotates the cluster key without a flag day, in three rolling
+	// restarts: every agent gets the new key here; every agent switches
+	// cluster_key to the new key and keeps the old one here; the old one
+	// is removed (docs/operations.md). A secret, as cluster_key is. At
+	// most 4, none equal to cluster_key, server_key or another entry.
+	// Default: none.
+	AcceptClusterKeys []string `yaml:"accept_cluster_keys"`
+	// AcceptServerKeys lists further server keys, base64 of 32 bytes,
+	// whose certificates servers trust besides those of server_key: it
+	// rotates server_key in the same three steps as accept_cluster_keys
+	// does cluster_key. Servers with server_key only; a secret, as
+	// server_key is. At most 4, none equal to server_key, cluster_key,
+	// an entry of accept_cluster_keys or another entry. Default: none.
+	AcceptServerKeys []string `yaml:"accept_server_keys"`
 
 	Ports     Ports     `yaml:"ports"`
 	Addresses Addresses `yaml:"addresses"`

@@ -104,6 +104,7 @@ func (c *Config) Validate() error {
 			check("server_key", raftstore.CheckServerKey(c.Server, serverKey, clusterKey))
 		}
 	}
+	errs = append(errs, c.validateAcceptKeys()...)
 
 	ports := []struct {
 		path string
