@@ -14,7 +14,7 @@ require (
 	github.com/smallstep/certificates v0.30.2
 	github.com/spf13/cobra v1.10.2
 	go.etcd.io/bbolt v1.4.3
-	gopkg.in/yaml.v3 v3.0.1
+	go.yaml.in/yaml/v3 v3.0.6
 )
 
 require (
@@ -140,4 +140,5 @@ require (
 	google.golang.org/grpc v1.79.3 // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.5.1 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/subtle"
 	"fmt"
 
 	"github.com/meshwork/meshwork/internal/keytls"
@@ -30,7 +31,7 @@ func (c *Config) validateAcceptKeys() []error {
 		}
 		for i, k := range keys {
 			path := fmt.Sprintf("%s[%d]", field, i)
-			if err := checkKey(k, keytls.KeySize); err != nil {
+			if _, err := keytls.DecodeKey(k); err != nil {
 				bad(path, "%v", err)
 				continue
 			}
@@ -56,4 +57,11 @@ func (c *Config) validateAcceptKeys() []error {
 	}
 	check("accept_server_keys", c.AcceptServerKeys)
 	return errs
+}
+
+// sameKey reports whether two keys, as written, decode to the same bytes.
+func sameKey(a, b string) bool {
+	ka, errA := keytls.DecodeKey(a)
+	kb, errB := keytls.DecodeKey(b)
+	return errA == nil && errB == nil && subtle.ConstantTimeCompare(ka, kb) == 1
 }

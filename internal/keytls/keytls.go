@@ -94,16 +94,11 @@ const (
 
 // ParseKey decodes a cluster key: standard or URL base64 of 32 bytes.
 func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			if len(b) != KeySize {
-				return nil, fmt.Errorf("%w (got %d bytes)", ErrBadKey, len(b))
-			}
-			return b, nil
-		}
+	b, err := DecodeKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
 	}
-	return nil, ErrBadKey
+	return b, nil
 }
 
 // GenerateKey returns a new random cluster key in base64.
