@@ -21,6 +21,9 @@
 //	GET  /v1/catalog/nodes                  []api.Node                    node:read, filtered (blocking)
 //	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     service:read on <name> (blocking)
 //	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry service:read on <name> (blocking)
+//	GET  /v1/agent/maintenance              api.MaintenanceStatus         node:read (the node's), service:read (each service's), filtered
+//	PUT  /v1/agent/maintenance?enable=true|false&reason=...               node:write on this node
+//	PUT  /v1/agent/service/maintenance/<id>?enable=true|false&reason=...  service:write on the service the ID names
 //	GET  /v1/metrics                        Prometheus text format        agent:read
 //
 // Blocking reads take ?index=N&wait=30s and answer X-Meshwork-Index.
@@ -97,6 +100,11 @@ type Local interface {
 	// UpdateTTL errors match local.ErrCheckNotFound, local.ErrNotTTL or
 	// local.ErrBadStatus.
 	UpdateTTL(checkID, status, output string) error
+	// SetNodeMaintenance and SetServiceMaintenance errors match
+	// local.ErrBadReason, and local.ErrServiceNotFound for an unknown id.
+	SetNodeMaintenance(on bool, reason string) error
+	SetServiceMaintenance(id string, on bool, reason string) error
+	Maintenance() api.MaintenanceStatus
 }
 
 // Catalog is the catalog store (catalog.Store implements it). Current never
