@@ -71,6 +71,8 @@ func newRootCmd() *cobra.Command {
 	for _, mk := range subcommands {
 		root.AddCommand(mk())
 	}
+	addCompletions(root)
+	root.InitDefaultHelpCmd()
 	strictUsage(root)
 	return root
 }

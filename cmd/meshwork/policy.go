@@ -183,7 +183,7 @@ func newPolicyGetCmd() *cobra.Command {
 		}
 		kind, err := policy.ParseKind(args[0])
 		if err != nil {
-			return err
+			return usageError{err}
 		}
 		q := url.Values{}
 		if consistent {
@@ -224,7 +224,7 @@ func newPolicyListCmd() *cobra.Command {
 		if len(args) == 1 {
 			kind, err := policy.ParseKind(args[0])
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			q.Set("kind", string(kind))
 		}
@@ -264,7 +264,7 @@ func newPolicyDeleteCmd() *cobra.Command {
 		}
 		kind, err := policy.ParseKind(args[0])
 		if err != nil {
-			return err
+			return usageError{err}
 		}
 		key, err := writeKey(*keyFlag)
 		if err != nil {
