@@ -35,6 +35,7 @@ func (s *Server) routesInit() {
 	s.handle("GET /v1/catalog/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.catalogService)
 	s.handle("GET /v1/health/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.healthService)
 	s.maintenanceRoutes()
+	s.agentOpsRoutes()
 	if err := s.Mount("GET /v1/metrics", agentRead, s.metricsHandler()); err != nil {
 		panic(err)
 	}

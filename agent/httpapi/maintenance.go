@@ -66,11 +66,6 @@ func (s *Server) serviceMaintenance(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
-	on, reason, err := maintenanceQuery(r)
-	if err != nil {
-		httpjson.Error(w, http.StatusBadRequest, err)
-		return
-	}
 	svc, ok := s.deps.Local.Service(id)
 	if !ok {
 		httpjson.Error(w, http.StatusNotFound, fmt.Errorf("service %q is not registered on this agent", id))
@@ -78,6 +73,11 @@ func (s *Server) serviceMaintenance(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := authorizer(r).Check(acl.ResourceService, svc.Name, acl.Write); err != nil {
 		deny(w, r, err)
+		return
+	}
+	on, reason, err := maintenanceQuery(r)
+	if err != nil {
+		httpjson.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	if err := s.deps.Local.SetServiceMaintenance(id, on, reason); err != nil {

@@ -16,6 +16,9 @@ const (
 	// MetricACLDenials counts the requests the ACLs refused, by route and
 	// code (permission_denied, acl_not_found, malformed_token).
 	MetricACLDenials = "meshwork_http_acl_denials_total"
+	// MetricMonitorDropped counts the log lines GET /v1/agent/monitor
+	// dropped for readers that were too slow.
+	MetricMonitorDropped = "meshwork_http_monitor_dropped_lines_total"
 )
 
 type metrics struct {
@@ -23,6 +26,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	blocking prometheus.Gauge
 	denials  *prometheus.CounterVec
+	dropped  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,8 +49,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricACLDenials,
 			Help: "Requests to the local HTTP API refused by the ACLs, by route pattern and code.",
 		}, []string{"route", "code"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricMonitorDropped,
+			Help: "Log lines the monitor endpoint dropped because its reader was too slow.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("httpapi: metrics: %w", err)
 		}
