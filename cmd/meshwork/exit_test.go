@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/meshwork/meshwork/api"
 )
 
@@ -149,4 +151,20 @@ func TestHungAgentIsAbandoned(t *testing.T) {
 	if !errors.Is(err, api.ErrTimeout) || exitCode(err) != exitFailed {
 		t.Fatalf("error %v (exit %d), want ErrTimeout and exit 1", err, exitCode(err))
 	}
+}
+
+// TestEveryCommandChecksItsArgs: a command that does not say how many
+// arguments it takes accepts any, silently; every command must say, so
+// that a stray word is a usage error (exit 2).
+func TestEveryCommandChecksItsArgs(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Runnable() && c.Args == nil && c.Name() != "help" {
+			t.Errorf("%q does not check its arguments (cobra.Command.Args is nil)", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd())
 }
