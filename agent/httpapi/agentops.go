@@ -7,16 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
-
-// leaveTimeout bounds a leave through the API: as long as the one on
-// SIGTERM.
-const leaveTimeout = 5 * time.Second
 
 // monitorBuffer is how many log lines a monitor holds for a reader that is
 // behind before it drops lines.
@@ -35,11 +30,10 @@ func (s *Server) agentOpsRoutes() {
 }
 
 func (s *Server) agentLeave(w http.ResponseWriter, r *http.Request) {
-	// Not r's context: a client that hangs up must not cut the leave short.
-	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
-	defer cancel()
+	// A client that hangs up must not cut the leave short; the agent
+	// bounds it.
 	s.log.Info("leave requested through the API", "remote", r.RemoteAddr)
-	if err := s.deps.Membership.Leave(ctx); err != nil {
+	if err := s.deps.Membership.Leave(context.WithoutCancel(r.Context())); err != nil {
 		httpjson.Error(w, http.StatusInternalServerError, fmt.Errorf("the graceful leave failed (the agent stops all the same; others will see it fail): %w", err))
 		return
 	}

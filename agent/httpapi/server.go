@@ -201,8 +201,9 @@ type Deps struct {
 // Membership is the agent's own membership. Leave may block for as long
 // as ctx allows; ForceLeave does not block on the network.
 type Membership interface {
-	// Leave leaves the cluster gracefully; the agent stops once it
-	// returns, after the answer is sent.
+	// Leave leaves the cluster gracefully, within ctx's deadline or a
+	// bound of its own; the agent stops once it returns, after the
+	// answer is sent.
 	Leave(ctx context.Context) error
 	// ForceLeave marks a failed node as left. Errors match
 	// gossip.ErrUnknownMember or gossip.ErrMemberAlive.

@@ -39,7 +39,7 @@ func report(cmd *cobra.Command, err error) int {
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
 	if errors.Is(err, api.ErrTimeout) {
-		fmt.Fprintf(w, "A longer wait: --timeout or $%s.\n", api.TimeoutEnv)
+		fmt.Fprintf(w, "To wait longer, give --timeout or $%s.\n", api.TimeoutEnv)
 	}
 	return code
 }
