@@ -82,7 +82,14 @@ func exitCode(err error) int {
 // and an unknown or missing subcommand, which cobra would otherwise answer
 // with the help and status 0. Call it once the tree is complete.
 func strictUsage(root *cobra.Command) {
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		// `catalog servcies --http-addr X`: the group does not know the
+		// flag of the subcommand meant; the typo is what to report.
+		if args := c.Flags().Args(); c.HasSubCommands() && len(args) > 0 {
+			return unknownSubcommand(c, args)
+		}
+		return usageError{err}
+	})
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		switch {

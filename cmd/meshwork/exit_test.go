@@ -56,6 +56,7 @@ func TestExitCodes(t *testing.T) {
 		{"unreachable", nil, []string{"members", "--http-addr", closed}, 1, []string{"cannot reach the agent", "connection refused"}},
 		{"unknown subcommand", nil, []string{"catalog", "servcies"}, 2, []string{`unknown command "servcies" for "meshwork catalog"`, `did you mean "services"?`, "meshwork catalog --help"}},
 		{"unknown nested subcommand", nil, []string{"operator", "raft", "list-peer"}, 2, []string{`did you mean "list-peers"?`}},
+		{"unknown subcommand with its flags", nil, []string{"catalog", "servcies", "--http-addr", a.addr}, 2, []string{`did you mean "services"?`}},
 		{"unknown top-level command", nil, []string{"memebrs"}, 2, []string{`did you mean "members"?`}},
 		{"missing subcommand", nil, []string{"catalog"}, 2, []string{"meshwork catalog needs a subcommand", "services"}},
 		{"unknown flag", nil, []string{"members", "--detialed"}, 2, []string{"unknown flag: --detialed"}},
