@@ -90,6 +90,7 @@ func strictUsage(root *cobra.Command) {
 		}
 		return usageError{err}
 	})
+	strictHelp(root)
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		switch {
@@ -141,4 +142,26 @@ func commandHint(name string, names []string) string {
 		}
 	}
 	return ""
+}
+
+// strictHelp makes `meshwork help TOPIC` a usage error, with a hint, for a
+// topic that is no command: cobra's help command prints a line and exits 0.
+func strictHelp(root *cobra.Command) {
+	help, _, err := root.Find([]string{"help"})
+	if err != nil || help == root || help.Run == nil {
+		return
+	}
+	show := help.Run
+	help.Run = nil
+	help.RunE = func(c *cobra.Command, args []string) error {
+		target, rest, err := c.Root().Find(args)
+		switch {
+		case err != nil:
+			return usageError{err}
+		case len(rest) > 0:
+			return unknownSubcommand(target, rest)
+		}
+		show(c, args)
+		return nil
+	}
 }

@@ -66,6 +66,8 @@ func TestExitCodes(t *testing.T) {
 		{"bad --timeout", nil, []string{"members", "--timeout", "0s"}, 2, []string{"--timeout 0s: want a positive duration"}},
 		{"bad timeout env", []string{api.TimeoutEnv + "=soon"}, []string{"members", "--http-addr", a.addr}, 2, []string{"$MESHWORK_HTTP_TIMEOUT \"soon\""}},
 		{"help documents the codes", nil, []string{"--help"}, 0, []string{"Exit status:", "2  usage error", "MESHWORK_HTTP_TIMEOUT"}},
+		{"help on a command", nil, []string{"help", "maint", "enable"}, 0, []string{"meshwork maint enable [flags]", "--reason"}},
+		{"help on no command", nil, []string{"help", "catalog", "servcies"}, 2, []string{`did you mean "services"?`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
