@@ -28,6 +28,7 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -61,6 +62,9 @@ type Deps struct {
 	// TunnelConn replaces the tunnel's UDP socket; the agent does not close
 	// it.
 	TunnelConn net.PacketConn
+	// LogStream follows Logger's records for GET /v1/agent/monitor.
+	// Default: none, and the API has no monitor.
+	LogStream *logstream.Broker
 }
 
 // Agent is one running Meshwork agent.
@@ -85,6 +89,10 @@ type Agent struct {
 
 	aclAgentToken string // the secret of the agent's own ACL token, "" when none
 
+	// leaveRequested is closed when the API asked the agent to leave and
+	// it has (leave.go).
+	leaveRequested chan struct{}
+
 	// components in start order; Close stops them in reverse.
 	components []component
 
@@ -97,6 +105,8 @@ type Agent struct {
 	// closeErr is then what it returned.
 	closeDone chan struct{}
 	closeErr  error
+	// apiLeave is set once the API asked the agent to leave.
+	apiLeave bool
 	// releaseAgain drops the executable's pages once more after the
 	// one-time work that follows Start (see settleTime).
 	releaseAgain *time.Timer
@@ -138,6 +148,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		reg:       deps.Registry,
 		store:     catalog.NewStore(),
 		closeDone: make(chan struct{}),
+
+		leaveRequested: make(chan struct{}),
 	}
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{

@@ -23,6 +23,7 @@ import (
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/meshtest"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
@@ -80,7 +81,8 @@ func listenUDP(t *testing.T) net.PacketConn {
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
 	logs := &meshtest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tee, logStream := logstream.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(tee)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- %s log:\n%s", cfg.Node, logs.String())
@@ -105,7 +107,7 @@ func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	a, err := New(cfg, Deps{
 		Logger: log, Registry: reg, GossipTransport: nt,
 		HTTPListener: listenTCP(t), DNSConn: listenUDP(t), DNSListener: listenTCP(t),
-		RaftListener: raftL, TunnelConn: tunnel,
+		RaftListener: raftL, TunnelConn: tunnel, LogStream: logStream,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,9 @@ const (
 	// MetricDeprecated counts the calls of deprecated aliases, by route:
 	// what must reach zero before the release that removes them.
 	MetricDeprecated = "meshwork_http_deprecated_requests_total"
+	// MetricMonitorDropped counts the log lines GET /v1/agent/monitor
+	// dropped for readers that were too slow.
+	MetricMonitorDropped = "meshwork_http_monitor_dropped_lines_total"
 )
 
 type metrics struct {
@@ -27,6 +30,7 @@ type metrics struct {
 	blocking   prometheus.Gauge
 	denials    *prometheus.CounterVec
 	deprecated *prometheus.CounterVec
+	dropped    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +57,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricDeprecated,
 			Help: "Calls of the deprecated aliases of the local HTTP API, by route pattern.",
 		}, []string{"route"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricMonitorDropped,
+			Help: "Log lines the monitor endpoint dropped because its reader was too slow.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials, m.deprecated} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials, m.deprecated, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("httpapi: metrics: %w", err)
 		}

@@ -22,6 +22,12 @@
 //	GET  /v1/catalog/nodes                  []api.Node                    node:read, filtered (blocking)
 //	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     service:read on <name> (blocking)
 //	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry service:read on <name> (blocking)
+//	GET  /v1/agent/maintenance              api.MaintenanceStatus         node:read (the node's), service:read (each service's), filtered
+//	PUT  /v1/agent/maintenance?enable=true|false&reason=...               node:write on this node
+//	PUT  /v1/agent/service/maintenance/<id>?enable=true|false&reason=...  service:write on the service the ID names
+//	PUT  /v1/agent/leave                                                  agent:write
+//	PUT  /v1/agent/force-leave/<node>                                     node:write on <node>
+//	GET  /v1/agent/monitor?loglevel=info    text/plain, streamed         agent:read
 //	GET  /v1/metrics                        Prometheus text format        agent:read
 //
 // Blocking reads take ?index=N&wait=30s and answer X-Meshwork-Index.
@@ -71,6 +77,7 @@ import (
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -78,8 +85,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultAddr        = "127.0.0.1:8500"
-	DefaultWait        = 5 * time.Minute
-	DefaultMaxWait     = 10 * time.Minute
+	DefaultWait        = api.DefaultBlockingWait // clients count on it (api.Client's timeout)
+	DefaultMaxWait     = api.MaxBlockingWait
 	DefaultVersion     = "dev"
 	shutdownGrace      = 5 * time.Second
 	readHeaderTimeout  = 10 * time.Second
@@ -106,6 +113,11 @@ type Local interface {
 	// UpdateTTL errors match local.ErrCheckNotFound, local.ErrNotTTL or
 	// local.ErrBadStatus.
 	UpdateTTL(checkID, status, output string) error
+	// SetNodeMaintenance and SetServiceMaintenance errors match
+	// local.ErrBadReason, and local.ErrServiceNotFound for an unknown id.
+	SetNodeMaintenance(on bool, reason string) error
+	SetServiceMaintenance(id string, on bool, reason string) error
+	Maintenance() api.MaintenanceStatus
 }
 
 // Catalog is the catalog store (catalog.Store implements it). Current never
@@ -187,6 +199,30 @@ type Deps struct {
 	Logger *slog.Logger
 	// ACL resolves the tokens of requests. Default: none, ACLs disabled.
 	ACL *acl.Resolver
+	// Membership leaves the cluster, and forces failed nodes out.
+	// Default: none, and the leave and force-leave routes are not mounted.
+	Membership Membership
+	// Logs streams the agent's log to GET /v1/agent/monitor. Default:
+	// none, and the route is not mounted.
+	Logs LogSource
+}
+
+// Membership is the agent's own membership. Leave may block for as long
+// as ctx allows; ForceLeave does not block on the network.
+type Membership interface {
+	// Leave leaves the cluster gracefully, within ctx's deadline or a
+	// bound of its own; the agent stops once it returns, after the
+	// answer is sent.
+	Leave(ctx context.Context) error
+	// ForceLeave marks a failed node as left. Errors match
+	// gossip.ErrUnknownMember or gossip.ErrMemberAlive.
+	ForceLeave(node string) error
+}
+
+// LogSource is where the agent's log lines can be followed
+// (logstream.Broker implements it). Subscribe must not block.
+type LogSource interface {
+	Subscribe(level slog.Level, buffer int) *logstream.Subscription
 }
 
 // Server is the local HTTP API. Create it with New, add routes with Mount,
