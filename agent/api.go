@@ -27,7 +27,7 @@ func (a *Agent) buildHTTP() error {
 	if a.deps.LogStream != nil {
 		deps.Logs = a.deps.LogStream
 	}
-	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version}, deps)
+	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version, Commit: a.deps.Commit}, deps)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/agent/httpapi"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
@@ -224,7 +226,9 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 			t.Errorf("%s is mounted but not in %s", r.Pattern, openAPIPath)
 			continue
 		}
-		if got, _ := d.op.Extensions["x-meshwork-acl"].(string); got != r.Need.String() {
+		// "<this node>" in the document stands for the agent's own name.
+		got, _ := d.op.Extensions["x-meshwork-acl"].(string)
+		if strings.ReplaceAll(got, "<this node>", cfg.Node) != r.Need.String() {
 			t.Errorf("%s: x-meshwork-acl %q, but the agent requires %q", r.Pattern, got, r.Need)
 		}
 		successor, _ := d.op.Extensions["x-meshwork-successor"].(string)
@@ -238,7 +242,7 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		}
 	}
 
-	values := map[string]string{"id": "web", "name": "web", "kind": "ServiceDefaults", "accessor": acl.AnonymousAccessorID}
+	values := map[string]string{"id": "web", "name": "web", "kind": "ServiceDefaults", "accessor": acl.AnonymousAccessorID, "node": cfg.Node}
 	checkError := func(what string, resp *http.Response, body []byte, status int, code string) {
 		t.Helper()
 		var eb httpjson.ErrorBody
@@ -261,7 +265,7 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		paths[d.path] = append(paths[d.path], d.method)
 	}
 	for path, methods := range paths {
-		url := base + fill(path, map[string]string{"id": "x", "name": "x", "kind": "x", "accessor": "x"})
+		url := base + fill(path, map[string]string{"id": "x", "name": "x", "kind": "x", "accessor": "x", "node": "x"})
 		_, resp, body := send(t, "PATCH", url, apiRequest{token: mgmt})
 		checkError("PATCH "+path, resp, body, http.StatusMethodNotAllowed, httpjson.CodeMethodNotAllowed)
 		allow := strings.Split(resp.Header.Get("Allow"), ", ")
@@ -313,32 +317,50 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		"PUT /v1/acl/bootstrap":          {status: 409, code: httpjson.CodeBootstrapDone},
 		"GET /v1/acl/token/self":         {in: apiRequest{token: stranger}, status: 403, code: httpjson.CodeTokenNotFound},
 		"GET /v1/policy":                 {in: apiRequest{query: "?kind=Nope"}, status: 400, code: httpjson.CodeInvalid},
+		"GET /v1/agent/maintenance":      {in: apiRequest{rawToken: "not-a-token"}, status: 400, code: httpjson.CodeMalformedToken},
+		// Leave fails for want of agent:write: a token that may leave
+		// would stop the agent under test.
+		"PUT /v1/agent/leave": {status: 403, code: httpjson.CodePermissionDenied},
 		// And a handler's own refusals, with a token that may call it.
-		"PUT /v1/agent/service/register":   {in: apiRequest{token: mgmt, body: `{"name": "web", "port": "80"}`}, status: 400, code: httpjson.CodeInvalid},
-		"PUT /v1/agent/check/pass/{id}":    {in: apiRequest{token: mgmt}, values: map[string]string{"id": "nope"}, status: 404, code: httpjson.CodeNotFound},
-		"GET /v1/policy/{kind}/{name}":     {in: apiRequest{token: mgmt}, values: map[string]string{"name": "nope"}, status: 404, code: httpjson.CodeNotFound},
-		"PUT /v1/policy":                   {in: apiRequest{token: mgmt, body: `{"kind": "ServiceDefaults", "name": "web", "protocol": "smtp"}`}, status: 400, code: httpjson.CodeInvalid},
-		"GET /v1/acl/token/{accessor}":     {in: apiRequest{token: mgmt}, values: map[string]string{"accessor": "00000000-0000-4000-8000-000000000000"}, status: 404, code: httpjson.CodeNotFound},
-		"PUT /v1/acl/policy":               {in: apiRequest{token: mgmt, body: `{"name": "x", "rules": {"service": {"web": "sing"}}}`}, status: 400, code: httpjson.CodeInvalid},
-		"PUT /v1/ca/token":                 {in: apiRequest{token: mgmt, body: `{"node": "a/b"}`}, status: 400, code: httpjson.CodeInvalid},
-		"PUT /v1/operator/keyring/install": {in: apiRequest{token: mgmt, body: `{"key": "abc"}`}, status: 400, code: httpjson.CodeInvalid},
-		"DELETE /v1/operator/keyring":      {in: apiRequest{token: mgmt, body: keyBody}, status: 400, code: httpjson.CodePrimaryKey},
-		"PUT /v1/snapshot":                 {in: apiRequest{token: mgmt, body: "not a snapshot", contentType: "application/gzip"}, status: 400, code: httpjson.CodeBadSnapshot},
+		"PUT /v1/agent/service/register":         {in: apiRequest{token: mgmt, body: `{"name": "web", "port": "80"}`}, status: 400, code: httpjson.CodeInvalid},
+		"PUT /v1/agent/check/pass/{id}":          {in: apiRequest{token: mgmt}, values: map[string]string{"id": "nope"}, status: 404, code: httpjson.CodeNotFound},
+		"GET /v1/policy/{kind}/{name}":           {in: apiRequest{token: mgmt}, values: map[string]string{"name": "nope"}, status: 404, code: httpjson.CodeNotFound},
+		"PUT /v1/policy":                         {in: apiRequest{token: mgmt, body: `{"kind": "ServiceDefaults", "name": "web", "protocol": "smtp"}`}, status: 400, code: httpjson.CodeInvalid},
+		"GET /v1/acl/token/{accessor}":           {in: apiRequest{token: mgmt}, values: map[string]string{"accessor": "00000000-0000-4000-8000-000000000000"}, status: 404, code: httpjson.CodeNotFound},
+		"PUT /v1/acl/policy":                     {in: apiRequest{token: mgmt, body: `{"name": "x", "rules": {"service": {"web": "sing"}}}`}, status: 400, code: httpjson.CodeInvalid},
+		"PUT /v1/ca/token":                       {in: apiRequest{token: mgmt, body: `{"node": "a/b"}`}, status: 400, code: httpjson.CodeInvalid},
+		"PUT /v1/operator/keyring/install":       {in: apiRequest{token: mgmt, body: `{"key": "abc"}`}, status: 400, code: httpjson.CodeInvalid},
+		"DELETE /v1/operator/keyring":            {in: apiRequest{token: mgmt, body: keyBody}, status: 400, code: httpjson.CodePrimaryKey},
+		"PUT /v1/snapshot":                       {in: apiRequest{token: mgmt, body: "not a snapshot", contentType: "application/gzip"}, status: 400, code: httpjson.CodeBadSnapshot},
+		"PUT /v1/agent/maintenance":              {in: apiRequest{token: mgmt, query: "?enable=maybe"}, status: 400, code: httpjson.CodeInvalid},
+		"PUT /v1/agent/service/maintenance/{id}": {in: apiRequest{token: mgmt, query: "?enable=true"}, values: map[string]string{"id": "nope"}, status: 404, code: httpjson.CodeNotFound},
+		"PUT /v1/agent/force-leave/{node}":       {in: apiRequest{token: mgmt}, values: map[string]string{"node": "nope"}, status: 404, code: httpjson.CodeNotFound},
+		"GET /v1/agent/monitor":                  {in: apiRequest{token: mgmt, query: "?loglevel=loud"}, status: 400, code: httpjson.CodeInvalid},
+	}
+	// More refusals of the routes that have several, each a status the
+	// document must list.
+	more := []struct {
+		pattern string
+		failure
+	}{
+		{"PUT /v1/agent/maintenance", failure{in: apiRequest{query: "?enable=true"}, status: 403, code: httpjson.CodePermissionDenied}},
+		{"PUT /v1/agent/maintenance", failure{in: apiRequest{token: mgmt}, status: 400, code: httpjson.CodeInvalid}},
+		{"PUT /v1/agent/maintenance", failure{in: apiRequest{token: mgmt, query: "?enable=true&reason=" + strings.Repeat("x", 513)}, status: 400, code: httpjson.CodeInvalid}},
+		{"PUT /v1/agent/maintenance", failure{in: apiRequest{token: mgmt, query: "?enable=true&reason=a%0Ab"}, status: 400, code: httpjson.CodeInvalid}},
+		{"PUT /v1/agent/service/maintenance/{id}", failure{in: apiRequest{query: "?enable=true"}, status: 403, code: httpjson.CodePermissionDenied}},
+		{"PUT /v1/agent/service/maintenance/{id}", failure{in: apiRequest{token: mgmt, query: "?enable=1x"}, status: 400, code: httpjson.CodeInvalid}},
+		{"PUT /v1/agent/force-leave/{node}", failure{status: 403, code: httpjson.CodePermissionDenied}},
+		{"PUT /v1/agent/force-leave/{node}", failure{in: apiRequest{token: mgmt}, status: 409, code: httpjson.CodeConflict}}, // the agent itself is alive
+		{"GET /v1/agent/monitor", failure{status: 403, code: httpjson.CodePermissionDenied}},
 	}
 	// The one route that nothing makes fail: the trust bundle is open, and
 	// this agent holds one (its 405 was checked above).
 	noFailure := map[string]string{"GET /v1/ca/roots": "open, and answered whenever the CA has a bundle"}
-	for _, r := range routes {
-		if noFailure[r.Pattern] != "" {
-			continue
-		}
+	expectFailure := func(r httpapi.Route, f failure) {
+		t.Helper()
 		d := ops[r.Pattern]
 		if d.op == nil {
-			continue // reported above
-		}
-		f, ok := failures[r.Pattern]
-		if !ok {
-			f = failure{in: apiRequest{body: bodies[r.Pattern]}, status: 403, code: httpjson.CodePermissionDenied}
+			return // reported above
 		}
 		vals := map[string]string{}
 		for k, v := range values {
@@ -359,13 +381,34 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 			t.Errorf("%s: the error answer does not match the document: %v", r.Pattern, err)
 		}
 	}
+	byPattern := map[string]httpapi.Route{}
+	for _, r := range routes {
+		byPattern[r.Pattern] = r
+		if noFailure[r.Pattern] != "" {
+			continue
+		}
+		f, ok := failures[r.Pattern]
+		if !ok {
+			f = failure{in: apiRequest{body: bodies[r.Pattern]}, status: 403, code: httpjson.CodePermissionDenied}
+		}
+		expectFailure(r, f)
+	}
+	for _, m := range more {
+		r, ok := byPattern[m.pattern]
+		if !ok {
+			t.Errorf("%s: not mounted", m.pattern)
+			continue
+		}
+		expectFailure(r, m.failure)
+	}
 
 	// (d) Real answers, with the management token, against their schemas;
 	// the requests against theirs.
 	for _, tc := range []struct {
-		pattern string
-		in      apiRequest
-		values  map[string]string
+		pattern  string
+		in       apiRequest
+		values   map[string]string
+		contains string // in the compacted answer, so that the schema met what it describes
 	}{
 		{pattern: "GET /v1/agent/self"},
 		{pattern: "GET /v1/agent/members"},
@@ -401,6 +444,13 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		{pattern: "GET /v1/operator/raft/peers"},
 		{pattern: "GET /v1/snapshot"},
 		{pattern: "GET /v1/metrics"},
+		// Maintenance last, since it takes the node out of service.
+		{pattern: "PUT /v1/agent/maintenance", in: apiRequest{query: "?enable=true&reason=kernel+upgrade"}, contains: `"node":{"reason":"kernel upgrade"`},
+		{pattern: "PUT /v1/agent/service/maintenance/{id}", in: apiRequest{query: "?enable=true"}, contains: `"services":[{"service_id":"web","service_name":"web"`},
+		{pattern: "GET /v1/agent/maintenance", contains: `"services":[{"service_id":"web"`},
+		{pattern: "GET /v1/agent/checks", contains: `"type":"maintenance"`},
+		{pattern: "PUT /v1/agent/service/maintenance/{id}", in: apiRequest{query: "?enable=false"}, contains: `"services":[]`},
+		{pattern: "PUT /v1/agent/maintenance", in: apiRequest{query: "?enable=false"}, contains: `"node":null`},
 	} {
 		d, ok := ops[tc.pattern]
 		if !ok {
@@ -429,6 +479,61 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		if err := validateAnswer(ctx, doc, d, vals, req, resp, body); err != nil {
 			t.Errorf("%s: the answer does not match the document: %v\n%s", tc.pattern, err, truncate(body))
 		}
+		var compact bytes.Buffer
+		if tc.contains != "" && (json.Compact(&compact, body) != nil || !strings.Contains(compact.String(), tc.contains)) {
+			t.Errorf("%s: the answer lacks %s:\n%s", tc.pattern, tc.contains, truncate(body))
+		}
+	}
+
+	// The monitor's answer is a stream: its head, and its first line
+	// once the agent logs one, not its end.
+	checkMonitor(t, ctx, doc, ops, base, mgmt, func() {
+		if err := m.RegisterService(ctx, api.ServiceDefinition{Name: "logged", Port: 82}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// checkMonitor opens GET /v1/agent/monitor, makes the agent log with
+// trigger, and validates the answer with the first line streamed.
+func checkMonitor(t *testing.T, ctx context.Context, doc *openapi3.T, ops map[string]documented, base, token string, trigger func()) {
+	t.Helper()
+	const pattern = "GET /v1/agent/monitor"
+	d, ok := ops[pattern]
+	if !ok {
+		t.Errorf("%s: not in the document", pattern)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	url := base + d.path + "?loglevel=info"
+	req, err := http.NewRequestWithContext(ctx, d.method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acl.SetToken(req.Header, token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", pattern, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Errorf("%s: %d %s", pattern, resp.StatusCode, b)
+		return
+	}
+	trigger()
+	line, err := bufio.NewReader(resp.Body).ReadBytes('\n')
+	if err != nil {
+		t.Errorf("%s: no line streamed: %v", pattern, err)
+		return
+	}
+	vreq, _ := http.NewRequest(d.method, url, nil)
+	if err := validateRequest(ctx, doc, d, nil, vreq); err != nil {
+		t.Errorf("%s: the test's request does not match the document: %v", pattern, err)
+	}
+	if err := validateAnswer(ctx, doc, d, nil, vreq, resp, line); err != nil {
+		t.Errorf("%s: the answer does not match the document: %v\n%s", pattern, err, line)
 	}
 }
 

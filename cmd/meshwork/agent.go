@@ -128,7 +128,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		cfg.DataDir = dir
 	}
 
-	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, LogStream: logs})
+	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit, LogStream: logs})
 	if err != nil {
 		return err
 	}
