@@ -1,31 +1,30 @@
 package acl
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
+
+	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
 // The codes of the answers to refused requests, in the "code" field of the
-// JSON error body.
+// JSON error body (httpjson.ErrorBody, the shape of every error answer).
 const (
 	// CodePermissionDenied answers a token that lacks the permission
 	// (HTTP 403).
-	CodePermissionDenied = "permission_denied"
+	CodePermissionDenied = httpjson.CodePermissionDenied
 	// CodeTokenNotFound answers a secret that no token has, or the secret
 	// of an expired token (HTTP 403).
-	CodeTokenNotFound = "acl_not_found"
+	CodeTokenNotFound = httpjson.CodeTokenNotFound
 	// CodeMalformedToken answers a token passed wrongly (HTTP 400).
-	CodeMalformedToken = "malformed_token"
+	CodeMalformedToken = httpjson.CodeMalformedToken
 )
 
-// ErrorBody is the JSON answer to a refused request:
+// ErrorBody is the JSON answer to a refused request, the API's one error
+// shape:
 //
 //	{"error": "permission denied: token lacks service:write on \"web\"", "code": "permission_denied"}
-type ErrorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
+type ErrorBody = httpjson.ErrorBody
 
 // HTTPStatus returns the status and code that answer an error of resolving
 // or checking a token; ok is false for any other error.
@@ -50,10 +49,6 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) bool {
 		return false
 	}
 	reportDenied(r.Context(), err)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(ErrorBody{Error: err.Error(), Code: code})
+	httpjson.CodedError(w, status, code, err)
 	return true
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -64,6 +66,9 @@ type Deps struct {
 	// TunnelConn replaces the tunnel's UDP socket; the agent does not close
 	// it.
 	TunnelConn net.PacketConn
+	// LogStream follows Logger's records for GET /v1/agent/monitor.
+	// Default: none, and the API has no monitor.
+	LogStream *logstream.Broker
 }
 
 // Agent is one running Meshwork agent.
@@ -88,6 +93,10 @@ type Agent struct {
 
 	aclAgentToken string // the secret of the agent's own ACL token, "" when none
 
+	// leaveRequested is closed when the API asked the agent to leave and
+	// it has (leave.go).
+	leaveRequested chan struct{}
+
 	// components in start order; Close stops them in reverse.
 	components []component
 
@@ -100,6 +109,8 @@ type Agent struct {
 	// closeErr is then what it returned.
 	closeDone chan struct{}
 	closeErr  error
+	// apiLeave is set once the API asked the agent to leave.
+	apiLeave bool
 	// releaseAgain drops the executable's pages once more after the
 	// one-time work that follows Start (see settleTime).
 	releaseAgain *time.Timer
@@ -144,6 +155,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		reg:       deps.Registry,
 		store:     catalog.NewStore(),
 		closeDone: make(chan struct{}),
+
+		leaveRequested: make(chan struct{}),
 	}
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{
@@ -218,6 +231,19 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	}
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
+	}
+	if cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
+		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {
+		// A step of their rotation is a rolling restart (docs/operations.md).
+		a.log.Warn("reload: cluster_key, server_key, accept_cluster_keys and accept_server_keys take effect only after a restart")
+	}
+	// After a gossip key rotation, encrypt catches up with the keyring,
+	// which the keyring operations changed live: the keyring status
+	// compares them from now on.
+	if err := a.gossip.SetConfiguredKey(cfg.Encrypt); errors.Is(err, gossip.ErrNoEncryption) && cfg.Encrypt != "" {
+		a.log.Warn("reload: encrypt takes effect only after a restart: gossip encryption cannot be turned on live")
+	} else if err != nil && !errors.Is(err, gossip.ErrNoEncryption) {
+		return fmt.Errorf("agent: reload: %w", err)
 	}
 	if err := a.local.Reload(cfg.AllServices()); err != nil {
 		return fmt.Errorf("agent: reload: %w", err)

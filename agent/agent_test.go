@@ -23,6 +23,7 @@ import (
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/meshtest"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
@@ -80,7 +81,8 @@ func listenUDP(t *testing.T) net.PacketConn {
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
 	logs := &meshtest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tee, logStream := logstream.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(tee)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- %s log:\n%s", cfg.Node, logs.String())
@@ -105,7 +107,7 @@ func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	a, err := New(cfg, Deps{
 		Logger: log, Registry: reg, GossipTransport: nt,
 		HTTPListener: listenTCP(t), DNSConn: listenUDP(t), DNSListener: listenTCP(t),
-		RaftListener: raftL, TunnelConn: tunnel,
+		RaftListener: raftL, TunnelConn: tunnel, LogStream: logStream,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -448,7 +450,8 @@ func TestTunnelDisabled(t *testing.T) {
 		t.Fatalf("tunnel port %d published with the tunnel off", p)
 	}
 	_, err := api.NewClient(a.HTTPAddr()).Do(context.Background(), http.MethodGet, transport.StatusPath, nil, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "ports.tunnel: -1") {
-		t.Fatalf("GET %s = %v, want an error naming ports.tunnel", transport.StatusPath, err)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Code != "tunnel_disabled" || !strings.Contains(ae.Message, "ports.tunnel: -1") {
+		t.Fatalf("GET %s = %v, want 404 tunnel_disabled naming ports.tunnel", transport.StatusPath, err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // mount theirs when they are built).
 func (a *Agent) buildHTTP() error {
 	addr := net.JoinHostPort(a.cfg.Addresses.HTTP, strconv.Itoa(a.cfg.Ports.HTTP))
-	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version, Commit: a.deps.Commit}, httpapi.Deps{
+	deps := httpapi.Deps{
 		Listener:   a.deps.HTTPListener,
 		Local:      a.local,
 		Catalog:    a.store,
@@ -22,7 +22,12 @@ func (a *Agent) buildHTTP() error {
 		Registerer: a.reg,
 		Logger:     a.logger("http"),
 		ACL:        a.acl,
-	})
+		Membership: apiMembership{a},
+	}
+	if a.deps.LogStream != nil {
+		deps.Logs = a.deps.LogStream
+	}
+	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version, Commit: a.deps.Commit}, deps)
 	if err != nil {
 		return err
 	}

@@ -25,13 +25,25 @@ func (a *Agent) buildRaft() error {
 			return fmt.Errorf("agent: server_key: %w", err)
 		}
 	}
+	acceptKeys, err := parseKeys("accept_cluster_keys", a.cfg.AcceptClusterKeys)
+	if err != nil {
+		return err
+	}
+	var acceptServerKeys [][]byte
+	if a.cfg.Server && serverKey != nil {
+		if acceptServerKeys, err = parseKeys("accept_server_keys", a.cfg.AcceptServerKeys); err != nil {
+			return err
+		}
+	}
 	rc := raftstore.Config{
-		NodeName:        a.cfg.Node,
-		DataDir:         a.cfg.DataDir,
-		ClusterKey:      key,
-		ServerKey:       serverKey,
-		Server:          a.cfg.Server,
-		BootstrapExpect: a.cfg.BootstrapExpect,
+		NodeName:          a.cfg.Node,
+		DataDir:           a.cfg.DataDir,
+		ClusterKey:        key,
+		AcceptClusterKeys: acceptKeys,
+		ServerKey:         serverKey,
+		AcceptServerKeys:  acceptServerKeys,
+		Server:            a.cfg.Server,
+		BootstrapExpect:   a.cfg.BootstrapExpect,
 		// The CA's sealed keys, token ledger and leaf records stay on the
 		// servers; client agents read the public bundle only. A backup
 		// without them leaves the bundle out too, and no restore takes
@@ -76,6 +88,20 @@ func (a *Agent) buildRaft() error {
 	}
 	a.add("raft", n.Start, n.Close)
 	return nil
+}
+
+// parseKeys decodes the keys of the list at path; an error names the entry,
+// never the key.
+func parseKeys(path string, keys []string) ([][]byte, error) {
+	var out [][]byte
+	for i, s := range keys {
+		k, err := keytls.ParseKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s[%d]: %w", path, i, err)
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 // Raft is the agent's policy plane: the policy copy the data plane reads

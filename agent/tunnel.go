@@ -39,7 +39,7 @@ const resetKeyFile = "tunnel/reset.key"
 func (a *Agent) buildTunnel() error {
 	if a.cfg.Ports.Tunnel < 0 && a.deps.TunnelConn == nil {
 		return a.http.Mount("GET "+transport.StatusPath, acl.Require(acl.ResourceAgent, "", acl.Read), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			httpjson.Error(w, http.StatusNotFound, errors.New("the tunnel is disabled (ports.tunnel: -1)"))
+			httpjson.CodedError(w, http.StatusNotFound, httpjson.CodeTunnelDisabled, errors.New("the tunnel is disabled (ports.tunnel: -1)"))
 		}))
 	}
 	prefix, err := netip.ParsePrefix(a.cfg.Tunnel.VIPRange)

@@ -167,6 +167,14 @@ type Member struct {
 	Status string            `json:"status"`
 	Server bool              `json:"server"`
 	Meta   map[string]string `json:"meta,omitempty"`
+	// TunnelPort is the UDP port of the node's tunnel listener; 0 when it
+	// has none, or its record has not arrived.
+	TunnelPort int `json:"tunnel_port,omitempty"`
+	// Services is the number of services in the node's record.
+	Services int `json:"services"`
+	// RecordVersion is the version of the node's catalog record this agent
+	// holds (it grows with every change the node publishes); 0 for none.
+	RecordVersion uint64 `json:"record_version,omitempty"`
 }
 
 // AgentService is a service registered on this agent, with its checks
@@ -279,4 +287,37 @@ type CheckUpdate struct {
 	Status string `json:"status"`
 	// Output is a note shown with the check.
 	Output string `json:"output,omitempty"`
+}
+
+// Maintenance checks: while a node or a service is in maintenance, the
+// agent shows a critical check of this ID (as Consul does), so that its
+// instances leave DNS answers and the data plane's pools.
+const (
+	// NodeMaintenanceCheckID is the check of a node in maintenance.
+	NodeMaintenanceCheckID = "_node_maintenance"
+	// ServiceMaintenanceCheckPrefix, followed by the service ID, is the
+	// check of a service in maintenance.
+	ServiceMaintenanceCheckPrefix = "_service_maintenance:"
+	// CheckMaintenance is the Type of a maintenance check.
+	CheckMaintenance = "maintenance"
+)
+
+// MaintenanceMode is the maintenance of the node or of one service.
+type MaintenanceMode struct {
+	// ServiceID is the service's ID; "" for the node.
+	ServiceID string `json:"service_id,omitempty"`
+	// ServiceName is the service's name; "" for the node.
+	ServiceName string `json:"service_name,omitempty"`
+	// Reason is what the operator gave, or a default text.
+	Reason string `json:"reason"`
+	// Since is when it was turned on, in RFC 3339.
+	Since string `json:"since"`
+}
+
+// MaintenanceStatus is what GET /v1/agent/maintenance answers.
+type MaintenanceStatus struct {
+	// Node is the node's maintenance, nil when off.
+	Node *MaintenanceMode `json:"node"`
+	// Services are the services in maintenance, sorted by ID.
+	Services []MaintenanceMode `json:"services"`
 }

@@ -39,14 +39,14 @@ type RootsResponse struct {
 	Rotation *RotationStatus `json:"rotation,omitempty"`
 }
 
-// TokenRequest is the body of POST /v1/ca/token.
+// TokenRequest is the body of PUT /v1/ca/token.
 type TokenRequest struct {
 	Node string `json:"node"`
 	// TTL is a Go duration such as "10m"; empty means the default.
 	TTL string `json:"ttl,omitempty"`
 }
 
-// TokenResponse answers POST /v1/ca/token.
+// TokenResponse answers PUT /v1/ca/token.
 type TokenResponse struct {
 	Node    string    `json:"node"`
 	Token   string    `json:"token"`
@@ -64,19 +64,26 @@ type APIDeps struct {
 
 // RegisterAPI mounts the CA's local API with mount (the agent's HTTP API),
 // each route with what it requires of the caller's ACL token. Errors are
-// RPCError bodies.
+// the API's one shape (httpjson.ErrorBody).
 //
 //	GET  /v1/ca/roots    the trust bundle and, on servers, the rotation    open: every client needs it first
 //	GET  /v1/ca/leaf     the agent's leaf, its SANs and expiry, never its key  ca:read on leaf
-//	POST /v1/ca/token    a node's one-time bootstrap token (servers)     ca:write on token
-//	POST /v1/ca/rotate   start a root rotation (servers)                ca:write on rotate
+//	PUT  /v1/ca/token    a node's one-time bootstrap token (servers)     ca:write on token
+//	PUT  /v1/ca/rotate   start a root rotation (servers)                ca:write on rotate
+//
+// POST on token and rotate, their methods before PUT, are kept for one
+// release as deprecated aliases (httpjson.Deprecated).
 func RegisterAPI(deps APIDeps, mount acl.MountFunc) error {
 	h := &apiHandler{deps: deps}
+	tokenNeed := acl.Require(acl.ResourceCA, acl.CAToken, acl.Write)
+	rotateNeed := acl.Require(acl.ResourceCA, acl.CARotate, acl.Write)
 	return errors.Join(
 		mount("GET "+APIPathRoots, acl.Open("the trust bundle, which every agent and workload needs before it holds anything"), http.HandlerFunc(h.roots)),
 		mount("GET "+APIPathLeaf, acl.Require(acl.ResourceCA, acl.CALeaf, acl.Read), http.HandlerFunc(h.leaf)),
-		mount("POST "+APIPathToken, acl.Require(acl.ResourceCA, acl.CAToken, acl.Write), http.HandlerFunc(h.token)),
-		mount("POST "+APIPathRotate, acl.Require(acl.ResourceCA, acl.CARotate, acl.Write), http.HandlerFunc(h.rotate)),
+		mount("PUT "+APIPathToken, tokenNeed, http.HandlerFunc(h.token)),
+		mount("PUT "+APIPathRotate, rotateNeed, http.HandlerFunc(h.rotate)),
+		mount("POST "+APIPathToken, tokenNeed, httpjson.Deprecated{Successor: "PUT " + APIPathToken, Handler: http.HandlerFunc(h.token)}),
+		mount("POST "+APIPathRotate, rotateNeed, httpjson.Deprecated{Successor: "PUT " + APIPathRotate, Handler: http.HandlerFunc(h.rotate)}),
 	)
 }
 
@@ -88,7 +95,7 @@ func NewAPIHandler(deps APIDeps) http.Handler {
 	if err := RegisterAPI(deps, acl.MountAllowAll(mux)); err != nil {
 		panic(err) // fixed routes on an empty mux
 	}
-	return mux
+	return httpjson.Mux(mux)
 }
 
 type apiHandler struct{ deps APIDeps }
@@ -101,7 +108,7 @@ func (h *apiHandler) roots(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if b == nil {
-		writeError(w, fmt.Errorf("ca: roots: %w: no trust bundle yet", ErrNotReady))
+		writeAPIError(w, fmt.Errorf("ca: roots: %w: no trust bundle yet", ErrNotReady))
 		return
 	}
 	resp := RootsResponse{TrustDomain: b.TrustDomain, Generation: b.Generation}
@@ -123,7 +130,7 @@ func (h *apiHandler) roots(w http.ResponseWriter, r *http.Request) {
 func (h *apiHandler) leaf(w http.ResponseWriter, _ *http.Request) {
 	li, err := h.deps.Manager.Leaf()
 	if err != nil {
-		writeError(w, err)
+		writeAPIError(w, err)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, li)
@@ -131,26 +138,26 @@ func (h *apiHandler) leaf(w http.ResponseWriter, _ *http.Request) {
 
 func (h *apiHandler) token(w http.ResponseWriter, r *http.Request) {
 	if h.deps.Server == nil {
-		writeError(w, fmt.Errorf("ca: token: %w: tokens are made by the embedded CA on server agents", ErrNotServer))
+		writeAPIError(w, fmt.Errorf("ca: token: %w: tokens are made by the embedded CA on server agents", ErrNotServer))
 		return
 	}
 	var req TokenRequest
 	if err := httpjson.Decode(r, &req); err != nil {
-		writeError(w, err)
+		writeAPIError(w, err)
 		return
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil {
-			writeError(w, fmt.Errorf("ca: token: %w: ttl %q: %v", ErrBadRequest, req.TTL, err))
+			writeAPIError(w, fmt.Errorf("ca: token: %w: ttl %q: %v", ErrBadRequest, req.TTL, err))
 			return
 		}
 		ttl = d
 	}
 	tok, exp, err := h.deps.Server.Token(r.Context(), req.Node, ttl)
 	if err != nil {
-		writeError(w, err)
+		writeAPIError(w, err)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, TokenResponse{Node: req.Node, Token: tok, Expires: exp})
@@ -158,7 +165,7 @@ func (h *apiHandler) token(w http.ResponseWriter, r *http.Request) {
 
 func (h *apiHandler) rotate(w http.ResponseWriter, r *http.Request) {
 	if h.deps.Server == nil {
-		writeError(w, fmt.Errorf("ca: rotate: %w: run it on a server agent", ErrNotServer))
+		writeAPIError(w, fmt.Errorf("ca: rotate: %w: run it on a server agent", ErrNotServer))
 		return
 	}
 	st, err := h.deps.Server.Rotate(r.Context())
@@ -168,8 +175,20 @@ func (h *apiHandler) rotate(w http.ResponseWriter, r *http.Request) {
 				err = fmt.Errorf("%w (from %s to %s, waiting for %d nodes)", err, cur.From, cur.To, len(cur.Pending))
 			}
 		}
-		writeError(w, err)
+		writeAPIError(w, err)
 		return
 	}
 	httpjson.Write(w, http.StatusOK, st)
+}
+
+// writeAPIError answers err with the status and code of its sentinel, as
+// the RPC port does, but for a bad request, whose code is "invalid" as on
+// every endpoint of the API (the RPC port keeps "bad_request", which agents
+// of earlier releases read).
+func writeAPIError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrBadRequest) || errors.Is(err, httpjson.ErrBadBody) {
+		httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodeInvalid, err)
+		return
+	}
+	writeError(w, err)
 }

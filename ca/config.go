@@ -63,23 +63,10 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate checks c after defaults; errors name the field and the value.
+// Validate checks c after defaults; its error is the first of Problems.
 func (c Config) Validate() error {
-	c = c.WithDefaults()
-	switch c.Provider {
-	case ProviderEmbedded:
-	case ProviderStepCA:
-		if err := c.StepCA.Validate(); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("%w: ca.provider %q: want %q or %q", ErrInvalidConfig, c.Provider, ProviderEmbedded, ProviderStepCA)
-	}
-	if err := ValidateTrustDomain(c.TrustDomain); err != nil {
-		return fmt.Errorf("%w: ca.trust_domain: %v", ErrInvalidConfig, err)
-	}
-	if c.LeafTTL < 2*time.Second || c.LeafTTL > 366*24*time.Hour {
-		return fmt.Errorf("%w: ca.leaf_ttl %s: want between 2s and 366 days", ErrInvalidConfig, c.LeafTTL)
+	if p := c.Problems(); len(p) > 0 {
+		return p[0]
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestLocalAPI(t *testing.T) {
@@ -59,14 +59,14 @@ func TestLocalAPI(t *testing.T) {
 	}{
 		{"ok", `{"node":"web-1","ttl":"5m"}`, 200, ""},
 		{"default ttl", `{"node":"web-2"}`, 200, ""},
-		{"bad node", `{"node":"a/b"}`, 400, "bad_request"},
-		{"bad ttl", `{"node":"a","ttl":"soon"}`, 400, "bad_request"},
-		{"ttl too long", `{"node":"a","ttl":"2h"}`, 400, "bad_request"},
-		{"unknown field", `{"node":"a","x":1}`, 400, "bad_request"},
-		{"not JSON", `nope`, 400, "bad_request"},
+		{"bad node", `{"node":"a/b"}`, 400, "invalid"},
+		{"bad ttl", `{"node":"a","ttl":"soon"}`, 400, "invalid"},
+		{"ttl too long", `{"node":"a","ttl":"2h"}`, 400, "invalid"},
+		{"unknown field", `{"node":"a","x":1}`, 400, "invalid"},
+		{"not JSON", `nope`, 400, "invalid"},
 	} {
 		t.Run("token "+tc.name, func(t *testing.T) {
-			w := do("POST", APIPathToken, tc.body)
+			w := do("PUT", APIPathToken, tc.body)
 			if w.Code != tc.status {
 				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
 			}
@@ -87,19 +87,48 @@ func TestLocalAPI(t *testing.T) {
 		})
 	}
 
-	if w := do("POST", APIPathRotate, ""); w.Code != 200 {
+	// POST, the method before PUT, still works for one release, marked
+	// deprecated; PUT is not.
+	w := do("POST", APIPathToken, `{"node":"web-3"}`)
+	if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Deprecation"), "@") {
+		t.Fatalf("deprecated POST token: %d, Deprecation %q: %s", w.Code, w.Header().Get("Deprecation"), w.Body)
+	}
+	if w := do("PUT", APIPathToken, `{"node":"web-3"}`); w.Header().Get("Deprecation") != "" {
+		t.Fatalf("PUT token is marked deprecated")
+	}
+
+	if w := do("PUT", APIPathRotate, ""); w.Code != 200 {
 		t.Fatalf("rotate: %d %s", w.Code, w.Body)
 	}
-	if w := do("POST", APIPathRotate, ""); w.Code != http.StatusConflict {
-		t.Fatalf("second rotate: %d %s", w.Code, w.Body)
+	w = do("POST", APIPathRotate, "")
+	var e RPCError
+	if json.Unmarshal(w.Body.Bytes(), &e); w.Code != http.StatusConflict || e.Code != "rotation_in_progress" || w.Header().Get("Deprecation") == "" {
+		t.Fatalf("second rotate, by the deprecated POST: %d %s", w.Code, w.Body)
+	}
+
+	// Unknown routes and wrong methods are answered in JSON, with a code.
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/ca/nope", 404, "unknown_endpoint"},
+		{"DELETE", APIPathRoots, 405, "method_not_allowed"},
+	} {
+		w := do(tc.method, tc.path, "")
+		var e RPCError
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != tc.status || e.Code != tc.code || e.Error == "" {
+			t.Fatalf("%s %s: %d %s, want %d %s in JSON", tc.method, tc.path, w.Code, w.Body, tc.status, tc.code)
+		}
 	}
 
 	// On a client agent there is no CA to make tokens or rotate.
 	ch := NewAPIHandler(APIDeps{Manager: rs.mgr})
 	for _, p := range []string{APIPathToken, APIPathRotate} {
 		w := httptest.NewRecorder()
-		ch.ServeHTTP(w, httptest.NewRequest("POST", p, strings.NewReader(`{"node":"x"}`)))
-		if w.Code != http.StatusNotImplemented {
+		ch.ServeHTTP(w, httptest.NewRequest("PUT", p, strings.NewReader(`{"node":"x"}`)))
+		var e RPCError
+		if json.Unmarshal(w.Body.Bytes(), &e); w.Code != http.StatusNotImplemented || e.Code != "not_server" {
 			t.Fatalf("%s on a client: %d", p, w.Code)
 		}
 	}

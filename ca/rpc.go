@@ -54,12 +54,9 @@ type SignResponse struct {
 	Bundle BundleJSON `json:"bundle"`
 }
 
-// RPCError is the error body of every CA RPC and API answer: httpjson's
-// ErrorBody plus a machine-readable code.
-type RPCError struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-}
+// RPCError is the error body of every CA RPC and API answer: the API's one
+// error shape, httpjson.ErrorBody.
+type RPCError = httpjson.ErrorBody
 
 // Error codes of RPCError and their sentinels.
 var errorCodes = []struct {
@@ -67,15 +64,15 @@ var errorCodes = []struct {
 	status int
 	err    error
 }{
-	{"not_ready", http.StatusServiceUnavailable, ErrNotReady},
+	{httpjson.CodeNotReady, http.StatusServiceUnavailable, ErrNotReady},
 	{"token_used", http.StatusUnauthorized, ErrTokenUsed},
 	{"bad_token", http.StatusUnauthorized, ErrBadToken},
 	{"trust_domain", http.StatusForbidden, ErrTrustDomain},
 	{"unauthorized", http.StatusForbidden, ErrUnauthorized},
 	{"bad_request", http.StatusBadRequest, ErrBadRequest},
-	{"rotation_in_progress", http.StatusConflict, ErrRotationInProgress},
-	{"not_server", http.StatusNotImplemented, ErrNotServer},
-	{"no_certificate", http.StatusServiceUnavailable, ErrNoCertificate},
+	{httpjson.CodeRotationInProgress, http.StatusConflict, ErrRotationInProgress},
+	{httpjson.CodeNotServer, http.StatusNotImplemented, ErrNotServer},
+	{httpjson.CodeNoCertificate, http.StatusServiceUnavailable, ErrNoCertificate},
 }
 
 // writeError answers err with the status and code of its sentinel.
@@ -85,11 +82,11 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	for _, c := range errorCodes {
 		if errors.Is(err, c.err) {
-			httpjson.Write(w, c.status, RPCError{Error: err.Error(), Code: c.code})
+			httpjson.CodedError(w, c.status, c.code, err)
 			return
 		}
 	}
-	httpjson.Write(w, http.StatusInternalServerError, RPCError{Error: err.Error(), Code: "internal"})
+	httpjson.CodedError(w, http.StatusInternalServerError, httpjson.CodeInternal, err)
 }
 
 // remoteError turns an error answer back into an error wrapping the sentinel

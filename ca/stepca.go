@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -52,24 +51,11 @@ type StepCAConfig struct {
 	Logger *slog.Logger `yaml:"-" json:"-"`
 }
 
-// Validate checks the fields read from the configuration file.
+// Validate checks the fields read from the configuration file; its error
+// is the first wrong one.
 func (c StepCAConfig) Validate() error {
-	u, err := url.Parse(c.URL)
-	if c.URL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("%w: ca.step_ca.url %q: want https://host[:port]", ErrInvalidConfig, c.URL)
-	}
-	fp := strings.ToLower(c.RootFingerprint)
-	if len(fp) != 64 || strings.Trim(fp, "0123456789abcdef") != "" {
-		return fmt.Errorf("%w: ca.step_ca.root_fingerprint %q: want 64 hex digits (step certificate fingerprint)", ErrInvalidConfig, c.RootFingerprint)
-	}
-	if c.Provisioner == "" {
-		return fmt.Errorf("%w: ca.step_ca.provisioner is empty", ErrInvalidConfig)
-	}
-	if c.PasswordFile == "" {
-		return fmt.Errorf("%w: ca.step_ca.password_file is empty", ErrInvalidConfig)
-	}
-	if c.RootsRefresh < 0 {
-		return fmt.Errorf("%w: ca.step_ca.roots_refresh %s: want a positive duration", ErrInvalidConfig, c.RootsRefresh)
+	if p := c.problems(); len(p) > 0 {
+		return p[0]
 	}
 	return nil
 }

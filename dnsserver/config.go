@@ -165,27 +165,12 @@ func (c Config) Validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("dnsserver: config: %s %v: %s: %w", field, v, why, ErrInvalidConfig)
 	}
-	if _, ok := dns.IsDomainName(c.Domain); !ok || c.Domain == "." || strings.ContainsAny(c.Domain, "\\ ") {
-		return bad("Domain", strconv.Quote(c.Domain), "not a domain name (letters, digits, '-' and '_' in dot-separated labels)")
-	}
-	if n := wireLen(c.Domain); n > maxDomainWire {
-		return bad("Domain", strconv.Quote(c.Domain), fmt.Sprintf("longer than %d bytes in wire form", maxDomainWire))
-	}
-	for _, l := range dns.SplitDomainName(c.Domain) {
-		if len(l) > 63 {
-			return bad("Domain", strconv.Quote(c.Domain), "a label is longer than 63 bytes")
-		}
+	if err := CheckDomain(c.Domain); err != nil {
+		return fmt.Errorf("dnsserver: config: Domain %v: %w", err, ErrInvalidConfig)
 	}
 	for i, r := range c.Recursors {
-		host, port, err := net.SplitHostPort(r)
-		if err != nil {
-			return bad(fmt.Sprintf("Recursors[%d]", i), strconv.Quote(r), "want ip or ip:port")
-		}
-		if _, err := netip.ParseAddr(host); err != nil {
-			return bad(fmt.Sprintf("Recursors[%d]", i), strconv.Quote(r), "host is not an IP address")
-		}
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return bad(fmt.Sprintf("Recursors[%d]", i), strconv.Quote(r), "port is not in 1-65535")
+		if err := CheckRecursor(r); err != nil {
+			return fmt.Errorf("dnsserver: config: Recursors[%d] %v: %w", i, err, ErrInvalidConfig)
 		}
 	}
 	if c.RecursorTimeout < 0 {
@@ -198,11 +183,8 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"ServiceTTL", c.ServiceTTL}, {"NodeTTL", c.NodeTTL}, {"NegativeTTL", c.NegativeTTL}} {
-		if t.v < 0 || t.v > maxTTL {
-			return bad(t.name, t.v, "must be between 0s and 24h")
-		}
-		if t.v%time.Second != 0 {
-			return bad(t.name, t.v, "must be whole seconds (DNS TTLs are in seconds)")
+		if err := CheckTTL(t.v); err != nil {
+			return fmt.Errorf("dnsserver: config: %s %v: %w", t.name, err, ErrInvalidConfig)
 		}
 	}
 	if c.EDNSBufferSize < dns.MinMsgSize || c.EDNSBufferSize > dns.MaxMsgSize {

@@ -5,17 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"math"
 	"reflect"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
-	"github.com/meshwork/meshwork/internal/suggest"
+	"github.com/meshwork/meshwork/internal/strictyaml"
 )
 
 // Limits on outside input, so that a hostile file cannot exhaust memory.
@@ -91,7 +87,7 @@ func Parse(data []byte) ([]Document, error) {
 	var bodies []*yaml.Node
 	for {
 		var n yaml.Node
-		err := safeDecode(dec, &n)
+		err := strictyaml.Next(dec, &n)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -147,22 +143,11 @@ func Parse(data []byte) ([]Document, error) {
 	return docs, nil
 }
 
-// safeDecode turns a panic inside the YAML library into an error: one bad
-// input must never take the agent down.
-func safeDecode(dec *yaml.Decoder, n *yaml.Node) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: parser failed: %v", r)
-		}
-	}()
-	return dec.Decode(n)
-}
-
 // decodeDocument decodes and validates one document node.
 func decodeDocument(n *yaml.Node, pos int) (Document, error) {
 	d := &decoder{doc: pos, line: n.Line}
 	if n.Kind != yaml.MappingNode {
-		return Document{}, d.fail("", n, "a document must be a mapping with kind and name, got %s", nodeKind(n))
+		return Document{}, d.fail("", n, "a document must be a mapping with kind and name, got %s", strictyaml.Describe(n))
 	}
 	var kindNode, nameNode *yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -198,13 +183,15 @@ func decodeDocument(n *yaml.Node, pos int) (Document, error) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if k := n.Content[i].Value; k == "kind" || k == "name" {
 			if countKey(n, k) > 1 {
-				d.add(k, n.Content[i], "appears twice")
+				d.add(k, n.Content[i].Line, strictyaml.MsgTwice)
 			}
 			continue
 		}
 		rest.Content = append(rest.Content, n.Content[i], n.Content[i+1])
 	}
-	d.decode(rest, reflect.ValueOf(spec).Elem(), "", 1)
+	for _, e := range specDecoder.Decode(rest, spec) {
+		d.add(e.Path, e.Line, "%s", e.Msg)
+	}
 	doc := Document{Kind: kind, Name: d.name, Spec: spec}
 	if len(d.errs) == 0 {
 		d.errs = append(d.errs, validateDoc(&doc, pos, n.Line)...)
@@ -225,8 +212,8 @@ func countKey(n *yaml.Node, key string) int {
 	return c
 }
 
-// decoder decodes a yaml.Node into Go values by their `yaml` tags, strictly,
-// collecting an error for each wrong field with its path.
+// decoder collects the errors of one document, each naming the document
+// and the field.
 type decoder struct {
 	kind Kind
 	name string
@@ -236,189 +223,41 @@ type decoder struct {
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) error {
-	d.add(path, n, format, args...)
+	d.add(path, n.Line, format, args...)
 	return d.errs[len(d.errs)-1]
 }
 
-func (d *decoder) add(path string, n *yaml.Node, format string, args ...any) {
-	line := d.line
-	if n != nil && n.Line > 0 {
-		line = n.Line
-	}
+func (d *decoder) add(path string, line int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	if n != nil && n.Line > 0 && d.name != "" {
-		msg += fmt.Sprintf(" (line %d)", n.Line)
+	if line > 0 && d.name != "" {
+		msg += fmt.Sprintf(" (line %d)", line)
+	}
+	if line == 0 {
+		line = d.line
 	}
 	d.errs = append(d.errs, &FieldError{Kind: d.kind, Name: d.name, Doc: d.doc, Line: line, Path: path, Msg: msg})
 }
 
-func nodeKind(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.AliasNode:
-		return "an alias"
-	case yaml.ScalarNode:
-		switch n.Tag {
-		case "!!str":
-			return fmt.Sprintf("string %q", truncate(n.Value))
-		case "!!null":
-			return "null"
-		default:
-			return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), truncate(n.Value))
-		}
-	}
-	return "nothing"
+// specDecoder decodes the fields of a document: strictly, bounded, with
+// durations as strings.
+var specDecoder = strictyaml.Decoder{
+	MaxDepth: maxDepth,
+	MaxItems: maxItems,
+	Types: map[reflect.Type]func(*yaml.Node, reflect.Value) string{
+		reflect.TypeFor[Duration](): decodeDuration,
+	},
 }
 
-func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
+// decodeDuration reads a Duration, which must be a string with a unit: a
+// bare 5 could mean seconds or milliseconds.
+func decodeDuration(n *yaml.Node, v reflect.Value) string {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return strictyaml.Describe(n) + ` must be a duration string such as "5s"`
 	}
-	return s
-}
-
-func join(path, field string) string {
-	if path == "" {
-		return field
+	dur, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Sprintf("%q is not a duration such as \"5s\" or \"250ms\"", strictyaml.Truncate(n.Value))
 	}
-	return path + "." + field
-}
-
-var durationType = reflect.TypeOf(Duration(0))
-
-// decode stores n into v. v is addressable.
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, depth int) {
-	if depth > maxDepth {
-		d.add(path, n, "nested too deeply")
-		return
-	}
-	if n.Kind == yaml.AliasNode || n.Anchor != "" {
-		d.add(path, n, "YAML anchors and aliases are not supported")
-		return
-	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // `key:` with no value leaves the zero value
-	}
-	if v.Type() == durationType {
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-			d.add(path, n, "%s must be a duration string such as \"5s\"", nodeKind(n))
-			return
-		}
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.add(path, n, "%q is not a duration such as \"5s\" or \"250ms\"", truncate(n.Value))
-			return
-		}
-		v.SetInt(int64(dur))
-		return
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
-		p := reflect.New(v.Type().Elem())
-		d.decode(n, p.Elem(), path, depth+1)
-		v.Set(p)
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			d.add(path, n, "must be a mapping, got %s", nodeKind(n))
-			return
-		}
-		fields := structFields(v.Type())
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			kn, vn := n.Content[i], n.Content[i+1]
-			key := kn.Value
-			if kn.Kind != yaml.ScalarNode {
-				d.add(path, kn, "keys must be strings, got %s", nodeKind(kn))
-				continue
-			}
-			fp := join(path, key)
-			idx, ok := fields[key]
-			if !ok {
-				d.add(fp, kn, "unknown field%s", suggest.Hint(key, slices.Sorted(maps.Keys(fields))))
-				continue
-			}
-			if seen[key] {
-				d.add(fp, kn, "appears twice")
-				continue
-			}
-			seen[key] = true
-			d.decode(vn, v.Field(idx), fp, depth+1)
-		}
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			d.add(path, n, "must be a list, got %s", nodeKind(n))
-			return
-		}
-		if len(n.Content) > maxItems {
-			d.add(path, n, "has %d items, more than %d", len(n.Content), maxItems)
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
-		for i, item := range n.Content {
-			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i), depth+1)
-		}
-		v.Set(s)
-	case reflect.Map: // map[string]string only
-		if n.Kind != yaml.MappingNode {
-			d.add(path, n, "must be a mapping, got %s", nodeKind(n))
-			return
-		}
-		if len(n.Content)/2 > maxItems {
-			d.add(path, n, "has %d keys, more than %d", len(n.Content)/2, maxItems)
-			return
-		}
-		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			kn, vn := n.Content[i], n.Content[i+1]
-			if kn.Kind != yaml.ScalarNode {
-				d.add(path, kn, "keys must be strings, got %s", nodeKind(kn))
-				continue
-			}
-			fp := join(path, kn.Value)
-			if m.MapIndex(reflect.ValueOf(kn.Value)).IsValid() {
-				d.add(fp, kn, "appears twice")
-				continue
-			}
-			ev := reflect.New(v.Type().Elem()).Elem()
-			d.decode(vn, ev, fp, depth+1)
-			m.SetMapIndex(reflect.ValueOf(kn.Value), ev)
-		}
-		v.Set(m)
-	case reflect.String:
-		// Every scalar is accepted as a string (tag values such as `2` or
-		// `true` are common); mappings and lists are not.
-		if n.Kind != yaml.ScalarNode {
-			d.add(path, n, "must be a string, got %s", nodeKind(n))
-			return
-		}
-		v.SetString(n.Value)
-	case reflect.Int:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-			d.add(path, n, "must be a whole number, got %s", nodeKind(n))
-			return
-		}
-		i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
-		if err != nil || i > math.MaxInt32 || i < math.MinInt32 {
-			d.add(path, n, "%s is out of range", truncate(n.Value))
-			return
-		}
-		v.SetInt(i)
-	default:
-		d.add(path, n, "cannot be decoded (internal: %s)", v.Type())
-	}
-}
-
-// structFields maps yaml tag names to field indexes.
-func structFields(t reflect.Type) map[string]int {
-	m := make(map[string]int, t.NumField())
-	for i := 0; i < t.NumField(); i++ {
-		tag := t.Field(i).Tag.Get("yaml")
-		if name, _, _ := strings.Cut(tag, ","); name != "" && name != "-" {
-			m[name] = i
-		}
-	}
-	return m
+	v.SetInt(int64(dur))
+	return ""
 }

@@ -59,9 +59,9 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 		{"weights sum", "kind: Split\nname: web\nsplits:\n- weight: 50\n- weight: 40\n",
 			`Split "web": splits: weights sum to 90, they must sum to 100`},
 		{"unknown key", "kind: Split\nname: web\nsplits:\n- wieght: 100\n",
-			`Split "web": splits[0].wieght: unknown field (did you mean "weight"?) (line 4)`},
+			`Split "web": splits[0].wieght: unknown key (did you mean "weight"?) (line 4)`},
 		{"unknown top key", "kind: ServiceDefaults\nname: web\nprotocl: http\n",
-			`ServiceDefaults "web": protocl: unknown field (did you mean "protocol"?)`},
+			`ServiceDefaults "web": protocl: unknown key (did you mean "protocol"?)`},
 		{"bad protocol", "kind: ServiceDefaults\nname: web\nprotocol: udp\n",
 			`ServiceDefaults "web": protocol: "udp" is unknown (want tcp, http, http2 or grpc)`},
 		{"bare number duration", "kind: Resilience\nname: web\ntimeouts:\n  connect: 5\n",
@@ -75,7 +75,7 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 		{"retry condition", "kind: Resilience\nname: web\nretries:\n  attempts: 1\n  retry_on: [5xx, sometimes]\n",
 			`Resilience "web": retries.retry_on[1]: "sometimes" is unknown`},
 		{"string for int", "kind: Resilience\nname: web\ncircuit_breaker:\n  max_connections: many\n",
-			`Resilience "web": circuit_breaker.max_connections: must be a whole number, got string "many"`},
+			`Resilience "web": circuit_breaker.max_connections: want a whole number, got string "many"`},
 		{"empty resilience", "kind: Resilience\nname: web\n",
 			`Resilience "web": sets nothing`},
 		{"intention action", "kind: Intention\nname: web\nsources:\n- name: api\n  action: maybe\n",
@@ -91,7 +91,7 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 		{"identity defaults mode", "kind: ServiceIdentityDefaults\nname: default\nmode: strict\n",
 			`ServiceIdentityDefaults "default": mode: "strict" must be allow or deny`},
 		{"identity defaults unknown key", "kind: ServiceIdentityDefaults\nname: default\naction: deny\n",
-			`ServiceIdentityDefaults "default": action: unknown field`},
+			`ServiceIdentityDefaults "default": action: unknown key`},
 		{"identity nodes missing", "kind: ServiceIdentity\nname: web\n",
 			`ServiceIdentity "web": nodes: required: the nodes that may hold the identity, or [] for none`},
 		{"identity node pattern", "kind: ServiceIdentity\nname: web\nnodes: [web-1, \"web/2\"]\n",
@@ -145,7 +145,7 @@ func TestParseJSON(t *testing.T) {
 	if len(docs) != 2 || docs[0].Spec.(*ServiceDefaults).Protocol != ProtocolGRPC {
 		t.Fatalf("got %+v", docs)
 	}
-	if _, err := Parse([]byte(`{"kind":"ServiceDefaults","name":"web","protocol":"grpc","x":1}`)); err == nil || !strings.Contains(err.Error(), "x: unknown field") {
+	if _, err := Parse([]byte(`{"kind":"ServiceDefaults","name":"web","protocol":"grpc","x":1}`)); err == nil || !strings.Contains(err.Error(), "x: unknown key") {
 		t.Fatalf("unknown JSON field: %v", err)
 	}
 }

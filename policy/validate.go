@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/strictyaml"
 )
 
 // Bounds of the numeric fields, documented in docs/policy.md.
@@ -50,7 +52,7 @@ func validateDoc(d *Document, pos, line int) []error {
 	switch d.Kind {
 	case KindIntentionDefaults, KindServiceIdentityDefaults:
 		if d.Name != DefaultsName {
-			v.add("name", "%q: a%s %s document must be named %q", truncate(d.Name), article(d.Kind), d.Kind, DefaultsName)
+			v.add("name", "%q: a%s %s document must be named %q", strictyaml.Truncate(d.Name), article(d.Kind), d.Kind, DefaultsName)
 		}
 	case KindServiceDefaults, KindResilience, KindIntention, KindServiceIdentity:
 		if d.Name != Wildcard {
@@ -58,7 +60,7 @@ func validateDoc(d *Document, pos, line int) []error {
 		}
 	case KindSplit:
 		if !splitNameRE.MatchString(d.Name) {
-			v.add("name", "%q must be 1 to 63 letters, digits, '-', '_' or '.'", truncate(d.Name))
+			v.add("name", "%q must be 1 to 63 letters, digits, '-', '_' or '.'", strictyaml.Truncate(d.Name))
 		}
 	default:
 		v.serviceName("name", d.Name)
@@ -86,7 +88,7 @@ func (v *validator) serviceName(path, s string) {
 		return
 	}
 	if !nameRE.MatchString(s) {
-		v.add(path, "%q must be a service name: 1 to 63 letters, digits, '-' or '_'", truncate(s))
+		v.add(path, "%q must be a service name: 1 to 63 letters, digits, '-' or '_'", strictyaml.Truncate(s))
 	}
 }
 
@@ -111,7 +113,7 @@ func (s *ServiceDefaults) validate(v *validator) {
 	switch s.Protocol {
 	case "", ProtocolTCP, ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC:
 	default:
-		v.add("protocol", "%q is unknown (want tcp, http, http2 or grpc)", truncate(string(s.Protocol)))
+		v.add("protocol", "%q is unknown (want tcp, http, http2 or grpc)", strictyaml.Truncate(string(s.Protocol)))
 	}
 }
 
@@ -123,22 +125,22 @@ func (r *Route) validate(v *validator) {
 		p := fmt.Sprintf("routes[%d]", i)
 		m := rule.Match
 		if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
-			v.add(p+".match.path_prefix", "%q must start with \"/\"", truncate(m.PathPrefix))
+			v.add(p+".match.path_prefix", "%q must start with \"/\"", strictyaml.Truncate(m.PathPrefix))
 		}
 		for j, h := range m.Headers {
 			if !headerRE.MatchString(h.Name) {
-				v.add(fmt.Sprintf("%s.match.headers[%d].name", p, j), "%q is not a valid header name", truncate(h.Name))
+				v.add(fmt.Sprintf("%s.match.headers[%d].name", p, j), "%q is not a valid header name", strictyaml.Truncate(h.Name))
 			}
 		}
 		for j, meth := range m.Methods {
 			if !methodRE.MatchString(meth) {
-				v.add(fmt.Sprintf("%s.match.methods[%d]", p, j), "%q must be an upper-case HTTP method such as GET", truncate(meth))
+				v.add(fmt.Sprintf("%s.match.methods[%d]", p, j), "%q must be an upper-case HTTP method such as GET", strictyaml.Truncate(meth))
 			}
 		}
 		if rule.Split == "" {
 			v.add(p+".split", "required: the name of a Split document")
 		} else if !splitNameRE.MatchString(rule.Split) {
-			v.add(p+".split", "%q is not a valid split name", truncate(rule.Split))
+			v.add(p+".split", "%q is not a valid split name", strictyaml.Truncate(rule.Split))
 		}
 	}
 }
@@ -147,7 +149,7 @@ func (s *Split) validate(v *validator) {
 	if s.Service != "" {
 		v.serviceName("service", s.Service)
 	} else if !nameRE.MatchString(v.name) {
-		v.add("service", "required when the name %q is not a service name", truncate(v.name))
+		v.add("service", "required when the name %q is not a service name", strictyaml.Truncate(v.name))
 	}
 	if len(s.Splits) == 0 {
 		v.add("splits", "at least one split is required")
@@ -185,7 +187,7 @@ func (r *Resilience) validate(v *validator) {
 		v.intRange("retries.attempts", rt.Attempts, 0, MaxRetryAttempts)
 		for i, c := range rt.RetryOn {
 			if !validCondition(c) {
-				v.add(fmt.Sprintf("retries.retry_on[%d]", i), "%q is unknown (want one of %s)", truncate(string(c)), conditionList())
+				v.add(fmt.Sprintf("retries.retry_on[%d]", i), "%q is unknown (want one of %s)", strictyaml.Truncate(string(c)), conditionList())
 			}
 		}
 		v.duration("retries.per_try_timeout", rt.PerTryTimeout, true)
@@ -234,7 +236,7 @@ func conditionList() string {
 
 func validAction(path string, a Action, v *validator) {
 	if a != Allow && a != Deny {
-		v.add(path, "%q must be allow or deny", truncate(string(a)))
+		v.add(path, "%q must be allow or deny", strictyaml.Truncate(string(a)))
 	}
 }
 
@@ -249,7 +251,7 @@ func (in *Intention) validate(v *validator) {
 			v.serviceName(p+".name", s.Name)
 		}
 		if j, dup := seen[strings.ToLower(s.Name)]; dup {
-			v.add(p+".name", "%q is already listed at sources[%d]", truncate(s.Name), j)
+			v.add(p+".name", "%q is already listed at sources[%d]", strictyaml.Truncate(s.Name), j)
 		}
 		seen[strings.ToLower(s.Name)] = i
 		validAction(p+".action", s.Action, v)
@@ -301,10 +303,10 @@ func (si *ServiceIdentity) validate(v *validator) {
 		case n == "." || n == "..":
 			v.add(p, "%q is not a node name", n)
 		case !nodePatternRE.MatchString(n):
-			v.add(p, "%q must be a node name (1 to 128 letters, digits, '.', '-' or '_'), '*' standing for any characters", truncate(n))
+			v.add(p, "%q must be a node name (1 to 128 letters, digits, '.', '-' or '_'), '*' standing for any characters", strictyaml.Truncate(n))
 		}
 		if j, dup := seen[strings.ToLower(n)]; dup {
-			v.add(p, "%q is already listed at nodes[%d]", truncate(n), j)
+			v.add(p, "%q is already listed at nodes[%d]", strictyaml.Truncate(n), j)
 		}
 		seen[strings.ToLower(n)] = i
 	}

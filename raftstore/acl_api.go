@@ -56,7 +56,7 @@ func (n *Node) RegisterACLAPI(mount acl.MountFunc, deps ACLAPIDeps) error {
 	h := func(pattern string, need acl.Requirement, f func(w http.ResponseWriter, r *http.Request) error) {
 		errs = append(errs, mount(pattern, need, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !a.res.Enabled() {
-				httpjson.Write(w, http.StatusNotImplemented, APIError{Error: "ACLs are disabled on this agent (acl.enabled: false)", Code: "acl_disabled"})
+				httpjson.CodedError(w, http.StatusNotImplemented, httpjson.CodeACLDisabled, errors.New("ACLs are disabled on this agent (acl.enabled: false)"))
 				return
 			}
 			if err := f(w, r); err != nil && !acl.WriteError(w, r, err) {
@@ -93,18 +93,18 @@ func writeACLError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
 	case errors.Is(err, acl.ErrBootstrapDone):
-		status, code = http.StatusConflict, "acl_bootstrap_done"
+		status, code = http.StatusConflict, httpjson.CodeBootstrapDone
 	case errors.Is(err, acl.ErrConflict):
-		status, code = http.StatusConflict, "conflict"
+		status, code = http.StatusConflict, httpjson.CodeConflict
 	case errors.Is(err, acl.ErrInvalidPolicy):
-		status, code = http.StatusBadRequest, "invalid"
+		status, code = http.StatusBadRequest, httpjson.CodeInvalid
 	case errors.Is(err, acl.ErrNotFound):
-		status, code = http.StatusNotFound, "not_found"
+		status, code = http.StatusNotFound, httpjson.CodeNotFound
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	httpjson.Write(w, status, APIError{Error: err.Error(), Code: code})
+	httpjson.WriteError(w, status, APIError{Error: err.Error(), Code: code, IdempotencyKey: w.Header().Get(HeaderIdempotencyKey)})
 }
 
 // tokenView is what the API shows of a token: never the hash of its

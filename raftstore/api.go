@@ -32,20 +32,11 @@ type PolicyList struct {
 // one the agent made.
 const HeaderIdempotencyKey = "Idempotency-Key"
 
-// APIError is the JSON body of an error answer of the policy API.
-type APIError struct {
-	// Error is a one-line explanation.
-	Error string `json:"error"`
-	// Code is machine-readable: "outcome_unknown" (503: the write may or
-	// may not have been applied; retry with the same idempotency key),
-	// "no_leader" (503: not applied), "cas_conflict" (409), "invalid"
-	// (400), "policy_cap" (413: the write would take the policy past
-	// policy.MaxTotalDocuments or MaxTotalBytes), "not_found" (404),
-	// "forbidden" (403), "timeout" (504), "internal" (500).
-	Code string `json:"code"`
-	// IdempotencyKey is the key of the write, on the answers to writes.
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-}
+// APIError is the JSON body of an error answer of the policy, snapshot,
+// operator and ACL APIs: the API's one error shape, whose Code is one of
+// httpjson.Codes and whose IdempotencyKey is the key of the write, on the
+// answers to writes.
+type APIError = httpjson.ErrorBody
 
 // RegisterAPI mounts the policy, operator and snapshot endpoints of the
 // agent's local HTTP API with mount (the HTTP API's Mount), each with what
@@ -138,32 +129,32 @@ func (n *Node) RegisterAPI(mount acl.MountFunc) error {
 func apiStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
-		return http.StatusServiceUnavailable, "outcome_unknown"
+		return http.StatusServiceUnavailable, httpjson.CodeOutcomeUnknown
 	case errors.Is(err, policy.ErrCapExceeded):
 		// Not 400: the documents are valid, and a policy with fewer or
 		// smaller ones would take them. 413 says the content is more than
 		// the server accepts; the message names the cap and the figures.
-		return http.StatusRequestEntityTooLarge, "policy_cap"
-	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid):
-		return http.StatusBadRequest, "invalid"
+		return http.StatusRequestEntityTooLarge, httpjson.CodePolicyCap
+	case errors.Is(err, policy.ErrInvalid), errors.Is(err, ErrInvalid), errors.Is(err, httpjson.ErrBadBody):
+		return http.StatusBadRequest, httpjson.CodeInvalid
 	case errors.Is(err, ErrBadSnapshot):
-		return http.StatusBadRequest, "bad_snapshot"
+		return http.StatusBadRequest, httpjson.CodeBadSnapshot
 	case errors.Is(err, ErrCASConflict):
-		return http.StatusConflict, "cas_conflict"
+		return http.StatusConflict, httpjson.CodeCASConflict
 	case errors.Is(err, ErrNotFound):
-		return http.StatusNotFound, "not_found"
+		return http.StatusNotFound, httpjson.CodeNotFound
 	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden, "forbidden"
+		return http.StatusForbidden, httpjson.CodeForbidden
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader):
-		return http.StatusServiceUnavailable, "no_leader"
+		return http.StatusServiceUnavailable, httpjson.CodeNoLeader
 	case errors.Is(err, ErrNoServers):
-		return http.StatusServiceUnavailable, "no_servers"
+		return http.StatusServiceUnavailable, httpjson.CodeNoServers
 	case errors.Is(err, ErrClosed):
-		return http.StatusServiceUnavailable, "closed"
+		return http.StatusServiceUnavailable, httpjson.CodeClosed
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "timeout"
+		return http.StatusGatewayTimeout, httpjson.CodeTimeout
 	}
-	return http.StatusInternalServerError, "internal"
+	return http.StatusInternalServerError, httpjson.CodeInternal
 }
 
 // writeAPIError answers err as an APIError. A 503 carries Retry-After.
@@ -172,7 +163,7 @@ func writeAPIError(w http.ResponseWriter, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	httpjson.Write(w, status, APIError{Error: err.Error(), Code: code, IdempotencyKey: w.Header().Get(HeaderIdempotencyKey)})
+	httpjson.WriteError(w, status, APIError{Error: err.Error(), Code: code, IdempotencyKey: w.Header().Get(HeaderIdempotencyKey)})
 }
 
 // writeContext returns the request's context carrying the write's

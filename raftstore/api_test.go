@@ -55,7 +55,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"apply", "PUT", "/v1/policy", "kind: ServiceDefaults\nname: web\nprotocol: http\n---\nkind: Split\nname: web\nsplits: [{weight: 100}]\n", 200, `"documents"`},
 		{"invalid names the field", "PUT", "/v1/policy", "kind: Split\nname: web\nsplits:\n- weight: 100\n- weight: -5\n", 400,
 			`Split \"web\": splits[1].weight: -5 must be between 0 and 100`},
-		{"unknown key", "PUT", "/v1/policy", "kind: ServiceDefaults\nname: web\nprotocoll: http\n", 400, `protocoll: unknown field`},
+		{"unknown key", "PUT", "/v1/policy", "kind: ServiceDefaults\nname: web\nprotocoll: http\n", 400, `protocoll: unknown key`},
 		{"dangling route", "PUT", "/v1/policy", "kind: Route\nname: web\nroutes: [{match: {}, split: nope}]\n", 400, `Split \"nope\" does not exist`},
 		{"cas=0 on existing", "PUT", "/v1/policy?cas=0", "kind: ServiceDefaults\nname: web\n", 409, "already exists"},
 		{"bad cas", "PUT", "/v1/policy?cas=x", "kind: ServiceDefaults\nname: web\n", 400, "cas"},

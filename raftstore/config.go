@@ -1,7 +1,6 @@
 package raftstore
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/internal/keytls"
 )
 
 // DefaultPort is the server port: Raft and RPC, multiplexed by ALPN.
@@ -102,6 +101,16 @@ type Config struct {
 	// only; it must differ from ClusterKey. Default: none, and the server
 	// port cannot tell a server from any agent (docs/security.md).
 	ServerKey []byte
+	// AcceptClusterKeys are further decoded cluster keys whose authorities
+	// the server port trusts besides ClusterKey's, for a rotation of the
+	// cluster key without a flag day (docs/operations.md); certificates
+	// are minted from ClusterKey only. At most keytls.MaxAcceptKeys, none
+	// equal to ClusterKey, ServerKey or each other. Default: none.
+	AcceptClusterKeys [][]byte
+	// AcceptServerKeys are further decoded server keys, as
+	// AcceptClusterKeys are for ClusterKey. Servers with ServerKey only.
+	// Default: none.
+	AcceptServerKeys [][]byte
 
 	// Server makes this agent a Raft server. Default false (client agent).
 	Server bool
@@ -230,26 +239,26 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("raftstore: config: DataDir: required")
 	}
-	if len(c.ClusterKey) != 32 {
-		return fmt.Errorf("raftstore: config: ClusterKey: must be 32 bytes, got %d", len(c.ClusterKey))
+	if err := checkClusterKey(c.ClusterKey); err != nil {
+		return fmt.Errorf("raftstore: config: ClusterKey %w", err)
 	}
-	if c.ServerKey != nil {
-		switch {
-		case !c.Server:
-			return fmt.Errorf("raftstore: config: ServerKey: only servers hold the server key")
-		case len(c.ServerKey) != 32:
-			return fmt.Errorf("raftstore: config: ServerKey: must be 32 bytes, got %d", len(c.ServerKey))
-		case subtle.ConstantTimeCompare(c.ServerKey, c.ClusterKey) == 1:
-			return fmt.Errorf("raftstore: config: ServerKey: must differ from ClusterKey, which every agent holds")
+	if err := CheckServerKey(c.Server, c.ServerKey, c.ClusterKey); err != nil {
+		return fmt.Errorf("raftstore: config: ServerKey %w", err)
+	}
+	if err := CheckBootstrapExpect(c.Server, c.BootstrapExpect); err != nil {
+		return fmt.Errorf("raftstore: config: BootstrapExpect %w", err)
+	}
+	if err := CheckInitialManagement(c.Server, c.ACLInitialManagement); err != nil {
+		return fmt.Errorf("raftstore: config: ACLInitialManagement %w", err)
+	}
+	if c.AcceptClusterKeys != nil || c.AcceptServerKeys != nil {
+		kc := keytls.Config{Key: c.ClusterKey, ServerKey: c.ServerKey, AcceptKeys: c.AcceptClusterKeys, AcceptServerKeys: c.AcceptServerKeys, NodeName: c.NodeName}
+		if err := kc.Validate(); err != nil {
+			return fmt.Errorf("raftstore: config: %w", err)
 		}
 	}
 	d := c.withDefaults()
 	if c.Server {
-		switch c.BootstrapExpect {
-		case 0, 1, 3, 5:
-		default:
-			return fmt.Errorf("raftstore: config: BootstrapExpect %d: must be 1, 3 or 5 (or 0 to join an existing cluster)", c.BootstrapExpect)
-		}
 		if _, _, err := net.SplitHostPort(d.BindAddr); err != nil {
 			return fmt.Errorf("raftstore: config: BindAddr %q: %v", c.BindAddr, err)
 		}
@@ -258,16 +267,6 @@ func (c *Config) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(d.AdvertiseAddr); err != nil {
 			return fmt.Errorf("raftstore: config: AdvertiseAddr %q: want host:port: %v", c.AdvertiseAddr, err)
-		}
-	} else if c.BootstrapExpect != 0 {
-		return fmt.Errorf("raftstore: config: BootstrapExpect %d: only servers bootstrap", c.BootstrapExpect)
-	}
-	if c.ACLInitialManagement != "" {
-		if !c.Server {
-			return fmt.Errorf("raftstore: config: ACLInitialManagement: only servers make the initial management token")
-		}
-		if err := acl.CheckSecret("raftstore: config: ACLInitialManagement", c.ACLInitialManagement); err != nil {
-			return err
 		}
 	}
 	t := d.Timing

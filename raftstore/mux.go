@@ -43,7 +43,14 @@ type mux struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[net.Conn]struct{} // handshakes in progress
+	// mismatchWarned is when a refusal for a key mismatch was last
+	// logged as a warning: a misconfigured agent retries all the time.
+	mismatchWarned time.Time
 }
+
+// mismatchWarnEvery bounds the warnings about peers refused for a key
+// mismatch; the others are logged at debug level.
+const mismatchWarnEvery = 30 * time.Second
 
 func newMux(ln net.Listener, auth *keytls.Authority, advertise net.Addr, log *slog.Logger, protos ...string) *mux {
 	agents := slices.DeleteFunc(slices.Clone(protos), func(p string) bool { return p == ALPNRaft })
@@ -111,7 +118,13 @@ func (m *mux) handshake(c net.Conn) {
 	delete(m.conns, c)
 	m.mu.Unlock()
 	if err != nil {
-		m.log.Debug("raftstore handshake refused", "remote", c.RemoteAddr().String(), "err", err)
+		level := slog.LevelDebug
+		if errors.Is(err, keytls.ErrKeyMismatch) && m.warnMismatch() {
+			// Not an attack as a rule: a rotation of the cluster key
+			// (or server key) that skipped a step, or a typo.
+			level = slog.LevelWarn
+		}
+		m.log.Log(context.Background(), level, "raftstore handshake refused", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
 	}
@@ -127,6 +140,19 @@ func (m *mux) handshake(c net.Conn) {
 	if sub == nil || !sub.deliver(conn) {
 		tc.Close()
 	}
+}
+
+// warnMismatch reports whether a key-mismatch refusal may be logged as a
+// warning now.
+func (m *mux) warnMismatch() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if now.Sub(m.mismatchWarned) < mismatchWarnEvery {
+		return false
+	}
+	m.mismatchWarned = now
+	return true
 }
 
 func (m *mux) isClosed() bool {

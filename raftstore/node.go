@@ -107,7 +107,11 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	auth := deps.TLS
 	if auth == nil {
 		var err error
-		if auth, err = keytls.New(keytls.Config{Key: cfg.ClusterKey, ServerKey: cfg.ServerKey, NodeName: cfg.NodeName}); err != nil {
+		if auth, err = keytls.New(keytls.Config{
+			Key: cfg.ClusterKey, AcceptKeys: cfg.AcceptClusterKeys,
+			ServerKey: cfg.ServerKey, AcceptServerKeys: cfg.AcceptServerKeys,
+			NodeName: cfg.NodeName,
+		}); err != nil {
 			return nil, fmt.Errorf("raftstore: %w", err)
 		}
 	} else if cfg.ServerKey != nil && !auth.HasServerKey() {
@@ -175,7 +179,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.goRun(func() { n.replica.persistLoop(runCtx) })
 	n.startACL(runCtx)
-	n.log.Info("raftstore started", "node", n.cfg.NodeName, "server", n.cfg.Server, "policy_index", n.replica.Current().Index())
+	// The keys by fingerprint, never the keys: a rotation's progress can
+	// be read in every agent's log (docs/operations.md).
+	n.log.Info("raftstore started", "node", n.cfg.NodeName, "server", n.cfg.Server, "policy_index", n.replica.Current().Index(),
+		"cluster_key", n.auth.Fingerprint(), "accept_cluster_keys", n.auth.AcceptedFingerprints())
 	return nil
 }
 

@@ -20,7 +20,10 @@ import (
 // A server is a caller that callerIsServer (snapshot.go) recognises: with
 // a server key, one whose leaf only servers can mint. Without one, any
 // holder of the cluster key can mint a leaf under a server's name and act
-// as that server here.
+// as that server here. During a rotation of the cluster key (or server
+// key), the keys named in accept_cluster_keys (accept_server_keys) count
+// as the own: a server not yet switched to the new key is still a server
+// to one that has switched, and the other way round.
 
 // SetACLResolver makes this server decide the RPCs of agents that are not
 // servers by the tokens they carry, with res. Call it before Start, on a

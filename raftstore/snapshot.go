@@ -232,8 +232,9 @@ func (s *fsmState) keepKV(cur *fsmState, prefixes []string) *fsmState {
 //
 // The caller must present a leaf that only servers can mint
 // (keytls.IsServerLeaf): with a server key, a leaf of the server
-// authority; without one, any leaf minted from the cluster key, which
-// every agent holds (the server then cannot tell a server from an agent,
+// authority (or of one derived from accepted keys, during a rotation);
+// without one, any leaf minted from the cluster key or an accepted
+// cluster key, which every agent holds (the server then cannot tell a server from an agent,
 // and warns at start). The name is that leaf's common name (the agent's
 // node name, which is also its Raft server ID). A leaf from the mesh CA
 // never counts, whatever it names: it proves a bootstrap token, not a
@@ -251,7 +252,7 @@ func (n *Node) callerIsServer(r *http.Request) (string, bool, error) {
 		// A cluster-key leaf under a server's name, where servers have
 		// server leaves: an agent posing as that server, or a server not
 		// yet given the key (a rolling restart). Either is worth a look.
-		if n.auth.HasServerKey() && leaf.CheckSignatureFrom(n.auth.CACert()) == nil {
+		if n.auth.HasServerKey() && n.auth.IsClusterLeaf(leaf) {
 			if named, err := n.inConfiguration(name); err == nil && named {
 				n.log.Warn("rpc caller named after a server presents no server certificate: an agent posing as it, or a server without server_key",
 					"caller", name, "remote", r.RemoteAddr, "path", r.URL.Path)

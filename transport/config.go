@@ -202,8 +202,8 @@ func (c *Config) Validate() error {
 	if c.KeepAlive >= c.PeerIdleTimeout {
 		return bad("KeepAlive", c.KeepAlive, fmt.Sprintf("must be shorter than PeerIdleTimeout (%s)", c.PeerIdleTimeout))
 	}
-	if c.MaxStreamsPerPeer < 1 || c.MaxStreamsPerPeer > 1<<20 {
-		return bad("MaxStreamsPerPeer", c.MaxStreamsPerPeer, "must be in 1..1048576")
+	if err := CheckMaxStreamsPerPeer(c.MaxStreamsPerPeer); err != nil {
+		return fmt.Errorf("%w: MaxStreamsPerPeer: %v", ErrConfig, err)
 	}
 	if c.ConnectAttempts < 1 || c.ConnectAttempts > 16 {
 		return bad("ConnectAttempts", c.ConnectAttempts, "must be in 1..16")

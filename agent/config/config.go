@@ -1,7 +1,11 @@
 // Package config reads the agent's configuration: YAML files and directories
 // merged in order, then command-line flags on top. Unknown keys are refused,
-// and every error names the file, the line and the key.
+// and every error names the file, the line and the key. The doc comments of
+// the Config structs are the reference: docs/configuration.md is generated
+// from them.
 package config
+
+//go:generate go run ./gendoc -o ../../docs/configuration.md
 
 import (
 	"crypto/rand"
@@ -32,13 +36,13 @@ type Config struct {
 	// Node is this node's name, unique in the cluster. Default: the hostname.
 	Node string `yaml:"node"`
 	// DataDir holds the agent's state: registrations, keyring, Raft, CA.
-	// Required, except with Dev, which uses a fresh temporary directory.
+	// Required, except with dev, which uses a fresh temporary directory.
 	DataDir string `yaml:"data_dir"`
 	// Bind is the address the cluster-facing listeners (gossip, Raft, tunnel)
 	// bind. Default: 0.0.0.0.
 	Bind string `yaml:"bind"`
 	// Advertise is the address other agents use to reach this one. Default:
-	// Bind, or the first private IPv4 address when Bind is unspecified.
+	// bind, or the first private IPv4 address when bind is unspecified.
 	Advertise string `yaml:"advertise"`
 	// RetryJoin lists agents (host or host:port) to join at start. They are
 	// tried, with the agents this one remembers in data_dir, with backoff
@@ -50,7 +54,8 @@ type Config struct {
 	// BootstrapExpect is how many servers to wait for before the first Raft
 	// election: 1, 3 or 5. Only for servers. Default: 0 (join an existing cluster).
 	BootstrapExpect int `yaml:"bootstrap_expect"`
-	// Dev starts a single self-contained node on loopback with no files needed.
+	// Dev starts a single self-contained node on loopback with no files
+	// needed. Default: false.
 	Dev bool `yaml:"dev"`
 	// LogLevel is debug, info, warn or error. Default: info.
 	LogLevel string `yaml:"log_level"`
@@ -61,7 +66,7 @@ type Config struct {
 	Encrypt string `yaml:"encrypt"`
 	// ClusterKey, base64 of 32 random bytes, authenticates and encrypts traffic
 	// to the servers (Raft and agent-to-server calls). Required on every agent
-	// of a cluster with servers. Dev generates one.
+	// of a cluster with servers. With dev, one is generated.
 	ClusterKey string `yaml:"cluster_key"`
 	// ServerKey, base64 of 32 random bytes (`meshwork keygen`), is held by
 	// servers only, the same on every server. From it they derive the
@@ -69,9 +74,26 @@ type Config struct {
 	// that an agent holding cluster_key (every agent does) cannot act as a
 	// server there: speak Raft, write the CA's state, get a backup with
 	// the private state (docs/security.md). Never on a client agent; must
-	// differ from cluster_key. Default: none, and servers warn. Dev
-	// generates one.
+	// differ from cluster_key. Default: none, and servers warn. With dev,
+	// one is generated.
 	ServerKey string `yaml:"server_key"`
+	// AcceptClusterKeys lists further cluster keys, base64 of 32 bytes,
+	// whose certificates are trusted on the server port besides those of
+	// cluster_key; certificates are still made from cluster_key only. It
+	// rotates the cluster key without a flag day, in three rolling
+	// restarts: every agent gets the new key here; every agent switches
+	// cluster_key to the new key and keeps the old one here; the old one
+	// is removed (docs/operations.md). A secret, as cluster_key is. At
+	// most 4, none equal to cluster_key, server_key or another entry.
+	// Default: none.
+	AcceptClusterKeys []string `yaml:"accept_cluster_keys"`
+	// AcceptServerKeys lists further server keys, base64 of 32 bytes,
+	// whose certificates servers trust besides those of server_key: it
+	// rotates server_key in the same three steps as accept_cluster_keys
+	// does cluster_key. Servers with server_key only; a secret, as
+	// server_key is. At most 4, none equal to server_key, cluster_key,
+	// an entry of accept_cluster_keys or another entry. Default: none.
+	AcceptServerKeys []string `yaml:"accept_server_keys"`
 
 	Ports     Ports     `yaml:"ports"`
 	Addresses Addresses `yaml:"addresses"`
@@ -161,8 +183,8 @@ type Raft struct {
 
 // CA configures the mesh PKI.
 type CA struct {
-	// Provider is "embedded" (the default: the servers run the CA) or
-	// "step-ca" (an external step-ca).
+	// Provider is "embedded" (the servers run the CA) or "step-ca" (an
+	// external step-ca). Default: "embedded".
 	Provider string `yaml:"provider"`
 	// TrustDomain is the SPIFFE trust domain. Default: "meshwork.local".
 	TrustDomain string `yaml:"trust_domain"`
@@ -170,14 +192,14 @@ type CA struct {
 	LeafTTL api.Duration `yaml:"leaf_ttl"`
 	// TokenFile holds a one-time bootstrap token made on a server by
 	// `meshwork ca token <node>`. Client agents need it for their first
-	// certificate only; servers and Dev sign their own. Default: none.
+	// certificate only; servers and dev sign their own. Default: none.
 	TokenFile string `yaml:"token_file"`
 	// StateKeyFile holds the key (`meshwork ca keygen`) that seals the CA's
 	// private keys in the replicated state: servers only, the same on every
 	// server, mode 0600. Default: <data_dir>/ca/state.key, created when
-	// missing (the first server, Dev).
+	// missing (the first server, dev).
 	StateKeyFile string `yaml:"state_key_file"`
-	// StepCA configures the external CA when Provider is "step-ca".
+	// StepCA configures the external CA when provider is "step-ca".
 	StepCA StepCA `yaml:"step_ca"`
 }
 
@@ -205,7 +227,7 @@ type Tunnel struct {
 	VIPRange string `yaml:"vip_range"`
 	// DefaultPolicy decides calls that no Intention matches, until the mesh-wide
 	// default is set by policy: "allow" or "deny". Default: "deny", or "allow"
-	// with Dev.
+	// with dev.
 	DefaultPolicy string `yaml:"default_policy"`
 	// IdleTimeout closes proxied connections idle this long. Default: 1h.
 	IdleTimeout api.Duration `yaml:"idle_timeout"`

@@ -7,13 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshwork/meshwork/internal/strictyaml"
 )
 
 // ErrNotFound wraps the error for a config file or directory that does not
@@ -95,31 +96,35 @@ func (l *Loaded) mergeFile(path string) error {
 }
 
 // mergeBytes merges one file's contents and returns the key paths it set,
-// with their lines.
+// with their lines. Its error names every wrong key of the file.
 func (l *Loaded) mergeBytes(name string, data []byte) (map[string]int, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, nil // an empty file sets nothing
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config %s: %s", name, yamlMessage(err))
+	doc, err := strictyaml.ReadOne(data)
+	if err != nil {
+		// yaml.v3's syntax errors read "yaml: line 3: did not find ...".
+		return nil, fmt.Errorf("config %s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	if len(doc.Content) == 0 {
+	if doc == nil || len(doc.Content) == 0 {
 		return nil, nil // only comments
 	}
-	if doc.Content[0].Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("config %s: line %d: the file must be a mapping of keys, got %s", name, doc.Content[0].Line, kindName(doc.Content[0]))
-	}
-	seen := map[string]int{}
-	if err := checkKeys(&doc, reflect.TypeOf(Config{}), "", seen); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+	if body := doc.Content[0]; body.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("config %s: line %d: the file must be a mapping of keys, got %s", name, body.Line, strictyaml.Describe(body))
 	}
 
 	// Lists that accumulate across files are decoded alone and appended.
 	prevServices, prevJoin := l.Services, l.RetryJoin
 	l.Services, l.RetryJoin, l.Service = nil, nil, nil
-	if err := doc.Decode(&l.Config); err != nil {
-		return nil, fmt.Errorf("config %s: %s", name, yamlMessage(err))
+	seen := map[string]int{}
+	dec := strictyaml.Decoder{OnKey: func(path string, line int) { seen[path] = line }}
+	if errs := dec.Decode(doc, &l.Config); len(errs) > 0 {
+		l.Services, l.RetryJoin, l.Service = prevServices, prevJoin, nil
+		list := make([]error, len(errs))
+		for i, e := range errs {
+			list[i] = fmt.Errorf("config %s: %w", name, e)
+		}
+		return nil, errors.Join(list...)
 	}
 	offset := len(prevServices)
 	if l.Service != nil {
@@ -155,22 +160,6 @@ func renumberService(p string, offset int, seen map[string]int) string {
 		return fmt.Sprintf("services[%d]%s", offset+n, strings.TrimPrefix(p, "service"))
 	}
 	return p
-}
-
-var linePrefix = regexp.MustCompile(`^line \d+: `)
-
-// yamlMessage turns yaml.v3's errors into one line. The caller adds the key
-// and line, so yaml's own "line N:" prefix is dropped where it has one.
-func yamlMessage(err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			msgs[i] = linePrefix.ReplaceAllString(m, "")
-		}
-		return strings.Join(msgs, "; ")
-	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
 // LoadAndValidate loads files and dirs, lets override apply command-line

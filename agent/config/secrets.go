@@ -11,7 +11,7 @@ import (
 )
 
 // secretKeys are the configuration keys whose values are secrets.
-var secretKeys = []string{"encrypt", "cluster_key", "server_key", "acl.tokens.agent", "acl.tokens.initial_management"}
+var secretKeys = []string{"encrypt", "cluster_key", "accept_cluster_keys", "server_key", "accept_server_keys", "acl.tokens.agent", "acl.tokens.initial_management"}
 
 // AgentGroup is the group the packaged agent runs as. Files that hold
 // secrets may be readable by it (root:meshwork 0640), as the Ansible role
@@ -38,8 +38,9 @@ type secretFile struct {
 }
 
 // SecretWarnings returns one warning for each file that holds a secret (a
-// config file setting encrypt, cluster_key, server_key or an acl.tokens
-// secret, or a file named by ca.token_file, ca.state_key_file,
+// config file setting encrypt, cluster_key, server_key, accept_cluster_keys,
+// accept_server_keys or an acl.tokens secret, or a file named by
+// ca.token_file, ca.state_key_file,
 // ca.step_ca's password_file and key_file or acl.tokens.agent_file) which
 // users other than its owner and the agent's group can read, or which
 // others than its owner can change. The configuration is

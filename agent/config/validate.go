@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +11,13 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/ca"
+	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/internal/keytls"
+	"github.com/meshwork/meshwork/raftstore"
+	"github.com/meshwork/meshwork/transport"
+	"github.com/meshwork/meshwork/transport/vip"
 )
 
 // FieldError is one invalid key.
@@ -42,6 +47,12 @@ func (c *Config) Validate() error {
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
+	// check reports the error of a component's rule for the key at path.
+	check := func(path string, err error) {
+		if err != nil {
+			errs = append(errs, &FieldError{Path: path, Msg: reason(err)})
+		}
+	}
 
 	if !nodeName.MatchString(c.Node) {
 		bad("node", "%q must be one DNS label: letters, digits and '-', at most 63", c.Node)
@@ -62,38 +73,38 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("retry_join[%d]", i), "%q: %v", j, err)
 		}
 	}
-	switch {
-	case !c.Server && c.BootstrapExpect != 0:
-		bad("bootstrap_expect", "%d is only for servers; set server: true", c.BootstrapExpect)
-	case c.BootstrapExpect != 0 && c.BootstrapExpect != 1 && c.BootstrapExpect != 3 && c.BootstrapExpect != 5:
-		bad("bootstrap_expect", "%d must be 1, 3 or 5: an even count adds no fault tolerance", c.BootstrapExpect)
-	}
+	check("bootstrap_expect", raftstore.CheckBootstrapExpect(c.Server, c.BootstrapExpect))
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level", "%q must be debug, info, warn or error", c.LogLevel)
 	}
 	if c.Encrypt != "" {
-		if err := checkKey(c.Encrypt, 16, 24, 32); err != nil {
-			bad("encrypt", "%v", err)
+		if _, err := gossip.ParseKey(c.Encrypt); err != nil {
+			check("encrypt", err)
 		}
 	}
+	var clusterKey []byte
 	if c.ClusterKey == "" && !c.Dev {
 		bad("cluster_key", "is required: it secures traffic to the servers (make one with `meshwork keygen`)")
 	} else if c.ClusterKey != "" {
-		if err := checkKey(c.ClusterKey, 32); err != nil {
-			bad("cluster_key", "%v", err)
-		}
+		var err error
+		clusterKey, err = keytls.DecodeKey(c.ClusterKey)
+		check("cluster_key", err)
 	}
 	if c.ServerKey != "" {
-		if !c.Server {
-			bad("server_key", "is only for servers: whoever holds it can act as a server, so a client agent must never have it; remove it from this agent's configuration (or set server: true)")
-		} else if err := checkKey(c.ServerKey, 32); err != nil {
-			bad("server_key", "%v", err)
-		} else if sameKey(c.ServerKey, c.ClusterKey) {
-			bad("server_key", "is the same key as cluster_key, which every agent holds; make a key of its own with `meshwork keygen`")
+		serverKey, err := keytls.DecodeKey(c.ServerKey)
+		switch {
+		case err != nil && c.Server:
+			check("server_key", err)
+		case err != nil:
+			// Unreadable, but a client must not hold one at all: say so.
+			check("server_key", raftstore.CheckServerKey(false, []byte{}, nil))
+		default:
+			check("server_key", raftstore.CheckServerKey(c.Server, serverKey, clusterKey))
 		}
 	}
+	errs = append(errs, c.validateAcceptKeys()...)
 
 	ports := []struct {
 		path string
@@ -133,23 +144,14 @@ func (c *Config) Validate() error {
 		ids[id] = i
 	}
 
-	if !validDomain(c.DNS.Domain) {
-		bad("dns.domain", "%q is not a valid domain name", c.DNS.Domain)
-	}
+	check("dns.domain", dnsserver.CheckDomain(c.DNS.Domain))
 	for i, r := range c.DNS.Recursors {
-		if err := checkHostPort(r, false); err != nil {
-			bad(fmt.Sprintf("dns.recursors[%d]", i), "%q: %v", r, err)
-		}
+		check(fmt.Sprintf("dns.recursors[%d]", i), dnsserver.CheckRecursor(r))
 	}
 	positive(bad, "dns.recursor_timeout", c.DNS.RecursorTimeout.D())
-	for _, d := range []struct {
-		path string
-		v    time.Duration
-	}{{"dns.service_ttl", c.DNS.ServiceTTL.D()}, {"dns.node_ttl", c.DNS.NodeTTL.D()}, {"dns.negative_ttl", c.DNS.NegativeTTL.D()}} {
-		if d.v < 0 || d.v > 24*time.Hour {
-			bad(d.path, "%s must be between 0s and 24h", d.v)
-		}
-	}
+	check("dns.service_ttl", dnsserver.CheckTTL(c.DNS.ServiceTTL.D()))
+	check("dns.node_ttl", dnsserver.CheckTTL(c.DNS.NodeTTL.D()))
+	check("dns.negative_ttl", dnsserver.CheckTTL(c.DNS.NegativeTTL.D()))
 
 	positive(bad, "gossip.reconnect_timeout", c.Gossip.ReconnectTimeout.D())
 	positive(bad, "gossip.tombstone_timeout", c.Gossip.TombstoneTimeout.D())
@@ -164,43 +166,18 @@ func (c *Config) Validate() error {
 		bad("raft.snapshot_threshold", "%d must be at least 16", c.Raft.SnapshotThreshold)
 	}
 
-	switch c.CA.Provider {
-	case "embedded":
-	case "step-ca":
-		s := c.CA.StepCA
-		if !strings.HasPrefix(s.URL, "https://") {
-			bad("ca.step_ca.url", "%q must be an https:// URL", s.URL)
-		}
-		if len(s.RootFingerprint) != 64 || !isHex(s.RootFingerprint) {
-			bad("ca.step_ca.root_fingerprint", "%q must be a SHA-256 fingerprint in hex (64 digits)", s.RootFingerprint)
-		}
-		if s.Provisioner == "" {
-			bad("ca.step_ca.provisioner", "is required with provider step-ca")
-		}
-		if s.PasswordFile == "" {
-			bad("ca.step_ca.password_file", "is required with provider step-ca")
-		}
-		if s.RootsRefresh.D() < 0 {
-			bad("ca.step_ca.roots_refresh", "%s must not be negative", s.RootsRefresh.D())
-		}
-	default:
-		bad("ca.provider", "%q must be embedded or step-ca", c.CA.Provider)
-	}
-	if !validDomain(c.CA.TrustDomain) || strings.HasSuffix(c.CA.TrustDomain, ".") {
-		bad("ca.trust_domain", "%q is not a valid trust domain (a DNS-like name, no trailing dot)", c.CA.TrustDomain)
-	}
-	if d := c.CA.LeafTTL.D(); d < time.Minute || d > 90*24*time.Hour {
-		bad("ca.leaf_ttl", "%s must be between 1m and 2160h", d)
+	for _, p := range c.CA.component().Problems() {
+		bad("ca."+p.Key, "%s", p.Reason)
 	}
 
-	if p, err := netip.ParsePrefix(c.Tunnel.VIPRange); err != nil || !netip.MustParsePrefix("127.0.0.0/8").Contains(p.Addr()) || p.Bits() < 8 || p.Bits() > 24 {
-		bad("tunnel.vip_range", "%q must be a prefix inside 127.0.0.0/8, between /8 and /24", c.Tunnel.VIPRange)
-	} else if p = p.Masked(); p.Overlaps(netip.MustParsePrefix("127.0.0.0/16")) {
-		bad("tunnel.vip_range", "%q overlaps 127.0.0.0/16, where 127.0.0.1 lives", c.Tunnel.VIPRange)
+	if p, err := netip.ParsePrefix(c.Tunnel.VIPRange); err != nil {
+		bad("tunnel.vip_range", "%q is not a prefix such as 127.240.0.0/12", c.Tunnel.VIPRange)
+	} else if err := vip.CheckPrefix(p); err != nil {
+		check("tunnel.vip_range", err)
 	} else {
 		// A VIP listener on the agent's own address would shadow it.
 		for _, k := range []struct{ path, v string }{{"bind", c.Bind}, {"addresses.http", c.Addresses.HTTP}, {"addresses.dns", c.Addresses.DNS}} {
-			if ip, err := netip.ParseAddr(k.v); err == nil && p.Contains(ip) {
+			if ip, err := netip.ParseAddr(k.v); err == nil && p.Masked().Contains(ip) {
 				bad("tunnel.vip_range", "%q contains %s %s", c.Tunnel.VIPRange, k.path, k.v)
 			}
 		}
@@ -210,9 +187,7 @@ func (c *Config) Validate() error {
 	}
 	positive(bad, "tunnel.idle_timeout", c.Tunnel.IdleTimeout.D())
 	positive(bad, "tunnel.drain_timeout", c.Tunnel.DrainTimeout.D())
-	if c.Tunnel.MaxStreamsPerPeer < 1 {
-		bad("tunnel.max_streams_per_peer", "%d must be at least 1", c.Tunnel.MaxStreamsPerPeer)
-	}
+	check("tunnel.max_streams_per_peer", transport.CheckMaxStreamsPerPeer(c.Tunnel.MaxStreamsPerPeer))
 
 	if c.ACL.DefaultPolicy != "deny" && c.ACL.DefaultPolicy != "allow" {
 		bad("acl.default_policy", "%q must be deny or allow", c.ACL.DefaultPolicy)
@@ -223,52 +198,28 @@ func (c *Config) Validate() error {
 		bad("acl.tokens.agent_file", "%q is set, and so is acl.tokens.agent: give the agent's token one way", t.AgentFile)
 	}
 	if t.Agent != "" {
-		if err := acl.CheckSecret("the value", t.Agent); err != nil {
-			bad("acl.tokens.agent", "%s", strings.TrimPrefix(err.Error(), acl.ErrMalformedToken.Error()+": "))
-		}
+		check("acl.tokens.agent", acl.CheckSecret("the value", t.Agent))
 	}
-	if t.InitialManagement != "" {
-		if !c.Server {
-			bad("acl.tokens.initial_management", "is only for servers, whose leader makes it into a token; set server: true or remove it")
-		} else if err := acl.CheckSecret("the value", t.InitialManagement); err != nil {
-			bad("acl.tokens.initial_management", "%s (make one with `meshwork acl secret`)", strings.TrimPrefix(err.Error(), acl.ErrMalformedToken.Error()+": "))
-		}
-	}
+	check("acl.tokens.initial_management", raftstore.CheckInitialManagement(c.Server, t.InitialManagement))
 	return errors.Join(errs...)
+}
+
+// reason is the text of a component's error for a key, without the
+// sentinel's words that would only repeat "invalid" before it.
+func reason(err error) string {
+	msg := err.Error()
+	for _, sentinel := range []error{acl.ErrMalformedToken, gossip.ErrBadKey} {
+		if errors.Is(err, sentinel) {
+			msg = strings.TrimPrefix(msg, sentinel.Error()+": ")
+		}
+	}
+	return msg
 }
 
 func positive(bad func(string, string, ...any), path string, d time.Duration) {
 	if d <= 0 {
 		bad(path, "%s must be greater than 0", d)
 	}
-}
-
-func checkKey(s string, sizes ...int) error {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return errors.New("is not valid base64 (make a key with `meshwork keygen`)")
-	}
-	for _, n := range sizes {
-		if len(b) == n {
-			return nil
-		}
-	}
-	return fmt.Errorf("decodes to %d bytes, want %s", len(b), joinInts(sizes))
-}
-
-// sameKey reports whether two base64 keys decode to the same bytes.
-func sameKey(a, b string) bool {
-	ka, errA := base64.StdEncoding.DecodeString(a)
-	kb, errB := base64.StdEncoding.DecodeString(b)
-	return errA == nil && errB == nil && subtle.ConstantTimeCompare(ka, kb) == 1
-}
-
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, " or ")
 }
 
 // checkHostPort accepts "host" or "host:port"; the host must be an IP unless
@@ -309,13 +260,24 @@ func validDomain(d string) bool {
 	return true
 }
 
-func isHex(s string) bool {
-	for _, r := range s {
-		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
-			return false
-		}
+// component is the ca: section as the ca package reads it, whose Problems
+// are the rules of its keys.
+func (c *CA) component() ca.Config {
+	return ca.Config{
+		Provider:     c.Provider,
+		TrustDomain:  c.TrustDomain,
+		LeafTTL:      c.LeafTTL.D(),
+		TokenFile:    c.TokenFile,
+		StateKeyFile: c.StateKeyFile,
+		StepCA: ca.StepCAConfig{
+			URL:             c.StepCA.URL,
+			RootFingerprint: c.StepCA.RootFingerprint,
+			Provisioner:     c.StepCA.Provisioner,
+			PasswordFile:    c.StepCA.PasswordFile,
+			KeyFile:         c.StepCA.KeyFile,
+			RootsRefresh:    c.StepCA.RootsRefresh.D(),
+		},
 	}
-	return true
 }
 
 // Annotate adds the file and line where each key of err was set.

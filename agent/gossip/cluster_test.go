@@ -1,7 +1,9 @@
 package gossip_test
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,5 +212,42 @@ func TestLargeRecordTravelsOverStreams(t *testing.T) {
 	// owner pushed it over streams.
 	if n := counterValue(t, src.Registry, "meshwork_gossip_stream_messages_sent_total", "type", "record", "result", "ok"); n < 1 {
 		t.Fatalf("owner sent %v records over streams, want at least 1", n)
+	}
+}
+
+// TestForceLeave forces a failed member out: every running node then shows
+// it as left, not failed. A live member and an unknown one are refused.
+func TestForceLeave(t *testing.T) {
+	c := meshtest.NewCluster(t, 4, meshtest.Options{})
+	c.WaitConverged(waitLong)
+	g := c.Nodes[0].Gossip
+	if err := g.ForceLeave("node-1"); !errors.Is(err, gossip.ErrMemberAlive) || !strings.Contains(err.Error(), "alive") {
+		t.Fatalf("force leave of a live member: %v, want ErrMemberAlive", err)
+	}
+	if err := g.ForceLeave("node-0"); !errors.Is(err, gossip.ErrMemberAlive) {
+		t.Fatalf("force leave of itself: %v, want ErrMemberAlive", err)
+	}
+	if err := g.ForceLeave("nope"); !errors.Is(err, gossip.ErrUnknownMember) {
+		t.Fatalf("force leave of an unknown member: %v, want ErrUnknownMember", err)
+	}
+
+	c.Kill(3)
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
+			m, ok := s.Member("node-3")
+			return ok && m.Status == catalog.StatusFailed
+		})
+	}, "node-3 failed on every running node")
+	if err := g.ForceLeave("node-3"); err != nil {
+		t.Fatal(err)
+	}
+	meshtest.WaitFor(t, waitLong, func() bool {
+		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
+			m, ok := s.Member("node-3")
+			return ok && m.Status == catalog.StatusLeft
+		})
+	}, "node-3 left on every running node")
+	if err := g.ForceLeave("node-3"); err != nil {
+		t.Fatalf("force leave of a member that left: %v, want none", err)
 	}
 }

@@ -75,6 +75,9 @@ type Gossip struct {
 
 	ml      atomic.Pointer[memberlist.Memberlist]
 	keyring *memberlist.Keyring // nil when gossip is not encrypted
+	// configuredKey is Config.Keyring's primary, the agent's configured
+	// encrypt, which a keyring file may override (keyring.go); nil for none.
+	configuredKey []byte
 	// selfIP and selfPort are the advertised address, set by Start before
 	// ml. (memberlist's LocalNode returns a pointer it keeps writing to.)
 	selfIP   net.IP

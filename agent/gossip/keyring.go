@@ -10,6 +10,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -89,6 +90,79 @@ type KeyringResponse struct {
 	// Errors holds, by member name, each member's error, including members
 	// that did not answer in time.
 	Errors map[string]string `json:"errors,omitempty"`
+
+	// Whether the configured key (`encrypt`) and the keyring, which a
+	// keyring file in the data dir may have set, are in step: a playbook
+	// that rotates the key checks them after it changed `encrypt`.
+
+	// ConfiguredEncrypt is the fingerprint (KeyFingerprint) of the
+	// configured key of the agent that answered, never the key; "" when
+	// it has none.
+	ConfiguredEncrypt string `json:"configured_encrypt,omitempty"`
+	// ConfiguredEncryptInRing tells whether that agent's keyring holds its
+	// configured key.
+	ConfiguredEncryptInRing bool `json:"configured_encrypt_in_ring"`
+	// ConfiguredEncryptPrimary tells whether that agent encrypts with its
+	// configured key: its keyring and its configuration are in step.
+	ConfiguredEncryptPrimary bool `json:"configured_encrypt_primary"`
+	// ConfiguredEncryptOutOfStep names every member whose configured key
+	// is not its primary key, and why: "installed, not primary", "not
+	// installed" or "not configured". Members of versions that do not
+	// report it are left out. Empty when every member is in step.
+	ConfiguredEncryptOutOfStep map[string]string `json:"configured_encrypt_out_of_step,omitempty"`
+}
+
+// Where a node's configured key stands in its keyring (queryResp.Configured).
+const (
+	configuredPrimary   = "primary"
+	configuredInstalled = "installed, not primary"
+	configuredAbsent    = "not installed"
+	configuredUnset     = "not configured"
+)
+
+// SetConfiguredKey replaces the configured key (Config.Keyring's primary,
+// the agent's `encrypt`) that the keyring is compared with, as a reload of
+// the configuration does after a rotation: the keyring itself does not
+// change. It is ErrNoEncryption on a node whose gossip is not encrypted
+// (that needs a restart) and ErrBadKey for a malformed key; "" means none.
+func (g *Gossip) SetConfiguredKey(key string) error {
+	var k []byte
+	if key != "" {
+		var err error
+		if k, err = ParseKey(key); err != nil {
+			return fmt.Errorf("gossip: configured key: %w", err)
+		}
+	}
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	if g.keyring == nil {
+		return fmt.Errorf("gossip: configured key: %w", ErrNoEncryption)
+	}
+	g.configuredKey = k
+	if st := g.configuredStatusLocked(); st != configuredPrimary {
+		g.log.Warn("gossip configured key is not the primary key", "configured_encrypt", KeyFingerprint(key),
+			"status", st, "used", KeyFingerprint(base64.StdEncoding.EncodeToString(g.keyring.GetPrimaryKey())))
+	}
+	return nil
+}
+
+// configuredStatusLocked says where the configured key stands in the
+// keyring; "" without encryption. g.keyMu is held.
+func (g *Gossip) configuredStatusLocked() string {
+	switch {
+	case g.keyring == nil:
+		return ""
+	case g.configuredKey == nil:
+		return configuredUnset
+	case bytes.Equal(g.keyring.GetPrimaryKey(), g.configuredKey):
+		return configuredPrimary
+	}
+	for _, k := range g.keyring.GetKeys() {
+		if bytes.Equal(k, g.configuredKey) {
+			return configuredInstalled
+		}
+	}
+	return configuredAbsent
 }
 
 // ListKeys asks every live member for its keys.
@@ -231,8 +305,22 @@ func (g *Gossip) keyringOp(ctx context.Context, op, keyStr string) (*KeyringResp
 		if len(r.Primary) > 0 {
 			resp.PrimaryKeys[base64.StdEncoding.EncodeToString(r.Primary)]++
 		}
+		if r.Configured != "" && r.Configured != configuredPrimary {
+			if resp.ConfiguredEncryptOutOfStep == nil {
+				resp.ConfiguredEncryptOutOfStep = map[string]string{}
+			}
+			resp.ConfiguredEncryptOutOfStep[name] = r.Configured
+		}
 	}
 	q.mu.Unlock()
+	g.keyMu.Lock()
+	if g.configuredKey != nil {
+		resp.ConfiguredEncrypt = KeyFingerprint(base64.StdEncoding.EncodeToString(g.configuredKey))
+	}
+	own := g.configuredStatusLocked()
+	g.keyMu.Unlock()
+	resp.ConfiguredEncryptPrimary = own == configuredPrimary
+	resp.ConfiguredEncryptInRing = own == configuredPrimary || own == configuredInstalled
 	if len(resp.Errors) == 0 {
 		resp.Errors = nil
 		return resp, nil
@@ -292,6 +380,7 @@ func (g *Gossip) applyKeyOp(id uint64, op string, key []byte) queryResp {
 	}
 	r.Keys = g.keyring.GetKeys()
 	r.Primary = g.keyring.GetPrimaryKey()
+	r.Configured = g.configuredStatusLocked()
 	return r
 }
 
@@ -341,6 +430,9 @@ func (g *Gossip) loadKeyring() ([][]byte, error) {
 		}
 		fromCfg = append(fromCfg, k)
 	}
+	if len(fromCfg) > 0 {
+		g.configuredKey = fromCfg[0]
+	}
 	if g.cfg.KeyringFile == "" {
 		return fromCfg, nil
 	}
@@ -352,11 +444,29 @@ func (g *Gossip) loadKeyring() ([][]byte, error) {
 		return nil, err
 	}
 	if len(fromCfg) > 0 && !bytes.Equal(fromCfg[0], keys[0]) {
-		g.log.Warn("gossip keyring file overrides the configured keys",
-			"file", g.cfg.KeyringFile,
-			"reason", "the file holds the result of later rotations; delete it to start from the configuration")
+		g.warnOverride(fromCfg[0], keys)
 	}
 	return keys, nil
+}
+
+// warnOverride says, at start, that the keyring file's primary key (keys
+// from KeyringFile, primary first) is used instead of the configured key,
+// naming both by fingerprint, and how to bring them in step.
+func (g *Gossip) warnOverride(configured []byte, keys [][]byte) {
+	fp := func(k []byte) string { return KeyFingerprint(base64.StdEncoding.EncodeToString(k)) }
+	inRing := slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, configured) })
+	fix := "set encrypt to the key in use; or, to use the configured key, `meshwork keyring install` and then `meshwork keyring use` it on the cluster. " +
+		"Deleting the file makes this agent encrypt with the configured key, which the other members may not hold"
+	if inRing {
+		fix = "set encrypt to the key in use; or make the configured key primary on the cluster with `meshwork keyring use`"
+	}
+	g.log.Warn("gossip keyring file overrides the configured keys",
+		"file", g.cfg.KeyringFile,
+		"used", fp(keys[0]),
+		"configured_encrypt", fp(configured),
+		"configured_encrypt_in_ring", inRing,
+		"reason", "the file holds the result of rotations made after the configuration was written",
+		"fix", fix)
 }
 
 // ReadKeyringFile reads a keyring file: a JSON array of base64 keys, the

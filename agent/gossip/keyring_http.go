@@ -12,8 +12,15 @@ import (
 	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
-// KeyringPath is where the HTTP API mounts the keyring endpoint.
-const KeyringPath = "/v1/operator/keyring"
+// Where the HTTP API mounts the keyring endpoints.
+const (
+	// KeyringPath lists the keys (GET) and removes one (DELETE).
+	KeyringPath = "/v1/operator/keyring"
+	// KeyringInstallPath installs a key (PUT).
+	KeyringInstallPath = KeyringPath + "/install"
+	// KeyringUsePath makes an installed key the primary one (PUT).
+	KeyringUsePath = KeyringPath + "/use"
+)
 
 // KeyringOperator runs keyring operations across the cluster. *Gossip
 // implements it. Every method is safe for concurrent use and blocks until
@@ -26,7 +33,7 @@ type KeyringOperator interface {
 	RemoveKey(ctx context.Context, key string) (*KeyringResponse, error)
 }
 
-// KeyRequest is the body of POST, PUT and DELETE on KeyringPath.
+// KeyRequest is the body of the keyring's writes: install, use and remove.
 type KeyRequest struct {
 	// Key is a base64 gossip encryption key.
 	Key string `json:"key"`
@@ -65,73 +72,86 @@ func withFingerprints(resp *KeyringResponse) *KeyringResponse {
 	return &out
 }
 
-// RegisterKeyringAPI mounts the keyring endpoint on the agent's HTTP API:
+// RegisterKeyringAPI mounts the keyring endpoints on the agent's HTTP API:
 // listing needs operator:read on keyring, changes operator:write.
+//
+//	GET    /v1/operator/keyring           list the keys of every member
+//	PUT    /v1/operator/keyring/install   install {"key": "..."} on every member
+//	PUT    /v1/operator/keyring/use       make {"key": "..."} every member's primary key
+//	DELETE /v1/operator/keyring           remove {"key": "..."} from every member
+//
+// Each answers a KeyringResponse whose keys are fingerprints
+// (KeyFingerprint), never the keys themselves, or an error
+// (httpjson.ErrorBody): 400 "invalid" for a bad body or key,
+// "encryption_disabled" or "primary_key" for what the keyring refuses; 500
+// "keyring_partial" when some members failed, naming each; 503 "not_ready"
+// when gossip is not running.
+//
+// POST /v1/operator/keyring (install) and PUT /v1/operator/keyring (use),
+// the routes before the /install and /use paths, are kept for one release
+// as deprecated aliases (httpjson.Deprecated).
 func RegisterKeyringAPI(op KeyringOperator, mount acl.MountFunc) error {
-	h := NewKeyringHandler(op)
 	read := acl.Require(acl.ResourceOperator, acl.OperatorKeyring, acl.Read)
 	write := acl.Require(acl.ResourceOperator, acl.OperatorKeyring, acl.Write)
+	list := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := op.ListKeys(r.Context())
+		writeKeyringAnswer(w, resp, err)
+	})
+	install, use, remove := keyChange(op.InstallKey), keyChange(op.UseKey), keyChange(op.RemoveKey)
 	return errors.Join(
-		mount("GET "+KeyringPath, read, h),
-		mount("POST "+KeyringPath, write, h),
-		mount("PUT "+KeyringPath, write, h),
-		mount("DELETE "+KeyringPath, write, h),
+		mount("GET "+KeyringPath, read, list),
+		mount("PUT "+KeyringInstallPath, write, install),
+		mount("PUT "+KeyringUsePath, write, use),
+		mount("DELETE "+KeyringPath, write, remove),
+		mount("POST "+KeyringPath, write, httpjson.Deprecated{Successor: "PUT " + KeyringInstallPath, Handler: install}),
+		mount("PUT "+KeyringPath, write, httpjson.Deprecated{Successor: "PUT " + KeyringUsePath, Handler: use}),
 	)
 }
 
-// NewKeyringHandler serves KeyringPath:
-//
-//	GET    list the keys of every member
-//	POST   install {"key": "..."} on every member
-//	PUT    use {"key": "..."} as every member's primary key
-//	DELETE remove {"key": "..."} from every member
-//
-// It answers a KeyringResponse whose keys are fingerprints (KeyFingerprint),
-// never the keys themselves, or an httpjson error: 400 for a bad body or
-// key, or for a request the keyring refuses (no encryption, removing the
-// primary key); 500 when some members failed, naming each; 503 when gossip
-// is not running.
+// NewKeyringHandler serves the routes of RegisterKeyringAPI on a handler of
+// its own, with no access control: for tests and tools. The agent mounts
+// RegisterKeyringAPI on its HTTP API, which enforces the ACLs.
 func NewKeyringHandler(op KeyringOperator) http.Handler {
+	mux := http.NewServeMux()
+	if err := RegisterKeyringAPI(op, acl.MountAllowAll(mux)); err != nil {
+		panic(err) // fixed routes on an empty mux
+	}
+	return httpjson.Mux(mux)
+}
+
+// keyChange serves a write of the keyring: a KeyRequest body, then change.
+func keyChange(change func(ctx context.Context, key string) (*KeyringResponse, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var (
-			resp *KeyringResponse
-			err  error
-		)
-		switch r.Method {
-		case http.MethodGet:
-			resp, err = op.ListKeys(r.Context())
-		case http.MethodPost, http.MethodPut, http.MethodDelete:
-			var body KeyRequest
-			if err := httpjson.Decode(r, &body); err != nil {
-				httpjson.Error(w, http.StatusBadRequest, err)
-				return
-			}
-			if _, err := ParseKey(body.Key); err != nil {
-				httpjson.Error(w, http.StatusBadRequest, fmt.Errorf("field \"key\": %w", err))
-				return
-			}
-			switch r.Method {
-			case http.MethodPost:
-				resp, err = op.InstallKey(r.Context(), body.Key)
-			case http.MethodPut:
-				resp, err = op.UseKey(r.Context(), body.Key)
-			default:
-				resp, err = op.RemoveKey(r.Context(), body.Key)
-			}
-		default:
-			w.Header().Set("Allow", "GET, POST, PUT, DELETE")
-			httpjson.Error(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, KeyringPath))
+		var body KeyRequest
+		if err := httpjson.Decode(r, &body); err != nil {
+			httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodeInvalid, err)
 			return
 		}
-		switch {
-		case err == nil:
-			httpjson.Write(w, http.StatusOK, withFingerprints(resp))
-		case errors.Is(err, ErrBadKey), errors.Is(err, ErrNoEncryption), errors.Is(err, ErrPrimaryKey):
-			httpjson.Error(w, http.StatusBadRequest, err)
-		case errors.Is(err, ErrNotStarted), errors.Is(err, ErrClosed):
-			httpjson.Error(w, http.StatusServiceUnavailable, err)
-		default:
-			httpjson.Error(w, http.StatusInternalServerError, err)
+		if _, err := ParseKey(body.Key); err != nil {
+			httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodeInvalid, fmt.Errorf("field \"key\": %w", err))
+			return
 		}
+		resp, err := change(r.Context(), body.Key)
+		writeKeyringAnswer(w, resp, err)
 	})
+}
+
+// writeKeyringAnswer answers a keyring operation's result.
+func writeKeyringAnswer(w http.ResponseWriter, resp *KeyringResponse, err error) {
+	switch {
+	case err == nil:
+		httpjson.Write(w, http.StatusOK, withFingerprints(resp))
+	case errors.Is(err, ErrBadKey):
+		httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodeInvalid, err)
+	case errors.Is(err, ErrNoEncryption):
+		httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodeEncryptionDisabled, err)
+	case errors.Is(err, ErrPrimaryKey):
+		httpjson.CodedError(w, http.StatusBadRequest, httpjson.CodePrimaryKey, err)
+	case errors.Is(err, ErrNotStarted), errors.Is(err, ErrClosed):
+		httpjson.CodedError(w, http.StatusServiceUnavailable, httpjson.CodeNotReady, err)
+	case errors.Is(err, ErrKeyringPartial):
+		httpjson.CodedError(w, http.StatusInternalServerError, httpjson.CodeKeyringPartial, err)
+	default:
+		httpjson.CodedError(w, http.StatusInternalServerError, httpjson.CodeInternal, err)
+	}
 }

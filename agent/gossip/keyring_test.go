@@ -3,8 +3,9 @@ package gossip
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
-	"net/http"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
 func TestParseKey(t *testing.T) {
@@ -150,30 +152,33 @@ func TestKeyringHandler(t *testing.T) {
 	key, _ := GenerateKey()
 	body := `{"key":"` + key + `"}`
 	tests := []struct {
-		name, method, body string
-		err                error
-		status             int
-		op                 string
-		want               string
+		name, method, path, body string
+		err                      error
+		status                   int
+		op, code                 string
+		want                     string
 	}{
-		{"list", "GET", "", nil, 200, "list", `"num_nodes": 3`},
-		{"install", "POST", body, nil, 200, "install", `"keys"`},
-		{"use", "PUT", body, nil, 200, "use", `"primary_keys"`},
-		{"remove", "DELETE", body, nil, 200, "remove", `"num_responses": 3`},
-		{"bad key", "POST", `{"key":"abc"}`, nil, 400, "", `field \"key\"`},
-		{"unknown field", "POST", `{"kee":"x"}`, nil, 400, "", `unknown field`},
-		{"empty body", "PUT", ``, nil, 400, "", `body is empty`},
-		{"primary", "DELETE", body, ErrPrimaryKey, 400, "remove", `primary key cannot be removed`},
-		{"no encryption", "POST", body, ErrNoEncryption, 400, "install", `not enabled`},
-		{"partial", "PUT", body, errors.New("gossip: keyring use: " + ErrKeyringPartial.Error() + ": node-2: no answer in time"), 500, "use", `node-2: no answer in time`},
-		{"not started", "GET", "", ErrNotStarted, 503, "list", `not started`},
-		{"method", "PATCH", body, nil, 405, "", `method PATCH not allowed`},
+		{"list", "GET", KeyringPath, "", nil, 200, "list", "", `"num_nodes": 3`},
+		{"install", "PUT", KeyringInstallPath, body, nil, 200, "install", "", `"keys"`},
+		{"use", "PUT", KeyringUsePath, body, nil, 200, "use", "", `"primary_keys"`},
+		{"remove", "DELETE", KeyringPath, body, nil, 200, "remove", "", `"num_responses": 3`},
+		{"deprecated install", "POST", KeyringPath, body, nil, 200, "install", "", `"keys"`},
+		{"deprecated use", "PUT", KeyringPath, body, nil, 200, "use", "", `"primary_keys"`},
+		{"bad key", "PUT", KeyringInstallPath, `{"key":"abc"}`, nil, 400, "", "invalid", `field \"key\"`},
+		{"unknown field", "PUT", KeyringInstallPath, `{"kee":"x"}`, nil, 400, "", "invalid", `unknown field`},
+		{"empty body", "PUT", KeyringUsePath, ``, nil, 400, "", "invalid", `body is empty`},
+		{"primary", "DELETE", KeyringPath, body, ErrPrimaryKey, 400, "remove", "primary_key", `primary key cannot be removed`},
+		{"no encryption", "PUT", KeyringInstallPath, body, ErrNoEncryption, 400, "install", "encryption_disabled", `not enabled`},
+		{"partial", "PUT", KeyringUsePath, body, fmt.Errorf("gossip: keyring use: %w: node-2: no answer in time", ErrKeyringPartial), 500, "use", "keyring_partial", `node-2: no answer in time`},
+		{"not started", "GET", KeyringPath, "", ErrNotStarted, 503, "list", "not_ready", `not started`},
+		{"method", "PATCH", KeyringPath, body, nil, 405, "", "method_not_allowed", `method PATCH is not allowed`},
+		{"unknown path", "PUT", KeyringPath + "/nope", body, nil, 404, "", "unknown_endpoint", `no endpoint`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeKeyring{err: tc.err}
 			rec := httptest.NewRecorder()
-			NewKeyringHandler(f).ServeHTTP(rec, httptest.NewRequest(tc.method, KeyringPath, strings.NewReader(tc.body)))
+			NewKeyringHandler(f).ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
 			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.want) {
 				t.Fatalf("%s: %d %s; want %d containing %q", tc.method, rec.Code, rec.Body.String(), tc.status, tc.want)
 			}
@@ -186,7 +191,15 @@ func TestKeyringHandler(t *testing.T) {
 			if rec.Header().Get("Content-Type") != "application/json" {
 				t.Fatalf("content type %q", rec.Header().Get("Content-Type"))
 			}
+			if tc.status >= 400 {
+				var e httpjson.ErrorBody
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Code != tc.code || e.Error == "" {
+					t.Fatalf("error body %s (%v); want code %q", rec.Body, err, tc.code)
+				}
+			}
+			if deprecated := rec.Header().Get(httpjson.DeprecationHeader) != ""; deprecated != strings.HasPrefix(tc.name, "deprecated") {
+				t.Fatalf("Deprecation header %q", rec.Header().Get(httpjson.DeprecationHeader))
+			}
 		})
 	}
-	_ = http.MethodGet
 }

@@ -115,6 +115,9 @@ type queryResp struct {
 	Err     string   `msgpack:"e,omitempty"`
 	Keys    [][]byte `msgpack:"ks,omitempty"`
 	Primary []byte   `msgpack:"p,omitempty"`
+	// Configured is where the node's configured key stands in its
+	// keyring (a configuredStatus); empty from a node that does not say.
+	Configured string `msgpack:"c,omitempty"`
 }
 
 // pushState is the user part of a push/pull exchange.

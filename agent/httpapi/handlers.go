@@ -34,6 +34,8 @@ func (s *Server) routesInit() {
 	s.handle("GET /v1/catalog/nodes", acl.CheckedInHandler("node:read on each node: the list is filtered"), s.catalogNodes)
 	s.handle("GET /v1/catalog/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.catalogService)
 	s.handle("GET /v1/health/service/{name}", acl.RequireOnPath(acl.ResourceService, "name", acl.Read), s.healthService)
+	s.maintenanceRoutes()
+	s.agentOpsRoutes()
 	if err := s.Mount("GET /v1/metrics", agentRead, s.metricsHandler()); err != nil {
 		panic(err)
 	}
@@ -59,7 +61,8 @@ func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) {
 		out = s.deps.Members.Members()
 	} else {
 		for _, m := range s.deps.Catalog.Current().Members() {
-			out = append(out, api.Member{Name: m.Node, Addr: m.Addr, Status: string(m.Status), Server: m.Server, Meta: m.Meta})
+			out = append(out, api.Member{Name: m.Node, Addr: m.Addr, Status: string(m.Status), Server: m.Server, Meta: m.Meta,
+				TunnelPort: m.TunnelPort, Services: len(m.Services), RecordVersion: m.Version})
 		}
 	}
 	authz := authorizer(r)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/internal/httpjson"
 )
 
 // TestHostHeader: requests addressed to a name other than localhost are
@@ -40,9 +42,14 @@ func TestHostHeader(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var eb httpjson.ErrorBody
+			_ = json.NewDecoder(resp.Body).Decode(&eb)
 			resp.Body.Close()
 			if resp.StatusCode != tc.want {
 				t.Fatalf("Host %q: status %d, want %d", tc.host, resp.StatusCode, tc.want)
+			}
+			if tc.want == http.StatusForbidden && eb.Code != httpjson.CodeHostNotAllowed {
+				t.Fatalf("Host %q: code %q, want %q", tc.host, eb.Code, httpjson.CodeHostNotAllowed)
 			}
 		})
 	}

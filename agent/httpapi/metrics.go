@@ -16,13 +16,21 @@ const (
 	// MetricACLDenials counts the requests the ACLs refused, by route and
 	// code (permission_denied, acl_not_found, malformed_token).
 	MetricACLDenials = "meshwork_http_acl_denials_total"
+	// MetricDeprecated counts the calls of deprecated aliases, by route:
+	// what must reach zero before the release that removes them.
+	MetricDeprecated = "meshwork_http_deprecated_requests_total"
+	// MetricMonitorDropped counts the log lines GET /v1/agent/monitor
+	// dropped for readers that were too slow.
+	MetricMonitorDropped = "meshwork_http_monitor_dropped_lines_total"
 )
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	blocking prometheus.Gauge
-	denials  *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	blocking   prometheus.Gauge
+	denials    *prometheus.CounterVec
+	deprecated *prometheus.CounterVec
+	dropped    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,8 +53,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricACLDenials,
 			Help: "Requests to the local HTTP API refused by the ACLs, by route pattern and code.",
 		}, []string{"route", "code"}),
+		deprecated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricDeprecated,
+			Help: "Calls of the deprecated aliases of the local HTTP API, by route pattern.",
+		}, []string{"route"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricMonitorDropped,
+			Help: "Log lines the monitor endpoint dropped because its reader was too slow.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.blocking, m.denials, m.deprecated, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("httpapi: metrics: %w", err)
 		}

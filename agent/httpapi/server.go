@@ -4,8 +4,9 @@
 // gossip members, the catalog with blocking queries, and Prometheus
 // metrics. Other components add their routes with Mount.
 //
-// Endpoints (errors are {"error": "..."} with 400, 404, 405 or 503), and
-// what each requires of the caller's ACL token:
+// Endpoints, and what each requires of the caller's ACL token (api/openapi.yaml
+// describes every route the agent mounts, with the other components' own, and
+// a test holds it to them):
 //
 //	GET  /v1/agent/self                     api.Self                      agent:read
 //	GET  /v1/agent/members                  []api.Member                  node:read, filtered
@@ -21,9 +22,23 @@
 //	GET  /v1/catalog/nodes                  []api.Node                    node:read, filtered (blocking)
 //	GET  /v1/catalog/service/<name>?tag=    []api.CatalogServiceEntry     service:read on <name> (blocking)
 //	GET  /v1/health/service/<name>?passing&tag=  []api.HealthServiceEntry service:read on <name> (blocking)
+//	GET  /v1/agent/maintenance              api.MaintenanceStatus         node:read (the node's), service:read (each service's), filtered
+//	PUT  /v1/agent/maintenance?enable=true|false&reason=...               node:write on this node
+//	PUT  /v1/agent/service/maintenance/<id>?enable=true|false&reason=...  service:write on the service the ID names
+//	PUT  /v1/agent/leave                                                  agent:write
+//	PUT  /v1/agent/force-leave/<node>                                     node:write on <node>
+//	GET  /v1/agent/monitor?loglevel=info    text/plain, streamed         agent:read
 //	GET  /v1/metrics                        Prometheus text format        agent:read
 //
 // Blocking reads take ?index=N&wait=30s and answer X-Meshwork-Index.
+//
+// Every error answer, of every route, mounted or not, is one JSON shape
+// (httpjson.ErrorBody): {"error": "...", "code": "..."} with a code from
+// httpjson.Codes; an unknown path is 404 "unknown_endpoint", a known path
+// with another method 405 "method_not_allowed" with Allow. A route mounted
+// with an httpjson.Deprecated handler is an alias kept for old clients: its
+// answers carry a Deprecation header, and its first call is logged and every
+// call counted (meshwork_http_deprecated_requests_total).
 //
 // # Access control
 //
@@ -62,6 +77,7 @@ import (
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -69,8 +85,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultAddr        = "127.0.0.1:8500"
-	DefaultWait        = 5 * time.Minute
-	DefaultMaxWait     = 10 * time.Minute
+	DefaultWait        = api.DefaultBlockingWait // clients count on it (api.Client's timeout)
+	DefaultMaxWait     = api.MaxBlockingWait
 	DefaultVersion     = "0.0.0-dev"
 	DefaultCommit      = "unknown"
 	shutdownGrace      = 5 * time.Second
@@ -98,6 +114,11 @@ type Local interface {
 	// UpdateTTL errors match local.ErrCheckNotFound, local.ErrNotTTL or
 	// local.ErrBadStatus.
 	UpdateTTL(checkID, status, output string) error
+	// SetNodeMaintenance and SetServiceMaintenance errors match
+	// local.ErrBadReason, and local.ErrServiceNotFound for an unknown id.
+	SetNodeMaintenance(on bool, reason string) error
+	SetServiceMaintenance(id string, on bool, reason string) error
+	Maintenance() api.MaintenanceStatus
 }
 
 // Catalog is the catalog store (catalog.Store implements it). Current never
@@ -183,6 +204,30 @@ type Deps struct {
 	Logger *slog.Logger
 	// ACL resolves the tokens of requests. Default: none, ACLs disabled.
 	ACL *acl.Resolver
+	// Membership leaves the cluster, and forces failed nodes out.
+	// Default: none, and the leave and force-leave routes are not mounted.
+	Membership Membership
+	// Logs streams the agent's log to GET /v1/agent/monitor. Default:
+	// none, and the route is not mounted.
+	Logs LogSource
+}
+
+// Membership is the agent's own membership. Leave may block for as long
+// as ctx allows; ForceLeave does not block on the network.
+type Membership interface {
+	// Leave leaves the cluster gracefully, within ctx's deadline or a
+	// bound of its own; the agent stops once it returns, after the
+	// answer is sent.
+	Leave(ctx context.Context) error
+	// ForceLeave marks a failed node as left. Errors match
+	// gossip.ErrUnknownMember or gossip.ErrMemberAlive.
+	ForceLeave(node string) error
+}
+
+// LogSource is where the agent's log lines can be followed
+// (logstream.Broker implements it). Subscribe must not block.
+type LogSource interface {
+	Subscribe(level slog.Level, buffer int) *logstream.Subscription
 }
 
 // Server is the local HTTP API. Create it with New, add routes with Mount,
@@ -195,7 +240,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	routesMu sync.RWMutex
-	routes   map[string]acl.Requirement // by pattern, the metric label of a matched request
+	routes   map[string]Route // by pattern, the metric label of a matched request
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
@@ -263,7 +308,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     deps.Logger,
 		metrics: met,
 		mux:     http.NewServeMux(),
-		routes:  map[string]acl.Requirement{},
+		routes:  map[string]Route{},
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routesInit()
@@ -276,7 +321,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Start. Mounted routes share the JSON 404/405 answers, the request
 // metrics and the access control. A pattern that is malformed or conflicts
 // with another, or a requirement that is incomplete, is an error. Mount is
-// an acl.MountFunc.
+// an acl.MountFunc. An httpjson.Deprecated handler mounts a deprecated
+// alias (see the package comment).
 func (s *Server) Mount(pattern string, need acl.Requirement, h http.Handler) (err error) {
 	if err := need.Validate(); err != nil {
 		return fmt.Errorf("httpapi: mount %q: %w", pattern, err)
@@ -287,11 +333,34 @@ func (s *Server) Mount(pattern string, need acl.Requirement, h http.Handler) (er
 			err = fmt.Errorf("httpapi: mount %q: %v", pattern, r)
 		}
 	}()
-	s.mux.Handle(pattern, s.guard(pattern, need, h))
+	route := Route{Pattern: pattern, Need: need}
+	served := s.guard(pattern, need, h)
+	if d, ok := h.(httpjson.Deprecated); ok {
+		route.Successor = d.Successor
+		served = s.deprecated(route, served)
+	}
+	s.mux.Handle(pattern, served)
 	s.routesMu.Lock()
-	s.routes[pattern] = need
+	s.routes[pattern] = route
 	s.routesMu.Unlock()
 	return nil
+}
+
+// deprecated serves a deprecated alias: it marks every answer, refusals
+// included, counts the calls, and logs the first, so that an operator
+// learns that something still calls it without a line per call.
+func (s *Server) deprecated(route Route, h http.Handler) http.Handler {
+	var once sync.Once
+	calls := s.metrics.deprecated.WithLabelValues(route.Pattern)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpjson.MarkDeprecated(w.Header())
+		calls.Inc()
+		once.Do(func() {
+			s.log.Warn("deprecated api route called", "route", route.Pattern, "successor", route.Successor,
+				"remote", r.RemoteAddr, "user_agent", r.UserAgent())
+		})
+		h.ServeHTTP(w, r)
+	})
 }
 
 var _ acl.MountFunc = (*Server)(nil).Mount
@@ -308,15 +377,19 @@ type Route struct {
 	Pattern string
 	// Need is what it requires of the caller's token.
 	Need acl.Requirement
+	// Successor is, for a deprecated alias, the route that replaces it
+	// ("PUT /v1/ca/token"); "" for the others.
+	Successor string
 }
 
-// Routes returns every mounted route, by pattern.
+// Routes returns every mounted route, by pattern: what the API serves, for
+// the tests that hold the ACLs and api/openapi.yaml to it.
 func (s *Server) Routes() []Route {
 	s.routesMu.RLock()
 	defer s.routesMu.RUnlock()
 	out := make([]Route, 0, len(s.routes))
-	for p, need := range s.routes {
-		out = append(out, Route{Pattern: p, Need: need})
+	for _, r := range s.routes {
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pattern < out[j].Pattern })
 	return out
@@ -409,7 +482,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if !hostAllowed(r.Host) {
 		s.metrics.observe(unmatchedRouteName, http.StatusForbidden, time.Since(start))
-		httpjson.Error(w, http.StatusForbidden, fmt.Errorf("host %q is refused: the API answers only requests addressed to an IP address or localhost (a protection against DNS rebinding)", r.Host))
+		httpjson.CodedError(w, http.StatusForbidden, httpjson.CodeHostNotAllowed, fmt.Errorf("host %q is refused: the API answers only requests addressed to an IP address or localhost (a protection against DNS rebinding)", r.Host))
 		return
 	}
 	s.bodyDeadline(w, r)
@@ -421,7 +494,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	route := pattern
 	if pattern == "" {
 		route = unmatchedRouteName
-		s.noRoute(sw, r)
+		httpjson.NoRoute(s.mux, sw, r)
 	} else {
 		if !known {
 			route = "redirect"
@@ -488,20 +561,6 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// noRoute answers a request no pattern matched: 405 with Allow when the
-// path exists for other methods, else 404.
-func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
-	probe := &headerRecorder{h: http.Header{}}
-	s.mux.ServeHTTP(probe, r)
-	if probe.status == http.StatusMethodNotAllowed {
-		allow := probe.h.Get("Allow")
-		w.Header().Set("Allow", allow)
-		httpjson.Error(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
-		return
-	}
-	httpjson.Error(w, http.StatusNotFound, fmt.Errorf("no endpoint %s %s", r.Method, r.URL.Path))
-}
-
 // statusWriter remembers the status code written.
 type statusWriter struct {
 	http.ResponseWriter
@@ -524,16 +583,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// headerRecorder captures what the mux's own 404/405 handler would answer.
-type headerRecorder struct {
-	h      http.Header
-	status int
-}
-
-func (r *headerRecorder) Header() http.Header         { return r.h }
-func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (r *headerRecorder) WriteHeader(code int)        { r.status = code }
 
 // metricsHandler serves the Gatherer in the Prometheus text format.
 func (s *Server) metricsHandler() http.Handler {

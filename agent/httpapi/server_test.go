@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"github.com/meshwork/meshwork/agent/local"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
 const waitLimit = 10 * time.Second
@@ -31,6 +34,7 @@ type harness struct {
 	client *api.Client
 	base   string
 	reg    *prometheus.Registry
+	logs   *meshtest.LogBuffer
 
 	mu     sync.Mutex
 	remote []catalog.Member
@@ -68,7 +72,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 // newHarnessWith is newHarness with a resolver of ACL tokens.
 func newHarnessWith(t *testing.T, cfg Config, res *acl.Resolver) *harness {
 	t.Helper()
-	h := &harness{store: catalog.NewStore(), reg: prometheus.NewRegistry(), remote: []catalog.Member{remoteNode()}}
+	h := &harness{store: catalog.NewStore(), reg: prometheus.NewRegistry(), remote: []catalog.Member{remoteNode()}, logs: &meshtest.LogBuffer{}}
 	lm, err := local.New(local.Config{Node: "n1", DataDir: t.TempDir(), NodeInfo: local.NodeInfo{Addr: "127.0.0.1", TunnelPort: 7948}},
 		local.Deps{Publisher: h, Registerer: h.reg})
 	if err != nil {
@@ -85,7 +89,8 @@ func newHarnessWith(t *testing.T, cfg Config, res *acl.Resolver) *harness {
 	if cfg.Version == "" {
 		cfg.Version, cfg.Commit = "1.2.3", "0123456789ab"
 	}
-	srv, err := New(cfg, Deps{Listener: l, Local: lm, Catalog: h.store, Gatherer: h.reg, Registerer: h.reg, ACL: res})
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv, err := New(cfg, Deps{Listener: l, Local: lm, Catalog: h.store, Gatherer: h.reg, Registerer: h.reg, ACL: res, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +114,14 @@ func ctx(t *testing.T) context.Context {
 // (for error answers) and the headers.
 func (h *harness) raw(t *testing.T, method, path, body string) (int, string, http.Header) {
 	t.Helper()
+	code, eb, hdr := h.rawError(t, method, path, body)
+	return code, eb.Error, hdr
+}
+
+// rawError is raw returning the whole error body, which it requires to be
+// the API's one error shape, with a message and a code.
+func (h *harness) rawError(t *testing.T, method, path, body string) (int, httpjson.ErrorBody, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(method, h.base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -122,15 +135,13 @@ func (h *harness) raw(t *testing.T, method, path, body string) (int, string, htt
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode >= 400 && !strings.HasPrefix(ct, "application/json") {
 		t.Fatalf("%s %s: error answered as %q: %s", method, path, ct, b)
 	}
-	var eb struct {
-		Error string `json:"error"`
-	}
+	var eb httpjson.ErrorBody
 	if resp.StatusCode >= 400 {
-		if err := json.Unmarshal(b, &eb); err != nil || eb.Error == "" {
-			t.Fatalf("%s %s: error body %q is not {\"error\": ...}", method, path, b)
+		if err := json.Unmarshal(b, &eb); err != nil || eb.Error == "" || eb.Code == "" {
+			t.Fatalf("%s %s: error body %q is not {\"error\": ..., \"code\": ...}", method, path, b)
 		}
 	}
-	return resp.StatusCode, eb.Error, resp.Header
+	return resp.StatusCode, eb, resp.Header
 }
 
 func apiStatus(err error) int {
@@ -267,26 +278,26 @@ func TestRoutesAndMethods(t *testing.T) {
 	tests := []struct {
 		method, path string
 		code         int
+		errCode      string
 		want, allow  string
 	}{
-		{"GET", "/v1/agent/service/register", 405, "use PUT", "PUT"},
-		{"POST", "/v1/agent/self", 405, "method POST is not allowed", "GET, HEAD"},
-		{"DELETE", "/v1/agent/service/deregister/x", 405, "", "PUT"},
-		{"GET", "/v1/nope", 404, "no endpoint GET /v1/nope", ""},
-		{"GET", "/", 404, "no endpoint", ""},
-		{"PUT", "/v1/agent/service/deregister/nope", 404, `service "nope" is not registered`, ""},
-		{"PUT", "/v1/agent/check/pass/nope", 404, `check "nope" is not registered`, ""},
-		{"GET", "/v1/catalog/services?index=abc", 400, `query parameter "index": "abc"`, ""},
-		{"GET", "/v1/catalog/services?index=1&wait=30", 400, `query parameter "wait": "30" must be a duration`, ""},
-		{"GET", "/v1/health/service/web?passing=maybe", 400, `query parameter "passing": "maybe"`, ""},
-		{"PUT", "/v1/agent/check/update/x", 400, "body is empty", ""},
-		{"PUT", "/v1/agent/check/update/x", 400, "body is empty", ""},
+		{"GET", "/v1/agent/service/register", 405, "method_not_allowed", "use PUT", "PUT"},
+		{"POST", "/v1/agent/self", 405, "method_not_allowed", "method POST is not allowed", "GET, HEAD"},
+		{"DELETE", "/v1/agent/service/deregister/x", 405, "method_not_allowed", "", "PUT"},
+		{"GET", "/v1/nope", 404, "unknown_endpoint", "no endpoint GET /v1/nope", ""},
+		{"GET", "/", 404, "unknown_endpoint", "no endpoint", ""},
+		{"PUT", "/v1/agent/service/deregister/nope", 404, "not_found", `service "nope" is not registered`, ""},
+		{"PUT", "/v1/agent/check/pass/nope", 404, "not_found", `check "nope" is not registered`, ""},
+		{"GET", "/v1/catalog/services?index=abc", 400, "invalid", `query parameter "index": "abc"`, ""},
+		{"GET", "/v1/catalog/services?index=1&wait=30", 400, "invalid", `query parameter "wait": "30" must be a duration`, ""},
+		{"GET", "/v1/health/service/web?passing=maybe", 400, "invalid", `query parameter "passing": "maybe"`, ""},
+		{"PUT", "/v1/agent/check/update/x", 400, "invalid", "body is empty", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			code, msg, hdr := h.raw(t, tc.method, tc.path, "")
-			if code != tc.code || !strings.Contains(msg, tc.want) {
-				t.Fatalf("got %d %q, want %d containing %q", code, msg, tc.code, tc.want)
+			code, eb, hdr := h.rawError(t, tc.method, tc.path, "")
+			if code != tc.code || eb.Code != tc.errCode || !strings.Contains(eb.Error, tc.want) {
+				t.Fatalf("got %d %q %q, want %d %q containing %q", code, eb.Code, eb.Error, tc.code, tc.errCode, tc.want)
 			}
 			if tc.allow != "" && hdr.Get("Allow") != tc.allow {
 				t.Fatalf("Allow = %q, want %q", hdr.Get("Allow"), tc.allow)
@@ -642,6 +653,65 @@ func TestMount(t *testing.T) {
 	}
 	if err := h.srv.Mount("GET /v1/operator/pong", acl.CheckedInHandler(""), http.NotFoundHandler()); err == nil {
 		t.Fatal("a Mount checked in its handler without saying what succeeded")
+	}
+}
+
+// TestDeprecatedAlias: a route mounted as a deprecated alias is served,
+// marks every answer (errors too), is listed with its successor, counts
+// every call and logs only the first.
+func TestDeprecatedAlias(t *testing.T) {
+	h := newHarness(t, Config{})
+	const pattern = "POST /v1/operator/ping"
+	ping := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("fail") {
+			httpjson.CodedError(w, http.StatusConflict, httpjson.CodeConflict, errors.New("refused"))
+			return
+		}
+		httpjson.Write(w, http.StatusOK, "pong")
+	})
+	if err := errors.Join(
+		h.srv.Mount("PUT /v1/operator/ping", acl.Open("test"), ping),
+		h.srv.Mount(pattern, acl.Open("test"), httpjson.Deprecated{Successor: "PUT /v1/operator/ping", Handler: ping}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, query string
+		code          int
+		deprecated    bool
+	}{
+		{"PUT", "", 200, false},
+		{"POST", "", 200, true},
+		{"POST", "?fail", 409, true},
+		{"POST", "", 200, true},
+	} {
+		code, eb, hdr := h.rawError(t, tc.method, "/v1/operator/ping"+tc.query, "")
+		if code != tc.code || (hdr.Get(httpjson.DeprecationHeader) != "") != tc.deprecated {
+			t.Fatalf("%s%s: %d %v, Deprecation %q", tc.method, tc.query, code, eb, hdr.Get(httpjson.DeprecationHeader))
+		}
+	}
+	var found bool
+	for _, r := range h.srv.Routes() {
+		if r.Pattern == pattern {
+			found = r.Successor == "PUT /v1/operator/ping"
+		} else if r.Successor != "" {
+			t.Errorf("route %s is listed as deprecated", r.Pattern)
+		}
+	}
+	if !found {
+		t.Fatalf("Routes does not list %s with its successor: %v", pattern, h.srv.Routes())
+	}
+	if n := metricValue(t, h, MetricDeprecated, `route="`+pattern+`"`); n != 3 {
+		t.Fatalf("%s = %v, want 3", MetricDeprecated, n)
+	}
+	var logged int
+	for _, l := range h.logs.Lines() {
+		if strings.Contains(l, "deprecated api route called") {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Fatalf("the deprecated route was logged %d times, want once:\n%s", logged, h.logs.String())
 	}
 }
 

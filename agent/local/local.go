@@ -143,6 +143,7 @@ type Manager struct {
 	node     NodeInfo
 	services map[string]*service
 	checks   map[string]*checkRef // by check ID
+	maint    maintState           // maintenance.go; replaced, never modified
 	started  bool
 	closed   bool
 	wg       sync.WaitGroup // reapers in flight
@@ -235,6 +236,12 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.mu.Unlock()
 		return err
 	}
+	maint, err := m.loadMaint()
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.maint = maint.clone()
 	all := map[string]api.ServiceDefinition{}
 	sources := map[string]string{}
 	for _, d := range m.cfg.Services {
@@ -384,6 +391,9 @@ func (m *Manager) removeLocked(id string) ([]*health.Check, error) {
 	s := m.services[id]
 	if s == nil {
 		return nil, ErrServiceNotFound
+	}
+	if err := m.dropServiceMaintLocked(id); err != nil {
+		return nil, err
 	}
 	if s.source == api.SourceAPI {
 		if err := m.persistLocked(id, nil); err != nil {
@@ -588,7 +598,7 @@ func (m *Manager) Services() []api.AgentService {
 	defer m.mu.Unlock()
 	out := make([]api.AgentService, 0, len(m.services))
 	for _, id := range slices.Sorted(maps.Keys(m.services)) {
-		out = append(out, m.services[id].agentService())
+		out = append(out, m.agentServiceLocked(m.services[id]))
 	}
 	return out
 }
@@ -601,16 +611,17 @@ func (m *Manager) Service(id string) (api.AgentService, bool) {
 	if s == nil {
 		return api.AgentService{}, false
 	}
-	return s.agentService(), true
+	return m.agentServiceLocked(s), true
 }
 
 // Checks returns every local check's state, sorted by ID.
 func (m *Manager) Checks() []api.CheckStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []api.CheckStatus
+	out := m.maintChecksLocked(nil)
 	for _, s := range m.services {
 		out = append(out, s.checkStatuses()...)
+		out = append(out, m.maintChecksLocked(s)...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -689,7 +700,7 @@ func (m *Manager) recordLocked(version uint64) catalog.Record {
 			Port:    s.def.Port,
 			Tags:    slices.Clone(s.def.Tags),
 			Meta:    maps.Clone(s.def.Meta),
-			Health:  s.health(),
+			Health:  m.healthLocked(s),
 		}
 		for _, p := range s.def.Ports {
 			cs.Ports = append(cs.Ports, catalog.Port{Name: p.Name, Port: p.Port})
@@ -706,6 +717,15 @@ func (s *service) health() catalog.Health {
 		h = h.Worse(c.State().Status)
 	}
 	return h
+}
+
+// agentServiceLocked is s as the API shows it, with the health it is
+// published with and its maintenance check, if any.
+func (m *Manager) agentServiceLocked(s *service) api.AgentService {
+	out := s.agentService()
+	out.Health = string(m.healthLocked(s))
+	out.Checks = append(out.Checks, m.maintChecksLocked(s)...)
+	return out
 }
 
 func (s *service) agentService() api.AgentService {
@@ -738,7 +758,7 @@ func (s *service) checkStatuses() []api.CheckStatus {
 			Type:        c.Kind(),
 			Status:      string(st.Status),
 			Output:      st.Output,
-			Since:       st.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+			Since:       formatSince(st.Since),
 		})
 	}
 	return out

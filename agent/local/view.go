@@ -74,7 +74,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 func (m *Manager) buildViewLocked() *view {
 	v := &view{byName: map[string][]viewService{}}
 	for _, s := range m.services {
-		vs := viewService{id: s.def.ID, name: s.def.Name, addr: loopback, health: s.health()}
+		vs := viewService{id: s.def.ID, name: s.def.Name, addr: loopback, health: m.healthLocked(s)}
 		if a, err := netip.ParseAddr(s.def.Address); err == nil {
 			vs.addr = a
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshwork/meshwork/agent"
 	"github.com/meshwork/meshwork/agent/config"
+	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/sdnotify"
 	"github.com/spf13/cobra"
 )
@@ -46,8 +47,8 @@ checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA
 
 SIGTERM or SIGINT leaves the cluster gracefully, then lets the connections
 the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
-stops at once. SIGHUP reloads the services and their checks from the
-configuration.`,
+stops at once. "meshwork leave" does the same through the API. SIGHUP
+reloads the services and their checks from the configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
@@ -113,7 +114,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		return err
 	}
 	cfg := &loaded.Config
-	logger := newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogJSON)
+	logger, logs := newLogger(cmd.ErrOrStderr(), cfg.LogLevel, cfg.LogJSON)
 	for _, w := range loaded.SecretWarnings() {
 		logger.Warn("a file that holds a secret is readable by others", "problem", w)
 	}
@@ -127,7 +128,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		cfg.DataDir = dir
 	}
 
-	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit})
+	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit, LogStream: logs})
 	if err != nil {
 		return err
 	}
@@ -145,11 +146,25 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	_ = sdnotify.Ready()
 	_ = sdnotify.Status("running")
 
-	for sig := range signals {
+	for stopped := false; !stopped; {
+		var sig os.Signal
+		select {
+		case sig = <-signals:
+		case <-a.LeaveRequested():
+			// `meshwork leave`: the agent has left; stop as after SIGTERM.
+			logger.Info("left the cluster through the API; stopping")
+			_ = sdnotify.Stopping()
+			stopPhase("draining the tunnel", cfg.Tunnel.DrainTimeout.D())
+			_ = a.Drain(ctx)
+			stopPhase("closing", 0)
+			stopped = true
+			continue
+		}
 		if sig == syscall.SIGHUP {
 			reload(cmd, f, a, logger)
 			continue
 		}
+		stopped = true
 		logger.Info("leaving the cluster", "signal", sig.String())
 		_ = sdnotify.Stopping()
 		stopPhase("leaving the cluster", leaveTimeout)
@@ -168,7 +183,6 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		stopPhase("draining the tunnel", cfg.Tunnel.DrainTimeout.D())
 		_ = a.Drain(ctx) // the transport logs how it ended
 		stopPhase("closing", 0)
-		break
 	}
 	// Every phase of the stop is bounded, whatever the state of the peers:
 	// an agent that cannot close a component in time says which and exits.
@@ -221,12 +235,15 @@ func reload(cmd *cobra.Command, f *agentFlags, a *agent.Agent, logger *slog.Logg
 }
 
 // newLogger builds the process's one slog handler. Only cmd/ chooses it.
-func newLogger(w io.Writer, level string, asJSON bool) *slog.Logger {
+// The broker lets `meshwork monitor` follow it, at any level.
+func newLogger(w io.Writer, level string, asJSON bool) (*slog.Logger, *logstream.Broker) {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated already
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if asJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	tee, logs := logstream.New(h)
+	return slog.New(tee), logs
 }

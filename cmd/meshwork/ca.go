@@ -130,7 +130,7 @@ func newCATokenCmd() *cobra.Command {
 			req.TTL = ttl.String()
 		}
 		var r ca.TokenResponse
-		if _, err := f.client().Do(cmd.Context(), http.MethodPost, ca.APIPathToken, nil, req, &r); err != nil {
+		if _, err := f.client().Do(cmd.Context(), http.MethodPut, ca.APIPathToken, nil, req, &r); err != nil {
 			return err
 		}
 		return f.print(cmd.OutOrStdout(), r, func(w io.Writer) { fmt.Fprintln(w, r.Token) })
@@ -155,7 +155,7 @@ func newCARotateCmd() *cobra.Command {
 			return err
 		}
 		var st ca.RotationStatus
-		if _, err := f.client().Do(cmd.Context(), http.MethodPost, ca.APIPathRotate, nil, nil, &st); err != nil {
+		if _, err := f.client().Do(cmd.Context(), http.MethodPut, ca.APIPathRotate, nil, nil, &st); err != nil {
 			return err
 		}
 		return f.print(cmd.OutOrStdout(), st, func(w io.Writer) {

@@ -26,9 +26,9 @@ func newKeyringCmd() *cobra.Command {
 	cmd.AddCommand(
 		newKeyringListCmd(),
 		newKeyringFingerprintCmd(),
-		newKeyringOpCmd("install", "POST", "Install a key on every member (they keep encrypting with their primary key)", "installed on"),
-		newKeyringOpCmd("use", "PUT", "Make an installed key the primary key of every member", "primary on"),
-		newKeyringOpCmd("remove", "DELETE", "Remove a key from every member (not the primary key)", "removed from"),
+		newKeyringOpCmd("install", "PUT", gossip.KeyringInstallPath, "Install a key on every member (they keep encrypting with their primary key)", "installed on"),
+		newKeyringOpCmd("use", "PUT", gossip.KeyringUsePath, "Make an installed key the primary key of every member", "primary on"),
+		newKeyringOpCmd("remove", "DELETE", gossip.KeyringPath, "Remove a key from every member (not the primary key)", "removed from"),
 	)
 	return cmd
 }
@@ -84,7 +84,7 @@ func newKeyringFingerprintCmd() *cobra.Command {
 	}
 }
 
-func newKeyringOpCmd(name, method, short, done string) *cobra.Command {
+func newKeyringOpCmd(name, method, path, short, done string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   name + " KEY",
 		Short: short,
@@ -100,7 +100,7 @@ func newKeyringOpCmd(name, method, short, done string) *cobra.Command {
 		}
 		var resp gossip.KeyringResponse
 		body := gossip.KeyRequest{Key: args[0]}
-		if _, err := f.client().Do(cmd.Context(), method, gossip.KeyringPath, nil, &body, &resp); err != nil {
+		if _, err := f.client().Do(cmd.Context(), method, path, nil, &body, &resp); err != nil {
 			return err
 		}
 		return f.print(cmd.OutOrStdout(), &resp, func(w io.Writer) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -36,9 +35,7 @@ func TestKeyringRotation(t *testing.T) {
 		cfg.Keyring = []string{k1}
 	}})
 	c.WaitConverged(meshtestWait)
-	mux := http.NewServeMux()
-	mux.Handle(gossip.KeyringPath, gossip.NewKeyringHandler(c.Nodes[0].Gossip))
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(gossip.NewKeyringHandler(c.Nodes[0].Gossip))
 	t.Cleanup(srv.Close)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -89,11 +88,6 @@ func readPolicyFiles(stdin io.Reader, path string) ([]policy.Document, error) {
 	}
 	return all, errors.Join(errs...)
 }
-
-// exitOutcomeUnknown is the exit status of a write that may or may not
-// have been applied (1 means it failed and was not applied, or that
-// something else went wrong).
-const exitOutcomeUnknown = 3
 
 // idempotencyFlag registers --idempotency-key on a command that writes.
 func idempotencyFlag(cmd *cobra.Command) *string {
@@ -189,7 +183,7 @@ func newPolicyGetCmd() *cobra.Command {
 		}
 		kind, err := policy.ParseKind(args[0])
 		if err != nil {
-			return err
+			return usageError{err}
 		}
 		q := url.Values{}
 		if consistent {
@@ -230,7 +224,7 @@ func newPolicyListCmd() *cobra.Command {
 		if len(args) == 1 {
 			kind, err := policy.ParseKind(args[0])
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			q.Set("kind", string(kind))
 		}
@@ -270,7 +264,7 @@ func newPolicyDeleteCmd() *cobra.Command {
 		}
 		kind, err := policy.ParseKind(args[0])
 		if err != nil {
-			return err
+			return usageError{err}
 		}
 		key, err := writeKey(*keyFlag)
 		if err != nil {
@@ -324,12 +318,4 @@ func newPolicyStatusCmd() *cobra.Command {
 		})
 	}
 	return cmd
-}
-
-// withTimeout gives a command without a deadline one.
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, d)
 }

@@ -1,6 +1,8 @@
 // Package httpjson holds the few helpers every JSON HTTP endpoint of the agent
-// shares, so that all of them answer errors in one format and read bodies with
-// the same limits.
+// shares, so that all of them answer errors in one shape (ErrorBody, with a
+// code from codes.go), answer unknown routes and wrong methods alike (NoRoute),
+// mark deprecated routes alike (Deprecated), and read bodies with the same
+// limits.
 package httpjson
 
 import (
@@ -15,10 +17,19 @@ import (
 // documents and service definitions are far smaller.
 const MaxBody = 1 << 20
 
-// ErrorBody is the JSON shape of every error the API returns.
+// ErrorBody is the JSON shape of every error the API returns:
+//
+//	{"error": "service \"db\" is not registered on this agent", "code": "not_found"}
 type ErrorBody struct {
 	// Error is a one-line, human-readable message naming what was wrong.
 	Error string `json:"error"`
+	// Code is the machine-readable reason, one of Codes. Clients branch on
+	// it, never on Error.
+	Code string `json:"code"`
+	// IdempotencyKey is the key of the write the answer is about, on the
+	// answers to the writes that take one (the policy, snapshot and ACL
+	// APIs): retry with it after an "outcome_unknown".
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // Write answers status with v encoded as JSON.
@@ -30,9 +41,28 @@ func Write(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing to do
 }
 
-// Error answers status with err's message as an ErrorBody.
+// Error answers status with err's message and the generic code of the
+// status (GenericCode): for the errors that need no code of their own.
 func Error(w http.ResponseWriter, status int, err error) {
-	Write(w, status, ErrorBody{Error: err.Error()})
+	WriteError(w, status, ErrorBody{Error: err.Error()})
+}
+
+// CodedError answers status with err's message and code.
+func CodedError(w http.ResponseWriter, status int, code string, err error) {
+	WriteError(w, status, ErrorBody{Error: err.Error(), Code: code})
+}
+
+// WriteError answers status with body; an empty Code is the status's
+// generic code, so that no error answer goes without one. A 503 says when to
+// retry (Retry-After), unless the caller did.
+func WriteError(w http.ResponseWriter, status int, body ErrorBody) {
+	if body.Code == "" {
+		body.Code = GenericCode(status)
+	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
+	}
+	Write(w, status, body)
 }
 
 // ErrBadBody wraps every error Decode returns.

@@ -16,6 +16,12 @@
 // Connections between servers (PeerServerConfig, PeerClientConfig) then
 // accept only server leaves, and IsServerLeaf tells a server's leaf from any
 // agent's. The server authority cannot be derived from the cluster key.
+//
+// Either key rotates without a flag day: Config.AcceptKeys (and
+// Config.AcceptServerKeys) name further keys whose authorities are trusted
+// besides the own, while leaves are minted from the own key only. A peer
+// that holds a key neither used nor accepted here is refused with
+// ErrKeyMismatch, naming both sides' keys by Fingerprint, never the keys.
 package keytls
 
 import (
@@ -36,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +72,17 @@ var (
 	// ErrNoServerKey is returned for a server leaf asked of an authority
 	// made without a server key.
 	ErrNoServerKey = errors.New("keytls: no server key")
+	// ErrKeyMismatch is wrapped, with ErrUntrusted, by a refusal of a peer
+	// whose leaf was minted from a key that this node neither uses nor
+	// accepts: the two were configured with different cluster keys (or
+	// server keys). The error names both sides' keys by Fingerprint.
+	ErrKeyMismatch = errors.New("keytls: key mismatch")
 )
+
+// MaxAcceptKeys bounds Config.AcceptKeys and Config.AcceptServerKeys: a
+// rotation needs one, and every accepted key is one more authority that
+// each handshake may try.
+const MaxAcceptKeys = 4
 
 // Purposes (HKDF info) of the two authorities' keys. Distinct labels keep
 // the authorities apart even if one secret were given for both (Validate
@@ -77,16 +94,11 @@ const (
 
 // ParseKey decodes a cluster key: standard or URL base64 of 32 bytes.
 func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			if len(b) != KeySize {
-				return nil, fmt.Errorf("%w (got %d bytes)", ErrBadKey, len(b))
-			}
-			return b, nil
-		}
+	b, err := DecodeKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
 	}
-	return nil, ErrBadKey
+	return b, nil
 }
 
 // GenerateKey returns a new random cluster key in base64.
@@ -94,6 +106,34 @@ func GenerateKey() string {
 	b := make([]byte, KeySize)
 	_, _ = rand.Read(b)
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// Fingerprint names a cluster key without revealing it: the first 8 bytes,
+// in hex, of the SHA-256 of the public key of the authority it derives.
+// The authority's name carries the first 4 of them, and every leaf it
+// minted names it (AuthorityKeyId), so a refused peer's key is named by
+// the same fingerprint that its holder computes from the key.
+func Fingerprint(clusterKey []byte) (string, error) {
+	seed, err := DeriveKey(clusterKey, clusterCAPurpose, ed25519.SeedSize)
+	if err != nil {
+		return "", err
+	}
+	iss, err := deriveIssuer(seed, clusterCAName)
+	if err != nil {
+		return "", err
+	}
+	return caFingerprint(iss.cert), nil
+}
+
+// fingerprintLen is the bytes of a key ID that Fingerprint shows.
+const fingerprintLen = 8
+
+// caFingerprint is the fingerprint of a derived authority (see Fingerprint).
+func caFingerprint(ca *x509.Certificate) string { return kidFingerprint(ca.SubjectKeyId) }
+
+// kidFingerprint is the fingerprint of the authority whose key ID is kid.
+func kidFingerprint(kid []byte) string {
+	return hex.EncodeToString(kid[:min(len(kid), fingerprintLen)])
 }
 
 // DeriveKey derives n bytes for purpose from the cluster key with HKDF-SHA256.
@@ -129,6 +169,19 @@ type Config struct {
 	// It must differ from Key. Default: none (an agent that is not a
 	// server, or a server of a cluster without a server key).
 	ServerKey []byte
+	// AcceptKeys are further cluster keys (KeySize bytes each) whose
+	// authorities are trusted besides Key's, so that the cluster key
+	// rotates without a flag day (docs/operations.md). Nothing is minted
+	// from them. At most MaxAcceptKeys, each different from Key, from
+	// ServerKey and from the others. Default: none.
+	AcceptKeys [][]byte
+	// AcceptServerKeys are further server keys, as AcceptKeys are for the
+	// cluster key: a server trusts the server authority of every pair of
+	// a server key (ServerKey or one of these) and a cluster key (Key or
+	// one of AcceptKeys). Only with ServerKey; at most MaxAcceptKeys, each
+	// different from ServerKey, from every cluster key and from the
+	// others. Default: none.
+	AcceptServerKeys [][]byte
 	// NodeName goes in the leaf's common name, to name peers in logs.
 	// Required.
 	NodeName string
@@ -151,11 +204,40 @@ func (c *Config) Validate() error {
 			return errors.New("keytls: ServerKey: must differ from the cluster key, which every agent holds")
 		}
 	}
+	if err := checkAccepted("AcceptKeys", c.AcceptKeys, c.Key, c.ServerKey); err != nil {
+		return err
+	}
+	if c.AcceptServerKeys != nil && c.ServerKey == nil {
+		return errors.New("keytls: AcceptServerKeys: only with ServerKey")
+	}
+	if err := checkAccepted("AcceptServerKeys", c.AcceptServerKeys, append([][]byte{c.ServerKey, c.Key}, c.AcceptKeys...)...); err != nil {
+		return err
+	}
 	if c.NodeName == "" {
 		return errors.New("keytls: NodeName: required")
 	}
 	if c.LeafTTL < 0 || (c.LeafTTL > 0 && c.LeafTTL < time.Minute) {
 		return fmt.Errorf("keytls: LeafTTL %s: must be at least 1m", c.LeafTTL)
+	}
+	return nil
+}
+
+// checkAccepted checks a list of accepted keys: at most MaxAcceptKeys, each
+// KeySize bytes, none equal to another or to one of others (nil entries of
+// others are skipped). Errors name the entry, never a key.
+func checkAccepted(field string, keys [][]byte, others ...[]byte) error {
+	if len(keys) > MaxAcceptKeys {
+		return fmt.Errorf("keytls: %s: %d keys, at most %d", field, len(keys), MaxAcceptKeys)
+	}
+	for i, k := range keys {
+		if len(k) != KeySize {
+			return fmt.Errorf("keytls: %s[%d]: %w (got %d bytes)", field, i, ErrBadKey, len(k))
+		}
+		for _, o := range append(slices.Clone(others), keys[:i]...) {
+			if o != nil && subtle.ConstantTimeCompare(k, o) == 1 {
+				return fmt.Errorf("keytls: %s[%d]: the same key as another cluster key, server key or accepted key", field, i)
+			}
+		}
 	}
 	return nil
 }
@@ -167,6 +249,10 @@ type Authority struct {
 	cfg     Config
 	cluster *issuer
 	server  *issuer // nil without Config.ServerKey
+	// clusterCAs are the cluster authorities trusted (cluster's first,
+	// then AcceptKeys'), serverCAs the server authorities (server's first,
+	// then every other pair of accepted keys; empty without ServerKey).
+	clusterCAs, serverCAs *authorities
 
 	mu       sync.Mutex
 	override func() (*tls.Certificate, error)
@@ -178,7 +264,6 @@ type Authority struct {
 type issuer struct {
 	key  ed25519.PrivateKey
 	cert *x509.Certificate
-	pool *x509.CertPool
 
 	leaf     *tls.Certificate
 	leafBorn time.Time
@@ -208,15 +293,85 @@ func New(cfg Config) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.cluster, err = deriveIssuer(seed, "Meshwork cluster CA "); err != nil {
+	if a.cluster, err = deriveIssuer(seed, clusterCAName); err != nil {
 		return nil, err
 	}
-	if cfg.ServerKey != nil {
-		if a.server, err = deriveIssuer(serverSeed(cfg.ServerKey, cfg.Key), "Meshwork server CA "); err != nil {
+	a.clusterCAs, a.serverCAs = newAuthorities(a.cluster.cert), newAuthorities()
+	for _, k := range cfg.AcceptKeys {
+		seed, err := DeriveKey(k, clusterCAPurpose, ed25519.SeedSize)
+		if err != nil {
 			return nil, err
+		}
+		iss, err := deriveIssuer(seed, clusterCAName)
+		if err != nil {
+			return nil, err
+		}
+		a.clusterCAs.add(iss.cert)
+	}
+	if cfg.ServerKey != nil {
+		if a.server, err = deriveIssuer(serverSeed(cfg.ServerKey, cfg.Key), serverCAName); err != nil {
+			return nil, err
+		}
+		a.serverCAs.add(a.server.cert)
+		// Every pair: during a rotation of either key, a server may hold
+		// the other one's old or new cluster key and server key.
+		for i, sk := range append([][]byte{cfg.ServerKey}, cfg.AcceptServerKeys...) {
+			for j, ck := range append([][]byte{cfg.Key}, cfg.AcceptKeys...) {
+				if i == 0 && j == 0 {
+					continue // the own, added above
+				}
+				iss, err := deriveIssuer(serverSeed(sk, ck), serverCAName)
+				if err != nil {
+					return nil, err
+				}
+				a.serverCAs.add(iss.cert)
+			}
 		}
 	}
 	return a, nil
+}
+
+// authorities is a set of derived authorities that peers' chains may end
+// at. It is not modified after New.
+type authorities struct {
+	pool  *x509.CertPool
+	certs []*x509.Certificate          // the one this node mints under first
+	byKID map[string]*x509.Certificate // by SubjectKeyId
+}
+
+func newAuthorities(certs ...*x509.Certificate) *authorities {
+	s := &authorities{pool: x509.NewCertPool(), byKID: map[string]*x509.Certificate{}}
+	for _, c := range certs {
+		s.add(c)
+	}
+	return s
+}
+
+func (s *authorities) add(c *x509.Certificate) {
+	s.pool.AddCert(c)
+	s.certs = append(s.certs, c)
+	s.byKID[string(c.SubjectKeyId)] = c
+}
+
+// signed reports whether leaf was signed by one of the authorities.
+func (s *authorities) signed(leaf *x509.Certificate) bool {
+	ca := s.byKID[string(leaf.AuthorityKeyId)]
+	return ca != nil && leaf.CheckSignatureFrom(ca) == nil
+}
+
+// has reports whether the authority with key ID kid is one of them.
+func (s *authorities) has(kid []byte) bool {
+	_, ok := s.byKID[string(kid)]
+	return ok
+}
+
+// fingerprints lists the authorities' fingerprints, the own first.
+func (s *authorities) fingerprints() []string {
+	out := make([]string, len(s.certs))
+	for i, c := range s.certs {
+		out[i] = caFingerprint(c)
+	}
+	return out
 }
 
 // serverSeed derives the server authority's key from the server key, with
@@ -258,9 +413,7 @@ func deriveIssuer(seed []byte, name string) (*issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keytls: parse CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return &issuer{key: caKey, cert: caCert, pool: pool}, nil
+	return &issuer{key: caKey, cert: caCert}, nil
 }
 
 // CACert is the derived CA certificate, the same on every agent with the key.
@@ -283,13 +436,28 @@ func (a *Authority) ServerCACert() *x509.Certificate {
 // leaf of the server authority. Without one, any holder of the cluster key
 // can mint what a server presents, and every leaf of the cluster
 // authority counts: such an authority cannot tell a server from an agent.
+//
+// Every authority trusted counts: those of accepted keys too.
 func (a *Authority) IsServerLeaf(cert *x509.Certificate) bool {
-	iss := a.cluster
 	if a.server != nil {
-		iss = a.server
+		return a.serverCAs.signed(cert)
 	}
-	return cert.CheckSignatureFrom(iss.cert) == nil
+	return a.clusterCAs.signed(cert)
 }
+
+// IsClusterLeaf reports whether cert was minted from the cluster key or
+// from one of the accepted cluster keys: the leaf of any agent of the
+// cluster, whatever it is.
+func (a *Authority) IsClusterLeaf(cert *x509.Certificate) bool {
+	return a.clusterCAs.signed(cert)
+}
+
+// Fingerprint is the fingerprint (see Fingerprint) of the cluster key this
+// authority mints from.
+func (a *Authority) Fingerprint() string { return caFingerprint(a.cluster.cert) }
+
+// AcceptedFingerprints are the fingerprints of Config.AcceptKeys, in order.
+func (a *Authority) AcceptedFingerprints() []string { return a.clusterCAs.fingerprints()[1:] }
 
 // AddTrust adds a source of further roots. Peers whose chain ends at one of
 // them are accepted from then on.
@@ -382,9 +550,9 @@ func (a *Authority) mint(iss *issuer, now time.Time) (*tls.Certificate, error) {
 func (a *Authority) pools() []*x509.CertPool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	pools := []*x509.CertPool{a.cluster.pool}
+	pools := []*x509.CertPool{a.clusterCAs.pool}
 	if a.server != nil {
-		pools = append(pools, a.server.pool)
+		pools = append(pools, a.serverCAs.pool)
 	}
 	for _, t := range a.trust {
 		if p := t.TrustPool(); p != nil {
@@ -427,10 +595,65 @@ func (a *Authority) verify(raw [][]byte, usage x509.ExtKeyUsage, pools []*x509.C
 			firstErr = err
 		}
 	}
+	if err := a.mismatch(certs[0], refusal); err != nil {
+		return err
+	}
 	if refusal != nil {
 		return fmt.Errorf("%w: %w: %q: %v", ErrUntrusted, refusal, certs[0].Subject.CommonName, firstErr)
 	}
 	return fmt.Errorf("%w: %q: %v", ErrUntrusted, certs[0].Subject.CommonName, firstErr)
+}
+
+// Names of the derived authorities, which a refused leaf's issuer carries
+// when it was minted from a key of this scheme.
+const (
+	clusterCAName = "Meshwork cluster CA "
+	serverCAName  = "Meshwork server CA "
+)
+
+// mismatch explains the refusal of a leaf minted from a key that this node
+// neither uses nor accepts, naming both sides' keys by fingerprint; nil for
+// any other leaf (another CA's, or one of a known authority refused for
+// another reason, such as its age). refusal, when set, is wrapped too.
+func (a *Authority) mismatch(leaf *x509.Certificate, refusal error) error {
+	if len(leaf.AuthorityKeyId) == 0 {
+		return nil
+	}
+	peer := kidFingerprint(leaf.AuthorityKeyId)
+	var what string
+	switch issuer := leaf.Issuer.CommonName; {
+	case strings.HasPrefix(issuer, clusterCAName):
+		if a.clusterCAs.has(leaf.AuthorityKeyId) {
+			return nil
+		}
+		what = fmt.Sprintf("it holds cluster key %s, which this node neither uses (%s) nor accepts (%s)",
+			peer, a.Fingerprint(), listOrNone(a.AcceptedFingerprints()))
+	case strings.HasPrefix(issuer, serverCAName):
+		if a.server == nil {
+			what = fmt.Sprintf("it presents a leaf of server authority %s, and this node has no server key", peer)
+			break
+		}
+		if a.serverCAs.has(leaf.AuthorityKeyId) {
+			return nil
+		}
+		fps := a.serverCAs.fingerprints()
+		what = fmt.Sprintf("it presents a leaf of server authority %s, derived from a server key and cluster key that this node neither uses (server authority %s) nor accepts (%s)",
+			peer, fps[0], listOrNone(fps[1:]))
+	default:
+		return nil
+	}
+	if refusal != nil {
+		return fmt.Errorf("%w: %w: %w: %q: %s", ErrUntrusted, ErrKeyMismatch, refusal, leaf.Subject.CommonName, what)
+	}
+	return fmt.Errorf("%w: %w: %q: %s", ErrUntrusted, ErrKeyMismatch, leaf.Subject.CommonName, what)
+}
+
+// listOrNone joins fingerprints, or says there are none.
+func listOrNone(fps []string) string {
+	if len(fps) == 0 {
+		return "no other"
+	}
+	return strings.Join(fps, ", ")
 }
 
 // ServerConfig returns a TLS 1.3 server config that requires a trusted client
@@ -460,10 +683,11 @@ func (a *Authority) ServerConfig(protos ...string) *tls.Config {
 		// verifies nothing with it). A client that picks its certificate
 		// from a fixed list skips one of another CA, such as a mesh leaf;
 		// this package's clients choose in GetClientCertificate.
-		both := x509.NewCertPool()
-		both.AddCert(a.cluster.cert)
-		both.AddCert(a.server.cert)
-		cfg.ClientCAs = both
+		all := x509.NewCertPool()
+		for _, c := range append(slices.Clone(a.clusterCAs.certs), a.serverCAs.certs...) {
+			all.AddCert(c)
+		}
+		cfg.ClientCAs = all
 	}
 	return cfg
 }
@@ -518,13 +742,13 @@ func (a *Authority) PeerServerConfig(protos ...string) *tls.Config {
 		MinVersion:             tls.VersionTLS13,
 		NextProtos:             protos,
 		ClientAuth:             tls.RequireAnyClientCert, // verified below
-		ClientCAs:              a.server.pool,            // named in the request only
+		ClientCAs:              a.serverCAs.pool,         // named in the request only
 		SessionTicketsDisabled: true,                     // see ServerConfig
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return a.ServerCertificate()
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return a.verify(raw, x509.ExtKeyUsageClientAuth, []*x509.CertPool{a.server.pool}, ErrNotServer)
+			return a.verify(raw, x509.ExtKeyUsageClientAuth, []*x509.CertPool{a.serverCAs.pool}, ErrNotServer)
 		},
 	}
 }
@@ -545,7 +769,7 @@ func (a *Authority) PeerClientConfig(proto string) *tls.Config {
 			return a.ServerCertificate()
 		},
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return a.verify(raw, x509.ExtKeyUsageServerAuth, []*x509.CertPool{a.server.pool}, ErrNotServer)
+			return a.verify(raw, x509.ExtKeyUsageServerAuth, []*x509.CertPool{a.serverCAs.pool}, ErrNotServer)
 		},
 	}
 	if proto != "" {

@@ -61,19 +61,10 @@ type table struct {
 // New returns an allocator over prefix, which must be IPv4, inside
 // 127.0.0.0/8, outside 127.0.0.0/16, and hold at least 256 addresses.
 func New(prefix netip.Prefix) (*Allocator, error) {
+	if err := CheckPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPrefix, err)
+	}
 	prefix = prefix.Masked()
-	if !prefix.IsValid() || !prefix.Addr().Is4() {
-		return nil, fmt.Errorf("%w: %s is not an IPv4 prefix", ErrPrefix, prefix)
-	}
-	if prefix.Bits() < 8 || !netip.MustParsePrefix("127.0.0.0/8").Contains(prefix.Addr()) {
-		return nil, fmt.Errorf("%w: %s is not inside 127.0.0.0/8", ErrPrefix, prefix)
-	}
-	if prefix.Overlaps(reserved) {
-		return nil, fmt.Errorf("%w: %s overlaps 127.0.0.0/16, where 127.0.0.1 lives", ErrPrefix, prefix)
-	}
-	if prefix.Bits() > 24 {
-		return nil, fmt.Errorf("%w: %s holds fewer than 256 addresses", ErrPrefix, prefix)
-	}
 	a4 := prefix.Addr().As4()
 	a := &Allocator{
 		prefix:     prefix,
