@@ -116,5 +116,5 @@ func printVersion(cmd *cobra.Command, format string, info versionInfo) error {
 		_, err := fmt.Fprintf(out, "meshwork %s\ncommit   %s\ngo       %s %s\n", info.Version, info.Commit, info.Go, info.Platform)
 		return err
 	}
-	return fmt.Errorf("version: --format %q: want text or json", format)
+	return usageErrorf("--format %q: want text or json", format)
 }

@@ -94,11 +94,12 @@ func TestVersionCommand(t *testing.T) {
 		t.Errorf("version = %q", text)
 	}
 
-	if _, err := runCLI(t, "version", "--format", "yaml"); err == nil || !strings.Contains(err.Error(), `--format "yaml"`) {
-		t.Errorf("version --format yaml: %v, want an error naming the format", err)
+	// A wrong command line is a usage error: exit status 2.
+	if _, err := runCLI(t, "version", "--format", "yaml"); exitCode(err) != exitUsage || !strings.Contains(err.Error(), `--format "yaml"`) {
+		t.Errorf("version --format yaml: %v (exit %d), want a usage error naming the format", err, exitCode(err))
 	}
-	if _, err := runCLI(t, "version", "extra"); err == nil {
-		t.Errorf("version extra: no error for an argument")
+	if _, err := runCLI(t, "version", "extra"); exitCode(err) != exitUsage {
+		t.Errorf("version extra: %v (exit %d), want a usage error", err, exitCode(err))
 	}
 }
 

@@ -135,6 +135,19 @@ func sums(t *testing.T, path string) map[string]string {
 	return m
 }
 
+// commitInfo is HEAD when a test starts: what the artifacts it builds must
+// name, read before the build so that a commit made meanwhile shows up as a
+// mismatch rather than moving the expectation.
+type commitInfo struct {
+	commit string // 12 hex digits
+	epoch  string // its commit time, Unix seconds
+}
+
+func head(t *testing.T) commitInfo {
+	t.Helper()
+	return commitInfo{commit: git(t, "rev-parse", "--short=12", "HEAD"), epoch: git(t, "log", "-1", "--format=%ct", "HEAD")}
+}
+
 func artifacts(arches ...string) []string {
 	var names []string
 	for _, a := range arches {
@@ -149,6 +162,7 @@ func artifacts(arches ...string) []string {
 // its signature verifies with the public key alone.
 func TestReleaseReproducible(t *testing.T) {
 	requireTools(t, "ssh-keygen", "dpkg-deb", "gzip", "tar", "sha256sum")
+	h := head(t)
 	dir := t.TempDir()
 	key := signingKey(t, dir, "release-key")
 	outA, outB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
@@ -214,9 +228,9 @@ func TestReleaseReproducible(t *testing.T) {
 		}
 	})
 
-	t.Run("deb", func(t *testing.T) { checkDeb(t, filepath.Join(outA, "meshwork_"+version+"_amd64.deb"), "amd64") })
+	t.Run("deb", func(t *testing.T) { checkDeb(t, filepath.Join(outA, "meshwork_"+version+"_amd64.deb"), "amd64", h) })
 	t.Run("tarball", func(t *testing.T) {
-		checkTarball(t, filepath.Join(outA, "meshwork_"+version+"_linux_amd64.tar.gz"), "amd64")
+		checkTarball(t, filepath.Join(outA, "meshwork_"+version+"_linux_amd64.tar.gz"), "amd64", h)
 	})
 	t.Run("same binary", func(t *testing.T) {
 		fromDeb := extractDeb(t, filepath.Join(outA, "meshwork_"+version+"_amd64.deb"), "./usr/bin/meshwork")
@@ -231,6 +245,7 @@ func TestReleaseReproducible(t *testing.T) {
 // the bytes of a build of amd64 alone.
 func TestReleaseBothArches(t *testing.T) {
 	requireTools(t, "dpkg-deb", "gzip", "tar", "sha256sum")
+	h := head(t)
 	dir := t.TempDir()
 	amd64Only, both := filepath.Join(dir, "amd64"), filepath.Join(dir, "both")
 	release(t, "022", "VERSION="+version, "OUT="+amd64Only, "ARCHES=amd64")
@@ -249,8 +264,8 @@ func TestReleaseBothArches(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(both, "SHA256SUMS.sig")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("SHA256SUMS.sig without SIGNING_KEY: %v", err)
 	}
-	checkDeb(t, filepath.Join(both, "meshwork_"+version+"_arm64.deb"), "arm64")
-	checkTarball(t, filepath.Join(both, "meshwork_"+version+"_linux_arm64.tar.gz"), "arm64")
+	checkDeb(t, filepath.Join(both, "meshwork_"+version+"_arm64.deb"), "arm64", h)
+	checkTarball(t, filepath.Join(both, "meshwork_"+version+"_linux_arm64.tar.gz"), "arm64", h)
 }
 
 // Bad input is refused before anything is built, naming what was wrong, and
@@ -292,7 +307,7 @@ func TestReleaseRefusesBadInput(t *testing.T) {
 
 // checkDeb reads the package with dpkg-deb: control fields, the file list
 // with owners and modes, the unit as rewritten, the scripts and the binary.
-func checkDeb(t *testing.T, deb, arch string) {
+func checkDeb(t *testing.T, deb, arch string, h commitInfo) {
 	t.Helper()
 	fields := map[string]string{}
 	for _, f := range []string{"Package", "Version", "Architecture", "Maintainer", "Section", "Homepage", "Recommends", "Depends"} {
@@ -321,8 +336,7 @@ func checkDeb(t *testing.T, deb, arch string) {
 	if err != nil {
 		t.Fatalf("dpkg-deb --contents: %v", err)
 	}
-	epoch := git(t, "log", "-1", "--format=%ct", "HEAD")
-	sec, _ := strconv.ParseInt(epoch, 10, 64)
+	sec, _ := strconv.ParseInt(h.epoch, 10, 64)
 	stamp := time.Unix(sec, 0).UTC().Format("2006-01-02 15:04")
 	files := map[string]string{} // path to mode, for files
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -373,6 +387,7 @@ func checkDeb(t *testing.T, deb, arch string) {
 			t.Errorf("the packaged unit lacks %q", strings.TrimSpace(line))
 		}
 	}
+	verifyUnit(t, unit)
 	for name, src := range map[string]string{
 		"./usr/lib/sysusers.d/meshwork.conf":              "systemd/meshwork.sysusers",
 		"./usr/lib/systemd/resolved.conf.d/meshwork.conf": "systemd/resolved-meshwork.conf",
@@ -417,13 +432,48 @@ func checkDeb(t *testing.T, deb, arch string) {
 			}
 		}
 	}
-	checkBinary(t, extractDeb(t, deb, "./usr/bin/meshwork"), arch)
+	checkBinary(t, extractDeb(t, deb, "./usr/bin/meshwork"), arch, h)
+}
+
+// verifyUnit runs systemd-analyze verify on the packaged unit, in a root
+// where it sits where the package puts it and its commands exist.
+func verifyUnit(t *testing.T, unit []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Logf("systemd-analyze is not installed: the packaged unit is not verified")
+		return
+	}
+	root := t.TempDir()
+	units := "/usr/lib/systemd/system"
+	if _, err := os.Stat(units); err != nil {
+		units = "/lib/systemd/system"
+	}
+	for _, d := range []string{"usr/bin", "bin", "usr/lib/systemd"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("cp", "-a", units, filepath.Join(root, "usr/lib/systemd/")).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v: %s", units, err, out)
+	}
+	for _, bin := range []string{"usr/bin/meshwork", "bin/kill"} {
+		if err := os.WriteFile(filepath.Join(root, bin), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/systemd/system/meshwork.service"), unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+root, "meshwork.service").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze verify of the packaged unit: %v\n%s", err, out)
+	}
 }
 
 // checkTarball reads the tarball with archive/tar: the gzip header carries
 // no name or time, the entries are in order, owned by 0 and dated at the
 // commit.
-func checkTarball(t *testing.T, path, arch string) {
+func checkTarball(t *testing.T, path, arch string, h commitInfo) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -437,30 +487,29 @@ func checkTarball(t *testing.T, path, arch string) {
 	if zr.Name != "" || !zr.ModTime.IsZero() {
 		t.Errorf("gzip header: name %q, time %v; want neither (gzip -n)", zr.Name, zr.ModTime)
 	}
-	epoch := git(t, "log", "-1", "--format=%ct", "HEAD")
 	var names []string
 	tr := tar.NewReader(zr)
 	for {
-		h, err := tr.Next()
+		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		names = append(names, h.Name)
-		if h.Uid != 0 || h.Gid != 0 || h.Uname != "" || h.Gname != "" {
-			t.Errorf("%s: owner %d/%d (%q/%q), want 0/0 with no names", h.Name, h.Uid, h.Gid, h.Uname, h.Gname)
+		names = append(names, hdr.Name)
+		if hdr.Uid != 0 || hdr.Gid != 0 || hdr.Uname != "" || hdr.Gname != "" {
+			t.Errorf("%s: owner %d/%d (%q/%q), want 0/0 with no names", hdr.Name, hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname)
 		}
-		if strconv.FormatInt(h.ModTime.Unix(), 10) != epoch {
-			t.Errorf("%s: time %v, want the commit's (%s)", h.Name, h.ModTime.UTC(), epoch)
+		if strconv.FormatInt(hdr.ModTime.Unix(), 10) != h.epoch {
+			t.Errorf("%s: time %v, want the commit's (%s)", hdr.Name, hdr.ModTime.UTC(), h.epoch)
 		}
 		wantMode := int64(0o644)
-		if h.Typeflag == tar.TypeDir || h.Name == "meshwork" {
+		if hdr.Typeflag == tar.TypeDir || hdr.Name == "meshwork" {
 			wantMode = 0o755
 		}
-		if h.Mode&0o7777 != wantMode {
-			t.Errorf("%s: mode %o, want %o", h.Name, h.Mode, wantMode)
+		if hdr.Mode&0o7777 != wantMode {
+			t.Errorf("%s: mode %o, want %o", hdr.Name, hdr.Mode, wantMode)
 		}
 	}
 	want := []string{"CHANGELOG.md", "LICENSE", "README.md", "meshwork", "systemd/",
@@ -476,12 +525,12 @@ func checkTarball(t *testing.T, path, arch string) {
 	if !bytes.Equal(files["systemd/meshwork.service"], unit) {
 		t.Errorf("the tarball's unit is not systemd/meshwork.service")
 	}
-	checkBinary(t, files["meshwork"], arch)
+	checkBinary(t, files["meshwork"], arch, h)
 }
 
 // checkBinary checks that bin is a static linux/arch executable and, when it
 // runs here, that it reports the release's version and the commit.
-func checkBinary(t *testing.T, bin []byte, arch string) {
+func checkBinary(t *testing.T, bin []byte, arch string, h commitInfo) {
 	t.Helper()
 	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
@@ -511,8 +560,8 @@ func checkBinary(t *testing.T, bin []byte, arch string) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("meshwork version --format json: %v: %s", err, out)
 	}
-	if commit := git(t, "rev-parse", "--short=12", "HEAD"); got.Version != version || got.Commit != commit {
-		t.Errorf("meshwork version = %+v, want %s and %s", got, version, commit)
+	if got.Version != version || got.Commit != h.commit {
+		t.Errorf("meshwork version = %+v, want %s and %s", got, version, h.commit)
 	}
 }
 
