@@ -101,8 +101,8 @@ type refusal struct {
 	reason string
 }
 
-// handleStream serves one inbound stream: header, checks, local dial,
-// status, splice.
+// handleStream serves one inbound stream: admission, header, the
+// identity and authorization decision, then the local dial and splice.
 func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 	defer t.wg.Done()
 	t.flight.add()
@@ -111,68 +111,98 @@ func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 	defer pi.streams.Add(-1)
 
 	var hdr wire.Header
-	refuse := func(r refusal) {
-		t.refuse(s, pi, &hdr, r)
-	}
-	if t.closed.Load() || t.draining.Load() {
-		refuse(refusal{wire.CodeShuttingDown, "agent shutting down"})
+	if r := admission(t.closed.Load() || t.draining.Load(), n, t.cfg.MaxStreamsPerPeer); r != nil {
+		t.refuse(s, pi, &hdr, *r)
 		return
 	}
-	if n > int64(t.cfg.MaxStreamsPerPeer) {
-		refuse(refusal{wire.CodeOverloaded, fmt.Sprintf("peer holds %d streams, limit %d", n-1, t.cfg.MaxStreamsPerPeer)})
-		return
-	}
-
 	s.SetReadDeadline(time.Now().Add(t.cfg.HeaderTimeout))
 	bp := t.bufPool.Get().(*[]byte)
 	h, err := wire.ReadHeader(s, *bp)
 	t.bufPool.Put(bp)
 	s.SetReadDeadline(time.Time{})
 	if err != nil {
-		code := wire.CodeBadHeader
-		if errors.Is(err, wire.ErrVersion) {
-			code = wire.CodeUnsupportedVersion
-		}
-		refuse(refusal{code, err.Error()})
+		t.refuse(s, pi, &hdr, headerRefusal(err))
 		return
 	}
 	hdr = h
 	start := time.Now()
-
-	// The claim must be proven by the certificate on this connection.
-	if !pi.has(h.Source) {
-		refuse(refusal{wire.CodeIdentityMismatch, fmt.Sprintf("claimed identity %s is not in the peer certificate", h.Source)})
+	target, r := t.admit(h, pi, start)
+	if r != nil {
+		t.refuse(s, pi, &hdr, *r)
 		return
 	}
-	if !pi.notAfter.IsZero() && start.After(pi.notAfter) {
-		refuse(refusal{wire.CodeIdentityMismatch, "peer certificate expired; reconnect"})
+	lc, r := t.dialLocal(h, target, start)
+	if r != nil {
+		t.refuse(s, pi, &hdr, *r)
 		return
+	}
+	t.spliceInbound(s, lc)
+}
+
+// admission decides whether a new stream may be served at all, before its
+// header is read: not while the agent stops, and not beyond the peer's
+// stream limit (held counts the peer's streams, this one included).
+func admission(stopping bool, held int64, limit int) *refusal {
+	switch {
+	case stopping:
+		return &refusal{wire.CodeShuttingDown, "agent shutting down"}
+	case held > int64(limit):
+		return &refusal{wire.CodeOverloaded, fmt.Sprintf("peer holds %d streams, limit %d", held-1, limit)}
+	}
+	return nil
+}
+
+// headerRefusal is the answer to a header that could not be read.
+func headerRefusal(err error) refusal {
+	code := wire.CodeBadHeader
+	if errors.Is(err, wire.ErrVersion) {
+		code = wire.CodeUnsupportedVersion
+	}
+	return refusal{code, err.Error()}
+}
+
+// target is where an admitted stream goes on this node.
+type target struct {
+	service string // the service's name as defined locally
+	addr    netip.AddrPort
+	source  Source // the caller, as proven and authorized
+}
+
+// admit decides an inbound stream from its header and the peer's
+// certificate: the claimed identity must be among the certificate's URI
+// SANs (and the certificate unexpired at now), the service must run here
+// and declare the port, and the Authorizer must allow the caller.
+func (t *Transport) admit(h wire.Header, pi *peerInfo, now time.Time) (target, *refusal) {
+	if !pi.has(h.Source) {
+		return target{}, &refusal{wire.CodeIdentityMismatch, fmt.Sprintf("claimed identity %s is not in the peer certificate", h.Source)}
+	}
+	if !pi.notAfter.IsZero() && now.After(pi.notAfter) {
+		return target{}, &refusal{wire.CodeIdentityMismatch, "peer certificate expired; reconnect"}
 	}
 	src, err := ParseID(t.cfg.TrustDomain, h.Source)
 	if err != nil {
-		refuse(refusal{wire.CodeIdentityMismatch, err.Error()})
-		return
+		return target{}, &refusal{wire.CodeIdentityMismatch, err.Error()}
 	}
 	if src.Service != "" {
 		src.Node = pi.node
 	}
-
-	ls := t.local.Load()
-	inst := ls.services[strings.ToLower(h.Service)]
+	inst := t.local.Load().services[strings.ToLower(h.Service)]
 	if inst == nil {
-		refuse(refusal{wire.CodeNoSuchService, fmt.Sprintf("service %s does not run on node %s", h.Service, t.cfg.Node)})
-		return
+		return target{}, &refusal{wire.CodeNoSuchService, fmt.Sprintf("service %s does not run on node %s", h.Service, t.cfg.Node)}
 	}
 	addr, ok := inst.ports[int(h.Port)]
 	if !ok {
-		refuse(refusal{wire.CodeNoSuchPort, fmt.Sprintf("service %s does not declare port %d on node %s", h.Service, h.Port, t.cfg.Node)})
-		return
+		return target{}, &refusal{wire.CodeNoSuchPort, fmt.Sprintf("service %s does not declare port %d on node %s", h.Service, h.Port, t.cfg.Node)}
 	}
 	if allowed, why := t.deps.Authorizer.Allowed(src, inst.name); !allowed {
-		refuse(refusal{wire.CodeUnauthorized, fmt.Sprintf("%s may not call %s: %s", h.Source, inst.name, why)})
-		return
+		return target{}, &refusal{wire.CodeUnauthorized, fmt.Sprintf("%s may not call %s: %s", h.Source, inst.name, why)}
 	}
+	return target{service: inst.name, addr: netip.AddrPortFrom(addr, h.Port), source: src}, nil
+}
 
+// dialLocal dials the admitted target within LocalDialTimeout and what is
+// left of the caller's budget.
+func (t *Transport) dialLocal(h wire.Header, tg target, start time.Time) (net.Conn, *refusal) {
 	timeout := t.cfg.LocalDialTimeout
 	if h.Timeout > 0 {
 		// The caller's budget was measured when it wrote the header; the
@@ -180,16 +210,28 @@ func (t *Transport) handleStream(s *quic.Stream, pi *peerInfo) {
 		timeout = min(timeout, h.Timeout)
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, timeout)
-	lc, err := t.deps.DialLocal(ctx, "tcp", netip.AddrPortFrom(addr, h.Port).String())
+	lc, err := t.deps.DialLocal(ctx, "tcp", tg.addr.String())
 	cancel()
 	if err != nil {
-		code := wire.CodeDialFailed
-		if h.Timeout > 0 && time.Since(start) >= h.Timeout {
-			code = wire.CodeDeadlineExceeded
-		}
-		refuse(refusal{code, fmt.Sprintf("dial %s:%d: %v", addr, h.Port, trimDialErr(err))})
-		return
+		r := dialRefusal(tg.addr, err, h.Timeout, time.Since(start))
+		return nil, &r
 	}
+	return lc, nil
+}
+
+// dialRefusal is the answer to a failed local dial: deadline_exceeded when
+// the caller's budget ran out meanwhile, else dial_failed.
+func dialRefusal(addr netip.AddrPort, err error, budget, elapsed time.Duration) refusal {
+	code := wire.CodeDialFailed
+	if budget > 0 && elapsed >= budget {
+		code = wire.CodeDeadlineExceeded
+	}
+	return refusal{code, fmt.Sprintf("dial %s:%d: %v", addr.Addr(), addr.Port(), trimDialErr(err))}
+}
+
+// spliceInbound answers accepted and splices the stream to the local
+// connection lc until both directions end.
+func (t *Transport) spliceInbound(s *quic.Stream, lc net.Conn) {
 	if !t.track(lc) {
 		s.CancelRead(streamAborted)
 		s.CancelWrite(streamAborted)
