@@ -275,7 +275,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 func (a *agent) reconciled(t testing.TB) {
 	t.Helper()
 	want := a.m.store.Current().Index()
-	eventually(t, a.name+" to follow the catalog", func() bool { return a.tr.reconciled.Load() >= want })
+	eventually(t, a.name+" to follow the catalog", func() bool { return a.tr.lns.reconciled.Load() >= want })
 }
 
 // vipAddr waits for a's VIP listener of service:port and returns it.
