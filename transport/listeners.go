@@ -152,16 +152,6 @@ func servicePorts(insts []catalog.Instance) []int {
 	return out
 }
 
-func (ls *localState) allPorts() map[int]bool {
-	out := map[int]bool{}
-	for _, li := range ls.services {
-		for p := range li.Ports {
-			out[p] = true
-		}
-	}
-	return out
-}
-
 // reconcileLocal follows new local definitions: the uid map, the ports
 // inbound streams may reach, and the explicit upstream listeners.
 func (t *Transport) reconcileLocal() {

@@ -70,3 +70,14 @@ func buildLocal(defs []LocalService, warn func(msg string, args ...any)) *localS
 	}
 	return ls
 }
+
+// allPorts is the set of ports the local services declare.
+func (ls *localState) allPorts() map[int]bool {
+	out := map[int]bool{}
+	for _, li := range ls.services {
+		for p := range li.Ports {
+			out[p] = true
+		}
+	}
+	return out
+}
