@@ -61,15 +61,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestNewRequiresDeps(t *testing.T) {
+// minimalDeps returns the required Deps of a Transport of node "n", which
+// is never started.
+func minimalDeps(t *testing.T) Deps {
+	t.Helper()
 	ca, _ := transporttest.NewCA(testTD)
 	cert, _ := ca.IssueNode("n", nil, time.Hour)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	full := Deps{PacketConn: pc, Identity: transporttest.NewIdentity(testTD, cert, ca), Catalog: catalog.NewStore()}
+	t.Cleanup(func() { pc.Close() })
+	return Deps{PacketConn: pc, Identity: transporttest.NewIdentity(testTD, cert, ca), Catalog: catalog.NewStore()}
+}
+
+func TestNewRequiresDeps(t *testing.T) {
+	full := minimalDeps(t)
 	cfg := Config{Node: "n", TrustDomain: testTD}
 	for name, mod := range map[string]func(*Deps){
 		"PacketConn": func(d *Deps) { d.PacketConn = nil },
@@ -145,15 +152,9 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	}
 	// A Transport registers every one of them: a probe of the same name is
 	// refused by the registry.
-	ca, _ := transporttest.NewCA(testTD)
-	cert, _ := ca.IssueNode("n", nil, time.Hour)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
 	reg := prometheus.NewRegistry()
-	deps := Deps{PacketConn: pc, Identity: transporttest.NewIdentity(testTD, cert, ca), Catalog: catalog.NewStore(), Registerer: reg}
+	deps := minimalDeps(t)
+	deps.Registerer = reg
 	cfg := Config{Node: "n", TrustDomain: testTD}
 	if _, err := New(cfg, deps); err != nil {
 		t.Fatal(err)

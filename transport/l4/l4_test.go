@@ -4,13 +4,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/transport/transporttest"
 	"github.com/meshwork/meshwork/transport/wire"
 )
 
@@ -22,25 +22,7 @@ func TestMetricNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.inbound.Inc()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, mf := range mfs {
-		got = append(got, mf.GetName())
-	}
-	want := slices.Clone(MetricNames)
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Fatalf("metrics\n got %v\nwant %v", got, want)
-	}
-	for _, n := range want {
-		if !strings.HasPrefix(n, "meshwork_transport_") {
-			t.Errorf("%s lacks the meshwork_transport_ prefix", n)
-		}
-	}
+	transporttest.CheckMetricNames(t, reg, MetricNames)
 	if _, err := New(Config{IdleTimeout: time.Hour, LocalDialTimeout: time.Second, CopyBuffer: 4096}, Deps{Registerer: reg}); err == nil {
 		t.Error("duplicate registration accepted")
 	}

@@ -1,11 +1,11 @@
 package tunnel
 
 import (
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/transport/transporttest"
 )
 
 // TestMetricNames checks that MetricNames is what the tunnel registers.
@@ -20,25 +20,7 @@ func TestMetricNames(t *testing.T) {
 	m.peerConns.WithLabelValues("dialed").Inc()
 	m.peerDials.WithLabelValues("ok").Inc()
 	m.udpBuffer.WithLabelValues("receive").Set(1)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, mf := range mfs {
-		got = append(got, mf.GetName())
-	}
-	want := slices.Clone(MetricNames)
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Fatalf("metrics\n got %v\nwant %v", got, want)
-	}
-	for _, n := range want {
-		if !strings.HasPrefix(n, "meshwork_transport_") {
-			t.Errorf("%s lacks the meshwork_transport_ prefix", n)
-		}
-	}
+	transporttest.CheckMetricNames(t, reg, MetricNames)
 	if _, err := newMetrics(reg); err == nil {
 		t.Error("duplicate registration accepted")
 	}
