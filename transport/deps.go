@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,24 +9,12 @@ import (
 	"sync"
 
 	"github.com/meshwork/meshwork/catalog"
-	"github.com/meshwork/meshwork/internal/spiffeid"
+	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
-// Identity supplies this agent's certificate and judges peers'. The agent's
-// certificate manager (ca/) implements it. Its methods are called
-// concurrently from TLS handshakes and must not block on the network:
-// GetCertificate and GetClientCertificate return the current leaf (they are
-// asked on every handshake, so a renewed leaf is used from the next one on,
-// while established connections and their streams carry on), and
-// VerifyPeer checks a peer's chain against the current trust bundle (so
-// that rotated roots apply at once).
-type Identity interface {
-	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error)
-	// VerifyPeer returns the peer's SPIFFE IDs in the mesh trust domain, or
-	// an error when the chain does not verify.
-	VerifyPeer(rawCerts [][]byte) (spiffeIDs []string, err error)
-}
+// Identity supplies this agent's certificate and judges peers'; see
+// tunnel.Identity for its contract.
+type Identity = tunnel.Identity
 
 // Catalog is the catalog as gossip publishes it; *catalog.Store implements
 // it. Both methods are lock-free or nearly so and never block.
@@ -39,34 +26,15 @@ type Catalog interface {
 	Watch() (*catalog.Snapshot, <-chan struct{})
 }
 
-// Source is the verified identity of a caller, as the receiving agent
-// hands it to the Authorizer.
-type Source struct {
-	// ID is the SPIFFE ID claimed and proven by the certificate.
-	ID string
-	// Service is the calling service for a service identity, else "".
-	Service string
-	// Node is the calling node: the node identity claimed, or for a service
-	// identity the node that the same certificate names, so that an
-	// Authorizer can check the node may hold the service's identity. ""
-	// when the certificate names no node.
-	Node string
-}
+// Source is the verified identity of a caller; see tunnel.Source.
+type Source = tunnel.Source
 
-// Authorizer decides whether a caller may reach a destination service.
-// policy.Set's Intentions implement it through a small adapter. It is
-// called on every inbound stream, concurrently, and must not block: read
-// an in-memory copy of the policy.
-type Authorizer interface {
-	// Allowed returns the verdict and a short reason for logs and refusals.
-	Allowed(src Source, dst string) (allowed bool, reason string)
-}
+// Authorizer decides whether a caller may reach a destination service; see
+// tunnel.Authorizer for its contract.
+type Authorizer = tunnel.Authorizer
 
 // AuthorizerFunc adapts a function to Authorizer.
-type AuthorizerFunc func(src Source, dst string) (bool, string)
-
-// Allowed calls f.
-func (f AuthorizerFunc) Allowed(src Source, dst string) (bool, string) { return f(src, dst) }
+type AuthorizerFunc = tunnel.AuthorizerFunc
 
 // IdentityPolicy says which nodes may hold a service's identity: the
 // ServiceIdentity policy documents and the ServiceIdentityDefaults mode
@@ -166,19 +134,9 @@ func (s *StaticLocal) Set(svcs []LocalService) {
 	s.changed = make(chan struct{})
 }
 
-// ParseID splits a SPIFFE ID of trustDomain into a Source. It fails for
-// another trust domain, a path other than /node/<n> or /svc/<s>, or an
-// invalid name.
-func ParseID(trustDomain, id string) (Source, error) {
-	sid, err := spiffeid.Parse(trustDomain, id)
-	if err != nil {
-		return Source{}, fmt.Errorf("%w: %w", ErrIdentity, err)
-	}
-	if sid.Kind == spiffeid.KindService {
-		return Source{ID: id, Service: sid.Name}, nil
-	}
-	return Source{ID: id, Node: sid.Name}, nil
-}
+// ParseID splits a SPIFFE ID of trustDomain into a Source; see
+// tunnel.ParseID.
+func ParseID(trustDomain, id string) (Source, error) { return tunnel.ParseID(trustDomain, id) }
 
 // LookupUID resolves a user name or numeric uid.
 func LookupUID(u string) (uint32, error) {

@@ -46,6 +46,7 @@ type agent struct {
 	authz    *recordingAuthz
 	cfg      Config
 	deps     Deps
+	setup    func(*Transport) // called between New and Start
 }
 
 // recordingAuthz records every decision and applies a deny list.
@@ -109,6 +110,7 @@ type agentOpts struct {
 	certSvcs []string            // services in its certificate; default its local services
 	tags     map[string][]string // catalog tags by service
 	meta     map[string]map[string]string
+	setup    func(*Transport) // called between New and Start
 }
 
 func testLogger(t testing.TB, name string) *slog.Logger {
@@ -187,7 +189,7 @@ func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
 	if o.deps != nil {
 		o.deps(&deps)
 	}
-	a.cfg, a.deps = cfg, deps
+	a.cfg, a.deps, a.setup = cfg, deps, o.setup
 	m.mu.Lock()
 	m.agents = append(m.agents, a)
 	m.mu.Unlock()
@@ -208,6 +210,9 @@ func (a *agent) start() {
 		t.Fatal(err)
 	}
 	a.tr = tr
+	if a.setup != nil {
+		a.setup(tr)
+	}
 	if err := tr.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +280,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 func (a *agent) reconciled(t testing.TB) {
 	t.Helper()
 	want := a.m.store.Current().Index()
-	eventually(t, a.name+" to follow the catalog", func() bool { return a.tr.reconciled.Load() >= want })
+	eventually(t, a.name+" to follow the catalog", func() bool { return a.tr.lns.reconciled.Load() >= want })
 }
 
 // vipAddr waits for a's VIP listener of service:port and returns it.

@@ -71,11 +71,8 @@ func TestCertRotationDropsNoStream(t *testing.T) {
 
 	// Retire the connection the old stream uses, as expiry would: new
 	// streams go on a fresh connection with the new certificates.
-	client.tr.peersMu.Lock()
-	p := client.tr.peers["server"]
-	client.tr.peersMu.Unlock()
-	oldConn := p.cur
-	p.broken(oldConn)
+	oldConn, _ := client.tr.tun.PeerConn("server")
+	client.tr.tun.Retire("server")
 	for _, a := range []*agent{server, client} {
 		a.id.SetRoots(ca2) // old root retired
 	}
@@ -86,10 +83,11 @@ func TestCertRotationDropsNoStream(t *testing.T) {
 		pingPong(t, oldR, old, i) // and the old one still works
 		i++
 	}
-	if p.cur == nil || p.cur == oldConn {
+	cur, _ := client.tr.tun.PeerConn("server")
+	if cur.Conn == nil || cur.Conn == oldConn.Conn {
 		t.Fatal("the fresh stream did not get a new connection")
 	}
-	if got := p.cur.local.cert; got != client.id.Certificate() {
+	if got := cur.Local; got != client.id.Certificate() {
 		t.Error("the new connection does not present the rotated certificate")
 	}
 	if n := server.metric(t, MetricPeerConns, "direction", "accepted"); n != 2 {
@@ -98,7 +96,7 @@ func TestCertRotationDropsNoStream(t *testing.T) {
 	// The old connection closes once its last stream ends.
 	old.Close()
 	select {
-	case <-oldConn.conn.Context().Done():
+	case <-oldConn.Conn.Context().Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drained connection was not closed")
 	}

@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,10 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/quic-go/quic-go"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/transporttest"
+	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -61,15 +61,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestNewRequiresDeps(t *testing.T) {
+// minimalDeps returns the required Deps of a Transport of node "n", which
+// is never started.
+func minimalDeps(t *testing.T) Deps {
+	t.Helper()
 	ca, _ := transporttest.NewCA(testTD)
 	cert, _ := ca.IssueNode("n", nil, time.Hour)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	full := Deps{PacketConn: pc, Identity: transporttest.NewIdentity(testTD, cert, ca), Catalog: catalog.NewStore()}
+	t.Cleanup(func() { pc.Close() })
+	return Deps{PacketConn: pc, Identity: transporttest.NewIdentity(testTD, cert, ca), Catalog: catalog.NewStore()}
+}
+
+func TestNewRequiresDeps(t *testing.T) {
+	full := minimalDeps(t)
 	cfg := Config{Node: "n", TrustDomain: testTD}
 	for name, mod := range map[string]func(*Deps){
 		"PacketConn": func(d *Deps) { d.PacketConn = nil },
@@ -127,31 +134,12 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 func TestMetricNamesAsDocumented(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Touch every vector so that Gather lists it.
-	m.refused.WithLabelValues("unauthorized").Inc()
-	m.outbound.WithLabelValues("ok").Inc()
-	m.attemptFailures.WithLabelValues("dial_failed").Inc()
-	m.peerConns.WithLabelValues("dialed").Inc()
-	m.peerDials.WithLabelValues("ok").Inc()
-	m.listeners.WithLabelValues("vip").Inc()
-	m.listenErrors.WithLabelValues("vip").Inc()
-	m.udpBuffer.WithLabelValues("receive").Set(1)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, mf := range mfs {
-		got = append(got, mf.GetName())
-	}
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
 		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped}
+	// The tunnel and the handlers register part of them; each package's
+	// own test checks that its list is what it registers.
+	got := append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...)
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
@@ -162,8 +150,22 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 			t.Errorf("%s lacks the meshwork_transport_ prefix", n)
 		}
 	}
+	// A Transport registers every one of them: a probe of the same name is
+	// refused by the registry.
+	reg := prometheus.NewRegistry()
+	deps := minimalDeps(t)
+	deps.Registerer = reg
+	cfg := Config{Node: "n", TrustDomain: testTD}
+	if _, err := New(cfg, deps); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want {
+		if err := reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: n, Help: "probe"})); err == nil {
+			t.Errorf("%s is not registered by New", n)
+		}
+	}
 	// A second transport on the same registry is refused, not a panic.
-	if _, err := newMetrics(reg); err == nil {
+	if _, err := New(cfg, deps); err == nil {
 		t.Error("duplicate registration accepted")
 	}
 }
@@ -221,25 +223,3 @@ func TestParseID(t *testing.T) {
 
 // The gossip catalog is what the transport reads.
 var _ Catalog = (*catalog.Store)(nil)
-
-// A stream of a closing connection can fail before the connection's
-// context is cancelled; the error itself must then say the connection is
-// gone, so that the call is retried on a fresh one.
-func TestConnectionLevelErrors(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{fmt.Errorf("read status: %w", &quic.StatelessResetError{}), true},
-		{&quic.IdleTimeoutError{}, true},
-		{&quic.ApplicationError{ErrorCode: 1, Remote: true}, true},
-		{&quic.TransportError{ErrorCode: quic.ProtocolViolation}, true},
-		{&quic.StreamError{StreamID: 4, ErrorCode: 1, Remote: true}, false},
-		{context.DeadlineExceeded, false},
-		{io.EOF, false},
-	} {
-		if got := connectionLevel(tc.err); got != tc.want {
-			t.Errorf("connectionLevel(%v) = %v, want %v", tc.err, got, tc.want)
-		}
-	}
-}

@@ -2,50 +2,49 @@ package transport
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/transport/l4"
+	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
-// Metric names, as docs/wire.md lists them.
+// Metric names, as docs/wire.md lists them. The tunnel and the handlers
+// register theirs under the same meshwork_transport_ prefix; their names
+// are repeated here so that the data plane's metrics are listed in one
+// place.
 const (
-	MetricRefused         = "meshwork_transport_refused_streams_total"
-	MetricInbound         = "meshwork_transport_inbound_streams_total"
+	MetricRefused         = tunnel.MetricRefused
+	MetricInbound         = l4.MetricInbound
 	MetricOutbound        = "meshwork_transport_outbound_connections_total"
 	MetricAttemptFailures = "meshwork_transport_connect_attempt_failures_total"
-	MetricActive          = "meshwork_transport_active_streams"
-	MetricBytes           = "meshwork_transport_proxied_bytes_total"
-	MetricPeerConns       = "meshwork_transport_peer_connections"
-	MetricPeerDials       = "meshwork_transport_peer_dials_total"
+	MetricActive          = l4.MetricActive
+	MetricBytes           = l4.MetricBytes
+	MetricPeerConns       = tunnel.MetricPeerConns
+	MetricPeerDials       = tunnel.MetricPeerDials
 	MetricConnectSeconds  = "meshwork_transport_connect_duration_seconds"
 	MetricListeners       = "meshwork_transport_listeners"
 	MetricListenErrors    = "meshwork_transport_listen_errors_total"
-	MetricUDPBuffer       = "meshwork_transport_udp_buffer_bytes"
-	MetricGSO             = "meshwork_transport_gso_enabled"
-	MetricGRO             = "meshwork_transport_gro_enabled"
+	MetricUDPBuffer       = tunnel.MetricUDPBuffer
+	MetricGSO             = tunnel.MetricGSO
+	MetricGRO             = tunnel.MetricGRO
 	MetricSkipped         = "meshwork_transport_skipped_instances_total"
 )
 
+// metricNames lists the names of the metrics transport itself registers;
+// tunnel.MetricNames and l4.MetricNames list the others.
+var metricNames = []string{MetricOutbound, MetricAttemptFailures, MetricConnectSeconds, MetricListeners, MetricListenErrors, MetricSkipped}
+
 type metrics struct {
-	refused         *prometheus.CounterVec // reason
-	inbound         prometheus.Counter
 	outbound        *prometheus.CounterVec // result
 	attemptFailures *prometheus.CounterVec // reason
-	active          *prometheus.GaugeVec   // direction
-	bytes           *prometheus.CounterVec // direction
-	peerConns       *prometheus.GaugeVec   // direction
-	peerDials       *prometheus.CounterVec // result
 	connectSeconds  prometheus.Histogram
 	listeners       *prometheus.GaugeVec   // kind
 	listenErrors    *prometheus.CounterVec // kind
-	udpBuffer       *prometheus.GaugeVec   // direction
-	gso             prometheus.Gauge
-	gro             prometheus.Gauge
 	skipped         *prometheus.CounterVec // reason
 
 	// Pre-resolved children for the hot path.
-	activeIn, activeOut prometheus.Gauge
-	bytesUp, bytesDown  prometheus.Counter
-	outOK               prometheus.Counter
-	skippedNoIdentity   prometheus.Counter
-	skippedNotAllowed   prometheus.Counter
+	outOK             prometheus.Counter
+	skippedNoIdentity prometheus.Counter
+	skippedNotAllowed prometheus.Counter
 }
 
 // skippedBy returns the skip counter of reason.
@@ -58,14 +57,6 @@ func (m *metrics) skippedBy(reason string) prometheus.Counter {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricRefused,
-			Help: "Inbound streams refused, by reason (the status code sent).",
-		}, []string{"reason"}),
-		inbound: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: MetricInbound,
-			Help: "Inbound streams accepted and spliced to a local service.",
-		}),
 		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricOutbound,
 			Help: "Outbound connections taken on a VIP or upstream listener, by result: ok, refused, failed, no_instance.",
@@ -74,22 +65,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricAttemptFailures,
 			Help: "Failed connect attempts to one instance (each may be followed by a try on another), by reason.",
 		}, []string{"reason"}),
-		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: MetricActive,
-			Help: "Proxied connections open now, by direction: inbound or outbound.",
-		}, []string{"direction"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricBytes,
-			Help: "Bytes proxied by finished outbound connections, by direction: up (caller to service) or down.",
-		}, []string{"direction"}),
-		peerConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: MetricPeerConns,
-			Help: "QUIC connections to peer agents open now, by direction: dialed or accepted.",
-		}, []string{"direction"}),
-		peerDials: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricPeerDials,
-			Help: "QUIC dials to peer agents, by result: ok or failed.",
-		}, []string{"result"}),
 		connectSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricConnectSeconds,
 			Help:    "Time from accepting a connection to the receiver's accepted status, over all attempts.",
@@ -103,18 +78,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricListenErrors,
 			Help: "Listeners that failed to bind, by kind: vip or upstream.",
 		}, []string{"kind"}),
-		udpBuffer: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: MetricUDPBuffer,
-			Help: "UDP socket buffer the kernel granted the tunnel socket, by direction: receive or send.",
-		}, []string{"direction"}),
-		gso: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricGSO,
-			Help: "1 when quic-go sends with UDP generic segmentation offload, as seen on the last connection.",
-		}),
-		gro: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricGRO,
-			Help: "1 when the tunnel socket receives with UDP generic receive offload.",
-		}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSkipped,
 			Help: "Instances an outbound connection was not sent to because they may not serve the service, by reason: " +
@@ -123,18 +86,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.refused, m.inbound, m.outbound, m.attemptFailures, m.active, m.bytes,
-		m.peerConns, m.peerDials, m.connectSeconds, m.listeners, m.listenErrors,
-		m.udpBuffer, m.gso, m.gro, m.skipped,
+		m.outbound, m.attemptFailures, m.connectSeconds, m.listeners, m.listenErrors, m.skipped,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	m.activeIn = m.active.WithLabelValues("inbound")
-	m.activeOut = m.active.WithLabelValues("outbound")
-	m.bytesUp = m.bytes.WithLabelValues("up")
-	m.bytesDown = m.bytes.WithLabelValues("down")
 	m.outOK = m.outbound.WithLabelValues("ok")
 	m.skippedNoIdentity = m.skipped.WithLabelValues(skipNoIdentity)
 	m.skippedNotAllowed = m.skipped.WithLabelValues(skipNodeNotAllowed)

@@ -123,13 +123,11 @@ func TestNodeFailedLeavesPoolAtOnce(t *testing.T) {
 	if seen["127.0.0.2"] == 0 || seen["127.0.0.3"] == 0 {
 		t.Fatalf("both instances must serve first: %v", seen)
 	}
-	client.tr.peersMu.Lock()
-	p := client.tr.peers["b1"]
-	client.tr.peersMu.Unlock()
-	if p == nil || p.cur == nil {
+	cur, _ := client.tr.tun.PeerConn("b1")
+	conn := cur.Conn
+	if conn == nil {
 		t.Fatal("no connection to b1")
 	}
-	conn := p.cur.conn
 
 	// Gossip declares b1 failed; its agent is in fact still up, so only
 	// the catalog can keep traffic away from it.
@@ -139,13 +137,11 @@ func TestNodeFailedLeavesPoolAtOnce(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the connection to the failed node was not closed")
 	}
-	client.tr.peersMu.Lock()
-	_, still := client.tr.peers["b1"]
-	client.tr.peersMu.Unlock()
+	_, still := client.tr.tun.PeerConn("b1")
 	if still {
 		t.Error("the failed node is still in the peer table")
 	}
-	if n := client.tr.eps.Len(); n != 1 {
+	if n := client.tr.lb.eps.Len(); n != 1 {
 		t.Errorf("balancer keeps %d endpoints, want 1 (b2 only)", n)
 	}
 	for i := range 20 {

@@ -176,9 +176,7 @@ func TestIdentityPolicyKeepsCallsOffNode(t *testing.T) {
 	if n := client.metric(t, MetricSkipped, "reason", skipNodeNotAllowed); n < 1 {
 		t.Fatal("n3 was never picked: the test proves nothing")
 	}
-	client.tr.peersMu.Lock()
-	_, dialed := client.tr.peers["n3"]
-	client.tr.peersMu.Unlock()
+	_, dialed := client.tr.tun.PeerConn("n3")
 	if dialed {
 		t.Fatal("the caller dialled n3, which the policy rules out")
 	}

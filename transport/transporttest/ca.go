@@ -2,7 +2,8 @@
 // tests and benchmarks: a throwaway certificate authority issuing SPIFFE
 // leaf certificates (ECDSA P-256), and an in-memory identity whose
 // certificate and trust bundle can be rotated while connections are open.
-// It is not for production: the CA key lives in memory.
+// It is not for production: the CA key lives in memory. CheckMetricNames
+// checks a package's metric names.
 package transporttest
 
 import (

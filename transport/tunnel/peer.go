@@ -1,4 +1,4 @@
-package transport
+package tunnel
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // the dial in progress (one at a time, shared by every caller that needs
 // it), the connections being drained, and the backoff after a failed dial.
 type peer struct {
-	t    *Transport
+	t    *Tunnel
 	node string
 
 	mu        sync.Mutex
@@ -78,7 +78,7 @@ func (pc *peerConn) release(p *peer) {
 }
 
 // peerFor returns the peer for node, creating it, with addr as its address.
-func (t *Transport) peerFor(node string, addr netip.AddrPort) (*peer, error) {
+func (t *Tunnel) peerFor(node string, addr netip.AddrPort) (*peer, error) {
 	key := strings.ToLower(node)
 	t.peersMu.Lock()
 	defer t.peersMu.Unlock()
@@ -269,7 +269,7 @@ func (p *peer) shutdown(reason string) {
 
 // dialPeer dials node at addr and checks that the server proves node's
 // identity, so that any other mesh member cannot stand in for it.
-func (t *Transport) dialPeer(ctx context.Context, node string, addr netip.AddrPort) (*peerConn, error) {
+func (t *Tunnel) dialPeer(ctx context.Context, node string, addr netip.AddrPort) (*peerConn, error) {
 	var presented atomic.Pointer[tls.Certificate]
 	want := spiffeid.Node(t.cfg.TrustDomain, node)
 	id := t.deps.Identity
@@ -299,7 +299,7 @@ func (t *Transport) dialPeer(ctx context.Context, node string, addr netip.AddrPo
 			return fmt.Errorf("meshwork: server certificate is not %s (has %v)", want, ids)
 		},
 	}
-	conn, err := t.qt.Dial(ctx, net.UDPAddrFromAddrPort(addr), conf, t.quicConf)
+	conn, err := t.qt.Dial(ctx, net.UDPAddrFromAddrPort(addr), conf, t.cfg.QUIC)
 	if err != nil {
 		return nil, fmt.Errorf("%w: node %s at %s: %v", ErrPeerUnreachable, node, addr, err)
 	}
@@ -349,11 +349,11 @@ func serviceIdentities(td string, leaf *x509.Certificate) []string {
 	return out
 }
 
-// dropPeers closes the connections to nodes for which keep is false: gossip
+// DropPeers closes the connections to nodes for which keep is false: gossip
 // declared them failed or they left. Their instances are already out of the
 // pool (they are no longer passing); this stops their connections from
 // hanging on until the QUIC idle timeout.
-func (t *Transport) dropPeers(keep func(node string) bool) {
+func (t *Tunnel) DropPeers(keep func(node string) bool) {
 	t.peersMu.Lock()
 	var gone []*peer
 	for k, p := range t.peers {
@@ -366,5 +366,47 @@ func (t *Transport) dropPeers(keep func(node string) bool) {
 	for _, p := range gone {
 		t.log.Info("peer removed, closing its connections", "node", p.node)
 		p.shutdown("node failed")
+	}
+}
+
+// ConnInfo is a peer connection, as diagnostics and tests see it.
+type ConnInfo struct {
+	// Conn is the QUIC connection; nil when there is none.
+	Conn *quic.Conn
+	// Local is the certificate this agent presented on it.
+	Local *tls.Certificate
+}
+
+// PeerConn returns the connection new streams to node go on now, and
+// whether node is in the peer table at all. For diagnostics and tests.
+func (t *Tunnel) PeerConn(node string) (ci ConnInfo, known bool) {
+	t.peersMu.Lock()
+	p := t.peers[strings.ToLower(node)]
+	t.peersMu.Unlock()
+	if p == nil {
+		return ConnInfo{}, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != nil {
+		ci = ConnInfo{Conn: p.cur.conn, Local: p.cur.local.cert}
+	}
+	return ci, true
+}
+
+// Retire stops new streams on node's current connection, as its
+// certificate's expiry would: the next stream dials afresh, and the
+// streams on the old connection carry on until they end.
+func (t *Tunnel) Retire(node string) {
+	t.peersMu.Lock()
+	p := t.peers[strings.ToLower(node)]
+	t.peersMu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != nil {
+		p.retireLocked(p.cur)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package transport
+package tunnel
 
 const (
 	soRcvBufForce   = 0

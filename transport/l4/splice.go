@@ -1,4 +1,4 @@
-package transport
+package l4
 
 import (
 	"errors"
@@ -8,9 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/meshwork/meshwork/transport/rawio"
+	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
 // smallBuf is the copy buffer of an interactive connection. A direction
@@ -31,10 +30,10 @@ var smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return 
 // writer through TCP windows and QUIC flow control; nothing queues without
 // bound.
 type splicer struct {
-	t    *Transport
+	p    *Proxy
 	c    net.Conn
 	tcp  *net.TCPConn // c, when it is TCP (for linger and half-close)
-	s    *quic.Stream
+	s    *tunnel.Stream
 	last atomic.Int64 // unix ns of the last byte moved
 	once sync.Once
 	idle *time.Timer
@@ -42,21 +41,19 @@ type splicer struct {
 
 // splice runs until both directions end and returns the bytes moved from
 // the TCP side to the stream and back. It closes c.
-func (t *Transport) splice(c net.Conn, tcp *net.TCPConn, s *quic.Stream) (toStream, fromStream int64) {
+func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream, fromStream int64) {
 	if tcp != nil {
 		c = rawio.WrapTCP(tcp)
 	}
-	sp := &splicer{t: t, c: c, tcp: tcp, s: s}
+	sp := &splicer{p: p, c: c, tcp: tcp, s: s}
 	sp.touch()
-	sp.idle = time.AfterFunc(t.cfg.IdleTimeout, sp.checkIdle)
+	sp.idle = time.AfterFunc(p.cfg.IdleTimeout, sp.checkIdle)
 	defer sp.idle.Stop()
 
+	// The other direction ends before splice returns: no goroutine
+	// outlives the call.
 	done := make(chan int64, 1)
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		done <- sp.tcpToStream()
-	}()
+	go func() { done <- sp.tcpToStream() }()
 	fromStream = sp.streamToTCP()
 	toStream = <-done
 	c.Close()
@@ -68,25 +65,24 @@ func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
 // checkIdle aborts the splice when nothing moved for IdleTimeout, and
 // otherwise re-arms itself for the remainder.
 func (sp *splicer) checkIdle() {
-	idle := sp.t.cfg.IdleTimeout
+	idle := sp.p.cfg.IdleTimeout
 	since := time.Duration(time.Now().UnixNano() - sp.last.Load())
 	if since >= idle {
-		sp.t.log.Debug("proxied connection idle, closing", "idle", since)
-		sp.abort(streamIdle)
+		sp.p.log.Debug("proxied connection idle, closing", "idle", since)
+		sp.abort(tunnel.AbortIdle)
 		return
 	}
 	sp.idle.Reset(idle - since)
 }
 
 // abort resets the TCP connection and cancels both sides of the stream.
-func (sp *splicer) abort(code quic.StreamErrorCode) {
+func (sp *splicer) abort(code tunnel.AbortCode) {
 	sp.once.Do(func() {
 		if sp.tcp != nil {
 			sp.tcp.SetLinger(0) // RST: the other end must see a failure, not an end
 		}
 		sp.c.Close()
-		sp.s.CancelRead(code)
-		sp.s.CancelWrite(code)
+		sp.s.Abort(code)
 	})
 }
 
@@ -96,11 +92,11 @@ func (sp *splicer) tcpToStream() int64 {
 	n, rerr, werr := sp.copy(sp.s, sp.c)
 	switch {
 	case werr != nil: // the peer stopped reading, or the connection died
-		sp.abort(streamAborted)
+		sp.abort(tunnel.AbortFailed)
 	case rerr == nil || errors.Is(rerr, io.EOF):
-		sp.s.Close() // FIN: the caller finished sending
+		sp.s.CloseWrite() // FIN: the caller finished sending
 	default:
-		sp.abort(streamAborted)
+		sp.abort(tunnel.AbortFailed)
 	}
 	return n
 }
@@ -109,13 +105,13 @@ func (sp *splicer) streamToTCP() int64 {
 	n, rerr, werr := sp.copy(sp.c, sp.s)
 	switch {
 	case werr != nil:
-		sp.abort(streamAborted)
+		sp.abort(tunnel.AbortFailed)
 	case rerr == nil || errors.Is(rerr, io.EOF):
 		if hc, ok := sp.c.(halfCloser); ok {
 			hc.CloseWrite()
 		}
 	default: // reset by the peer, or the connection died
-		sp.abort(streamAborted)
+		sp.abort(tunnel.AbortFailed)
 	}
 	return n
 }
@@ -128,7 +124,7 @@ func (sp *splicer) copy(dst io.Writer, src io.Reader) (n int64, rerr, werr error
 	var big *[]byte
 	defer func() {
 		if big != nil {
-			sp.t.bufPool.Put(big)
+			sp.p.bufPool.Put(big)
 		}
 	}()
 	buf := *small
@@ -143,10 +139,10 @@ func (sp *splicer) copy(dst io.Writer, src io.Reader) (n int64, rerr, werr error
 			}
 			switch {
 			case nr == len(buf) && big == nil:
-				big = sp.t.bufPool.Get().(*[]byte)
+				big = sp.p.bufPool.Get().(*[]byte)
 				buf = *big
 			case nr < smallBuf/2 && big != nil:
-				sp.t.bufPool.Put(big)
+				sp.p.bufPool.Put(big)
 				big = nil
 				buf = *small
 			}

@@ -1,0 +1,216 @@
+// Package l4 is the per-connection protocol handler of the data plane: it
+// carries a TCP connection as one tunnel stream, byte for byte, keeping
+// half-close and backpressure.
+//
+// On the receiving agent, ServeStream takes a stream the tunnel admitted,
+// dials the local service the tunnel's decision names, answers accepted
+// (or the refusal the dial earned) and splices. On the calling agent,
+// ServeConn takes an application's connection and a Connector, which
+// package transport's routing and balancing implement, opens one stream
+// and splices.
+//
+// It depends on the tunnel's Stream, Inbound and Connector only, never on
+// transport's Transport: a per-request handler for HTTP sits beside it with
+// the same two entry points.
+package l4
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/transport/tunnel"
+	"github.com/meshwork/meshwork/transport/wire"
+)
+
+// Config configures a Proxy. transport.Config.Validate fills in and checks
+// every value before transport builds it.
+type Config struct {
+	// IdleTimeout closes a carried connection when neither direction has
+	// moved a byte for this long. Required.
+	IdleTimeout time.Duration
+	// LocalDialTimeout bounds the dial of a local service. Required.
+	LocalDialTimeout time.Duration
+	// CopyBuffer is the buffer size of a direction moving bulk data.
+	// Required.
+	CopyBuffer int
+}
+
+// Deps are the collaborators of a Proxy.
+type Deps struct {
+	// DialLocal dials local services. nil uses a net.Dialer.
+	DialLocal func(ctx context.Context, network, address string) (net.Conn, error)
+	// Logger receives the logs. nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the metrics. nil keeps them private.
+	Registerer prometheus.Registerer
+}
+
+// Proxy carries TCP connections over tunnel streams.
+type Proxy struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	m       *metrics
+	bufPool sync.Pool // *[]byte of cfg.CopyBuffer
+
+	mu     sync.Mutex
+	conns  map[io.Closer]struct{} // TCP connections being carried, cut by Close
+	closed bool
+}
+
+// New validates cfg and allocates a Proxy.
+func New(cfg Config, deps Deps) (*Proxy, error) {
+	if cfg.IdleTimeout <= 0 || cfg.LocalDialTimeout <= 0 || cfg.CopyBuffer <= 0 {
+		return nil, fmt.Errorf("l4: IdleTimeout %s, LocalDialTimeout %s and CopyBuffer %d must be positive",
+			cfg.IdleTimeout, cfg.LocalDialTimeout, cfg.CopyBuffer)
+	}
+	if deps.DialLocal == nil {
+		d := &net.Dialer{}
+		deps.DialLocal = d.DialContext
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("transport: metrics: %w", err)
+	}
+	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m, conns: map[io.Closer]struct{}{}}
+	p.bufPool.New = func() any { b := make([]byte, cfg.CopyBuffer); return &b }
+	return p, nil
+}
+
+// ServeStream carries an admitted inbound stream to its target: it dials
+// the local service within LocalDialTimeout and what is left of the
+// caller's budget, answers, and splices until both directions end.
+func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
+	lc, r := p.dialLocal(ctx, in)
+	if r != nil {
+		in.Refuse(*r)
+		return
+	}
+	if !p.track(lc) {
+		in.Abort()
+		return
+	}
+	defer p.untrack(lc)
+	s, err := in.Accept()
+	if err != nil {
+		lc.Close()
+		return
+	}
+	p.m.inbound.Inc()
+	p.m.activeIn.Inc()
+	defer p.m.activeIn.Dec()
+	tcp, _ := lc.(*net.TCPConn)
+	p.splice(lc, tcp, s)
+}
+
+// dialLocal dials the admitted target, or returns the refusal to answer.
+func (p *Proxy) dialLocal(ctx context.Context, in *tunnel.Inbound) (net.Conn, *tunnel.Refusal) {
+	timeout := p.cfg.LocalDialTimeout
+	if in.Header.Timeout > 0 {
+		// The caller's budget was measured when it wrote the header; the
+		// transit since then is small and not known without clocks.
+		timeout = min(timeout, in.Header.Timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	lc, err := p.deps.DialLocal(ctx, "tcp", in.Target.Addr.String())
+	cancel()
+	if err != nil {
+		r := dialRefusal(in.Target.Addr, err, in.Header.Timeout, time.Since(in.Start))
+		return nil, &r
+	}
+	return lc, nil
+}
+
+// dialRefusal is the answer to a failed local dial: deadline_exceeded when
+// the caller's budget ran out meanwhile, else dial_failed.
+func dialRefusal(addr netip.AddrPort, err error, budget, elapsed time.Duration) tunnel.Refusal {
+	code := wire.CodeDialFailed
+	if budget > 0 && elapsed >= budget {
+		code = wire.CodeDeadlineExceeded
+	}
+	return tunnel.Refusal{Code: code, Reason: fmt.Sprintf("dial %s:%d: %v", addr.Addr(), addr.Port(), trimDialErr(err))}
+}
+
+// trimDialErr drops the "dial tcp a:p:" prefix net adds to dial errors.
+func trimDialErr(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
+}
+
+// ServeConn carries an application's connection: it opens a stream
+// through conn and splices until both directions end. When no stream can
+// be had the application sees a reset, as from a refused port; conn has
+// logged and counted why.
+func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Connector) {
+	if !p.track(c) {
+		return
+	}
+	defer p.untrack(c)
+	s, done, err := conn.Connect(ctx)
+	if err != nil {
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	p.m.activeOut.Inc()
+	up, down := p.splice(c, c, s)
+	p.m.activeOut.Dec()
+	done()
+	p.m.bytesUp.Add(float64(up))
+	p.m.bytesDown.Add(float64(down))
+}
+
+// Close cuts every connection still carried: applications see a reset,
+// not an end. Later connections are closed as they come. Idempotent.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // applications must see a failure, not an end
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+	return nil
+}
+
+// track registers c to be cut by Close; it reports false (and closes c)
+// when the proxy is already closed.
+func (p *Proxy) track(c io.Closer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) untrack(c io.Closer) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}

@@ -1,0 +1,298 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/tunnel"
+	"github.com/meshwork/meshwork/transport/wire"
+)
+
+// routing is the balancer's state of the instances connections are sent
+// to.
+type routing struct {
+	bal        *balance.Balancer
+	eps        *balance.Table[epKey]
+	skipLogged sync.Map // epKey -> *atomic.Int64: unix ns of the last log of a skip
+}
+
+// subset is where a connection goes: a service, maybe narrowed by a split.
+type subset struct {
+	service string
+	tags    []string
+	meta    map[string]string
+}
+
+// firstTag is the tag the catalog indexes by; the others are filtered.
+func (s subset) firstTag() string {
+	if len(s.tags) == 0 {
+		return ""
+	}
+	return s.tags[0]
+}
+
+// matches reports whether an instance belongs to the subset.
+func (s subset) matches(svc *catalog.Service) bool {
+	for _, tg := range s.tags {
+		if !svc.HasTag(tg) {
+			return false
+		}
+	}
+	return metaMatches(svc, s.meta)
+}
+
+// route applies the traffic split of service, if any, drawing one subset
+// by weight for this connection.
+func (t *Transport) route(snap *catalog.Snapshot, service string) subset {
+	if t.deps.Splits == nil {
+		return subset{service: service}
+	}
+	targets := t.deps.Splits.SplitFor(service)
+	if len(targets) == 0 {
+		return subset{service: service}
+	}
+	var stack [8]uint32
+	weights := stack[:0]
+	for _, tg := range targets {
+		w := tg.Weight
+		// A subset with no healthy instance gets nothing: its share goes to
+		// the others rather than failing connections.
+		if w > 0 && !hasMatch(snap, subsetOf(service, tg)) {
+			w = 0
+		}
+		weights = append(weights, w)
+	}
+	i := t.lb.bal.Weighted(weights)
+	if i < 0 {
+		return subset{service: service}
+	}
+	return subsetOf(service, targets[i])
+}
+
+func subsetOf(service string, tg SplitTarget) subset {
+	s := subset{service: tg.Service, tags: tg.Tags, meta: tg.Meta}
+	if s.service == "" {
+		s.service = service
+	}
+	return s
+}
+
+func hasMatch(snap *catalog.Snapshot, sub subset) bool {
+	for _, in := range snap.Passing(sub.service, sub.firstTag()) {
+		if sub.matches(in.Service) {
+			return true
+		}
+	}
+	return false
+}
+
+func metaMatches(svc *catalog.Service, want map[string]string) bool {
+	for k, v := range want {
+		if svc.Meta[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// connect opens an accepted stream to an instance of service on port (0:
+// each instance's main port), claiming source. It tries up to
+// ConnectAttempts instances while ctx lasts; done must be called when the
+// stream is finished with.
+//
+// An instance gets the connection only if it may serve its service: the
+// IdentityPolicy lets its node hold the service's identity, and the
+// certificate its agent presented on our connection to it holds that
+// identity. Any other instance is skipped (logged and counted) without
+// using up an attempt, and the balancer picks among the rest.
+func (t *Transport) connect(ctx context.Context, service string, port int, source string) (s *tunnel.Stream, done func(), err error) {
+	snap := t.deps.Catalog.Current()
+	sub := t.route(snap, service)
+	cands := snap.Passing(sub.service, sub.firstTag())
+	if len(cands) == 0 {
+		return nil, nil, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
+	}
+	portFor := func(in *catalog.Instance) int {
+		switch {
+		case port == 0:
+			return in.Service.Port
+		case in.Service.HasPort(port):
+			return port
+		case !strings.EqualFold(sub.service, service):
+			// A split to another service keeps the connection but not
+			// necessarily the port number: use that service's main port.
+			return in.Service.Port
+		}
+		return 0
+	}
+	var tried []int
+	skip := func(i int) bool {
+		for _, x := range tried {
+			if x == i {
+				return true
+			}
+		}
+		in := &cands[i]
+		return in.Member.TunnelPort <= 0 || !in.Member.IP.IsValid() || portFor(in) == 0 || !sub.matches(in.Service)
+	}
+	hdr := wire.Header{Source: source, Trace: newTrace()}
+	var lastErr, lastSkip error
+	retriedGone := false
+	for attempt := 0; attempt < t.cfg.ConnectAttempts; {
+		if err := ctx.Err(); err != nil {
+			if lastErr == nil {
+				lastErr = err
+			}
+			break
+		}
+		i := t.lb.bal.Pick(len(cands), func(i int) *balance.Endpoint {
+			return t.lb.eps.Get(keyOf(&cands[i]))
+		}, skip)
+		if i < 0 {
+			break
+		}
+		in := &cands[i]
+		if t.deps.IdentityPolicy != nil {
+			if ok, why := t.deps.IdentityPolicy.MayHold(in.Member.Node, in.Service.Name); !ok {
+				lastSkip = t.skipInstance(in, &skipError{reason: skipNodeNotAllowed, detail: why})
+				tried = append(tried, i)
+				continue
+			}
+		}
+		ep := t.lb.eps.Get(keyOf(in))
+		hdr.Service = in.Service.Name
+		hdr.Port = uint16(portFor(in))
+		if dl, ok := ctx.Deadline(); ok {
+			hdr.Timeout = max(time.Until(dl), time.Microsecond)
+		}
+		ep.Start()
+		t0 := t.lb.bal.Now()
+		st, err := t.tun.OpenStream(ctx, peerOf(in), &hdr)
+		if err == nil {
+			ep.Success(t.lb.bal.Now() - t0)
+			return st, func() { st.Release(); ep.End() }, nil
+		}
+		ep.End()
+		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
+			lastSkip = t.skipInstance(in, &skipError{reason: skipNoIdentity, detail: nh.Error()})
+			tried = append(tried, i)
+			continue
+		}
+		attempt++
+		lastErr = err
+		var re *RefusedError
+		if errors.As(err, &re) && !re.Code.Retryable() {
+			t.m.attemptFailures.WithLabelValues(re.Code.String()).Inc()
+			return nil, nil, err // policy and identity refusals are final
+		}
+		if errors.Is(err, tunnel.ErrConnLost) && !retriedGone {
+			// Not the instance's fault: try it again on a fresh connection.
+			retriedGone = true
+			t.m.attemptFailures.WithLabelValues("connection_lost").Inc()
+			t.log.Debug("connection to peer lost; retrying on a new one", "node", in.Member.Node, "err", err)
+			continue
+		}
+		ep.Failure()
+		tried = append(tried, i)
+		t.m.attemptFailures.WithLabelValues(failureReason(err)).Inc()
+		t.log.Debug("connect attempt failed", "service", hdr.Service, "node", in.Member.Node, "attempt", attempt, "err", err)
+	}
+	switch {
+	case lastErr != nil:
+	case lastSkip != nil:
+		lastErr = fmt.Errorf("%w: %s: no instance may serve it; last skipped: %w", ErrNoInstance, sub.service, lastSkip)
+	default:
+		lastErr = fmt.Errorf("%w: %s (none reachable on port %d)", ErrNoInstance, sub.service, port)
+	}
+	return nil, nil, lastErr
+}
+
+// Reasons an instance is skipped, the label of MetricSkipped.
+const (
+	// skipNoIdentity: the certificate the instance's agent presented does
+	// not hold the service's identity.
+	skipNoIdentity = "certificate_lacks_service"
+	// skipNodeNotAllowed: the IdentityPolicy does not let the instance's
+	// node hold the service's identity.
+	skipNodeNotAllowed = "node_not_allowed"
+)
+
+// skipError is an instance passed over because it may not serve the
+// service; connect tries another.
+type skipError struct {
+	reason string // skipNoIdentity or skipNodeNotAllowed
+	detail string
+}
+
+func (e *skipError) Error() string { return e.reason + ": " + e.detail }
+
+// skipLogEvery limits the log of skips to one line per instance per period:
+// an instance that may not serve keeps being skipped for every connection.
+const skipLogEvery = 30 * time.Second
+
+// skipInstance counts and logs an instance that connect passed over, and
+// returns the error for connect's answer.
+func (t *Transport) skipInstance(in *catalog.Instance, se *skipError) error {
+	t.m.skippedBy(se.reason).Inc()
+	err := fmt.Errorf("instance %s on node %s: %w", in.Service.ID, in.Member.Node, se)
+	k := keyOf(in)
+	v, ok := t.lb.skipLogged.Load(k)
+	if !ok {
+		v, _ = t.lb.skipLogged.LoadOrStore(k, new(atomic.Int64))
+	}
+	last := v.(*atomic.Int64)
+	now := time.Now().UnixNano()
+	if prev := last.Load(); (prev == 0 || now-prev >= int64(skipLogEvery)) && last.CompareAndSwap(prev, now) {
+		t.log.Warn("instance skipped: it may not serve the service", "service", in.Service.Name, "instance", in.Service.ID,
+			"node", in.Member.Node, "reason", se.reason, "detail", se.detail)
+	}
+	return err
+}
+
+// peerOf names the agent of instance in.
+func peerOf(in *catalog.Instance) tunnel.Peer {
+	return tunnel.Peer{Node: in.Member.Node, Addr: netip.AddrPortFrom(in.Member.IP.Unmap(), uint16(in.Member.TunnelPort))}
+}
+
+func keyOf(in *catalog.Instance) epKey {
+	return epKey{strings.ToLower(in.Member.Node), in.Service.ID}
+}
+
+func failureReason(err error) string {
+	var re *RefusedError
+	switch {
+	case errors.As(err, &re):
+		return re.Code.String()
+	case errors.Is(err, ErrPeerUnreachable):
+		return "peer_unreachable"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return "stream_error"
+}
+
+// newTrace starts a trace context for a connection, so that both agents'
+// logs of it can be joined.
+func newTrace() wire.TraceContext {
+	var tc wire.TraceContext
+	a, b, c := rand.Uint64(), rand.Uint64(), rand.Uint64()|1
+	for i := range 8 {
+		tc.TraceID[i] = byte(a >> (8 * i))
+		tc.TraceID[8+i] = byte(b >> (8 * i))
+		tc.ParentID[i] = byte(c >> (8 * i))
+	}
+	if tc.TraceID == [16]byte{} {
+		tc.TraceID[15] = 1
+	}
+	return tc
+}
