@@ -15,7 +15,7 @@ FUZZTIME ?= 20000x
 # smaller binary starts with less mapped memory.
 TAGS     ?= nobadger nobbolt nomysql nopgx nocloudkms noawskms noazurekms notpmkms
 
-.PHONY: all build test unit fuzz e2e demo bench lint clean
+.PHONY: all build test unit fuzz e2e demo bench lint clean role role-files
 
 all: build
 
@@ -55,4 +55,23 @@ lint:
 	scripts/lint-ops.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
+
+# role-files: copy the unit and drop-ins of systemd/ into the Ansible role,
+# which ships real files so that it works outside this repository.
+# ansible/ansible_test.go fails when a copy differs from its source.
+ROLE_FILES := meshwork.service meshwork.sysusers sysctl-meshwork.conf
+role-files:
+	for f in $(ROLE_FILES); do cp systemd/$$f ansible/roles/meshwork/files/$$f; done
+
+# role: pack the role into dist/meshwork-role-$(VERSION).tar.gz, one
+# top-level directory meshwork/, with fixed owners, order and times so that
+# the same tree packs to the same bytes. Install it with
+#   ansible-galaxy role install -p ROLES_PATH dist/meshwork-role-$(VERSION).tar.gz,,meshwork
+ROLE_TARBALL := dist/meshwork-role-$(VERSION).tar.gz
+role:
+	@mkdir -p dist
+	@for f in $(ROLE_FILES); do cmp -s systemd/$$f ansible/roles/meshwork/files/$$f || { echo "ansible/roles/meshwork/files/$$f differs from systemd/$$f: run make role-files"; exit 1; }; done
+	tar -C ansible/roles --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+		--exclude='*.retry' --exclude='__pycache__' -cf - meshwork | gzip -n > $(ROLE_TARBALL)
+	@echo $(ROLE_TARBALL)

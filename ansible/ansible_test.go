@@ -298,3 +298,32 @@ func TestResolvedTemplateMatchesShippedDropIn(t *testing.T) {
 		t.Errorf("rendered drop-in %q, shipped %q", got, want)
 	}
 }
+
+// The role ships real copies of the unit and drop-ins of systemd/, so that
+// it works once packed and installed elsewhere; they must stay the same
+// files. `make role-files` copies them again.
+func TestRoleFilesMatchSystemd(t *testing.T) {
+	for _, name := range []string{"meshwork.service", "meshwork.sysusers", "sysctl-meshwork.conf"} {
+		t.Run(name, func(t *testing.T) {
+			copyPath := filepath.Join("roles/meshwork/files", name)
+			fi, err := os.Lstat(copyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.Mode().IsRegular() {
+				t.Fatalf("%s is not a regular file (%v): a symlink breaks once the role leaves this repository; run make role-files", copyPath, fi.Mode().Type())
+			}
+			got, err := os.ReadFile(copyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join("../systemd", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from systemd/%s: run make role-files", copyPath, name)
+			}
+		})
+	}
+}
