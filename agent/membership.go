@@ -91,12 +91,21 @@ func (a *Agent) publishLocal(rec catalog.Record) {
 	}
 }
 
-// members adapts gossip's member list to the API's.
+// members adapts gossip's member list to the API's, with what the
+// catalog's records add (the tunnel port, the services).
 func (a *Agent) members() []api.Member {
 	ms := a.gossip.Members()
+	recs := map[string]*catalog.Member{}
+	for _, m := range a.store.Current().Members() {
+		recs[m.Node] = m
+	}
 	out := make([]api.Member, len(ms))
 	for i, m := range ms {
-		out[i] = api.Member{Name: m.Name, Addr: m.Addr, Port: m.Port, Status: string(m.Status), Server: m.Server, Meta: m.Meta}
+		out[i] = api.Member{Name: m.Name, Addr: m.Addr, Port: m.Port, Status: string(m.Status), Server: m.Server, Meta: m.Meta,
+			RecordVersion: m.Version}
+		if r := recs[m.Name]; r != nil {
+			out[i].TunnelPort, out[i].Services = r.TunnelPort, len(r.Services)
+		}
 	}
 	return out
 }

@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestClientErrors(t *testing.T) {
@@ -100,5 +102,117 @@ func TestClientWriteOutcome(t *testing.T) {
 	}
 	if _, err := c.Do(ctx, "GET", "/hangup", nil, nil, nil); errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("read with the connection lost = %v, want ErrUnreachable", err)
+	}
+}
+
+// hungListener accepts connections and never answers on them, as a hung
+// agent does. It closes them at the end of the test.
+func hungListener(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().String()
+}
+
+// TestClientTimeout: an agent that takes the request and never answers is
+// abandoned after the timeout with ErrTimeout (a read), or with
+// ErrOutcomeUnknown as well (a write, which may have been applied); a
+// stream is abandoned when its answer does not begin in time.
+func TestClientTimeout(t *testing.T) {
+	c := NewClient(hungListener(t)).WithTimeout(200 * time.Millisecond)
+	ctx := context.Background()
+
+	_, err := c.Do(ctx, "GET", "/v1/agent/members", nil, nil, nil)
+	if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "200ms") {
+		t.Fatalf("read from a hung agent = %v, want ErrTimeout naming the timeout", err)
+	}
+	_, err = c.DoKeyed(ctx, "PUT", "/v1/policy", nil, "k", map[string]int{"a": 1}, nil)
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("write to a hung agent = %v, want ErrTimeout and ErrOutcomeUnknown", err)
+	}
+	if _, err := c.Stream(ctx, "/v1/agent/monitor", nil); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("stream from a hung agent = %v, want ErrTimeout", err)
+	}
+
+	// The caller's own cancellation is its own error, not a timeout.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.Do(cctx, "GET", "/v1/agent/members", nil, nil, nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrTimeout) {
+		t.Fatalf("cancelled read = %v, want context.Canceled", err)
+	}
+}
+
+// TestClientBlockingReadBudget: a blocking read gets the timeout on top of
+// the wait it asks for (the agent's default and cap when it asks none or
+// too much, with the agent's jitter); other requests get the timeout.
+func TestClientBlockingReadBudget(t *testing.T) {
+	c := NewClient("127.0.0.1:1").WithTimeout(30 * time.Second)
+	tests := []struct {
+		name  string
+		query url.Values
+		want  time.Duration
+	}{
+		{"not blocking", nil, 30 * time.Second},
+		{"index 0 is not blocking", url.Values{"index": {"0"}, "wait": {"1m"}}, 30 * time.Second},
+		{"wait given", url.Values{"index": {"7"}, "wait": {"16s"}}, 30*time.Second + 17*time.Second},
+		{"agent default", url.Values{"index": {"7"}}, 30*time.Second + DefaultBlockingWait + DefaultBlockingWait/16},
+		{"agent cap", url.Values{"index": {"7"}, "wait": {"1h"}}, 30*time.Second + MaxBlockingWait + MaxBlockingWait/16},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := c.requestBudget(tc.query); got != tc.want {
+				t.Fatalf("budget = %s, want %s", got, tc.want)
+			}
+		})
+	}
+	if got := c.WithTimeout(0).requestBudget(url.Values{"index": {"7"}}); got != 0 {
+		t.Fatalf("no timeout: budget %s, want none", got)
+	}
+}
+
+// TestClientBlockingReadOutlastsTimeout: a blocking read that the agent
+// answers after longer than the timeout, but within its wait, succeeds.
+func TestClientBlockingReadOutlastsTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("index") != "" {
+			<-release
+		}
+		_, _ = w.Write([]byte(`[]`))
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL).WithTimeout(100 * time.Millisecond)
+	// The answer comes once a read without index has timed out: the
+	// blocking read was held past the timeout and still answered.
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := c.CatalogServices(context.Background(), &QueryOptions{Index: 5, Wait: time.Minute})
+		errc <- err
+	}()
+	hung := NewClient(hungListener(t)).WithTimeout(100 * time.Millisecond)
+	if _, err := hung.Self(context.Background()); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("hung agent: %v", err)
+	}
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatalf("blocking read held past the timeout: %v", err)
 	}
 }

@@ -155,6 +155,14 @@ type Member struct {
 	Status string            `json:"status"`
 	Server bool              `json:"server"`
 	Meta   map[string]string `json:"meta,omitempty"`
+	// TunnelPort is the UDP port of the node's tunnel listener; 0 when it
+	// has none, or its record has not arrived.
+	TunnelPort int `json:"tunnel_port,omitempty"`
+	// Services is the number of services in the node's record.
+	Services int `json:"services"`
+	// RecordVersion is the version of the node's catalog record this agent
+	// holds (it grows with every change the node publishes); 0 for none.
+	RecordVersion uint64 `json:"record_version,omitempty"`
 }
 
 // AgentService is a service registered on this agent, with its checks

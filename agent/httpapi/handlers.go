@@ -59,7 +59,8 @@ func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) {
 		out = s.deps.Members.Members()
 	} else {
 		for _, m := range s.deps.Catalog.Current().Members() {
-			out = append(out, api.Member{Name: m.Node, Addr: m.Addr, Status: string(m.Status), Server: m.Server, Meta: m.Meta})
+			out = append(out, api.Member{Name: m.Node, Addr: m.Addr, Status: string(m.Status), Server: m.Server, Meta: m.Meta,
+				TunnelPort: m.TunnelPort, Services: len(m.Services), RecordVersion: m.Version})
 		}
 	}
 	authz := authorizer(r)

@@ -69,8 +69,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultAddr        = "127.0.0.1:8500"
-	DefaultWait        = 5 * time.Minute
-	DefaultMaxWait     = 10 * time.Minute
+	DefaultWait        = api.DefaultBlockingWait // clients count on it (api.Client's timeout)
+	DefaultMaxWait     = api.MaxBlockingWait
 	DefaultVersion     = "dev"
 	shutdownGrace      = 5 * time.Second
 	readHeaderTimeout  = 10 * time.Second

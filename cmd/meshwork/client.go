@@ -2,11 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/api"
@@ -15,41 +15,52 @@ import (
 
 // clientFlags are the flags every command that talks to an agent shares.
 type clientFlags struct {
+	cmd       *cobra.Command
 	httpAddr  string
 	format    string
 	token     string
 	tokenFile string
+	timeout   time.Duration
+	// defaultTimeout replaces api.DefaultTimeout for a command whose
+	// requests take long (a snapshot); 0 keeps it.
+	defaultTimeout time.Duration
 
 	secret string // the ACL token's secret, found by validate; "" for none
 }
 
-// addClientFlags registers --http-addr, --format, --token and --token-file
-// on cmd.
+// addClientFlags registers --http-addr, --format, --token, --token-file
+// and --timeout on cmd.
 func addClientFlags(cmd *cobra.Command) *clientFlags {
-	f := &clientFlags{}
+	f := &clientFlags{cmd: cmd}
 	cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", "address of the agent's HTTP API (default $"+api.AddrEnv+", or "+api.DefaultAddr+")")
 	cmd.Flags().StringVar(&f.format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVar(&f.token, "token", "", "the secret of the ACL token to send (default $"+api.TokenEnv+"; a flag shows in the process list: prefer --token-file)")
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "a file holding the secret of the ACL token to send (default $"+api.TokenFileEnv+")")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "how long to wait for the agent's answer, on top of a blocking query's wait (default $"+api.TimeoutEnv+", or "+api.DefaultTimeout.String()+")")
 	return f
 }
 
 // client returns an API client for the configured agent, sending the
-// token validate found.
+// token validate found and giving up after the timeout validate chose.
 func (f *clientFlags) client() *api.Client {
 	addr := f.httpAddr
 	if addr == "" {
 		addr = os.Getenv(api.AddrEnv)
 	}
-	return api.NewClient(addr).WithToken(f.secret)
+	return api.NewClient(addr).WithToken(f.secret).WithTimeout(f.timeout)
 }
 
-// validate checks the flags, and finds the token, before any request is
-// made.
+// validate checks the flags, and finds the token and the timeout, before
+// any request is made. A wrong flag is a usage error.
 func (f *clientFlags) validate() error {
 	if f.format != "text" && f.format != "json" {
-		return fmt.Errorf("--format %q: want text or json", f.format)
+		return usageErrorf("--format %q: want text or json", f.format)
 	}
+	timeout, err := requestTimeout(f.cmd.Flags().Changed("timeout"), f.timeout, f.defaultTimeout)
+	if err != nil {
+		return err
+	}
+	f.timeout = timeout
 	secret, err := tokenSecret(f.token, f.tokenFile)
 	if err != nil {
 		return err
@@ -58,12 +69,35 @@ func (f *clientFlags) validate() error {
 	return nil
 }
 
+// requestTimeout is --timeout when given, else $MESHWORK_HTTP_TIMEOUT,
+// else def (api.DefaultTimeout when 0). It must be positive: a script
+// that waits for ever on a hung agent is what the timeout prevents.
+func requestTimeout(given bool, flag, def time.Duration) (time.Duration, error) {
+	if given {
+		if flag <= 0 {
+			return 0, usageErrorf("--timeout %s: want a positive duration such as 30s", flag)
+		}
+		return flag, nil
+	}
+	if v := os.Getenv(api.TimeoutEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, usageErrorf("$%s %q: want a positive duration such as 30s", api.TimeoutEnv, v)
+		}
+		return d, nil
+	}
+	if def > 0 {
+		return def, nil
+	}
+	return api.DefaultTimeout, nil
+}
+
 // tokenSecret finds the ACL token to send: --token, else --token-file,
 // else $MESHWORK_HTTP_TOKEN, else the file $MESHWORK_HTTP_TOKEN_FILE
 // names; "" when none is given. Errors name the source, never the secret.
 func tokenSecret(flag, file string) (string, error) {
 	if flag != "" && file != "" {
-		return "", errors.New("--token and --token-file are both given: give one")
+		return "", usageErrorf("--token and --token-file are both given: give one")
 	}
 	fromFile := func(what, path string) (string, error) {
 		b, err := os.ReadFile(path)
@@ -74,7 +108,10 @@ func tokenSecret(flag, file string) (string, error) {
 	}
 	switch {
 	case flag != "":
-		return flag, acl.CheckSecret("--token", flag)
+		if err := acl.CheckSecret("--token", flag); err != nil {
+			return "", usageError{err}
+		}
+		return flag, nil
 	case file != "":
 		return fromFile("--token-file", file)
 	}

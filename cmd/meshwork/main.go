@@ -18,14 +18,30 @@ var version = "dev"
 
 func main() {
 	root := newRootCmd()
-	if err := root.Execute(); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "meshwork:", errorText(err))
-		os.Exit(1)
+	cmd, err := root.ExecuteC()
+	if cmd == nil {
+		cmd = root
 	}
+	os.Exit(report(cmd, err))
+}
+
+// report says what went wrong with a command, unless it has, and returns
+// the process's exit status (exit.go).
+func report(cmd *cobra.Command, err error) int {
+	code := exitCode(err)
+	var ee exitError
+	if err == nil || errors.As(err, &ee) {
+		return code
+	}
+	w := cmd.ErrOrStderr()
+	fmt.Fprintln(w, "meshwork:", errorText(err))
+	if code == exitUsage {
+		fmt.Fprintf(w, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	if errors.Is(err, api.ErrTimeout) {
+		fmt.Fprintf(w, "A longer wait: --timeout or $%s.\n", api.TimeoutEnv)
+	}
+	return code
 }
 
 // errorText is what the CLI prints of err. A refusal by the ACLs (HTTP
@@ -39,12 +55,6 @@ func errorText(err error) string {
 	return err.Error()
 }
 
-// exitError ends the process with a code and no further message; the command
-// has already said what went wrong.
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
 // subcommands are registered by the files of this package, each adding its own
 // command group in an init function, so that no file edits another's.
 var subcommands []func() *cobra.Command
@@ -53,6 +63,7 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "meshwork",
 		Short:         "Meshwork: a service mesh for virtual machines and bare-metal hosts",
+		Long:          "Meshwork: a service mesh for virtual machines and bare-metal hosts.\n\n" + exitCodesHelp,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -60,5 +71,6 @@ func newRootCmd() *cobra.Command {
 	for _, mk := range subcommands {
 		root.AddCommand(mk())
 	}
+	strictUsage(root)
 	return root
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -89,11 +88,6 @@ func readPolicyFiles(stdin io.Reader, path string) ([]policy.Document, error) {
 	}
 	return all, errors.Join(errs...)
 }
-
-// exitOutcomeUnknown is the exit status of a write that may or may not
-// have been applied (1 means it failed and was not applied, or that
-// something else went wrong).
-const exitOutcomeUnknown = 3
 
 // idempotencyFlag registers --idempotency-key on a command that writes.
 func idempotencyFlag(cmd *cobra.Command) *string {
@@ -324,12 +318,4 @@ func newPolicyStatusCmd() *cobra.Command {
 		})
 	}
 	return cmd
-}
-
-// withTimeout gives a command without a deadline one.
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeout(ctx, d)
 }
