@@ -37,8 +37,12 @@ type Deps struct {
 	// Logger receives every component's logs, each under a "component" key.
 	// Default: discards.
 	Logger *slog.Logger
-	// Version is reported by the API. Default: "dev".
+	// Version is the binary's semantic version, reported by the API and
+	// logged at start. Default: the API's, "0.0.0-dev".
 	Version string
+	// Commit is the git commit the binary was built from, reported beside
+	// Version. Default: the API's, "unknown".
+	Commit string
 	// Registry receives every metric. Default: a fresh registry with the Go
 	// runtime and process collectors.
 	Registry *prometheus.Registry
@@ -121,7 +125,10 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	if deps.Version == "" {
-		deps.Version = "dev"
+		deps.Version = httpapi.DefaultVersion
+	}
+	if deps.Commit == "" {
+		deps.Commit = httpapi.DefaultCommit
 	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
@@ -188,7 +195,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.releaseAgain = time.AfterFunc(settleTime, func() { a.releasePages("settled") })
 	}
 	a.mu.Unlock()
-	a.log.Info("agent started", "node", a.cfg.Node, "advertise", a.cfg.Advertise, "server", a.cfg.Server, "version", a.deps.Version)
+	a.log.Info("agent started", "node", a.cfg.Node, "advertise", a.cfg.Advertise, "server", a.cfg.Server, "version", a.deps.Version, "commit", a.deps.Commit)
 	return nil
 }
 

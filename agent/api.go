@@ -13,7 +13,7 @@ import (
 // mount theirs when they are built).
 func (a *Agent) buildHTTP() error {
 	addr := net.JoinHostPort(a.cfg.Addresses.HTTP, strconv.Itoa(a.cfg.Ports.HTTP))
-	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version}, httpapi.Deps{
+	s, err := httpapi.New(httpapi.Config{Addr: addr, Version: a.deps.Version, Commit: a.deps.Commit}, httpapi.Deps{
 		Listener:   a.deps.HTTPListener,
 		Local:      a.local,
 		Catalog:    a.store,

@@ -137,11 +137,23 @@ type Self struct {
 	TunnelPort int               `json:"tunnel_port,omitempty"`
 	Server     bool              `json:"server"`
 	Meta       map[string]string `json:"meta,omitempty"`
-	Version    string            `json:"version"`
+	// Build names the agent's binary.
+	Build Build `json:"build"`
 	// CatalogIndex is the index of the agent's current catalog snapshot.
 	CatalogIndex uint64 `json:"catalog_index"`
 	// Services is the number of services registered on this node.
 	Services int `json:"services"`
+}
+
+// Build names a binary: what `meshwork version` prints, and an agent reports
+// in Self.
+type Build struct {
+	// Version is a semantic version: x.y.z for a release, 0.0.0-dev+<commit>
+	// or x.y.z-dev+<commit> for a build between releases.
+	Version string `json:"version"`
+	// Commit is the git commit the binary was built from (12 hex digits),
+	// or "unknown".
+	Commit string `json:"commit"`
 }
 
 // Member is a node as this agent's gossip layer sees it

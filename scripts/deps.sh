@@ -9,12 +9,14 @@
 #                            fortio, redis, postgresql
 #   scripts/deps.sh step     step-ca and the step CLI, for the external-CA test
 #   scripts/deps.sh lint     ansible-lint, systemd-analyze
+#   scripts/deps.sh release  nfpm (the .deb packager), dpkg-deb, ssh-keygen
 set -euo pipefail
 
 # Versions are pinned: the module proxy here serves a limited mirror.
 COREDNS_VERSION=v1.15.0
 STEP_VERSION=v0.30.2
 FORTIO_VERSION=v1.68.2
+NFPM_VERSION=v2.48.0
 
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export PATH="$GOBIN:$PATH"
@@ -82,10 +84,19 @@ group_lint() {
 	apt_install ansible-lint systemd
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 test|e2e|bench|step|lint..." >&2; exit 2; }
+# The packages of a release are only as reproducible as the packager: an nfpm
+# of another version, left by an earlier install, is replaced.
+group_release() {
+	apt_install dpkg openssh-client
+	if ! go version -m "$GOBIN/nfpm" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/goreleaser/nfpm/v2[[:space:]]+$NFPM_VERSION[[:space:]]"; then
+		retry go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
+	fi
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 test|e2e|bench|step|lint|release..." >&2; exit 2; }
 for g in "$@"; do
 	case $g in
-	test | e2e | bench | step | lint) "group_$g" ;;
+	test | e2e | bench | step | lint | release) "group_$g" ;;
 	*) echo "deps.sh: unknown group $g" >&2; exit 2 ;;
 	esac
 done

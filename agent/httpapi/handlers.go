@@ -47,7 +47,7 @@ func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) {
 		TunnelPort:   ni.TunnelPort,
 		Server:       ni.Server,
 		Meta:         ni.Meta,
-		Version:      s.cfg.Version,
+		Build:        api.Build{Version: s.cfg.Version, Commit: s.cfg.Commit},
 		CatalogIndex: s.deps.Catalog.Current().Index(),
 		Services:     len(s.deps.Local.Services()),
 	})

@@ -71,7 +71,8 @@ const (
 	DefaultAddr        = "127.0.0.1:8500"
 	DefaultWait        = api.DefaultBlockingWait // clients count on it (api.Client's timeout)
 	DefaultMaxWait     = api.MaxBlockingWait
-	DefaultVersion     = "dev"
+	DefaultVersion     = "0.0.0-dev"
+	DefaultCommit      = "unknown"
 	shutdownGrace      = 5 * time.Second
 	readHeaderTimeout  = 10 * time.Second
 	DefaultBodyTimeout = 30 * time.Second
@@ -123,8 +124,12 @@ type Config struct {
 	// Addr is where Start listens when Deps.Listener is nil.
 	// Default: 127.0.0.1:8500.
 	Addr string
-	// Version is reported by /v1/agent/self. Default: "dev".
+	// Version is the binary's semantic version, reported by /v1/agent/self.
+	// Default: "0.0.0-dev".
 	Version string
+	// Commit is the git commit the binary was built from, reported by
+	// /v1/agent/self. Default: "unknown".
+	Commit string
 	// DefaultWait is a blocking query's wait when it gives none. Default: 5m.
 	DefaultWait time.Duration
 	// MaxWait caps a blocking query's wait. Default: 10m.
@@ -213,6 +218,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.Version == "" {
 		cfg.Version = DefaultVersion
+	}
+	if cfg.Commit == "" {
+		cfg.Commit = DefaultCommit
 	}
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = DefaultMaxWait

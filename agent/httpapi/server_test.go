@@ -83,7 +83,7 @@ func newHarnessWith(t *testing.T, cfg Config, res *acl.Resolver) *harness {
 		t.Fatal(err)
 	}
 	if cfg.Version == "" {
-		cfg.Version = "1.2.3"
+		cfg.Version, cfg.Commit = "1.2.3", "0123456789ab"
 	}
 	srv, err := New(cfg, Deps{Listener: l, Local: lm, Catalog: h.store, Gatherer: h.reg, Registerer: h.reg, ACL: res})
 	if err != nil {
@@ -149,7 +149,7 @@ func TestAgentEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if self.Node != "n1" || self.Addr != "127.0.0.1" || self.TunnelPort != 7948 || self.Version != "1.2.3" || self.CatalogIndex < 2 {
+	if self.Node != "n1" || self.Addr != "127.0.0.1" || self.TunnelPort != 7948 || self.Build != (api.Build{Version: "1.2.3", Commit: "0123456789ab"}) || self.CatalogIndex < 2 {
 		t.Fatalf("Self = %+v", self)
 	}
 

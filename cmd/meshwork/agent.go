@@ -127,7 +127,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		cfg.DataDir = dir
 	}
 
-	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version})
+	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit})
 	if err != nil {
 		return err
 	}
