@@ -373,6 +373,24 @@ func (c *Cluster) checkRotations(ctx context.Context, inv string, vars map[strin
 	}
 	vars["meshwork_encrypt"] = newGossip
 
+	// Vars that do not describe the cluster: the rotation stops on the
+	// keyring on disk before it changes anything.
+	wrong := map[string]any{"meshwork_gossip_key_old": newKey(t), "meshwork_gossip_key_new": newKey(t)}
+	for k, v := range vars {
+		if _, set := wrong[k]; !set {
+			wrong[k] = v
+		}
+	}
+	out, recap, err = c.runPlaybook(ctx, "rotate-gossip-key.yml", inv, wrong)
+	if err == nil || recap[web.Name].Failed != 1 || !strings.Contains(out, "neither meshwork_gossip_key_old nor meshwork_gossip_key_new") ||
+		strings.Contains(out, "Install the new key on every member] ***") {
+		t.Errorf("rotate-gossip-key.yml with keys the cluster does not hold: %v, %+v; want a stop at the keyring check, before any keyring change\n%s", err, recap[web.Name], out)
+	}
+	var ring []string
+	if json.Unmarshal([]byte(web.SSH("cat /var/lib/meshwork/gossip/keyring.json")), &ring) != nil || !slices.Equal(ring, []string{newGossip}) {
+		t.Errorf("%s: a refused rotation changed the keyring file", web.Name)
+	}
+
 	if !clusterKeyKnown(t, bin, c.work) {
 		t.Logf("SKIPPED cluster key rotation: %s does not know accept_cluster_keys", bin)
 		return
