@@ -18,7 +18,7 @@ FUZZTIME ?= 20000x
 # smaller binary starts with less mapped memory.
 TAGS     ?= nobadger nobbolt nomysql nopgx nocloudkms noawskms noazurekms notpmkms
 
-.PHONY: all build test unit fuzz e2e demo bench lint release clean
+.PHONY: all build test unit fuzz e2e demo bench lint release clean role role-files
 
 all: build
 
@@ -68,3 +68,24 @@ lint:
 
 clean:
 	rm -rf bin dist
+
+# role-files: copy the unit and drop-ins of systemd/ into the Ansible role,
+# which ships real files so that it works outside this repository.
+# ansible/ansible_test.go fails when a copy differs from its source.
+ROLE_FILES := meshwork.service meshwork.sysusers sysctl-meshwork.conf
+role-files:
+	for f in $(ROLE_FILES); do cp systemd/$$f ansible/roles/meshwork/files/$$f; done
+
+# role: pack the role into $(ROLE_OUT)/meshwork-role-$(VERSION).tar.gz, one
+# top-level directory meshwork/, with fixed owners, order and times so that
+# the same tree packs to the same bytes. Install it with
+#   ansible-galaxy role install -p ROLES_PATH bin/meshwork-role-$(VERSION).tar.gz,,meshwork
+# (Not in dist/, which holds a release's artifacts and nothing else.)
+ROLE_OUT     ?= bin
+ROLE_TARBALL := $(ROLE_OUT)/meshwork-role-$(VERSION).tar.gz
+role:
+	@mkdir -p $(ROLE_OUT)
+	@for f in $(ROLE_FILES); do cmp -s systemd/$$f ansible/roles/meshwork/files/$$f || { echo "ansible/roles/meshwork/files/$$f differs from systemd/$$f: run make role-files"; exit 1; }; done
+	tar -C ansible/roles --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+		--exclude='*.retry' --exclude='__pycache__' -cf - meshwork | gzip -n > $(ROLE_TARBALL)
+	@echo $(ROLE_TARBALL)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +49,8 @@ func ansible(t *testing.T, name string, args ...string) (string, error) {
 
 func TestAnsibleLint(t *testing.T) {
 	requireTool(t, "ansible-lint")
-	out, err := ansible(t, "ansible-lint", "--profile", "production", "--offline", "site.yml", "roles/meshwork", "tests/render.yml")
+	out, err := ansible(t, "ansible-lint", "--profile", "production", "--offline", "site.yml", "roles/meshwork", "tests/render.yml",
+		"rotate-gossip-key.yml", "rotate-ca-root.yml", "rotate-cluster-key.yml")
 	if err != nil {
 		t.Fatalf("ansible-lint: %v\n%s", err, out)
 	}
@@ -56,8 +58,10 @@ func TestAnsibleLint(t *testing.T) {
 
 func TestPlaybookSyntax(t *testing.T) {
 	requireTool(t, "ansible-playbook")
-	if out, err := ansible(t, "ansible-playbook", "--syntax-check", "-i", "inventory/example/hosts.yml", "site.yml"); err != nil {
-		t.Fatalf("ansible-playbook --syntax-check: %v\n%s", err, out)
+	for _, p := range []string{"site.yml", "rotate-gossip-key.yml", "rotate-ca-root.yml", "rotate-cluster-key.yml"} {
+		if out, err := ansible(t, "ansible-playbook", "--syntax-check", "-i", "inventory/example/hosts.yml", p); err != nil {
+			t.Errorf("ansible-playbook --syntax-check %s: %v\n%s", p, err, out)
+		}
 	}
 }
 
@@ -157,6 +161,18 @@ func TestRenderedConfigLoads(t *testing.T) {
 			main, err := os.ReadFile(filepath.Join(dir, "meshwork.yaml"))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Services live in their own file, whose change reloads the
+			// agent instead of restarting it.
+			if bytes.Contains(main, []byte("\nservices:")) {
+				t.Errorf("meshwork.yaml, whose change restarts the agent, holds the services")
+			}
+			services, err := os.ReadFile(filepath.Join(dir, "services.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bytes.Contains(services, []byte("name: web")); got != (name == "c1") {
+				t.Errorf("services.yaml names web: %v, want %v:\n%s", got, name == "c1", services)
 			}
 			for _, secret := range []string{testEncrypt, testClusterKey, "one-time-token", testManagement} {
 				if bytes.Contains(main, []byte(secret)) {
@@ -296,5 +312,65 @@ func TestResolvedTemplateMatchesShippedDropIn(t *testing.T) {
 	got, want := settings(filepath.Join(out, "s1", "resolved.conf")), settings("../systemd/resolved-meshwork.conf")
 	if !slices.Equal(got, want) {
 		t.Errorf("rendered drop-in %q, shipped %q", got, want)
+	}
+}
+
+// The role ships real copies of the unit and drop-ins of systemd/, so that
+// it works once packed and installed elsewhere; they must stay the same
+// files. `make role-files` copies them again.
+func TestRoleFilesMatchSystemd(t *testing.T) {
+	for _, name := range []string{"meshwork.service", "meshwork.sysusers", "sysctl-meshwork.conf"} {
+		t.Run(name, func(t *testing.T) {
+			copyPath := filepath.Join("roles/meshwork/files", name)
+			fi, err := os.Lstat(copyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.Mode().IsRegular() {
+				t.Fatalf("%s is not a regular file (%v): a symlink breaks once the role leaves this repository; run make role-files", copyPath, fi.Mode().Type())
+			}
+			got, err := os.ReadFile(copyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile(filepath.Join("../systemd", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from systemd/%s: run make role-files", copyPath, name)
+			}
+		})
+	}
+}
+
+// defaultsVar is a variable line of defaults/main.yml: set, or documented
+// commented out (secrets and playbook-level settings have no default).
+var defaultsVar = regexp.MustCompile(`(?m)^(?:# )?(meshwork_[a-z0-9_]+):`)
+
+// Every variable the role's defaults name has a row in the role's README
+// variable tables.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	defaults, err := os.ReadFile("roles/meshwork/defaults/main.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("roles/meshwork/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := defaultsVar.FindAllStringSubmatch(string(defaults), -1)
+	if len(vars) < 50 {
+		t.Fatalf("found %d variables in defaults/main.yml; the pattern no longer matches its lines", len(vars))
+	}
+	for _, m := range vars {
+		if !bytes.Contains(readme, []byte("\n| `"+m[1]+"` |")) {
+			t.Errorf("%s (defaults/main.yml) has no row in roles/meshwork/README.md", m[1])
+		}
+	}
+	for _, must := range []string{"meshwork_client_serial", "meshwork_cli_timeout", "meshwork_install_method"} {
+		if !slices.ContainsFunc(vars, func(m []string) bool { return m[1] == must }) {
+			t.Errorf("%s is not in defaults/main.yml", must)
+		}
 	}
 }

@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 (
 	cd ansible
 	export ANSIBLE_CONFIG=$PWD/ansible.cfg ANSIBLE_NOCOLOR=1
-	ansible-lint --profile production --offline site.yml roles/meshwork tests/render.yml
-	ansible-playbook --syntax-check -i inventory/example/hosts.yml site.yml >/dev/null
+	playbooks=(site.yml rotate-gossip-key.yml rotate-ca-root.yml rotate-cluster-key.yml)
+	ansible-lint --profile production --offline "${playbooks[@]}" roles/meshwork tests/render.yml
+	for p in "${playbooks[@]}"; do
+		ansible-playbook --syntax-check -i inventory/example/hosts.yml "$p" >/dev/null
+	done
 )
 go test -count=1 -run 'TestUnitVerifies|TestSecurityExposure|TestUnitKeepsWhatTheAgentNeeds|TestSysusersParses' ./systemd/

@@ -32,17 +32,20 @@ func parseRecap(out string) map[string]Recap {
 	return m
 }
 
-// inventory is the scenario's Ansible inventory: the first three hosts are
-// servers, the rest clients; services are per-host variables.
-func (c *Cluster) writeInventory(services map[string][]map[string]any) string {
+// writeInventory writes the scenario's Ansible inventory: the first three
+// hosts are servers, the rest clients; services and hostVars are per-host
+// variables.
+func (c *Cluster) writeInventory(services map[string][]map[string]any, hostVars map[string]map[string]any) string {
 	t := c.t
 	t.Helper()
-	type hostVars map[string]any
-	servers, clients := map[string]hostVars{}, map[string]hostVars{}
+	servers, clients := map[string]map[string]any{}, map[string]map[string]any{}
 	for i, h := range c.hosts {
-		v := hostVars{"ansible_host": h.IP, "meshwork_advertise": h.IP, "meshwork_bind": h.IP}
+		v := map[string]any{"ansible_host": h.IP, "meshwork_advertise": h.IP, "meshwork_bind": h.IP}
 		if s := services[h.Name]; s != nil {
 			v["meshwork_services"] = s
+		}
+		for k, x := range hostVars[h.Name] {
+			v[k] = x
 		}
 		if i < 3 {
 			servers[h.Name] = v
@@ -56,6 +59,8 @@ func (c *Cluster) writeInventory(services map[string][]map[string]any) string {
 			"ansible_ssh_private_key_file": c.sshKey,
 			"ansible_ssh_common_args":      strings.Join(c.sshArgs()[2:], " "),
 			"meshwork_health_timeout":      180,
+			// Both clients in one batch: clients hold no Raft vote.
+			"meshwork_client_serial": 2,
 			// Calls between services are allowed unless an Intention says
 			// otherwise, so that the data plane check needs no policy.
 			"meshwork_config_extra": map[string]any{"tunnel": map[string]any{"default_policy": "allow"}},
@@ -77,10 +82,66 @@ func (c *Cluster) writeInventory(services map[string][]map[string]any) string {
 	return p
 }
 
-// playbook runs ansible/site.yml against the cluster with the given extra
+// installRole packs the role as a release would (make role), installs the
+// tarball with ansible-galaxy into a roles path of its own, and copies the
+// playbooks beside an ansible.cfg that names only that path: the playbooks
+// run from there, away from the repository's roles/ directory, with the
+// installed copy of the role.
+func (c *Cluster) installRole(repo string) {
+	t := c.t
+	t.Helper()
+	out := filepath.Join(c.work, "role-dist")
+	mk := exec.Command("make", "--no-print-directory", "role", "VERSION=0.0.0-e2e", "ROLE_OUT="+out)
+	mk.Dir = repo
+	if b, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make role: %v\n%s", err, b)
+	}
+	tarball := filepath.Join(out, "meshwork-role-0.0.0-e2e.tar.gz")
+	c.playDir = filepath.Join(c.work, "playbooks")
+	roles := filepath.Join(c.work, "roles")
+	for _, d := range []string{c.playDir, roles} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	galaxy := exec.Command("ansible-galaxy", "role", "install", "-p", roles, tarball+",,meshwork")
+	galaxy.Dir = c.playDir
+	galaxy.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "HOME="+c.work)
+	if b, err := galaxy.CombinedOutput(); err != nil {
+		t.Fatalf("ansible-galaxy role install %s: %v\n%s", tarball, err, b)
+	}
+	for _, f := range []string{"meta/main.yml", "files/meshwork.service", "tasks/rotate_gossip_key.yml", "README.md"} {
+		if fi, err := os.Lstat(filepath.Join(roles, "meshwork", f)); err != nil || !fi.Mode().IsRegular() {
+			t.Fatalf("the installed role lacks %s as a regular file: %v", f, err)
+		}
+	}
+	cfg := fmt.Sprintf("[defaults]\nroles_path = %s\ninterpreter_python = auto_silent\nforks = 10\n\n[ssh_connection]\npipelining = True\n", roles)
+	if err := os.WriteFile(filepath.Join(c.playDir, "ansible.cfg"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"site.yml", "rotate-gossip-key.yml", "rotate-ca-root.yml", "rotate-cluster-key.yml"} {
+		b, err := os.ReadFile(filepath.Join(repo, "ansible", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(c.playDir, p), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("role packed into %s and installed with ansible-galaxy into %s", filepath.Base(tarball), roles)
+}
+
+// playbook runs site.yml against the cluster with the given extra
 // variables (written to a file, never on the command line) and returns the
 // combined output and the recap.
 func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map[string]any, args ...string) (string, map[string]Recap, error) {
+	c.t.Helper()
+	return c.runPlaybook(ctx, "site.yml", inventory, vars, args...)
+}
+
+// runPlaybook runs one of the playbooks installRole copied, with the
+// installed role.
+func (c *Cluster) runPlaybook(ctx context.Context, playbook, inventory string, vars map[string]any, args ...string) (string, map[string]Recap, error) {
 	t := c.t
 	t.Helper()
 	data, err := json.Marshal(vars)
@@ -91,9 +152,9 @@ func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map
 	if err := os.WriteFile(varsFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(repo, "ansible")
+	dir := c.playDir
 	cmdArgs := append([]string{"-i", inventory, "-e", "@" + varsFile}, args...)
-	cmdArgs = append(cmdArgs, "site.yml")
+	cmdArgs = append(cmdArgs, playbook)
 	cmd := exec.CommandContext(ctx, "ansible-playbook", cmdArgs...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -108,7 +169,7 @@ func (c *Cluster) playbook(ctx context.Context, repo, inventory string, vars map
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	c.playbookOut = append(c.playbookOut, string(out))
-	t.Logf("ansible-playbook %s: %s; slowest tasks:\n%s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond), slowestTasks(string(out), 8))
+	t.Logf("ansible-playbook %s %s: %s; slowest tasks:\n%s", playbook, strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond), slowestTasks(string(out), 8))
 	if err != nil {
 		err = fmt.Errorf("ansible-playbook: %w", err)
 	}

@@ -36,6 +36,8 @@ const (
 	subnetBits   = 24
 	lockFile     = "/run/lock/meshwork-e2e-nspawn.lock"
 	workPrefix   = "meshwork-e2e-nspawn-"
+	// hostPrefix begins every host's machine name.
+	hostPrefix = "mw-nsp-"
 )
 
 // Cluster is a set of booted hosts on one bridge, and what they need to be
@@ -56,6 +58,9 @@ type Cluster struct {
 	// playbookOut is the output of every playbook run, for the checks that
 	// no secret made on the hosts was printed.
 	playbookOut []string
+	// playDir holds the playbooks and the ansible.cfg that names the role
+	// installed from its tarball (installRole).
+	playDir string
 }
 
 // Host is one booted systemd-nspawn container.
@@ -454,6 +459,19 @@ func cleanStale(t *testing.T) {
 				break
 			}
 			waitOrDone(nil, 100*time.Millisecond)
+		}
+	}
+	// A container killed with SIGKILL leaves the host end of its veth
+	// pair, which systemd-nspawn names vb-<machine>: the next boot of that
+	// machine would fail with "File exists".
+	if ifaces, err := net.Interfaces(); err == nil {
+		for _, ifc := range ifaces {
+			if strings.HasPrefix(ifc.Name, "vb-"+hostPrefix) {
+				t.Logf("removing stale veth %s", ifc.Name)
+				if out, err := exec.Command("ip", "link", "del", ifc.Name).CombinedOutput(); err != nil {
+					t.Errorf("remove stale veth %s: %v: %s", ifc.Name, err, out)
+				}
+			}
 		}
 	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")

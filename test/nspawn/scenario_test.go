@@ -28,12 +28,20 @@ import (
 	"github.com/meshwork/meshwork/acl"
 )
 
-// hostCount hosts boot: three servers and the rest clients.
-const hostCount = 4
+// hostCount hosts boot: three servers and two clients. The first client
+// (webHost) has the binary and offers web; the second (debHost) is
+// installed from the release's .deb and offers api.
+const (
+	hostCount = 5
+	webHost   = 3
+	debHost   = 4
+)
 
 // Paths the role installs on the hosts.
 const (
-	meshworkBin = "/usr/local/bin/meshwork"
+	// meshworkBin is found on root's PATH: /usr/local/bin where the role
+	// installs the binary, /usr/bin where the package does.
+	meshworkBin = "meshwork"
 	// agentTokenFile holds every host's own ACL token.
 	agentTokenFile = "/etc/meshwork/agent-token"
 	// managementTokenFile holds the management token, on servers only.
@@ -124,9 +132,12 @@ func requireTools(t *testing.T, tools ...string) {
 	}
 }
 
-// TestBootedHosts boots Debian hosts under systemd-nspawn, rolls Meshwork out
-// with ansible/site.yml over SSH, and checks the service, the mesh, DNS
-// through systemd-resolved, reload, a rolling upgrade and idempotency.
+// TestBootedHosts boots Debian hosts under systemd-nspawn, packs the role
+// into a tarball and installs it with ansible-galaxy, rolls Meshwork out
+// with that copy of the role over SSH (one client from the release's .deb),
+// and checks the service, the mesh, DNS through systemd-resolved, reload, a
+// rolling upgrade, idempotency, and the gossip key and CA root rotation
+// playbooks under load.
 func TestBootedHosts(t *testing.T) {
 	requireTools(t, "systemd-nspawn", "debootstrap", "ansible-playbook", "ssh", "ssh-keygen", "ip")
 	tm := &Timings{start: time.Now()}
@@ -169,6 +180,10 @@ func TestBootedHosts(t *testing.T) {
 	}
 	end()
 
+	end = tm.Phase("release .deb (scripts/release.sh)")
+	deb, debVersion := buildDeb(t, repo, filepath.Join(bin, "release"))
+	end()
+
 	end = tm.Phase("rootfs (debootstrap or cache)")
 	rootfs := strings.TrimSpace(run(t, filepath.Join(repo, "scripts/nspawn/rootfs.sh")))
 	end()
@@ -176,24 +191,40 @@ func TestBootedHosts(t *testing.T) {
 	lockScenario(t)
 	cleanStale(t)
 	c := newCluster(t, rootfs, tm)
+	c.installRole(repo)
 
 	end = tm.Phase(fmt.Sprintf("boot %d hosts to sshd", hostCount))
 	for i := 1; i <= hostCount; i++ {
-		c.Boot(fmt.Sprintf("mw-nsp-%d", i), i)
+		c.Boot(fmt.Sprintf("%s%d", hostPrefix, i), i)
 	}
 	for _, h := range c.hosts {
 		h.WaitSSH(2 * time.Minute)
 	}
 	end()
 
+	web, debClient := c.hosts[webHost], c.hosts[debHost]
 	services := map[string][]map[string]any{
-		"mw-nsp-4": {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}},
+		web.Name:       {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}},
+		debClient.Name: {{"name": "api", "id": "api-1", "port": 8081, "tags": []string{"v1"}}},
 	}
-	inv := c.writeInventory(services)
-	// The web service itself: a plain HTTP server on the client's loopback,
+	debVars := map[string]map[string]any{debClient.Name: {"meshwork_install_method": "deb", "meshwork_deb_src": deb}}
+	inv := c.writeInventory(services, debVars)
+	// The services themselves: plain HTTP servers on the clients' loopback,
 	// which only the mesh can reach from the other hosts.
-	c.hosts[hostCount-1].SSH("mkdir -p /srv/web && echo meshwork-e2e-web > /srv/web/index.html && " +
-		"systemd-run --unit=web-e2e --property=WorkingDirectory=/srv/web python3 -m http.server 8080 --bind 127.0.0.1")
+	for _, svc := range []struct {
+		h          *Host
+		name, port string
+	}{{web, "web", "8080"}, {debClient, "api", "8081"}} {
+		svc.h.SSH(fmt.Sprintf("mkdir -p /srv/%[1]s && echo meshwork-e2e-%[1]s > /srv/%[1]s/index.html && "+
+			"systemd-run --unit=%[1]s-e2e --property=WorkingDirectory=/srv/%[1]s python3 -m http.server %[2]s --bind 127.0.0.1", svc.name, svc.port))
+	}
+	// The version each host runs: the package's on debClient.
+	versionOf := func(h *Host, binary string) string {
+		if h == debClient {
+			return debVersion
+		}
+		return binary
+	}
 	secrets := map[string]string{
 		"meshwork_encrypt":     newKey(t),
 		"meshwork_cluster_key": newKey(t),
@@ -292,7 +323,7 @@ func TestBootedHosts(t *testing.T) {
 	requireRun("install", out, recap, err, hostCount)
 	for _, h := range c.hosts {
 		r := recap[h.Name]
-		if server := h != c.hosts[hostCount-1]; server && r.Changed != 0 {
+		if server := slices.Contains(c.hosts[:3], h); server && r.Changed != 0 {
 			t.Errorf("install: server %s changed again (changed=%d)", h.Name, r.Changed)
 		} else if !server && r.Changed == 0 {
 			t.Errorf("install: %s reports changed=0 on a fresh host", h.Name)
@@ -310,33 +341,42 @@ func TestBootedHosts(t *testing.T) {
 
 	end = tm.Phase("checks after install")
 	for _, h := range c.hosts {
-		c.checkService(h, ver1)
+		c.checkService(h, versionOf(h, ver1))
 	}
+	c.checkDebHost(debClient, debVersion)
 	for _, h := range c.hosts {
 		c.waitMembers(ctx, h, hostCount)
 	}
 	c.checkDNS(ctx, services)
 	c.checkDataPlane(ctx)
+	// The client installed from the package serves, through its tunnel.
+	c.checkCall(ctx, web, "http://api.service.mesh:8081/", "meshwork-e2e-api")
 	c.checkUnitOnHost(c.hosts[0])
 	c.checkSandbox(c.hosts[1], probe)
 	c.checkReload(ctx, c.hosts[0])
 	end()
 
 	// 2. Rolling upgrade to v2, watched from two hosts that each restart in
-	// their turn, so that one of them always sees the mesh.
+	// their turn, so that one of them always sees the mesh. The packaged
+	// client keeps its version; its services change, which reloads its
+	// agent instead of restarting it.
 	vars["meshwork_binary_src"] = v2
+	services[debClient.Name][0]["tags"] = []string{"v2"}
+	inv = c.writeInventory(services, debVars)
+	debPID := parseProps(debClient.SSH("systemctl show -p MainPID meshwork.service"))["MainPID"]
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	watchers := []*watcher{c.watchMembers(watchCtx, c.hosts[0]), c.watchMembers(watchCtx, c.hosts[hostCount-1])}
+	watchers := []*watcher{c.watchMembers(watchCtx, c.hosts[0]), c.watchMembers(watchCtx, web)}
 	end = tm.Phase("playbook: rolling upgrade to v2")
 	out, recap, err = c.playbook(ctx, repo, inv, vars)
 	end()
 	stopWatch()
 	requireRun("upgrade", out, recap, err, hostCount)
 	upgradeOut := out
-	c.checkRollingOrder(ver2)
+	c.checkRollingOrder(c.hosts[:debHost], ver2)
 	for _, w := range watchers {
 		w.check(t, hostCount)
 	}
+	c.checkServicesReloaded(ctx, out, debClient, debPID)
 
 	// 3. Nothing left to do.
 	pids := c.mainPIDs()
@@ -372,7 +412,7 @@ func TestBootedHosts(t *testing.T) {
 		bad[k] = v
 	}
 	bad["meshwork_log_level"] = "verbose"
-	client := c.hosts[hostCount-1]
+	client := web
 	pids = c.mainPIDs()
 	end = tm.Phase("playbook: refused config")
 	out, recap, err = c.playbook(ctx, repo, inv, bad, "--limit", client.Name)
@@ -400,6 +440,10 @@ func TestBootedHosts(t *testing.T) {
 	end = tm.Phase("stop during a call")
 	c.checkStopWaitsForDrain(ctx, c.hosts[1])
 	end()
+
+	// 6. The gossip key and the CA root rotate under load, with no failed
+	// call, and with the installed role's playbooks.
+	c.checkRotations(ctx, inv, vars, secrets, requireRun, tm, v2)
 
 	// No run printed a token the role made on a host.
 	if c.acl {
@@ -491,7 +535,7 @@ func (c *Cluster) checkACL(ctx context.Context) {
 	if _, err := s.SSHContext(ctx, c.cli(managementTokenFile, "operator raft list-peers")); err != nil {
 		t.Errorf("%s: operator raft list-peers with the management token: %v", s.Name, err)
 	}
-	client := c.hosts[hostCount-1]
+	client := c.hosts[webHost]
 	if out, err := client.SSHContext(ctx, c.cli("", "catalog service web --format json")); err != nil || !strings.Contains(out, client.Name) {
 		t.Errorf("%s: catalog service web without a token: %q, %v; want web on %s", client.Name, out, err, client.Name)
 	}
@@ -751,8 +795,11 @@ func (c *Cluster) checkDNS(ctx context.Context, services map[string][]map[string
 		t.Logf("SKIPPED DNS check: the agent answers no DNS on 127.0.0.1:8600 (%v)", err)
 		return
 	}
-	owner := c.hosts[hostCount-1]
-	for _, h := range c.hosts[:hostCount-1] {
+	owner := c.hosts[webHost]
+	for _, h := range c.hosts {
+		if h == owner {
+			continue
+		}
 		// A node name has one predictable answer: its address.
 		got := c.pollResolve(ctx, h, owner.Name+".node.mesh")
 		if got != owner.IP {
@@ -772,10 +819,10 @@ func (c *Cluster) checkDNS(ctx context.Context, services map[string][]map[string
 	}
 }
 
-// checkDataPlane fetches the client's web page from every server by name,
-// as an application would: systemd-resolved, the agent's VIP, a QUIC tunnel
-// to the client's agent, its loopback. This runs the data plane inside the
-// unit's sandbox.
+// checkDataPlane fetches the web client's page from every other host by
+// name, as an application would: systemd-resolved, the agent's VIP, a QUIC
+// tunnel to the client's agent, its loopback. This runs the data plane
+// inside the unit's sandbox.
 func (c *Cluster) checkDataPlane(ctx context.Context) {
 	t := c.t
 	t.Helper()
@@ -784,17 +831,26 @@ func (c *Cluster) checkDataPlane(ctx context.Context) {
 		t.Errorf("web.service.mesh answers %q, not a VIP (%v)", strings.TrimSpace(vip), err)
 		return
 	}
-	fetch := `python3 -c "import urllib.request; print(urllib.request.urlopen('http://web.service.mesh:8080/', timeout=5).read().decode().strip())"`
-	for _, h := range c.hosts[:hostCount-1] {
-		got, err := h.pollSSH(ctx, fetch, 30*time.Second, func(out string) bool {
-			return strings.TrimSpace(out) == "meshwork-e2e-web"
-		})
-		if err != nil {
-			t.Errorf("%s: http://web.service.mesh:8080/ through the mesh: %v", h.Name, err)
-			continue
+	for _, h := range c.hosts {
+		if h != c.hosts[webHost] {
+			c.checkCall(ctx, h, "http://web.service.mesh:8080/", "meshwork-e2e-web")
 		}
-		t.Logf("%s: http://web.service.mesh:8080/ through the mesh: %q", h.Name, strings.TrimSpace(got))
 	}
+}
+
+// checkCall fetches url from h until it answers want, for up to 30s.
+func (c *Cluster) checkCall(ctx context.Context, h *Host, url, want string) {
+	t := c.t
+	t.Helper()
+	fetch := fmt.Sprintf(`python3 -c "import urllib.request; print(urllib.request.urlopen('%s', timeout=5).read().decode().strip())"`, url)
+	got, err := h.pollSSH(ctx, fetch, 30*time.Second, func(out string) bool {
+		return strings.TrimSpace(out) == want
+	})
+	if err != nil {
+		t.Errorf("%s: %s through the mesh: %v", h.Name, url, err)
+		return
+	}
+	t.Logf("%s: %s through the mesh: %q", h.Name, url, strings.TrimSpace(got))
 }
 
 var resolvectlAddr = regexp.MustCompile(`(?m)^\S+: (\d+\.\d+\.\d+\.\d+)`)
@@ -899,11 +955,11 @@ func (c *Cluster) mainPIDs() []string {
 
 // checkRollingOrder asserts every host runs the new version and that the
 // agents were restarted one after another, in inventory order.
-func (c *Cluster) checkRollingOrder(version string) {
+func (c *Cluster) checkRollingOrder(hosts []*Host, version string) {
 	t := c.t
 	t.Helper()
 	var prev float64
-	for _, h := range c.hosts {
+	for _, h := range hosts {
 		c.checkService(h, version)
 		props := parseProps(h.SSH("systemctl show -p ActiveEnterTimestampMonotonic meshwork.service"))
 		// The containers share the host's monotonic clock.
