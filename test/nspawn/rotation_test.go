@@ -268,19 +268,6 @@ func (c *Cluster) checkCARotated(ctx context.Context, oldRoot string) {
 	t.Logf("CA root rotated: %s active on every agent, %s retired", newRoot, oldRoot)
 }
 
-// clusterKeyKnown reports whether bin knows accept_cluster_keys.
-func clusterKeyKnown(t testingT, bin, dir string) bool {
-	t.Helper()
-	f := filepath.Join(dir, "accept.yaml")
-	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
-	conf := fmt.Sprintf("node: probe\ndata_dir: /tmp/probe\nadvertise: 10.0.0.1\ncluster_key: %q\naccept_cluster_keys: [%q]\n",
-		base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")), key)
-	if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
-		t.Fatalf("%v", err)
-	}
-	return exec.Command(bin, "validate", f).Run() == nil
-}
-
 // checkServicesReloaded asserts that a run that changed only h's services
 // reloaded its agent, without a restart, and that the catalog shows the
 // new tag v2.
@@ -312,11 +299,11 @@ func (c *Cluster) checkServicesReloaded(ctx context.Context, out string, h *Host
 // both clients call each other's service by name, 10 calls/s each way, and
 // asserts that no call failed, no agent restarted, and both rotations
 // completed. The role then refuses a vault that still holds the old gossip
-// key; vars takes the new one, as the operator would. When the binary
-// knows accept_cluster_keys, the cluster key rotates too, phase by phase,
-// with a Raft write after each (agents restart: no load).
+// key; vars takes the new one, as the operator would. Then the cluster key
+// rotates, phase by phase, with a Raft write and a call through the tunnel
+// after each (agents restart: no load).
 func (c *Cluster) checkRotations(ctx context.Context, inv string, vars map[string]any, secrets map[string]string,
-	requireRun func(what, out string, recap map[string]Recap, err error, hosts int), tm *Timings, bin string) {
+	requireRun func(what, out string, recap map[string]Recap, err error, hosts int), tm *Timings) {
 	t := c.t
 	t.Helper()
 	web, deb := c.hosts[webHost], c.hosts[debHost]
@@ -391,10 +378,6 @@ func (c *Cluster) checkRotations(ctx context.Context, inv string, vars map[strin
 		t.Errorf("%s: a refused rotation changed the keyring file", web.Name)
 	}
 
-	if !clusterKeyKnown(t, bin, c.work) {
-		t.Logf("SKIPPED cluster key rotation: %s does not know accept_cluster_keys", bin)
-		return
-	}
 	newCluster := newKey(t)
 	secrets["meshwork_cluster_key_new"] = newCluster
 	ck := map[string]any{"meshwork_cluster_key_new": newCluster}

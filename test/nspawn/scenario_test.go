@@ -443,7 +443,7 @@ func TestBootedHosts(t *testing.T) {
 
 	// 6. The gossip key and the CA root rotate under load, with no failed
 	// call, and with the installed role's playbooks.
-	c.checkRotations(ctx, inv, vars, secrets, requireRun, tm, v2)
+	c.checkRotations(ctx, inv, vars, secrets, requireRun, tm)
 
 	// No run printed a token the role made on a host.
 	if c.acl {
