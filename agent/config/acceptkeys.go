@@ -36,6 +36,11 @@ func (c *Config) validateAcceptKeys() []error {
 			keys[i] = key
 		}
 		for _, e := range keytls.CheckAccepted(field, keys, held...) {
+			// An entry that does not decode is left empty; keytls's
+			// "wrong size" would repeat what DecodeKey said of it.
+			if e.Index >= 0 && keys[e.Index] == nil {
+				continue
+			}
 			problems = append(problems, found{e.Index, e})
 		}
 		sort.SliceStable(problems, func(a, b int) bool { return problems[a].index < problems[b].index })

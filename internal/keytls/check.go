@@ -59,9 +59,7 @@ func (e *AcceptError) Unwrap() error { return e.err }
 // CheckAccepted checks a list of accepted keys, named list in errors: at
 // most MaxAcceptKeys entries, each KeySize bytes, none repeating a key of
 // held or an earlier entry (a key in two roles would let one secret stand
-// for two). A nil entry is one the caller could not decode and has
-// reported already: it is skipped. Every problem is returned, in the
-// order of the entries. Config.Validate applies it to AcceptKeys and
+// for two). Every problem is returned, in the order of the entries. Config.Validate applies it to AcceptKeys and
 // AcceptServerKeys; agent/config to accept_cluster_keys and
 // accept_server_keys, naming the YAML paths.
 func CheckAccepted(list string, keys [][]byte, held ...Held) []*AcceptError {
@@ -70,9 +68,6 @@ func CheckAccepted(list string, keys [][]byte, held ...Held) []*AcceptError {
 		errs = append(errs, &AcceptError{Index: -1, Msg: fmt.Sprintf("lists %d keys, at most %d: a rotation needs one", len(keys), MaxAcceptKeys)})
 	}
 	for i, k := range keys {
-		if k == nil {
-			continue
-		}
 		if len(k) != KeySize {
 			errs = append(errs, &AcceptError{Index: i, Msg: fmt.Sprintf("is %d bytes, want %d (make a key with `meshwork keygen`)", len(k), KeySize), err: ErrBadKey})
 			continue
