@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshwork/meshwork/internal/strictyaml"
 	"github.com/meshwork/meshwork/internal/suggest"
 	"github.com/meshwork/meshwork/policy"
 )
@@ -148,13 +149,10 @@ func (e *RuleError) Error() string {
 // Is makes errors.Is(err, ErrInvalidPolicy) true for every RuleError.
 func (e *RuleError) Is(target error) bool { return target == ErrInvalidPolicy }
 
-// keyPath is the path of one rule key. Keys that would read ambiguously
-// (empty, or holding a dot) are quoted.
+// keyPath is the path of one rule key, as the strict walker writes it: a
+// key that would read ambiguously (empty, or holding a dot) is quoted.
 func keyPath(section, key string) string {
-	if key == "" || strings.ContainsAny(key, ". \"") {
-		key = fmt.Sprintf("%q", truncate(key))
-	}
-	return "rules." + section + "." + key
+	return strictyaml.Join("rules."+section, key)
 }
 
 // Validate checks a policy built in code or decoded from the API, as
@@ -220,6 +218,10 @@ func (v *ruleValidator) rules(r *Rules) {
 		for _, key := range sortedKeys(m) {
 			path := keyPath(s.key, key)
 			a := m[key]
+			if a == 0 {
+				v.add(path, "has no level (want read, write or deny)")
+				continue
+			}
 			if a < Read || a > Deny {
 				v.add(path, "level %d is not read, write or deny", a)
 				continue

@@ -141,6 +141,16 @@ func TestValidate(t *testing.T) {
 		{"negative timeout", func(d *ServiceDefinition) { d.Checks[1].Timeout = -1 }, `checks[1].timeout: "-1ns" must not be negative`},
 		{"status", func(d *ServiceDefinition) { d.Checks[0].Status = "ok" }, `checks[0].status: "ok" must be passing, warning or critical`},
 		{"deregister negative", func(d *ServiceDefinition) { d.Checks[0].DeregisterCriticalAfter = -5 }, `checks[0].deregister_critical_after`},
+		{"node maintenance check id", func(d *ServiceDefinition) { d.Checks[0].ID = NodeMaintenanceCheckID },
+			`service "web-1": checks[0].id: "_node_maintenance" begins with "_node_maintenance", a prefix reserved for the checks of maintenance mode`},
+		{"service maintenance check id", func(d *ServiceDefinition) { d.Checks[1].ID = ServiceMaintenanceCheckPrefix + "web-1" },
+			`checks[1].id: "_service_maintenance:web-1" begins with "_service_maintenance", a prefix reserved for the checks of maintenance mode`},
+		{"maintenance prefix without the colon", func(d *ServiceDefinition) {
+			d.Check = &CheckDefinition{ID: "_service_maintenance_x", TTL: Duration(time.Second)}
+		},
+			`check.id: "_service_maintenance_x" begins with "_service_maintenance", a prefix reserved`},
+		{"node maintenance prefix", func(d *ServiceDefinition) { d.Checks[2].ID = "_node_maintenance2" }, `checks[2].id: "_node_maintenance2" begins with "_node_maintenance"`},
+		{"maintenance in the middle is free", func(d *ServiceDefinition) { d.Checks[2].ID = "web_node_maintenance" }, ""},
 		{"dup check id", func(d *ServiceDefinition) { d.Checks[1].ID = "web-ttl" }, `checks[2].id: "web-ttl" is already used by checks[1]`},
 		{"single check clashes", func(d *ServiceDefinition) {
 			d.Check = &CheckDefinition{ID: "web-ttl", TTL: Duration(time.Second)}

@@ -200,6 +200,11 @@ func (c *CheckDefinition) validate(svc, field string) error {
 		if msg := checkID(c.ID); msg != "" {
 			return fail(".id", "%q %s", c.ID, msg)
 		}
+		for _, p := range reservedCheckPrefixes {
+			if strings.HasPrefix(c.ID, p) {
+				return fail(".id", "%q begins with %q, a prefix reserved for the checks of maintenance mode; choose another ID", c.ID, p)
+			}
+		}
 	}
 	if len(c.Name) > 256 {
 		return fail(".name", "is %d bytes long, at most 256 are allowed", len(c.Name))
@@ -350,6 +355,11 @@ func isDNSLabel(s string) bool {
 
 // checkID returns why s cannot be a service or check ID, or "". IDs travel
 // in URL paths, so they may not hold slashes, spaces or control characters.
+// reservedCheckPrefixes begin the IDs of the checks that maintenance mode
+// shows (agent/local): a check registered with such an ID would be listed
+// beside them, and read as one of them.
+var reservedCheckPrefixes = []string{NodeMaintenanceCheckID, strings.TrimSuffix(ServiceMaintenanceCheckPrefix, ":")}
+
 func checkID(s string) string {
 	if len(s) > MaxIDLen {
 		return fmt.Sprintf("is longer than %d characters", MaxIDLen)

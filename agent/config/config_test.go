@@ -93,6 +93,23 @@ func TestConfigDirMerges(t *testing.T) {
 	}
 }
 
+// A configured check may not take an ID of maintenance mode: the error
+// names the file, the service and the reserved prefix.
+func TestValidateMaintenanceCheckID(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "a.yaml", "node: n1\nadvertise: 10.0.0.9\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\n")
+	write(t, dir, "b.yaml", "services:\n  - name: web\n    port: 1\n    checks:\n      - id: _service_maintenance:web\n        ttl: 30s\n")
+	_, err := LoadAndValidate(nil, []string{dir}, nil)
+	if err == nil {
+		t.Fatal("a check with a reserved ID accepted")
+	}
+	for _, w := range []string{"b.yaml:1: services[0]", `checks[0].id: "_service_maintenance:web" begins with "_service_maintenance", a prefix reserved for the checks of maintenance mode`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
 func TestValidateNamesKeyAndOrigin(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", "node: n1\nadvertise: 10.0.0.9\ndata_dir: /tmp/x\ncluster_key: "+testKey+"\n")

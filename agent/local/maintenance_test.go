@@ -87,6 +87,43 @@ func TestServiceMaintenance(t *testing.T) {
 	g.pub.waitFor(t, "the new web-1 passing", func(r catalog.Record) bool { return svcHealth(r, "web-1") == catalog.Passing })
 }
 
+// TestMaintenanceCheckIDsReserved: a service whose check takes an ID of
+// maintenance mode is refused, whether it comes through Register (the
+// API) or with the config at start, so that the maintenance check is
+// listed once and is the agent's own.
+func TestMaintenanceCheckIDsReserved(t *testing.T) {
+	f := newManager(t, Config{}, nil)
+	for _, id := range []string{api.NodeMaintenanceCheckID, api.ServiceMaintenanceCheckPrefix + "web-1", "_service_maintenance"} {
+		def := api.ServiceDefinition{Name: "web", ID: "web-1", Port: 8080, Checks: []api.CheckDefinition{{ID: id, TTL: sec(30)}}}
+		err := f.m.Register(def)
+		if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), `checks[0].id: "`+id+`" begins with`) || !strings.Contains(err.Error(), "reserved for the checks of maintenance mode") {
+			t.Fatalf("Register with check %q: %v, want the reserved prefix named", id, err)
+		}
+	}
+	if err := f.m.Register(api.ServiceDefinition{Name: "web", ID: "web-1", Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.SetNodeMaintenance(true, "reboot"); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range f.m.Checks() {
+		if c.ID == api.NodeMaintenanceCheckID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the node maintenance check is listed %d times, want once", n)
+	}
+
+	_, err := New(Config{Node: "n1", NodeInfo: NodeInfo{Addr: "127.0.0.1"}, Services: []api.ServiceDefinition{
+		{Name: "db", Port: 5432, Check: &api.CheckDefinition{ID: api.NodeMaintenanceCheckID, TTL: sec(30)}},
+	}}, Deps{Publisher: newPub()})
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), `check.id: "_node_maintenance" begins with "_node_maintenance"`) {
+		t.Fatalf("New with a configured check of a reserved ID: %v", err)
+	}
+}
+
 // TestNodeMaintenance puts the whole node in maintenance: every service is
 // published critical, the node check is listed, and it survives a
 // restart; a corrupt state file stops the start with an error naming it.

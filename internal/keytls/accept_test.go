@@ -187,6 +187,7 @@ func TestAcceptKeysValidate(t *testing.T) {
 		"accept the server key":        {Config{Key: key, ServerKey: sk, AcceptKeys: [][]byte{bytes.Clone(sk)}}, "AcceptKeys[0]"},
 		"duplicate":                    {Config{Key: key, AcceptKeys: [][]byte{k1, k2, bytes.Clone(k1)}}, "AcceptKeys[2]"},
 		"short":                        {Config{Key: key, AcceptKeys: [][]byte{k1[:16]}}, "AcceptKeys[0]"},
+		"nil entry":                    {Config{Key: key, AcceptKeys: [][]byte{k1, nil}}, "AcceptKeys[1]: is 0 bytes, want 32"},
 		"too many":                     {Config{Key: key, AcceptKeys: many}, "at most 4"},
 		"accept server without one":    {Config{Key: key, AcceptServerKeys: [][]byte{k1}}, "only with ServerKey"},
 		"accept server key = cluster":  {Config{Key: key, ServerKey: sk, AcceptServerKeys: [][]byte{bytes.Clone(key)}}, "AcceptServerKeys[0]"},
@@ -204,6 +205,52 @@ func TestAcceptKeysValidate(t *testing.T) {
 	}
 	if _, err := New(Config{Key: key, ServerKey: sk, AcceptKeys: many[:4], AcceptServerKeys: [][]byte{k1, k2}, NodeName: "a"}); err != nil {
 		t.Fatalf("four accepted keys and two accepted server keys: %v", err)
+	}
+}
+
+// CheckAccepted reports every problem of a list, each by the entry's index
+// (-1 for the list), and never repeats a key.
+func TestCheckAccepted(t *testing.T) {
+	key, sk := keys(t)
+	k1, k2 := mustKey(t), mustKey(t)
+	held := []Held{{Name: "cluster_key", Key: key, InUse: true}, {Name: "other[0]", Key: k2}}
+	list := [][]byte{k1, nil, bytes.Clone(key), k1[:16], bytes.Clone(k1), bytes.Clone(k2)}
+	errs := CheckAccepted("accept", list, held...)
+	want := []struct {
+		index int
+		msg   string
+	}{
+		{-1, "lists 6 keys, at most 4"},
+		{1, "is 0 bytes, want 32"},
+		{2, "is the key in use as cluster_key"},
+		{3, "is 16 bytes, want 32"},
+		{4, "is the same key as accept[0]"},
+		{5, "is the same key as other[0]"},
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("got %d errors %v, want %d", len(errs), errs, len(want))
+	}
+	for i, w := range want {
+		e := errs[i]
+		if e.Index != w.index || !strings.Contains(e.Msg, w.msg) {
+			t.Errorf("error %d = [%d] %s, want [%d] %s", i, e.Index, e.Msg, w.index, w.msg)
+		}
+		if (w.index == 1 || w.index == 3) != errors.Is(e, ErrBadKey) {
+			t.Errorf("error %d: errors.Is(ErrBadKey) = %v", i, errors.Is(e, ErrBadKey))
+		}
+		for _, k := range [][]byte{key, sk, k1, k2} {
+			for _, form := range []string{base64.StdEncoding.EncodeToString(k), base64.RawURLEncoding.EncodeToString(k), hex.EncodeToString(k)} {
+				if strings.Contains(e.Msg, form) {
+					t.Errorf("error %d repeats a key: %s", i, e.Msg)
+				}
+			}
+		}
+	}
+	if errs := CheckAccepted("accept", [][]byte{k1, sk}, held...); len(errs) != 0 {
+		t.Fatalf("a good list: %v", errs)
+	}
+	if _, err := New(Config{Key: key, AcceptKeys: [][]byte{k1[:16]}, NodeName: "a"}); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("New with a short accepted key = %v, want ErrBadKey", err)
 	}
 }
 

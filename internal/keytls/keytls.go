@@ -204,13 +204,18 @@ func (c *Config) Validate() error {
 			return errors.New("keytls: ServerKey: must differ from the cluster key, which every agent holds")
 		}
 	}
-	if err := checkAccepted("AcceptKeys", c.AcceptKeys, c.Key, c.ServerKey); err != nil {
+	inUse := []Held{{Name: "Key", Key: c.Key, InUse: true}, {Name: "ServerKey", Key: c.ServerKey, InUse: true}}
+	if err := firstAcceptError("AcceptKeys", CheckAccepted("AcceptKeys", c.AcceptKeys, inUse...)); err != nil {
 		return err
 	}
 	if c.AcceptServerKeys != nil && c.ServerKey == nil {
 		return errors.New("keytls: AcceptServerKeys: only with ServerKey")
 	}
-	if err := checkAccepted("AcceptServerKeys", c.AcceptServerKeys, append([][]byte{c.ServerKey, c.Key}, c.AcceptKeys...)...); err != nil {
+	held := inUse
+	for i, k := range c.AcceptKeys {
+		held = append(held, Held{Name: fmt.Sprintf("AcceptKeys[%d]", i), Key: k})
+	}
+	if err := firstAcceptError("AcceptServerKeys", CheckAccepted("AcceptServerKeys", c.AcceptServerKeys, held...)); err != nil {
 		return err
 	}
 	if c.NodeName == "" {
@@ -222,24 +227,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// checkAccepted checks a list of accepted keys: at most MaxAcceptKeys, each
-// KeySize bytes, none equal to another or to one of others (nil entries of
-// others are skipped). Errors name the entry, never a key.
-func checkAccepted(field string, keys [][]byte, others ...[]byte) error {
-	if len(keys) > MaxAcceptKeys {
-		return fmt.Errorf("keytls: %s: %d keys, at most %d", field, len(keys), MaxAcceptKeys)
+// firstAcceptError is the first of errs as Validate reports it, or nil.
+func firstAcceptError(list string, errs []*AcceptError) error {
+	if len(errs) == 0 {
+		return nil
 	}
-	for i, k := range keys {
-		if len(k) != KeySize {
-			return fmt.Errorf("keytls: %s[%d]: %w (got %d bytes)", field, i, ErrBadKey, len(k))
-		}
-		for _, o := range append(slices.Clone(others), keys[:i]...) {
-			if o != nil && subtle.ConstantTimeCompare(k, o) == 1 {
-				return fmt.Errorf("keytls: %s[%d]: the same key as another cluster key, server key or accepted key", field, i)
-			}
-		}
+	e := errs[0]
+	if e.Index < 0 {
+		return fmt.Errorf("keytls: %s: %w", list, e)
 	}
-	return nil
+	return fmt.Errorf("keytls: %s[%d]: %w", list, e.Index, e)
 }
 
 // Authority holds the derived CA, this node's current leaf under it and,

@@ -73,8 +73,9 @@ type Decoder struct {
 	// wrong with n, or "". Types that implement yaml.Unmarshaler need no
 	// entry: the Decoder calls their UnmarshalYAML.
 	Types map[reflect.Type]func(n *yaml.Node, v reflect.Value) (problem string)
-	// OnKey, when set, is told the path and line of every key decoded, so
-	// that later checks of the values can point at where they were set.
+	// OnKey, when set, is told the path and line of every key decoded (the
+	// keys of structs and of maps alike), so that later checks of the
+	// values can point at where they were set.
 	OnKey func(path string, line int)
 }
 
@@ -237,16 +238,21 @@ func (w *walker) mapping(n *yaml.Node, v reflect.Value, path string, depth int) 
 	if v.IsNil() {
 		v.Set(reflect.MakeMapWithSize(v.Type(), len(n.Content)/2))
 	}
-	w.pairs(n, path, func(key string, _, val *yaml.Node) {
+	w.pairs(n, path, func(key string, k, val *yaml.Node) {
+		p := Join(path, key)
+		if w.OnKey != nil {
+			w.OnKey(p, k.Line)
+		}
 		e := reflect.New(v.Type().Elem()).Elem()
-		w.decode(val, e, Join(path, key), depth+1)
+		w.decode(val, e, p, depth+1)
 		v.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), e)
 	})
 }
 
 // pairs calls visit for each key/value pair of mapping n that is usable:
 // its key is a scalar that n does not hold twice, and the key is no anchor
-// or alias. Every other pair is reported and skipped.
+// or alias. Every other pair is reported and skipped. A null key (`~:` or
+// `null:`) is refused too: it is a slip, not a name.
 func (w *walker) pairs(n *yaml.Node, path string, visit func(key string, k, v *yaml.Node)) {
 	seen := make(map[string]bool, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -254,7 +260,7 @@ func (w *walker) pairs(n *yaml.Node, path string, visit func(key string, k, v *y
 		switch {
 		case Anchored(k):
 			w.add(path, k, MsgAnchor)
-		case k.Kind != yaml.ScalarNode:
+		case k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null":
 			w.add(path, k, "keys must be strings, got %s", Describe(k))
 		case seen[k.Value]:
 			w.add(Join(path, k.Value), k, MsgTwice)

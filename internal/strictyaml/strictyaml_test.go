@@ -128,6 +128,7 @@ func TestDecodeReports(t *testing.T) {
 		{"alias in a list", "tags: [&a x, *a]\n", []string{`line 1: tags[0]: ` + MsgAnchor, `line 1: tags[1]: ` + MsgAnchor}},
 		{"anchored key", "&k name: x\n", []string{`line 1: ` + MsgAnchor}},
 		{"key not a string", "? [a]\n: 1\n", []string{`line 1: keys must be strings, got a list`}},
+		{"null map key", "meta:\n  ~: x\n", []string{`line 2: meta: keys must be strings, got null`}},
 		{"string for int", "count: many\n", []string{`line 1: count: want a whole number, got string "many"`}},
 		{"float for int", "count: 1.5\n", []string{`line 1: count: want a whole number, got float 1.5`}},
 		{"int beyond int32", "count: 3000000000\n", []string{`line 1: count: 3000000000 is out of range`}},
@@ -204,7 +205,7 @@ func TestOnKey(t *testing.T) {
 	if errs := dec.Decode(n, &doc{}); errs != nil {
 		t.Fatal(errs)
 	}
-	want := map[string]int{"name": 1, "list": 2, "list[0].port": 3, "list[1].host": 4, "meta": 5}
+	want := map[string]int{"name": 1, "list": 2, "list[0].port": 3, "list[1].host": 4, "meta": 5, `meta."x.y"`: 5}
 	if !reflect.DeepEqual(seen, want) {
 		t.Fatalf("OnKey saw %v, want %v", seen, want)
 	}
