@@ -269,6 +269,10 @@ type callState struct {
 	write    bool
 	lastErr  error // the last failure
 	noLeader error // the last "no leader" answer
+	// mismatch is the last server refused for its key
+	// (keytls.ErrKeyMismatch): a call that then runs out of time says
+	// so, rather than which attempt timed out last.
+	mismatch error
 	// maybe is the first failure after which a write may have been
 	// applied: the request left and no definite answer came back.
 	maybe error
@@ -281,6 +285,8 @@ func (st *callState) final(ctx context.Context) error {
 		// Say why no write could be made, rather than which
 		// unreachable server was tried last.
 		err = st.noLeader
+	} else if st.mismatch != nil {
+		err = st.mismatch
 	}
 	if err == nil {
 		err = ctx.Err()
@@ -332,6 +338,9 @@ func (c *RPCClient) do(ctx context.Context, method, path string, body []byte, op
 			resp, release, sent, err := c.attempt(ctx, method, addr, path, body, timeout, opts.Leader && opts.Retry)
 			if err != nil {
 				st.lastErr = fmt.Errorf("server %s: %w", addr, err)
+				if errors.Is(err, keytls.ErrKeyMismatch) {
+					st.mismatch = st.lastErr
+				}
 				if sent && st.write && st.maybe == nil {
 					st.maybe = st.lastErr
 				}
