@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/spf13/cobra"
@@ -21,7 +23,10 @@ func newKeyringCmd() *cobra.Command {
 			"(every member encrypts with it), `keyring remove OLDKEY`. Each step reports\n" +
 			"the members that failed or did not answer; repeat it until none does.\n\n" +
 			"The agent never shows a key: listings name each by its fingerprint, which\n" +
-			"`keyring fingerprint KEY` computes from a key you hold.",
+			"`keyring fingerprint KEY` computes from a key you hold.\n\n" +
+			"KEY may be - to read the key from standard input, so that it does not\n" +
+			"show in the process list:\n\n" +
+			"  meshwork keyring install - < new.key",
 	}
 	cmd.AddCommand(
 		newKeyringListCmd(),
@@ -72,13 +77,14 @@ func newKeyringListCmd() *cobra.Command {
 func newKeyringFingerprintCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "fingerprint KEY",
-		Short: "Print the fingerprint of a key, as keyring list names it (offline)",
+		Short: "Print the fingerprint of a key, as keyring list names it (offline; KEY - reads standard input)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := gossip.ParseKey(args[0]); err != nil {
+			key, err := keyArg(cmd, args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), gossip.KeyFingerprint(args[0]))
+			fmt.Fprintln(cmd.OutOrStdout(), gossip.KeyFingerprint(key))
 			return nil
 		},
 	}
@@ -87,7 +93,7 @@ func newKeyringFingerprintCmd() *cobra.Command {
 func newKeyringOpCmd(name, method, path, short, done string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   name + " KEY",
-		Short: short,
+		Short: short + "; KEY - reads standard input",
 		Args:  cobra.ExactArgs(1),
 	}
 	f := addClientFlags(cmd)
@@ -95,11 +101,12 @@ func newKeyringOpCmd(name, method, path, short, done string) *cobra.Command {
 		if err := f.validate(); err != nil {
 			return err
 		}
-		if _, err := gossip.ParseKey(args[0]); err != nil {
+		key, err := keyArg(cmd, args[0])
+		if err != nil {
 			return err
 		}
 		var resp gossip.KeyringResponse
-		body := gossip.KeyRequest{Key: args[0]}
+		body := gossip.KeyRequest{Key: key}
 		if _, err := f.client().Do(cmd.Context(), method, path, nil, &body, &resp); err != nil {
 			return err
 		}
@@ -120,4 +127,25 @@ func printKeyringErrors(w io.Writer, resp *gossip.KeyringResponse) {
 	for _, n := range names {
 		fmt.Fprintf(w, "error on %s: %s\n", n, resp.Errors[n])
 	}
+}
+
+// keyArg is the key a command was given: the argument, or with "-" the
+// first line of standard input (a key in argv shows in the process list).
+// Either way it must parse as a gossip key.
+func keyArg(cmd *cobra.Command, arg string) (string, error) {
+	key := arg
+	if arg == "-" {
+		line, err := bufio.NewReader(io.LimitReader(cmd.InOrStdin(), 1024)).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", fmt.Errorf("read the key from standard input: %w", err)
+		}
+		key = strings.TrimSpace(line)
+		if key == "" {
+			return "", usageErrorf("KEY is -, but standard input holds no key")
+		}
+	}
+	if _, err := gossip.ParseKey(key); err != nil {
+		return "", usageError{err}
+	}
+	return key, nil
 }

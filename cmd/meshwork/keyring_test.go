@@ -40,21 +40,25 @@ func TestKeyringRotation(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	for _, step := range []struct {
-		args []string
-		want string
+		args  []string
+		stdin string
+		want  string
 	}{
-		{[]string{"keyring", "install", k2}, "key installed on 3 of 3 members"},
-		{[]string{"keyring", "use", k2}, "key primary on 3 of 3 members"},
-		{[]string{"keyring", "remove", k1}, "key removed from 3 of 3 members"},
-		{[]string{"keyring", "list"}, gossip.KeyFingerprint(k2) + "  3/3        3/3"},
+		{[]string{"keyring", "install", "-"}, k2 + "\n", "key installed on 3 of 3 members"},
+		{[]string{"keyring", "use", k2}, "", "key primary on 3 of 3 members"},
+		{[]string{"keyring", "remove", k1}, "", "key removed from 3 of 3 members"},
+		{[]string{"keyring", "list"}, "", gossip.KeyFingerprint(k2) + "  3/3        3/3"},
 	} {
-		out, err := runCLI(t, append(step.args, "--http-addr", addr)...)
+		out, err := runCLIInput(t, step.stdin, append(step.args, "--http-addr", addr)...)
 		if err != nil || !strings.Contains(out, step.want) {
 			t.Fatalf("%v: %q, %v; want output containing %q", step.args, out, err, step.want)
 		}
 	}
 	if out, err := runCLI(t, "keyring", "fingerprint", k2); err != nil || strings.TrimSpace(out) != gossip.KeyFingerprint(k2) || !strings.HasPrefix(out, "sha256:") {
 		t.Fatalf("keyring fingerprint: %q, %v", out, err)
+	}
+	if out, err := runCLIInput(t, "  "+k1+"\n", "keyring", "fingerprint", "-"); err != nil || strings.TrimSpace(out) != gossip.KeyFingerprint(k1) {
+		t.Fatalf("keyring fingerprint - (the key on standard input): %q, %v", out, err)
 	}
 	out, err := runCLI(t, "keyring", "list", "--format", "json", "--http-addr", addr)
 	if err != nil {
@@ -72,8 +76,13 @@ func TestKeyringRotation(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "primary key cannot be removed") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("remove of the primary key: %v", err)
 	}
-	if _, err := runCLI(t, "keyring", "install", "not-a-key", "--http-addr", addr); err == nil || !strings.Contains(err.Error(), "not base64") {
-		t.Fatalf("install of a bad key: %v", err)
+	// A bad key, in argv or on standard input, is a usage error: nothing
+	// is sent.
+	if _, err := runCLI(t, "keyring", "install", "not-a-key", "--http-addr", addr); err == nil || !strings.Contains(err.Error(), "not base64") || exitCode(err) != exitUsage {
+		t.Fatalf("install of a bad key: %v (exit %d)", err, exitCode(err))
+	}
+	if _, err := runCLIInput(t, "", "keyring", "use", "-", "--http-addr", addr); err == nil || !strings.Contains(err.Error(), "standard input holds no key") || exitCode(err) != exitUsage {
+		t.Fatalf("use - with nothing on standard input: %v (exit %d)", err, exitCode(err))
 	}
 }
 

@@ -17,7 +17,14 @@ import (
 // runCLI runs the root command with args and returns its output.
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return runCLIInput(t, "", args...)
+}
+
+// runCLIInput is runCLI with stdin as the command's standard input.
+func runCLIInput(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
 	root := newRootCmd()
+	root.SetIn(strings.NewReader(stdin))
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
