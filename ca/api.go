@@ -1,6 +1,8 @@
 package ca
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -60,6 +62,27 @@ type APIDeps struct {
 	// Server is the embedded CA; nil on client agents and with provider
 	// step-ca (token and rotate then answer 501).
 	Server *Server
+	// ReadyWait bounds how long token and rotate wait for a server that
+	// is still loading the CA state (just started, or its Raft not caught
+	// up yet) before they answer 503 not_ready. Default: DefaultReadyWait.
+	ReadyWait time.Duration
+}
+
+// DefaultReadyWait is APIDeps.ReadyWait's default: long enough for a
+// server that has just started to load the CA state, well inside the
+// CLI's default timeout.
+const DefaultReadyWait = 10 * time.Second
+
+// waitReady waits, within the request and APIDeps.ReadyWait, until the
+// embedded CA can sign: a script that asks a freshly started server for a
+// token gets one rather than a 503 it must retry.
+func (h *apiHandler) waitReady(r *http.Request, op string) error {
+	ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(h.deps.ReadyWait, DefaultReadyWait))
+	defer cancel()
+	if err := h.deps.Server.WaitReady(ctx); err != nil {
+		return fmt.Errorf("ca: %s: %w", op, err)
+	}
+	return nil
 }
 
 // RegisterAPI mounts the CA's local API with mount (the agent's HTTP API),
@@ -155,6 +178,10 @@ func (h *apiHandler) token(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
+	if err := h.waitReady(r, "token"); err != nil {
+		writeAPIError(w, err)
+		return
+	}
 	tok, exp, err := h.deps.Server.Token(r.Context(), req.Node, ttl)
 	if err != nil {
 		writeAPIError(w, err)
@@ -166,6 +193,10 @@ func (h *apiHandler) token(w http.ResponseWriter, r *http.Request) {
 func (h *apiHandler) rotate(w http.ResponseWriter, r *http.Request) {
 	if h.deps.Server == nil {
 		writeAPIError(w, fmt.Errorf("ca: rotate: %w: run it on a server agent", ErrNotServer))
+		return
+	}
+	if err := h.waitReady(r, "rotate"); err != nil {
+		writeAPIError(w, err)
 		return
 	}
 	st, err := h.deps.Server.Rotate(r.Context())

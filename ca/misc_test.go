@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -354,4 +356,62 @@ func TestNoClientGo(t *testing.T) {
 			t.Fatalf("the agent links %s", d)
 		}
 	}
+}
+
+// TestTokenWaitsForReady: a token asked of a server still loading the CA
+// state is made once the state is loaded, not refused; a server that never
+// becomes ready answers 503 not_ready once ReadyWait is over.
+func TestTokenWaitsForReady(t *testing.T) {
+	c := newCluster(t)
+	c.server("srv1", nil) // creates the CA state
+	s2 := c.idleServer(ServerConfig{Node: "srv2"})
+	h := NewAPIHandler(APIDeps{Server: s2, ReadyWait: time.Minute})
+	ask := func(h http.Handler, body io.Reader) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("PUT", APIPathToken, body))
+		return w
+	}
+
+	// Load the state only once the handler has read the request: a
+	// handler that did not wait would have answered by then.
+	read := make(chan struct{})
+	body := &signalReader{r: strings.NewReader(`{"node":"web-1"}`), eof: read}
+	done := make(chan *httptest.ResponseRecorder, 1)
+	go func() { done <- ask(h, body) }()
+	select {
+	case <-read:
+	case w := <-done:
+		t.Fatalf("answered before reading the request: %d %s", w.Code, w.Body)
+	}
+	select {
+	case w := <-done:
+		t.Fatalf("a server that has not loaded the CA state answered at once: %d %s", w.Code, w.Body)
+	default:
+	}
+	c.load(s2)
+	if w := <-done; w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"token"`) {
+		t.Fatalf("token once the state is loaded: %d %s", w.Code, w.Body)
+	}
+
+	never := c.idleServer(ServerConfig{Node: "srv3"})
+	w := ask(NewAPIHandler(APIDeps{Server: never, ReadyWait: 50 * time.Millisecond}), strings.NewReader(`{"node":"web-2"}`))
+	var answer struct{ Error, Code string }
+	if w.Code != http.StatusServiceUnavailable || json.Unmarshal(w.Body.Bytes(), &answer) != nil || answer.Code != "not_ready" || !strings.Contains(answer.Error, "not ready") {
+		t.Fatalf("token from a server that never loads the state: %d %s", w.Code, w.Body)
+	}
+}
+
+// signalReader closes eof when its reader is read to the end.
+type signalReader struct {
+	r    io.Reader
+	eof  chan struct{}
+	once sync.Once
+}
+
+func (s *signalReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		s.once.Do(func() { close(s.eof) })
+	}
+	return n, err
 }
