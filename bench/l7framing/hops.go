@@ -28,6 +28,10 @@ const (
 	pathDirect = "direct"
 	pathHTTP3  = "http3"
 	pathStream = "stream"
+	// pathStreamWait is pathStream under today's OpenStream contract: the
+	// caller sends nothing after the header until the status arrives, one
+	// more round trip per request.
+	pathStreamWait = "stream-wait"
 )
 
 const (
@@ -146,7 +150,7 @@ func newEnv(ctx context.Context) (*env, error) {
 	fwd := newAppForwarder(appAddr)
 	e.closers = append(e.closers, fwd.rt.CloseIdleConnections)
 
-	for _, name := range []string{pathHTTP3, pathStream} {
+	for _, name := range []string{pathHTTP3, pathStream, pathStreamWait} {
 		callerConn, farLn, err := e.quicPair(ctx, ca, cfg, name)
 		if err != nil {
 			e.close()
@@ -165,10 +169,11 @@ func newEnv(ctx context.Context) (*env, error) {
 			e.closers = append(e.closers, func() { srv.Close() })
 			tr := &http3.Transport{DisableCompression: true}
 			caller = &h3Caller{cc: tr.NewClientConn(callerConn)}
-		case pathStream:
-			far := &streamFar{fwd: fwd}
+		case pathStream, pathStreamWait:
+			wait := name == pathStreamWait
+			far := &streamFar{fwd: fwd, flushStatus: wait}
 			go far.serve(ctx, farLn)
-			caller = &streamCaller{conn: callerConn, source: ca.ServiceID("client"), port: 8080}
+			caller = &streamCaller{conn: callerConn, source: ca.ServiceID("client"), port: 8080, waitStatus: wait}
 		}
 		addr, err := e.serveHTTP(caller)
 		if err != nil {
@@ -400,13 +405,15 @@ func (h *h3Far) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // streamCaller is the calling hop of the stream path: each request gets a
 // fresh stream carrying the tunnel's wire header (whose timeout is the
-// remaining budget), then the request in HTTP/1.1 form. Unlike today's
-// per-connection streams, the caller does not wait for the status frame
-// before it sends: the far hop sends the status, then the response.
+// remaining budget), then the request in HTTP/1.1 form. Unless
+// waitStatus is set, it does not wait for the status frame before it sends
+// the request, as today's per-connection streams do: the far hop sends the
+// status, then the response.
 type streamCaller struct {
-	conn   *quic.Conn
-	source string
-	port   uint16
+	conn       *quic.Conn
+	source     string
+	port       uint16
+	waitStatus bool
 }
 
 func (h *streamCaller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -444,39 +451,60 @@ func (h *streamCaller) roundTrip(ctx context.Context, r *http.Request) (*http.Re
 		s.CancelWrite(streamFail)
 		return nil, fmt.Errorf("write header: %w", err)
 	}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(s)
+	putReader := func() { br.Reset(nil); readerPool.Put(br) }
+	if h.waitStatus {
+		if err := bw.Flush(); err != nil {
+			putReader()
+			return nil, fmt.Errorf("write header: %w", err)
+		}
+		if err := readAccepted(br); err != nil {
+			putReader()
+			s.CancelWrite(streamFail)
+			return nil, err
+		}
+	}
 	removeHopHeaders(r.Header)
 	if err := r.Write(bw); err != nil {
+		putReader()
 		s.CancelWrite(streamFail)
 		return nil, fmt.Errorf("write request: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
+		putReader()
 		return nil, fmt.Errorf("write request: %w", err)
 	}
 	s.Close() // the request is whole: FIN
 
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(s)
-	st, err := wire.ReadStatus(br)
-	if err != nil {
-		br.Reset(nil)
-		readerPool.Put(br)
-		s.CancelRead(streamFail)
-		return nil, fmt.Errorf("read status: %w", err)
-	}
-	if !st.Accepted() {
-		br.Reset(nil)
-		readerPool.Put(br)
-		return nil, fmt.Errorf("refused: %s: %s", st.Code, st.Reason)
+	if !h.waitStatus {
+		if err := readAccepted(br); err != nil {
+			putReader()
+			s.CancelRead(streamFail)
+			return nil, err
+		}
 	}
 	resp, err := http.ReadResponse(br, r)
 	if err != nil {
-		br.Reset(nil)
-		readerPool.Put(br)
+		putReader()
 		s.CancelRead(streamFail)
 		return nil, fmt.Errorf("read response: %w", err)
 	}
 	resp.Body = &streamBody{ReadCloser: resp.Body, s: s, br: br}
 	return resp, nil
+}
+
+// readAccepted reads the far hop's status frame and fails unless it
+// accepted the stream.
+func readAccepted(br *bufio.Reader) error {
+	st, err := wire.ReadStatus(br)
+	if err != nil {
+		return fmt.Errorf("read status: %w", err)
+	}
+	if !st.Accepted() {
+		return fmt.Errorf("refused: %s: %s", st.Code, st.Reason)
+	}
+	return nil
 }
 
 // streamBody is a response body read from a stream: closing it returns
@@ -497,9 +525,12 @@ func (b *streamBody) Close() error {
 
 // streamFar is the far hop of the stream path: it reads the wire header
 // and the request from each stream, and proxies the request to the app.
-// A prototype: it runs no Admit (identity, policy) on the header.
+// A prototype: it runs no Admit (identity, policy) on the header. With
+// flushStatus it sends the status before it reads the request, for a
+// caller that waits for it.
 type streamFar struct {
-	fwd *appForwarder
+	fwd         *appForwarder
+	flushStatus bool
 }
 
 func (f *streamFar) serve(ctx context.Context, ln *quic.Listener) {
@@ -547,6 +578,13 @@ func (f *streamFar) serveStream(s *quic.Stream) {
 		defer cancel()
 		s.SetDeadline(time.Now().Add(hdr.Timeout))
 	}
+	bw.Write(acceptedStatus)
+	if f.flushStatus {
+		if err := bw.Flush(); err != nil {
+			s.CancelRead(streamFail)
+			return
+		}
+	}
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		s.CancelRead(streamFail)
@@ -557,7 +595,6 @@ func (f *streamFar) serveStream(s *quic.Stream) {
 	if hdr.Timeout > 0 {
 		req.Header.Set(deadlineHeader, strconv.FormatInt(remaining(ctx).Milliseconds(), 10))
 	}
-	bw.Write(acceptedStatus)
 	resp, err := f.fwd.roundTrip(req)
 	if err != nil {
 		resp = &http.Response{

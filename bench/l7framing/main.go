@@ -12,7 +12,10 @@
 //     header (transport/wire, its timeout the remaining budget) and then
 //     the request in HTTP/1.1 form (Request.Write); the far hop answers a
 //     status frame and the response (Response.Write) → app over the same
-//     kind of pool.
+//     kind of pool;
+//   - stream-wait: stream, but under today's OpenStream contract: the
+//     caller sends the request only once the far hop's status frame came
+//     back, one more round trip per request.
 //
 // The hops are prototypes, not the L7 handler: no routing, no policy, no
 // trailers. Both framings share the same far-side pool to the app, so that

@@ -46,8 +46,8 @@ func post(t *testing.T, c *http.Client, url, id string, body []byte) (*http.Resp
 
 func TestEveryPathAnswersEachRequest(t *testing.T) {
 	e := testEnv(t)
-	if len(e.paths) != 3 {
-		t.Fatalf("%d paths, want direct, http3 and stream", len(e.paths))
+	if len(e.paths) != 4 {
+		t.Fatalf("%d paths, want direct, http3, stream and stream-wait", len(e.paths))
 	}
 	for _, p := range e.paths {
 		t.Run(p.name, func(t *testing.T) {
@@ -105,9 +105,13 @@ func TestHeldRequestDoesNotBlockOthers(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the held request never reached the app")
 			}
+			// Bounded, so that a path that queues requests behind the held
+			// one fails here rather than hanging.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
 			c := newClient(1)
 			defer c.CloseIdleConnections()
-			if err := call(context.Background(), c, p.url+echoPath); err != nil {
+			if err := call(ctx, c, p.url+echoPath); err != nil {
 				t.Errorf("request beside a held one: %v", err)
 			}
 			e.app.release <- struct{}{}
