@@ -50,13 +50,16 @@ const (
 	// test can check that the budget arrived.
 	seenDeadlineHeader = "X-Seen-Deadline-Ms"
 	// idHeader is echoed by the app, to check headers pass both ways.
-	idHeader   = "X-Bench-Id"
-	echoPath   = "/echo"
-	slowPath   = "/slow"
-	blockPath  = "/block"
-	slowDelay  = 200 * time.Millisecond
-	h3Abort    = quic.StreamErrorCode(0x10c) // H3_REQUEST_CANCELLED
-	streamFail = quic.StreamErrorCode(2)     // tunnel.AbortFailed
+	idHeader = "X-Bench-Id"
+	echoPath = "/echo"
+	slowPath = "/slow"
+	// trailerPath answers with a chunked body and a grpc-status trailer,
+	// as gRPC needs.
+	trailerPath = "/trailer"
+	blockPath   = "/block"
+	slowDelay   = 200 * time.Millisecond
+	h3Abort     = quic.StreamErrorCode(0x10c) // H3_REQUEST_CANCELLED
+	streamFail  = quic.StreamErrorCode(2)     // tunnel.AbortFailed
 )
 
 // bufPool holds the copy buffers of every hop and of the app.
@@ -69,7 +72,8 @@ var (
 
 // app is the service at the end of every path: it answers a POST with its
 // own body (1 KiB in, 1 KiB out), echoes idHeader and the deadline it was
-// given, sleeps slowDelay on slowPath, and on blockPath waits for release
+// given, sleeps slowDelay on slowPath, ends with a trailer on trailerPath,
+// and on blockPath waits for release
 // (closed by the test) after telling blocked that it arrived.
 type app struct {
 	blocked chan struct{}
@@ -111,6 +115,12 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := r.Header.Get(deadlineHeader); v != "" {
 		h.Set(seenDeadlineHeader, v)
+	}
+	if r.URL.Path == trailerPath {
+		h.Set("Trailer", "Grpc-Status")
+		w.Write((*bp)[:n])
+		h.Set("Grpc-Status", "0")
+		return
 	}
 	h.Set("Content-Length", strconv.Itoa(n))
 	w.Write((*bp)[:n])
@@ -330,7 +340,7 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
-// copyResponse writes resp to w and closes its body.
+// copyResponse writes resp to w, then its trailers, and closes its body.
 func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	removeHopHeaders(resp.Header)
@@ -338,10 +348,23 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	// Announce the trailers known now: HTTP/3 sends them as a "trailer"
+	// field, and an HTTP/1.1 answer must then be chunked, whatever length
+	// the far side counted.
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
+	}
+	if len(h["Trailer"]) > 0 {
+		h.Del("Content-Length")
+	}
 	w.WriteHeader(resp.StatusCode)
 	bp := bufPool.Get().(*[]byte)
 	io.CopyBuffer(w, resp.Body, *bp)
 	bufPool.Put(bp)
+	// Known once the body is read to its end.
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+	}
 }
 
 // remaining is what is left of ctx's deadline.

@@ -85,6 +85,27 @@ func TestEveryPathAnswersEachRequest(t *testing.T) {
 	}
 }
 
+// TestTrailersReachTheClient checks that a response trailer (gRPC's
+// grpc-status) crosses every path: HTTP/3 carries it natively, the stream
+// framing as an HTTP/1.1 chunked trailer.
+func TestTrailersReachTheClient(t *testing.T) {
+	e := testEnv(t)
+	for _, p := range e.paths {
+		t.Run(p.name, func(t *testing.T) {
+			c := newClient(1)
+			defer c.CloseIdleConnections()
+			body := bytes.Repeat([]byte("t"), bodySize)
+			resp, got := post(t, c, p.url+trailerPath, "trailer", body)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+				t.Fatalf("status %d, %d bytes; want 200 and the %d sent", resp.StatusCode, len(got), len(body))
+			}
+			if v := resp.Trailer.Get("Grpc-Status"); v != "0" {
+				t.Errorf("trailer Grpc-Status %q, want \"0\" (trailers %v)", v, resp.Trailer)
+			}
+		})
+	}
+}
+
 // TestHeldRequestDoesNotBlockOthers holds one request in the app and
 // checks that another one through the same hops, and so the same QUIC
 // connection, is answered meanwhile. It waits on events, not on time.
