@@ -82,6 +82,20 @@ type cost struct {
 	cpuPerK      float64 // CPU seconds per 1,000 requests
 	allocsPerReq float64
 	bytesPerReq  float64
+	n            int // requests pooled, for add
+}
+
+// add pools c, over n requests, into the cost of the m requests so far.
+func (c cost) add(d cost, n int) cost {
+	c.n += n
+	if c.n == 0 {
+		return c
+	}
+	w := float64(n) / float64(c.n)
+	c.cpuPerK += (d.cpuPerK - c.cpuPerK) * w
+	c.allocsPerReq += (d.allocsPerReq - c.allocsPerReq) * w
+	c.bytesPerReq += (d.bytesPerReq - c.bytesPerReq) * w
+	return c
 }
 
 func costSince(before usage, requests int) cost {
@@ -102,6 +116,19 @@ type latencies struct {
 	d      []time.Duration
 	errors int
 	first  error
+}
+
+// merge pools m into l (either may be nil) and keeps the result sorted.
+func (l *latencies) merge(m *latencies) *latencies {
+	if l == nil {
+		return m
+	}
+	out := &latencies{d: append(slices.Clone(l.d), m.d...), errors: l.errors + m.errors, first: l.first}
+	if out.first == nil {
+		out.first = m.first
+	}
+	slices.Sort(out.d)
+	return out
 }
 
 func (l *latencies) quantile(q float64) time.Duration {

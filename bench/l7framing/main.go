@@ -46,10 +46,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
 type options struct {
+	rounds      int
 	rate        float64
 	duration    time.Duration
 	conns       int
@@ -61,27 +65,32 @@ type options struct {
 
 // pathResult is every figure of one path.
 type pathResult struct {
-	name    string
-	fixed   *latencies
-	fixedC  cost
-	maxOK   int64
-	maxFail int64
-	maxErr  error
-	maxC    cost
-	maxSecs float64
-	hol     holResult
+	name   string
+	fixed  *latencies
+	fixedC cost
+	// maxRates is the rate of each round; the report gives their median.
+	maxRates []float64
+	maxFail  int64
+	maxErr   error
+	maxC     cost
+	hol      holResult
 }
 
 func main() {
 	var o options
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of each phase; the paths take turns in rotating order within each")
 	flag.Float64Var(&o.rate, "rate", 1000, "requests per second of the fixed-rate and head-of-line phases")
-	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of the fixed-rate phase, per path")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of the fixed-rate phase, per path and round")
 	flag.IntVar(&o.conns, "conns", 16, "client connections of the fixed-rate phase")
 	flag.IntVar(&o.workers, "workers", 64, "closed-loop workers (and client connections) of the maximum-rate phase")
-	flag.DurationVar(&o.maxDuration, "max-duration", 5*time.Second, "length of the maximum-rate phase, per path")
-	flag.DurationVar(&o.holDuration, "hol-duration", 3*time.Second, "length of the head-of-line phase, per path")
+	flag.DurationVar(&o.maxDuration, "max-duration", 5*time.Second, "length of the maximum-rate phase, per path and round")
+	flag.DurationVar(&o.holDuration, "hol-duration", 2*time.Second, "length of the head-of-line phase, per path and round")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "closed-loop warm-up before each path's phases")
 	flag.Parse()
+	if o.rounds < 1 || o.rate <= 0 || o.conns < 1 || o.workers < 1 {
+		fmt.Fprintln(os.Stderr, "l7framing: -rounds, -rate, -conns and -workers must be positive")
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -103,56 +112,91 @@ func run(ctx context.Context, o options) error {
 		results[i] = &pathResult{name: p.name}
 	}
 	started := time.Now()
+	machine0, self0 := machineBusy(), readUsage().cpu
 
-	// 1. Fixed rate.
-	for i, p := range e.paths {
-		c := newClient(o.conns)
-		maxRate(ctx, c, p.url+echoPath, o.conns, o.warmup, 1<<20)
-		runtime.GC()
-		before := readUsage()
-		l := fixedRate(ctx, c, p.url+echoPath, o.rate, o.duration, o.conns)
-		results[i].fixed, results[i].fixedC = l, costSince(before, len(l.d)+l.errors)
-		c.CloseIdleConnections()
-		fmt.Fprintf(os.Stderr, "fixed rate %s: p99 %s, %d errors\n", p.name, l.quantile(0.99), l.errors)
+	// The paths take turns, in an order that rotates each round, so that
+	// the noise of a shared machine falls on all of them alike.
+	order := func(round int) []int {
+		idx := make([]int, len(e.paths))
+		for i := range idx {
+			idx[i] = (i + round) % len(e.paths)
+		}
+		return idx
 	}
-	// 2. Maximum rate.
-	for i, p := range e.paths {
+	// Warm every path up once: connections, pools, the QUIC windows.
+	for _, p := range e.paths {
 		c := newClient(o.workers)
 		maxRate(ctx, c, p.url+echoPath, o.workers, o.warmup, 1<<20)
-		runtime.GC()
-		before := readUsage()
-		t0 := time.Now()
-		ok, failed, first := maxRate(ctx, c, p.url+echoPath, o.workers, o.maxDuration, 1<<24)
-		r := results[i]
-		r.maxSecs = time.Since(t0).Seconds()
-		r.maxOK, r.maxFail, r.maxErr = ok, failed, first
-		r.maxC = costSince(before, int(ok+failed))
 		c.CloseIdleConnections()
-		fmt.Fprintf(os.Stderr, "max rate %s: %.0f req/s, %d errors\n", p.name, float64(ok)/r.maxSecs, failed)
+	}
+	// 1. Fixed rate.
+	for round := range o.rounds {
+		for _, i := range order(round) {
+			p, r := e.paths[i], results[i]
+			c := newClient(o.conns)
+			maxRate(ctx, c, p.url+echoPath, o.conns, o.warmup/4, 1<<20) // open the connections
+			runtime.GC()
+			before := readUsage()
+			l := fixedRate(ctx, c, p.url+echoPath, o.rate, o.duration, o.conns)
+			r.fixedC = r.fixedC.add(costSince(before, len(l.d)+l.errors), len(l.d)+l.errors)
+			r.fixed = r.fixed.merge(l)
+			c.CloseIdleConnections()
+			fmt.Fprintf(os.Stderr, "round %d fixed rate %s: p99 %s, %d errors\n", round, p.name, l.quantile(0.99), l.errors)
+		}
+	}
+	// 2. Maximum rate.
+	for round := range o.rounds {
+		for _, i := range order(round) {
+			p, r := e.paths[i], results[i]
+			c := newClient(o.workers)
+			maxRate(ctx, c, p.url+echoPath, o.workers, o.warmup/4, 1<<20)
+			runtime.GC()
+			before := readUsage()
+			t0 := time.Now()
+			ok, failed, first := maxRate(ctx, c, p.url+echoPath, o.workers, o.maxDuration, 1<<24)
+			secs := time.Since(t0).Seconds()
+			r.maxRates = append(r.maxRates, float64(ok)/secs)
+			r.maxFail += failed
+			if r.maxErr == nil {
+				r.maxErr = first
+			}
+			r.maxC = r.maxC.add(costSince(before, int(ok+failed)), int(ok+failed))
+			c.CloseIdleConnections()
+			fmt.Fprintf(os.Stderr, "round %d max rate %s: %.0f req/s, %d errors\n", round, p.name, float64(ok)/secs, failed)
+		}
 	}
 	// 3. Head of line.
-	for i, p := range e.paths {
-		c := newClient(o.conns)
-		maxRate(ctx, c, p.url+echoPath, o.conns, o.warmup/4, 1<<20)
-		results[i].hol = headOfLine(ctx, c, p.url, o.rate, o.holDuration, o.conns)
-		c.CloseIdleConnections()
+	for round := range o.rounds {
+		for _, i := range order(round) {
+			p, r := e.paths[i], results[i]
+			c := newClient(o.conns)
+			maxRate(ctx, c, p.url+echoPath, o.conns, o.warmup/4, 1<<20)
+			h := headOfLine(ctx, c, p.url, o.rate, o.holDuration, o.conns)
+			r.hol.fast = r.hol.fast.merge(h.fast)
+			r.hol.slowN += h.slowN
+			r.hol.slowErr += h.slowErr
+			r.hol.slowP50 = max(r.hol.slowP50, h.slowP50)
+			c.CloseIdleConnections()
+		}
 	}
+	others := machineBusy() - machine0 - (readUsage().cpu - self0)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	report(o, results, time.Since(started))
+	report(o, results, time.Since(started), others)
 	return nil
 }
 
 func msStr(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
 
-func report(o options, rs []*pathResult, took time.Duration) {
+func report(o options, rs []*pathResult, took, others time.Duration) {
 	direct := rs[0]
-	fmt.Printf("l7framing: %s, %s, GOMAXPROCS %d of %d CPUs, quic-go %s, %s\n",
-		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), quicVersion(), took.Round(time.Second))
-	fmt.Printf("1 KiB POST, 1 KiB answer; everything (client, hops, app) in one process on loopback.\n\n")
+	fmt.Printf("l7framing: %s, %s, GOMAXPROCS %d of %d CPUs, quic-go %s, %s, %d rounds\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), quicVersion(), took.Round(time.Second), o.rounds)
+	fmt.Printf("1 KiB POST, 1 KiB answer; everything (client, hops, app) in one process on loopback.\n")
+	fmt.Printf("Other processes (and the hypervisor's steal) took %.2f CPUs on average during the run.\n\n", others.Seconds()/took.Seconds())
 
-	fmt.Printf("Fixed rate: %.0f req/s for %s, %d client connections; latency in ms from when each request was due; CPU and allocations of the whole process, and the hops' share (less direct).\n\n", o.rate, o.duration, o.conns)
+	fmt.Printf("Fixed rate: %.0f req/s for %s per round, %d client connections; latency in ms from when each request was due; CPU and allocations of the whole process, and the hops' share (less direct).\n\n", o.rate, o.duration, o.conns)
 	fmt.Println("| path | requests | errors | p50 | p99 | p99.9 | p99 added | CPU s / 1k req | hops' CPU s / 1k req | allocs / req | hops' allocs / req | hops' KiB / req |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
@@ -164,16 +208,20 @@ func report(o options, rs []*pathResult, took time.Duration) {
 			r.fixedC.allocsPerReq, r.fixedC.allocsPerReq-direct.fixedC.allocsPerReq,
 			(r.fixedC.bytesPerReq-direct.fixedC.bytesPerReq)/1024)
 	}
-	fmt.Printf("\nMaximum rate: %d closed-loop workers (one client connection each) for %s.\n\n", o.workers, o.maxDuration)
-	fmt.Println("| path | req/s | × direct | errors | CPU s / 1k req | hops' CPU s / 1k req | allocs / req |")
-	fmt.Println("|---|---|---|---|---|---|---|")
-	directRate := float64(direct.maxOK) / direct.maxSecs
+	fmt.Printf("\nMaximum rate: %d closed-loop workers (one client connection each) for %s per round; the median round, and the rounds.\n\n", o.workers, o.maxDuration)
+	fmt.Println("| path | req/s | × direct | rounds | errors | CPU s / 1k req | hops' CPU s / 1k req | allocs / req |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	directRate := median(direct.maxRates)
 	for _, r := range rs {
-		rate := float64(r.maxOK) / r.maxSecs
-		fmt.Printf("| %s | %.0f | %.2f | %d | %.3f | %.3f | %.0f |\n",
-			r.name, rate, rate/directRate, r.maxFail, r.maxC.cpuPerK, r.maxC.cpuPerK-direct.maxC.cpuPerK, r.maxC.allocsPerReq)
+		rate := median(r.maxRates)
+		rounds := make([]string, len(r.maxRates))
+		for i, v := range r.maxRates {
+			rounds[i] = fmt.Sprintf("%.0f", v)
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %s | %d | %.3f | %.3f | %.0f |\n",
+			r.name, rate, rate/directRate, strings.Join(rounds, ", "), r.maxFail, r.maxC.cpuPerK, r.maxC.cpuPerK-direct.maxC.cpuPerK, r.maxC.allocsPerReq)
 	}
-	fmt.Printf("\nHead of line: fast requests at %.0f req/s for %s while one connection sends requests the app holds %s, back to back (ms).\n\n", o.rate, o.holDuration, slowDelay)
+	fmt.Printf("\nHead of line: fast requests at %.0f req/s for %s per round while one connection sends requests the app holds %s, back to back (ms).\n\n", o.rate, o.holDuration, slowDelay)
 	fmt.Println("| path | fast requests | errors | fast p50 | fast p99 | fast p99.9 | fast max | p99 without slow ones | slow requests | slow p50 |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
@@ -202,4 +250,35 @@ func quicVersion() string {
 		}
 	}
 	return "unknown"
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
+}
+
+// machineBusy is the CPU time every process of the machine used so far,
+// and what the hypervisor stole, from /proc/stat; 0 where it is missing.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var ticks int64
+	for i, v := range f[1:] {
+		if i >= 8 {
+			break // guest time is counted in user already
+		}
+		if i == 3 || i == 4 {
+			continue // idle, iowait
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
