@@ -32,8 +32,11 @@
 //     connection sends requests that the app holds 200 ms, all on the same
 //     hops and QUIC connection.
 //
-// Everything runs on loopback in this process; every load is bounded in
-// count and time.
+// Each phase runs -rounds times, the paths taking turns in an order that
+// rotates each round, and a path's rounds are pooled, so that the noise of
+// a shared machine falls on every path alike; the report says how much CPU
+// other processes took meanwhile. Everything runs on loopback in this
+// process; every load is bounded in count and time.
 //
 //	go run ./bench/l7framing
 package main
