@@ -53,22 +53,7 @@ type caACL struct {
 
 // buildCAWith is buildCA with the ACL hooks acls.
 func (a *Agent) buildCAWith(acls caACL) error {
-	c := a.cfg.CA
-	cfg := ca.Config{
-		Provider:     c.Provider,
-		TrustDomain:  c.TrustDomain,
-		LeafTTL:      c.LeafTTL.D(),
-		TokenFile:    c.TokenFile,
-		StateKeyFile: c.StateKeyFile,
-		StepCA: ca.StepCAConfig{
-			URL:             c.StepCA.URL,
-			RootFingerprint: c.StepCA.RootFingerprint,
-			Provisioner:     c.StepCA.Provisioner,
-			PasswordFile:    c.StepCA.PasswordFile,
-			KeyFile:         c.StepCA.KeyFile,
-			RootsRefresh:    c.StepCA.RootsRefresh.D(),
-		},
-	}
+	cfg := a.cfg.CA.Component()
 	deps := ca.AgentDeps{
 		Node:       a.cfg.Node,
 		DataDir:    a.cfg.DataDir,

@@ -166,7 +166,7 @@ func (c *Config) Validate() error {
 		bad("raft.snapshot_threshold", "%d must be at least 16", c.Raft.SnapshotThreshold)
 	}
 
-	for _, p := range c.CA.component().Problems() {
+	for _, p := range c.CA.Component().Problems() {
 		bad("ca."+p.Key, "%s", p.Reason)
 	}
 
@@ -260,9 +260,9 @@ func validDomain(d string) bool {
 	return true
 }
 
-// component is the ca: section as the ca package reads it, whose Problems
-// are the rules of its keys.
-func (c *CA) component() ca.Config {
+// Component is the ca: section as the ca package reads it: the agent builds
+// its CA from it, and its Problems are the rules of the section's keys.
+func (c *CA) Component() ca.Config {
 	return ca.Config{
 		Provider:     c.Provider,
 		TrustDomain:  c.TrustDomain,

@@ -85,71 +85,77 @@ func matching(names []string, toComplete string) []string {
 
 const noFiles = cobra.ShellCompDirectiveNoFileComp
 
-func completeNodes(keep func(api.Member) bool) cobra.CompletionFunc {
+// completeFirstArg completes a command's first argument with the names
+// that list fetches from the agent; nothing for the later arguments, or
+// when the agent does not answer.
+func completeFirstArg(list func(ctx context.Context, c *api.Client) ([]string, error)) cobra.CompletionFunc {
 	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, noFiles
 		}
-		c, ctx, cancel, ok := completionClient(cmd)
-		if !ok {
-			return nil, noFiles
-		}
-		defer cancel()
+		return fetchMatching(cmd, toComplete, list)
+	}
+}
+
+// fetchMatching asks the agent that cmd's flags name for names, and offers
+// those that start with what was typed.
+func fetchMatching(cmd *cobra.Command, toComplete string, list func(ctx context.Context, c *api.Client) ([]string, error)) ([]string, cobra.ShellCompDirective) {
+	c, ctx, cancel, ok := completionClient(cmd)
+	if !ok {
+		return nil, noFiles
+	}
+	defer cancel()
+	names, err := list(ctx, c)
+	if err != nil {
+		return nil, noFiles | cobra.ShellCompDirectiveError
+	}
+	return matching(names, toComplete), noFiles
+}
+
+// completeNodes offers the names of the members that keep accepts.
+func completeNodes(keep func(api.Member) bool) cobra.CompletionFunc {
+	return completeFirstArg(func(ctx context.Context, c *api.Client) ([]string, error) {
 		members, err := c.Members(ctx)
-		if err != nil {
-			return nil, noFiles | cobra.ShellCompDirectiveError
-		}
 		var names []string
 		for _, m := range members {
 			if keep(m) {
 				names = append(names, m.Name)
 			}
 		}
-		return matching(names, toComplete), noFiles
-	}
+		return names, err
+	})
 }
 
-func completeServiceNames(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, noFiles
-	}
-	c, ctx, cancel, ok := completionClient(cmd)
-	if !ok {
-		return nil, noFiles
-	}
-	defer cancel()
+// completeServiceNames offers the names of the catalog's services.
+var completeServiceNames = completeFirstArg(func(ctx context.Context, c *api.Client) ([]string, error) {
 	sums, _, err := c.CatalogServices(ctx, nil)
-	if err != nil {
-		return nil, noFiles | cobra.ShellCompDirectiveError
-	}
 	var names []string
 	for _, s := range sums {
 		names = append(names, s.Name)
 	}
-	return matching(names, toComplete), noFiles
-}
+	return names, err
+})
 
 // completeLocalServiceIDs offers the IDs of the agent's own services, for
 // an argument or a flag (--service).
-func completeLocalServiceIDs(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, noFiles
-	}
-	c, ctx, cancel, ok := completionClient(cmd)
-	if !ok {
-		return nil, noFiles
-	}
-	defer cancel()
+var completeLocalServiceIDs = completeFirstArg(func(ctx context.Context, c *api.Client) ([]string, error) {
 	svcs, err := c.AgentServices(ctx)
-	if err != nil {
-		return nil, noFiles | cobra.ShellCompDirectiveError
-	}
 	var ids []string
 	for _, s := range svcs {
 		ids = append(ids, s.ID)
 	}
-	return matching(ids, toComplete), noFiles
-}
+	return ids, err
+})
+
+// completeACLPolicyNames offers the names of the ACL policies.
+var completeACLPolicyNames = completeFirstArg(func(ctx context.Context, c *api.Client) ([]string, error) {
+	list, err := c.ACLPolicyList(ctx)
+	var names []string
+	for _, p := range list {
+		names = append(names, p.Name)
+	}
+	return names, err
+})
 
 // completePolicyKindAndName offers the policy kinds for the first argument
 // and the names of the documents of that kind for the second.
@@ -168,38 +174,13 @@ func completePolicyKindAndName(cmd *cobra.Command, args []string, toComplete str
 	if err != nil {
 		return nil, noFiles
 	}
-	c, ctx, cancel, ok := completionClient(cmd)
-	if !ok {
-		return nil, noFiles
-	}
-	defer cancel()
-	var list raftstore.PolicyList
-	if _, err := c.Do(ctx, http.MethodGet, "/v1/policy", url.Values{"kind": {string(kind)}}, nil, &list); err != nil {
-		return nil, noFiles | cobra.ShellCompDirectiveError
-	}
-	var names []string
-	for _, e := range list.Documents {
-		names = append(names, e.Name)
-	}
-	return matching(names, toComplete), noFiles
-}
-
-func completeACLPolicyNames(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, noFiles
-	}
-	c, ctx, cancel, ok := completionClient(cmd)
-	if !ok {
-		return nil, noFiles
-	}
-	defer cancel()
-	list, err := c.ACLPolicyList(ctx)
-	if err != nil {
-		return nil, noFiles | cobra.ShellCompDirectiveError
-	}
-	var names []string
-	for _, p := range list {
-		names = append(names, p.Name)
-	}
-	return matching(names, toComplete), noFiles
+	return fetchMatching(cmd, toComplete, func(ctx context.Context, c *api.Client) ([]string, error) {
+		var list raftstore.PolicyList
+		_, err := c.Do(ctx, http.MethodGet, "/v1/policy", url.Values{"kind": {string(kind)}}, nil, &list)
+		var names []string
+		for _, e := range list.Documents {
+			names = append(names, e.Name)
+		}
+		return names, err
+	})
 }
