@@ -3,15 +3,12 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/meshwork/meshwork/internal/meshtest"
 )
 
 // TestAgentOpsProcess runs the real binaries: an agent logging at warn,
@@ -27,22 +24,7 @@ func TestAgentOpsProcess(t *testing.T) {
 	conf := filepath.Join(dir, "agent.yaml")
 	writeConf(t, conf, fmt.Sprintf("dev: true\nnode: ops\nbind: %s\nlog_level: warn\naddresses: {http: %s, dns: %s}\nports: {tunnel: -1}\ntunnel: {vip_range: 127.237.0.0/16}\n", ip, ip, ip))
 	sock, notes := notifySocket(t)
-	var stderr meshtest.LogBuffer
-	agentCmd := exec.Command(bin, "agent", "--config", conf, "--data-dir", filepath.Join(dir, "data"))
-	agentCmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	agentCmd.Stderr = &stderr
-	if err := agentCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- agentCmd.Wait() }()
-	t.Cleanup(func() {
-		_ = agentCmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("agent log:\n%s", stderr.String())
-		}
-	})
+	_, stderr, exited := startAgentProcess(t, bin, sock, "--config", conf, "--data-dir", filepath.Join(dir, "data"))
 	expectNotify(t, notes, "READY=1")
 	addr := ip + ":8500"
 

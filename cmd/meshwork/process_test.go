@@ -108,22 +108,7 @@ func TestAgentProcess(t *testing.T) {
 		"dev: true\nnode: proc\nbind: %s\naddresses: {http: %s, dns: %s}\ntunnel: {vip_range: 127.250.0.0/16, drain_timeout: 42s}\n", ip, ip, ip))
 	sock, notes := notifySocket(t)
 
-	var stderr meshtest.LogBuffer
-	cmd := exec.Command(bin, "agent", "--config-dir", confDir, "--data-dir", filepath.Join(dir, "data"))
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("agent log:\n%s", stderr.String())
-		}
-	})
+	cmd, stderr, exited := startAgentProcess(t, bin, sock, "--config-dir", confDir, "--data-dir", filepath.Join(dir, "data"))
 
 	expectNotify(t, notes, "READY=1")
 	client := api.NewClient(ip + ":8500")
@@ -266,4 +251,28 @@ func TestBadConfigStops(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startAgentProcess starts `bin agent args...` with NOTIFY_SOCKET=sock. The
+// exit status arrives on exited (put it back for the cleanup, which kills
+// the agent, waits for it and shows its log if the test failed).
+func startAgentProcess(t *testing.T, bin, sock string, args ...string) (*exec.Cmd, *meshtest.LogBuffer, chan error) {
+	t.Helper()
+	stderr := &meshtest.LogBuffer{}
+	cmd := exec.Command(bin, append([]string{"agent"}, args...)...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("agent log:\n%s", stderr.String())
+		}
+	})
+	return cmd, stderr, exited
 }
