@@ -354,4 +354,3 @@ func (l *headLimit) Read(b []byte) (int, error) {
 	l.n -= n
 	return n, err
 }
-
