@@ -164,14 +164,15 @@ func testCurl(t *testing.T, proto string) {
 		}
 		return out, errOut
 	}
-	upload := func(t *testing.T, size int) string {
+	// bodyFile writes size random bytes to a file for curl to upload.
+	bodyFile := func(t *testing.T, size int) (string, []byte) {
 		t.Helper()
 		body := randomBytes(t, size)
 		file := filepath.Join(t.TempDir(), "body")
 		if err := os.WriteFile(file, body, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return file
+		return file, body
 	}
 
 	t.Run("KeepAliveTwoURLs", func(t *testing.T) {
@@ -187,8 +188,7 @@ func testCurl(t *testing.T, proto string) {
 	})
 
 	t.Run("ChunkedUpload", func(t *testing.T) {
-		file := upload(t, 300<<10)
-		body, _ := os.ReadFile(file)
+		file, body := bodyFile(t, 300<<10)
 		out, errOut := curl(t, "--verbose", "--header", "Transfer-Encoding: chunked", "--data-binary", "@"+file, base+"/upload")
 		if !strings.Contains(errOut, "> Transfer-Encoding: chunked") {
 			t.Fatalf("curl did not send a chunked body:\n%s", errOut)
@@ -199,8 +199,7 @@ func testCurl(t *testing.T, proto string) {
 	})
 
 	t.Run("Expect100Continue", func(t *testing.T) {
-		file := upload(t, 1<<20)
-		body, _ := os.ReadFile(file)
+		file, body := bodyFile(t, 1<<20)
 		// curl waits for 100 Continue up to --expect100-timeout, then sends
 		// the body anyway: the 100 in its trace shows it was answered.
 		out, errOut := curl(t, "--verbose", "--header", "Expect: 100-continue", "--expect100-timeout", "10",
