@@ -95,13 +95,14 @@ func serveApp(t *testing.T, srv *http.Server, h http.Handler) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// http1App is the HTTP/1.1 application of the curl and net/http tests.
-// Every answer names the protocol the app was spoken to in X-App-Proto.
+// webApp is the application of the curl and net/http tests, served over
+// HTTP/1.1 or h2c. Every answer names the protocol the app was spoken to
+// in X-App-Proto.
 //
 //	GET  /hello/{n}  "hello {n}\n"
 //	POST /upload     "{length} {sha256}\n" of the request body
 //	GET  /trailer    256 KiB, then the trailer X-Body-Sha256
-func http1App() http.Handler {
+func webApp() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello/{n}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s\n", r.PathValue("n"))
@@ -139,7 +140,7 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-// uploadAnswer is what http1App answers to an upload of body.
+// uploadAnswer is what webApp answers to an upload of body.
 func uploadAnswer(body []byte) string {
 	return fmt.Sprintf("%d %x\n", len(body), sha256.Sum256(body))
 }
@@ -150,7 +151,7 @@ func TestRealClientCurl(t *testing.T) {
 }
 
 func testCurl(t *testing.T, proto string) {
-	port := serveApp(t, &http.Server{}, http1App())
+	port := serveApp(t, &http.Server{}, webApp())
 	addr := realClientMesh(t, "web", port, proto, viaVIP)
 	base := "http://" + addr
 	curl := func(t *testing.T, args ...string) (string, string) {
@@ -216,15 +217,53 @@ func testCurl(t *testing.T, proto string) {
 	})
 }
 
-func TestRealClientGoHTTP(t *testing.T) { eachProtocol(t, "http", testGoHTTP) }
+// TestRealClientGoHTTP is Go's client and server over HTTP/1.1.
+func TestRealClientGoHTTP(t *testing.T) {
+	eachProtocol(t, "http", func(t *testing.T, proto string) { testGoHTTP(t, proto, false) })
+}
 
-func testGoHTTP(t *testing.T, proto string) {
-	port := serveApp(t, &http.Server{}, http1App())
+// TestRealClientGoH2C is Go's client and server over HTTP/2 with prior
+// knowledge: h2load counts answers, this checks their bytes.
+func TestRealClientGoH2C(t *testing.T) {
+	eachProtocol(t, "http2", func(t *testing.T, proto string) { testGoHTTP(t, proto, true) })
+}
+
+// testGoHTTP runs Go's client against webApp behind the mesh, both
+// speaking HTTP/1.1 only, or with h2c HTTP/2 with prior knowledge only.
+func testGoHTTP(t *testing.T, proto string, h2c bool) {
+	var protos http.Protocols
+	wantProto := "HTTP/1.1"
+	if h2c {
+		protos.SetUnencryptedHTTP2(true)
+		wantProto = "HTTP/2.0"
+	} else {
+		protos.SetHTTP1(true)
+	}
+	port := serveApp(t, &http.Server{Protocols: &protos}, webApp())
 	addr := realClientMesh(t, "web", port, proto, viaUpstream)
 	base := "http://" + addr
-	tr := &http.Transport{MaxIdleConnsPerHost: 1, ResponseHeaderTimeout: realClientTimeout}
+	tr := &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: 1, ResponseHeaderTimeout: realClientTimeout}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr, Timeout: realClientTimeout}
+
+	// upload posts body to /upload and checks the app's answer.
+	upload := func(t *testing.T, ctx context.Context, body io.Reader, length int64, want string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/upload", body)
+		req.ContentLength = length
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want || resp.Header.Get("X-App-Proto") != wantProto {
+			t.Errorf("app answered %s %.80q (spoken to in %s), want %q", resp.Status, b, resp.Header.Get("X-App-Proto"), want)
+		}
+	}
 
 	t.Run("KeepAlive", func(t *testing.T) {
 		for i := range 5 {
@@ -237,8 +276,8 @@ func testGoHTTP(t *testing.T, proto string) {
 			}
 			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if err != nil || string(b) != fmt.Sprintf("hello %d\n", i) || resp.Header.Get("X-App-Proto") != "HTTP/1.1" {
-				t.Fatalf("request %d: %s %q (app spoke %s), %v", i, resp.Status, b, resp.Header.Get("X-App-Proto"), err)
+			if err != nil || string(b) != fmt.Sprintf("hello %d\n", i) || resp.Header.Get("X-App-Proto") != wantProto {
+				t.Fatalf("request %d: %s %q (app spoken to in %s), %v", i, resp.Status, b, resp.Header.Get("X-App-Proto"), err)
 			}
 			if i > 0 && !reused {
 				t.Errorf("request %d opened a new connection; keep-alive should reuse the first", i)
@@ -246,7 +285,13 @@ func testGoHTTP(t *testing.T, proto string) {
 		}
 	})
 
-	t.Run("ChunkedRequestBody", func(t *testing.T) {
+	t.Run("KnownLengthUpload", func(t *testing.T) {
+		// Larger than a per-request proxy keeps to replay a request.
+		body := randomBytes(t, 1<<20)
+		upload(t, t.Context(), bytes.NewReader(body), int64(len(body)), uploadAnswer(body))
+	})
+
+	t.Run("StreamedUpload", func(t *testing.T) {
 		body := randomBytes(t, 256<<10)
 		pr, pw := io.Pipe()
 		go func() { // written in pieces, so the body's length is unknown until its end
@@ -263,22 +308,9 @@ func testGoHTTP(t *testing.T, proto string) {
 				chunked = true
 			}
 		}}
-		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), "POST", base+"/upload", pr)
-		req.ContentLength = -1
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !chunked {
-			t.Fatal("the client did not send Transfer-Encoding: chunked")
-		}
-		if want := uploadAnswer(body); string(b) != want {
-			t.Errorf("app answered %s %q, want %q", resp.Status, b, want)
+		upload(t, httptrace.WithClientTrace(t.Context(), trace), pr, -1, uploadAnswer(body))
+		if !h2c && !chunked {
+			t.Error("the client did not send Transfer-Encoding: chunked")
 		}
 	})
 
