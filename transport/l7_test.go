@@ -417,3 +417,43 @@ func TestL7Upgrade(t *testing.T) {
 		t.Errorf("outbound upgrades = %v, want 1", got)
 	}
 }
+
+// BenchmarkL7Request sends 1 KiB HTTP/1.1 POSTs on keep-alive connections
+// through two agents and the per-request path, beside the same requests
+// per connection (tcp) and direct, in one run.
+func BenchmarkL7Request(b *testing.B) {
+	for _, path := range []string{"direct", "tcp", "http"} {
+		b.Run(path, func(b *testing.B) {
+			pol := newL7Policy()
+			m := newMesh(b)
+			app := startHTTPApp(b, "web-1")
+			pol.protos["web"] = path
+			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
+			client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+			addr := client.vipAddr(b, "web", app.port)
+			if path == "direct" {
+				addr = fmt.Sprintf("127.0.0.1:%d", app.port)
+			}
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer c.CloseIdleConnections()
+			body := strings.Repeat("x", 1024)
+			b.ReportAllocs()
+			b.SetParallelism(l7BenchParallelism)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Post("http://"+addr+"/", "text/plain", strings.NewReader(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
+
+// l7BenchParallelism is BenchmarkL7Request's clients per CPU.
+var l7BenchParallelism = 4
