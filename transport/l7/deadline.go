@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -105,4 +106,15 @@ func deliverBudget(h http.Header, remaining time.Duration, has bool, grpc bool) 
 			h["Grpc-Timeout"] = []string{formatGRPCTimeout(remaining)}
 		}
 	}
+}
+
+// expired reports whether ctx is done or its deadline has passed: the
+// timer that cancels a context may run late on a busy machine, after
+// the other agent, whose deadline is no earlier, already gave up.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -134,7 +134,7 @@ func isGRPC(h http.Header) bool {
 // caller (x-meshwork-deadline-ms, grpc-timeout) rather than a Resilience
 // timeout.
 func openError(ctx context.Context, err error, budgetFromCaller bool) *meshError {
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+	if expired(ctx) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return timeoutError(budgetFromCaller, err.Error())
 	}
 	var re *tunnel.RefusedError
@@ -162,7 +162,7 @@ func timeoutError(budgetFromCaller bool, detail string) *meshError {
 
 // appError maps a failed round trip to the local app.
 func appError(ctx context.Context, err error, budgetFromCaller bool) *meshError {
-	if ctx.Err() != nil {
+	if expired(ctx) {
 		return timeoutError(budgetFromCaller, "the app did not answer in time")
 	}
 	var op *net.OpError

@@ -2,7 +2,9 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"path"
 	"strings"
@@ -30,15 +32,33 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		ctx, cancel = context.WithDeadline(ctx, in.Start.Add(in.Header.Timeout))
 		defer cancel()
 	}
-	stop := context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
-	defer stop()
+	// Until the app answers, the exchange with it ends with the budget
+	// and the caller gets a 504; once the answer streams, the budget's end
+	// cuts the stream.
+	stop := func() bool { return true }
+	defer func() { stop() }()
 
 	hl := limitHead(s, p.cfg.MaxHeaderBytes)
 	br := p.getReader(hl)
-	defer p.putReader(br)
+	var body *eofBody // the request's body, when it has one
+	defer func() {
+		// An app's pool may still be reading a body it did not wait for
+		// (HTTP/2 sends it from a goroutine of its own): then br is left
+		// to it, and not pooled.
+		if body == nil || body.eof.Load() {
+			p.putReader(br)
+		} else {
+			// The answer is sent; what is left of the body is not wanted.
+			s.CancelRead(tunnel.AbortFailed)
+		}
+	}()
 	s.SetReadDeadline(time.Now().Add(p.cfg.HeaderTimeout))
 	req, err := http.ReadRequest(br)
 	s.SetReadDeadline(time.Time{})
+	if err == nil && req.Body != nil && req.Body != http.NoBody {
+		body = &eofBody{ReadCloser: req.Body}
+		req.Body = body
+	}
 	if err != nil {
 		p.log.Info("request unreadable; stream aborted", "service", svc, "source", in.Header.Source, "err", err)
 		p.m.meshErrors.WithLabelValues(inbound, ReasonBadRequest).Inc()
@@ -49,6 +69,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	proto := p.deps.Protocol(svc)
 	grpc := proto == policy.ProtocolGRPC || isGRPC(req.Header)
 	answer := func(resp *http.Response) {
+		resp.Close = false // the stream's end ends the answer
 		bw := p.getWriter(s)
 		err := p.writeResponse(bw, resp)
 		p.putWriter(bw)
@@ -83,7 +104,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	}
 	deliverBudget(req.Header, remaining, has, grpc)
 	if req.Method == http.MethodConnect || isUpgrade(req.Header) {
-		p.serveUpgradeIn(ctx, s, br, req, in, stop, fail)
+		p.serveUpgradeIn(ctx, s, br, req, in, fail)
 		return
 	}
 	removeHopHeaders(req.Header)
@@ -92,20 +113,42 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	req.URL.Host = in.Target.Addr.String()
 	req.RequestURI = ""
 	req.Close = false
-	rt := p.h1
-	if proto == policy.ProtocolHTTP2 || proto == policy.ProtocolGRPC {
-		rt = p.h2
-	}
 	t0 := time.Now()
-	resp, err := rt.RoundTrip(req.WithContext(ctx))
+	var resp *http.Response
+	if proto == policy.ProtocolHTTP2 || proto == policy.ProtocolGRPC {
+		resp, err = p.h2.RoundTrip(req.WithContext(ctx))
+	} else {
+		resp, err = p.h1.roundTrip(ctx, req, req.URL.Host, p.bufferBody(req))
+	}
 	if err != nil {
 		fail(appError(ctx, err, true))
 		return
 	}
 	p.m.duration.WithLabelValues(inbound).Observe(time.Since(t0).Seconds())
 	p.m.requests.WithLabelValues(inbound, class(resp.StatusCode)).Inc()
+	stop = context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
 	answer(resp)
 	resp.Body.Close()
+}
+
+// bufferBody reads a short request body of known length whole, so that
+// the request can be sent again on a fresh connection when the pooled one
+// it was sent on turns out closed by the app; it reports whether the
+// request can be sent again.
+func (p *Proxy) bufferBody(req *http.Request) bool {
+	switch {
+	case req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0:
+		return true
+	case req.ContentLength > 0 && req.ContentLength <= int64(p.cfg.MaxReplayBody):
+		b := make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, b); err != nil {
+			return false // the caller's stream failed: so will the request
+		}
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		return true
+	}
+	return false
 }
 
 // writeResponse writes resp in HTTP/1.1 form: chunked when its length is
@@ -114,7 +157,6 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
 	removeHopHeaders(resp.Header)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
-	resp.Close = false
 	if resp.ContentLength < 0 && bodyAllowed(resp.StatusCode) {
 		resp.TransferEncoding = []string{"chunked"}
 		if resp.Trailer == nil {

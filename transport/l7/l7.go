@@ -153,7 +153,12 @@ type Proxy struct {
 	srv *http.Server  // serves applications' connections
 	ln  *connListener // hands ServeConn's connections to srv
 
-	h1, h2 *http.Transport // keep-alive pools to local apps
+	h1 *h1Pool         // keep-alive HTTP/1.1 connections to local apps
+	h2 *http.Transport // h2c connections to local apps
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // applications' connections, cut by Close
+	closed bool
 
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
@@ -192,7 +197,8 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
-	p.h1, p.h2 = p.appTransport(false), p.appTransport(true)
+	p.h1, p.h2 = newH1Pool(p), p.appTransport()
+	p.conns = map[net.Conn]struct{}{}
 
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -213,14 +219,10 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	return p, nil
 }
 
-// appTransport is a keep-alive pool to local apps, in HTTP/1.1 or h2c.
-func (p *Proxy) appTransport(h2c bool) *http.Transport {
+// appTransport is a pool of h2c connections to local apps.
+func (p *Proxy) appTransport() *http.Transport {
 	var protos http.Protocols
-	if h2c {
-		protos.SetUnencryptedHTTP2(true)
-	} else {
-		protos.SetHTTP1(true)
-	}
+	protos.SetUnencryptedHTTP2(true)
 	dial := p.deps.DialLocal
 	timeout := p.cfg.LocalDialTimeout
 	return &http.Transport{
@@ -243,9 +245,38 @@ func (p *Proxy) appTransport(h2c bool) *http.Transport {
 func (p *Proxy) Close() error {
 	p.ln.Close()
 	err := p.srv.Close()
-	p.h1.CloseIdleConnections()
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // applications must see a failure, not an end
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
+	p.h1.close()
 	p.h2.CloseIdleConnections()
 	return err
+}
+
+// track registers c to be cut by Close; it reports false (and closes c)
+// when the proxy is already closed.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
 }
 
 // getReader returns a pooled reader over r.

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"io"
 	"net"
 	"sync"
 )
@@ -13,10 +14,14 @@ type appConnKey struct{}
 // server (or a hijacker) closes it, ending ServeConn.
 type appConn struct {
 	*net.TCPConn
+	r      io.Reader // reads what was read ahead, then the connection
 	router Router
 	once   sync.Once
 	done   chan struct{}
 }
+
+// Read reads through r.
+func (c *appConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // Close closes the connection and ends its ServeConn.
 func (c *appConn) Close() error {

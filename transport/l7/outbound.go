@@ -6,36 +6,15 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
-
-// ServeConn serves an application's connection, HTTP/1.1 or h2c, until it
-// closes; each request is routed through conn, which must be a Router.
-func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Connector) {
-	rt, ok := conn.(Router)
-	if !ok {
-		p.log.Error("connector cannot route requests; connection closed", "remote", c.RemoteAddr().String())
-		c.Close()
-		return
-	}
-	ac := &appConn{TCPConn: c, router: rt, done: make(chan struct{})}
-	if !p.ln.push(ac) {
-		ac.Close()
-		return
-	}
-	select {
-	case <-ac.done:
-	case <-ctx.Done():
-		ac.Close()
-	}
-}
 
 // serveApp is the HTTP server's handler: one request of an application.
 func (p *Proxy) serveApp(w http.ResponseWriter, r *http.Request) {
@@ -46,8 +25,8 @@ func (p *Proxy) serveApp(w http.ResponseWriter, r *http.Request) {
 	}
 	p.m.active.WithLabelValues(outbound).Inc()
 	defer p.m.active.WithLabelValues(outbound).Dec()
-	if r.Method == http.MethodConnect || isUpgrade(r.Header) {
-		p.serveUpgrade(w, r, ac.router)
+	if r.Method == http.MethodConnect {
+		p.serveConnect(w, r, ac.router)
 		return
 	}
 	p.forward(w, r, ac.router)
@@ -56,41 +35,62 @@ func (p *Proxy) serveApp(w http.ResponseWriter, r *http.Request) {
 // call is one request of an application on its way out.
 type call struct {
 	p      *Proxy
-	w      http.ResponseWriter
 	r      *http.Request
 	rt     Router
 	grpc   bool
 	ctx    context.Context // carries the request's budget
 	caller bool            // the budget came from the caller's headers
 	body   []byte          // the whole body, when kept for a retry
-	replay bool            // body (or no body) may be sent again
-	trace  wire.TraceContext
+	// streamed is the body when it is streamed, not kept.
+	streamed *eofBody
+	replay   bool // body (or no body) may be sent again
+	trace    wire.TraceContext
+
+	// Of the answer being relayed, set by a successful try.
+	br        *bufio.Reader // reads the answer from the stream
+	stream    *tunnel.Stream
+	failed    bool   // counts as a failure for the balancer
+	bodyBusy  bool   // a writer may still be reading the request body
+	finish    func() // ends the try
+	tryCancel context.CancelFunc
+	cancel    context.CancelFunc
 }
 
-// forward carries one request to an instance of the destination and its
-// response back, trying another instance after a refusal that came
-// before any answer, when the body can be sent again.
+// forward carries one request of an HTTP/2 application: through the
+// mesh, then its answer relayed through w.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
-	c := &call{p: p, w: w, r: r, rt: rt, grpc: isGRPC(r.Header)}
-	ctx, cancel, err := c.budget()
-	if cancel != nil {
-		defer cancel()
-	}
-	if err != nil {
-		c.fail(err)
+	c := &call{p: p, r: r, rt: rt, grpc: isGRPC(r.Header)}
+	defer c.end()
+	resp, me := c.send()
+	if me != nil {
+		c.fail(me)
+		if r.Context().Err() == nil {
+			me.write(w, c.grpc)
+		}
 		return
+	}
+	if p.relay(w, resp, c.br, c.ctx) != nil {
+		c.failed = true
+		c.abort()
+	}
+}
+
+// send works out the request's budget, readies it, and sends it through
+// the mesh, trying another instance after a refusal that came before any
+// answer, when the body can be sent again. On success the answer's body
+// streams from the instance; end must be called once it is read.
+func (c *call) send() (*http.Response, *meshError) {
+	p, r := c.p, c.r
+	ctx, cancel, me := c.budget()
+	c.cancel = cancel
+	if me != nil {
+		return nil, me
 	}
 	c.ctx = ctx
-	if err := c.prepare(); err != nil {
-		c.fail(err)
-		return
+	if me := c.prepare(); me != nil {
+		return nil, me
 	}
-	if !c.replay && r.ProtoMajor == 1 {
-		// The answer may begin while the body still streams (an app that
-		// answers as it reads); HTTP/2 always allows that.
-		_ = http.NewResponseController(w).EnableFullDuplex()
-	}
-	res := p.deps.Resilience(rt.Destination())
+	res := p.deps.Resilience(c.rt.Destination())
 	var perTry time.Duration
 	if res.Retries != nil {
 		perTry = time.Duration(res.Retries.PerTryTimeout)
@@ -102,19 +102,19 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
 		if perTry > 0 {
 			tctx, tcancel = context.WithTimeout(ctx, perTry)
 		}
-		retry, err := c.try(tctx, preq, &avoid)
+		resp, retry, me := c.try(tctx, preq, &avoid)
+		if me == nil {
+			c.tryCancel = tcancel
+			return resp, nil
+		}
 		if tcancel != nil {
 			tcancel()
-		}
-		if err == nil {
-			return
 		}
 		if retry && try < p.cfg.Attempts && c.replay && ctx.Err() == nil {
 			p.m.retries.Inc()
 			continue
 		}
-		c.fail(err)
-		return
+		return nil, me
 	}
 }
 
@@ -164,26 +164,42 @@ func (c *call) prepare() *meshError {
 			return &meshError{http.StatusBadRequest, ReasonBadRequest, "read the request body: " + err.Error()}
 		}
 		c.body, c.replay = b, true
+	default:
+		c.streamed = &eofBody{ReadCloser: r.Body}
+		r.Body = c.streamed
 	}
 	return nil
 }
 
-// errRetry marks a try refused before any answer, which another instance
-// may take.
-var errRetry = errors.New("refused before any answer")
+// eofBody is a streamed request body that records reaching its end.
+type eofBody struct {
+	io.ReadCloser
+	eof atomic.Bool
+}
 
-// try sends the request to one instance and relays its answer. It returns
-// retry when the instance's agent refused the stream before the request
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	return n, err
+}
+
+// lastWrite bounds the wait for a writer that has read the whole body
+// and is sending its end.
+const lastWrite = time.Second
+
+// try sends the request to one instance and returns its answer. retry
+// is true when the instance's agent refused the stream before the request
 // reached any app, so that another instance may take it.
-func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (retry bool, err error) {
+func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*http.Response, bool, *meshError) {
 	p := c.p
 	att, err := c.rt.Open(ctx, preq, c.trace, *avoid)
 	if err != nil {
-		return false, openError(ctx, err, c.caller)
+		return nil, false, openError(ctx, err, c.caller)
 	}
 	s := att.Stream
 	stop := context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
-	defer stop()
 	t0 := time.Now()
 	written := make(chan error, 1)
 	if c.replay {
@@ -195,46 +211,96 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (r
 	}
 	hl := limitHead(s, p.cfg.MaxHeaderBytes)
 	br := p.getReader(hl)
-	defer p.putReader(br)
+	fail := func(me *meshError, retry bool) (*http.Response, bool, *meshError) {
+		stop()
+		c.noteUpload(written)
+		p.putReader(br)
+		att.Done(time.Since(t0), true)
+		return nil, retry, me
+	}
 	if err := s.Status(br); err != nil {
 		// Status cancelled and released the stream, which ends a write in
 		// progress.
-		att.Done(time.Since(t0), true)
 		var re *tunnel.RefusedError
-		if errors.As(err, &re) && re.Code.Retryable() {
+		retry := errors.As(err, &re) && re.Code.Retryable()
+		if retry {
 			*avoid = append(*avoid, att.Instance)
-			return true, openError(ctx, err, c.caller)
 		}
-		return false, openError(ctx, err, c.caller)
+		return fail(openError(ctx, err, c.caller), retry)
 	}
 	resp, err := http.ReadResponse(br, c.r)
 	if err != nil {
 		s.Abort(tunnel.AbortFailed)
-		att.Done(time.Since(t0), true)
-		if ctx.Err() != nil {
-			return false, timeoutError(c.caller, "no answer in time")
+		if expired(ctx) {
+			return fail(timeoutError(c.caller, "no answer in time"), false)
 		}
-		return false, &meshError{http.StatusBadGateway, ReasonUpstreamReset, "read the answer: " + err.Error()}
+		return fail(&meshError{http.StatusBadGateway, ReasonUpstreamReset, "read the answer: " + err.Error()}, false)
 	}
 	hl.n = -1 // the head is read: the body is not bounded
 	latency := time.Since(t0)
 	p.m.duration.WithLabelValues(outbound).Observe(latency.Seconds())
-	failed := resp.StatusCode >= 500
-	if p.relay(c.w, resp, br, ctx) != nil {
-		failed = true
-		s.Abort(tunnel.AbortFailed)
+	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
+	c.br, c.stream, c.failed = br, s, resp.StatusCode >= 500
+	c.finish = func() {
+		stop()
+		if !c.noteUpload(written) {
+			// The answer is whole but the request is still being sent
+			// (the app answered early): end the upload rather than leave
+			// it hanging.
+			s.Abort(tunnel.AbortFailed)
+		}
+		resp.Body.Close()
+		p.putReader(br)
+		att.Done(latency, c.failed)
 	}
+	return resp, false, nil
+}
+
+// uploaded reports whether nothing reads the request body any more: it
+// was sent whole, or the mesh answered without sending it.
+func (c *call) uploaded() bool { return !c.bodyBusy }
+
+// noteUpload records whether the writer of a try is done with the body,
+// and returns it.
+func (c *call) noteUpload(written <-chan error) bool {
 	select {
 	case <-written:
+		return true
 	default:
-		// The answer is whole but the request is still being sent (the
-		// app answered early): end the upload rather than leave it
-		// hanging.
-		s.Abort(tunnel.AbortFailed)
 	}
-	att.Done(latency, failed)
-	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-	return false, nil
+	if c.streamed != nil && c.streamed.eof.Load() {
+		// The body was read whole: the writer is sending its end.
+		t := time.NewTimer(lastWrite)
+		defer t.Stop()
+		select {
+		case <-written:
+			return true
+		case <-t.C:
+		}
+	}
+	c.bodyBusy = true
+	return false
+}
+
+// abort cuts the stream of the answer being relayed.
+func (c *call) abort() {
+	if c.stream != nil {
+		c.stream.Abort(tunnel.AbortFailed)
+	}
+}
+
+// end releases what send holds: the stream of the answer, the timers.
+func (c *call) end() {
+	if c.finish != nil {
+		c.finish()
+		c.finish = nil
+	}
+	if c.tryCancel != nil {
+		c.tryCancel()
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // writeRequest writes the request on the stream and ends the stream's
@@ -261,12 +327,8 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	return s.CloseWrite()
 }
 
-// fail answers the application with the mesh's error.
-func (c *call) fail(err error) {
-	var me *meshError
-	if !errors.As(err, &me) {
-		me = &meshError{http.StatusBadGateway, ReasonUpstreamReset, err.Error()}
-	}
+// fail counts and logs a request the mesh answers itself.
+func (c *call) fail(me *meshError) {
 	if c.r.Context().Err() != nil {
 		return // the application left; nobody to answer
 	}
@@ -275,7 +337,6 @@ func (c *call) fail(err error) {
 	p.m.requests.WithLabelValues(outbound, class(me.status)).Inc()
 	p.log.Info("request failed in the mesh", "service", c.rt.Destination(), "method", c.r.Method,
 		"path", c.r.URL.Path, "reason", me.reason, "status", me.status, "detail", me.detail)
-	me.write(c.w, c.grpc)
 }
 
 // relay writes resp to the application: head, body as it comes (flushed

@@ -22,28 +22,25 @@ func switched(req *http.Request, resp *http.Response) bool {
 	return resp.StatusCode == http.StatusSwitchingProtocols
 }
 
-// serveUpgrade carries an Upgrade (WebSocket) or CONNECT request of an
-// application: as a request while the app decides, then, once it switched,
-// as a byte stream in both directions on the same QUIC stream, as the
-// per-connection path carries connections. The request's budget bounds the
-// handshake only.
-func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt Router) {
-	c := &call{p: p, w: w, r: r, rt: rt}
-	ctx, cancel, merr := c.budget()
-	if cancel != nil {
-		defer cancel()
-	}
-	if merr != nil {
-		c.fail(merr)
-		return
+// sendUpgrade sends an Upgrade (WebSocket) or CONNECT request of an
+// application and reads the answer's head: a request while the app
+// decides; once it switched (see switched), the caller splices the
+// application's side with c.stream, read through c.br, as the
+// per-connection path carries connections. The request's budget bounds
+// the handshake only. end must be called afterwards.
+func (c *call) sendUpgrade() (*http.Response, *meshError) {
+	p, r := c.p, c.r
+	ctx, cancel, me := c.budget()
+	c.cancel = cancel
+	if me != nil {
+		return nil, me
 	}
 	delete(r.Header, DeadlineHeader)
 	keepUserAgent(r.Header)
 	preq := policy.Request{Method: r.Method, Path: r.URL.Path, Header: headerOf(r.Header)}
-	att, err := rt.Open(ctx, preq, c.trace, nil)
+	att, err := c.rt.Open(ctx, preq, c.trace, nil)
 	if err != nil {
-		c.fail(openError(ctx, err, c.caller))
-		return
+		return nil, openError(ctx, err, c.caller)
 	}
 	s := att.Stream
 	stop := context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
@@ -55,7 +52,6 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt Router) 
 	}
 	p.putWriter(bw)
 	br := p.getReader(s)
-	defer p.putReader(br)
 	if err == nil {
 		err = s.Status(br)
 	}
@@ -66,47 +62,51 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt Router) 
 	if err != nil {
 		stop()
 		s.Abort(tunnel.AbortFailed)
+		p.putReader(br)
 		att.Done(time.Since(t0), true)
-		c.fail(openError(ctx, err, c.caller))
-		return
+		return nil, openError(ctx, err, c.caller)
 	}
 	latency := time.Since(t0)
-	if !switched(r, resp) {
-		stop()
-		failed := resp.StatusCode >= 500
-		if p.relay(w, resp, br, ctx) != nil {
-			failed = true
-			s.Abort(tunnel.AbortFailed)
-		}
-		s.CloseWrite()
-		att.Done(latency, failed)
-		p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-		return
-	}
 	if !stop() {
 		// The budget ran out as the answer came: the stream is aborted.
+		p.putReader(br)
 		att.Done(latency, true)
-		c.fail(timeoutError(c.caller, "the upgrade was answered too late"))
-		return
+		return nil, timeoutError(c.caller, "the upgrade was answered too late")
 	}
 	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-	p.m.upgrades.WithLabelValues(outbound).Inc()
-	conn, rw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		// HTTP/2 (a CONNECT stream) cannot be hijacked: carry it on the
-		// request's body and the response.
-		p.duplexHTTP2(w, r, resp, br, s)
-		att.Done(latency, false)
+	if switched(r, resp) {
+		p.m.upgrades.WithLabelValues(outbound).Inc()
+	}
+	c.br, c.stream, c.failed = br, s, resp.StatusCode >= 500
+	c.finish = func() {
+		resp.Body.Close()
+		s.CloseWrite()
+		p.putReader(br)
+		att.Done(latency, c.failed)
+	}
+	return resp, nil
+}
+
+// serveConnect carries a CONNECT request of an HTTP/2 application, which
+// cannot be hijacked: the request body goes up the stream and the
+// stream's bytes come down as the answer's body.
+func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, rt Router) {
+	c := &call{p: p, r: r, rt: rt}
+	defer c.end()
+	resp, me := c.sendUpgrade()
+	if me != nil {
+		c.fail(me)
+		me.write(w, false)
 		return
 	}
-	defer conn.Close()
-	if err := writeHead(rw.Writer, resp); err != nil {
-		s.Abort(tunnel.AbortFailed)
-		att.Done(latency, true)
+	if !switched(r, resp) {
+		if p.relay(w, resp, c.br, r.Context()) != nil {
+			c.failed = true
+			c.abort()
+		}
 		return
 	}
-	p.splice(conn, rw.Reader, s, br, p.idleOf(rt.Destination()))
-	att.Done(latency, false)
+	p.duplexHTTP2(w, r, resp, c.br, c.stream)
 }
 
 // idleOf is the idle timeout of a switched stream to service.
@@ -155,10 +155,10 @@ func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.R
 
 // serveUpgradeIn forwards an Upgrade or CONNECT request read from a stream
 // to the local app on a connection of its own; once the app switched, it
-// splices the stream and that connection. release ends the budget's hold
-// on the stream: a switched stream lives past the handshake's budget.
+// splices the stream and that connection. The budget bounds the
+// handshake only.
 func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.Reader, req *http.Request,
-	in *tunnel.Inbound, release func() bool, fail func(*meshError)) {
+	in *tunnel.Inbound, fail func(*meshError)) {
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.LocalDialTimeout)
 	conn, err := p.deps.DialLocal(dctx, "tcp", in.Target.Addr.String())
 	cancel()
@@ -194,7 +194,7 @@ func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.
 		p.m.requests.WithLabelValues(inbound, class(resp.StatusCode)).Inc()
 		return
 	}
-	if !stopConn() || !release() {
+	if !stopConn() {
 		fail(timeoutError(true, "the app switched protocols too late"))
 		return
 	}
