@@ -35,13 +35,52 @@ func newPolicyReader(current func() *policy.Set, defaultPolicy string) policyRea
 // (ServiceIdentity documents): the certificate may predate a change of
 // policy, and is valid for up to a day, so the data plane checks again.
 func (p policyReader) Allowed(src transport.Source, dst string) (bool, string) {
+	return p.AllowedStream(src, dst, false)
+}
+
+// AllowedStream implements tunnel.StreamAuthorizer: as Allowed, except that
+// a stream carrying one request passes an intention that decides each
+// request (L7 permissions); the receiving agent then decides the request
+// with AllowedRequest. A per-connection stream to such a destination is
+// denied.
+func (p policyReader) AllowedStream(src transport.Source, dst string, perRequest bool) (bool, string) {
 	set := p.current()
 	if src.Service != "" {
 		if ok, why := set.MayHold(src.Node, src.Service); !ok {
 			return false, "the caller's node may not hold its service identity: " + why
 		}
 	}
-	return set.Intentions().WithFallback(p.fallback).Allowed(src.Service, dst)
+	return set.Intentions().WithFallback(p.fallback).AllowedStream(src.Service, dst, perRequest)
+}
+
+// AllowedRequest implements l7.RequestAuthorizer: the intention that
+// decides src's calls to dst, its permissions tried in order.
+func (p policyReader) AllowedRequest(src transport.Source, dst string, req policy.Request) (bool, string) {
+	return p.current().Intentions().WithFallback(p.fallback).AllowedRequest(src.Service, dst, req)
+}
+
+// ProtocolOf implements transport.ProtocolSource with ServiceDefaults.
+func (p policyReader) ProtocolOf(service string) string {
+	return string(p.current().ProtocolFor(service))
+}
+
+// Resilience gives the Resilience settings of calls to service.
+func (p policyReader) Resilience(service string) *policy.Resilience {
+	return p.current().ResilienceFor(service)
+}
+
+// RouteFor implements transport.RouteSource: the Split of the first Route
+// rule of service that matches req, else the service's default Split.
+func (p policyReader) RouteFor(service string, req policy.Request) []transport.SplitTarget {
+	set := p.current()
+	if r := set.RouteFor(service); r != nil {
+		if name, ok := r.Match(req); ok {
+			if sp := set.SplitNamed(name); sp != nil {
+				return splitTargets(sp, service)
+			}
+		}
+	}
+	return splitTargets(set.SplitFor(service), service)
 }
 
 // MayHold implements transport.IdentityPolicy: a calling agent sends a

@@ -68,7 +68,8 @@ func TestCapErrorNamesCapAndFigures(t *testing.T) {
 
 func TestEncodedSizeIsTheJSON(t *testing.T) {
 	// The description holds characters json.Marshal escapes.
-	docs, err := Parse([]byte("kind: Intention\nname: web\nsources: [{name: api, action: allow, description: \"<a & b> é\"}, {name: \"*\", action: deny}]\n---\nkind: ServiceDefaults\nname: db\nprotocol: tcp\n"))
+	docs, err := Parse([]byte("kind: Intention\nname: web\nsources: [{name: api, action: allow, description: \"<a & b> é\"}, {name: \"*\", action: deny}]\n---\nkind: ServiceDefaults\nname: db\nprotocol: tcp\n" +
+		"---\nkind: Intention\nname: api\nsources: [{name: web, permissions: [{action: allow, http: {path_exact: \"/a&b\", methods: [GET], headers: [{name: x, exact: \"<1>\"}]}}]}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +81,11 @@ func TestEncodedSizeIsTheJSON(t *testing.T) {
 		if got := EncodedSize(&docs[i]); got != int64(len(b)) || got == 0 {
 			t.Fatalf("%s: EncodedSize %d, JSON %d bytes", docs[i].Key(), got, len(b))
 		}
+	}
+	// Permissions count: a source with its permissions weighs more than
+	// the same source with an action.
+	plain := Document{Kind: KindIntention, Name: "api", Spec: &Intention{Sources: []IntentionSource{{Name: "web", Action: Allow}}}}
+	if EncodedSize(&docs[2]) <= EncodedSize(&plain) {
+		t.Fatalf("permissions not counted: %d bytes with them, %d without", EncodedSize(&docs[2]), EncodedSize(&plain))
 	}
 }

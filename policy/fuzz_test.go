@@ -22,6 +22,9 @@ func FuzzParse(f *testing.F) {
 		"kind: Route\nname: web\nroutes:\n- match: {path_prefix: /, headers: [{name: a, exact: b}]}\n  split: s\n",
 		"{kind: ServiceDefaults, name: x, protocol: 0x10}",
 		"kind: ServiceIdentityDefaults\nname: default\nmode: deny\n",
+		"kind: Route\nname: web\nroutes:\n- match: {path_exact: /login, methods: [POST, M-SEARCH]}\n  split: s\n",
+		"kind: Intention\nname: api\nsources:\n- name: web\n  permissions:\n  - {action: allow, http: {path_prefix: /public, methods: [GET]}}\n  - {action: deny, http: {path_exact: /admin, headers: [{name: x-role, exact: ops}]}}\n- {name: '*', action: deny}\n",
+		`{"kind":"Intention","name":"*","sources":[{"name":"*","permissions":[{"action":"deny","http":{"path_exact":"/"}}]}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -41,6 +44,21 @@ func FuzzParse(f *testing.F) {
 			var back Document
 			if err := json.Unmarshal(b, &back); err != nil {
 				t.Fatalf("JSON round trip: %v (%s)", err, b)
+			}
+		}
+		// The decisions read every accepted intention without panicking.
+		entries := make([]Entry, len(docs))
+		for i := range docs {
+			entries[i] = Entry{Document: docs[i]}
+		}
+		in := NewSet(1, entries).Intentions()
+		req := Request{Method: "GET", Path: "/admin", Header: func(string) (string, bool) { return "ops", true }}
+		for _, e := range entries {
+			if e.Kind == KindIntention {
+				for _, src := range e.Spec.(*Intention).Sources {
+					in.Allowed(src.Name, e.Name)
+					in.AllowedRequest(src.Name, e.Name, req)
+				}
 			}
 		}
 		y, err := EncodeYAML(docs)

@@ -42,6 +42,13 @@ func TestParseExample(t *testing.T) {
 	if res.Retries.PerTryTimeout.D() != 500*time.Millisecond || res.Timeouts.Idle.D() != 5*time.Minute || res.CircuitBreaker.MaxPending != 50 {
 		t.Fatalf("resilience decoded wrongly: %+v %+v %+v", res.Retries, res.Timeouts, res.CircuitBreaker)
 	}
+	in := docs[5].Spec.(*Intention)
+	if mon := in.Sources[1]; mon.Name != "monitor" || mon.Action != "" || len(mon.Permissions) != 2 ||
+		mon.Permissions[0].Action != Allow || mon.Permissions[0].HTTP.PathExact != "/healthz" ||
+		!reflect.DeepEqual(mon.Permissions[0].HTTP.Methods, []string{"GET", "HEAD"}) ||
+		mon.Permissions[1].Action != Deny || mon.Permissions[1].HTTP.PathPrefix != "/" {
+		t.Fatalf("intention permissions decoded wrongly: %+v", in.Sources[1])
+	}
 	rt := docs[3].Spec.(*Route)
 	if rt.Routes[0].Match.Headers[0].Exact != "1" || rt.Routes[0].Split != "web-canary" {
 		t.Fatalf("route decoded wrongly: %+v", rt)
@@ -106,6 +113,43 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 			`Route "web": routes[0].match.path_prefix: "api" must start with "/"`},
 		{"route split missing", "kind: Route\nname: web\nroutes:\n- match: {methods: [get]}\n",
 			`Route "web": routes[0].match.methods[0]: "get" must be an upper-case HTTP method`},
+		{"route method lower case", "kind: Route\nname: web\nroutes:\n- match: {methods: [GET, post]}\n  split: s\n",
+			`Route "web": routes[0].match.methods[1]: "post" must be an upper-case HTTP method such as GET (methods compare case-sensitively): write "POST"`},
+		{"route method not a token", "kind: Route\nname: web\nroutes:\n- match: {methods: [\"GET /\"]}\n  split: s\n",
+			`Route "web": routes[0].match.methods[0]: "GET /" must be an upper-case HTTP method such as GET`},
+		{"route method empty", "kind: Route\nname: web\nroutes:\n- match: {methods: [\"\"]}\n  split: s\n",
+			`Route "web": routes[0].match.methods[0]: "" must be an upper-case HTTP method`},
+		{"route header name", "kind: Route\nname: web\nroutes:\n- match: {headers: [{name: \"x canary\", exact: \"1\"}]}\n  split: s\n",
+			`Route "web": routes[0].match.headers[0].name: "x canary" is not an HTTP header name`},
+		{"route pseudo-header", "kind: Route\nname: web\nroutes:\n- match: {headers: [{name: \":authority\", exact: a}]}\n  split: s\n",
+			`Route "web": routes[0].match.headers[0].name: ":authority" is not an HTTP header name`},
+		{"route path exact", "kind: Route\nname: web\nroutes:\n- match: {path_exact: admin}\n  split: s\n",
+			`Route "web": routes[0].match.path_exact: "admin" must start with "/"`},
+		{"route path exact and prefix", "kind: Route\nname: web\nroutes:\n- match: {path_exact: /a, path_prefix: /}\n  split: s\n",
+			`Route "web": routes[0].match.path_exact: set path_exact or path_prefix, not both`},
+		{"intention action missing", "kind: Intention\nname: web\nsources:\n- name: api\n",
+			`Intention "web": sources[0].action: required: allow or deny (or permissions, to decide each request)`},
+		{"intention action and permissions", "kind: Intention\nname: web\nsources:\n- name: api\n  action: allow\n  permissions: [{action: deny, http: {path_exact: /x}}]\n",
+			`Intention "web": sources[0]: sets both action and permissions`},
+		{"permission action missing", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{http: {path_exact: /x}}]\n",
+			`Intention "web": sources[0].permissions[0].action: required: allow or deny`},
+		{"permission action", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{http: {path_exact: /x}}, {action: permit, http: {path_exact: /y}}]\n",
+			`Intention "web": sources[0].permissions[1].action: "permit" must be allow or deny`},
+		{"permission http missing", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow}]\n",
+			`Intention "web": sources[0].permissions[0].http: required: at least one of path_exact, path_prefix, methods or headers`},
+		{"permission http empty", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow, http: {}}]\n",
+			`Intention "web": sources[0].permissions[0].http: required: at least one of`},
+		{"permission path", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow, http: {path_prefix: api}}]\n",
+			`Intention "web": sources[0].permissions[0].http.path_prefix: "api" must start with "/"`},
+		{"permission method", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow, http: {methods: [get]}}]\n",
+			`Intention "web": sources[0].permissions[0].http.methods[0]: "get" must be an upper-case HTTP method`},
+		{"permission header", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow, http: {headers: [{name: \"\", exact: a}]}}]\n",
+			`Intention "web": sources[0].permissions[0].http.headers[0].name: "" is not an HTTP header name`},
+		{"permission unknown key", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions: [{action: allow, http: {path: /x}}]\n",
+			`Intention "web": sources[0].permissions[0].http.path: unknown key`},
+		{"too many permissions", "kind: Intention\nname: web\nsources:\n- name: api\n  permissions:\n" +
+			strings.Repeat("  - {action: allow, http: {path_exact: /x}}\n", MaxPermissions+1),
+			`Intention "web": sources[0].permissions: 65 permissions, at most 64`},
 		{"unknown kind", "kind: Gateway\nname: web\n",
 			`document 1 (line 1): kind: "Gateway" is unknown`},
 		{"no kind", "name: web\n", `document 1 (line 1): kind: required`},

@@ -16,6 +16,7 @@ type Set struct {
 	index   uint64
 	entries map[Key]*Entry // by Key.Normal()
 	byKind  map[Kind][]*Entry
+	intents intentionTable
 }
 
 // NewSet builds the set at index from entries. Entries are trusted (they were
@@ -32,6 +33,7 @@ func NewSet(index uint64, entries []Entry) *Set {
 	for _, list := range s.byKind {
 		sort.Slice(list, func(i, j int) bool { return strings.ToLower(list[i].Name) < strings.ToLower(list[j].Name) })
 	}
+	s.intents = newIntentionTable(s.byKind[KindIntention], s.entries[Key{KindIntentionDefaults, DefaultsName}])
 	return s
 }
 
@@ -167,12 +169,17 @@ func (sp *Split) ServiceOf(splitName string) string {
 	return splitName
 }
 
-// Request is what a route matches on.
+// Request is what a route rule or an intention's permission matches on.
 type Request struct {
+	// Method is the HTTP method as sent, compared case-sensitively.
 	Method string
-	Path   string
+	// Path is the URL path without the query, as the app will see it.
+	// Matching compares it byte for byte: the caller decides what form it
+	// is in (decoded or not, cleaned or not) and must use the same form for
+	// every request.
+	Path string
 	// Header returns the value of a header (case-insensitive name), and
-	// whether it is present.
+	// whether it is present. Nil means no headers.
 	Header func(name string) (string, bool)
 }
 
@@ -180,14 +187,17 @@ type Request struct {
 // rule matches.
 func (r *Route) Match(req Request) (string, bool) {
 	for _, rule := range r.Routes {
-		if rule.Match.matches(req) {
+		if rule.Match.matches(&req) {
 			return rule.Split, true
 		}
 	}
 	return "", false
 }
 
-func (m *RouteMatch) matches(req Request) bool {
+func (m *RouteMatch) matches(req *Request) bool {
+	if m.PathExact != "" && req.Path != m.PathExact {
+		return false
+	}
 	if m.PathPrefix != "" && !strings.HasPrefix(req.Path, m.PathPrefix) {
 		return false
 	}
@@ -338,38 +348,180 @@ func (s *Set) Intentions() Intentions { return Intentions{set: s, Fallback: Deny
 // development mode).
 func (in Intentions) WithFallback(a Action) Intentions { in.Fallback = a; return in }
 
-// Allowed reports whether src may call dst, and why, in words fit for a log
-// line. The most specific match wins:
+// Allowed reports whether src may open a per-connection (L4) stream to
+// dst, and why, in words fit for a log line. The most specific match wins:
 //  1. the Intention for dst, source src;
 //  2. the Intention for dst, source "*";
 //  3. the Intention "*", source src;
 //  4. the Intention "*", source "*";
 //  5. the IntentionDefaults document;
 //  6. the fallback.
+//
+// A deciding source with permissions denies: it decides each request, and
+// a per-connection stream would carry requests past them.
 func (in Intentions) Allowed(src, dst string) (bool, string) {
-	s := in.set
-	for _, d := range []string{dst, Wildcard} {
-		e, ok := s.Get(KindIntention, d)
+	return in.AllowedStream(src, dst, false)
+}
+
+// AllowedStream is Allowed for a stream that carries either one connection
+// (perRequest false) or requests that AllowedRequest decides one by one
+// (perRequest true). A deciding source with permissions admits the latter
+// and denies the former.
+func (in Intentions) AllowedStream(src, dst string, perRequest bool) (bool, string) {
+	rule, ok := in.set.intents.decide(src, dst)
+	switch {
+	case !ok:
+		return in.otherwise()
+	case rule.src.Action != "":
+		return rule.src.Action == Allow, rule.reason
+	case perRequest:
+		return true, rule.streamReason
+	default:
+		return false, rule.reason
+	}
+}
+
+// AllowedRequest reports whether src may send req to dst, and why, in words
+// fit for a log line and for the body of a 403. The deciding source is
+// chosen as Allowed chooses it. A source with an action decides by it; one
+// with permissions by the first permission whose match holds, and when
+// none does, IntentionDefaults, else the fallback, decides. It allocates
+// nothing: it runs on every request.
+func (in Intentions) AllowedRequest(src, dst string, req Request) (bool, string) {
+	rule, ok := in.set.intents.decide(src, dst)
+	if !ok {
+		return in.otherwise()
+	}
+	if rule.src.Action != "" {
+		return rule.src.Action == Allow, rule.reason
+	}
+	for i := range rule.src.Permissions {
+		if p := &rule.src.Permissions[i]; p.HTTP.matches(&req) {
+			return p.Action == Allow, rule.permReasons[i]
+		}
+	}
+	t := &in.set.intents
+	if t.defaults != "" {
+		return t.defaults == Allow, rule.noMatchDefaults
+	}
+	if in.Fallback == Allow {
+		return true, rule.noMatchFallback[1]
+	}
+	return false, rule.noMatchFallback[0]
+}
+
+// otherwise decides when no intention source matches.
+func (in Intentions) otherwise() (bool, string) {
+	t := &in.set.intents
+	if t.defaults != "" {
+		return t.defaults == Allow, t.defaultsReason
+	}
+	if in.Fallback == Allow {
+		return true, fallbackAllowReason
+	}
+	return false, fallbackDenyReason
+}
+
+// The reasons when neither an intention nor IntentionDefaults decides. A
+// fallback other than Allow denies.
+const (
+	fallbackAllowReason = "no intention matches and no IntentionDefaults; agent default: allow"
+	fallbackDenyReason  = "no intention matches and no IntentionDefaults; agent default: deny"
+)
+
+// intentionTable holds a set's intentions arranged for the data plane's
+// questions, asked on every stream and every request: maps by lower-case
+// name, and every reason written once, so that a decision allocates
+// nothing.
+type intentionTable struct {
+	byDst map[string]map[string]*sourceRule // destination, then source; both lower case
+	// defaults is the IntentionDefaults action, "" without the document.
+	defaults       Action
+	defaultsReason string
+}
+
+// sourceRule is one intention source with its reasons made.
+type sourceRule struct {
+	src *IntentionSource
+	// reason explains the source's action, or, with permissions, why a
+	// per-connection stream is denied.
+	reason string
+	// The rest are set only with permissions: why a per-request stream is
+	// admitted, why each permission decided, and why a request that no
+	// permission matches was decided by IntentionDefaults, or by a
+	// fallback of deny ([0]) or allow ([1]).
+	streamReason    string
+	permReasons     []string
+	noMatchDefaults string
+	noMatchFallback [2]string
+}
+
+func newIntentionTable(intentions []*Entry, defaults *Entry) intentionTable {
+	t := intentionTable{byDst: make(map[string]map[string]*sourceRule, len(intentions))}
+	if defaults != nil {
+		if d, ok := defaults.Spec.(*IntentionDefaults); ok {
+			t.defaults = d.Action
+			t.defaultsReason = "no intention matches; IntentionDefaults: " + string(d.Action)
+		}
+	}
+	for _, e := range intentions {
+		it, ok := e.Spec.(*Intention)
 		if !ok {
 			continue
 		}
-		it := e.Spec.(*Intention)
-		for _, want := range []string{src, Wildcard} {
-			for _, source := range it.Sources {
-				if strings.EqualFold(source.Name, want) {
-					return source.Action == Allow, fmt.Sprintf("intention %q source %q: %s", e.Name, source.Name, source.Action)
-				}
+		sources := make(map[string]*sourceRule, len(it.Sources))
+		for i := range it.Sources {
+			src := &it.Sources[i]
+			key := strings.ToLower(src.Name)
+			if _, dup := sources[key]; dup {
+				continue // validation refuses it; the first listed decides
 			}
+			sources[key] = newSourceRule(e.Name, src, &t)
+		}
+		t.byDst[strings.ToLower(e.Name)] = sources
+	}
+	return t
+}
+
+func newSourceRule(dst string, src *IntentionSource, t *intentionTable) *sourceRule {
+	head := fmt.Sprintf("intention %q source %q", dst, src.Name)
+	if len(src.Permissions) == 0 {
+		return &sourceRule{src: src, reason: head + ": " + string(src.Action)}
+	}
+	r := &sourceRule{
+		src:             src,
+		reason:          head + " decides each request (permissions): a per-connection stream is denied",
+		streamReason:    head + " has permissions: requests are decided one by one",
+		permReasons:     make([]string, len(src.Permissions)),
+		noMatchFallback: [2]string{head + ": no permission matches; agent default: deny", head + ": no permission matches; agent default: allow"},
+	}
+	for i, p := range src.Permissions {
+		r.permReasons[i] = fmt.Sprintf("%s permission %d: %s", head, i, p.Action)
+	}
+	if t.defaults != "" {
+		r.noMatchDefaults = head + ": no permission matches; IntentionDefaults: " + string(t.defaults)
+	}
+	return r
+}
+
+// decide returns the source that decides for src calling dst: dst's
+// intention for src, else for "*", then the "*" intention's for src, else
+// for "*".
+func (t *intentionTable) decide(src, dst string) (*sourceRule, bool) {
+	src, dst = strings.ToLower(src), strings.ToLower(dst)
+	for _, d := range [2]string{dst, Wildcard} {
+		sources, ok := t.byDst[d]
+		if !ok {
+			continue
+		}
+		if r, ok := sources[src]; ok {
+			return r, true
+		}
+		if r, ok := sources[Wildcard]; ok {
+			return r, true
 		}
 	}
-	if def, ok := s.lookup(KindIntentionDefaults, DefaultsName, false).(*IntentionDefaults); ok {
-		return def.Action == Allow, fmt.Sprintf("no intention matches; IntentionDefaults: %s", def.Action)
-	}
-	fb := in.Fallback
-	if fb == "" {
-		fb = Deny
-	}
-	return fb == Allow, fmt.Sprintf("no intention matches and no IntentionDefaults; agent default: %s", fb)
+	return nil, false
 }
 
 // MayHold reports whether node may hold the identity of service, and why,

@@ -152,14 +152,25 @@ type RouteRule struct {
 }
 
 // RouteMatch holds conditions that must all be true. An empty match matches
-// every request.
+// every request. Routes and the permissions of intentions share it.
 type RouteMatch struct {
+	// PathExact, when set, is the whole path a request must have (without
+	// the query), compared byte for byte. It must start with "/", and a
+	// match sets it or PathPrefix, not both.
+	PathExact string `yaml:"path_exact" json:"path_exact,omitempty"`
 	// PathPrefix must start with "/". Empty matches any path.
 	PathPrefix string `yaml:"path_prefix" json:"path_prefix,omitempty"`
 	// Headers must all be present with exactly these values.
 	Headers []HeaderMatch `yaml:"headers" json:"headers,omitempty"`
-	// Methods, when set, lists the HTTP methods that match (upper case).
+	// Methods, when set, lists the HTTP methods that match: upper-case
+	// tokens, compared case-sensitively as HTTP methods are.
 	Methods []string `yaml:"methods" json:"methods,omitempty"`
+}
+
+// IsEmpty reports whether the match sets no condition, and so matches every
+// request.
+func (m *RouteMatch) IsEmpty() bool {
+	return m.PathExact == "" && m.PathPrefix == "" && len(m.Headers) == 0 && len(m.Methods) == 0
 }
 
 // HeaderMatch is an exact header value match. Names are case-insensitive.
@@ -280,11 +291,30 @@ type Intention struct {
 	Sources []IntentionSource `yaml:"sources" json:"sources"`
 }
 
-// IntentionSource is one source service ("*" for any) and its action.
+// IntentionSource is one source service ("*" for any) and what it may do:
+// either an Action for all of its traffic, or Permissions that decide each
+// request (L7), never both.
 type IntentionSource struct {
-	Name        string `yaml:"name" json:"name"`
-	Action      Action `yaml:"action" json:"action"`
-	Description string `yaml:"description" json:"description,omitempty"`
+	Name string `yaml:"name" json:"name"`
+	// Action decides every connection and request from the source. Empty
+	// when Permissions are set.
+	Action Action `yaml:"action" json:"action,omitempty"`
+	// Permissions decide each request to a per-request destination: the
+	// first whose HTTP match holds decides; when none does, the
+	// IntentionDefaults document (else the agent's default) decides. A
+	// per-connection stream from the source is denied, so that it cannot
+	// bypass them. At most MaxPermissions.
+	Permissions []Permission `yaml:"permissions" json:"permissions,omitempty"`
+	Description string       `yaml:"description" json:"description,omitempty"`
+}
+
+// Permission is one L7 rule of an intention source: requests matching HTTP
+// get Action.
+type Permission struct {
+	Action Action `yaml:"action" json:"action"`
+	// HTTP must set at least one condition: a permission that matches
+	// every request is the source's action.
+	HTTP RouteMatch `yaml:"http" json:"http"`
 }
 
 // IntentionDefaults is the mesh-wide action when no intention matches.

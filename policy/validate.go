@@ -27,8 +27,15 @@ var (
 	// nodePatternRE is a node name as the CA accepts it (1 to 128 letters,
 	// digits, '.', '-' and '_'), with '*' allowed anywhere.
 	nodePatternRE = regexp.MustCompile(`^[A-Za-z0-9._*-]{1,128}$`)
-	methodRE      = regexp.MustCompile(`^[A-Z]{1,16}$`)
+	// methodRE is an HTTP method: a token (RFC 9110) without lower-case
+	// letters, since methods compare case-sensitively and every standard
+	// one is upper case.
+	methodRE = regexp.MustCompile("^[A-Z][!#$%&'*+.^_`|~0-9A-Z-]{0,31}$")
 )
+
+// MaxPermissions bounds the permissions of one intention source: the data
+// plane tries them in order on every request.
+const MaxPermissions = 64
 
 // Validate checks a document built in code, as Parse does for parsed ones.
 // Its error joins one *FieldError for each wrong field.
@@ -123,24 +130,42 @@ func (r *Route) validate(v *validator) {
 	}
 	for i, rule := range r.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
-		m := rule.Match
-		if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
-			v.add(p+".match.path_prefix", "%q must start with \"/\"", strictyaml.Truncate(m.PathPrefix))
-		}
-		for j, h := range m.Headers {
-			if !headerRE.MatchString(h.Name) {
-				v.add(fmt.Sprintf("%s.match.headers[%d].name", p, j), "%q is not a valid header name", strictyaml.Truncate(h.Name))
-			}
-		}
-		for j, meth := range m.Methods {
-			if !methodRE.MatchString(meth) {
-				v.add(fmt.Sprintf("%s.match.methods[%d]", p, j), "%q must be an upper-case HTTP method such as GET", strictyaml.Truncate(meth))
-			}
-		}
+		v.match(p+".match", &rule.Match)
 		if rule.Split == "" {
 			v.add(p+".split", "required: the name of a Split document")
 		} else if !splitNameRE.MatchString(rule.Split) {
 			v.add(p+".split", "%q is not a valid split name", strictyaml.Truncate(rule.Split))
+		}
+	}
+}
+
+// match checks the conditions of a route rule or a permission; path is
+// where the match sits ("routes[0].match").
+func (v *validator) match(path string, m *RouteMatch) {
+	if m.PathExact != "" && m.PathPrefix != "" {
+		v.add(path+".path_exact", "set path_exact or path_prefix, not both")
+	}
+	if m.PathExact != "" && !strings.HasPrefix(m.PathExact, "/") {
+		v.add(path+".path_exact", "%q must start with \"/\"", strictyaml.Truncate(m.PathExact))
+	}
+	if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
+		v.add(path+".path_prefix", "%q must start with \"/\"", strictyaml.Truncate(m.PathPrefix))
+	}
+	for j, h := range m.Headers {
+		if !headerRE.MatchString(h.Name) {
+			v.add(fmt.Sprintf("%s.headers[%d].name", path, j),
+				"%q is not an HTTP header name: 1 to 128 letters, digits and !#$%%&'*+-.^_`|~", strictyaml.Truncate(h.Name))
+		}
+	}
+	for j, meth := range m.Methods {
+		if methodRE.MatchString(meth) {
+			continue
+		}
+		p := fmt.Sprintf("%s.methods[%d]", path, j)
+		if up := strings.ToUpper(meth); methodRE.MatchString(up) {
+			v.add(p, "%q must be an upper-case HTTP method such as GET (methods compare case-sensitively): write %q", meth, up)
+		} else {
+			v.add(p, "%q must be an upper-case HTTP method such as GET", strictyaml.Truncate(meth))
 		}
 	}
 }
@@ -254,10 +279,40 @@ func (in *Intention) validate(v *validator) {
 			v.add(p+".name", "%q is already listed at sources[%d]", strictyaml.Truncate(s.Name), j)
 		}
 		seen[strings.ToLower(s.Name)] = i
-		validAction(p+".action", s.Action, v)
+		switch {
+		case s.Action != "" && len(s.Permissions) > 0:
+			v.add(p, "sets both action and permissions: give action to decide all traffic from the source, or permissions to decide each request")
+		case len(s.Permissions) > 0:
+			v.permissions(p+".permissions", s.Permissions)
+		case s.Action == "":
+			v.add(p+".action", "required: allow or deny (or permissions, to decide each request)")
+		default:
+			validAction(p+".action", s.Action, v)
+		}
 		if len(s.Description) > 512 {
 			v.add(p+".description", "is longer than 512 characters")
 		}
+	}
+}
+
+// permissions checks the L7 permissions of one intention source.
+func (v *validator) permissions(path string, perms []Permission) {
+	if len(perms) > MaxPermissions {
+		v.add(path, "%d permissions, at most %d", len(perms), MaxPermissions)
+		return
+	}
+	for i := range perms {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if perms[i].Action == "" {
+			v.add(p+".action", "required: allow or deny")
+		} else {
+			validAction(p+".action", perms[i].Action, v)
+		}
+		if perms[i].HTTP.IsEmpty() {
+			v.add(p+".http", "required: at least one of path_exact, path_prefix, methods or headers (a permission for every request is the source's action)")
+			continue
+		}
+		v.match(p+".http", &perms[i].HTTP)
 	}
 }
 

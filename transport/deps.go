@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
@@ -66,6 +67,16 @@ type SplitTarget struct {
 type SplitSource interface {
 	// SplitFor returns the targets of service's split, or nil for none.
 	SplitFor(service string) []SplitTarget
+}
+
+// RouteSource gives the traffic split of one request of a per-request
+// service: the first of the service's Route rules that matches req picks
+// its Split; with none, the service's default split. It is called per
+// request, concurrently, and must not block.
+type RouteSource interface {
+	// RouteFor returns the targets of the split req goes to; nil sends it
+	// to every instance of service.
+	RouteFor(service string, req policy.Request) []SplitTarget
 }
 
 // Upstream is an explicit upstream of a local service: a listener on this

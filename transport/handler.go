@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/meshwork/meshwork/transport/l4"
+	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/tunnel"
+	"github.com/meshwork/meshwork/transport/wire"
 )
 
 // Handler carries one protocol's traffic: transport/l4 carries each
@@ -37,11 +39,17 @@ const ProtocolTCP = "tcp"
 // handlerSet is the handlers by protocol.
 type handlerSet struct {
 	l4      *l4.Proxy          // the per-connection handler, and the fallback
+	l7      *l7.Proxy          // the per-request handler
 	byProto map[string]Handler // lower-cased protocol -> its handler
 }
 
-func newHandlerSet(p *l4.Proxy) handlerSet {
-	return handlerSet{l4: p, byProto: map[string]Handler{ProtocolTCP: p}}
+func newHandlerSet(conns *l4.Proxy, requests *l7.Proxy) handlerSet {
+	return handlerSet{l4: conns, l7: requests, byProto: map[string]Handler{
+		ProtocolTCP: conns,
+		"http":      requests,
+		"http2":     requests,
+		"grpc":      requests,
+	}}
 }
 
 // handlerFor picks the handler of service's protocol.
@@ -53,11 +61,9 @@ func (t *Transport) handlerFor(service string) Handler {
 	return t.handlers.pick(proto)
 }
 
-// pick maps a protocol to its handler. Only the per-connection handler
-// exists so far: "http", "http2" and "grpc" services are carried per
-// connection, as they were before per-request handling, and so is any
-// protocol this version does not know; "" is "tcp". The per-request
-// handler is added to byProto under its protocols.
+// pick maps a protocol to its handler: "http", "http2" and "grpc" are
+// carried per request, "tcp" ("" too) and any protocol this version does
+// not know per connection.
 func (hs handlerSet) pick(proto string) Handler {
 	if proto == "" {
 		proto = ProtocolTCP
@@ -68,8 +74,14 @@ func (hs handlerSet) pick(proto string) Handler {
 	return hs.l4
 }
 
-// serveStream is the tunnel's Deps.Serve: it hands an admitted inbound
-// stream to the handler of its service's protocol.
+// serveStream is the tunnel's Deps.Serve: a stream marked as carrying a
+// request goes to the per-request handler, any other to the
+// per-connection one. The caller's framing decides, not this node's view
+// of the protocol, which a policy change may have moved on either agent.
 func (t *Transport) serveStream(ctx context.Context, in *tunnel.Inbound) {
-	t.handlerFor(in.Target.Service).ServeStream(ctx, in)
+	if _, ok := in.Header.Extension(wire.ExtHTTP); ok {
+		t.handlers.l7.ServeStream(ctx, in)
+		return
+	}
+	t.handlers.l4.ServeStream(ctx, in)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/transport/l4"
+	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
@@ -38,17 +39,20 @@ type protocols map[string]string
 
 func (p protocols) ProtocolOf(service string) string { return p[strings.ToLower(service)] }
 
-// TestPickHandler is the selection point: a protocol with a handler gets
-// it, case-insensitively; "" is tcp; any other protocol is carried per
-// connection by l4.
+// TestPickHandler is the selection point: http, http2 and grpc go to the
+// per-request handler, case-insensitively; "" is tcp; any other protocol
+// is carried per connection by l4.
 func TestPickHandler(t *testing.T) {
 	proxy, err := l4.New(l4.Config{IdleTimeout: time.Hour, LocalDialTimeout: time.Second, CopyBuffer: 4096}, l4.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := newHandlerSet(proxy)
-	http := &recordingHandler{}
-	hs.byProto["http"] = http
+	requests, err := l7.New(l7.Config{}, l7.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer requests.Close()
+	hs := newHandlerSet(proxy, requests)
 	for _, tc := range []struct {
 		proto string
 		want  Handler
@@ -56,10 +60,10 @@ func TestPickHandler(t *testing.T) {
 		{"", proxy},
 		{"tcp", proxy},
 		{"TCP", proxy},
-		{"http", http},
-		{"HTTP", http},
-		{"http2", proxy}, // no handler yet: per connection, as before
-		{"grpc", proxy},
+		{"http", requests},
+		{"HTTP", requests},
+		{"http2", requests},
+		{"grpc", requests},
 		{"bogus", proxy},
 	} {
 		if got := hs.pick(tc.proto); got != tc.want {
@@ -69,10 +73,11 @@ func TestPickHandler(t *testing.T) {
 }
 
 // TestHandlerPerProtocol carries a connection of an "http" service through
-// two real agents with a handler registered for "http" on both: the
-// calling agent hands the application's connection to it, the receiving
-// agent the admitted stream, and the bytes still arrive (it delegates to
-// l4). A "tcp" service on the same agents does not reach it.
+// two real agents with a handler registered for "http" on the calling
+// agent: it gets the application's connection, and the bytes still arrive
+// (it delegates to l4, whose stream the receiving agent carries per
+// connection, as it carries every stream not marked as a request). A "tcp"
+// service on the same agents does not reach it.
 func TestHandlerPerProtocol(t *testing.T) {
 	m := newMesh(t)
 	web := startBackend(t, echo)
@@ -85,9 +90,9 @@ func TestHandlerPerProtocol(t *testing.T) {
 			tr.handlers.byProto["http"] = rec
 		}
 	}
-	var onServer, onClient recordingHandler
+	var onClient recordingHandler
 	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{web.port}}, {Name: "db", Ports: []int{db.port}}},
-		agentOpts{deps: withProtocols, setup: install(&onServer)})
+		agentOpts{deps: withProtocols})
 	client := m.addAgent("client", nil, agentOpts{deps: withProtocols, setup: install(&onClient)})
 
 	roundTrip := func(addr string) {
@@ -102,14 +107,11 @@ func TestHandlerPerProtocol(t *testing.T) {
 		}
 	}
 	roundTrip(client.vipAddr(t, "db", db.port))
-	if n, s := onClient.conns.Load(), onServer.streams.Load(); n != 0 || s != 0 {
-		t.Fatalf("a tcp service reached the http handler: %d connections, %d streams", n, s)
+	if n := onClient.conns.Load(); n != 0 {
+		t.Fatalf("a tcp service reached the http handler: %d connections", n)
 	}
 	roundTrip(client.vipAddr(t, "web", web.port))
 	if n := onClient.conns.Load(); n != 1 {
 		t.Errorf("the calling agent's http handler got %d connections, want 1", n)
-	}
-	if n := onServer.streams.Load(); n != 1 {
-		t.Errorf("the receiving agent's http handler got %d streams, want 1", n)
 	}
 }

@@ -51,13 +51,17 @@ func (s subset) matches(svc *catalog.Service) bool {
 	return metaMatches(svc, s.meta)
 }
 
-// route applies the traffic split of service, if any, drawing one subset
-// by weight for this connection.
-func (t *Transport) route(snap *catalog.Snapshot, service string) subset {
+// splitOf returns the default traffic split of service; nil for none.
+func (t *Transport) splitOf(service string) []SplitTarget {
 	if t.deps.Splits == nil {
-		return subset{service: service}
+		return nil
 	}
-	targets := t.deps.Splits.SplitFor(service)
+	return t.deps.Splits.SplitFor(service)
+}
+
+// route applies a traffic split (targets; none sends to every instance of
+// service), drawing one subset by weight for this connection or request.
+func (t *Transport) route(snap *catalog.Snapshot, service string, targets []SplitTarget) subset {
 	if len(targets) == 0 {
 		return subset{service: service}
 	}
@@ -105,30 +109,57 @@ func metaMatches(svc *catalog.Service, want map[string]string) bool {
 	return true
 }
 
-// connect opens an accepted stream to an instance of service on port (0:
-// each instance's main port), claiming source. It tries up to
-// ConnectAttempts instances while ctx lasts; done must be called when the
-// stream is finished with.
+// connectReq is what connect needs to know of one connection or request.
+type connectReq struct {
+	service string // the destination service
+	port    int    // 0: each instance's main port
+	source  string // the identity claimed for the caller
+	// targets is the traffic split to apply; nil sends to every instance.
+	targets []SplitTarget
+	// perRequest opens a pipelined stream marked as carrying one HTTP
+	// request (tunnel.OpenPipelined), whose status the caller reads.
+	perRequest bool
+	// avoid lists instances not to pick, as earlier tries of a request.
+	avoid []epKey
+	// trace is the trace context for the header; zero starts a new trace.
+	trace wire.TraceContext
+}
+
+// opened is a stream connect opened: the stream, the instance's balancer
+// state (Start was called) and the instance.
+type opened struct {
+	st       *tunnel.Stream
+	ep       *balance.Endpoint
+	key      epKey
+	service  string // the service the instance serves, after the split
+	start    time.Duration
+	balancer *balance.Balancer
+}
+
+// connect opens a stream to an instance of rq.service: for a connection,
+// an accepted stream; for a request, a pipelined one. It tries up to
+// ConnectAttempts instances while ctx lasts.
 //
-// An instance gets the connection only if it may serve its service: the
+// An instance gets the stream only if it may serve its service: the
 // IdentityPolicy lets its node hold the service's identity, and the
 // certificate its agent presented on our connection to it holds that
 // identity. Any other instance is skipped (logged and counted) without
 // using up an attempt, and the balancer picks among the rest.
-func (t *Transport) connect(ctx context.Context, service string, port int, source string) (s *tunnel.Stream, done func(), err error) {
+func (t *Transport) connect(ctx context.Context, rq connectReq) (*opened, error) {
 	snap := t.deps.Catalog.Current()
-	sub := t.route(snap, service)
+	sub := t.route(snap, rq.service, rq.targets)
 	cands := snap.Passing(sub.service, sub.firstTag())
 	if len(cands) == 0 {
-		return nil, nil, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
+		return nil, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
+	port := rq.port
 	portFor := func(in *catalog.Instance) int {
 		switch {
 		case port == 0:
 			return in.Service.Port
 		case in.Service.HasPort(port):
 			return port
-		case !strings.EqualFold(sub.service, service):
+		case !strings.EqualFold(sub.service, rq.service):
 			// A split to another service keeps the connection but not
 			// necessarily the port number: use that service's main port.
 			return in.Service.Port
@@ -143,9 +174,25 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 			}
 		}
 		in := &cands[i]
+		if len(rq.avoid) > 0 && len(cands)-len(tried) > 1 {
+			k := keyOf(in)
+			for _, a := range rq.avoid {
+				if a == k {
+					return true
+				}
+			}
+		}
 		return in.Member.TunnelPort <= 0 || !in.Member.IP.IsValid() || portFor(in) == 0 || !sub.matches(in.Service)
 	}
-	hdr := wire.Header{Source: source, Trace: newTrace()}
+	hdr := wire.Header{Source: rq.source, Trace: rq.trace}
+	if hdr.Trace.IsZero() {
+		hdr.Trace = newTrace()
+	}
+	open := t.tun.OpenStream
+	if rq.perRequest {
+		hdr.Extensions = httpExtension
+		open = t.tun.OpenPipelined
+	}
 	var lastErr, lastSkip error
 	retriedGone := false
 	for attempt := 0; attempt < t.cfg.ConnectAttempts; {
@@ -177,10 +224,9 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 		}
 		ep.Start()
 		t0 := t.lb.bal.Now()
-		st, err := t.tun.OpenStream(ctx, peerOf(in), &hdr)
+		st, err := open(ctx, peerOf(in), &hdr)
 		if err == nil {
-			ep.Success(t.lb.bal.Now() - t0)
-			return st, func() { st.Release(); ep.End() }, nil
+			return &opened{st: st, ep: ep, key: keyOf(in), service: in.Service.Name, start: t0, balancer: t.lb.bal}, nil
 		}
 		ep.End()
 		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
@@ -193,7 +239,7 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 		var re *RefusedError
 		if errors.As(err, &re) && !re.Code.Retryable() {
 			t.m.attemptFailures.WithLabelValues(re.Code.String()).Inc()
-			return nil, nil, err // policy and identity refusals are final
+			return nil, err // policy and identity refusals are final
 		}
 		if errors.Is(err, tunnel.ErrConnLost) && !retriedGone {
 			// Not the instance's fault: try it again on a fresh connection.
@@ -214,8 +260,11 @@ func (t *Transport) connect(ctx context.Context, service string, port int, sourc
 	default:
 		lastErr = fmt.Errorf("%w: %s (none reachable on port %d)", ErrNoInstance, sub.service, port)
 	}
-	return nil, nil, lastErr
+	return nil, lastErr
 }
+
+// httpExtension marks a stream as carrying one request.
+var httpExtension = []wire.Extension{{Type: wire.ExtHTTP}}
 
 // Reasons an instance is skipped, the label of MetricSkipped.
 const (

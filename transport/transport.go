@@ -51,6 +51,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,8 +59,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/internal/spiffeid"
+	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/l4"
+	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/sockdiag"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/vip"
@@ -74,7 +77,7 @@ var (
 	ErrIdentity = tunnel.ErrIdentity
 	// ErrNoInstance means no healthy instance with a tunnel is known for the
 	// destination.
-	ErrNoInstance = errors.New("transport: no healthy instance")
+	ErrNoInstance = tunnel.ErrNoInstance
 	// ErrRefused means the receiving agent refused the stream; the error is
 	// a *RefusedError carrying the status code.
 	ErrRefused = tunnel.ErrRefused
@@ -110,6 +113,16 @@ type Deps struct {
 	// Protocols gives each service's protocol (ServiceDefaults.protocol),
 	// which picks its handler. nil means every service is "tcp".
 	Protocols ProtocolSource
+	// Routes gives the Route rules of per-request services. nil sends
+	// every request to the default split.
+	Routes RouteSource
+	// Resilience gives the timeouts of calls to a service. nil applies
+	// policy.DefaultResilience.
+	Resilience func(service string) *policy.Resilience
+	// RequestAuthorizer decides each request to a local per-request
+	// service (L7 intentions). nil allows every request whose stream the
+	// Authorizer admitted.
+	RequestAuthorizer l7.RequestAuthorizer
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.
@@ -239,7 +252,28 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.handlers = newHandlerSet(proxy)
+	perRequest, err := l7.New(l7.Config{
+		IdleTimeout:      cfg.IdleTimeout,
+		HeaderTimeout:    cfg.HeaderTimeout,
+		LocalDialTimeout: cfg.LocalDialTimeout,
+		Attempts:         cfg.ConnectAttempts,
+	}, l7.Deps{
+		Resilience: deps.Resilience,
+		Protocol: func(service string) policy.Protocol {
+			if deps.Protocols == nil {
+				return policy.ProtocolHTTP
+			}
+			return policy.Protocol(strings.ToLower(deps.Protocols.ProtocolOf(service)))
+		},
+		Authorizer: deps.RequestAuthorizer,
+		DialLocal:  deps.DialLocal,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.handlers = newHandlerSet(proxy, perRequest)
 	if t.m, err = newMetrics(reg); err != nil {
 		return nil, fmt.Errorf("transport: metrics: %w", err)
 	}
@@ -309,6 +343,7 @@ func (t *Transport) Close() error {
 	t.closeListeners()
 	t.tun.Close()
 	t.handlers.l4.Close()
+	t.handlers.l7.Close()
 	t.wg.Wait()
 	return nil
 }

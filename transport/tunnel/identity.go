@@ -47,6 +47,15 @@ type Authorizer interface {
 	Allowed(src Source, dst string) (allowed bool, reason string)
 }
 
+// StreamAuthorizer is an Authorizer that tells a stream carrying one
+// request (decided again per request by the receiving handler) from a
+// per-connection stream. Admit uses AllowedStream when the Authorizer
+// has it.
+type StreamAuthorizer interface {
+	Authorizer
+	AllowedStream(src Source, dst string, perRequest bool) (allowed bool, reason string)
+}
+
 // AuthorizerFunc adapts a function to Authorizer.
 type AuthorizerFunc func(src Source, dst string) (bool, string)
 

@@ -210,10 +210,23 @@ func (t *Tunnel) Admit(h wire.Header, peer PeerCert, now time.Time) (Target, *Re
 	if !ok {
 		return Target{}, &Refusal{wire.CodeNoSuchPort, fmt.Sprintf("service %s does not declare port %d on node %s", h.Service, h.Port, t.cfg.Node)}
 	}
-	if allowed, why := t.deps.Authorizer.Allowed(src, svc.Name); !allowed {
+	if allowed, why := t.authorize(src, svc.Name, h); !allowed {
 		return Target{}, &Refusal{wire.CodeUnauthorized, fmt.Sprintf("%s may not call %s: %s", h.Source, svc.Name, why)}
 	}
 	return Target{Service: svc.Name, Addr: netip.AddrPortFrom(addr, h.Port), Source: src}, nil
+}
+
+// authorize asks the Authorizer about a stream: a stream that carries a
+// request is asked about as such when the Authorizer tells them apart, so
+// that an intention deciding each request admits it (the request is then
+// decided on its own) while a per-connection stream, which nobody could
+// decide per request, is denied.
+func (t *Tunnel) authorize(src Source, dst string, h wire.Header) (bool, string) {
+	if sa, ok := t.deps.Authorizer.(StreamAuthorizer); ok {
+		_, perRequest := h.Extension(wire.ExtHTTP)
+		return sa.AllowedStream(src, dst, perRequest)
+	}
+	return t.deps.Authorizer.Allowed(src, dst)
 }
 
 // Inbound is an admitted inbound stream, handed to Deps.Serve. The handler

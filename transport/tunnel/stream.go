@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -34,6 +35,11 @@ type Stream struct {
 	s       *quic.Stream
 	release func()
 	once    sync.Once
+
+	// Of an opened stream, for Status: its peer, connection and node.
+	p    *peer
+	pc   *peerConn
+	node string
 }
 
 // Read reads what the peer sent; io.EOF once it closed its side.
@@ -44,6 +50,12 @@ func (s *Stream) Write(p []byte) (int, error) { return s.s.Write(p) }
 
 // CloseWrite ends this side's sending (a FIN); reading carries on.
 func (s *Stream) CloseWrite() error { return s.s.Close() }
+
+// SetReadDeadline bounds the next reads; the zero time lifts the bound.
+func (s *Stream) SetReadDeadline(t time.Time) { s.s.SetReadDeadline(t) }
+
+// CancelRead stops reading: the peer's further writes fail with code.
+func (s *Stream) CancelRead(code AbortCode) { s.s.CancelRead(quic.StreamErrorCode(code)) }
 
 // Abort cancels both directions with code.
 func (s *Stream) Abort(code AbortCode) {
@@ -137,6 +149,35 @@ type Peer struct {
 func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
 	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
 	defer cancel()
+	s, err := t.open(actx, to, hdr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := actx.Deadline(); ok {
+		s.s.SetReadDeadline(dl)
+	}
+	err = s.Status(s.s)
+	s.s.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenPipelined opens a stream to the peer agent and writes hdr, within
+// AttemptTimeout, without waiting for the peer's status: the caller sends
+// its payload at once (a request) and reads the status with Stream.Status
+// before the answer. It fails as OpenStream does, except that a refusal
+// comes from Status. The caller owns the stream and calls its Release
+// when done.
+func (t *Tunnel) OpenPipelined(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
+	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
+	defer cancel()
+	return t.open(actx, to, hdr)
+}
+
+// open opens a stream to the peer agent and writes hdr.
+func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
 	p, err := t.peerFor(to.Node, to.Addr)
 	if err != nil {
 		return nil, err
@@ -171,25 +212,14 @@ func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*St
 		}
 		return nil, &NotHolderError{Service: hdr.Service, Held: held}
 	}
-	release := func() { pc.release(p) }
-
-	// connGone marks err as the loss of the whole QUIC connection (peer
-	// restarted and reset it, idle timeout): the instance itself may be
-	// fine, and a fresh connection is worth one more try. The cause, from
-	// quic-go, is checked too: a closing connection fails its streams
-	// before it cancels its context.
-	connGone := func(cause, err error) error {
-		if pc.conn.Context().Err() != nil || connectionLevel(cause) {
-			p.broken(pc)
-			return fmt.Errorf("%w: %w", ErrConnLost, err)
-		}
-		return err
-	}
+	st := &Stream{p: p, pc: pc, node: to.Node}
+	st.release = func() { pc.release(p) }
 	s, err := pc.conn.OpenStreamSync(actx)
 	if err != nil {
-		release()
-		return nil, connGone(err, fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, to.Node, err))
+		st.release()
+		return nil, st.connGone(err, fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, to.Node, err))
 	}
+	st.s = s
 	bp := t.hdrPool.Get().(*[]byte)
 	b, err := wire.AppendHeader((*bp)[:0], hdr)
 	if err == nil {
@@ -199,30 +229,48 @@ func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*St
 	if err != nil {
 		s.CancelWrite(quic.StreamErrorCode(AbortFailed))
 		s.CancelRead(quic.StreamErrorCode(AbortFailed))
-		release()
-		return nil, connGone(err, fmt.Errorf("transport: node %s: write header: %w", to.Node, err))
+		st.release()
+		return nil, st.connGone(err, fmt.Errorf("transport: node %s: write header: %w", to.Node, err))
 	}
-	if dl, ok := actx.Deadline(); ok {
-		s.SetReadDeadline(dl)
-	}
-	st, err := wire.ReadStatus(s)
-	s.SetReadDeadline(time.Time{})
+	return st, nil
+}
+
+// Status reads the peer's status frame of an opened stream from r (the
+// stream, or a buffered reader over it) and returns nil if the peer
+// accepted the stream. Otherwise the stream is cancelled and released, and
+// the error is a *RefusedError (ErrRefused) for a refusal, an ErrConnLost
+// error when the connection died, or the read's error.
+func (s *Stream) Status(r io.Reader) error {
+	st, err := wire.ReadStatus(r)
 	if err != nil {
-		s.CancelWrite(quic.StreamErrorCode(AbortFailed))
-		s.CancelRead(quic.StreamErrorCode(AbortFailed))
-		release()
+		s.s.CancelWrite(quic.StreamErrorCode(AbortFailed))
+		s.s.CancelRead(quic.StreamErrorCode(AbortFailed))
+		s.Release()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// No answer in time: the peer may have restarted without our
 			// knowing. The next caller dials afresh.
-			p.broken(pc)
+			s.p.broken(s.pc)
 		}
-		return nil, connGone(err, fmt.Errorf("transport: node %s: read status: %w", to.Node, err))
+		return s.connGone(err, fmt.Errorf("transport: node %s: read status: %w", s.node, err))
 	}
 	if !st.Accepted() {
-		s.CancelWrite(streamRefused)
-		s.CancelRead(streamRefused)
-		release()
-		return nil, &RefusedError{Node: to.Node, Code: st.Code, Reason: st.Reason}
+		s.s.CancelWrite(streamRefused)
+		s.s.CancelRead(streamRefused)
+		s.Release()
+		return &RefusedError{Node: s.node, Code: st.Code, Reason: st.Reason}
 	}
-	return &Stream{s: s, release: release}, nil
+	return nil
+}
+
+// connGone marks err as the loss of the whole QUIC connection (peer
+// restarted and reset it, idle timeout): the instance itself may be fine,
+// and a fresh connection is worth one more try. The cause, from quic-go,
+// is checked too: a closing connection fails its streams before it
+// cancels its context.
+func (s *Stream) connGone(cause, err error) error {
+	if s.pc.conn.Context().Err() != nil || connectionLevel(cause) {
+		s.p.broken(s.pc)
+		return fmt.Errorf("%w: %w", ErrConnLost, err)
+	}
+	return err
 }

@@ -67,6 +67,9 @@ var (
 	// ErrNotHolder wraps a *NotHolderError: the peer's certificate on the
 	// connection lacks the identity of the service asked for.
 	ErrNotHolder = errors.New("peer does not hold the service identity")
+	// ErrNoInstance means no healthy instance with a tunnel is known for
+	// the destination (package transport's routing returns it).
+	ErrNoInstance = errors.New("transport: no healthy instance")
 )
 
 // Config configures a Tunnel. transport.Config.Validate fills in and checks

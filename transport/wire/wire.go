@@ -101,6 +101,11 @@ const (
 	ExtCritical uint16 = 0x8000
 	// ExtTraceState carries the W3C tracestate header value (ASCII).
 	ExtTraceState uint16 = 0x0001
+	// ExtHTTP marks a stream that carries one HTTP request, in HTTP/1.1
+	// form, and its response, instead of a connection's bytes. Its value is
+	// empty. Critical: an agent that does not carry requests must refuse
+	// the stream rather than splice it to the service as a connection.
+	ExtHTTP uint16 = ExtCritical | 0x0002
 )
 
 // Extension is one type-length-value entry after the fixed fields. It is the
@@ -143,7 +148,7 @@ func (h *Header) Extension(t uint16) ([]byte, bool) {
 
 // knownExtension reports whether this version understands extension type t.
 func knownExtension(t uint16) bool {
-	return t == ExtTraceState
+	return t == ExtTraceState || t == ExtHTTP
 }
 
 // Validate checks h against the limits of version 1.
@@ -217,6 +222,9 @@ func checkExtension(e Extension, before []Extension) error {
 	}
 	if e.Type&ExtCritical != 0 && !knownExtension(e.Type) {
 		return fieldErr("extension", ErrCriticalExtension, "type 0x%04x", e.Type)
+	}
+	if e.Type == ExtHTTP && len(e.Value) != 0 {
+		return fieldErr("extension", ErrMalformed, "type 0x%04x (http): %d bytes, want none", e.Type, len(e.Value))
 	}
 	if e.Type == ExtTraceState {
 		if len(e.Value) > MaxTraceStateLen {
