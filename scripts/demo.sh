@@ -119,7 +119,7 @@ services:
     id: web-n$i
     address: $ip
     port: 8080
-    tags: [v1]
+    tags: [v$((i - 1))]
     checks:
       - http: http://$ip:8080/health
         interval: 1s
@@ -271,6 +271,50 @@ step "deleting the Intention allows the call again"
 run "$BIN" policy delete Intention web
 wait_for "the call to go through again" call
 run call
+
+step "per request: web speaks HTTP; a header canary and a 90/10 split"
+echo "n2's instance is tagged v1, n3's v2. Once web's protocol is http, n1's agent routes each request on its own."
+cat >"$work/l7.yaml" <<YAML
+kind: ServiceDefaults
+name: web
+protocol: http
+---
+kind: Split
+name: web
+splits:
+  - {weight: 90, subset: {tags: [v1]}}
+  - {weight: 10, subset: {tags: [v2]}}
+---
+kind: Split
+name: web-canary
+service: web
+splits:
+  - {weight: 100, subset: {tags: [v2]}}
+---
+kind: Route
+name: web
+routes:
+  - match: {headers: [{name: x-canary, exact: "1"}]}
+    split: web-canary
+YAML
+cat "$work/l7.yaml"
+run "$BIN" policy apply -f "$work/l7.yaml"
+# canary_only is true once five marked requests in a row reach n3.
+canary_only() {
+	[ "$(curl -sS --max-time 5 -H 'x-canary: 1' "http://$vip:8080/?[1-5]" | grep -c web-n3)" -eq 5 ]
+}
+wait_for "the route to reach n1" canary_only
+echo "five requests marked x-canary: 1, on one keep-alive connection:"
+curl -sS --max-time 5 -H 'x-canary: 1' "http://$vip:8080/?[1-5]" | sed 's/^/  /'
+echo "200 unmarked requests, on one keep-alive connection, by instance:"
+counts=$(curl -sS --max-time 20 "http://$vip:8080/?[1-200]" | grep -oE 'web-n[23]' | sort | uniq -c)
+echo "$counts" | sed 's/^/  /'
+v1=$(echo "$counts" | awk '$2 == "web-n2" {print $1}')
+v1=${v1:-0}
+if [ "$v1" -lt 150 ] || [ "$v1" -gt 196 ]; then
+	echo "demo: the 90/10 split sent $v1 of 200 requests to v1" >&2
+	exit 1
+fi
 
 step "n1's data plane: its virtual IP listeners and its connections to n2 and n3"
 run "$BIN" tunnel status

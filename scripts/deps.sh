@@ -2,7 +2,10 @@
 # Installs what the tests, benchmarks and demo need, by group. Idempotent: a
 # group whose tools are present costs a few `command -v` calls.
 #
-#   scripts/deps.sh test     dig (DNS client tests), iproute2
+#   scripts/deps.sh test     dig (DNS client tests), iproute2, and the real
+#                            clients of transport's L7 tests: curl, h2load
+#                            (nghttp2-client), grpc-go's interop client and
+#                            server (grpc-interop-client, grpc-interop-server)
 #   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
 #                            systemd-container, debootstrap, ansible, ssh
 #   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy,
@@ -17,6 +20,8 @@ COREDNS_VERSION=v1.15.0
 STEP_VERSION=v0.30.2
 FORTIO_VERSION=v1.68.2
 NFPM_VERSION=v2.48.0
+# The gRPC interop client and server come from the version go.mod requires.
+GRPC_VERSION=v1.79.3
 
 GOBIN=${GOBIN:-$(go env GOPATH)/bin}
 export PATH="$GOBIN:$PATH"
@@ -60,8 +65,27 @@ go_install() {
 	retry env "$@" go install "$mod"
 }
 
+# go_build_as BIN PKG VERSION installs the main package PKG of VERSION as
+# GOBIN/BIN, for tools whose own names ("client", "server") would collide.
+# A BIN built from another version of PKG's module is replaced.
+go_build_as() {
+	local bin=$1 pkg=$2 version=$3
+	if go version -m "$GOBIN/$bin" 2>/dev/null | grep -Eq "^[[:space:]]+path[[:space:]]+$pkg\$" &&
+		go version -m "$GOBIN/$bin" | grep -Eq "^[[:space:]]+mod[[:space:]]+[^[:space:]]+[[:space:]]+$version[[:space:]]"; then
+		return 0
+	fi
+	local tmp
+	tmp=$(mktemp -d)
+	retry env GOBIN="$tmp" go install "$pkg@$version" || { rm -rf "$tmp"; return 1; }
+	mkdir -p "$GOBIN"
+	mv -f "$tmp/${pkg##*/}" "$GOBIN/$bin"
+	rm -rf "$tmp"
+}
+
 group_test() {
-	apt_install bind9-dnsutils iproute2
+	apt_install bind9-dnsutils iproute2 curl nghttp2-client
+	go_build_as grpc-interop-client google.golang.org/grpc/interop/client "$GRPC_VERSION"
+	go_build_as grpc-interop-server google.golang.org/grpc/interop/server "$GRPC_VERSION"
 }
 
 group_e2e() {

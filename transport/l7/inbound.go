@@ -50,7 +50,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	grpc := proto == policy.ProtocolGRPC || isGRPC(req.Header)
 	answer := func(resp *http.Response) {
 		bw := p.getWriter(s)
-		err := writeResponse(bw, resp)
+		err := p.writeResponse(bw, resp)
 		p.putWriter(bw)
 		if err != nil {
 			s.Abort(tunnel.AbortFailed)
@@ -111,7 +111,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 // writeResponse writes resp in HTTP/1.1 form: chunked when its length is
 // unknown, so that trailers (gRPC's status) follow the body; each piece
 // of a streamed body leaves as soon as the app sent it.
-func writeResponse(bw *bufio.Writer, resp *http.Response) error {
+func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
 	removeHopHeaders(resp.Header)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
 	resp.Close = false
@@ -126,8 +126,8 @@ func writeResponse(bw *bufio.Writer, resp *http.Response) error {
 		resp.TransferEncoding = nil
 	}
 	body := resp.Body
-	resp.Body = &flushingReader{r: body, w: bw}
-	err := resp.Write(bw)
+	resp.Body = &flushingReader{r: body, w: bw, p: p}
+	err := resp.Write(&streamWriter{bw: bw, p: p})
 	resp.Body = body
 	if err == nil {
 		err = bw.Flush()

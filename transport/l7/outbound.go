@@ -85,6 +85,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
 		c.fail(err)
 		return
 	}
+	if !c.replay && r.ProtoMajor == 1 {
+		// The answer may begin while the body still streams (an app that
+		// answers as it reads); HTTP/2 always allows that.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	res := p.deps.Resilience(rt.Destination())
 	var perTry time.Duration
 	if res.Retries != nil {
@@ -242,9 +247,9 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	if c.body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(c.body))
 	} else if !c.replay {
-		r.Body = &flushingReader{r: body, w: bw}
+		r.Body = &flushingReader{r: body, w: bw, p: c.p}
 	}
-	err := r.Write(bw)
+	err := r.Write(&streamWriter{bw: bw, p: c.p})
 	r.Body = body
 	if err == nil {
 		err = bw.Flush()
@@ -323,25 +328,6 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Read
 	return nil
 }
 
-// flushingReader is a streamed body being written through w: before it
-// waits for more of the body it flushes what w holds, so that each piece
-// leaves as soon as it is read.
-type flushingReader struct {
-	r io.ReadCloser
-	w *bufio.Writer
-}
-
-func (f *flushingReader) Close() error { return f.r.Close() }
-
-func (f *flushingReader) Read(b []byte) (int, error) {
-	if f.w.Buffered() > 0 {
-		if err := f.w.Flush(); err != nil {
-			return 0, err
-		}
-	}
-	return f.r.Read(b)
-}
-
 // headLimit bounds what a reader yields until lifted: the head of a
 // request or response read through it cannot exceed the limit.
 type headLimit struct {
@@ -368,4 +354,3 @@ func (l *headLimit) Read(b []byte) (int, error) {
 	l.n -= n
 	return n, err
 }
-

@@ -183,7 +183,7 @@ func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.
 	if !switched(req, resp) {
 		stopConn()
 		bw := p.getWriter(s)
-		err := writeResponse(bw, resp)
+		err := p.writeResponse(bw, resp)
 		p.putWriter(bw)
 		resp.Body.Close()
 		if err != nil {
