@@ -125,6 +125,9 @@ func TestHeaderRefused(t *testing.T) {
 		{"extension overruns", mutate(func(b []byte) []byte {
 			return setBodyLen(append(b, 0, 9, 0, 9, 1))
 		}), ErrTruncated, "extension"},
+		{"http marker with a value", mutate(func(b []byte) []byte {
+			return setBodyLen(append(b, 0x80, 0x02, 0, 1, 'x'))
+		}), ErrMalformed, "extension"},
 		{"tracestate control char", mutate(func(b []byte) []byte {
 			return setBodyLen(append(b, 0, 1, 0, 1, '\n'))
 		}), ErrMalformed, "tracestate"},
@@ -312,5 +315,21 @@ func BenchmarkReadHeader(b *testing.B) {
 		if _, err := ReadHeader(r, scratch); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestHTTPExtension: a stream marked as carrying a request round-trips,
+// and its mark is critical: a receiver that did not know it would refuse.
+func TestHTTPExtension(t *testing.T) {
+	h := Header{Service: "web", Port: 80, Source: "spiffe://td/svc/a", Extensions: []Extension{{Type: ExtHTTP}}}
+	got, _, err := DecodeHeader(mustEncode(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := got.Extension(ExtHTTP); !ok || len(v) != 0 {
+		t.Fatalf("ExtHTTP after a round trip: %q, %v", v, ok)
+	}
+	if ExtHTTP&ExtCritical == 0 {
+		t.Fatal("ExtHTTP is not critical: an agent without per-request handling would splice a request as a connection")
 	}
 }
