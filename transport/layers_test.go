@@ -10,13 +10,15 @@ import (
 )
 
 // TestLayers enforces the dependency rule of the split: transport uses
-// l4 and tunnel, l4 uses tunnel, and tunnel uses neither, so that no
-// handler reaches back into Transport.
+// l4, l7 and tunnel; the handlers l4 and l7 use tunnel and never each
+// other; tunnel uses none of them, so that no handler reaches back into
+// Transport.
 func TestLayers(t *testing.T) {
 	const mod = "github.com/meshwork/meshwork/transport"
 	forbidden := map[string][]string{
-		"tunnel": {mod, mod + "/l4"},
-		"l4":     {mod},
+		"tunnel": {mod, mod + "/l4", mod + "/l7"},
+		"l4":     {mod, mod + "/l7"},
+		"l7":     {mod, mod + "/l4"},
 	}
 	for dir, bad := range forbidden {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
