@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +26,10 @@ type httpApp struct {
 	port int
 	srv  *http.Server
 
-	mu   sync.Mutex
-	seen []*http.Request // heads of the requests it got
-	hold chan struct{}   // when set, requests to /hold wait on it
+	mu        sync.Mutex
+	seen      []*http.Request // heads of the requests it got
+	hold      chan struct{}   // when set, requests to /hold wait on it
+	cancelled atomic.Int32    // held requests whose caller gave up
 }
 
 func startHTTPApp(t testing.TB, name string) *httpApp {
@@ -60,6 +62,7 @@ func (a *httpApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-a.hold:
 		case <-r.Context().Done():
+			a.cancelled.Add(1)
 			return
 		}
 	}
@@ -269,6 +272,8 @@ func TestL7MeshErrors(t *testing.T) {
 	if reason := resp.Header.Get(l7.ErrorHeader); resp.StatusCode != 504 || (reason != l7.ReasonTimeout && reason != l7.ReasonDeadlineExceeded) {
 		t.Errorf("timeout: %d %q", resp.StatusCode, resp.Header.Get(l7.ErrorHeader))
 	}
+	// The app's request is cancelled, not left to run for nobody.
+	eventually(t, "the app to see its held request cancelled", func() bool { return app.cancelled.Load() == 1 })
 	// A deadline already passed fails at once and never reaches the app.
 	before := len(app.requests())
 	resp, _ = get(t, c, "GET", "http://"+vip+"/late", map[string]string{l7.DeadlineHeader: "0"})

@@ -32,6 +32,11 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		ctx, cancel = context.WithDeadline(ctx, in.Start.Add(in.Header.Timeout))
 		defer cancel()
 	}
+	// A caller that gives up (its app left, its budget ran out) stops
+	// reading the stream: the app's request is cancelled with it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.Context(), cancel)()
 	// Until the app answers, the exchange with it ends with the budget
 	// and the caller gets a 504; once the answer streams, the budget's end
 	// cuts the stream.
@@ -73,10 +78,12 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		bw := p.getWriter(s)
 		err := p.writeResponse(bw, resp)
 		p.putWriter(bw)
-		if err != nil {
+		if !stop() || err != nil {
 			s.Abort(tunnel.AbortFailed)
 			return
 		}
+		// The budget's hold is released first: ending the stream ends
+		// its context, which would otherwise cut what is not yet sent.
 		s.CloseWrite()
 	}
 	fail := func(me *meshError) {

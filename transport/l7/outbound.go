@@ -45,6 +45,7 @@ type call struct {
 	streamed *eofBody
 	replay   bool // body (or no body) may be sent again
 	trace    wire.TraceContext
+	idle     time.Duration // ends an answer that stalls this long
 
 	// Of the answer being relayed, set by a successful try.
 	br        *bufio.Reader // reads the answer from the stream
@@ -94,6 +95,9 @@ func (c *call) send() (*http.Response, *meshError) {
 	var perTry time.Duration
 	if res.Retries != nil {
 		perTry = time.Duration(res.Retries.PerTryTimeout)
+	}
+	if res.Timeouts != nil {
+		c.idle = time.Duration(res.Timeouts.Idle)
 	}
 	preq := policy.Request{Method: r.Method, Path: r.URL.Path, Header: headerOf(r.Header)}
 	var avoid []string
@@ -210,6 +214,7 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 		go func() { written <- c.writeRequest(s) }()
 	}
 	hl := limitHead(s, p.cfg.MaxHeaderBytes)
+	hl.idle, hl.deadline = c.idle, s.SetReadDeadline
 	br := p.getReader(hl)
 	fail := func(me *meshError, retry bool) (*http.Response, bool, *meshError) {
 		stop()
@@ -390,10 +395,13 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Read
 }
 
 // headLimit bounds what a reader yields until lifted: the head of a
-// request or response read through it cannot exceed the limit.
+// request or response read through it cannot exceed the limit. With idle
+// set, each read must make progress within idle.
 type headLimit struct {
-	r io.Reader
-	n int // left; <0 means unbounded
+	r        io.Reader
+	n        int // left; <0 means unbounded
+	idle     time.Duration
+	deadline func(time.Time)
 }
 
 // errHeadTooLarge is a head over the limit.
@@ -402,6 +410,9 @@ var errHeadTooLarge = errors.New("head too large")
 func limitHead(r io.Reader, n int) *headLimit { return &headLimit{r: r, n: n} }
 
 func (l *headLimit) Read(b []byte) (int, error) {
+	if l.idle > 0 {
+		l.deadline(time.Now().Add(l.idle))
+	}
 	if l.n < 0 {
 		return l.r.Read(b)
 	}

@@ -51,6 +51,10 @@ func (s *Stream) Write(p []byte) (int, error) { return s.s.Write(p) }
 // CloseWrite ends this side's sending (a FIN); reading carries on.
 func (s *Stream) CloseWrite() error { return s.s.Close() }
 
+// Context is done once this side's sending has ended: after CloseWrite or
+// Abort, or when the peer stopped reading (it gave up on the stream).
+func (s *Stream) Context() context.Context { return s.s.Context() }
+
 // SetReadDeadline bounds the next reads; the zero time lifts the bound.
 func (s *Stream) SetReadDeadline(t time.Time) { s.s.SetReadDeadline(t) }
 
