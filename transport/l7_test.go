@@ -66,6 +66,17 @@ func (a *httpApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.URL.Path == "/stall" {
+		// A first piece of the answer, then nothing until released.
+		io.WriteString(w, "start")
+		w.(http.Flusher).Flush()
+		select {
+		case <-a.hold:
+		case <-r.Context().Done():
+			a.cancelled.Add(1)
+		}
+		return
+	}
 	if ms := r.URL.Query().Get("status"); ms != "" {
 		code, _ := strconv.Atoi(ms)
 		w.WriteHeader(code)
@@ -464,3 +475,22 @@ func BenchmarkL7Request(b *testing.B) {
 
 // l7BenchParallelism is BenchmarkL7Request's clients per CPU.
 var l7BenchParallelism = 4
+
+// TestL7IdleAnswerCut cuts an answer that stops moving for the
+// destination's idle timeout: the application gets what came, then an
+// error, and the app's request is cancelled.
+func TestL7IdleAnswerCut(t *testing.T) {
+	pol := newL7Policy()
+	pol.res["web"] = &policy.Resilience{Timeouts: &policy.Timeouts{Idle: policy.Duration(200 * time.Millisecond)}}
+	app, _, vip := l7Mesh(t, pol)
+	resp, err := http.Get("http://" + vip + "/stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err == nil || string(got) != "start" {
+		t.Fatalf("stalled answer: %q, %v; want \"start\" then an error", got, err)
+	}
+	eventually(t, "the app to see its stalled request cancelled", func() bool { return app.cancelled.Load() == 1 })
+}
