@@ -50,7 +50,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 		p.serveH2(ctx, c, br, rt) // br holds the preface: not pooled again
 		return
 	}
-	clean := p.serveH1(ctx, c, rc, hl, br, rt)
+	clean := p.serveH1(ctx, rc, hl, br, rt)
 	c.Close()
 	if clean {
 		p.putReader(br)
@@ -76,8 +76,8 @@ func (p *Proxy) serveH2(ctx context.Context, c *net.TCPConn, br *bufio.Reader, r
 // bounds each request's head), one after the other, each answer written
 // whole before the next request is read. It returns whether br may be
 // reused: false while a request body may still be read from it.
-func (p *Proxy) serveH1(ctx context.Context, c *net.TCPConn, rc net.Conn, hl *headLimit, br *bufio.Reader, rt Router) (clean bool) {
-	bw := p.getWriter(rc)
+func (p *Proxy) serveH1(ctx context.Context, c net.Conn, hl *headLimit, br *bufio.Reader, rt Router) (clean bool) {
+	bw := p.getWriter(c)
 	defer p.putWriter(bw)
 	for {
 		c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
@@ -106,7 +106,7 @@ func (p *Proxy) serveH1(ctx context.Context, c *net.TCPConn, rc net.Conn, hl *he
 // serveRequest carries one HTTP/1.1 request and writes its answer. keep is
 // false when the connection must close; clean is false when its reader
 // may still be in use.
-func (p *Proxy) serveRequest(c *net.TCPConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, rt Router) (keep, clean bool) {
+func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, rt Router) (keep, clean bool) {
 	if req.Method == http.MethodConnect || isUpgrade(req.Header) {
 		p.upgradeH1(c, br, bw, req, rt)
 		return false, false
@@ -129,6 +129,11 @@ func (p *Proxy) serveRequest(c *net.TCPConn, br *bufio.Reader, bw *bufio.Writer,
 	if me != nil {
 		call.fail(me)
 		resp = me.response(req, call.grpc)
+		if call.streamed != nil && !call.streamed.eof.Load() {
+			// A streamed body the mesh did not send: where the next
+			// request starts is unknown without reading it all.
+			keep = false
+		}
 	}
 	if err := p.writeAnswer(bw, resp, req, keep); err != nil {
 		call.failed = true
@@ -141,19 +146,7 @@ func (p *Proxy) serveRequest(c *net.TCPConn, br *bufio.Reader, bw *bufio.Writer,
 		// next request's start is unknown.
 		return false, false
 	}
-	sent := call.streamed != nil && call.streamed.eof.Load()
-	if !sent && req.Body != nil && !drained(req.Body) {
-		return false, true
-	}
 	return keep && !resp.Close, true
-}
-
-// drained reads what is left of a request body the mesh did not send (an
-// answer the mesh gave itself), up to a bound; it reports whether the body
-// ended.
-func drained(body io.Reader) bool {
-	n, err := io.CopyN(io.Discard, body, 256<<10)
-	return err == io.EOF || (err == nil && n == 0)
 }
 
 // writeAnswer writes resp to an HTTP/1.x application: chunked for HTTP/1.1
@@ -200,7 +193,7 @@ func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
 // upgradeH1 carries an Upgrade or CONNECT request of an HTTP/1.1
 // application; once the app switched, the connection is spliced with the
 // request's stream until both directions end.
-func (p *Proxy) upgradeH1(c *net.TCPConn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, rt Router) {
+func (p *Proxy) upgradeH1(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, rt Router) {
 	call := &call{p: p, r: req, rt: rt}
 	defer call.end()
 	resp, me := call.sendUpgrade()
