@@ -32,6 +32,8 @@ type result struct {
 	use              map[string]usage // the sampled processes
 	mach             machineUse
 	loadCPU          float64 // the load generator's own CPU seconds
+	cut              int64   // calls the load generator cut at its end, not counted
+	firstError       string  // what the first failed request said, when known
 }
 
 // percentile is the q-th percentile of the buckets, interpolated linearly
@@ -206,19 +208,35 @@ service PingServer {
 `
 
 // ghzReport is the part of ghz's JSON report used here: every call's
-// latency (ns) and outcome.
+// start, latency (ns) and outcome.
 type ghzReport struct {
 	Count   int64
 	Rps     float64
-	Details []struct {
-		Latency int64
-		Error   string
-		Status  string
+	Details []ghzCall
+}
+
+type ghzCall struct {
+	Timestamp time.Time
+	Latency   int64
+	Error     string
+	Status    string
+}
+
+// cutByGhz reports a call that ghz itself cut when its run ended: ghz
+// closes its connection (or cancels its context) at the end of -z, and a
+// call still in flight then fails with that. Such calls started in the
+// run's last second.
+func cutByGhz(c ghzCall, last time.Time) bool {
+	if c.Timestamp.Before(last.Add(-time.Second)) {
+		return false
 	}
+	return c.Status == "Canceled" || strings.Contains(c.Error, "use of closed network connection") ||
+		strings.Contains(c.Error, "grpc: the client connection is closing")
 }
 
 // parseGhz reads ghz's JSON report; each call is a bucket of its own, so
-// that the percentiles are exact.
+// that the percentiles are exact. Calls that ghz cut at the end of its
+// run are left out; every other failure is an error.
 func parseGhz(raw []byte) (*result, error) {
 	var r ghzReport
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -227,14 +245,28 @@ func parseGhz(raw []byte) (*result, error) {
 	if len(r.Details) == 0 {
 		return nil, errors.New("ghz json: no calls in details")
 	}
-	res := &result{requests: int64(len(r.Details)), rate: r.Rps}
+	var last time.Time
 	for _, d := range r.Details {
-		if d.Error != "" || d.Status != "OK" {
-			res.errors++
-			continue
+		if d.Timestamp.After(last) {
+			last = d.Timestamp
 		}
-		s := float64(d.Latency) / 1e9
-		res.hist = append(res.hist, bucket{Start: s, End: s, Count: 1})
+	}
+	res := &result{rate: r.Rps}
+	for _, d := range r.Details {
+		switch {
+		case d.Error == "" && d.Status == "OK":
+			s := float64(d.Latency) / 1e9
+			res.hist = append(res.hist, bucket{Start: s, End: s, Count: 1})
+		case cutByGhz(d, last):
+			res.cut++
+			continue
+		default:
+			res.errors++
+			if res.firstError == "" {
+				res.firstError = d.Status + ": " + d.Error
+			}
+		}
+		res.requests++
 	}
 	return res, nil
 }

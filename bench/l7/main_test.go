@@ -172,16 +172,21 @@ Transfer/sec:     30.61MB
 }
 
 func TestParseGhz(t *testing.T) {
-	raw := `{"count":3,"rps":999.5,"details":[
-		{"latency":400000,"error":"","status":"OK"},
-		{"latency":300000,"error":"","status":"OK"},
-		{"latency":9000000,"error":"rpc error: code = Unavailable","status":"Unavailable"}]}`
+	closed := "rpc error: code = Unavailable desc = error reading from server: read tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection"
+	raw := `{"count":5,"rps":999.5,"details":[
+		{"timestamp":"2026-12-07T06:00:00Z","latency":400000,"error":"","status":"OK"},
+		{"timestamp":"2026-12-07T06:00:01Z","latency":300000,"error":"","status":"OK"},
+		{"timestamp":"2026-12-07T06:00:02Z","latency":9000000,"error":"rpc error: code = Unavailable","status":"Unavailable"},
+		{"timestamp":"2026-12-07T06:00:03Z","latency":8000000,"error":"` + closed + `","status":"Unavailable"},
+		{"timestamp":"2026-12-07T06:00:10Z","latency":8000000,"error":"` + closed + `","status":"Unavailable"}]}`
 	r, err := parseGhz([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.requests != 3 || r.errors != 1 || r.rate != 999.5 {
-		t.Fatalf("got requests %d, errors %d, rate %g; want 3, 1, 999.5", r.requests, r.errors, r.rate)
+	// The last call was cut by ghz's end; the one of the same kind 7 s
+	// earlier was not.
+	if r.requests != 4 || r.errors != 2 || r.cut != 1 || r.rate != 999.5 {
+		t.Fatalf("got requests %d, errors %d, cut %d, rate %g; want 4, 2, 1, 999.5", r.requests, r.errors, r.cut, r.rate)
 	}
 	// The failed call is not a latency.
 	if got := percentile(r.hist, 100); got != 400*time.Microsecond {

@@ -227,9 +227,13 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n%s, rounds: %d\n\n", tool, *grpcRounds)
 	g := table{w: w, paths: []string{pathDirect, pathMesh}}
 	g.head("")
-	g.row("calls (errors)", func(p string) string {
+	g.row("calls (errors; cut by the load generator's end, not counted)", func(p string) string {
 		n, e := sumRequests(r.grpc[p])
-		return fmt.Sprintf("%d (%d)", n, e)
+		var cut int64
+		for _, res := range r.grpc[p] {
+			cut += res.cut
+		}
+		return fmt.Sprintf("%d (%d; %d)", n, e, cut)
 	})
 	for _, q := range []float64{50, 99, 99.9} {
 		g.row(fmt.Sprintf("p%g ms", q), func(p string) string { return ms(pooled(r.grpc[p], q)) })
@@ -296,5 +300,15 @@ func (r *report) print(w io.Writer) {
 			errs += e
 		}
 	}
-	check(errs == 0, "no failed request on any path: %d failed", errs)
+	var first string
+	for _, m := range []map[string][]*result{r.lat, r.max, r.grpc} {
+		for p, rs := range m {
+			for _, res := range rs {
+				if first == "" && res.firstError != "" {
+					first = fmt.Sprintf(" (first, %s path: %s)", p, res.firstError)
+				}
+			}
+		}
+	}
+	check(errs == 0, "no failed request on any path: %d failed%s", errs, first)
 }
