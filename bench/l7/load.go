@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -117,12 +116,21 @@ func parseFortio(raw []byte, ok string) (*result, error) {
 	return res, nil
 }
 
-var fortioRuns int
+// jsonFile names a new file in dir for a load generator's JSON report.
+func jsonFile(dir, prefix string) (string, error) {
+	f, err := os.CreateTemp(dir, prefix+"-*.json")
+	if err != nil {
+		return "", err
+	}
+	return f.Name(), f.Close()
+}
 
 // fortioHTTP runs fortio at -qps against url from h.
 func fortioHTTP(ctx context.Context, h host, fortio, dir, url string) (*result, error) {
-	fortioRuns++
-	out := filepath.Join(dir, fmt.Sprintf("fortio-%d.json", fortioRuns))
+	out, err := jsonFile(dir, "fortio")
+	if err != nil {
+		return nil, err
+	}
 	_, cpu, err := runTool(ctx, h, *duration+30*time.Second, fortio, "load",
 		"-qps", strconv.Itoa(*qps), "-c", strconv.Itoa(*conns), "-t", duration.String(),
 		// -r: 10 µs buckets. Fortio's default (1 ms) interpolates every
@@ -296,8 +304,10 @@ func runGhz(ctx context.Context, h host, proto, addr string) (*result, error) {
 // fortioGRPC is runGhz's stand-in when ghz is missing: fortio's gRPC ping
 // load, histogram buckets of 10 µs.
 func fortioGRPC(ctx context.Context, h host, fortio, dir, addr string) (*result, error) {
-	fortioRuns++
-	out := filepath.Join(dir, fmt.Sprintf("fortio-%d.json", fortioRuns))
+	out, err := jsonFile(dir, "fortio")
+	if err != nil {
+		return nil, err
+	}
 	_, cpu, err := runTool(ctx, h, *grpcDuration+30*time.Second, fortio, "load", "-grpc", "-ping", "-payload", grpcPayload,
 		"-qps", strconv.Itoa(*grpcRate), "-c", strconv.Itoa(*grpcConc), "-t", grpcDuration.String(), "-r", "0.00001",
 		"-json", out, "-loglevel", "Warning", "-a=false", addr)

@@ -38,6 +38,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -171,16 +172,14 @@ func run(ctx context.Context) error {
 		addr string
 	}{{app, appAddr}, {grpcApp, addr(grpcPort)}} {
 		if err := waitTCP(ctx, p.addr); err != nil {
-			return fmt.Errorf("%w; %v", err, p.proc.exited())
+			return errors.Join(err, p.proc.exited())
 		}
 	}
 
 	// The mesh.
-	m, err := startMesh(ctx, a, b, work, bin, httpPort, grpcPort)
-	if m != nil {
-		defer m.stop()
-	}
-	if err != nil {
+	m := newMesh(bin)
+	defer m.stop()
+	if err := m.start(ctx, a, b, work, httpPort, grpcPort); err != nil {
 		return err
 	}
 	addrs := map[string]string{pathDirect: appAddr}
@@ -229,9 +228,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 
+	// Every run samples every process, so that the rest of the machine is
+	// what none of them used.
 	pids := m.pids()
 	pids["HAProxy client"], pids["HAProxy server"] = hpClient.pid(), hpServer.pid()
-	pids["app"] = app.pid()
+	pids["app"], pids["gRPC app"] = app.pid(), grpcApp.pid()
 	fmt.Printf("bench/l7: %s: load generators, client agent %s, client HAProxy; %s: apps, server agent %s, server HAProxy\n", a, *clientIP, b, *serverIP)
 	for _, p := range append(httpPaths, pathMesh) {
 		fmt.Printf("  %-8s http://%s/\n", p, addrs[p])
@@ -240,74 +241,75 @@ func run(ctx context.Context) error {
 
 	if wait := *settle - time.Since(m.started); wait > 0 {
 		fmt.Printf("settling for %s\n", wait.Round(time.Second))
-		time.Sleep(wait) // letting the agents' start-up memory settle before measuring; not synchronisation
+		// Letting the agents' start-up memory settle before measuring;
+		// not synchronisation.
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	rep := &report{startLoad: startLoad, useGhz: useGhz}
-	l4Before, _ := inboundStreams(ctx, m.api["server"])
-
-	// 1. Latency at 1,000 req/s, the paths taking turns.
-	for r := range *rounds {
-		for _, p := range rotate(httpPaths, r) {
-			fmt.Printf("round %d/%d: fortio %s\n", r+1, *rounds, p)
-			before, _ := inboundStreams(ctx, m.api["server"])
-			res, err := measure(pids, func() (*result, error) { return fortioHTTP(ctx, a, fortio, work, "http://"+addrs[p]+"/") })
-			if err != nil {
-				return fmt.Errorf("fortio on the %s path: %w", p, err)
-			}
-			if p == pathL7 {
-				after, _ := inboundStreams(ctx, m.api["server"])
-				rep.l7SpliceStreams += after - before
-			}
-			rep.addLatency(p, res)
-			if err := m.alive(); err != nil {
-				return err
+	streams := func() float64 {
+		n, err := inboundStreams(ctx, m.api["server"])
+		if err != nil && rep.spliceErr == nil {
+			rep.spliceErr = err
+		}
+		return n
+	}
+	l4Before := streams()
+	turns := func(what string, n int, paths []string, load func(path string) (*result, error), keep func(string, *result)) error {
+		for r := range n {
+			for _, p := range rotate(paths, r) {
+				fmt.Printf("round %d/%d: %s %s\n", r+1, n, what, p)
+				res, err := measure(pids, func() (*result, error) { return load(p) })
+				if err != nil {
+					return fmt.Errorf("%s on the %s path: %w", what, p, err)
+				}
+				keep(p, res)
+				if err := m.alive(); err != nil {
+					return err
+				}
 			}
 		}
+		return nil
+	}
+
+	// 1. Latency at 1,000 req/s. The L4 splice's streams during the L7
+	// rounds tell whether the L7 path was carried per connection.
+	if err := turns("fortio", *rounds, httpPaths, func(p string) (*result, error) {
+		before := streams()
+		res, err := fortioHTTP(ctx, a, fortio, work, "http://"+addrs[p]+"/")
+		if p == pathL7 {
+			rep.l7SpliceStreams += streams() - before
+		}
+		return res, err
+	}, rep.addLatency); err != nil {
+		return err
 	}
 	rep.fortioLoad = loadAvg()
 
 	// 2. Maximum rate.
-	for r := range *wrkRounds {
-		for _, p := range rotate(httpPaths, r) {
-			fmt.Printf("round %d/%d: wrk %s\n", r+1, *wrkRounds, p)
-			res, err := measure(pids, func() (*result, error) { return runWrk(ctx, a, "http://"+addrs[p]+"/") })
-			if err != nil {
-				return fmt.Errorf("wrk on the %s path: %w", p, err)
-			}
-			rep.addMax(p, res)
-			if err := m.alive(); err != nil {
-				return err
-			}
-		}
+	if err := turns("wrk", *wrkRounds, httpPaths, func(p string) (*result, error) {
+		return runWrk(ctx, a, "http://"+addrs[p]+"/")
+	}, rep.addMax); err != nil {
+		return err
 	}
 	rep.wrkLoad = loadAvg()
 
 	// 3. gRPC unary calls.
-	grpcPids := m.pids()
-	grpcPids["gRPC app"] = grpcApp.pid()
 	grpcAddrs := map[string]string{pathDirect: addr(grpcPort), pathMesh: addrs[pathMesh]}
-	for r := range *grpcRounds {
-		for _, p := range rotate([]string{pathDirect, pathMesh}, r) {
-			fmt.Printf("round %d/%d: gRPC %s\n", r+1, *grpcRounds, p)
-			res, err := measure(grpcPids, func() (*result, error) {
-				if useGhz {
-					return runGhz(ctx, a, proto, grpcAddrs[p])
-				}
-				return fortioGRPC(ctx, a, fortio, work, grpcAddrs[p])
-			})
-			if err != nil {
-				return fmt.Errorf("gRPC on the %s path: %w", p, err)
-			}
-			rep.addGRPC(p, res)
-			if err := m.alive(); err != nil {
-				return err
-			}
+	if err := turns("gRPC", *grpcRounds, []string{pathDirect, pathMesh}, func(p string) (*result, error) {
+		if useGhz {
+			return runGhz(ctx, a, proto, grpcAddrs[p])
 		}
+		return fortioGRPC(ctx, a, fortio, work, grpcAddrs[p])
+	}, rep.addGRPC); err != nil {
+		return err
 	}
 	rep.endLoad = loadAvg()
 
-	l4After, _ := inboundStreams(ctx, m.api["server"])
-	rep.spliceStreams = l4After - l4Before
+	rep.spliceStreams = streams() - l4Before
 	rep.peak = map[string]int64{}
 	for name, pid := range m.pids() {
 		if _, hwm, err := agentproc.Memory(pid); err == nil {

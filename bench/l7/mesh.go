@@ -64,30 +64,34 @@ type mesh struct {
 	started time.Time
 }
 
-// startMesh starts a server agent that registers the three services (two
-// on the HTTP app's port, one on the gRPC app's) and a client agent
+func newMesh(bin string) *mesh {
+	return &mesh{bin: bin, api: map[string]string{"server": *serverIP + ":8500", "client": *clientIP + ":8500"},
+		dns: *clientIP + ":8600", agents: map[string]*agentproc.Proc{}}
+}
+
+// start starts a server agent on b that registers the three services (two
+// on the HTTP app's port, one on the gRPC app's) and a client agent on a
 // bootstrapped with a CA token from it, applies the policy through the CLI
-// and waits until both tunnels serve.
-func startMesh(ctx context.Context, a, b host, work, bin string, httpPort, grpcPort int) (*mesh, error) {
+// and waits until both agents hold a certificate. The agents it started
+// are the caller's to stop, on error too.
+func (m *mesh) start(ctx context.Context, a, b host, work string, httpPort, grpcPort int) error {
 	for _, ip := range []string{*serverIP, *clientIP} {
 		for _, port := range []int{8500, 8600, 7946, 7947} {
 			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d is taken (choose -server-ip/-client-ip): %w", ip, port, err)
+				return fmt.Errorf("%s:%d is taken (choose -server-ip/-client-ip): %w", ip, port, err)
 			}
 			l.Close()
 		}
 	}
-	out, err := exec.CommandContext(ctx, bin, "keygen").Output()
+	out, err := exec.CommandContext(ctx, m.bin, "keygen").Output()
 	if err != nil {
-		return nil, fmt.Errorf("keygen: %w", err)
+		return fmt.Errorf("keygen: %w", err)
 	}
 	clusterKey := strings.TrimSpace(string(out))
-	m := &mesh{bin: bin, api: map[string]string{"server": *serverIP + ":8500", "client": *clientIP + ":8500"},
-		dns: *clientIP + ":8600", agents: map[string]*agentproc.Proc{}}
 	dir := filepath.Join(work, "agents")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return err
 	}
 	common := func(name, ip, vipRange string) string {
 		return fmt.Sprintf("node: %s\ndata_dir: %s\nbind: %s\nadvertise: %s\naddresses: {http: %s, dns: %s}\ncluster_key: %q\nretry_join: [%s]\nlog_level: info\ntunnel:\n  vip_range: %s\n",
@@ -101,7 +105,7 @@ services:
   - {name: %s, address: 127.0.0.1, port: %d}
 `, svcL4, httpPort, svcL7, httpPort, svcGRPC, grpcPort))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := poll(ctx, 90*time.Second, "the server agent's CA", func() error {
 		if err := agentExited(server); err != nil {
@@ -109,27 +113,27 @@ services:
 		}
 		return m.cli(ctx, "server", nil, "ca", "roots")
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	var tok bytes.Buffer
 	if err := m.cli(ctx, "server", &tok, "ca", "token", "client"); err != nil {
-		return nil, err
+		return err
 	}
 	tokFile := filepath.Join(dir, "client-token")
 	if err := os.WriteFile(tokFile, []byte(agentproc.LastLine(tok.String())), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	m.started = time.Now()
 	client, err := m.startAgent(ctx, a, dir, "client", common("client", *clientIP, clientVIPRange)+fmt.Sprintf("ca:\n  token_file: %s\n", tokFile))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	policy := filepath.Join(work, "policy.yaml")
 	if err := os.WriteFile(policy, []byte(policyDocs), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	if err := m.cli(ctx, "server", nil, "policy", "apply", "-f", policy); err != nil {
-		return nil, err
+		return err
 	}
 	for name, p := range map[string]*agentproc.Proc{"server": server, "client": client} {
 		if err := poll(ctx, 90*time.Second, "the "+name+" agent's certificate", func() error {
@@ -138,10 +142,10 @@ services:
 			}
 			return m.cli(ctx, name, nil, "ca", "cert")
 		}); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // startAgent starts an agent with -agent-gomaxprocs and pins it to h.
