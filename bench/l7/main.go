@@ -300,6 +300,12 @@ func run(ctx context.Context) error {
 	// 3. gRPC unary calls.
 	grpcAddrs := map[string]string{pathDirect: addr(grpcPort), pathMesh: addrs[pathMesh]}
 	if err := turns("gRPC", *grpcRounds, []string{pathDirect, pathMesh}, func(p string) (*result, error) {
+		before := streams()
+		defer func() {
+			if p == pathMesh {
+				rep.grpcSpliceStreams += streams() - before
+			}
+		}()
 		if useGhz {
 			return runGhz(ctx, a, proto, grpcAddrs[p])
 		}
