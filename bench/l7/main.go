@@ -234,10 +234,10 @@ func run(ctx context.Context) error {
 	pids["HAProxy client"], pids["HAProxy server"] = hpClient.pid(), hpServer.pid()
 	pids["app"], pids["gRPC app"] = app.pid(), grpcApp.pid()
 	fmt.Printf("bench/l7: %s: load generators, client agent %s, client HAProxy; %s: apps, server agent %s, server HAProxy\n", a, *clientIP, b, *serverIP)
-	for _, p := range append(httpPaths, pathMesh) {
+	for _, p := range httpPaths {
 		fmt.Printf("  %-8s http://%s/\n", p, addrs[p])
 	}
-	fmt.Printf("  gRPC direct %s\n", addr(grpcPort))
+	fmt.Printf("  gRPC: direct %s, mesh %s\n", addr(grpcPort), addrs[pathMesh])
 
 	if wait := *settle - time.Since(m.started); wait > 0 {
 		fmt.Printf("settling for %s\n", wait.Round(time.Second))
