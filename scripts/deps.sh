@@ -8,8 +8,8 @@
 #                            server (grpc-interop-client, grpc-interop-server)
 #   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
 #                            systemd-container, debootstrap, ansible, ssh
-#   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy,
-#                            fortio, redis, postgresql
+#   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy, wrk,
+#                            fortio, ghz, redis, postgresql
 #   scripts/deps.sh step     step-ca and the step CLI, for the external-CA test
 #   scripts/deps.sh lint     ansible-lint, systemd-analyze
 #   scripts/deps.sh release  nfpm (the .deb packager), dpkg-deb, ssh-keygen
@@ -19,6 +19,7 @@ set -euo pipefail
 COREDNS_VERSION=v1.15.0
 STEP_VERSION=v0.30.2
 FORTIO_VERSION=v1.68.2
+GHZ_VERSION=v0.120.0
 NFPM_VERSION=v2.48.0
 # The gRPC interop client and server come from the version go.mod requires.
 GRPC_VERSION=v1.79.3
@@ -97,6 +98,7 @@ group_bench() {
 	apt_install dnsperf iperf3 stunnel4 haproxy redis-server redis-tools postgresql postgresql-contrib wrk
 	go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 	go_install fortio "fortio.org/fortio@$FORTIO_VERSION"
+	go_install ghz "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
 }
 
 group_step() {
