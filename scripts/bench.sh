@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(go env GOPATH)/bin:$PATH"
 
-all=(gossip dns raft ca transport realclients agent)
+all=(gossip dns raft ca transport realclients l7 agent)
 [ $# -gt 0 ] && all=("$@")
 mkdir -p bench-results
 for b in "${all[@]}"; do
