@@ -315,6 +315,14 @@ func run(ctx context.Context) error {
 	}
 	rep.endLoad = loadAvg()
 
+	// 4. A 1 GiB upload through the L7 path: the agents' memory while it
+	// streams.
+	up, err := measure(pids, func() (*result, error) { return upload(ctx, "http://"+addrs[pathL7]+"/upload") })
+	if err != nil {
+		return err
+	}
+	rep.upload = up
+
 	rep.spliceStreams = streams() - l4Before
 	rep.peak = map[string]int64{}
 	for name, pid := range m.pids() {

@@ -31,6 +31,7 @@ type report struct {
 	l7SpliceStreams, grpcSpliceStreams, spliceStreams float64
 	spliceErr                                         error            // reading the metric failed: no verdict
 	peak                                              map[string]int64 // agent -> VmHWM at the end, KiB
+	upload                                            *result          // the 1 GiB upload through L7
 }
 
 func (r *report) addLatency(path string, res *result) { r.lat = add(r.lat, path, res) }
@@ -255,6 +256,10 @@ func (r *report) print(w io.Writer) {
 		return fmt.Sprintf("%.2f (%.1f %%)", v, s*100)
 	})
 
+	if u := r.upload; u != nil {
+		fmt.Fprintf(w, "\n1 GiB upload of unknown length (chunked) through L7: %.0f MB/s; agents' RSS while it streamed, largest sample: client %s MiB, server %s MiB\n",
+			u.rate/1e6, mib(maxRSS([]*result{u}, "client agent")), mib(maxRSS([]*result{u}, "server agent")))
+	}
 	fmt.Fprintf(w, "\nload average (1, 5, 15 min): start %s; after fortio %s; after wrk %s; end %s\n", r.startLoad, r.fortioLoad, r.wrkLoad, r.endLoad)
 	fmt.Fprintf(w, "agents' peak RSS since start (VmHWM): client %s MiB, server %s MiB\n", mib(r.peak["client agent"]), mib(r.peak["server agent"]))
 	switch {

@@ -147,7 +147,7 @@ func (h *h1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	write := func() {
 		body := req.Body
 		if !replay {
-			req.Body = &flushingReader{r: body, w: c.bw, p: h.p}
+			req.Body = h.p.interactive(body, req.ContentLength, c.bw)
 		}
 		err := req.Write(&streamWriter{bw: c.bw, p: h.p})
 		req.Body = body

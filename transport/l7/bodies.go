@@ -48,6 +48,18 @@ func (f *flushingReader) WriteTo(w io.Writer) (int64, error) { return f.p.copyBo
 
 func (f *flushingReader) Close() error { return f.r.Close() }
 
+// interactive wraps a body of unknown length (chunked: gRPC messages,
+// server-sent events, a stream of any kind) in a flushingReader over w,
+// so that each piece leaves as it comes. A body of known length is
+// written through w's buffer: its pieces are not awaited by anyone one by
+// one, and flushing each would cost a write per piece.
+func (p *Proxy) interactive(body io.ReadCloser, length int64, w *bufio.Writer) io.ReadCloser {
+	if length >= 0 || body == nil {
+		return body
+	}
+	return &flushingReader{r: body, w: w, p: p}
+}
+
 // copyBody copies r to w with a pooled buffer.
 func (p *Proxy) copyBody(w io.Writer, r io.Reader) (int64, error) {
 	bp := p.bufs.Get().(*[]byte)

@@ -123,7 +123,10 @@ func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req
 		}
 	}
 	keep = req.ProtoAtLeast(1, 1) && !req.Close
-	call := &call{p: p, r: req, rt: rt, grpc: isGRPC(req.Header)}
+	// The receiving agent writes its answer as HTTP/1.1, whole and framed,
+	// and ends the stream after it: an HTTP/1.1 application can have those
+	// bytes as they are.
+	call := &call{p: p, r: req, rt: rt, grpc: isGRPC(req.Header), verbatim: req.ProtoAtLeast(1, 1)}
 	defer call.end()
 	resp, me := call.send()
 	if me != nil {
@@ -135,7 +138,13 @@ func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req
 			keep = false
 		}
 	}
-	if err := p.writeAnswer(bw, resp, req, keep); err != nil {
+	var err error
+	if me == nil && call.verbatim {
+		err = p.copyVerbatim(c, call.br)
+	} else {
+		err = p.writeAnswer(bw, resp, req, keep)
+	}
+	if err != nil {
 		call.failed = true
 		call.abort()
 		return false, call.uploaded()
@@ -158,7 +167,7 @@ func (p *Proxy) writeAnswer(bw *bufio.Writer, resp *http.Response, req *http.Req
 		resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 0, "HTTP/1.0"
 		resp.TransferEncoding, resp.Trailer, resp.Close = nil, nil, true
 		body := resp.Body
-		resp.Body = &flushingReader{r: body, w: bw, p: p}
+		resp.Body = p.interactive(body, resp.ContentLength, bw)
 		err := resp.Write(&streamWriter{bw: bw, p: p})
 		resp.Body = body
 		if err == nil {
@@ -214,4 +223,25 @@ func (p *Proxy) upgradeH1(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req *h
 		return
 	}
 	p.splice(c, br, call.stream, call.br, p.idleOf(rt.Destination()))
+}
+
+// copyVerbatim copies an answer from the stream (through br) to the
+// application as it comes, until the stream ends.
+func (p *Proxy) copyVerbatim(c net.Conn, br *bufio.Reader) error {
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	for {
+		n, err := br.Read(*bp)
+		if n > 0 {
+			if _, werr := c.Write((*bp)[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

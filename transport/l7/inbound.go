@@ -159,8 +159,8 @@ func (p *Proxy) bufferBody(req *http.Request) bool {
 }
 
 // writeResponse writes resp in HTTP/1.1 form: chunked when its length is
-// unknown, so that trailers (gRPC's status) follow the body; each piece
-// of a streamed body leaves as soon as the app sent it.
+// unknown, so that trailers (gRPC's status) follow the body, and then each
+// piece leaves as soon as the app sent it.
 func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
 	removeHopHeaders(resp.Header)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
@@ -175,7 +175,7 @@ func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
 		resp.TransferEncoding = nil
 	}
 	body := resp.Body
-	resp.Body = &flushingReader{r: body, w: bw, p: p}
+	resp.Body = p.interactive(body, resp.ContentLength, bw)
 	err := resp.Write(&streamWriter{bw: bw, p: p})
 	resp.Body = body
 	if err == nil {

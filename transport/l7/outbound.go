@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -44,6 +45,10 @@ type call struct {
 	// streamed is the body when it is streamed, not kept.
 	streamed *eofBody
 	replay   bool // body (or no body) may be sent again
+	// verbatim leaves the answer unread but for its status code: an
+	// HTTP/1.1 application gets the bytes as the receiving agent wrote
+	// them (copyVerbatim).
+	verbatim bool
 	trace    wire.TraceContext
 	idle     time.Duration // ends an answer that stalls this long
 
@@ -233,7 +238,15 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 		}
 		return fail(openError(ctx, err, c.caller), retry)
 	}
-	resp, err := http.ReadResponse(br, c.r)
+	var resp *http.Response
+	if c.verbatim {
+		var code int
+		if code, err = statusCode(br); err == nil {
+			resp = &http.Response{StatusCode: code, Body: http.NoBody, Request: c.r}
+		}
+	} else {
+		resp, err = http.ReadResponse(br, c.r)
+	}
 	if err != nil {
 		s.Abort(tunnel.AbortFailed)
 		if expired(ctx) {
@@ -318,7 +331,7 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	if c.body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(c.body))
 	} else if !c.replay {
-		r.Body = &flushingReader{r: body, w: bw, p: c.p}
+		r.Body = c.p.interactive(body, r.ContentLength, bw)
 	}
 	err := r.Write(&streamWriter{bw: bw, p: c.p})
 	r.Body = body
@@ -425,4 +438,21 @@ func (l *headLimit) Read(b []byte) (int, error) {
 	n, err := l.r.Read(b)
 	l.n -= n
 	return n, err
+}
+
+// statusCode reads the status code of the answer br holds, leaving the
+// answer unread.
+func statusCode(br *bufio.Reader) (int, error) {
+	line, err := br.Peek(len("HTTP/1.1 200"))
+	if err != nil {
+		return 0, err
+	}
+	if string(line[:len("HTTP/1.1 ")]) != "HTTP/1.1 " {
+		return 0, fmt.Errorf("answer starts with %q, not HTTP/1.1", line)
+	}
+	code, err := strconv.Atoi(string(line[len("HTTP/1.1 "):]))
+	if err != nil || code < 100 || code > 999 {
+		return 0, fmt.Errorf("answer's status line %q has no status code", line)
+	}
+	return code, nil
 }
