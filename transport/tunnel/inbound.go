@@ -121,7 +121,7 @@ func (t *Tunnel) serveConn(c *quic.Conn) {
 			return
 		}
 		t.wg.Add(1)
-		go t.handleStream(s, pi)
+		t.workers.run(func() { t.handleStream(s, pi) })
 	}
 }
 

@@ -147,6 +147,7 @@ type Tunnel struct {
 	rcvBuf, sndBuf int  // set by Start
 
 	flight   InFlight
+	workers  *workers // run inbound streams
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -230,6 +231,7 @@ func (t *Tunnel) Start(ctx context.Context) error {
 		return errors.New("transport: already started")
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.workers = newWorkers(&t.wg, t.ctx.Done())
 	t.rcvBuf, t.sndBuf = sizeSocketBuffers(t.deps.PacketConn, t.cfg.SocketBuffer, t.log)
 	t.m.udpBuffer.WithLabelValues("receive").Set(float64(t.rcvBuf))
 	t.m.udpBuffer.WithLabelValues("send").Set(float64(t.sndBuf))
