@@ -27,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -62,9 +63,7 @@ type Proxy struct {
 	m       *metrics
 	bufPool sync.Pool // *[]byte of cfg.CopyBuffer
 
-	mu     sync.Mutex
-	conns  map[io.Closer]struct{} // TCP connections being carried, cut by Close
-	closed bool
+	conns connset.Set // TCP connections being carried, cut by Close
 }
 
 // New validates cfg and allocates a Proxy.
@@ -89,7 +88,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: metrics: %w", err)
 	}
-	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m, conns: map[io.Closer]struct{}{}}
+	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m}
 	p.bufPool.New = func() any { b := make([]byte, cfg.CopyBuffer); return &b }
 	return p, nil
 }
@@ -183,34 +182,9 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 // Close cuts every connection still carried: applications see a reset,
 // not an end. Later connections are closed as they come. Idempotent.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // applications must see a failure, not an end
-		}
-		c.Close()
-		delete(p.conns, c)
-	}
+	p.conns.Close()
 	return nil
 }
 
-// track registers c to be cut by Close; it reports false (and closes c)
-// when the proxy is already closed.
-func (p *Proxy) track(c io.Closer) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(c io.Closer) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
+func (p *Proxy) track(c io.Closer) bool { return p.conns.Add(c) }
+func (p *Proxy) untrack(c io.Closer)    { p.conns.Remove(c) }

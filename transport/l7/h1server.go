@@ -31,10 +31,10 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 		c.Close()
 		return
 	}
-	if !p.track(c) {
+	if !p.conns.Add(c) {
 		return
 	}
-	defer p.untrack(c)
+	defer p.conns.Remove(c)
 	rc := rawio.WrapTCP(c)
 	hl := limitHead(rc, -1)
 	br := p.getReader(hl)

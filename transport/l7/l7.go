@@ -44,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -156,9 +157,7 @@ type Proxy struct {
 	h1 *h1Pool         // keep-alive HTTP/1.1 connections to local apps
 	h2 *http.Transport // h2c connections to local apps
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // applications' connections, cut by Close
-	closed bool
+	conns connset.Set // applications' connections, cut by Close
 
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
@@ -198,7 +197,6 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
 	p.h1, p.h2 = newH1Pool(p), p.appTransport()
-	p.conns = map[net.Conn]struct{}{}
 
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -245,38 +243,10 @@ func (p *Proxy) appTransport() *http.Transport {
 func (p *Proxy) Close() error {
 	p.ln.Close()
 	err := p.srv.Close()
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // applications must see a failure, not an end
-		}
-		c.Close()
-		delete(p.conns, c)
-	}
-	p.mu.Unlock()
+	p.conns.Close()
 	p.h1.close()
 	p.h2.CloseIdleConnections()
 	return err
-}
-
-// track registers c to be cut by Close; it reports false (and closes c)
-// when the proxy is already closed.
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
 }
 
 // getReader returns a pooled reader over r.
