@@ -40,6 +40,12 @@ func startHTTPApp(t testing.TB, name string) *httpApp {
 // startHTTPAppAt starts the app on addr.
 func startHTTPAppAt(t testing.TB, name, addr string) *httpApp {
 	t.Helper()
+	return startHTTPAppWith(t, name, addr, nil)
+}
+
+// startHTTPAppWith starts the app on addr, its server set up by tune.
+func startHTTPAppWith(t testing.TB, name, addr string, tune func(*http.Server)) *httpApp {
+	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +55,9 @@ func startHTTPAppAt(t testing.TB, name, addr string) *httpApp {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	a.srv = &http.Server{Handler: a, Protocols: &protos}
+	if tune != nil {
+		tune(a.srv)
+	}
 	go a.srv.Serve(ln)
 	t.Cleanup(func() { a.srv.Close() })
 	return a
@@ -493,4 +502,80 @@ func TestL7IdleAnswerCut(t *testing.T) {
 		t.Fatalf("stalled answer: %q, %v; want \"start\" then an error", got, err)
 	}
 	eventually(t, "the app to see its stalled request cancelled", func() bool { return app.cancelled.Load() == 1 })
+}
+
+// TestL7StaleAppConnection: the app closes keep-alive connections that
+// sat idle; the receiving agent's pooled connection is then closed under
+// it, and the next request, whose short body was kept, is sent again on a
+// new connection instead of failing.
+func TestL7StaleAppConnection(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	closed := make(chan struct{}, 8)
+	app := startHTTPAppWith(t, "web-1", "127.0.0.1:0", func(s *http.Server) {
+		s.IdleTimeout = 30 * time.Millisecond
+		s.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed {
+				closed <- struct{}{}
+			}
+		}
+	})
+	m := newMesh(t)
+	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "web", app.port)
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	post := func() *http.Response {
+		resp, err := c.Post("http://"+vip+"/echo", "text/plain", strings.NewReader("short body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post(); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	select {
+	case <-closed: // the app closed the agent's idle connection
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app never closed its idle connection")
+	}
+	if resp := post(); resp.StatusCode != 200 {
+		t.Fatalf("request after the app closed the pooled connection: %d %q", resp.StatusCode, resp.Header.Get(l7.ErrorHeader))
+	}
+}
+
+// TestL7HeadAndHTTP10 answers a HEAD request with its head only, and an
+// HTTP/1.0 client with an HTTP/1.0 answer that closes the connection.
+func TestL7HeadAndHTTP10(t *testing.T) {
+	_, _, vip := l7Mesh(t, newL7Policy())
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	resp, body := get(t, c, "HEAD", "http://"+vip+"/", nil)
+	if resp.StatusCode != 200 || body != "" || resp.Header.Get("X-Method") != "HEAD" {
+		t.Errorf("HEAD: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	// A second request on the same connection still works after HEAD.
+	if resp, _ := get(t, c, "GET", "http://"+vip+"/", nil); resp.StatusCode != 200 {
+		t.Errorf("GET after HEAD: %d", resp.StatusCode)
+	}
+
+	conn := dial(t, vip)
+	io.WriteString(conn, "POST /old HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	all, err := io.ReadAll(conn) // the agent closes after the answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(all))), nil)
+	if err != nil {
+		t.Fatalf("HTTP/1.0 answer %q: %v", all, err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	if r.ProtoMinor != 0 || string(b) != "abc" || len(r.TransferEncoding) != 0 {
+		t.Errorf("HTTP/1.0 answer: HTTP/1.%d, body %q, transfer-encoding %v", r.ProtoMinor, b, r.TransferEncoding)
+	}
 }
