@@ -128,12 +128,10 @@ type connectReq struct {
 // opened is a stream connect opened: the stream, the instance's balancer
 // state (Start was called) and the instance.
 type opened struct {
-	st       *tunnel.Stream
-	ep       *balance.Endpoint
-	key      epKey
-	service  string // the service the instance serves, after the split
-	start    time.Duration
-	balancer *balance.Balancer
+	st    *tunnel.Stream
+	ep    *balance.Endpoint
+	key   epKey
+	start time.Duration // when the open began, on the balancer's clock
 }
 
 // connect opens a stream to an instance of rq.service: for a connection,
@@ -226,7 +224,7 @@ func (t *Transport) connect(ctx context.Context, rq connectReq) (*opened, error)
 		t0 := t.lb.bal.Now()
 		st, err := open(ctx, peerOf(in), &hdr)
 		if err == nil {
-			return &opened{st: st, ep: ep, key: keyOf(in), service: in.Service.Name, start: t0, balancer: t.lb.bal}, nil
+			return &opened{st: st, ep: ep, key: keyOf(in), start: t0}, nil
 		}
 		ep.End()
 		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
