@@ -151,12 +151,11 @@ func (p *Proxy) bufferBody(req *http.Request) bool {
 		if _, err := io.ReadFull(req.Body, b); err != nil {
 			return false // the caller's stream failed: so will the request
 		}
-		// The body's end, read too, so that the stream's reader is known
-		// to be free once the answer is sent.
+		// The body's end (a body of known length reports it without
+		// reading the stream), so that the stream's reader is known to be
+		// free once the answer is sent.
 		var one [1]byte
-		if n, err := req.Body.Read(one[:]); n != 0 || err != io.EOF {
-			return false
-		}
+		req.Body.Read(one[:])
 		req.Body = io.NopCloser(bytes.NewReader(b))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		return true
