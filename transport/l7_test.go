@@ -579,3 +579,37 @@ func TestL7HeadAndHTTP10(t *testing.T) {
 		t.Errorf("HTTP/1.0 answer: HTTP/1.%d, body %q, transfer-encoding %v", r.ProtoMinor, b, r.TransferEncoding)
 	}
 }
+
+// TestL7BalancesByRequestLatency sends the requests of one keep-alive
+// connection to two instances, one of whose apps takes 20 ms to answer:
+// the choice is made per request, on request latency, so most go to the
+// fast one (per connection, all would go to whichever was picked first).
+func TestL7BalancesByRequestLatency(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	fast := startHTTPApp(t, "fast")
+	slow := startHTTPAppWith(t, "slow", fmt.Sprintf("127.0.0.2:%d", fast.port), func(s *http.Server) {
+		h := s.Handler
+		s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(20 * time.Millisecond) // the app's own latency, not a wait for an event
+			h.ServeHTTP(w, r)
+		})
+	})
+	m := newMesh(t)
+	m.addAgent("s1", []LocalService{{Name: "web", Ports: []int{fast.port}}}, agentOpts{deps: pol.deps})
+	m.addAgent("s2", []LocalService{{Name: "web", Address: "127.0.0.2", Ports: []int{fast.port}}}, agentOpts{deps: pol.deps})
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "web", fast.port)
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	const n = 60
+	for range n {
+		if resp, _ := get(t, c, "GET", "http://"+vip+"/", nil); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	nf, ns := len(fast.requests()), len(slow.requests())
+	if nf+ns != n || nf < n*3/4 || ns == 0 {
+		t.Errorf("fast instance got %d requests, slow %d: want both tried and at least %d on the fast one", nf, ns, n*3/4)
+	}
+}
