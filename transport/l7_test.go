@@ -613,3 +613,49 @@ func TestL7BalancesByRequestLatency(t *testing.T) {
 		t.Errorf("fast instance got %d requests, slow %d: want both tried and at least %d on the fast one", nf, ns, n*3/4)
 	}
 }
+
+// TestL7PerTryTimeout bounds one try by Resilience.retries.per_try_timeout
+// when no request timeout is set.
+func TestL7PerTryTimeout(t *testing.T) {
+	pol := newL7Policy()
+	pol.res["web"] = &policy.Resilience{Retries: &policy.Retries{PerTryTimeout: policy.Duration(200 * time.Millisecond)}}
+	app, _, vip := l7Mesh(t, pol)
+	resp, _ := get(t, &http.Client{}, "GET", "http://"+vip+"/hold", nil)
+	if reason := resp.Header.Get(l7.ErrorHeader); resp.StatusCode != 504 || (reason != l7.ReasonTimeout && reason != l7.ReasonDeadlineExceeded) {
+		t.Errorf("held past the per-try timeout: %d %q", resp.StatusCode, reason)
+	}
+	eventually(t, "the app to see its held request cancelled", func() bool { return app.cancelled.Load() == 1 })
+}
+
+// TestL7Connect carries a CONNECT request as a request, then, once the
+// app answered 200, the bytes both ways.
+func TestL7Connect(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	m := newMesh(t)
+	app := startBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != http.MethodConnect {
+			io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+		io.Copy(c, br)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	c := dial(t, client.vipAddr(t, "web", app.port))
+	io.WriteString(c, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT answer: %v, %v", resp, err)
+	}
+	io.WriteString(c, "tunnelled")
+	c.CloseWrite()
+	if got, err := io.ReadAll(br); err != nil || string(got) != "tunnelled" {
+		t.Fatalf("through the CONNECT tunnel: %q, %v", got, err)
+	}
+}
