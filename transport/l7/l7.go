@@ -3,8 +3,10 @@
 // grpc (h2c apps).
 //
 // On the calling agent, ServeConn serves an application's connection taken
-// on a VIP or upstream listener with net/http: HTTP/1.1 (keep-alive,
-// chunked bodies, Expect: 100-continue) and HTTP/2 with prior knowledge.
+// on a VIP or upstream listener: HTTP/1.1 (keep-alive, pipelining, chunked
+// bodies, Expect: 100-continue, HTTP/1.0) on the connection's goroutine
+// with net/http's ReadRequest and Response.Write, and HTTP/2 with prior
+// knowledge (h2c, gRPC) with net/http's server.
 // Each request gets its budget (Resilience timeouts, the caller's
 // x-meshwork-deadline-ms or grpc-timeout), is routed and balanced by the
 // connection's Router (Route rules, Split, peak-EWMA P2C fed by request
@@ -16,8 +18,10 @@
 // On the receiving agent, ServeStream reads the request from an admitted
 // stream, applies the L7 intentions, hands the remaining budget to the app
 // in x-meshwork-deadline-ms (and grpc-timeout), forwards the request over a
-// keep-alive pool (HTTP/1.1 or h2c, by the service's protocol) and streams
-// the response back, trailers included.
+// keep-alive pool (HTTP/1.1 over a pool of its own, h2c over net/http's,
+// by the service's protocol) and streams the response back, trailers
+// included, ending the stream after it: an HTTP/1.1 application gets those
+// bytes as they are.
 //
 // Bodies are streamed both ways with backpressure, never buffered whole;
 // only a body of at most Config.MaxReplayBody is kept, so that a request
