@@ -15,19 +15,23 @@
 //     application's connection and splices, with half-close, backpressure
 //     and the idle timeout. It uses the tunnel's Stream, Inbound and
 //     Connector, never Transport.
+//   - transport/l7: the per-request handler of "http", "http2" and "grpc"
+//     services. It carries each HTTP request on a stream of its own,
+//     routed and balanced per request through the Connector, which is then
+//     also an l7.Router.
 //   - transport (this package): reconciling the VIP and upstream listeners
 //     with the catalog and the local services; working out who is calling;
-//     routing (traffic splits) and balancing (transport/balance) across the
-//     instances that may serve a service, with retries on connect; and
-//     picking the Handler of each service's protocol. Only "tcp" (l4) exists
-//     so far; a per-request handler for "http", "http2" and "grpc" plugs in
-//     at handlerSet.
+//     routing (Route rules, traffic splits) and balancing
+//     (transport/balance) across the instances that may serve a service,
+//     with retries on connect; and picking the Handler of each service's
+//     protocol, and of each inbound stream by its framing.
 //
 // One Transport runs per agent on one UDP socket (port 7948 by default),
 // shared by its QUIC listener and its dials. It keeps one long-lived QUIC
 // connection to each peer agent it talks to, dialled on first use, kept
-// alive, and dialled again after a failure; every proxied TCP connection is
-// one bidirectional stream on it.
+// alive, and dialled again after a failure; every proxied TCP connection,
+// and every request of a per-request service, is one bidirectional stream
+// on it.
 //
 // The path of a connection: an application connects to VIP:port (or to an
 // explicit upstream's local address). The agent works out who is calling
