@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 )
 
 // haproxyName is the name in the pair's certificate, which each end checks.
@@ -117,10 +119,10 @@ backend app
 
 // startHAProxy writes both configs and starts the server end on b and the
 // client end on a; it returns the two processes.
-func startHAProxy(procs *procSet, a, b host, dir string, c haproxyConfig) (client, server *proc, err error) {
+func startHAProxy(procs *procSet, a, b cpuhost.Host, dir string, c haproxyConfig) (client, server *proc, err error) {
 	for _, end := range []struct {
 		name string
-		h    host
+		h    cpuhost.Host
 		conf string
 		out  **proc
 	}{{"haproxy-server", b, c.server(), &server}, {"haproxy-client", a, c.client(), &client}} {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,24 +9,19 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
-)
 
-// bucket is one bucket of a latency histogram, in seconds. A single
-// measured latency is a bucket whose Start and End are equal.
-type bucket struct {
-	Start, End float64
-	Count      int64
-}
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
+	"github.com/meshwork/meshwork/bench/internal/histogram"
+)
 
 // result is one load run on one path.
 type result struct {
 	requests, errors int64
 	rate             float64 // achieved requests per second
-	hist             []bucket
+	hist             []histogram.Bucket
 	use              map[string]usage // the sampled processes
 	mach             machineUse
 	loadCPU          float64 // the load generator's own CPU seconds
@@ -35,44 +29,12 @@ type result struct {
 	firstError       string  // what the first failed request said, when known
 }
 
-// percentile is the q-th percentile of the buckets, interpolated linearly
-// inside the bucket it falls in, as fortio does; exact for single values.
-func percentile(bs []bucket, q float64) time.Duration {
-	bs = slices.Clone(bs)
-	slices.SortFunc(bs, func(a, b bucket) int {
-		if c := cmp.Compare(a.Start, b.Start); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.End, b.End)
-	})
-	var total int64
-	for _, b := range bs {
-		total += b.Count
-	}
-	if total == 0 {
-		return 0
-	}
-	want := q / 100 * float64(total)
-	var seen float64
-	for _, b := range bs {
-		if b.Count == 0 {
-			continue
-		}
-		if seen+float64(b.Count) >= want {
-			frac := (want - seen) / float64(b.Count)
-			return time.Duration((b.Start + frac*(b.End-b.Start)) * float64(time.Second))
-		}
-		seen += float64(b.Count)
-	}
-	return time.Duration(bs[len(bs)-1].End * float64(time.Second))
-}
-
 // runTool runs a load generator on h, bounded by limit, and returns its
 // standard output and the CPU seconds it used.
-func runTool(ctx context.Context, h host, limit time.Duration, bin string, args ...string) ([]byte, float64, error) {
+func runTool(ctx context.Context, h cpuhost.Host, limit time.Duration, bin string, args ...string) ([]byte, float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	bin, args = h.command(bin, args...)
+	bin, args = h.Command(bin, args...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -93,7 +55,7 @@ type fortioReport struct {
 	RetCodes          map[string]int64
 	DurationHistogram struct {
 		Count int64
-		Data  []bucket
+		Data  []histogram.Bucket
 	}
 }
 
@@ -126,7 +88,7 @@ func jsonFile(dir, prefix string) (string, error) {
 }
 
 // fortioHTTP runs fortio at -qps against url from h.
-func fortioHTTP(ctx context.Context, h host, fortio, dir, url string) (*result, error) {
+func fortioHTTP(ctx context.Context, h cpuhost.Host, fortio, dir, url string) (*result, error) {
 	out, err := jsonFile(dir, "fortio")
 	if err != nil {
 		return nil, err
@@ -186,7 +148,7 @@ func parseWrk(out string) (*result, error) {
 }
 
 // runWrk runs wrk (HTTP/1.1, keep-alive) as fast as it goes against url.
-func runWrk(ctx context.Context, h host, url string) (*result, error) {
+func runWrk(ctx context.Context, h cpuhost.Host, url string) (*result, error) {
 	out, cpu, err := runTool(ctx, h, *wrkDuration+30*time.Second, "wrk",
 		"-t", strconv.Itoa(*wrkThreads), "-c", strconv.Itoa(*wrkConns), "-d", wrkDuration.String(), "--timeout", "5s", url)
 	if err != nil {
@@ -264,7 +226,7 @@ func parseGhz(raw []byte) (*result, error) {
 		switch {
 		case d.Error == "" && d.Status == "OK":
 			s := float64(d.Latency) / 1e9
-			res.hist = append(res.hist, bucket{Start: s, End: s, Count: 1})
+			res.hist = append(res.hist, histogram.Bucket{Start: s, End: s, Count: 1})
 		case cutByGhz(d, last):
 			res.cut++
 			continue
@@ -284,7 +246,7 @@ var grpcPayload = strings.Repeat("x", appBodySize)
 
 // runGhz makes unary gRPC calls at -grpc-rate for -grpc-duration against
 // addr with ghz, on one HTTP/2 connection.
-func runGhz(ctx context.Context, h host, proto, addr string) (*result, error) {
+func runGhz(ctx context.Context, h cpuhost.Host, proto, addr string) (*result, error) {
 	data, _ := json.Marshal(map[string]string{"payload": grpcPayload})
 	out, cpu, err := runTool(ctx, h, *grpcDuration+30*time.Second, *ghzBin,
 		"--insecure", "--proto", proto, "--call", "fgrpc.PingServer.Ping", "-d", string(data),
@@ -303,7 +265,7 @@ func runGhz(ctx context.Context, h host, proto, addr string) (*result, error) {
 
 // fortioGRPC is runGhz's stand-in when ghz is missing: fortio's gRPC ping
 // load, histogram buckets of 10 µs.
-func fortioGRPC(ctx context.Context, h host, fortio, dir, addr string) (*result, error) {
+func fortioGRPC(ctx context.Context, h cpuhost.Host, fortio, dir, addr string) (*result, error) {
 	out, err := jsonFile(dir, "fortio")
 	if err != nil {
 		return nil, err

@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/bench/internal/agentproc"
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 	"github.com/meshwork/meshwork/internal/freeport"
 )
 
@@ -141,7 +142,7 @@ func run(ctx context.Context) error {
 	defer os.RemoveAll(work)
 	procs := &procSet{}
 	defer procs.stopAll()
-	a, b := hosts(*pin)
+	a, b := cpuhost.Pair(*pin)
 	startLoad := loadAvg()
 
 	// The apps, on host B.

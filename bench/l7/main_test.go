@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
+	"github.com/meshwork/meshwork/bench/internal/histogram"
 	"github.com/meshwork/meshwork/internal/freeport"
 )
 
@@ -55,7 +57,7 @@ func haproxyPair(t *testing.T, clientTrust string) string {
 	}
 	procs := &procSet{}
 	t.Cleanup(procs.stopAll)
-	if _, _, err := startHAProxy(procs, host{name: "A"}, host{name: "B"}, dir, c); err != nil {
+	if _, _, err := startHAProxy(procs, cpuhost.Host{Name: "A"}, cpuhost.Host{Name: "B"}, dir, c); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -99,27 +101,27 @@ func TestHAProxyPairVerifiesTLS(t *testing.T) {
 }
 
 func TestPercentile(t *testing.T) {
-	exact := func(ms ...float64) []bucket {
-		var bs []bucket
+	exact := func(ms ...float64) []histogram.Bucket {
+		var bs []histogram.Bucket
 		for _, m := range ms {
-			bs = append(bs, bucket{Start: m / 1000, End: m / 1000, Count: 1})
+			bs = append(bs, histogram.Bucket{Start: m / 1000, End: m / 1000, Count: 1})
 		}
 		return bs
 	}
 	for _, tc := range []struct {
 		name string
-		bs   []bucket
+		bs   []histogram.Bucket
 		q    float64
 		want time.Duration
 	}{
 		{"exact median", exact(3, 1, 2), 50, 2 * time.Millisecond},
 		{"exact p99 of 100 is the 99th", exact(seq(100)...), 99, 99 * time.Millisecond},
 		{"exact p99.9 of 100 is the largest", exact(seq(100)...), 99.9, 100 * time.Millisecond},
-		{"inside a bucket, linearly", []bucket{{Start: 0, End: 0.001, Count: 10}, {Start: 0.001, End: 0.002, Count: 10}}, 75, 1500 * time.Microsecond},
+		{"inside a bucket, linearly", []histogram.Bucket{{Start: 0, End: 0.001, Count: 10}, {Start: 0.001, End: 0.002, Count: 10}}, 75, 1500 * time.Microsecond},
 		{"empty", nil, 99, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := percentile(tc.bs, tc.q); got != tc.want {
+			if got := histogram.Percentile(tc.bs, tc.q); got != tc.want {
 				t.Fatalf("p%g = %v, want %v", tc.q, got, tc.want)
 			}
 		})
@@ -136,7 +138,7 @@ func seq(n int) []float64 {
 
 func TestPairedAddedIsTheMedianRound(t *testing.T) {
 	one := func(ms float64) *result {
-		return &result{hist: []bucket{{Start: ms / 1000, End: ms / 1000, Count: 1}}}
+		return &result{hist: []histogram.Bucket{{Start: ms / 1000, End: ms / 1000, Count: 1}}}
 	}
 	path := []*result{one(5), one(1.5), one(1.2)}
 	base := []*result{one(1), one(1), one(1)}
@@ -189,7 +191,7 @@ func TestParseGhz(t *testing.T) {
 		t.Fatalf("got requests %d, errors %d, cut %d, rate %g; want 4, 2, 1, 999.5", r.requests, r.errors, r.cut, r.rate)
 	}
 	// The failed call is not a latency.
-	if got := percentile(r.hist, 100); got != 400*time.Microsecond {
+	if got := histogram.Percentile(r.hist, 100); got != 400*time.Microsecond {
 		t.Fatalf("p100 = %v, want 400µs", got)
 	}
 	if _, err := parseGhz([]byte(`{"count":0}`)); err == nil {

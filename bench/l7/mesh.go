@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meshwork/meshwork/bench/internal/agentproc"
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 	"github.com/meshwork/meshwork/transport/l4"
 )
 
@@ -74,7 +75,7 @@ func newMesh(bin string) *mesh {
 // bootstrapped with a CA token from it, applies the policy through the CLI
 // and waits until both agents hold a certificate. The agents it started
 // are the caller's to stop, on error too.
-func (m *mesh) start(ctx context.Context, a, b host, work string, httpPort, grpcPort int) error {
+func (m *mesh) start(ctx context.Context, a, b cpuhost.Host, work string, httpPort, grpcPort int) error {
 	for _, ip := range []string{*serverIP, *clientIP} {
 		for _, port := range []int{8500, 8600, 7946, 7947} {
 			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
@@ -151,7 +152,7 @@ services:
 // startAgent starts an agent with -agent-gomaxprocs and pins it to h.
 // agentproc passes this program's environment on, so GOMAXPROCS is set
 // around the start alone.
-func (m *mesh) startAgent(ctx context.Context, h host, dir, name, config string) (*agentproc.Proc, error) {
+func (m *mesh) startAgent(ctx context.Context, h cpuhost.Host, dir, name, config string) (*agentproc.Proc, error) {
 	if *agentProcs > 0 {
 		old, had := os.LookupEnv("GOMAXPROCS")
 		os.Setenv("GOMAXPROCS", strconv.Itoa(*agentProcs))
@@ -168,7 +169,7 @@ func (m *mesh) startAgent(ctx context.Context, h host, dir, name, config string)
 		return nil, fmt.Errorf("start the %s agent: %w", name, err)
 	}
 	m.agents[name] = p
-	if err := h.pinRunning(ctx, p.Cmd.Process.Pid); err != nil {
+	if err := h.PinRunning(ctx, p.Cmd.Process.Pid); err != nil {
 		return nil, err
 	}
 	return p, nil

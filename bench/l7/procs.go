@@ -9,66 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 )
-
-// host is one of the two machines every path spans: A runs the load
-// generators, the client agent and the client HAProxy; B the apps, the
-// server agent and the server HAProxy. With -pin each host is half of this
-// machine's CPUs, so that the two ends do not take each other's CPU.
-type host struct {
-	name string
-	cpus string // taskset CPU list; empty: unpinned
-}
-
-// hosts returns A and B: with pin on a machine of two CPUs or more, A gets
-// the lower half of them and B the upper half.
-func hosts(pin bool) (a, b host) {
-	a, b = host{name: "A"}, host{name: "B"}
-	if n := runtime.NumCPU(); pin && n >= 2 {
-		a.cpus, b.cpus = cpuRange(0, n/2-1), cpuRange(n/2, 2*(n/2)-1)
-	}
-	return a, b
-}
-
-func cpuRange(first, last int) string {
-	if first == last {
-		return strconv.Itoa(first)
-	}
-	return fmt.Sprintf("%d-%d", first, last)
-}
-
-// command returns the command line that runs bin with args on h.
-func (h host) command(bin string, args ...string) (string, []string) {
-	if h.cpus == "" {
-		return bin, args
-	}
-	return "taskset", append([]string{"-c", h.cpus, bin}, args...)
-}
-
-// pinRunning moves every thread of a running process onto h's CPUs (the
-// agents, which agentproc starts).
-func (h host) pinRunning(ctx context.Context, pid int) error {
-	if h.cpus == "" {
-		return nil
-	}
-	if out, err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", h.cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
-		return fmt.Errorf("taskset -a -p -c %s %d: %v: %s", h.cpus, pid, err, out)
-	}
-	return nil
-}
-
-func (h host) String() string {
-	if h.cpus == "" {
-		return "host " + h.name + " (unpinned)"
-	}
-	return fmt.Sprintf("host %s (CPUs %s)", h.name, h.cpus)
-}
 
 // procSet holds the processes this program started besides the agents
 // (the apps and the HAProxy pair), to stop them by PID.
@@ -87,13 +34,13 @@ type proc struct {
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // start runs bin with args on h, its output in dir/<name>.log.
-func (ps *procSet) start(h host, dir, name, bin string, args ...string) (*proc, error) {
+func (ps *procSet) start(h cpuhost.Host, dir, name, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	bin, args = h.command(bin, args...)
+	bin, args = h.Command(bin, args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Pdeathsig: if this program dies, so do its children.

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/histogram"
 )
 
 // Issue 25's targets.
@@ -48,11 +50,11 @@ func add(m map[string][]*result, path string, res *result) map[string][]*result 
 
 // pooled is the percentile q of all the rounds' requests together.
 func pooled(rs []*result, q float64) time.Duration {
-	var all []bucket
+	var all []histogram.Bucket
 	for _, r := range rs {
 		all = append(all, r.hist...)
 	}
-	return percentile(all, q)
+	return histogram.Percentile(all, q)
 }
 
 // pairedAdded is the median over the rounds of the path's percentile q
@@ -65,7 +67,7 @@ func pairedAdded(path, base []*result, q float64) time.Duration {
 	}
 	d := make([]time.Duration, n)
 	for i := range n {
-		d[i] = percentile(path[i].hist, q) - percentile(base[i].hist, q)
+		d[i] = histogram.Percentile(path[i].hist, q) - histogram.Percentile(base[i].hist, q)
 	}
 	slices.Sort(d)
 	return d[n/2]
@@ -139,7 +141,7 @@ func medianRate(rs []*result) float64 {
 func byRound(rs []*result, q float64) string {
 	s := make([]string, len(rs))
 	for i, res := range rs {
-		s[i] = ms(percentile(res.hist, q))
+		s[i] = ms(histogram.Percentile(res.hist, q))
 	}
 	return strings.Join(s, ", ")
 }

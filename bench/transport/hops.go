@@ -10,10 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 )
 
 // The wake-up floor: what it costs on this machine only to pass a request
-// through two more processes, one on each host, when they do no work at
+// through two more processes, one on each cpuhost.Host, when they do no work at
 // all. One byte goes round a chain of processes over pipes, 1 ms between
 // round trips as at 1,000 req/s: origin (host A) and echo (host B) is the
 // shape of a direct connection; origin, forwarder (A), forwarder (B) and
@@ -32,7 +34,7 @@ type hopFloor struct {
 }
 
 // measureHops runs both chains for rounds rounds, in turns.
-func measureHops(ctx context.Context, self string, a, b host, trips, rounds int) (hopFloor, error) {
+func measureHops(ctx context.Context, self string, a, b cpuhost.Host, trips, rounds int) (hopFloor, error) {
 	var direct, proxied []hopResult
 	for r := range rounds {
 		for _, forwarders := range []bool{r%2 == 1, r%2 == 0} {
@@ -69,15 +71,15 @@ func medianHops(rs []hopResult) hopResult {
 
 // runChain starts one chain, lets the origin make its round trips and
 // waits for every process of it to end.
-func runChain(ctx context.Context, self string, a, b host, trips int, forwarders bool) (hopResult, error) {
+func runChain(ctx context.Context, self string, a, b cpuhost.Host, trips int, forwarders bool) (hopResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(trips)*5*time.Millisecond+30*time.Second)
 	defer cancel()
 	// links[i] joins member i and i+1: a pipe each way.
 	type link struct{ fwdR, fwdW, backR, backW *os.File }
-	members := []host{a, b}
+	members := []cpuhost.Host{a, b}
 	roles := []string{"hop-origin", "hop-echo"}
 	if forwarders {
-		members = []host{a, a, b, b}
+		members = []cpuhost.Host{a, a, b, b}
 		roles = []string{"hop-origin", "hop-forward", "hop-forward", "hop-echo"}
 	}
 	links := make([]link, len(members)-1)
@@ -111,7 +113,7 @@ func runChain(ctx context.Context, self string, a, b host, trips int, forwarders
 		if i < len(links) {
 			files = append(files, links[i].fwdW, links[i].backR)
 		}
-		bin, args := h.command(self, "-role", roles[i], "-hops", strconv.Itoa(trips))
+		bin, args := h.Command(self, "-role", roles[i], "-hops", strconv.Itoa(trips))
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.ExtraFiles = files
 		cmd.Stderr = os.Stderr

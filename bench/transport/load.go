@@ -16,6 +16,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
+	"github.com/meshwork/meshwork/bench/internal/histogram"
 )
 
 // latency is one fortio run.
@@ -30,16 +33,10 @@ type latency struct {
 	// gave to other guests during the run (steal in /proc/stat).
 	stolen float64
 	// hist is fortio's histogram of the run, to pool the rounds with.
-	hist []histBucket
+	hist []histogram.Bucket
 	// pairedAdded is the median, over the rounds, of this path's figure
 	// minus direct's figure in the same round; set on tunnels only.
 	pairedAdded *[3]time.Duration
-}
-
-// histBucket is one bucket of fortio's latency histogram, in seconds.
-type histBucket struct {
-	Start, End float64
-	Count      int64
 }
 
 type fortioResult struct {
@@ -47,7 +44,7 @@ type fortioResult struct {
 	RetCodes          map[string]int64
 	DurationHistogram struct {
 		Count       int64
-		Data        []histBucket
+		Data        []histogram.Bucket
 		Percentiles []struct {
 			Percentile float64
 			Value      float64
@@ -56,11 +53,11 @@ type fortioResult struct {
 }
 
 // runFortio runs fortio on h against the path's HTTP address.
-func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*latency, error) {
+func runFortio(ctx context.Context, h cpuhost.Host, fortio, dir string, p *path) (*latency, error) {
 	out := filepath.Join(dir, "fortio-"+p.name+".json")
 	ctx, cancel := context.WithTimeout(ctx, *latDur+30*time.Second)
 	defer cancel()
-	bin, args := h.command(fortio, "load",
+	bin, args := h.Command(fortio, "load",
 		"-qps", strconv.Itoa(*qps), "-c", strconv.Itoa(*conns), "-t", latDur.String(),
 		// -r: 10 µs buckets. Fortio's default (1 ms) interpolates every
 		// sub-millisecond percentile inside one bucket.
@@ -107,7 +104,7 @@ func runFortio(ctx context.Context, h host, fortio, dir string, p *path) (*laten
 // each path's figures cover the same spells of this noisy machine, the
 // paths having taken turns. Errors and requests are summed.
 func poolLatency(ls []*latency) *latency {
-	var all []histBucket
+	var all []histogram.Bucket
 	out := &latency{p99Low: ls[0].p99, p99High: ls[0].p99}
 	for _, l := range ls {
 		all = append(all, l.hist...)
@@ -117,40 +114,8 @@ func poolLatency(ls []*latency) *latency {
 		out.requests += l.requests
 		out.errors += l.errors
 	}
-	out.p50, out.p90, out.p99 = percentile(all, 50), percentile(all, 90), percentile(all, 99)
+	out.p50, out.p90, out.p99 = histogram.Percentile(all, 50), histogram.Percentile(all, 90), histogram.Percentile(all, 99)
 	return out
-}
-
-// percentile is the q-th percentile of the pooled buckets, interpolated
-// linearly inside the bucket it falls in, as fortio does.
-func percentile(bs []histBucket, q float64) time.Duration {
-	bs = slices.Clone(bs)
-	slices.SortFunc(bs, func(a, b histBucket) int {
-		if c := cmp.Compare(a.Start, b.Start); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.End, b.End)
-	})
-	var total int64
-	for _, b := range bs {
-		total += b.Count
-	}
-	want := q / 100 * float64(total)
-	var seen float64
-	for _, b := range bs {
-		if b.Count == 0 {
-			continue
-		}
-		if seen+float64(b.Count) >= want {
-			frac := (want - seen) / float64(b.Count)
-			return time.Duration((b.Start + frac*(b.End-b.Start)) * float64(time.Second))
-		}
-		seen += float64(b.Count)
-	}
-	if len(bs) == 0 {
-		return 0
-	}
-	return time.Duration(bs[len(bs)-1].End * float64(time.Second))
 }
 
 // pairedAdded is the median over the rounds of what the tunnel's p50, p90
@@ -222,7 +187,7 @@ func lastLines(s string, n int) string {
 
 // runIperf runs one iperf3 client on h over a single TCP connection and
 // returns the receiver's rate in bit/s.
-func runIperf(ctx context.Context, h host, target string, d time.Duration) (float64, error) {
+func runIperf(ctx context.Context, h cpuhost.Host, target string, d time.Duration) (float64, error) {
 	ip, port, err := net.SplitHostPort(target)
 	if err != nil {
 		return 0, err
@@ -230,7 +195,7 @@ func runIperf(ctx context.Context, h host, target string, d time.Duration) (floa
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
 	secs := strconv.Itoa(int(d.Seconds()))
-	bin, args := h.command("iperf3", "-c", ip, "-p", port, "-t", secs, "-J")
+	bin, args := h.Command("iperf3", "-c", ip, "-p", port, "-t", secs, "-J")
 	b, err := exec.CommandContext(ctx, bin, args...).Output()
 	var r struct {
 		Error string
@@ -256,12 +221,12 @@ type connRateDone struct {
 }
 
 // measureConnRate runs the connection-rate load from a child on h.
-func measureConnRate(ctx context.Context, procs *procSet, h host, target string) (float64, int, error) {
+func measureConnRate(ctx context.Context, procs *procSet, h cpuhost.Host, target string) (float64, int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, 0, err
 	}
-	bin, args := h.command(self, "-role", "connrate", "-target", target,
+	bin, args := h.Command(self, "-role", "connrate", "-target", target,
 		"-conn-workers", strconv.Itoa(*workers), "-conn-duration", rateDur.String())
 	p, err := procs.start(ctx, "connrate", "READY", bin, args...)
 	if err != nil {

@@ -3,12 +3,14 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/histogram"
 )
 
 func TestPercentilePoolsRoundsAndInterpolates(t *testing.T) {
 	// Two rounds: 100 requests in 0.1–0.2 ms, then 100 in 1.0–1.1 ms.
-	fast := []histBucket{{Start: 0.0001, End: 0.0002, Count: 100}}
-	slow := []histBucket{{Start: 0.0010, End: 0.0011, Count: 100}}
+	fast := []histogram.Bucket{{Start: 0.0001, End: 0.0002, Count: 100}}
+	slow := []histogram.Bucket{{Start: 0.0010, End: 0.0011, Count: 100}}
 	pooled := poolLatency([]*latency{{hist: fast, p99: 200 * time.Microsecond}, {hist: slow, p99: 1100 * time.Microsecond}})
 	if want := 200 * time.Microsecond; pooled.p50 != want {
 		t.Errorf("p50 %v, want %v (the top of the fast round)", pooled.p50, want)
@@ -19,7 +21,7 @@ func TestPercentilePoolsRoundsAndInterpolates(t *testing.T) {
 	if pooled.p99Low != 200*time.Microsecond || pooled.p99High != 1100*time.Microsecond {
 		t.Errorf("p99 of the rounds %v–%v, want 200µs–1.1ms", pooled.p99Low, pooled.p99High)
 	}
-	if got := percentile(nil, 99); got != 0 {
+	if got := histogram.Percentile(nil, 99); got != 0 {
 		t.Errorf("percentile of no requests: %v, want 0", got)
 	}
 }

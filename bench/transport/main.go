@@ -60,6 +60,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/freeport"
 	"github.com/meshwork/meshwork/transport"
@@ -178,7 +179,7 @@ func run(ctx context.Context, procs *procSet) error {
 	if *tputRounds < 1 {
 		return fmt.Errorf("-throughput-rounds %d: need at least one", *tputRounds)
 	}
-	hostA, hostB := hosts(*pin)
+	hostA, hostB := cpuhost.Pair(*pin)
 	for _, bin := range []string{"iperf3", "stunnel4", "haproxy", "taskset"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found: run scripts/deps.sh bench", bin)
@@ -220,11 +221,11 @@ func run(ctx context.Context, procs *procSet) error {
 	if err != nil {
 		return err
 	}
-	bin, args := hostB.command(self, "-role", "backend", "-http", direct.http, "-conn", direct.connRate)
+	bin, args := hostB.Command(self, "-role", "backend", "-http", direct.http, "-conn", direct.connRate)
 	if _, err := procs.start(ctx, "backend", "READY", bin, args...); err != nil {
 		return err
 	}
-	bin, args = hostB.command("iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", strconv.Itoa(iperfPort))
+	bin, args = hostB.Command("iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", strconv.Itoa(iperfPort))
 	if _, err := procs.start(ctx, "iperf3-server", "Server listening", bin, args...); err != nil {
 		return err
 	}
@@ -271,7 +272,7 @@ func run(ctx context.Context, procs *procSet) error {
 		if node == "server" {
 			h = hostB
 		}
-		bin, args := h.command(self, args...)
+		bin, args := h.Command(self, args...)
 		p, err := procs.startEnv(ctx, node+"-agent", "READY", agentEnvironment(), bin, args...)
 		if err != nil {
 			return err

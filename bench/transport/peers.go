@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 )
 
 // startStunnel starts a client stunnel (plain in, TLS out with a client
 // certificate) and a server stunnel (TLS in, verifying the client, plain
 // out to the services), TLS 1.3 only, like the mesh.
-func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
+func startStunnel(ctx context.Context, procs *procSet, a, b cpuhost.Host, dir string, certs map[string][3]string, root string, direct *path, next func() int) (*path, error) {
 	out := &path{name: "stunnel", pids: map[string]int{}}
 	var client, server strings.Builder
 	client.WriteString("foreground = yes\npid =\nsyslog = no\ndebug = 3\n")
@@ -36,7 +38,7 @@ func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, ce
 		if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		bin, args := onHost(name, a, b).command("stunnel4", f)
+		bin, args := onHost(name, a, b).Command("stunnel4", f)
 		p, err := procs.start(ctx, name, "", bin, args...)
 		if err != nil {
 			return nil, err
@@ -51,7 +53,7 @@ func startStunnel(ctx context.Context, procs *procSet, a, b host, dir string, ce
 // certificate, verifying the server, and the server end verifies the client
 // and sends plain TCP on, TLS 1.3 only. Without it both ends relay plain TCP:
 // the least that any pair of proxies adds on this machine.
-func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, direct *path, next func() int, tls bool) (*path, error) {
+func startHAProxy(ctx context.Context, procs *procSet, a, b cpuhost.Host, dir string, certs map[string][3]string, root string, direct *path, next func() int, tls bool) (*path, error) {
 	name := "haproxy"
 	if !tls {
 		name = "relay"
@@ -80,7 +82,7 @@ func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, ce
 		if err := os.WriteFile(f, []byte(end.conf), 0o600); err != nil {
 			return nil, err
 		}
-		bin, args := onHost(end.name, a, b).command("haproxy", "-db", "-f", f)
+		bin, args := onHost(end.name, a, b).Command("haproxy", "-db", "-f", f)
 		p, err := procs.start(ctx, end.name, "", bin, args...)
 		if err != nil {
 			return nil, err
@@ -92,7 +94,7 @@ func startHAProxy(ctx context.Context, procs *procSet, a, b host, dir string, ce
 
 // onHost is the host of a peer process: its client end on A, its server
 // end on B.
-func onHost(name string, a, b host) host {
+func onHost(name string, a, b cpuhost.Host) cpuhost.Host {
 	if strings.HasSuffix(name, "-client") {
 		return a
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/transporttest"
 	"github.com/meshwork/meshwork/transport/udpgro"
@@ -53,19 +54,19 @@ type rawDone struct {
 // against the root, the tunnel's quic-go configuration, its UDP buffers
 // and CopyBuffer-sized writes. The receiver runs on host B and the sender
 // on host A, each a process of its own, as the two agents are.
-func rawQUIC(ctx context.Context, procs *procSet, a, b host, dir string, certs map[string][3]string, root string, d time.Duration, gro bool) (rawResult, error) {
+func rawQUIC(ctx context.Context, procs *procSet, a, b cpuhost.Host, dir string, certs map[string][3]string, root string, d time.Duration, gro bool) (rawResult, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return rawResult{}, err
 	}
-	start := func(name string, h host, node, target string) (*proc, error) {
+	start := func(name string, h cpuhost.Host, node, target string) (*proc, error) {
 		rc := rawConfig{CertFile: certs[node][0], KeyFile: certs[node][1], RootsFile: root, GRO: gro, Target: target, Duration: d}
 		f := filepath.Join(dir, name+".json")
 		raw, _ := json.Marshal(rc)
 		if err := os.WriteFile(f, raw, 0o600); err != nil {
 			return nil, err
 		}
-		bin, args := h.command(self, "-role", name, "-config", f)
+		bin, args := h.Command(self, "-role", name, "-config", f)
 		return procs.startEnv(ctx, name, "READY", agentEnvironment(), bin, args...)
 	}
 	recv, err := start("raw-receiver", b, "server", "")
