@@ -50,7 +50,8 @@ type call struct {
 	// them (copyVerbatim).
 	verbatim bool
 	trace    wire.TraceContext
-	idle     time.Duration // ends an answer that stalls this long
+	idle     time.Duration      // ends an answer that stalls this long
+	res      *policy.Resilience // the destination's, read once by budget
 
 	// Of the answer being relayed, set by a successful try.
 	br        *bufio.Reader // reads the answer from the stream
@@ -96,7 +97,7 @@ func (c *call) send() (*http.Response, *meshError) {
 	if me := c.prepare(); me != nil {
 		return nil, me
 	}
-	res := p.deps.Resilience(c.rt.Destination())
+	res := c.res
 	var perTry time.Duration
 	if res.Retries != nil {
 		perTry = time.Duration(res.Retries.PerTryTimeout)
@@ -133,6 +134,7 @@ func (c *call) send() (*http.Response, *meshError) {
 func (c *call) budget() (context.Context, context.CancelFunc, *meshError) {
 	ctx := c.r.Context()
 	res := c.p.deps.Resilience(c.rt.Destination())
+	c.res = res
 	var d time.Duration
 	if res.Timeouts != nil {
 		d = time.Duration(res.Timeouts.Request)
