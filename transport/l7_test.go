@@ -2,6 +2,8 @@ package transport
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,8 @@ import (
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/l7"
+	"github.com/meshwork/meshwork/transport/tunnel"
+	"github.com/meshwork/meshwork/transport/wire"
 )
 
 // httpApp is a local app speaking HTTP/1.1 and h2c: it answers with its
@@ -657,5 +661,42 @@ func TestL7Connect(t *testing.T) {
 	c.CloseWrite()
 	if got, err := io.ReadAll(br); err != nil || string(got) != "tunnelled" {
 		t.Fatalf("through the CONNECT tunnel: %q, %v", got, err)
+	}
+}
+
+// TestL7GarbageOnAStream: a peer agent whose stream is marked as carrying a
+// request but holds no readable request gets the stream cut, and the
+// receiving agent counts it; the app sees nothing.
+func TestL7GarbageOnAStream(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	m := newMesh(t)
+	app := startHTTPApp(t, "web-1")
+	server := m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	hdr := wire.Header{Service: "web", Port: uint16(app.port), Source: client.tr.nodeID, Extensions: httpExtension}
+	to := tunnel.Peer{Node: "server", Addr: server.pc.LocalAddr().(*net.UDPAddr).AddrPort()}
+	s, err := client.tr.tun.OpenPipelined(context.Background(), to, &hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	io.WriteString(s, "\x00\x01 this is no request\r\n\r\n")
+	s.CloseWrite()
+	br := bufio.NewReader(s)
+	// The stream is admitted before the request is read, so the cut may
+	// come before or after the status: never an answer.
+	if err := s.Status(br); err == nil {
+		if rest, err := io.ReadAll(br); err == nil || len(rest) != 0 {
+			t.Fatalf("after garbage the stream gave %q, %v; want it cut with nothing", rest, err)
+		}
+	} else if errors.Is(err, tunnel.ErrRefused) {
+		t.Fatalf("status: %v; want the stream admitted, then cut", err)
+	}
+	eventually(t, "the receiving agent to count the bad request", func() bool {
+		return server.metric(t, "meshwork_l7_mesh_errors_total", "direction", "inbound", "reason", l7.ReasonBadRequest) == 1
+	})
+	if n := len(app.requests()); n != 0 {
+		t.Errorf("the app got %d requests", n)
 	}
 }
