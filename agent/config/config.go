@@ -104,12 +104,13 @@ type Config struct {
 	// config directory.
 	Service *api.ServiceDefinition `yaml:"service"`
 
-	DNS    DNS    `yaml:"dns"`
-	Gossip Gossip `yaml:"gossip"`
-	Raft   Raft   `yaml:"raft"`
-	CA     CA     `yaml:"ca"`
-	Tunnel Tunnel `yaml:"tunnel"`
-	ACL    ACL    `yaml:"acl"`
+	DNS       DNS       `yaml:"dns"`
+	Gossip    Gossip    `yaml:"gossip"`
+	Raft      Raft      `yaml:"raft"`
+	CA        CA        `yaml:"ca"`
+	Tunnel    Tunnel    `yaml:"tunnel"`
+	ACL       ACL       `yaml:"acl"`
+	Telemetry Telemetry `yaml:"telemetry"`
 }
 
 // Ports are the listening ports. 0 means the default; -1 disables a listener
@@ -240,6 +241,48 @@ type Tunnel struct {
 	DrainTimeout api.Duration `yaml:"drain_timeout"`
 }
 
+// Telemetry configures what the agent tells about itself and the traffic
+// it carries (docs/observability.md).
+type Telemetry struct {
+	// Listen is host:port of the telemetry listener. It serves only
+	// /metrics, /healthz and /readyz, with no token, so it is safe to expose
+	// on the host's address to a Prometheus. Empty: off.
+	Listen string `yaml:"listen"`
+	// Tracing exports a span for each request and connection.
+	Tracing Tracing `yaml:"tracing"`
+	// AccessLog writes a line for each request and connection.
+	AccessLog AccessLog `yaml:"access_log"`
+}
+
+// Tracing configures the export of spans with OpenTelemetry.
+type Tracing struct {
+	// OTLPEndpoint is the URL of an OTLP/HTTP trace receiver, such as
+	// http://127.0.0.1:4318. Empty: no span is exported; the trace context
+	// is still carried from app to app.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// SampleRate is the share of the traces that the mesh starts that are
+	// sampled, from 0 to 1. A request that comes with a W3C traceparent
+	// keeps its sampled flag. Default: 0.01.
+	SampleRate *float64 `yaml:"sample_rate"`
+	// QueueSize bounds the spans waiting for export. Spans beyond it are
+	// dropped and counted, so that a slow receiver never slows a call.
+	// Default: 2048.
+	QueueSize int `yaml:"queue_size"`
+}
+
+// AccessLog configures the access log: one JSON line per L7 request or
+// L4 connection, on each agent it passes. Off by default.
+type AccessLog struct {
+	// Path is the file the lines are appended to, or "journal" for the
+	// systemd journal. Empty: off.
+	Path string `yaml:"path"`
+	// SampleRate is the share of calls logged, from 0 to 1. Default: 1.
+	SampleRate *float64 `yaml:"sample_rate"`
+	// RateLimit is the most lines written per second. Lines beyond it are
+	// dropped and counted. Default: 1000.
+	RateLimit int `yaml:"rate_limit"`
+}
+
 // ACL configures the access control of the agent's HTTP API
 // (docs/security.md has the guide). Every agent of a cluster should have
 // the same enabled and default_policy.
@@ -365,7 +408,18 @@ func (c *Config) ApplyDefaults() error {
 	setDur(&c.Tunnel.DrainTimeout, 10*time.Second)
 
 	setStr(&c.ACL.DefaultPolicy, "deny")
+
+	setFloatPtr(&c.Telemetry.Tracing.SampleRate, 0.01)
+	setInt(&c.Telemetry.Tracing.QueueSize, 2048)
+	setFloatPtr(&c.Telemetry.AccessLog.SampleRate, 1)
+	setInt(&c.Telemetry.AccessLog.RateLimit, 1000)
 	return nil
+}
+
+func setFloatPtr(p **float64, v float64) {
+	if *p == nil {
+		*p = &v
+	}
 }
 
 func setInt(p *int, v int) {

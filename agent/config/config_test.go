@@ -266,3 +266,29 @@ func loadCase(t *testing.T, dir, base, body, want string) (*Loaded, error) {
 	}
 	return l, err
 }
+
+func TestTelemetryDefaultsAndErrors(t *testing.T) {
+	base := "node: n1\ndata_dir: /tmp/x\ncluster_key: " + testKey + "\nbind: 10.1.2.3\n"
+	l, err := LoadAndValidate([]string{write(t, t.TempDir(), "a.yaml", base)}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := l.Telemetry
+	if tm.Listen != "" || tm.AccessLog.Path != "" || tm.Tracing.OTLPEndpoint != "" {
+		t.Errorf("telemetry on by default: %+v", tm)
+	}
+	if *tm.Tracing.SampleRate != 0.01 || tm.Tracing.QueueSize != 2048 || *tm.AccessLog.SampleRate != 1 || tm.AccessLog.RateLimit != 1000 {
+		t.Errorf("telemetry defaults: %+v %+v", tm.Tracing, tm.AccessLog)
+	}
+
+	bad := base + "telemetry:\n  listen: nope\n  tracing:\n    otlp_endpoint: ftp://x\n    sample_rate: 1.5\n  access_log:\n    path: relative.log\n    sample_rate: -1\n    rate_limit: -3\n"
+	_, err = LoadAndValidate([]string{write(t, t.TempDir(), "b.yaml", bad)}, nil, nil)
+	if err == nil {
+		t.Fatal("invalid telemetry accepted")
+	}
+	for _, w := range []string{"telemetry.listen", "telemetry.tracing.otlp_endpoint", "telemetry.tracing.sample_rate: 1.5", "telemetry.access_log.path", "telemetry.access_log.sample_rate: -1", "telemetry.access_log.rate_limit: -3"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
+	}
+}

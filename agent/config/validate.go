@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -201,7 +203,37 @@ func (c *Config) Validate() error {
 		check("acl.tokens.agent", acl.CheckSecret("the value", t.Agent))
 	}
 	check("acl.tokens.initial_management", raftstore.CheckInitialManagement(c.Server, t.InitialManagement))
+
+	tm := c.Telemetry
+	if tm.Listen != "" {
+		if _, _, err := net.SplitHostPort(tm.Listen); err != nil {
+			bad("telemetry.listen", "%q is not host:port", tm.Listen)
+		}
+	}
+	if e := tm.Tracing.OTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("telemetry.tracing.otlp_endpoint", "%q is not an http:// or https:// URL", e)
+		}
+	}
+	share(bad, "telemetry.tracing.sample_rate", tm.Tracing.SampleRate)
+	if tm.Tracing.QueueSize < 1 {
+		bad("telemetry.tracing.queue_size", "%d must be at least 1", tm.Tracing.QueueSize)
+	}
+	if p := tm.AccessLog.Path; p != "" && p != "journal" && !filepath.IsAbs(p) {
+		bad("telemetry.access_log.path", "%q must be an absolute path or \"journal\"", p)
+	}
+	share(bad, "telemetry.access_log.sample_rate", tm.AccessLog.SampleRate)
+	if tm.AccessLog.RateLimit < 1 {
+		bad("telemetry.access_log.rate_limit", "%d must be at least 1 line per second", tm.AccessLog.RateLimit)
+	}
 	return errors.Join(errs...)
+}
+
+// share checks that a sampling rate is a share, from 0 to 1.
+func share(bad func(string, string, ...any), path string, v *float64) {
+	if v != nil && !(*v >= 0 && *v <= 1) {
+		bad(path, "%v must be from 0 to 1", *v)
+	}
 }
 
 // reason is the text of a component's error for a key, without the
