@@ -248,6 +248,9 @@ type Telemetry struct {
 	// /metrics, /healthz and /readyz, with no token, so it is safe to expose
 	// on the host's address to a Prometheus. Empty: off.
 	Listen string `yaml:"listen"`
+	// ServiceMetrics keeps the golden signals of each service the agent
+	// carries calls for (meshwork_service_*). Default: true.
+	ServiceMetrics *bool `yaml:"service_metrics"`
 	// Tracing exports a span for each request and connection.
 	Tracing Tracing `yaml:"tracing"`
 	// AccessLog writes a line for each request and connection.
@@ -409,6 +412,10 @@ func (c *Config) ApplyDefaults() error {
 
 	setStr(&c.ACL.DefaultPolicy, "deny")
 
+	if c.Telemetry.ServiceMetrics == nil {
+		on := true
+		c.Telemetry.ServiceMetrics = &on
+	}
 	setFloatPtr(&c.Telemetry.Tracing.SampleRate, 0.01)
 	setInt(&c.Telemetry.Tracing.QueueSize, 2048)
 	setFloatPtr(&c.Telemetry.AccessLog.SampleRate, 1)

@@ -274,7 +274,7 @@ func TestTelemetryDefaultsAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	tm := l.Telemetry
-	if tm.Listen != "" || tm.AccessLog.Path != "" || tm.Tracing.OTLPEndpoint != "" {
+	if tm.Listen != "" || tm.AccessLog.Path != "" || tm.Tracing.OTLPEndpoint != "" || !*tm.ServiceMetrics {
 		t.Errorf("telemetry on by default: %+v", tm)
 	}
 	if *tm.Tracing.SampleRate != 0.01 || tm.Tracing.QueueSize != 2048 || *tm.AccessLog.SampleRate != 1 || tm.AccessLog.RateLimit != 1000 {
