@@ -34,6 +34,11 @@
 //	scripts/deps.sh bench   # haproxy, wrk, fortio, ghz
 //	make build
 //	go run ./bench/l7
+//
+// With -telemetry it instead compares two meshes side by side, telemetry
+// off and on, on the L7 and L4 paths at -qps (issue 28):
+//
+//	go run ./bench/l7 -telemetry
 package main
 
 import (
@@ -56,29 +61,32 @@ import (
 )
 
 var (
-	role         = flag.String("role", "", "internal: app")
-	listen       = flag.String("listen", "", "internal: the app's address")
-	binFlag      = flag.String("bin", "bin/meshwork", "the meshwork binary, as make build makes it")
-	serverIP     = flag.String("server-ip", "127.0.0.81", "loopback address of the server agent")
-	clientIP     = flag.String("client-ip", "127.0.0.82", "loopback address of the client agent")
-	rounds       = flag.Int("rounds", 3, "latency rounds; the paths take turns in a rotating order")
-	duration     = flag.Duration("duration", 20*time.Second, "fortio run length per path and round")
-	qps          = flag.Int("qps", 1000, "fortio request rate")
-	conns        = flag.Int("c", 16, "fortio connections")
-	uniform      = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time")
-	wrkRounds    = flag.Int("wrk-rounds", 3, "maximum-rate rounds; each path is reported by its median round")
-	wrkDuration  = flag.Duration("wrk-duration", 10*time.Second, "wrk run length per path and round")
-	wrkThreads   = flag.Int("wrk-threads", 2, "wrk threads")
-	wrkConns     = flag.Int("wrk-connections", 16, "wrk connections")
-	grpcRounds   = flag.Int("grpc-rounds", 3, "gRPC rounds")
-	grpcDuration = flag.Duration("grpc-duration", 10*time.Second, "gRPC run length per path and round")
-	grpcRate     = flag.Int("grpc-rate", 1000, "gRPC calls per second")
-	grpcConc     = flag.Int("grpc-concurrency", 16, "gRPC concurrent calls (on one connection with ghz)")
-	ghzBin       = flag.String("ghz", "ghz", "ghz binary (when missing, fortio's gRPC ping load is used)")
-	agentProcs   = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default)")
-	hapThreads   = flag.Int("haproxy-threads", 1, "nbthread of each HAProxy, to match the agents' GOMAXPROCS")
-	settle       = flag.Duration("settle", 70*time.Second, "wait from the agents' start before the first load: past the agent's second release of its executable pages, 60 s after start")
-	pin          = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")
+	role              = flag.String("role", "", "internal: app")
+	listen            = flag.String("listen", "", "internal: the app's address")
+	binFlag           = flag.String("bin", "bin/meshwork", "the meshwork binary, as make build makes it")
+	serverIP          = flag.String("server-ip", "127.0.0.81", "loopback address of the server agent")
+	clientIP          = flag.String("client-ip", "127.0.0.82", "loopback address of the client agent")
+	rounds            = flag.Int("rounds", 3, "latency rounds; the paths take turns in a rotating order")
+	duration          = flag.Duration("duration", 20*time.Second, "fortio run length per path and round")
+	qps               = flag.Int("qps", 1000, "fortio request rate")
+	conns             = flag.Int("c", 16, "fortio connections")
+	uniform           = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time")
+	wrkRounds         = flag.Int("wrk-rounds", 3, "maximum-rate rounds; each path is reported by its median round")
+	wrkDuration       = flag.Duration("wrk-duration", 10*time.Second, "wrk run length per path and round")
+	wrkThreads        = flag.Int("wrk-threads", 2, "wrk threads")
+	wrkConns          = flag.Int("wrk-connections", 16, "wrk connections")
+	grpcRounds        = flag.Int("grpc-rounds", 3, "gRPC rounds")
+	grpcDuration      = flag.Duration("grpc-duration", 10*time.Second, "gRPC run length per path and round")
+	grpcRate          = flag.Int("grpc-rate", 1000, "gRPC calls per second")
+	grpcConc          = flag.Int("grpc-concurrency", 16, "gRPC concurrent calls (on one connection with ghz)")
+	ghzBin            = flag.String("ghz", "ghz", "ghz binary (when missing, fortio's gRPC ping load is used)")
+	agentProcs        = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default)")
+	hapThreads        = flag.Int("haproxy-threads", 1, "nbthread of each HAProxy, to match the agents' GOMAXPROCS")
+	settle            = flag.Duration("settle", 70*time.Second, "wait from the agents' start before the first load: past the agent's second release of its executable pages, 60 s after start")
+	telemetry         = flag.Bool("telemetry", false, "compare two meshes, telemetry off and on, on the L7 and L4 paths at -qps (issue 28), instead of the paths")
+	telemetryServerIP = flag.String("telemetry-server-ip", "127.0.0.83", "loopback address of the server agent with telemetry on, with -telemetry")
+	telemetryClientIP = flag.String("telemetry-client-ip", "127.0.0.84", "loopback address of the client agent with telemetry on, with -telemetry")
+	pin               = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")
 )
 
 func main() {
@@ -92,7 +100,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx); err != nil {
+	runner := run
+	if *telemetry {
+		runner = runTelemetry
+	}
+	if err := runner(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/l7:", err)
 		os.Exit(1)
 	}
@@ -178,7 +190,7 @@ func run(ctx context.Context) error {
 	}
 
 	// The mesh.
-	m := newMesh(bin)
+	m := newMesh(bin, *serverIP, *clientIP, 243, "")
 	defer m.stop()
 	if err := m.start(ctx, a, b, work, httpPort, grpcPort); err != nil {
 		return err

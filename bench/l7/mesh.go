@@ -29,14 +29,6 @@ const (
 	svcGRPC = "ping"   // protocol grpc: per request, h2c
 )
 
-// The VIP ranges of the two agents: the client's is what the load
-// generators reach.
-const (
-	serverVIPRange = "127.243.0.0/16"
-	clientVIPRange = "127.244.0.0/16"
-	clientVIPPre   = "127.244."
-)
-
 // policyDocs opens the mesh and gives each service its protocol.
 const policyDocs = `kind: IntentionDefaults
 name: default
@@ -57,7 +49,14 @@ protocol: grpc
 
 // mesh is the two agents.
 type mesh struct {
-	bin    string
+	bin                string
+	serverIP, clientIP string
+	// vipNet is the second octet of the agents' VIP ranges: 127.<vipNet>.0.0/16
+	// for the server, the next for the client, whose VIPs the load
+	// generators reach.
+	vipNet int
+	// extra is configuration added to both agents'.
+	extra  string
 	api    map[string]string // agent -> API address
 	dns    string            // the client agent's DNS
 	agents map[string]*agentproc.Proc
@@ -65,9 +64,18 @@ type mesh struct {
 	started time.Time
 }
 
-func newMesh(bin string) *mesh {
-	return &mesh{bin: bin, api: map[string]string{"server": *serverIP + ":8500", "client": *clientIP + ":8500"},
-		dns: *clientIP + ":8600", agents: map[string]*agentproc.Proc{}}
+func newMesh(bin, serverIP, clientIP string, vipNet int, extra string) *mesh {
+	return &mesh{bin: bin, serverIP: serverIP, clientIP: clientIP, vipNet: vipNet, extra: extra,
+		api: map[string]string{"server": serverIP + ":8500", "client": clientIP + ":8500"},
+		dns: clientIP + ":8600", agents: map[string]*agentproc.Proc{}}
+}
+
+func (m *mesh) vipRange(client bool) string {
+	n := m.vipNet
+	if client {
+		n++
+	}
+	return fmt.Sprintf("127.%d.0.0/16", n)
 }
 
 // start starts a server agent on b that registers the three services (two
@@ -76,7 +84,7 @@ func newMesh(bin string) *mesh {
 // and waits until both agents hold a certificate. The agents it started
 // are the caller's to stop, on error too.
 func (m *mesh) start(ctx context.Context, a, b cpuhost.Host, work string, httpPort, grpcPort int) error {
-	for _, ip := range []string{*serverIP, *clientIP} {
+	for _, ip := range []string{m.serverIP, m.clientIP} {
 		for _, port := range []int{8500, 8600, 7946, 7947} {
 			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 			if err != nil {
@@ -90,15 +98,15 @@ func (m *mesh) start(ctx context.Context, a, b cpuhost.Host, work string, httpPo
 		return fmt.Errorf("keygen: %w", err)
 	}
 	clusterKey := strings.TrimSpace(string(out))
-	dir := filepath.Join(work, "agents")
+	dir := filepath.Join(work, "agents-"+m.serverIP)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	common := func(name, ip, vipRange string) string {
-		return fmt.Sprintf("node: %s\ndata_dir: %s\nbind: %s\nadvertise: %s\naddresses: {http: %s, dns: %s}\ncluster_key: %q\nretry_join: [%s]\nlog_level: info\ntunnel:\n  vip_range: %s\n",
-			name, filepath.Join(dir, name+"-data"), ip, ip, ip, ip, clusterKey, *serverIP, vipRange)
+		return fmt.Sprintf("node: %s\ndata_dir: %s\nbind: %s\nadvertise: %s\naddresses: {http: %s, dns: %s}\ncluster_key: %q\nretry_join: [%s]\nlog_level: info\ntunnel:\n  vip_range: %s\n%s",
+			name, filepath.Join(dir, name+"-data"), ip, ip, ip, ip, clusterKey, m.serverIP, vipRange, m.extra)
 	}
-	server, err := m.startAgent(ctx, b, dir, "server", common("server", *serverIP, serverVIPRange)+fmt.Sprintf(`server: true
+	server, err := m.startAgent(ctx, b, dir, "server", common("server", m.serverIP, m.vipRange(false))+fmt.Sprintf(`server: true
 bootstrap_expect: 1
 services:
   - {name: %s, address: 127.0.0.1, port: %d}
@@ -125,7 +133,7 @@ services:
 		return err
 	}
 	m.started = time.Now()
-	client, err := m.startAgent(ctx, a, dir, "client", common("client", *clientIP, clientVIPRange)+fmt.Sprintf("ca:\n  token_file: %s\n", tokFile))
+	client, err := m.startAgent(ctx, a, dir, "client", common("client", m.clientIP, m.vipRange(true))+fmt.Sprintf("ca:\n  token_file: %s\n", tokFile))
 	if err != nil {
 		return err
 	}
@@ -221,7 +229,7 @@ func (m *mesh) vip(ctx context.Context, svc string) (string, error) {
 			return err
 		}
 		for _, rr := range r.Answer {
-			if a, ok := rr.(*dns.A); ok && strings.HasPrefix(a.A.String(), clientVIPPre) {
+			if a, ok := rr.(*dns.A); ok && strings.HasPrefix(a.A.String(), fmt.Sprintf("127.%d.", m.vipNet+1)) {
 				ip = a.A.String()
 				return nil
 			}

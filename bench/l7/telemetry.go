@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/agentproc"
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
+	"github.com/meshwork/meshwork/internal/freeport"
+)
+
+// Issue 28's targets: what telemetry may cost, on against off.
+const (
+	targetTelemetryP99 = 50 * time.Microsecond // more p99
+	targetTelemetryCPU = 0.10                  // more CPU per request
+)
+
+// The paths of the telemetry comparison: each mesh path with telemetry
+// off and on.
+const (
+	pathL7Off = "L7 off"
+	pathL7On  = "L7 on"
+	pathL4Off = "L4 off"
+	pathL4On  = "L4 on"
+)
+
+var telemetryPaths = []string{pathDirect, pathL7Off, pathL7On, pathL4Off, pathL4On}
+
+// otlpSink is an OTLP/HTTP trace receiver that counts and discards: the
+// agents' export costs what it costs against any receiver.
+type otlpSink struct {
+	exports atomic.Int64
+	bytes   atomic.Int64
+}
+
+func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n, _ := io.Copy(io.Discard, r.Body)
+	s.exports.Add(1)
+	s.bytes.Add(n)
+	// An empty ExportTraceServiceResponse.
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.WriteHeader(http.StatusOK)
+}
+
+// runTelemetry compares two meshes side by side in one run: one with
+// telemetry off (telemetry.service_metrics false, no tracing, no access
+// log) and one with it on (the golden signals, and tracing at 1 %
+// sampling to an OTLP receiver), each carrying web-l7 and web-l4 at
+// -qps, in rounds in which the paths take turns.
+func runTelemetry(ctx context.Context) error {
+	fortio, err := findTool("fortio")
+	if err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		return errors.New("taskset is missing: scripts/deps.sh bench")
+	}
+	bin, err := agentproc.Binary(*binFlag)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "meshwork-bench-telemetry-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	procs := &procSet{}
+	defer procs.stopAll()
+	a, b := cpuhost.Pair(*pin)
+	startLoad := loadAvg()
+
+	httpPort, err := freeport.TCP("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	appAddr := addr(httpPort)
+	app, err := procs.start(b, work, "app", self, "-role", "app", "-listen", appAddr)
+	if err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, appAddr); err != nil {
+		return errors.Join(err, app.exited())
+	}
+
+	sink := &otlpSink{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: sink, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	off := newMesh(bin, *serverIP, *clientIP, 243, "telemetry:\n  service_metrics: false\n")
+	on := newMesh(bin, *telemetryServerIP, *telemetryClientIP, 245,
+		fmt.Sprintf("telemetry:\n  tracing:\n    otlp_endpoint: http://%s\n    sample_rate: 0.01\n", ln.Addr()))
+	for _, m := range []*mesh{off, on} {
+		defer m.stop()
+		if err := m.start(ctx, a, b, work, httpPort, httpPort); err != nil {
+			return err
+		}
+	}
+	addrs := map[string]string{pathDirect: appAddr}
+	for path, mv := range map[string]struct {
+		m   *mesh
+		svc string
+	}{pathL7Off: {off, svcL7}, pathL7On: {on, svcL7}, pathL4Off: {off, svcL4}, pathL4On: {on, svcL4}} {
+		ip, err := mv.m.vip(ctx, mv.svc)
+		if err != nil {
+			return err
+		}
+		addrs[path] = fmt.Sprintf("%s:%d", ip, httpPort)
+	}
+	for _, p := range telemetryPaths {
+		if err := poll(ctx, 60*time.Second, "the "+p+" path", func() error {
+			if err := errors.Join(app.exited(), off.alive(), on.alive()); err != nil {
+				return err
+			}
+			return getBody(ctx, addrs[p])
+		}); err != nil {
+			return err
+		}
+	}
+	pids := map[string]int{"app": app.pid()}
+	for name, m := range map[string]*mesh{"off": off, "on": on} {
+		for agent, pid := range m.pids() {
+			pids[agent+" "+name] = pid
+		}
+	}
+	fmt.Printf("bench/l7 -telemetry: %s: load generator, client agents; %s: app, server agents\n", a, b)
+	for _, p := range telemetryPaths {
+		fmt.Printf("  %-8s http://%s/\n", p, addrs[p])
+	}
+	if wait := *settle - time.Since(on.started); wait > 0 {
+		fmt.Printf("settling for %s\n", wait.Round(time.Second))
+		// Letting the agents' start-up memory settle before measuring;
+		// not synchronisation.
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
+	lat := map[string][]*result{}
+	for r := range *rounds {
+		for _, p := range rotate(telemetryPaths, r) {
+			fmt.Printf("round %d/%d: fortio %s\n", r+1, *rounds, p)
+			res, err := measure(pids, func() (*result, error) { return fortioHTTP(ctx, a, fortio, work, "http://"+addrs[p]+"/") })
+			if err != nil {
+				return fmt.Errorf("fortio on the %s path: %w", p, err)
+			}
+			lat[p] = append(lat[p], res)
+			if err := errors.Join(off.alive(), on.alive()); err != nil {
+				return err
+			}
+		}
+	}
+	printTelemetry(os.Stdout, lat, sink, startLoad, loadAvg())
+	return nil
+}
+
+// agentsPerThousand is the CPU seconds per 1,000 requests of a mesh's two
+// agents together.
+func agentsPerThousand(rs []*result, mesh string) float64 {
+	return perThousand(rs, "client agent "+mesh) + perThousand(rs, "server agent "+mesh)
+}
+
+func printTelemetry(w io.Writer, lat map[string][]*result, sink *otlpSink, startLoad, endLoad string) {
+	fmt.Fprintf(w, "\n## bench/l7 -telemetry, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "fortio load -qps %d -c %d -uniform=%t -t %s, 1 KiB answers, rounds: %d; off: telemetry.service_metrics false; "+
+		"on: golden signals and tracing at 1 %% sampling to an OTLP/HTTP receiver; access log off in both\n\n", *qps, *conns, *uniform, *duration, *rounds)
+	t := table{w: w, paths: telemetryPaths}
+	t.head("")
+	t.row("requests (errors)", func(p string) string {
+		n, e := sumRequests(lat[p])
+		return fmt.Sprintf("%d (%d)", n, e)
+	})
+	for _, q := range []float64{50, 99, 99.9} {
+		t.row(fmt.Sprintf("p%g ms", q), func(p string) string { return ms(pooled(lat[p], q)) })
+	}
+	t.row("p99 ms by round", func(p string) string { return byRound(lat[p], 99) })
+	t.row("added p99 ms, median of rounds", func(p string) string {
+		if p == pathDirect {
+			return "—"
+		}
+		return ms(pairedAdded(lat[p], lat[pathDirect], 99))
+	})
+	mesh := func(p string) string {
+		if p == pathL7On || p == pathL4On {
+			return "on"
+		}
+		return "off"
+	}
+	for _, agent := range []string{"client agent", "server agent"} {
+		t.row(agent+" CPU s per 1,000 req", func(p string) string {
+			if p == pathDirect {
+				return "—"
+			}
+			return fmt.Sprintf("%.3f", perThousand(lat[p], agent+" "+mesh(p)))
+		})
+	}
+	t.row("rest of the machine, vCPU (stolen)", func(p string) string {
+		v, s := others(lat[p])
+		return fmt.Sprintf("%.2f (%.1f %%)", v, s*100)
+	})
+	fmt.Fprintf(w, "\nOTLP exports received: %d requests, %d bytes\n", sink.exports.Load(), sink.bytes.Load())
+	fmt.Fprintf(w, "load average (1, 5, 15 min): start %s; end %s\n", startLoad, endLoad)
+
+	fmt.Fprintf(w, "\nissue 28's targets, on against off (informative):\n\n")
+	check := func(ok bool, format string, args ...any) {
+		verdict := "FAIL"
+		if ok {
+			verdict = "PASS"
+		}
+		fmt.Fprintf(w, "- %s %s\n", verdict, fmt.Sprintf(format, args...))
+	}
+	for _, pair := range [][2]string{{pathL7On, pathL7Off}, {pathL4On, pathL4Off}} {
+		on, off := lat[pair[0]], lat[pair[1]]
+		d := pairedAdded(on, off, 99)
+		check(d <= targetTelemetryP99, "%s: p99 %s ms more than %s, median of rounds; target ≤ %s ms", pair[0], ms(d), pair[1], ms(targetTelemetryP99))
+		cOn, cOff := agentsPerThousand(on, "on"), agentsPerThousand(off, "off")
+		more := cOn/cOff - 1
+		check(more <= targetTelemetryCPU, "%s: agents' CPU %.3f s per 1,000 req against %.3f, %+.1f %%; target ≤ +%.0f %%", pair[0], cOn, cOff, more*100, targetTelemetryCPU*100)
+	}
+	var errs int64
+	for _, rs := range lat {
+		_, e := sumRequests(rs)
+		errs += e
+	}
+	check(errs == 0, "no failed request on any path: %d failed", errs)
+}
