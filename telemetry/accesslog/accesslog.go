@@ -123,9 +123,18 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Log, erro
 		}
 		dest = d
 	}
-	m, err := newMetrics(reg)
+	l, err := newLog(cfg, dest, reg, logger)
 	if err != nil {
 		dest.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// newLog starts a Log on an open destination, with cfg checked.
+func newLog(cfg Config, dest destination, reg prometheus.Registerer, logger *slog.Logger) (*Log, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
 		return nil, fmt.Errorf("accesslog: metrics: %w", err)
 	}
 	if logger == nil {

@@ -12,15 +12,16 @@ import (
 // advanced by one interval, is at most a second ahead of now.
 type limiter struct {
 	interval int64 // nanoseconds per line
-	burst    int64 // nanoseconds of credit: one second
+	burst    int64 // nanoseconds of credit: one second's worth of lines
 	tat      atomic.Int64
 }
 
 func newLimiter(perSecond int) *limiter {
-	return &limiter{
-		interval: int64(time.Second) / int64(perSecond),
-		burst:    int64(time.Second),
-	}
+	// The interval rounds down to whole nanoseconds, so a rate that does
+	// not divide a second refills a hair fast (under 0.01 % below a
+	// million lines per second); the burst is exactly perSecond lines.
+	interval := max(int64(time.Second)/int64(perSecond), 1)
+	return &limiter{interval: interval, burst: interval * int64(perSecond)}
 }
 
 // allow reports whether one more line may be written at now, and takes
