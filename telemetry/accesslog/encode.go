@@ -23,7 +23,7 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 // lists the rule for each).
 func appendLine(b []byte, c *observe.Call) []byte {
 	b = append(b, `{"start_time":"`...)
-	b = c.Start.UTC().AppendFormat(b, timeLayout)
+	b = appendTime(b, c.Start)
 	b = append(b, `","duration_ms":`...)
 	b = appendMillis(b, c.Duration)
 	b = append(b, `,"direction":"`...)
@@ -72,6 +72,30 @@ func appendLine(b []byte, c *observe.Call) []byte {
 		b = append(b, '"')
 	}
 	return append(b, "}\n"...)
+}
+
+// appendTime appends t in UTC as timeLayout does, by hand: the layout
+// interpreter of time.AppendFormat was a third of the cost of a line.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, timeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b = append(b, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-')
+	b = appendTwo(b, int(month), '-')
+	b = appendTwo(b, day, 'T')
+	b = appendTwo(b, hour, ':')
+	b = appendTwo(b, minute, ':')
+	b = appendTwo(b, sec, '.')
+	return append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+}
+
+// appendTwo appends n (0 to 99) in two digits, then sep.
+func appendTwo(b []byte, n int, sep byte) []byte {
+	return append(b, byte('0'+n/10), byte('0'+n%10), sep)
 }
 
 // appendMillis appends d in milliseconds with microsecond precision
