@@ -75,6 +75,8 @@ func hexID(s string) (id [16]byte) {
 var start = time.Date(2026, 12, 7, 9, 30, 1, 234567891, time.FixedZone("CET", 3600))
 
 func TestLinesParseBack(t *testing.T) {
+	// The shipped unit's umask: the file must still be created 0640.
+	defer syscall.Umask(syscall.Umask(0o077))
 	path := filepath.Join(t.TempDir(), "access.log")
 	l := openLog(t, Config{Path: path, SampleRate: 1})
 	calls := []observe.Call{
@@ -175,8 +177,8 @@ func TestLinesParseBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if perm := st.Mode().Perm(); perm&^fileMode != 0 {
-		t.Errorf("log file mode %v, want at most %v", perm, os.FileMode(fileMode))
+	if perm := st.Mode().Perm(); perm != fileMode {
+		t.Errorf("log file mode %v, want %v", perm, os.FileMode(fileMode))
 	}
 }
 
@@ -347,6 +349,7 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 }
 
 func TestReopenAfterRename(t *testing.T) {
+	defer syscall.Umask(syscall.Umask(0o077))
 	dir := t.TempDir()
 	path := filepath.Join(dir, "access.log")
 	rotated := path + ".1"
@@ -377,6 +380,9 @@ func TestReopenAfterRename(t *testing.T) {
 	// lines ended after it must be in the new file.
 	if len(newIDs) < 2 || newIDs[len(newIDs)-2] != "after-1" || newIDs[len(newIDs)-1] != "after-2" {
 		t.Errorf("new file holds %v, want it to end with after-1, after-2", newIDs)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != fileMode {
+		t.Errorf("the reopened file: %v, %v; want mode %v", st.Mode(), err, os.FileMode(fileMode))
 	}
 	if all := append(oldIDs, newIDs...); !reflect.DeepEqual(all, []string{"before-1", "before-2", "after-1", "after-2"}) {
 		t.Errorf("rotated file %v + new file %v: want all four lines, once each, in order", oldIDs, newIDs)

@@ -3,6 +3,7 @@ package accesslog
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync/atomic"
 
@@ -43,7 +44,7 @@ type fileDest struct {
 }
 
 func openFile(path string) (*fileDest, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
+	f, err := openAppend(path)
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +79,33 @@ func (d *fileDest) write(lines [][]byte) (int, error) {
 	return whole, err
 }
 
+// openAppend opens path for appending, creating it with fileMode if it
+// is missing. The mode is set explicitly: the shipped unit's UMask=0077
+// would otherwise leave 0600, and a log shipper in the file's group could
+// not read it. An existing file keeps the mode it has.
+func openAppend(path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, fileMode)
+		if err == nil {
+			if err := f.Chmod(fileMode); err != nil {
+				f.Close()
+				return nil, err
+			}
+			return f, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed between the two opens: create it after all
+		}
+		return f, err
+	}
+}
+
 func (d *fileDest) reopen() error {
-	f, err := os.OpenFile(d.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
+	f, err := openAppend(d.path)
 	if err != nil {
 		return err
 	}
