@@ -381,8 +381,10 @@ func TestReopenAfterRename(t *testing.T) {
 	if len(newIDs) < 2 || newIDs[len(newIDs)-2] != "after-1" || newIDs[len(newIDs)-1] != "after-2" {
 		t.Errorf("new file holds %v, want it to end with after-1, after-2", newIDs)
 	}
-	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != fileMode {
-		t.Errorf("the reopened file: %v, %v; want mode %v", st.Mode(), err, os.FileMode(fileMode))
+	if st, err := os.Stat(path); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != fileMode {
+		t.Errorf("the reopened file has mode %v, want %v", st.Mode().Perm(), os.FileMode(fileMode))
 	}
 	if all := append(oldIDs, newIDs...); !reflect.DeepEqual(all, []string{"before-1", "before-2", "after-1", "after-2"}) {
 		t.Errorf("rotated file %v + new file %v: want all four lines, once each, in order", oldIDs, newIDs)
