@@ -18,7 +18,7 @@ type limiter struct {
 
 func newLimiter(perSecond int) *limiter {
 	// The interval rounds down to whole nanoseconds, so a rate that does
-	// not divide a second refills a hair fast (under 0.01 % below a
+	// not divide a second refills a hair fast (by under 0.1 % up to a
 	// million lines per second); the burst is exactly perSecond lines.
 	interval := max(int64(time.Second)/int64(perSecond), 1)
 	return &limiter{interval: interval, burst: interval * int64(perSecond)}
