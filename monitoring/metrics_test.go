@@ -27,10 +27,11 @@ import (
 // machine; a healthy agent takes a few seconds.
 const wait = 60 * time.Second
 
-// family is what the checks know of one metric name: its labels, and for
-// a label whose values are fixed, those values.
+// family is what the checks know of one metric name: its labels and, for
+// each, the values known: the contract's fixed ones, or those an agent was
+// seen to export; nil for any value.
 type family struct {
-	labels map[string]map[string]bool // label -> fixed values; nil: any value
+	labels map[string]map[string]bool
 }
 
 // targetLabels are added by Prometheus to every series it scrapes.
@@ -201,9 +202,10 @@ func startDevAgent(t *testing.T) *prometheus.Registry {
 
 // use is one place a file names a metric.
 type use struct {
-	where string
-	sel   selector
-	group []string // grouping labels of the whole expression
+	where  string
+	sel    selector
+	group  []string // grouping labels of the whole expression
+	series bool     // an input series of a rule test: its label values are made up
 }
 
 var labelValues = regexp.MustCompile(`^\s*label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$`)
@@ -213,7 +215,7 @@ var labelValues = regexp.MustCompile(`^\s*label_values\(\s*([a-zA-Z_:][a-zA-Z0-9
 func uses(t *testing.T) []use {
 	t.Helper()
 	var out []use
-	scan := func(where, expr string) {
+	scan := func(where, expr string, series bool) {
 		refs, err := scanQuery(expr)
 		if err != nil {
 			t.Errorf("%s: %v", where, err)
@@ -223,13 +225,13 @@ func uses(t *testing.T) []use {
 			t.Errorf("%s: %q names no metric", where, expr)
 		}
 		for _, s := range refs.Selectors {
-			out = append(out, use{where, s, refs.Grouping})
+			out = append(out, use{where, s, refs.Grouping, series})
 		}
 	}
 	ds, _ := loadDashboards(t)
 	for _, d := range ds {
 		for _, q := range d.queries() {
-			scan(q.Where, q.Expr)
+			scan(q.Where, q.Expr, false)
 		}
 		for _, v := range d.Templating.List {
 			if v.Type != "query" {
@@ -245,17 +247,17 @@ func uses(t *testing.T) []use {
 				t.Errorf("%s: variable %s: query %q, want label_values(metric, label)", d.File, v.Name, s)
 				continue
 			}
-			scan(fmt.Sprintf("%s: variable %s", d.File, v.Name), fmt.Sprintf("group by (%s) (%s%s)", m[3], m[1], m[2]))
+			scan(fmt.Sprintf("%s: variable %s", d.File, v.Name), fmt.Sprintf("group by (%s) (%s%s)", m[3], m[1], m[2]), false)
 		}
 	}
 	for _, r := range alertRules(t) {
-		scan(rulesFile+": "+r.Alert, r.Expr)
+		scan(rulesFile+": "+r.Alert, r.Expr, false)
 	}
 	var tests ruleTestFile
 	readYAML(t, rulesTestFile, &tests)
 	for _, tc := range tests.Tests {
 		for _, s := range tc.InputSeries {
-			scan(fmt.Sprintf("%s: %q: input series", rulesTestFile, tc.Name), s.Series)
+			scan(fmt.Sprintf("%s: %q: input series", rulesTestFile, tc.Name), s.Series, true)
 		}
 	}
 	return out
@@ -290,7 +292,7 @@ func TestFilesNameRealMetrics(t *testing.T) {
 				continue
 			}
 			for _, m := range u.sel.Matchers {
-				if vs := f.labels[m.Name]; m.Op == "=" && vs != nil && !vs[m.Value] && !strings.Contains(u.where, rulesTestFile) {
+				if vs := f.labels[m.Name]; m.Op == "=" && vs != nil && !vs[m.Value] && !u.series {
 					missing = append(missing, fmt.Sprintf("%s{%s=%q}", u.sel.Metric, m.Name, m.Value))
 				}
 			}
@@ -397,7 +399,7 @@ func TestCheckUsesFindsMistakes(t *testing.T) {
 			}
 			var us []use
 			for _, s := range refs.Selectors {
-				us = append(us, use{"q", s, refs.Grouping})
+				us = append(us, use{where: "q", sel: s, group: refs.Grouping})
 			}
 			errs := checkUses(us, known)
 			if !slices.ContainsFunc(errs, func(e error) bool { return strings.Contains(e.Error(), tc.want) }) {
@@ -412,7 +414,7 @@ func TestCheckUsesFindsMistakes(t *testing.T) {
 	}
 	var us []use
 	for _, s := range refs.Selectors {
-		us = append(us, use{"q", s, refs.Grouping})
+		us = append(us, use{where: "q", sel: s, group: refs.Grouping})
 	}
 	if errs := checkUses(us, known); len(errs) > 0 {
 		t.Errorf("a right query: %v", errors.Join(errs...))
