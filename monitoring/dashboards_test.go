@@ -79,6 +79,7 @@ type panel struct {
 type dashboardQuery struct {
 	Where   string // file, panel and refId, for messages
 	PanelID int
+	Panel   string // its title
 	RefID   string
 	Expr    string
 }
@@ -126,9 +127,10 @@ func allPanels(ps []panel) []panel {
 var variableRef = regexp.MustCompile(`\$\{(\w+)\}|\$(\w+)`)
 
 // queries returns every query of d with its variables replaced: Grafana's
-// own by grafanaVariables, the dashboard's by a sample value. A variable
-// the dashboard does not define is left in place, for the checks to refuse.
-func (d dashboard) queries() []dashboardQuery {
+// own by grafanaVariables, the dashboard's by their value in values, or
+// "sample". A variable the dashboard does not define is left in place, for
+// the checks to refuse.
+func (d dashboard) queries(values map[string]string) []dashboardQuery {
 	defined := map[string]bool{}
 	for _, v := range d.Templating.List {
 		defined[v.Name] = true
@@ -141,6 +143,9 @@ func (d dashboard) queries() []dashboardQuery {
 				if v, ok := grafanaVariables[name]; ok {
 					return v
 				}
+				if v, ok := values[name]; ok && defined[name] {
+					return v
+				}
 				if defined[name] {
 					return "sample"
 				}
@@ -148,7 +153,7 @@ func (d dashboard) queries() []dashboardQuery {
 			})
 			qs = append(qs, dashboardQuery{
 				Where:   fmt.Sprintf("%s: panel %d %q query %s", d.File, p.ID, p.Title, tg.RefID),
-				PanelID: p.ID, RefID: tg.RefID, Expr: expr,
+				PanelID: p.ID, Panel: p.Title, RefID: tg.RefID, Expr: expr,
 			})
 		}
 	}
@@ -279,7 +284,7 @@ func TestDashboardQueriesParse(t *testing.T) {
 	var rules []recording
 	for _, d := range ds {
 		base := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(d.File), ".json"), "-", "_")
-		for _, q := range d.queries() {
+		for _, q := range d.queries(nil) {
 			rules = append(rules, recording{fmt.Sprintf("dashboard:%s:panel%d_%s", base, q.PanelID, q.RefID), q.Expr})
 		}
 	}
@@ -303,7 +308,7 @@ func TestDashboardQueriesParse(t *testing.T) {
 func TestDashboardVariablesAreDefined(t *testing.T) {
 	ds, _ := loadDashboards(t)
 	for _, d := range ds {
-		for _, q := range d.queries() {
+		for _, q := range d.queries(nil) {
 			if m := variableRef.FindString(q.Expr); m != "" {
 				t.Errorf("%s: variable %s is not defined", q.Where, m)
 			}

@@ -230,7 +230,7 @@ func uses(t *testing.T) []use {
 	}
 	ds, _ := loadDashboards(t)
 	for _, d := range ds {
-		for _, q := range d.queries() {
+		for _, q := range d.queries(nil) {
 			scan(q.Where, q.Expr, false)
 		}
 		for _, v := range d.Templating.List {
