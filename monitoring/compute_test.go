@@ -46,7 +46,7 @@ const goldenSeries = `
   values: '0+60x10'
 - series: 'meshwork_service_requests_total{direction="outbound",protocol="tcp",source="web",destination="db",route="",result="success",code="",reason=""}'
   values: '0+30x10'
-- series: 'meshwork_service_requests_total{direction="outbound",protocol="tcp",source="web",destination="db",route="",result="failure",code="",reason="no_instance"}'
+- series: 'meshwork_service_requests_total{direction="outbound",protocol="tcp",source="web",destination="db",route="",result="failure",code="",reason="no_healthy_instance"}'
   values: '0+30x10'
 `
 
@@ -70,7 +70,7 @@ func TestDashboardQueriesCompute(t *testing.T) {
 		{"meshwork-overview", "", "p99 latency by service", "A", []sample{{`{destination="api"}`, 0.0995}}},
 		{"meshwork-overview", "", "Top services by error rate", "A", []sample{{`{destination="api"}`, 0.0755}}},
 		{"meshwork-overview", "", "Top services by error rate", "B", []sample{{`{destination="api"}`, 1.7667}}},
-		{"meshwork-overview", "", "Top mesh failures by reason", "A", []sample{{`{destination="db",reason="no_instance"}`, 0.5}}},
+		{"meshwork-overview", "", "Top mesh failures by reason", "A", []sample{{`{destination="db",reason="no_healthy_instance"}`, 0.5}}},
 
 		{"meshwork-service", "api", "Requests", "A", []sample{{`{}`, 1.7667}}},
 		{"meshwork-service", "api", "Error rate", "A", []sample{{`{destination="api"}`, 0.0755}}},
@@ -88,7 +88,7 @@ func TestDashboardQueriesCompute(t *testing.T) {
 		{"meshwork-service", "api", "Callers", "B", []sample{{`{source="cron"}`, 0.05}, {`{source="web"}`, 0.0909}}},
 		{"meshwork-service", "api", "Callers", "C", []sample{{`{source="web"}`, 0.0995}}},
 		{"meshwork-service", "web", "Requests by callee", "A", []sample{{`{destination="api"}`, 1}, {`{destination="db"}`, 1}}},
-		{"meshwork-service", "web", "Errors by callee and reason", "A", []sample{{`{destination="db",reason="no_instance"}`, 0.5}}},
+		{"meshwork-service", "web", "Errors by callee and reason", "A", []sample{{`{destination="db",reason="no_healthy_instance"}`, 0.5}}},
 		{"meshwork-service", "web", "Callees", "B", []sample{{`{destination="api"}`, 0}, {`{destination="db"}`, 0.5}}},
 		{"meshwork-service", "db", "Mesh failures of calls to it", "A", []sample{{`{}`, 0.5}}},
 	}
