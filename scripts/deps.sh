@@ -5,7 +5,9 @@
 #   scripts/deps.sh test     dig (DNS client tests), iproute2, and the real
 #                            clients of transport's L7 tests: curl, h2load
 #                            (nghttp2-client), grpc-go's interop client and
-#                            server (grpc-interop-client, grpc-interop-server)
+#                            server (grpc-interop-client, grpc-interop-server);
+#                            promtool (prometheus) for monitoring's rule and
+#                            dashboard checks
 #   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
 #                            systemd-container, debootstrap, ansible, ssh
 #   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy, wrk,
@@ -84,7 +86,7 @@ go_build_as() {
 }
 
 group_test() {
-	apt_install bind9-dnsutils iproute2 curl nghttp2-client
+	apt_install bind9-dnsutils iproute2 curl nghttp2-client prometheus
 	go_build_as grpc-interop-client google.golang.org/grpc/interop/client "$GRPC_VERSION"
 	go_build_as grpc-interop-server google.golang.org/grpc/interop/server "$GRPC_VERSION"
 }
