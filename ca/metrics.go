@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,12 +39,16 @@ type serverMetrics struct {
 	rotationPending prometheus.Gauge
 	stateErrors     prometheus.Counter
 	withheld        *prometheus.CounterVec // reason: withheldByPolicy, withheldByToken
-	interExpiry     prometheus.Gauge
-	now             func() time.Time
+	interExpiry     prometheus.GaugeFunc
+	// interNotAfter is the active intermediate's NotAfter in Unix
+	// nanoseconds, 0 until one is loaded; the gauge counts down to it at
+	// each scrape.
+	interNotAfter atomic.Int64
+	now           func() time.Time
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
-	m := &serverMetrics{
+	m := &serverMetrics{now: time.Now,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricIssued, Help: "Leaf certificates issued, by method (token, renew, local).",
 		}, []string{"method"}),
@@ -69,10 +74,16 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricServicesWithheld, Help: "Service identities left out of issued leaves, by reason: policy (a ServiceIdentity document or the ServiceIdentityDefaults mode) or token (the agent token lacks service:write).",
 		}, []string{"reason"}),
-		interExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricIntermediateExpiry, Help: "Seconds until the active intermediate expires, when it was loaded.",
-		}),
 	}
+	m.interExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: MetricIntermediateExpiry, Help: "Seconds until the active intermediate expires; 0 until one is loaded.",
+	}, func() float64 {
+		na := m.interNotAfter.Load()
+		if na == 0 {
+			return 0
+		}
+		return time.Unix(0, na).Sub(m.now()).Seconds()
+	})
 	for _, method := range []string{"token", "renew", "local"} {
 		m.issued.WithLabelValues(method)
 		m.issueErrors.WithLabelValues(method)
@@ -100,7 +111,7 @@ func (m *serverMetrics) observe(method string, start time.Time, err error) {
 }
 
 func (m *serverMetrics) setState(sg *signer) {
-	m.interExpiry.Set(time.Until(sg.chain[0].NotAfter).Seconds())
+	m.interNotAfter.Store(sg.chain[0].NotAfter.UnixNano())
 }
 
 // managerMetrics are the agent-side metrics; the expiry gauges are computed

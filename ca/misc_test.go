@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 )
@@ -414,4 +415,25 @@ func (s *signalReader) Read(p []byte) (int, error) {
 		s.once.Do(func() { close(s.eof) })
 	}
 	return n, err
+}
+
+// TestIntermediateExpiryCountsDown: the gauge is worked out at each
+// scrape, not frozen at the intermediate's load.
+func TestIntermediateExpiryCountsDown(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	m, err := newServerMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.now = func() time.Time { return now }
+	if v := metricValue(m.interExpiry); v != 0 {
+		t.Fatalf("before a load: %v, want 0", v)
+	}
+	m.interNotAfter.Store(now.Add(48 * time.Hour).UnixNano())
+	first := metricValue(m.interExpiry)
+	now = now.Add(time.Hour)
+	second := metricValue(m.interExpiry)
+	if first != 48*3600 || second != 47*3600 {
+		t.Fatalf("expiry %v then %v an hour later, want %v then %v", first, second, 48*3600, 47*3600)
+	}
 }

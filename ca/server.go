@@ -129,6 +129,9 @@ func NewServer(cfg ServerConfig, deps ServerDeps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: server: %w", err)
 	}
+	if cfg.Now != nil {
+		m.now = cfg.Now
+	}
 	s := &Server{
 		cfg:    cfg,
 		deps:   deps,
