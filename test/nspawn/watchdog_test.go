@@ -251,5 +251,11 @@ func (h *Host) checkWatchdog(ctx context.Context) {
 			t.Errorf("%s: the journal since the freeze does not show %q:\n%s", h.Name, want, log)
 		}
 	}
-	t.Logf("%s: frozen pid %s restarted by the watchdog as pid %s (NRestarts %s)", h.Name, pid, p["MainPID"], p["NRestarts"])
+	var seen []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "Watchdog timeout") || strings.Contains(line, "SIGABRT") || strings.Contains(line, "Failed with result") {
+			seen = append(seen, line)
+		}
+	}
+	t.Logf("%s: frozen pid %s restarted by the watchdog as pid %s (NRestarts %s); the journal:\n%s", h.Name, pid, p["MainPID"], p["NRestarts"], strings.Join(seen, "\n"))
 }
