@@ -246,6 +246,9 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
 	}
+	if cfg.Telemetry.Listen != a.cfg.Telemetry.Listen {
+		a.log.Warn("reload: telemetry.listen takes effect only after a restart")
+	}
 	if cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
 		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {
 		// A step of their rotation is a rolling restart (docs/operations.md).

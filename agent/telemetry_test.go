@@ -156,3 +156,25 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryListenNeedsARestart: a reload that moves telemetry.listen
+// says that it takes effect only after a restart, and the listener keeps
+// serving where it was.
+func TestTelemetryListenNeedsARestart(t *testing.T) {
+	cfg := newConfig(t, "tl1", true, "127.245.0.0/16")
+	a := startAgentWith(t, cfg, func(d *Deps) { d.TelemetryListener = listenTCP(t) })
+	addr := a.TelemetryAddr()
+	next := *cfg
+	next.Telemetry.Listen = "127.0.0.1:1"
+	if err := a.Reload(&next); err != nil {
+		t.Fatal(err)
+	}
+	if !a.logs.Contains("reload: telemetry.listen takes effect only after a restart") {
+		t.Errorf("a reload of telemetry.listen does not say it needs a restart:\n%s", a.logs)
+	}
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the reload, /healthz at %s: %v %v", addr, resp, err)
+	}
+	resp.Body.Close()
+}
