@@ -246,16 +246,22 @@ func (h *Host) checkWatchdog(ctx context.Context) {
 	if n <= before {
 		t.Errorf("%s: NRestarts %d after the watchdog, was %d", h.Name, n, before)
 	}
-	for _, want := range []string{"Watchdog timeout", "SIGABRT"} {
+	// systemd's verdict, and Go's dump of the goroutines on SIGABRT.
+	for _, want := range []string{"Watchdog timeout", "Failed with result 'watchdog'", "SIGABRT: abort", "goroutine "} {
 		if !strings.Contains(log, want) {
 			t.Errorf("%s: the journal since the freeze does not show %q:\n%s", h.Name, want, log)
 		}
 	}
 	var seen []string
+	goroutines := 0
 	for _, line := range strings.Split(log, "\n") {
-		if strings.Contains(line, "Watchdog timeout") || strings.Contains(line, "SIGABRT") || strings.Contains(line, "Failed with result") {
+		switch {
+		case strings.HasPrefix(line, "goroutine "):
+			goroutines++
+		case strings.Contains(line, "Watchdog timeout") || strings.Contains(line, "SIGABRT") || strings.Contains(line, "Failed with result"):
 			seen = append(seen, line)
 		}
 	}
+	seen = append(seen, fmt.Sprintf("(and the stacks of %d goroutines)", goroutines))
 	t.Logf("%s: frozen pid %s restarted by the watchdog as pid %s (NRestarts %s); the journal:\n%s", h.Name, pid, p["MainPID"], p["NRestarts"], strings.Join(seen, "\n"))
 }
