@@ -25,9 +25,12 @@ import (
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/agent/httpapi"
 	"github.com/meshwork/meshwork/agent/local"
+	"github.com/meshwork/meshwork/agent/readiness"
+	"github.com/meshwork/meshwork/agent/telemetryhttp"
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
+	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/raftstore"
 )
@@ -69,6 +72,12 @@ type Deps struct {
 	// LogStream follows Logger's records for GET /v1/agent/monitor.
 	// Default: none, and the API has no monitor.
 	LogStream *logstream.Broker
+	// TelemetryListener replaces the telemetry listener's socket, and turns
+	// the listener on even when telemetry.listen is empty.
+	TelemetryListener net.Listener
+	// Clock is the time the readiness checks judge the certificate by.
+	// Default: clock.Real.
+	Clock clock.Clock
 }
 
 // Agent is one running Meshwork agent.
@@ -88,6 +97,9 @@ type Agent struct {
 	ca       *ca.Agent
 	tunnel   *tunnel      // nil when ports.tunnel is -1
 	services *serviceSync // hands local services to the CA and the tunnel
+
+	ready     *readiness.Checker    // joined, certificate, policy (telemetry.go)
+	telemetry *telemetryhttp.Server // nil when telemetry.listen is empty
 
 	dnsAddr string // where DNS listens, once started
 
@@ -168,6 +180,8 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 		a.buildCA,
 		a.buildTunnel, // before DNS, which answers with its virtual IPs
 		a.buildDNS,
+		a.buildReadiness,
+		a.buildTelemetryListener, // last: a probe finds every component started
 	}
 	for _, b := range builders {
 		if err := b(); err != nil {
@@ -231,6 +245,9 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	}
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
+	}
+	if cfg.Telemetry.Listen != a.cfg.Telemetry.Listen {
+		a.log.Warn("reload: telemetry.listen takes effect only after a restart")
 	}
 	if cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
 		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {

@@ -80,6 +80,13 @@ func listenUDP(t *testing.T) net.PacketConn {
 // ports (no tunnel socket with ports.tunnel -1), and closes it at cleanup.
 func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 	t.Helper()
+	return startAgentWith(t, cfg, nil)
+}
+
+// startAgentWith is startAgent with edit, when not nil, applied to the
+// agent's Deps before it is made.
+func startAgentWith(t *testing.T, cfg *config.Config, edit func(*Deps)) *testAgent {
+	t.Helper()
 	logs := &meshtest.LogBuffer{}
 	tee, logStream := logstream.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log := slog.New(tee)
@@ -104,11 +111,15 @@ func startAgent(t *testing.T, cfg *config.Config) *testAgent {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := New(cfg, Deps{
+	deps := Deps{
 		Logger: log, Registry: reg, GossipTransport: nt,
 		HTTPListener: listenTCP(t), DNSConn: listenUDP(t), DNSListener: listenTCP(t),
 		RaftListener: raftL, TunnelConn: tunnel, LogStream: logStream,
-	})
+	}
+	if edit != nil {
+		edit(&deps)
+	}
+	a, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

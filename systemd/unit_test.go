@@ -122,6 +122,8 @@ func TestUnitKeepsWhatTheAgentNeeds(t *testing.T) {
 	for _, want := range []string{
 		"Type=notify",                        // the agent sends READY=1 (internal/sdnotify)
 		"ExecReload=/bin/kill -HUP $MAINPID", // SIGHUP reloads services and checks
+		"WatchdogSec=30s",                    // the main loop sends WATCHDOG=1 every 15s
+		"Restart=on-failure",                 // which includes a watchdog timeout
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE",
 		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", // netlink: sock_diag

@@ -145,10 +145,18 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	_ = sdnotify.Ready()
 	_ = sdnotify.Status("running")
+	watchdog := newWatchdog(logger)
+	defer watchdog.stop()
 
 	for stopped := false; !stopped; {
 		var sig os.Signal
 		select {
+		case <-watchdog.tick:
+			// This loop handles every signal and reload: a process
+			// that freezes (SIGSTOP, a stalled runtime) or a reload
+			// that hangs stops the pings, and systemd restarts it.
+			_ = sdnotify.Watchdog()
+			continue
 		case sig = <-signals:
 		case <-a.LeaveRequested():
 			// `meshwork leave`: the agent has left; stop as after SIGTERM.
@@ -214,6 +222,31 @@ const (
 func stopPhase(status string, d time.Duration) {
 	_ = sdnotify.Status(status)
 	_ = sdnotify.ExtendTimeout(d + closeTimeout)
+}
+
+// watchdog paces the WATCHDOG=1 pings of the main loop: at half the
+// unit's WatchdogSec=, as sd_watchdog_enabled(3) advises, so that one late
+// tick is not a restart.
+type watchdog struct {
+	tick <-chan time.Time // nil, never ready, when the watchdog is off
+	stop func()
+}
+
+// newWatchdog reads WatchdogSec= from the environment systemd gave the
+// process. The first ping goes at once: READY=1 has just been sent.
+func newWatchdog(logger *slog.Logger) watchdog {
+	interval, err := sdnotify.WatchdogInterval()
+	if err != nil {
+		logger.Warn("systemd watchdog not used: its interval cannot be read", "err", err)
+		return watchdog{stop: func() {}}
+	}
+	if interval <= 0 {
+		return watchdog{stop: func() {}}
+	}
+	_ = sdnotify.Watchdog()
+	t := time.NewTicker(interval / 2)
+	logger.Info("systemd watchdog on", "interval", interval, "ping_every", interval/2)
+	return watchdog{tick: t.C, stop: t.Stop}
 }
 
 // reload rereads the configuration on SIGHUP and applies what can change at

@@ -1,24 +1,31 @@
 // Package sdnotify tells systemd about the agent's lifecycle through the
-// sd_notify protocol: one datagram of newline-separated VAR=value
-// assignments sent to the unix socket named by $NOTIFY_SOCKET.
+// sd_notify protocol, with github.com/coreos/go-systemd/v22/daemon: one
+// datagram of newline-separated VAR=value assignments sent to the unix
+// socket named by $NOTIFY_SOCKET. This package names the messages the agent
+// sends and checks what systemd would misread; the protocol is daemon's.
 //
 // A unit with Type=notify waits for READY=1 before it counts the service as
 // started; Type=notify-reload (and `systemctl reload` with ExecReload=kill
 // -HUP) expects RELOADING=1 with MONOTONIC_USEC, then READY=1 once the reload
-// is done. Every function is a no-op returning nil when $NOTIFY_SOCKET is
-// unset, so the agent runs the same outside systemd. All functions are safe
-// for concurrent use; each opens, writes and closes its own socket, and none
+// is done. With WatchdogSec=, systemd passes the interval in $WATCHDOG_USEC
+// and restarts the service when WATCHDOG=1 does not come within it
+// (WatchdogInterval, Watchdog).
+//
+// Every function is a no-op returning nil when $NOTIFY_SOCKET is unset, so
+// the agent runs the same outside systemd. All functions are safe for
+// concurrent use; each opens, writes and closes its own socket, and none
 // blocks beyond one local datagram write.
 package sdnotify
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // SocketEnv is the environment variable in which systemd passes the socket.
@@ -29,10 +36,28 @@ const SocketEnv = "NOTIFY_SOCKET"
 var ErrBadSocket = errors.New("sdnotify: NOTIFY_SOCKET is not an absolute path or @abstract name")
 
 // Ready reports that start-up, or a reload, has finished.
-func Ready() error { return Send("READY=1") }
+func Ready() error { return Send(daemon.SdNotifyReady) }
 
-// Stopping reports that the service has begun shutting down.
-func Stopping() error { return Send("STOPPING=1") }
+// Stopping reports that the service has begun shutting down. systemd's
+// watchdog stops with it: each phase of the stop is bounded by the unit's
+// TimeoutStopSec= and ExtendTimeout instead.
+func Stopping() error { return Send(daemon.SdNotifyStopping) }
+
+// Watchdog tells systemd that the service is alive. Send it at least every
+// half of WatchdogInterval, from the loop whose freezing should restart the
+// service.
+func Watchdog() error { return Send(daemon.SdNotifyWatchdog) }
+
+// WatchdogInterval is the unit's WatchdogSec= as systemd passed it to this
+// process, or 0 when the watchdog is off or meant for another process
+// ($WATCHDOG_PID). A malformed $WATCHDOG_USEC is an error.
+func WatchdogInterval() (time.Duration, error) {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0, fmt.Errorf("sdnotify: watchdog: %w", err)
+	}
+	return d, nil
+}
 
 // ExtendTimeout asks systemd for d more time in the phase the service is
 // in: start-up, or shutting down after Stopping. systemd applies it only
@@ -50,11 +75,11 @@ func ExtendTimeout(d time.Duration) error {
 // It carries MONOTONIC_USEC, which systemd requires to match the message to
 // the reload it asked for. Send Ready when the reload is done.
 func Reloading() error {
-	usec, err := monotonicUsec()
-	if err != nil {
-		return fmt.Errorf("sdnotify: reloading: %w", err)
+	mono := strings.TrimSuffix(daemon.SdNotifyMonotonicUsec(), "\n")
+	if mono == "" {
+		return errors.New("sdnotify: reloading: CLOCK_MONOTONIC cannot be read")
 	}
-	return Send("RELOADING=1", "MONOTONIC_USEC="+strconv.FormatUint(usec, 10))
+	return Send(daemon.SdNotifyReloading, mono)
 }
 
 // Status sets the free-form status line shown by `systemctl status`.
@@ -70,27 +95,13 @@ func Send(assignments ...string) error {
 	if path == "" {
 		return nil
 	}
-	addr, err := socketAddr(path)
-	if err != nil {
-		return err
+	// daemon dials whatever the variable holds; a relative name would be
+	// looked up in the working directory, which is never what systemd meant.
+	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
+		return fmt.Errorf("%w: %q", ErrBadSocket, path)
 	}
-	conn, err := net.DialUnix("unixgram", nil, addr)
-	if err != nil {
-		return fmt.Errorf("sdnotify: dial %s: %w", path, err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(strings.Join(assignments, "\n") + "\n")); err != nil {
-		return fmt.Errorf("sdnotify: write %s: %w", path, err)
+	if _, err := daemon.SdNotify(false, strings.Join(assignments, "\n")+"\n"); err != nil {
+		return fmt.Errorf("sdnotify: %s: %w", path, err)
 	}
 	return nil
-}
-
-// socketAddr turns $NOTIFY_SOCKET into a unixgram address. A leading '@'
-// names a socket in the abstract namespace, which Go spells with '@' too
-// (the runtime turns it into the leading NUL byte).
-func socketAddr(path string) (*net.UnixAddr, error) {
-	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
-		return nil, fmt.Errorf("%w: %q", ErrBadSocket, path)
-	}
-	return &net.UnixAddr{Name: path, Net: "unixgram"}, nil
 }

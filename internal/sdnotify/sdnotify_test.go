@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ func TestNotifications(t *testing.T) {
 	}{
 		{"ready", Ready, "READY=1\n"},
 		{"stopping", Stopping, "STOPPING=1\n"},
+		{"watchdog", Watchdog, "WATCHDOG=1\n"},
 		{"status", func() error { return Status("gossip: 3 members") }, "STATUS=gossip: 3 members\n"},
 		{"status newline flattened", func() error { return Status("a\nb") }, "STATUS=a b\n"},
 		{"extend timeout", func() error { return ExtendTimeout(25*time.Second + 3*time.Millisecond) }, "EXTEND_TIMEOUT_USEC=25003000\n"},
@@ -129,7 +131,7 @@ func TestReloadingCarriesMonotonicTime(t *testing.T) {
 
 func TestNoSocketIsNoOp(t *testing.T) {
 	t.Setenv(SocketEnv, "")
-	for name, f := range map[string]func() error{"ready": Ready, "stopping": Stopping, "reloading": Reloading} {
+	for name, f := range map[string]func() error{"ready": Ready, "stopping": Stopping, "reloading": Reloading, "watchdog": Watchdog} {
 		if err := f(); err != nil {
 			t.Errorf("%s without %s: %v, want nil", name, SocketEnv, err)
 		}
@@ -156,6 +158,34 @@ func TestSocketErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.socket) {
 				t.Errorf("error %q does not name the socket %q", err, tt.socket)
+			}
+		})
+	}
+}
+
+// TestWatchdogInterval reads WatchdogSec= as systemd passes it: for this
+// process only, and malformed values refused.
+func TestWatchdogInterval(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
+	tests := []struct {
+		name, usec, pid string
+		want            time.Duration
+		wantErr         bool
+	}{
+		{"off", "", "", 0, false},
+		{"on, no pid", "30000000", "", 30 * time.Second, false},
+		{"on, this process", "4000000", self, 4 * time.Second, false},
+		{"on, another process", "4000000", strconv.Itoa(os.Getpid() + 1), 0, false},
+		{"not a number", "30s", "", 0, true},
+		{"zero", "0", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("WATCHDOG_USEC", tt.usec)
+			t.Setenv("WATCHDOG_PID", tt.pid)
+			got, err := WatchdogInterval()
+			if got != tt.want || (err != nil) != tt.wantErr {
+				t.Errorf("WatchdogInterval() = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
 			}
 		})
 	}
