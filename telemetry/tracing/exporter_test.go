@@ -469,12 +469,16 @@ func TestMetricNames(t *testing.T) {
 }
 
 func BenchmarkEnd(b *testing.B) {
-	for _, sampled := range []bool{false, true} {
-		name := "not_sampled"
-		if sampled {
-			name = "sampled"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, bc := range []struct {
+		name              string
+		sampled, parallel bool
+	}{
+		{"not_sampled", false, false},
+		{"sampled", true, false},
+		{"sampled_parallel", true, true},
+	} {
+		sampled := bc.sampled
+		b.Run(bc.name, func(b *testing.B) {
 			r := newBenchReceiver(b)
 			e, err := New(Config{Endpoint: r, Node: "n", QueueSize: 2048}, prometheus.NewRegistry(), nil)
 			if err != nil {
@@ -487,8 +491,17 @@ func BenchmarkEnd(b *testing.B) {
 			c.Trace.Sampled = sampled
 			b.ReportAllocs()
 			b.ResetTimer()
-			for b.Loop() {
-				e.End(&c)
+			if bc.parallel {
+				b.RunParallel(func(pb *testing.PB) {
+					c := c
+					for pb.Next() {
+						e.End(&c)
+					}
+				})
+			} else {
+				for b.Loop() {
+					e.End(&c)
+				}
 			}
 			b.StopTimer()
 			ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
