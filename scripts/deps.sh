@@ -93,7 +93,7 @@ go_build_as() {
 go_build_tool() {
 	local bin=$1 mod=$2 pkg=$3 version=$4
 	if go version -m "$GOBIN/$bin" 2>/dev/null | grep -Eq "^[[:space:]]+path[[:space:]]+$pkg\$" &&
-		go version -m "$GOBIN/$bin" | grep -Eq "^[[:space:]]+dep[[:space:]]+$mod[[:space:]]+$version[[:space:]]"; then
+		go version -m "$GOBIN/$bin" | grep -Eq "^[[:space:]]+(mod|dep)[[:space:]]+$mod[[:space:]]+$version[[:space:]]"; then
 		return 0
 	fi
 	local tmp
@@ -101,8 +101,10 @@ go_build_tool() {
 	(
 		cd "$tmp" &&
 			go mod init meshwork.invalid/tools/"$bin" >/dev/null 2>&1 &&
-			retry go get -tool "$pkg@$version" &&
-			go build -trimpath -o "$tmp/$bin" "$pkg"
+			# go get lists every module it adds: hundreds of lines, kept
+			# for a failure.
+			retry sh -c 'go get -tool "$1" >get.log 2>&1 || { cat get.log >&2; exit 1; }' go-get "$pkg@$version" &&
+			go build -o "$tmp/$bin" "$pkg"
 	) || { rm -rf "$tmp"; return 1; }
 	mkdir -p "$GOBIN"
 	mv -f "$tmp/$bin" "$GOBIN/$bin"
