@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -315,8 +316,8 @@ func TestCloseDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the deadline has passed
 	err := e.Close(ctx)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Close past its deadline: %v, want context.Canceled", err)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), strconv.Itoa(batchSize+3)+" spans unsent") {
+		t.Fatalf("Close past its deadline: %v, want context.Canceled and %d spans unsent", err, batchSize+3)
 	}
 	if got := value(e.m.closed); got != batchSize+3 {
 		t.Errorf("dropped (closed) = %v, want %d", got, batchSize+3)

@@ -125,14 +125,17 @@ func (cfg Config) validate() (string, error) {
 // Its life: New, Start, then End from any number of goroutines, then
 // Close.
 type Exporter struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics
-	client  sdktrace.SpanExporter
-	scope   instrumentation.Scope
-	queue   chan observe.Call
-	closed  atomic.Bool
-	started atomic.Bool
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	client sdktrace.SpanExporter
+	scope  instrumentation.Scope
+	queue  chan observe.Call
+	closed atomic.Bool  // read by End; set under lifecycle
+	unsent atomic.Int64 // spans dropped as closed by the export goroutine
+
+	lifecycle sync.Mutex // orders Start and Close
+	started   bool
 
 	stop      chan struct{} // closed by Close: flush and return
 	done      chan struct{} // closed by the export goroutine as it returns
@@ -154,7 +157,7 @@ var _ observe.Observer = (*Exporter)(nil)
 // queue, up to its bound.
 //
 // The OTLP exporter also reads the OTEL_EXPORTER_OTLP_* environment
-// variables, but for the endpoint: headers (for a token), TLS
+// variables, all but the endpoint: headers (for a token), TLS
 // certificates, compression.
 func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Exporter, error) {
 	cfg = cfg.withDefaults()
@@ -204,7 +207,9 @@ func newExporter(cfg Config, client sdktrace.SpanExporter, reg prometheus.Regist
 // Start starts the export goroutine. It returns at once: the receiver is
 // first reached by the first batch.
 func (e *Exporter) Start(ctx context.Context) error {
-	if e.closed.Load() || !e.started.CompareAndSwap(false, true) {
+	e.lifecycle.Lock()
+	defer e.lifecycle.Unlock()
+	if e.closed.Load() || e.started {
 		return fmt.Errorf("tracing: start: %w", ErrStarted)
 	}
 	if s, ok := e.client.(interface{ Start(context.Context) error }); ok {
@@ -212,6 +217,7 @@ func (e *Exporter) Start(ctx context.Context) error {
 			return fmt.Errorf("tracing: start: %w", err)
 		}
 	}
+	e.started = true
 	go e.run()
 	return nil
 }
@@ -243,8 +249,11 @@ func (e *Exporter) End(c *observe.Call) {
 // returns the first's error.
 func (e *Exporter) Close(ctx context.Context) error {
 	e.closeOnce.Do(func() {
+		e.lifecycle.Lock()
 		e.closed.Store(true)
-		if !e.started.Load() {
+		started := e.started
+		e.lifecycle.Unlock()
+		if !started {
 			// No goroutine: what was queued before Start is lost.
 			if n := len(e.queue); n > 0 {
 				e.m.closed.Add(float64(n))
@@ -268,8 +277,8 @@ func (e *Exporter) Close(ctx context.Context) error {
 		if err := e.client.Shutdown(context.WithoutCancel(ctx)); err != nil {
 			e.log.Debug("trace exporter shutdown failed", "err", err)
 		}
-		if ctx.Err() != nil {
-			e.closeErr = fmt.Errorf("tracing: close: spans left unsent: %w", ctx.Err())
+		if n := e.unsent.Load(); n > 0 {
+			e.closeErr = fmt.Errorf("tracing: close: %d spans unsent: %w", n, context.Cause(ctx))
 		}
 	})
 	return e.closeErr
@@ -322,6 +331,7 @@ func (e *Exporter) export(batch []sdktrace.ReadOnlySpan) {
 	n := float64(len(batch))
 	if e.runCtx.Err() != nil {
 		e.m.closed.Add(n)
+		e.unsent.Add(int64(len(batch)))
 		return
 	}
 	err := e.client.ExportSpans(e.runCtx, batch)
@@ -334,6 +344,7 @@ func (e *Exporter) export(batch []sdktrace.ReadOnlySpan) {
 		}
 	case e.runCtx.Err() != nil:
 		e.m.closed.Add(n)
+		e.unsent.Add(int64(len(batch)))
 	default:
 		e.m.exportErrors.Inc()
 		e.m.exportFailed.Add(n)
