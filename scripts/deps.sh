@@ -9,7 +9,8 @@
 #                            promtool (prometheus) for monitoring's rule and
 #                            dashboard checks
 #   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
-#                            systemd-container, debootstrap, ansible, ssh
+#                            systemd-container, debootstrap, ansible, ssh,
+#                            Jaeger (jaeger, the all-in-one with OTLP)
 #   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy, wrk,
 #                            fortio, ghz, redis, postgresql
 #   scripts/deps.sh step     step-ca and the step CLI, for the external-CA test
@@ -23,6 +24,7 @@ STEP_VERSION=v0.30.2
 FORTIO_VERSION=v1.68.2
 GHZ_VERSION=v0.120.0
 NFPM_VERSION=v2.48.0
+JAEGER_VERSION=v1.75.0
 # The gRPC interop client and server come from the version go.mod requires.
 GRPC_VERSION=v1.79.3
 
@@ -85,6 +87,32 @@ go_build_as() {
 	rm -rf "$tmp"
 }
 
+# go_build_tool BIN MODULE PKG VERSION installs the main package PKG of
+# MODULE@VERSION as GOBIN/BIN, built as a tool of a throwaway module: `go
+# install PKG@VERSION` refuses a module whose go.mod has replace directives
+# (Jaeger's; as a dependency its replaces are ignored and it still builds).
+# A BIN built from another version of MODULE is replaced.
+go_build_tool() {
+	local bin=$1 mod=$2 pkg=$3 version=$4
+	if go version -m "$GOBIN/$bin" 2>/dev/null | grep -Eq "^[[:space:]]+path[[:space:]]+$pkg\$" &&
+		go version -m "$GOBIN/$bin" | grep -Eq "^[[:space:]]+(mod|dep)[[:space:]]+$mod[[:space:]]+$version[[:space:]]"; then
+		return 0
+	fi
+	local tmp
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp" &&
+			go mod init meshwork.invalid/tools/"$bin" >/dev/null 2>&1 &&
+			# go get lists every module it adds: hundreds of lines, kept
+			# for a failure.
+			retry sh -c 'go get -tool "$1" >get.log 2>&1 || { cat get.log >&2; exit 1; }' go-get "$pkg@$version" &&
+			go build -o "$tmp/$bin" "$pkg"
+	) || { rm -rf "$tmp"; return 1; }
+	mkdir -p "$GOBIN"
+	mv -f "$tmp/$bin" "$GOBIN/$bin"
+	rm -rf "$tmp"
+}
+
 group_test() {
 	apt_install bind9-dnsutils iproute2 curl nghttp2-client prometheus
 	go_build_as grpc-interop-client google.golang.org/grpc/interop/client "$GRPC_VERSION"
@@ -94,6 +122,7 @@ group_test() {
 group_e2e() {
 	group_test
 	apt_install tshark curl nginx-light systemd-container debootstrap ansible openssh-client bridge-utils
+	go_build_tool jaeger github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION"
 }
 
 group_bench() {
