@@ -133,14 +133,18 @@ func (p *l7Policy) ProtocolOf(service string) string {
 	return p.protos[strings.ToLower(service)]
 }
 
-func (p *l7Policy) RouteFor(service string, req policy.Request) []SplitTarget {
+// RouteFor names a route that picks targets "<service>-route".
+func (p *l7Policy) RouteFor(service string, req policy.Request) (string, []SplitTarget) {
 	p.mu.Lock()
 	f := p.routes[service]
 	p.mu.Unlock()
 	if f == nil {
-		return nil
+		return "", nil
 	}
-	return f(req)
+	if targets := f(req); targets != nil {
+		return service + "-route", targets
+	}
+	return "", nil
 }
 
 func (p *l7Policy) Resilience(service string) *policy.Resilience {
