@@ -202,7 +202,11 @@ func (p *Proxy) bufferBody(req *http.Request) bool {
 func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) (int64, error) {
 	removeHopHeaders(resp.Header)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
-	if resp.ContentLength < 0 && bodyAllowed(resp.StatusCode) {
+	if (resp.ContentLength < 0 || len(resp.Trailer) > 0) && bodyAllowed(resp.StatusCode) {
+		// A body of known length with trailers announced (an HTTP/2 app
+		// may send both) is sent chunked too: HTTP/1.1 has trailers
+		// after chunks only.
+		resp.ContentLength = -1
 		resp.TransferEncoding = []string{"chunked"}
 		if resp.Trailer == nil {
 			// Trailers the app did not announce are filled in here as the
