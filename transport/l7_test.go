@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/telemetry/signals"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
@@ -457,14 +458,27 @@ func TestL7Upgrade(t *testing.T) {
 // through two agents and the per-request path, beside the same requests
 // per connection (tcp) and direct, in one run.
 func BenchmarkL7Request(b *testing.B) {
-	for _, path := range []string{"direct", "tcp", "http"} {
+	// "+signals" runs the golden-signal observer on both agents.
+	for _, path := range []string{"direct", "tcp", "http", "tcp+signals", "http+signals"} {
 		b.Run(path, func(b *testing.B) {
 			pol := newL7Policy()
 			m := newMesh(b)
 			app := startHTTPApp(b, "web-1")
-			pol.protos["web"] = path
-			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
-			client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+			proto, withSignals := strings.CutSuffix(path, "+signals")
+			pol.protos["web"] = proto
+			deps := pol.deps
+			if withSignals {
+				deps = func(d *Deps) {
+					pol.deps(d)
+					sig, err := signals.New(d.Registerer)
+					if err != nil {
+						b.Fatal(err)
+					}
+					d.Observer = sig
+				}
+			}
+			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: deps})
+			client := m.addAgent("client", nil, agentOpts{deps: deps})
 			addr := client.vipAddr(b, "web", app.port)
 			if path == "direct" {
 				addr = fmt.Sprintf("127.0.0.1:%d", app.port)

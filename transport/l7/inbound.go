@@ -28,7 +28,8 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	defer p.m.active.WithLabelValues(inbound).Dec()
 	svc := in.Target.Service
 	proto := p.deps.Protocol(svc)
-	o := p.records.Get().(*observe.Call)
+	ir := p.records.Get().(*inboundRecord)
+	o := &ir.call
 	*o = observe.Call{
 		Direction: observe.Inbound, Protocol: protocolOf(proto == policy.ProtocolGRPC), Start: in.Start,
 		Source: in.Target.Source.Service, SourceIdentity: in.Target.Source.ID,
@@ -42,8 +43,8 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 			o.BytesIn = body.n.Load()
 		}
 		p.endRecord(o)
-		*o = observe.Call{}
-		p.records.Put(o)
+		*ir = inboundRecord{}
+		p.records.Put(ir)
 	}()
 	// The budget runs from when the header was read.
 	has := in.Header.Timeout > 0
@@ -99,7 +100,8 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	describeRequest(o, req)
 	// The app's span is a child of this agent's server span, whatever
 	// the caller's app sent.
-	req.Header["Traceparent"] = []string{spans.Traceparent(o.Trace)}
+	ir.traceparent[0] = spans.Traceparent(o.Trace)
+	req.Header["Traceparent"] = ir.traceparent[:]
 	answer := func(resp *http.Response) {
 		resp.Close = false // the stream's end ends the answer
 		bw := p.getWriter(s)

@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -185,8 +186,8 @@ type Proxy struct {
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
 	bufs    sync.Pool // *[]byte of copyBuffer
-	records sync.Pool // *observe.Call of inbound requests
-	names   sync.Map  // names of records: local service or address -> SPIFFE ID or "ip:port"
+	records sync.Pool // *inboundRecord
+	names   recordNames
 }
 
 // copyBuffer is the buffer of a body copy.
@@ -221,7 +222,8 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
-	p.records.New = func() any { return new(observe.Call) }
+	p.records.New = func() any { return new(inboundRecord) }
+	p.names = recordNames{ids: map[string]string{}, addrs: map[netip.AddrPort]string{}}
 	p.h1, p.h2 = newH1Pool(p), p.appTransport()
 
 	var protos http.Protocols

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/meshwork/meshwork/internal/spiffeid"
@@ -130,27 +131,52 @@ func meshErrorIn(br *bufio.Reader) string {
 	return ""
 }
 
+// inboundRecord is what the record of an inbound request needs, pooled:
+// the record, and the traceparent header given to the app.
+type inboundRecord struct {
+	call        observe.Call
+	traceparent [1]string
+}
+
+// recordNames keeps the names records give a node's local services and
+// instances, which are few, so that a request's record costs no
+// allocation for them. Typed maps: a sync.Map would box each key.
+type recordNames struct {
+	mu    sync.RWMutex
+	ids   map[string]string         // service -> SPIFFE ID
+	addrs map[netip.AddrPort]string // address -> "ip:port"
+}
+
 // serviceID is the SPIFFE ID of a local service, for records; "" without
-// a trust domain. The IDs are kept: the services of a node are few.
+// a trust domain.
 func (p *Proxy) serviceID(svc string) string {
 	if p.cfg.TrustDomain == "" {
 		return ""
 	}
-	if v, ok := p.names.Load(svc); ok {
-		return v.(string)
+	n := &p.names
+	n.mu.RLock()
+	id, ok := n.ids[svc]
+	n.mu.RUnlock()
+	if !ok {
+		id = spiffeid.Service(p.cfg.TrustDomain, svc)
+		n.mu.Lock()
+		n.ids[svc] = id
+		n.mu.Unlock()
 	}
-	id := spiffeid.Service(p.cfg.TrustDomain, svc)
-	p.names.Store(svc, id)
 	return id
 }
 
-// addrName is a local address as records name the instance; the names
-// are kept: a node's instances are few.
+// addrName is a local address as records name the instance.
 func (p *Proxy) addrName(a netip.AddrPort) string {
-	if v, ok := p.names.Load(a); ok {
-		return v.(string)
+	n := &p.names
+	n.mu.RLock()
+	s, ok := n.addrs[a]
+	n.mu.RUnlock()
+	if !ok {
+		s = a.String()
+		n.mu.Lock()
+		n.addrs[a] = s
+		n.mu.Unlock()
 	}
-	s := a.String()
-	p.names.Store(a, s)
 	return s
 }
