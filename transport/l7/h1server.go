@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/rawio"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
@@ -90,7 +91,7 @@ func (p *Proxy) serveH1(ctx context.Context, c net.Conn, hl *headLimit, br *bufi
 		hl.n = -1
 		c.SetReadDeadline(time.Time{})
 		if err != nil {
-			p.badRequest(bw, err)
+			p.badRequest(bw, err, rt)
 			return false
 		}
 		req = req.WithContext(ctx)
@@ -177,8 +178,8 @@ func (p *Proxy) writeAnswer(bw *bufio.Writer, resp *http.Response, req *http.Req
 }
 
 // badRequest answers a request head that could not be read, unless the
-// application simply went away.
-func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
+// application simply went away, and records it.
+func (p *Proxy) badRequest(bw *bufio.Writer, err error, rt Router) {
 	var ne net.Error
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		(errors.As(err, &ne) && ne.Timeout()) {
@@ -191,9 +192,14 @@ func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
 	me := &meshError{status, ReasonBadRequest, "the request cannot be read: " + err.Error()}
 	p.m.meshErrors.WithLabelValues(outbound, me.reason).Inc()
 	p.log.Info("request unreadable", "err", err)
+	o := &observe.Call{Direction: observe.Outbound, Protocol: observe.HTTP, Start: time.Now(), GRPCStatus: -1}
+	rt.Describe(o)
+	p.beginRecord(o)
+	recordMeshError(o, me, false)
 	resp := me.response(&http.Request{Method: http.MethodGet}, false)
 	resp.Close = true
-	p.writeResponse(bw, resp) //nolint:errcheck // the connection closes after it either way
+	o.BytesOut, _ = p.writeResponse(bw, resp) // the connection closes after it either way
+	p.endRecord(o)
 }
 
 // upgradeH1 carries an Upgrade or CONNECT request of an HTTP/1.1

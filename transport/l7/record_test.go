@@ -3,10 +3,82 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/meshwork/meshwork/transport/observe"
 )
+
+// records keeps a copy of each record it is handed.
+type records struct {
+	mu    sync.Mutex
+	begun int
+	ended []observe.Call
+}
+
+func (r *records) Begin(*observe.Call) { r.mu.Lock(); r.begun++; r.mu.Unlock() }
+func (r *records) End(c *observe.Call) { r.mu.Lock(); r.ended = append(r.ended, *c); r.mu.Unlock() }
+
+// TestRecordsOfMeshAnswers: a request that cannot be routed and a request
+// that cannot be read each leave one record, with the mesh's reason.
+func TestRecordsOfMeshAnswers(t *testing.T) {
+	rec := &records{}
+	p, err := New(Config{}, Deps{Observer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	app, agent := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hl := limitHead(agent, -1)
+		p.serveH1(context.Background(), agent, hl, bufio.NewReader(hl), nowhere{})
+		agent.Close()
+	}()
+	go func() {
+		io.WriteString(app, "GET /a?q=1 HTTP/1.1\r\nHost: web\r\nUser-Agent: t/1\r\nX-Request-Id: r1\r\n"+
+			"Traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n")
+		io.WriteString(app, "\x00garbage\r\n\r\n")
+	}()
+	br := bufio.NewReader(app)
+	for _, want := range []int{http.StatusServiceUnavailable, http.StatusBadRequest} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("answer %d, want %d", resp.StatusCode, want)
+		}
+	}
+	app.Close()
+	<-done
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.begun != 2 || len(rec.ended) != 2 {
+		t.Fatalf("%d records begun, %d ended; want 2 each", rec.begun, len(rec.ended))
+	}
+	o := rec.ended[0]
+	if o.Direction != observe.Outbound || o.Protocol != observe.HTTP || o.Destination != "web" || o.Method != "GET" ||
+		o.Path != "/a" || o.Authority != "web" || o.UserAgent != "t/1" || o.RequestID != "r1" ||
+		o.Status != http.StatusServiceUnavailable || o.MeshError != ReasonNoInstance || o.Attempts != 1 ||
+		o.GRPCStatus != -1 || o.Result() != observe.Failure || o.Duration <= 0 || o.BytesOut == 0 {
+		t.Errorf("unroutable request's record: %+v", o)
+	}
+	if o.Trace.TraceID[0] != 0x0a || o.Trace.ParentID[0] != 0xb7 || !o.Trace.Sampled || o.Trace.SpanID == [8]byte{} {
+		t.Errorf("the app's trace is not continued: %+v", o.Trace)
+	}
+	if b := rec.ended[1]; b.Status != http.StatusBadRequest || b.MeshError != ReasonBadRequest || b.Destination != "web" {
+		t.Errorf("unreadable request's record: %+v", b)
+	}
+}
 
 func TestHeadEnd(t *testing.T) {
 	answer := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
