@@ -46,14 +46,23 @@ type outboundCall struct {
 	source        string    // the identity claimed for the caller
 	sourceService string    // the caller's service; "" for a node identity
 
-	rec    observe.Call // the record of the connection, when carried whole
-	hasRec bool         // rec is started
+	rec      observe.Call // the record of the connection, when carried whole
+	hasRec   bool         // rec is started
+	observed bool         // an observer gets rec: Connect fills in all of it
 }
 
 // Record implements l4.Recorded: the connection's record, with its client
 // span, which the stream's header names as the parent of the receiving
-// side's. A connection carries no traceparent: its span starts a trace.
+// side's.
 func (o *outboundCall) Record() *observe.Call {
+	o.observed = true
+	return o.record()
+}
+
+// record starts the connection's record. Its client span is made whether
+// or not anyone observes it: the trace context travels anyway. A
+// connection carries no traceparent: its span starts a trace.
+func (o *outboundCall) record() *observe.Call {
 	if !o.hasRec {
 		o.hasRec = true
 		o.rec = observe.Call{Direction: observe.Outbound, Protocol: observe.TCP, Start: o.start, GRPCStatus: -1}
@@ -72,12 +81,11 @@ func (o *outboundCall) Describe(c *observe.Call) {
 // Connect implements tunnel.Connector.
 func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), error) {
 	t, l := o.t, o.l
-	rec := o.Record()
+	rec := o.record()
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
 	rq := connectReq{service: l.service, port: l.port, source: o.source, targets: t.splitOf(l.service), trace: traceOf(rec.Trace)}
-	op, err := t.connect(ctx, &rq)
+	op, err := t.connect(ctx, rq, &rec.Attempts)
 	cancel()
-	rec.Attempts = rq.attempts
 	if err != nil {
 		result := "failed"
 		switch {
@@ -91,7 +99,9 @@ func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), err
 		t.log.Info("outbound connection failed", "service", l.service, "port", l.port, "source", o.source, "err", err)
 		return nil, nil, err
 	}
-	rec.Instance = op.key.node + "/" + op.key.id
+	if o.observed {
+		rec.Instance = op.key.node + "/" + op.key.id
+	}
 	op.ep.Success(t.lb.bal.Now() - op.start)
 	t.m.connectSeconds.Observe(time.Since(o.start).Seconds())
 	t.m.outOK.Inc()
@@ -166,7 +176,7 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 			rq.avoid = append(rq.avoid, k)
 		}
 	}
-	op, err := t.connect(ctx, &rq)
+	op, err := t.connect(ctx, rq, nil)
 	if err != nil {
 		t.log.Debug("request not sent", "service", l.service, "source", o.source, "err", err)
 		return nil, err

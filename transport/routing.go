@@ -123,17 +123,16 @@ type connectReq struct {
 	avoid []epKey
 	// trace is the trace context for the header; zero starts a new trace.
 	trace wire.TraceContext
-	// attempts is set by connect: the instances a stream was tried on.
-	attempts int
 }
 
 // opened is a stream connect opened: the stream, the instance's balancer
 // state (Start was called) and the instance.
 type opened struct {
-	st    *tunnel.Stream
-	ep    *balance.Endpoint
-	key   epKey
-	start time.Duration // when the open began, on the balancer's clock
+	attempts int // instances a stream was tried on, this one included
+	st       *tunnel.Stream
+	ep       *balance.Endpoint
+	key      epKey
+	start    time.Duration // when the open began, on the balancer's clock
 }
 
 // connect opens a stream to an instance of rq.service: for a connection,
@@ -145,7 +144,10 @@ type opened struct {
 // certificate its agent presented on our connection to it holds that
 // identity. Any other instance is skipped (logged and counted) without
 // using up an attempt, and the balancer picks among the rest.
-func (t *Transport) connect(ctx context.Context, rq *connectReq) (*opened, error) {
+//
+// The attempts it made are in opened, or with an error in *attempts when
+// attempts is not nil.
+func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
 	snap := t.deps.Catalog.Current()
 	sub := t.route(snap, rq.service, rq.targets)
 	cands := snap.Passing(sub.service, sub.firstTag())
@@ -225,9 +227,11 @@ func (t *Transport) connect(ctx context.Context, rq *connectReq) (*opened, error
 		ep.Start()
 		t0 := t.lb.bal.Now()
 		st, err := open(ctx, peerOf(in), &hdr)
-		rq.attempts = attempt + 1
+		if attempts != nil {
+			*attempts = attempt + 1
+		}
 		if err == nil {
-			return &opened{st: st, ep: ep, key: keyOf(in), start: t0}, nil
+			return &opened{st: st, ep: ep, key: keyOf(in), start: t0, attempts: attempt + 1}, nil
 		}
 		ep.End()
 		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
