@@ -19,6 +19,7 @@ import (
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/telemetry/signals"
 	"github.com/meshwork/meshwork/transport/l7"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -429,8 +430,9 @@ func TestL7Upgrade(t *testing.T) {
 		io.Copy(c, br)
 		c.(*net.TCPConn).CloseWrite()
 	})
-	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
-	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	serverRec, clientRec := &callRecorder{}, &callRecorder{}
+	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: observed(serverRec, pol.deps)})
+	client := m.addAgent("client", nil, agentOpts{deps: observed(clientRec, pol.deps)})
 	c := dial(t, client.vipAddr(t, "web", app.port))
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -451,6 +453,16 @@ func TestL7Upgrade(t *testing.T) {
 	}
 	if got := client.metric(t, "meshwork_l7_upgrades_total", "direction", "outbound"); got != 1 {
 		t.Errorf("outbound upgrades = %v, want 1", got)
+	}
+	// One record on each side: the switch, and the bytes carried after
+	// it each way.
+	c.Close()
+	for side, rec := range map[string]*callRecorder{"client": clientRec, "server": serverRec} {
+		eventually(t, side+" to record the upgrade", func() bool { _, n := rec.counts(); return n == 1 })
+		u := rec.calls(func(*observe.Call) bool { return true })[0]
+		if u.Status != http.StatusSwitchingProtocols || u.Path != "/ws" || u.BytesIn != 11 || u.BytesOut != 11 || u.Result() != observe.Success {
+			t.Errorf("%s's record of the upgrade: %+v", side, u)
+		}
 	}
 }
 
