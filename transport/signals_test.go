@@ -91,6 +91,7 @@ func observed(rec *callRecorder, more func(*Deps)) func(*Deps) {
 //	/ok      200, the request body back
 //	/fail    500, "failed"
 //	/grpc/N  a gRPC answer with grpc-status N in the trailers
+//	/grpc-only/N  a trailers-only gRPC answer: grpc-status N in the head
 type signalApp struct {
 	mu           sync.Mutex
 	traceparents map[string]string
@@ -107,6 +108,10 @@ func (a *signalApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/fail":
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, "failed")
+	case strings.HasPrefix(r.URL.Path, "/grpc-only/"):
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", strings.TrimPrefix(r.URL.Path, "/grpc-only/"))
+		w.WriteHeader(http.StatusOK)
 	case strings.HasPrefix(r.URL.Path, "/grpc/"):
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Trailer", "Grpc-Status")
@@ -173,21 +178,27 @@ func TestGoldenSignalsL7(t *testing.T) {
 	sendExpect(t, h1, req, http.StatusForbidden)
 	want["denied"] = http.StatusForbidden
 
-	// gRPC over h2c: NOT_FOUND (the caller's doing), then UNAVAILABLE.
+	// gRPC over h2c: NOT_FOUND (the caller's doing), then UNAVAILABLE,
+	// then PERMISSION_DENIED in a trailers-only answer.
 	h2 := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
 	defer h2.CloseIdleConnections()
-	for _, code := range []string{"5", "14"} {
-		req, _ := http.NewRequest("POST", "http://"+rpcBind+"/grpc/"+code, bytes.NewReader([]byte{0, 0, 0, 0, 1, 'q'}))
+	for _, path := range []string{"/grpc/5", "/grpc/14", "/grpc-only/7"} {
+		code := path[strings.LastIndexByte(path, '/')+1:]
+		req, _ := http.NewRequest("POST", "http://"+rpcBind+path, bytes.NewReader([]byte{0, 0, 0, 0, 1, 'q'}))
 		req.Header.Set("Content-Type", "application/grpc")
 		req.Header.Set("Te", "trailers")
 		req.Header.Set("X-Request-Id", "grpc-"+code)
 		resp := sendExpect(t, h2, req, 200)
-		if got := resp.Trailer.Get("Grpc-Status"); got != code {
+		got := resp.Trailer.Get("Grpc-Status")
+		if got == "" {
+			got = resp.Header.Get("Grpc-Status")
+		}
+		if got != code {
 			t.Fatalf("gRPC call: grpc-status %q, want %q; head %v trailer %v", got, code, resp.Header, resp.Trailer)
 		}
 	}
 
-	const total = 13
+	const total = 14
 	for _, a := range []struct {
 		name string
 		rec  *callRecorder
@@ -253,15 +264,19 @@ func TestGoldenSignalsL7(t *testing.T) {
 	if o := out["h1-0"]; o.Trace.TraceID != sent.TraceID || o.Trace.ParentID != sent.ParentID || !o.Trace.Sampled || !in["h1-0"].Trace.Sampled {
 		t.Errorf("the app's trace: client span %+v, want trace %x parent %x, sampled", o.Trace, sent.TraceID, sent.ParentID)
 	}
-	for _, code := range []int{5, 14} {
+	for _, code := range []int{5, 14, 7} {
 		id := "grpc-" + strconv.Itoa(code)
 		for side, c := range map[string]observe.Call{"outbound": out[id], "inbound": in[id]} {
 			wantResult := observe.Success
 			if code == 14 {
 				wantResult = observe.Failure
 			}
+			wantOut := int64(8)
+			if code == 7 {
+				wantOut = 0 // trailers-only
+			}
 			if c.Protocol != observe.GRPC || c.Status != 200 || c.GRPCStatus != code || c.Destination != "rpc" || c.Result() != wantResult ||
-				c.BytesIn != 6 || c.BytesOut != 8 {
+				c.BytesIn != 6 || c.BytesOut != wantOut || c.MeshError != "" {
 				t.Errorf("%s %s record: %+v", id, side, c)
 			}
 		}
@@ -283,6 +298,7 @@ func TestGoldenSignalsL7(t *testing.T) {
 			{[]string{"protocol", "http", "destination", "web", "route", route, "result", "failure", "code", "403", "reason", "denied"}, 1},
 			{[]string{"destination", "rpc", "protocol", "grpc", "result", "success", "code", "5"}, 1},
 			{[]string{"destination", "rpc", "protocol", "grpc", "result", "failure", "code", "14"}, 1},
+			{[]string{"destination", "rpc", "protocol", "grpc", "result", "success", "code", "7"}, 1},
 		} {
 			labels := append([]string{"direction", dir, "source", "shop"}, tc.labels...)
 			if got := a.metric(t, signals.MetricRequests, labels...); got != tc.want {
