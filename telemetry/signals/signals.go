@@ -35,9 +35,9 @@ type Observer struct {
 
 // pairKey is the label set of the active gauge and byte counters.
 type pairKey struct {
-	direction   observe.Direction
-	protocol    observe.Protocol
 	source, dst string
+	protocol    observe.Protocol
+	direction   observe.Direction
 }
 
 // pairSeries are the children of one pairKey.
@@ -47,19 +47,21 @@ type pairSeries struct {
 }
 
 // endKey is the label set of the request counter; the duration's is the
-// same without code and reason.
+// same without code and reason. The code is kept as a number (its label
+// is made once) and the result as a flag: fewer strings to hash per call.
 type endKey struct {
-	pair   pairKey
-	route  string
-	result observe.Result
-	code   string
-	reason string
+	pair    pairKey
+	route   string
+	reason  string
+	code    int32 // -1: no code
+	failure bool
 }
 
-// endSeries are the children of one endKey.
+// endSeries are the children of one endKey, and of its pairKey.
 type endSeries struct {
 	requests prometheus.Counter
 	duration prometheus.Observer
+	pair     *pairSeries
 }
 
 // New registers the metrics on reg and returns their Observer.
@@ -76,22 +78,21 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 
 // Begin implements observe.Observer: the call is in progress.
 func (o *Observer) Begin(c *observe.Call) {
-	o.pair(c).active.Inc()
+	o.pair(keyOf(c)).active.Inc()
 }
 
 // End implements observe.Observer: the call is counted, timed and its
-// bytes added, under the labels it had at Begin for the in-progress
-// gauge.
+// bytes added; it is no longer in progress (under the labels it had at
+// Begin, which the data plane does not change).
 func (o *Observer) End(c *observe.Call) {
-	p := o.pair(c)
-	p.active.Dec()
+	e := o.end(c)
+	e.pair.active.Dec()
 	if c.BytesIn > 0 {
-		p.request.Add(float64(c.BytesIn))
+		e.pair.request.Add(float64(c.BytesIn))
 	}
 	if c.BytesOut > 0 {
-		p.response.Add(float64(c.BytesOut))
+		e.pair.response.Add(float64(c.BytesOut))
 	}
-	e := o.end(c)
 	e.requests.Inc()
 	e.duration.Observe(c.Duration.Seconds())
 }
@@ -100,10 +101,9 @@ func keyOf(c *observe.Call) pairKey {
 	return pairKey{direction: c.Direction, protocol: c.Protocol, source: c.Source, dst: c.Destination}
 }
 
-// pair returns the children of c's pair labels, resolving them the first
+// pair returns the children of a pair of labels, resolving them the first
 // time.
-func (o *Observer) pair(c *observe.Call) *pairSeries {
-	k := keyOf(c)
+func (o *Observer) pair(k pairKey) *pairSeries {
 	o.mu.RLock()
 	s := o.pairs[k]
 	o.mu.RUnlock()
@@ -112,11 +112,15 @@ func (o *Observer) pair(c *observe.Call) *pairSeries {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if s = o.pairs[k]; s != nil {
+	return o.pairLocked(k)
+}
+
+func (o *Observer) pairLocked(k pairKey) *pairSeries {
+	if s := o.pairs[k]; s != nil {
 		return s
 	}
 	dir, proto := k.direction.String(), string(k.protocol)
-	s = &pairSeries{
+	s := &pairSeries{
 		active:   o.m.active.WithLabelValues(dir, proto, k.source, k.dst),
 		request:  o.m.bytes.WithLabelValues(dir, proto, k.source, k.dst, "request"),
 		response: o.m.bytes.WithLabelValues(dir, proto, k.source, k.dst, "response"),
@@ -128,7 +132,7 @@ func (o *Observer) pair(c *observe.Call) *pairSeries {
 // end returns the children of c's full labels, resolving them the first
 // time.
 func (o *Observer) end(c *observe.Call) *endSeries {
-	k := endKey{pair: keyOf(c), route: c.Route, result: c.Result(), code: codeOf(c), reason: c.MeshError}
+	k := endKey{pair: keyOf(c), route: c.Route, reason: c.MeshError, code: int32(codeOf(c)), failure: c.Result() == observe.Failure}
 	o.mu.RLock()
 	s := o.ends[k]
 	o.mu.RUnlock()
@@ -140,40 +144,36 @@ func (o *Observer) end(c *observe.Call) *endSeries {
 	if s = o.ends[k]; s != nil {
 		return s
 	}
-	dir, proto, result := k.pair.direction.String(), string(k.pair.protocol), string(k.result)
+	dir, proto := k.pair.direction.String(), string(k.pair.protocol)
+	result, code := string(observe.Success), ""
+	if k.failure {
+		result = string(observe.Failure)
+	}
+	if k.code >= 0 {
+		code = strconv.Itoa(int(k.code))
+	}
 	s = &endSeries{
-		requests: o.m.requests.WithLabelValues(dir, proto, k.pair.source, k.pair.dst, k.route, result, k.code, k.reason),
+		requests: o.m.requests.WithLabelValues(dir, proto, k.pair.source, k.pair.dst, k.route, result, code, k.reason),
 		duration: o.m.duration.WithLabelValues(dir, proto, k.pair.source, k.pair.dst, k.route, result),
+		pair:     o.pairLocked(k.pair),
 	}
 	o.ends[k] = s
 	return s
 }
 
-// codes are the code labels of HTTP statuses and gRPC codes, made once:
-// a label for each call would otherwise cost an allocation.
-var codes = func() (c [600]string) {
-	for i := range c {
-		c[i] = strconv.Itoa(i)
-	}
-	return c
-}()
-
-// codeOf is c's code label: the gRPC status of a gRPC answer, else the
-// HTTP status; "" for a TCP connection or when no status was sent.
-func codeOf(c *observe.Call) string {
-	n := c.Status
+// codeOf is the number of c's code label: the gRPC status of a gRPC
+// answer, else the HTTP status; -1, no code, for a TCP connection or when
+// no status was sent.
+func codeOf(c *observe.Call) int {
 	switch {
 	case c.Protocol == observe.TCP:
-		return ""
+		return -1
 	case c.Protocol == observe.GRPC && c.GRPCStatus >= 0:
-		n = c.GRPCStatus // 0 is OK
-	case n <= 0:
-		return ""
+		return c.GRPCStatus // 0 is OK
+	case c.Status <= 0:
+		return -1
 	}
-	if n < len(codes) {
-		return codes[n]
-	}
-	return strconv.Itoa(n)
+	return c.Status
 }
 
 var _ observe.Observer = (*Observer)(nil)
