@@ -70,17 +70,18 @@ func (p policyReader) Resilience(service string) *policy.Resilience {
 }
 
 // RouteFor implements transport.RouteSource: the Split of the first Route
-// rule of service that matches req, else the service's default Split.
-func (p policyReader) RouteFor(service string, req policy.Request) []transport.SplitTarget {
+// rule of service that matches req, else the service's default Split. A
+// Route rule has no name of its own: the Split it sends to names it.
+func (p policyReader) RouteFor(service string, req policy.Request) (string, []transport.SplitTarget) {
 	set := p.current()
 	if r := set.RouteFor(service); r != nil {
 		if name, ok := r.Match(req); ok {
 			if sp := set.SplitNamed(name); sp != nil {
-				return splitTargets(sp, service)
+				return name, splitTargets(sp, service)
 			}
 		}
 	}
-	return splitTargets(set.SplitFor(service), service)
+	return "", splitTargets(set.SplitFor(service), service)
 }
 
 // MayHold implements transport.IdentityPolicy: a calling agent sends a

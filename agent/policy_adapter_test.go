@@ -67,13 +67,13 @@ sources:
 			return "", false
 		}
 	}
-	canary := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-canary", "1")})
-	if len(canary) != 1 || canary[0].Tags[0] != "canary" || canary[0].Weight != 100 {
-		t.Errorf("marked request: %+v", canary)
+	route, canary := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-canary", "1")})
+	if route != "web-canary" || len(canary) != 1 || canary[0].Tags[0] != "canary" || canary[0].Weight != 100 {
+		t.Errorf("marked request: route %q, %+v", route, canary)
 	}
-	plain := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-other", "1")})
-	if len(plain) != 2 || plain[0].Weight != 90 || plain[1].Tags[0] != "v2" {
-		t.Errorf("unmarked request: %+v", plain)
+	route, plain := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-other", "1")})
+	if route != "" || len(plain) != 2 || plain[0].Weight != 90 || plain[1].Tags[0] != "v2" {
+		t.Errorf("unmarked request: route %q, %+v", route, plain)
 	}
 
 	app := transport.Source{Service: "app", Node: "n1"}

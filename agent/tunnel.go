@@ -21,7 +21,9 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/telemetry/signals"
 	"github.com/meshwork/meshwork/transport"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/vip"
 )
 
@@ -59,10 +61,17 @@ func (a *Agent) buildTunnel() error {
 		MaxStreamsPerPeer: a.cfg.Tunnel.MaxStreamsPerPeer,
 		StatelessResetKey: key,
 	}
+	if r := a.cfg.Telemetry.Tracing.SampleRate; r != nil {
+		cfg.TraceSampleRate = *r
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	met, err := newTunnelMetrics(a.reg)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	sig, err := signals.New(a.reg)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -93,6 +102,7 @@ func (a *Agent) buildTunnel() error {
 			RequestAuthorizer: pol,
 			Logger:            a.log,
 			Registerer:        a.reg,
+			Observer:          observe.Observers{sig},
 		},
 		mgr:   a.ca.Manager(),
 		log:   a.logger("tunnel"),

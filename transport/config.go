@@ -120,6 +120,12 @@ type Config struct {
 	// Seed fixes the random choices of balancing and splits (tests).
 	// Default: 0, a random seed.
 	Seed uint64
+
+	// TraceSampleRate is the share, 0 to 1, of the traces this agent
+	// starts (calls whose application sent no traceparent, and every L4
+	// connection) that are sampled for export (telemetry.tracing.
+	// sample_rate). Trace context is propagated either way. Default: 0.
+	TraceSampleRate float64
 }
 
 // ErrConfig wraps every error of Validate.
@@ -213,6 +219,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CopyBuffer < 4<<10 || c.CopyBuffer > 16<<20 {
 		return bad("CopyBuffer", c.CopyBuffer, "must be in 4KiB..16MiB")
+	}
+	if !(c.TraceSampleRate >= 0 && c.TraceSampleRate <= 1) {
+		return bad("TraceSampleRate", c.TraceSampleRate, "must be in 0..1")
 	}
 	if c.StreamWindow > c.MaxStreamWindow {
 		return bad("StreamWindow", c.StreamWindow, fmt.Sprintf("exceeds MaxStreamWindow %d", c.MaxStreamWindow))

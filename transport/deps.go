@@ -74,9 +74,11 @@ type SplitSource interface {
 // its Split; with none, the service's default split. It is called per
 // request, concurrently, and must not block.
 type RouteSource interface {
-	// RouteFor returns the targets of the split req goes to; nil sends it
-	// to every instance of service.
-	RouteFor(service string, req policy.Request) []SplitTarget
+	// RouteFor returns the name of the Route rule that matched (the name
+	// of the Split it sends to; "" for the default split), which labels
+	// the request's metrics, and the targets of the split req goes to; nil
+	// sends it to every instance of service.
+	RouteFor(service string, req policy.Request) (route string, targets []SplitTarget)
 }
 
 // Upstream is an explicit upstream of a local service: a listener on this

@@ -17,7 +17,9 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/telemetry/signals"
 	"github.com/meshwork/meshwork/transport/l7"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -133,14 +135,18 @@ func (p *l7Policy) ProtocolOf(service string) string {
 	return p.protos[strings.ToLower(service)]
 }
 
-func (p *l7Policy) RouteFor(service string, req policy.Request) []SplitTarget {
+// RouteFor names a route that picks targets "<service>-route".
+func (p *l7Policy) RouteFor(service string, req policy.Request) (string, []SplitTarget) {
 	p.mu.Lock()
 	f := p.routes[service]
 	p.mu.Unlock()
 	if f == nil {
-		return nil
+		return "", nil
 	}
-	return f(req)
+	if targets := f(req); targets != nil {
+		return service + "-route", targets
+	}
+	return "", nil
 }
 
 func (p *l7Policy) Resilience(service string) *policy.Resilience {
@@ -424,8 +430,9 @@ func TestL7Upgrade(t *testing.T) {
 		io.Copy(c, br)
 		c.(*net.TCPConn).CloseWrite()
 	})
-	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
-	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	serverRec, clientRec := &callRecorder{}, &callRecorder{}
+	m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: observed(serverRec, pol.deps)})
+	client := m.addAgent("client", nil, agentOpts{deps: observed(clientRec, pol.deps)})
 	c := dial(t, client.vipAddr(t, "web", app.port))
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -447,20 +454,43 @@ func TestL7Upgrade(t *testing.T) {
 	if got := client.metric(t, "meshwork_l7_upgrades_total", "direction", "outbound"); got != 1 {
 		t.Errorf("outbound upgrades = %v, want 1", got)
 	}
+	// One record on each side: the switch, and the bytes carried after
+	// it each way.
+	c.Close()
+	for side, rec := range map[string]*callRecorder{"client": clientRec, "server": serverRec} {
+		eventually(t, side+" to record the upgrade", func() bool { _, n := rec.counts(); return n == 1 })
+		u := rec.calls(func(*observe.Call) bool { return true })[0]
+		if u.Status != http.StatusSwitchingProtocols || u.Path != "/ws" || u.BytesIn != 11 || u.BytesOut != 11 || u.Result() != observe.Success {
+			t.Errorf("%s's record of the upgrade: %+v", side, u)
+		}
+	}
 }
 
 // BenchmarkL7Request sends 1 KiB HTTP/1.1 POSTs on keep-alive connections
 // through two agents and the per-request path, beside the same requests
 // per connection (tcp) and direct, in one run.
 func BenchmarkL7Request(b *testing.B) {
-	for _, path := range []string{"direct", "tcp", "http"} {
+	// "+signals" runs the golden-signal observer on both agents.
+	for _, path := range []string{"direct", "tcp", "http", "tcp+signals", "http+signals"} {
 		b.Run(path, func(b *testing.B) {
 			pol := newL7Policy()
 			m := newMesh(b)
 			app := startHTTPApp(b, "web-1")
-			pol.protos["web"] = path
-			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
-			client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+			proto, withSignals := strings.CutSuffix(path, "+signals")
+			pol.protos["web"] = proto
+			deps := pol.deps
+			if withSignals {
+				deps = func(d *Deps) {
+					pol.deps(d)
+					sig, err := signals.New(d.Registerer)
+					if err != nil {
+						b.Fatal(err)
+					}
+					d.Observer = sig
+				}
+			}
+			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: deps})
+			client := m.addAgent("client", nil, agentOpts{deps: deps})
 			addr := client.vipAddr(b, "web", app.port)
 			if path == "direct" {
 				addr = fmt.Sprintf("127.0.0.1:%d", app.port)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
@@ -39,6 +40,8 @@ func TestConfigValidate(t *testing.T) {
 		{"socket buffer", func(c *Config) { c.SocketBuffer = 10 }, "SocketBuffer"},
 		{"copy buffer", func(c *Config) { c.CopyBuffer = 1 << 30 }, "CopyBuffer"},
 		{"windows", func(c *Config) { c.StreamWindow = 1 << 30 }, "StreamWindow"},
+		{"sample rate above 1", func(c *Config) { c.TraceSampleRate = 1.5 }, "TraceSampleRate"},
+		{"sample rate NaN", func(c *Config) { c.TraceSampleRate = math.NaN() }, "TraceSampleRate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,6 +33,7 @@ type outListener struct {
 	service string
 	port    int    // destination port; 0 means each instance's main port
 	source  string // claimed identity; "" means find it per connection
+	destID  string // the destination's SPIFFE ID, for records
 	ln      *net.TCPListener
 	once    sync.Once
 }
@@ -127,7 +128,8 @@ func (t *Transport) reconcileCatalog(snap *catalog.Snapshot) {
 					continue
 				}
 				bind := netip.AddrPortFrom(ip, uint16(port)).String()
-				want[bind] = &outListener{kind: "vip", bind: bind, service: name, port: port}
+				want[bind] = &outListener{kind: "vip", bind: bind, service: name, port: port,
+					destID: spiffeid.Service(t.cfg.TrustDomain, name)}
 			}
 		}
 	}
@@ -175,7 +177,8 @@ func (t *Transport) reconcileLocal() {
 				t.log.Warn("upstream ignored: local_bind already used", "service", d.Name, "upstream", u.Service, "local_bind", bind, "used_by", prev.source)
 				continue
 			}
-			want[bind] = &outListener{kind: "upstream", bind: bind, service: u.Service, port: u.Port, source: spiffeid.Service(t.cfg.TrustDomain, d.Name)}
+			want[bind] = &outListener{kind: "upstream", bind: bind, service: u.Service, port: u.Port, source: spiffeid.Service(t.cfg.TrustDomain, d.Name),
+				destID: spiffeid.Service(t.cfg.TrustDomain, u.Service)}
 		}
 	}
 	t.syncListeners("upstream", want)

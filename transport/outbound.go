@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/l7"
+	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -25,24 +28,63 @@ func (t *Transport) handleOutbound(c *net.TCPConn, l *outListener) {
 	if call.source == "" {
 		call.source = t.sourceOf(c)
 	}
+	if id, err := spiffeid.Parse(t.cfg.TrustDomain, call.source); err == nil && id.Kind == spiffeid.KindService {
+		call.sourceService = id.Name
+	}
 	t.handlerFor(l.service).ServeConn(t.ctx, c, call)
 }
 
 // outboundCall is the tunnel.Connector of one application connection: it
 // routes, balances and retries within ConnectTimeout, and counts and logs
-// the result.
+// the result. It is also the l7.Router of the connection's requests, and
+// keeps the record of the connection (l4.Recorded) when it is carried
+// whole.
 type outboundCall struct {
-	t      *Transport
-	l      *outListener
-	start  time.Time // when the connection was accepted
-	source string    // the identity claimed for the caller
+	t             *Transport
+	l             *outListener
+	start         time.Time // when the connection was accepted
+	source        string    // the identity claimed for the caller
+	sourceService string    // the caller's service; "" for a node identity
+
+	rec      observe.Call // the record of the connection, when carried whole
+	hasRec   bool         // rec is started
+	observed bool         // an observer gets rec: Connect fills in all of it
+}
+
+// Record implements l4.Recorded: the connection's record, with its client
+// span, which the stream's header names as the parent of the receiving
+// side's.
+func (o *outboundCall) Record() *observe.Call {
+	o.observed = true
+	return o.record()
+}
+
+// record starts the connection's record. Its client span is made whether
+// or not anyone observes it: the trace context travels anyway. A
+// connection carries no traceparent: its span starts a trace.
+func (o *outboundCall) record() *observe.Call {
+	if !o.hasRec {
+		o.hasRec = true
+		o.rec = observe.Call{Direction: observe.Outbound, Protocol: observe.TCP, Start: o.start, GRPCStatus: -1}
+		o.Describe(&o.rec)
+		o.rec.Trace, _ = spans.Client(wire.TraceContext{}, o.t.cfg.TraceSampleRate)
+	}
+	return &o.rec
+}
+
+// Describe implements l7.Router.
+func (o *outboundCall) Describe(c *observe.Call) {
+	c.Source, c.SourceIdentity = o.sourceService, o.source
+	c.Destination, c.DestinationIdentity = o.l.service, o.l.destID
 }
 
 // Connect implements tunnel.Connector.
 func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), error) {
 	t, l := o.t, o.l
+	rec := o.record()
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
-	op, err := t.connect(ctx, connectReq{service: l.service, port: l.port, source: o.source, targets: t.splitOf(l.service)})
+	rq := connectReq{service: l.service, port: l.port, source: o.source, targets: t.splitOf(l.service), trace: traceOf(rec.Trace)}
+	op, err := t.connect(ctx, rq, &rec.Attempts)
 	cancel()
 	if err != nil {
 		result := "failed"
@@ -52,15 +94,47 @@ func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), err
 		case errors.Is(err, ErrRefused):
 			result = "refused"
 		}
+		rec.MeshError = refusalReason(err)
 		t.m.outbound.WithLabelValues(result).Inc()
 		t.log.Info("outbound connection failed", "service", l.service, "port", l.port, "source", o.source, "err", err)
 		return nil, nil, err
+	}
+	if o.observed {
+		rec.Instance = op.key.node + "/" + op.key.id
 	}
 	op.ep.Success(t.lb.bal.Now() - op.start)
 	t.m.connectSeconds.Observe(time.Since(o.start).Seconds())
 	t.m.outOK.Inc()
 	st, ep := op.st, op.ep
 	return st, func() { st.Release(); ep.End() }, nil
+}
+
+// traceOf is the wire trace context that names a client span as the
+// parent.
+func traceOf(ids observe.TraceIDs) wire.TraceContext {
+	tc := wire.TraceContext{TraceID: ids.TraceID, ParentID: ids.SpanID}
+	if ids.Sampled {
+		tc.Flags = 1
+	}
+	return tc
+}
+
+// refusalReason is the reason a connection's record gives for a connect
+// that failed: the x-meshwork-error reasons of L7 where one fits, else
+// the receiving agent's refusal code.
+func refusalReason(err error) string {
+	var re *RefusedError
+	switch {
+	case errors.Is(err, ErrNoInstance):
+		return l7.ReasonNoInstance
+	case errors.As(err, &re) && re.Code == wire.CodeUnauthorized:
+		return l7.ReasonDenied
+	case errors.As(err, &re):
+		return re.Code.String()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return l7.ReasonTimeout
+	}
+	return l7.ReasonConnectFailed
 }
 
 // sourceOf finds the identity of a VIP caller: the local service running
@@ -89,9 +163,10 @@ func (o *outboundCall) Destination() string { return o.l.service }
 // the instances with latency measured per request.
 func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.TraceContext, avoid []string) (*l7.Attempt, error) {
 	t, l := o.t, o.l
+	var route string
 	var targets []SplitTarget
 	if t.deps.Routes != nil {
-		targets = t.deps.Routes.RouteFor(l.service, req)
+		route, targets = t.deps.Routes.RouteFor(l.service, req)
 	} else {
 		targets = t.splitOf(l.service)
 	}
@@ -101,7 +176,7 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 			rq.avoid = append(rq.avoid, k)
 		}
 	}
-	op, err := t.connect(ctx, rq)
+	op, err := t.connect(ctx, rq, nil)
 	if err != nil {
 		t.log.Debug("request not sent", "service", l.service, "source", o.source, "err", err)
 		return nil, err
@@ -110,6 +185,7 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 	return &l7.Attempt{
 		Stream:   st,
 		Instance: op.key.node + "/" + op.key.id,
+		Route:    route,
 		Done: func(latency time.Duration, failed bool) {
 			if failed {
 				ep.Failure()

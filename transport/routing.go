@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -128,10 +128,11 @@ type connectReq struct {
 // opened is a stream connect opened: the stream, the instance's balancer
 // state (Start was called) and the instance.
 type opened struct {
-	st    *tunnel.Stream
-	ep    *balance.Endpoint
-	key   epKey
-	start time.Duration // when the open began, on the balancer's clock
+	attempts int // instances a stream was tried on, this one included
+	st       *tunnel.Stream
+	ep       *balance.Endpoint
+	key      epKey
+	start    time.Duration // when the open began, on the balancer's clock
 }
 
 // connect opens a stream to an instance of rq.service: for a connection,
@@ -143,7 +144,10 @@ type opened struct {
 // certificate its agent presented on our connection to it holds that
 // identity. Any other instance is skipped (logged and counted) without
 // using up an attempt, and the balancer picks among the rest.
-func (t *Transport) connect(ctx context.Context, rq connectReq) (*opened, error) {
+//
+// The attempts it made are in opened, or with an error in *attempts when
+// attempts is not nil.
+func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
 	snap := t.deps.Catalog.Current()
 	sub := t.route(snap, rq.service, rq.targets)
 	cands := snap.Passing(sub.service, sub.firstTag())
@@ -184,7 +188,7 @@ func (t *Transport) connect(ctx context.Context, rq connectReq) (*opened, error)
 	}
 	hdr := wire.Header{Source: rq.source, Trace: rq.trace}
 	if hdr.Trace.IsZero() {
-		hdr.Trace = newTrace()
+		_, hdr.Trace = spans.Client(wire.TraceContext{}, t.cfg.TraceSampleRate)
 	}
 	open := t.tun.OpenStream
 	if rq.perRequest {
@@ -223,8 +227,11 @@ func (t *Transport) connect(ctx context.Context, rq connectReq) (*opened, error)
 		ep.Start()
 		t0 := t.lb.bal.Now()
 		st, err := open(ctx, peerOf(in), &hdr)
+		if attempts != nil {
+			*attempts = attempt + 1
+		}
 		if err == nil {
-			return &opened{st: st, ep: ep, key: keyOf(in), start: t0}, nil
+			return &opened{st: st, ep: ep, key: keyOf(in), start: t0, attempts: attempt + 1}, nil
 		}
 		ep.End()
 		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
@@ -326,20 +333,4 @@ func failureReason(err error) string {
 		return "timeout"
 	}
 	return "stream_error"
-}
-
-// newTrace starts a trace context for a connection, so that both agents'
-// logs of it can be joined.
-func newTrace() wire.TraceContext {
-	var tc wire.TraceContext
-	a, b, c := rand.Uint64(), rand.Uint64(), rand.Uint64()|1
-	for i := range 8 {
-		tc.TraceID[i] = byte(a >> (8 * i))
-		tc.TraceID[8+i] = byte(b >> (8 * i))
-		tc.ParentID[i] = byte(c >> (8 * i))
-	}
-	if tc.TraceID == [16]byte{} {
-		tc.TraceID[15] = 1
-	}
-	return tc
 }

@@ -67,6 +67,7 @@ import (
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/sockdiag"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/vip"
@@ -137,6 +138,10 @@ type Deps struct {
 	DialLocal func(ctx context.Context, network, address string) (net.Conn, error)
 	// Clock is the balancer's clock. nil uses the system's.
 	Clock balance.Clock
+	// Observer receives a record of every L7 request and L4 connection,
+	// on both sides (observe.Observers fans out to several). It is called
+	// on the data path and must not block. nil means none.
+	Observer observe.Observer
 }
 
 // Transport is one agent's data plane. It reconciles the VIP and upstream
@@ -252,7 +257,9 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		IdleTimeout:      cfg.IdleTimeout,
 		LocalDialTimeout: cfg.LocalDialTimeout,
 		CopyBuffer:       cfg.CopyBuffer,
-	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg})
+		TraceSampleRate:  cfg.TraceSampleRate,
+		TrustDomain:      cfg.TrustDomain,
+	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer})
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +268,8 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		HeaderTimeout:    cfg.HeaderTimeout,
 		LocalDialTimeout: cfg.LocalDialTimeout,
 		Attempts:         cfg.ConnectAttempts,
+		TraceSampleRate:  cfg.TraceSampleRate,
+		TrustDomain:      cfg.TrustDomain,
 	}, l7.Deps{
 		Resilience: deps.Resilience,
 		Protocol: func(service string) policy.Protocol {
@@ -273,6 +282,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		DialLocal:  deps.DialLocal,
 		Logger:     log,
 		Registerer: reg,
+		Observer:   deps.Observer,
 	})
 	if err != nil {
 		return nil, err

@@ -27,7 +27,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/transport/connset"
+	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -43,6 +46,14 @@ type Config struct {
 	// CopyBuffer is the buffer size of a direction moving bulk data.
 	// Required.
 	CopyBuffer int
+	// TraceSampleRate is the share, 0 to 1, of the traces this agent
+	// starts for inbound connections that came without trace context (from
+	// an older agent) that are sampled. Default: 0, none.
+	TraceSampleRate float64
+	// TrustDomain is the mesh's SPIFFE trust domain, which names the
+	// destination's identity in the records of inbound connections.
+	// Default: "", which leaves it unnamed.
+	TrustDomain string
 }
 
 // Deps are the collaborators of a Proxy.
@@ -53,6 +64,20 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.
 	Registerer prometheus.Registerer
+	// Observer receives a record of each connection, on both sides. nil
+	// means none.
+	Observer observe.Observer
+}
+
+// Recorded is a Connector that keeps the record of its connection.
+// Package transport's does: it fills in the caller, the destination and
+// the trace before ServeConn, and the instance, the attempts and any
+// refusal in Connect. ServeConn adds the bytes and the duration, and hands
+// the record to Deps.Observer.
+type Recorded interface {
+	tunnel.Connector
+	// Record returns the connection's record; the same one each time.
+	Record() *observe.Call
 }
 
 // Proxy carries TCP connections over tunnel streams.
@@ -97,18 +122,33 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 // the local service within LocalDialTimeout and what is left of the
 // caller's budget, answers, and splices until both directions end.
 func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
+	var o *observe.Call
+	if p.deps.Observer != nil {
+		o = p.inboundRecord(in)
+		p.deps.Observer.Begin(o)
+		defer p.endRecord(o)
+	}
 	lc, r := p.dialLocal(ctx, in)
 	if r != nil {
+		if o != nil {
+			o.MeshError = r.Code.String()
+		}
 		in.Refuse(*r)
 		return
 	}
 	if !p.track(lc) {
+		if o != nil {
+			o.MeshError = wire.CodeShuttingDown.String()
+		}
 		in.Abort()
 		return
 	}
 	defer p.untrack(lc)
 	s, err := in.Accept()
 	if err != nil {
+		if o != nil {
+			o.MeshError = reasonReset
+		}
 		lc.Close()
 		return
 	}
@@ -116,7 +156,44 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	p.m.activeIn.Inc()
 	defer p.m.activeIn.Dec()
 	tcp, _ := lc.(*net.TCPConn)
-	p.splice(lc, tcp, s)
+	toStream, fromStream, idle := p.splice(lc, tcp, s)
+	if o != nil {
+		// The caller's bytes come from the stream; the service's go to it.
+		o.BytesIn, o.BytesOut = fromStream, toStream
+		if idle {
+			o.MeshError = ReasonIdle
+		}
+	}
+}
+
+// Reasons of the records of connections the mesh cut, besides the
+// refusal codes of the wire status (docs/wire.md).
+const (
+	// ReasonIdle: nothing moved either way for IdleTimeout.
+	ReasonIdle = "idle_timeout"
+	// reasonReset: the stream broke as it was accepted.
+	reasonReset = "stream_reset"
+)
+
+// inboundRecord starts the record of an admitted inbound stream: a
+// server span, the child of the caller's client span.
+func (p *Proxy) inboundRecord(in *tunnel.Inbound) *observe.Call {
+	o := &observe.Call{
+		Direction: observe.Inbound, Protocol: observe.TCP, Start: in.Start,
+		Source: in.Target.Source.Service, SourceIdentity: in.Target.Source.ID,
+		Destination: in.Target.Service, Instance: in.Target.Addr.String(), GRPCStatus: -1,
+		Trace: spans.Server(in.Header.Trace, p.cfg.TraceSampleRate),
+	}
+	if p.cfg.TrustDomain != "" {
+		o.DestinationIdentity = spiffeid.Service(p.cfg.TrustDomain, in.Target.Service)
+	}
+	return o
+}
+
+// endRecord stamps the record's duration and hands it to the observer.
+func (p *Proxy) endRecord(o *observe.Call) {
+	o.Duration = time.Since(o.Start)
+	p.deps.Observer.End(o)
 }
 
 // dialLocal dials the admitted target, or returns the refusal to answer.
@@ -161,7 +238,16 @@ func trimDialErr(err error) string {
 // be had the application sees a reset, as from a refused port; conn has
 // logged and counted why.
 func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Connector) {
+	var o *observe.Call
+	if rc, ok := conn.(Recorded); ok && p.deps.Observer != nil {
+		o = rc.Record()
+		p.deps.Observer.Begin(o)
+		defer p.endRecord(o)
+	}
 	if !p.track(c) {
+		if o != nil {
+			o.MeshError = wire.CodeShuttingDown.String()
+		}
 		return
 	}
 	defer p.untrack(c)
@@ -172,11 +258,17 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 		return
 	}
 	p.m.activeOut.Inc()
-	up, down := p.splice(c, c, s)
+	up, down, idle := p.splice(c, c, s)
 	p.m.activeOut.Dec()
 	done()
 	p.m.bytesUp.Add(float64(up))
 	p.m.bytesDown.Add(float64(down))
+	if o != nil {
+		o.BytesIn, o.BytesOut = up, down
+		if idle {
+			o.MeshError = ReasonIdle
+		}
+	}
 }
 
 // Close cuts every connection still carried: applications see a reset,

@@ -37,11 +37,14 @@ type splicer struct {
 	last atomic.Int64 // unix ns of the last byte moved
 	once sync.Once
 	idle *time.Timer
+	// idled records that the idle timeout cut the connection.
+	idled atomic.Bool
 }
 
 // splice runs until both directions end and returns the bytes moved from
-// the TCP side to the stream and back. It closes c.
-func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream, fromStream int64) {
+// the TCP side to the stream and back, and whether the idle timeout cut
+// the connection. It closes c.
+func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream, fromStream int64, idle bool) {
 	if tcp != nil {
 		c = rawio.WrapTCP(tcp)
 	}
@@ -57,7 +60,7 @@ func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream
 	fromStream = sp.streamToTCP()
 	toStream = <-done
 	c.Close()
-	return toStream, fromStream
+	return toStream, fromStream, sp.idled.Load()
 }
 
 func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
@@ -69,6 +72,7 @@ func (sp *splicer) checkIdle() {
 	since := time.Duration(time.Now().UnixNano() - sp.last.Load())
 	if since >= idle {
 		sp.p.log.Debug("proxied connection idle, closing", "idle", since)
+		sp.idled.Store(true)
 		sp.abort(tunnel.AbortIdle)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 type streamWriter struct {
 	bw *bufio.Writer
 	p  *Proxy
+	n  int64 // body bytes copied
 }
 
 func (w *streamWriter) Write(b []byte) (int, error)       { return w.bw.Write(b) }
@@ -20,7 +21,9 @@ func (w *streamWriter) WriteString(s string) (int, error) { return w.bw.WriteStr
 
 // ReadFrom copies a body with a pooled buffer.
 func (w *streamWriter) ReadFrom(r io.Reader) (int64, error) {
-	return w.p.copyBody(w.bw, r)
+	n, err := w.p.copyBody(w.bw, r)
+	w.n += n
+	return n, err
 }
 
 // flushingReader is a streamed body being written through w: before it
@@ -31,6 +34,7 @@ type flushingReader struct {
 	r io.ReadCloser
 	w *bufio.Writer
 	p *Proxy
+	n int64 // bytes copied by WriteTo
 }
 
 func (f *flushingReader) Read(b []byte) (int, error) {
@@ -44,7 +48,11 @@ func (f *flushingReader) Read(b []byte) (int, error) {
 
 // WriteTo copies the body with a pooled buffer (net/http copies a chunked
 // body with io.Copy, which would allocate one).
-func (f *flushingReader) WriteTo(w io.Writer) (int64, error) { return f.p.copyBody(w, f) }
+func (f *flushingReader) WriteTo(w io.Writer) (int64, error) {
+	n, err := f.p.copyBody(w, f)
+	f.n += n
+	return n, err
+}
 
 func (f *flushingReader) Close() error { return f.r.Close() }
 

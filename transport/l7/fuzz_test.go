@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -22,6 +23,8 @@ import (
 type nowhere struct{}
 
 func (nowhere) Destination() string { return "web" }
+
+func (nowhere) Describe(c *observe.Call) { c.Destination = "web" }
 
 func (nowhere) Open(context.Context, policy.Request, wire.TraceContext, []string) (*Attempt, error) {
 	return nil, fmt.Errorf("%w: web", tunnel.ErrNoInstance)

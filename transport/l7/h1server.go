@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/rawio"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
@@ -90,7 +91,7 @@ func (p *Proxy) serveH1(ctx context.Context, c net.Conn, hl *headLimit, br *bufi
 		hl.n = -1
 		c.SetReadDeadline(time.Time{})
 		if err != nil {
-			p.badRequest(bw, err)
+			p.badRequest(bw, err, rt)
 			return false
 		}
 		req = req.WithContext(ctx)
@@ -127,6 +128,7 @@ func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req
 	// and ends the stream after it: an HTTP/1.1 application can have those
 	// bytes as they are.
 	call := &call{p: p, r: req, rt: rt, grpc: isGRPC(req.Header), verbatim: req.ProtoAtLeast(1, 1)}
+	call.begin()
 	defer call.end()
 	resp, me := call.send()
 	if me != nil {
@@ -140,13 +142,16 @@ func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req
 	}
 	var err error
 	if me == nil && call.verbatim {
-		err = p.copyVerbatim(c, call.br)
+		call.obs.BytesOut, err = p.copyVerbatim(c, call.br)
 	} else {
-		err = p.writeAnswer(bw, resp, req, keep)
+		call.obs.BytesOut, err = p.writeAnswer(bw, resp, req, keep)
 	}
 	if err != nil {
 		call.failed = true
 		call.abort()
+		if call.obs.MeshError == "" {
+			call.obs.MeshError = ReasonUpstreamReset
+		}
 		return false, call.uploaded()
 	}
 	call.end()
@@ -161,27 +166,20 @@ func (p *Proxy) serveRequest(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req
 // writeAnswer writes resp to an HTTP/1.x application: chunked for HTTP/1.1
 // when its length is unknown, closing the connection afterwards for
 // HTTP/1.0 or when keep is false.
-func (p *Proxy) writeAnswer(bw *bufio.Writer, resp *http.Response, req *http.Request, keep bool) error {
+func (p *Proxy) writeAnswer(bw *bufio.Writer, resp *http.Response, req *http.Request, keep bool) (int64, error) {
 	if !req.ProtoAtLeast(1, 1) {
 		removeHopHeaders(resp.Header)
 		resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 0, "HTTP/1.0"
 		resp.TransferEncoding, resp.Trailer, resp.Close = nil, nil, true
-		body := resp.Body
-		resp.Body = p.interactive(body, resp.ContentLength, bw)
-		err := resp.Write(&streamWriter{bw: bw, p: p})
-		resp.Body = body
-		if err == nil {
-			err = bw.Flush()
-		}
-		return err
+		return p.writeWithBody(bw, resp)
 	}
 	resp.Close = !keep
 	return p.writeResponse(bw, resp)
 }
 
 // badRequest answers a request head that could not be read, unless the
-// application simply went away.
-func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
+// application simply went away, and records it.
+func (p *Proxy) badRequest(bw *bufio.Writer, err error, rt Router) {
 	var ne net.Error
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		(errors.As(err, &ne) && ne.Timeout()) {
@@ -194,9 +192,14 @@ func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
 	me := &meshError{status, ReasonBadRequest, "the request cannot be read: " + err.Error()}
 	p.m.meshErrors.WithLabelValues(outbound, me.reason).Inc()
 	p.log.Info("request unreadable", "err", err)
+	o := &observe.Call{Direction: observe.Outbound, Protocol: observe.HTTP, Start: time.Now(), GRPCStatus: -1}
+	rt.Describe(o)
+	p.beginRecord(o)
+	recordMeshError(o, me, false)
 	resp := me.response(&http.Request{Method: http.MethodGet}, false)
 	resp.Close = true
-	p.writeResponse(bw, resp)
+	o.BytesOut, _ = p.writeResponse(bw, resp) // the connection closes after it either way
+	p.endRecord(o)
 }
 
 // upgradeH1 carries an Upgrade or CONNECT request of an HTTP/1.1
@@ -204,44 +207,79 @@ func (p *Proxy) badRequest(bw *bufio.Writer, err error) {
 // request's stream until both directions end.
 func (p *Proxy) upgradeH1(c net.Conn, br *bufio.Reader, bw *bufio.Writer, req *http.Request, rt Router) {
 	call := &call{p: p, r: req, rt: rt}
+	call.begin()
 	defer call.end()
 	resp, me := call.sendUpgrade()
 	if me != nil {
 		call.fail(me)
 		resp := me.response(req, false)
 		resp.Close = true
-		p.writeResponse(bw, resp)
+		call.obs.BytesOut, _ = p.writeResponse(bw, resp)
 		return
 	}
 	if !switched(req, resp) {
 		resp.Close = true
-		p.writeResponse(bw, resp)
+		call.obs.BytesOut, _ = p.writeResponse(bw, resp)
 		return
 	}
 	if writeHead(bw, resp) != nil {
 		call.abort()
 		return
 	}
-	p.splice(c, br, call.stream, call.br, p.idleOf(rt.Destination()))
+	call.obs.BytesIn, call.obs.BytesOut = p.splice(c, br, call.stream, call.br, p.idleOf(rt.Destination()))
 }
 
 // copyVerbatim copies an answer from the stream (through br) to the
-// application as it comes, until the stream ends.
-func (p *Proxy) copyVerbatim(c net.Conn, br *bufio.Reader) error {
+// application as it comes, until the stream ends. It returns the bytes
+// written after the answer's head: its body, chunk framing and trailers
+// included.
+func (p *Proxy) copyVerbatim(c net.Conn, br *bufio.Reader) (body int64, err error) {
 	bp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bp)
+	var head headEnd
 	for {
 		n, err := br.Read(*bp)
 		if n > 0 {
-			if _, werr := c.Write((*bp)[:n]); werr != nil {
-				return werr
+			m, werr := c.Write((*bp)[:n])
+			body += head.skip((*bp)[:m])
+			if werr != nil {
+				return body, werr
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return body, nil
 		}
 		if err != nil {
-			return err
+			return body, err
 		}
 	}
+}
+
+// headEnd finds the end of an answer's head ("\r\n\r\n") in the bytes
+// of the answer as they pass.
+type headEnd struct {
+	matched int  // bytes of "\r\n\r\n" seen last
+	done    bool // the head is passed
+}
+
+// skip consumes b and returns how many of its bytes follow the head.
+func (h *headEnd) skip(b []byte) int64 {
+	if h.done {
+		return int64(len(b))
+	}
+	for i, c := range b {
+		switch {
+		case c == "\r\n\r\n"[h.matched]:
+			h.matched++
+		case c == '\r':
+			h.matched = 1
+		default:
+			h.matched = 0
+		}
+		if h.matched == 4 {
+			h.done = true
+			return int64(len(b) - i - 1)
+		}
+	}
+	return 0
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
@@ -25,6 +27,25 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	p.m.active.WithLabelValues(inbound).Inc()
 	defer p.m.active.WithLabelValues(inbound).Dec()
 	svc := in.Target.Service
+	proto := p.deps.Protocol(svc)
+	ir := p.records.Get().(*inboundRecord)
+	o := &ir.call
+	*o = observe.Call{
+		Direction: observe.Inbound, Protocol: protocolOf(proto == policy.ProtocolGRPC), Start: in.Start,
+		Source: in.Target.Source.Service, SourceIdentity: in.Target.Source.ID,
+		Destination: svc, DestinationIdentity: p.serviceID(svc),
+		Instance: p.addrName(in.Target.Addr), GRPCStatus: -1,
+		Trace: spans.Server(in.Header.Trace, p.cfg.TraceSampleRate),
+	}
+	var body *eofBody // the request's body, when it has one
+	defer func() {
+		if body != nil {
+			o.BytesIn = body.n.Load()
+		}
+		p.endRecord(o)
+		*ir = inboundRecord{}
+		p.records.Put(ir)
+	}()
 	// The budget runs from when the header was read.
 	has := in.Header.Timeout > 0
 	if has {
@@ -45,7 +66,6 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 
 	hl := limitHead(s, p.cfg.MaxHeaderBytes)
 	br := p.getReader(hl)
-	var body *eofBody // the request's body, when it has one
 	defer func() {
 		// An app's pool may still be reading a body it did not wait for
 		// (HTTP/2 sends it from a goroutine of its own): then br is left
@@ -60,6 +80,10 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	s.SetReadDeadline(time.Now().Add(p.cfg.HeaderTimeout))
 	req, err := http.ReadRequest(br)
 	s.SetReadDeadline(time.Time{})
+	if err == nil && isGRPC(req.Header) {
+		o.Protocol = observe.GRPC
+	}
+	p.beginRecord(o)
 	if err == nil && req.Body != nil && req.Body != http.NoBody {
 		body = &eofBody{ReadCloser: req.Body}
 		req.Body = body
@@ -67,16 +91,22 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	if err != nil {
 		p.log.Info("request unreadable; stream aborted", "service", svc, "source", in.Header.Source, "err", err)
 		p.m.meshErrors.WithLabelValues(inbound, ReasonBadRequest).Inc()
+		o.MeshError = ReasonBadRequest
 		s.Abort(tunnel.AbortFailed)
 		return
 	}
 	hl.n = -1
-	proto := p.deps.Protocol(svc)
-	grpc := proto == policy.ProtocolGRPC || isGRPC(req.Header)
+	grpc := o.Protocol == observe.GRPC
+	describeRequest(o, req)
+	// The app's span is a child of this agent's server span, whatever
+	// the caller's app sent.
+	ir.traceparent[0] = spans.Traceparent(o.Trace)
+	req.Header["Traceparent"] = ir.traceparent[:]
 	answer := func(resp *http.Response) {
 		resp.Close = false // the stream's end ends the answer
 		bw := p.getWriter(s)
-		err := p.writeResponse(bw, resp)
+		var err error
+		o.BytesOut, err = p.writeResponse(bw, resp)
 		p.putWriter(bw)
 		if !stop() || err != nil {
 			s.Abort(tunnel.AbortFailed)
@@ -87,6 +117,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		s.CloseWrite()
 	}
 	fail := func(me *meshError) {
+		recordMeshError(o, me, grpc)
 		p.m.meshErrors.WithLabelValues(inbound, me.reason).Inc()
 		p.m.requests.WithLabelValues(inbound, class(me.status)).Inc()
 		p.log.Info("request failed in the mesh", "service", svc, "source", in.Header.Source, "method", req.Method,
@@ -111,7 +142,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	}
 	deliverBudget(req.Header, remaining, has, grpc)
 	if req.Method == http.MethodConnect || isUpgrade(req.Header) {
-		p.serveUpgradeIn(ctx, s, br, req, in, fail)
+		p.serveUpgradeIn(ctx, s, br, req, in, o, fail)
 		return
 	}
 	removeHopHeaders(req.Header)
@@ -133,9 +164,13 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	}
 	p.m.duration.WithLabelValues(inbound).Observe(time.Since(t0).Seconds())
 	p.m.requests.WithLabelValues(inbound, class(resp.StatusCode)).Inc()
+	o.Status = resp.StatusCode
 	stop = context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
 	answer(resp)
 	resp.Body.Close()
+	if grpc {
+		o.GRPCStatus = grpcStatusOf(resp)
+	}
 }
 
 // bufferBody reads a short request body of known length whole, so that
@@ -166,10 +201,14 @@ func (p *Proxy) bufferBody(req *http.Request) bool {
 // writeResponse writes resp in HTTP/1.1 form: chunked when its length is
 // unknown, so that trailers (gRPC's status) follow the body, and then each
 // piece leaves as soon as the app sent it.
-func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
+func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) (int64, error) {
 	removeHopHeaders(resp.Header)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
-	if resp.ContentLength < 0 && bodyAllowed(resp.StatusCode) {
+	if (resp.ContentLength < 0 || len(resp.Trailer) > 0) && bodyAllowed(resp.StatusCode) {
+		// A body of known length with trailers announced (an HTTP/2 app
+		// may send both) is sent chunked too: HTTP/1.1 has trailers
+		// after chunks only.
+		resp.ContentLength = -1
 		resp.TransferEncoding = []string{"chunked"}
 		if resp.Trailer == nil {
 			// Trailers the app did not announce are filled in here as the
@@ -179,14 +218,25 @@ func (p *Proxy) writeResponse(bw *bufio.Writer, resp *http.Response) error {
 	} else {
 		resp.TransferEncoding = nil
 	}
+	return p.writeWithBody(bw, resp)
+}
+
+// writeWithBody writes resp through bw, its body flushed as it comes when
+// its length is unknown, and returns the body's bytes written.
+func (p *Proxy) writeWithBody(bw *bufio.Writer, resp *http.Response) (int64, error) {
 	body := resp.Body
 	resp.Body = p.interactive(body, resp.ContentLength, bw)
-	err := resp.Write(&streamWriter{bw: bw, p: p})
+	sw := &streamWriter{bw: bw, p: p}
+	err := resp.Write(sw)
+	n := sw.n
+	if fr, ok := resp.Body.(*flushingReader); ok {
+		n += fr.n
+	}
 	resp.Body = body
 	if err == nil {
 		err = bw.Flush()
 	}
-	return err
+	return n, err
 }
 
 // bodyAllowed reports whether a response of status may have a body.

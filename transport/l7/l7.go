@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -49,6 +50,7 @@ import (
 
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/connset"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -73,6 +75,14 @@ type Config struct {
 	// receiving agents refuse it before it reaches an app (overloaded,
 	// shutting down). Default: 3.
 	Attempts int
+	// TraceSampleRate is the share, 0 to 1, of the traces this agent
+	// starts (for requests that carry no traceparent) that are sampled.
+	// Default: 0, none.
+	TraceSampleRate float64
+	// TrustDomain is the mesh's SPIFFE trust domain, which names the
+	// destination's identity in the records of inbound requests. Default:
+	// "", which leaves it unnamed.
+	TrustDomain string
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +117,10 @@ type Router interface {
 	// trace and with ctx's deadline as the budget. It fails with an error
 	// wrapping tunnel.ErrNoInstance when no instance may take it.
 	Open(ctx context.Context, req policy.Request, trace wire.TraceContext, avoid []string) (*Attempt, error)
+	// Describe fills in what the connection knows of each of its
+	// requests' records: Source, SourceIdentity, Destination and
+	// DestinationIdentity. It must not block or allocate.
+	Describe(c *observe.Call)
 }
 
 // Attempt is one try of a request on one instance.
@@ -115,6 +129,9 @@ type Attempt struct {
 	Stream *tunnel.Stream
 	// Instance names the instance, for Router.Open's avoid.
 	Instance string
+	// Route names the Route rule that chose the instance's split; "" for
+	// the destination's default split.
+	Route string
 	// Done ends the try: it feeds latency (request written to response
 	// head) to the balancer, counts a failure when failed, and releases
 	// the stream. Call it once.
@@ -145,6 +162,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.
 	Registerer prometheus.Registerer
+	// Observer receives a record of each request, on both sides. nil
+	// means none.
+	Observer observe.Observer
 }
 
 // Proxy carries HTTP requests over tunnel streams. It implements
@@ -166,6 +186,8 @@ type Proxy struct {
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
 	bufs    sync.Pool // *[]byte of copyBuffer
+	records sync.Pool // *inboundRecord
+	names   recordNames
 }
 
 // copyBuffer is the buffer of a body copy.
@@ -200,6 +222,8 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
+	p.records.New = func() any { return new(inboundRecord) }
+	p.names = recordNames{ids: map[string]string{}, addrs: map[netip.AddrPort]string{}}
 	p.h1, p.h2 = newH1Pool(p), p.appTransport()
 
 	var protos http.Protocols

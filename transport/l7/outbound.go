@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -61,12 +63,34 @@ type call struct {
 	finish    func() // ends the try
 	tryCancel context.CancelFunc
 	cancel    context.CancelFunc
+
+	// obs is the request's record, handed to the observer by begin and
+	// end; it lives in the call so that recording allocates nothing.
+	obs      observe.Call
+	recorded bool // end handed obs over
+}
+
+// begin starts the request's record and its client span: the span joins
+// the application's trace (its traceparent) or starts one, and its ID
+// travels in the stream's header as the parent of the receiving side's.
+func (c *call) begin() {
+	r, o := c.r, &c.obs
+	o.Direction, o.Protocol, o.Start, o.GRPCStatus = observe.Outbound, protocolOf(c.grpc), time.Now(), -1
+	c.rt.Describe(o)
+	describeRequest(o, r)
+	var app wire.TraceContext
+	if tp := r.Header["Traceparent"]; len(tp) > 0 {
+		app, _ = wire.ParseTraceparent(tp[0])
+	}
+	o.Trace, c.trace = spans.Client(app, c.p.cfg.TraceSampleRate)
+	c.p.beginRecord(o)
 }
 
 // forward carries one request of an HTTP/2 application: through the
 // mesh, then its answer relayed through w.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
 	c := &call{p: p, r: r, rt: rt, grpc: isGRPC(r.Header)}
+	c.begin()
 	defer c.end()
 	resp, me := c.send()
 	if me != nil {
@@ -76,9 +100,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
 		}
 		return
 	}
-	if p.relay(w, resp, c.br, c.ctx) != nil {
+	n, err := p.relay(w, resp, c.br, c.ctx)
+	c.obs.BytesOut = n
+	c.obs.GRPCStatus = grpcStatusOf(resp)
+	if err != nil {
 		c.failed = true
 		c.abort()
+		if c.obs.MeshError == "" && r.Context().Err() == nil {
+			c.obs.MeshError = ReasonUpstreamReset
+		}
 	}
 }
 
@@ -112,6 +142,7 @@ func (c *call) send() (*http.Response, *meshError) {
 		if perTry > 0 {
 			tctx, tcancel = context.WithTimeout(ctx, perTry)
 		}
+		c.obs.Attempts = try
 		resp, retry, me := c.try(tctx, preq, &avoid)
 		if me == nil {
 			c.tryCancel = tcancel
@@ -157,11 +188,6 @@ func (c *call) budget() (context.Context, context.CancelFunc, *meshError) {
 // own), and a short body kept so that it can be sent again.
 func (c *call) prepare() *meshError {
 	r := c.r
-	if tp := r.Header.Get("Traceparent"); tp != "" {
-		if tc, err := wire.ParseTraceparent(tp); err == nil {
-			c.trace = tc
-		}
-	}
 	removeHopHeaders(r.Header)
 	delete(r.Header, DeadlineHeader)
 	keepUserAgent(r.Header)
@@ -186,10 +212,12 @@ func (c *call) prepare() *meshError {
 type eofBody struct {
 	io.ReadCloser
 	eof atomic.Bool
+	n   atomic.Int64 // bytes read
 }
 
 func (b *eofBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
 	if err == io.EOF {
 		b.eof.Store(true)
 	}
@@ -245,9 +273,17 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 		var code int
 		if code, err = statusCode(br); err == nil {
 			resp = &http.Response{StatusCode: code, Body: http.NoBody, Request: c.r}
+			if code >= 400 {
+				c.obs.MeshError = meshErrorIn(br)
+			}
 		}
 	} else {
 		resp, err = http.ReadResponse(br, c.r)
+		if err == nil {
+			if v := resp.Header[ErrorHeader]; len(v) > 0 {
+				c.obs.MeshError = knownReason([]byte(v[0]))
+			}
+		}
 	}
 	if err != nil {
 		s.Abort(tunnel.AbortFailed)
@@ -261,6 +297,7 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 	p.m.duration.WithLabelValues(outbound).Observe(latency.Seconds())
 	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
 	c.br, c.stream, c.failed = br, s, resp.StatusCode >= 500
+	c.obs.Status, c.obs.Route, c.obs.Instance = resp.StatusCode, att.Route, att.Instance
 	c.finish = func() {
 		stop()
 		if !c.noteUpload(written) {
@@ -309,7 +346,8 @@ func (c *call) abort() {
 	}
 }
 
-// end releases what send holds: the stream of the answer, the timers.
+// end releases what send holds (the stream of the answer, the timers)
+// and, the first time, ends the request's record.
 func (c *call) end() {
 	if c.finish != nil {
 		c.finish()
@@ -317,10 +355,31 @@ func (c *call) end() {
 	}
 	if c.tryCancel != nil {
 		c.tryCancel()
+		c.tryCancel = nil
 	}
 	if c.cancel != nil {
 		c.cancel()
+		c.cancel = nil
 	}
+	if !c.recorded {
+		c.recorded = true
+		if c.obs.BytesIn == 0 {
+			c.obs.BytesIn = c.bodySent()
+		}
+		c.p.endRecord(&c.obs)
+	}
+}
+
+// bodySent is how much of the request's body was taken from the
+// application to be sent.
+func (c *call) bodySent() int64 {
+	switch {
+	case c.streamed != nil:
+		return c.streamed.n.Load()
+	case c.obs.Attempts > 0:
+		return int64(len(c.body))
+	}
+	return 0
 }
 
 // writeRequest writes the request on the stream and ends the stream's
@@ -347,8 +406,9 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	return s.CloseWrite()
 }
 
-// fail counts and logs a request the mesh answers itself.
+// fail records, counts and logs a request the mesh answers itself.
 func (c *call) fail(me *meshError) {
+	recordMeshError(&c.obs, me, c.grpc)
 	if c.r.Context().Err() != nil {
 		return // the application left; nobody to answer
 	}
@@ -360,8 +420,9 @@ func (c *call) fail(me *meshError) {
 }
 
 // relay writes resp to the application: head, body as it comes (flushed
-// whenever no more is buffered), then trailers.
-func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Reader, ctx context.Context) error {
+// whenever no more is buffered), then trailers. It returns the body's
+// bytes written.
+func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Reader, ctx context.Context) (written int64, err error) {
 	defer resp.Body.Close()
 	removeHopHeaders(resp.Header)
 	h := w.Header()
@@ -384,12 +445,14 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Read
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
 			}
 			if br.Buffered() == 0 {
 				if ferr := rc.Flush(); ferr != nil {
-					return ferr
+					return written, ferr
 				}
 			}
 		}
@@ -398,15 +461,15 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, br *bufio.Read
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return written, ctx.Err()
 			}
-			return err
+			return written, err
 		}
 	}
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
 	}
-	return nil
+	return written, nil
 }
 
 // headLimit bounds what a reader yields until lifted: the head of a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
 
@@ -38,10 +39,12 @@ func (c *call) sendUpgrade() (*http.Response, *meshError) {
 	delete(r.Header, DeadlineHeader)
 	keepUserAgent(r.Header)
 	preq := policy.Request{Method: r.Method, Path: r.URL.Path, Header: headerOf(r.Header)}
+	c.obs.Attempts = 1
 	att, err := c.rt.Open(ctx, preq, c.trace, nil)
 	if err != nil {
 		return nil, openError(ctx, err, c.caller)
 	}
+	c.obs.Route, c.obs.Instance = att.Route, att.Instance
 	s := att.Stream
 	stop := context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
 	t0 := time.Now()
@@ -78,6 +81,10 @@ func (c *call) sendUpgrade() (*http.Response, *meshError) {
 		p.m.upgrades.WithLabelValues(outbound).Inc()
 	}
 	c.br, c.stream, c.failed = br, s, resp.StatusCode >= 500
+	c.obs.Status = resp.StatusCode
+	if v := resp.Header[ErrorHeader]; len(v) > 0 {
+		c.obs.MeshError = knownReason([]byte(v[0]))
+	}
 	c.finish = func() {
 		resp.Body.Close()
 		s.CloseWrite()
@@ -92,6 +99,7 @@ func (c *call) sendUpgrade() (*http.Response, *meshError) {
 // stream's bytes come down as the answer's body.
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, rt Router) {
 	c := &call{p: p, r: r, rt: rt}
+	c.begin()
 	defer c.end()
 	resp, me := c.sendUpgrade()
 	if me != nil {
@@ -100,13 +108,14 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, rt Router) 
 		return
 	}
 	if !switched(r, resp) {
-		if p.relay(w, resp, c.br, r.Context()) != nil {
+		var err error
+		if c.obs.BytesOut, err = p.relay(w, resp, c.br, r.Context()); err != nil {
 			c.failed = true
 			c.abort()
 		}
 		return
 	}
-	p.duplexHTTP2(w, r, resp, c.br, c.stream)
+	c.obs.BytesIn, c.obs.BytesOut = p.duplexHTTP2(w, r, resp, c.br, c.stream)
 }
 
 // idleOf is the idle timeout of a switched stream to service.
@@ -119,15 +128,16 @@ func (p *Proxy) idleOf(service string) time.Duration {
 
 // duplexHTTP2 carries a switched CONNECT of an HTTP/2 application: the
 // request body goes up the stream, the stream's bytes come down as the
-// response body.
-func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.Response, br *bufio.Reader, s *tunnel.Stream) {
+// response body. It returns the bytes carried up and down.
+func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.Response, br *bufio.Reader, s *tunnel.Stream) (up, down int64) {
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	rc.Flush()
-	up := make(chan struct{})
+	upDone := make(chan struct{})
 	go func() {
-		defer close(up)
-		if _, err := io.Copy(s, r.Body); err != nil {
+		defer close(upDone)
+		var err error
+		if up, err = io.Copy(s, r.Body); err != nil {
 			s.Abort(tunnel.AbortFailed)
 			return
 		}
@@ -138,7 +148,9 @@ func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.R
 	for {
 		n, err := br.Read(*bp)
 		if n > 0 {
-			if _, werr := w.Write((*bp)[:n]); werr != nil || rc.Flush() != nil {
+			m, werr := w.Write((*bp)[:n])
+			down += int64(m)
+			if werr != nil || rc.Flush() != nil {
 				s.Abort(tunnel.AbortFailed)
 				break
 			}
@@ -150,7 +162,8 @@ func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.R
 			break
 		}
 	}
-	<-up
+	<-upDone
+	return up, down
 }
 
 // serveUpgradeIn forwards an Upgrade or CONNECT request read from a stream
@@ -158,7 +171,7 @@ func (p *Proxy) duplexHTTP2(w http.ResponseWriter, r *http.Request, resp *http.R
 // splices the stream and that connection. The budget bounds the
 // handshake only.
 func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.Reader, req *http.Request,
-	in *tunnel.Inbound, fail func(*meshError)) {
+	in *tunnel.Inbound, o *observe.Call, fail func(*meshError)) {
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.LocalDialTimeout)
 	conn, err := p.deps.DialLocal(dctx, "tcp", in.Target.Addr.String())
 	cancel()
@@ -180,10 +193,12 @@ func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.
 		fail(appError(ctx, err, true))
 		return
 	}
+	o.Status = resp.StatusCode
 	if !switched(req, resp) {
 		stopConn()
 		bw := p.getWriter(s)
-		err := p.writeResponse(bw, resp)
+		var err error
+		o.BytesOut, err = p.writeResponse(bw, resp)
 		p.putWriter(bw)
 		resp.Body.Close()
 		if err != nil {
@@ -207,7 +222,8 @@ func (p *Proxy) serveUpgradeIn(ctx context.Context, s *tunnel.Stream, br *bufio.
 		s.Abort(tunnel.AbortFailed)
 		return
 	}
-	p.splice(conn, abr, s, br, p.idleOf(in.Target.Service))
+	// The caller's bytes come from the stream, the app's from conn.
+	o.BytesOut, o.BytesIn = p.splice(conn, abr, s, br, p.idleOf(in.Target.Service))
 }
 
 // writeHead writes the head of a switching answer, and flushes.
@@ -225,8 +241,9 @@ func writeHead(bw *bufio.Writer, resp *http.Response) error {
 // splice copies both ways between a connection (read through cr, which
 // holds what was read ahead) and a stream (read through sr) until both
 // directions end, keeping half-close. Nothing moving either way for idle
-// ends both.
-func (p *Proxy) splice(c net.Conn, cr io.Reader, s *tunnel.Stream, sr io.Reader, idle time.Duration) {
+// ends both. It returns the bytes copied from the connection to the
+// stream and back.
+func (p *Proxy) splice(c net.Conn, cr io.Reader, s *tunnel.Stream, sr io.Reader, idle time.Duration) (toStream, fromStream int64) {
 	timer := time.AfterFunc(idle, func() {
 		s.Abort(tunnel.AbortIdle)
 		c.Close()
@@ -234,7 +251,7 @@ func (p *Proxy) splice(c net.Conn, cr io.Reader, s *tunnel.Stream, sr io.Reader,
 	defer timer.Stop()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst io.Writer, src io.Reader, end func() error, fail func()) {
+	cp := func(dst io.Writer, src io.Reader, copied *int64, end func() error, fail func()) {
 		defer wg.Done()
 		bp := p.bufs.Get().(*[]byte)
 		defer p.bufs.Put(bp)
@@ -242,7 +259,9 @@ func (p *Proxy) splice(c net.Conn, cr io.Reader, s *tunnel.Stream, sr io.Reader,
 			n, err := src.Read(*bp)
 			if n > 0 {
 				timer.Reset(idle)
-				if _, werr := dst.Write((*bp)[:n]); werr != nil {
+				m, werr := dst.Write((*bp)[:n])
+				*copied += int64(m)
+				if werr != nil {
 					fail()
 					return
 				}
@@ -264,9 +283,10 @@ func (p *Proxy) splice(c net.Conn, cr io.Reader, s *tunnel.Stream, sr io.Reader,
 		}
 		c.Close()
 	}
-	go cp(s, cr, s.CloseWrite, abort)
-	go cp(c, sr, func() error { return closeWrite(c) }, abort)
+	go cp(s, cr, &toStream, s.CloseWrite, abort)
+	go cp(c, sr, &fromStream, func() error { return closeWrite(c) }, abort)
 	wg.Wait()
+	return toStream, fromStream
 }
 
 // closeWrite half-closes c, or closes it if it cannot.
