@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/raftstore"
+	"github.com/meshwork/meshwork/telemetry/accesslog"
 )
 
 // Deps are what the process gives the agent. Only Logger matters in
@@ -86,6 +88,8 @@ type Agent struct {
 	deps Deps
 	log  *slog.Logger
 	reg  *prometheus.Registry
+	// accessLog is reopened on reload; nil when off.
+	accessLog *accesslog.Log
 
 	store    *catalog.Store
 	gossip   *gossip.Gossip
@@ -246,8 +250,14 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	if cfg.CA != a.cfg.CA || cfg.Tunnel != a.cfg.Tunnel {
 		a.log.Warn("reload: the ca and tunnel sections take effect only after a restart")
 	}
-	if cfg.Telemetry.Listen != a.cfg.Telemetry.Listen {
-		a.log.Warn("reload: telemetry.listen takes effect only after a restart")
+	if !reflect.DeepEqual(cfg.Telemetry, a.cfg.Telemetry) {
+		a.log.Warn("reload: the telemetry section takes effect only after a restart")
+	}
+	if a.accessLog != nil {
+		// After logrotate moved the file away: lines go to a new one.
+		if err := a.accessLog.Reopen(); err != nil {
+			a.log.Error("reload: access log not reopened; lines still go to the old file", "err", err)
+		}
 	}
 	if cfg.ClusterKey != a.cfg.ClusterKey || cfg.ServerKey != a.cfg.ServerKey ||
 		!slices.Equal(cfg.AcceptClusterKeys, a.cfg.AcceptClusterKeys) || !slices.Equal(cfg.AcceptServerKeys, a.cfg.AcceptServerKeys) {

@@ -169,7 +169,7 @@ func TestTelemetryListenNeedsARestart(t *testing.T) {
 	if err := a.Reload(&next); err != nil {
 		t.Fatal(err)
 	}
-	if !a.logs.Contains("reload: telemetry.listen takes effect only after a restart") {
+	if !a.logs.Contains("reload: the telemetry section takes effect only after a restart") {
 		t.Errorf("a reload of telemetry.listen does not say it needs a restart:\n%s", a.logs)
 	}
 	resp, err := http.Get("http://" + addr + "/healthz")

@@ -21,9 +21,7 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/internal/httpjson"
-	"github.com/meshwork/meshwork/telemetry/signals"
 	"github.com/meshwork/meshwork/transport"
-	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/vip"
 )
 
@@ -71,9 +69,9 @@ func (a *Agent) buildTunnel() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	sig, err := signals.New(a.reg)
+	obs, err := a.buildObservers()
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
 	local := transport.NewStaticLocal()
 	var last []transport.LocalService
@@ -102,7 +100,7 @@ func (a *Agent) buildTunnel() error {
 			RequestAuthorizer: pol,
 			Logger:            a.log,
 			Registerer:        a.reg,
-			Observer:          observe.Observers{sig},
+			Observer:          obs,
 		},
 		mgr:   a.ca.Manager(),
 		log:   a.logger("tunnel"),

@@ -35,6 +35,13 @@ type Jaeger struct {
 	// Query is the base URL of the query service (its /api/traces).
 	Query string
 	Proc  *Proc
+	// dial reaches Jaeger: from this machine, or from inside its host.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// client is an HTTP client that reaches Jaeger.
+func (j *Jaeger) client() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: j.dial, DisableKeepAlives: true}}
 }
 
 // jaegerConfig keeps only what the tests use: the OTLP/HTTP receiver, the
@@ -63,14 +70,14 @@ extensions:
     enable_tracing: false
     max_clock_skew_adjust: 0s
     http:
-      endpoint: 127.0.0.1:%d
+      endpoint: %s
     grpc:
-      endpoint: 127.0.0.1:%d
+      endpoint: %s
 receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:%d
+        endpoint: %s
 exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
@@ -92,13 +99,16 @@ func StartJaeger(t *testing.T) *Jaeger {
 		ports := freeLoopbackPorts(t, 3)
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "jaeger.yaml")
-		if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2]), 0o644); err != nil {
+		at := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+		if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, at(ports[0]), at(ports[1]), at(ports[2])), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		var d net.Dialer
 		j := &Jaeger{
-			OTLP:  fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-			Query: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+			OTLP:  "http://" + at(ports[2]),
+			Query: "http://" + at(ports[0]),
 			Proc:  startLocal(t, bin, "--config", cfg),
+			dial:  d.DialContext,
 		}
 		err := j.waitReady(30 * time.Second)
 		if err == nil {
@@ -117,14 +127,43 @@ func StartJaeger(t *testing.T) *Jaeger {
 	}
 }
 
+// StartJaegerIn starts Jaeger inside h, on h's address, so that the
+// agents of other hosts export to it, and waits until it is ready. It is
+// stopped by its PID when the test ends.
+func StartJaegerIn(t *testing.T, h *Host) *Jaeger {
+	t.Helper()
+	bin, err := l7clients.LookTool(ToolJaeger)
+	if err != nil {
+		t.Fatalf("%v: run scripts/deps.sh e2e", err)
+	}
+	// The host's namespace is the test's own: these ports are free.
+	at := func(port int) string { return net.JoinHostPort(h.Addr, strconv.Itoa(port)) }
+	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, at(16686), at(16685), at(4318)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := &Jaeger{OTLP: "http://" + at(4318), Query: "http://" + at(16686), Proc: h.Start(bin, "--config", cfg), dial: h.DialContext}
+	t.Cleanup(func() {
+		j.Proc.Signal(syscall.SIGTERM)
+		if _, exited := j.Proc.Wait(10 * time.Second); !exited {
+			j.Proc.Signal(syscall.SIGKILL)
+		}
+	})
+	if err := j.waitReady(30 * time.Second); err != nil {
+		t.Fatalf("jaeger in %s not ready: %v", h.Name, err)
+	}
+	return j
+}
+
 // waitReady waits until the query API answers and the receiver accepts
 // connections, or Jaeger exits, or timeout passes.
 func (j *Jaeger) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	otlpAddr := j.OTLP[len("http://"):]
+	client := j.client()
 	for {
 		err := func() error {
-			resp, err := http.Get(j.Query + "/api/services")
+			resp, err := client.Get(j.Query + "/api/services")
 			if err != nil {
 				return err
 			}
@@ -132,7 +171,9 @@ func (j *Jaeger) waitReady(timeout time.Duration) error {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("query API: %s", resp.Status)
 			}
-			c, err := net.DialTimeout("tcp", otlpAddr, time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			c, err := j.dial(ctx, "tcp", otlpAddr)
 			if err != nil {
 				return err
 			}
@@ -200,7 +241,7 @@ func (j *Jaeger) Trace(ctx context.Context, id [16]byte) (*JaegerTrace, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := j.client().Do(req)
 	if err != nil {
 		return nil, err
 	}
