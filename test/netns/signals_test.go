@@ -25,7 +25,8 @@ import (
 // package), on three hosts:
 //
 //	h1  server (bootstrap_expect 1), service web (the test's app), and
-//	    Prometheus on h1's loopback, scraping every agent's /v1/metrics
+//	    Prometheus on h1's loopback, scraping every agent's telemetry
+//	    listener (telemetry.listen on its host's address)
 //	h2  service shop, with an upstream to web
 //	h3  service cart, with an upstream to web
 //
@@ -40,6 +41,7 @@ const (
 	sigRequests    = 3000 // in all, half from each caller
 	sigFailEvery   = 10   // the app answers every tenth request 500
 	sigPromAddr    = "127.0.0.1:9090"
+	sigTelemetry   = "9102" // port of each agent's telemetry listener
 	sigScrapeEvery = time.Second
 )
 
@@ -55,7 +57,7 @@ protocol: http
 func TestPrometheusGoldenSignals(t *testing.T) {
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
-		t.Skip("prometheus is not installed (Debian package prometheus)")
+		t.Fatal("prometheus is not installed: run scripts/deps.sh test (Debian package prometheus)")
 	}
 	nw := New(t, 3)
 	h1, h2, h3 := nw.Hosts[0], nw.Hosts[1], nw.Hosts[2]
@@ -67,13 +69,14 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 		fmt.Fprintln(w, "web")
 	})
 
-	// The API listens on every address of its host, so that Prometheus
-	// on h1 reaches the others' /v1/metrics; the CLI still finds it on
-	// loopback.
-	api := "addresses:\n  http: 0.0.0.0\n"
+	// The telemetry listener, on the host's address, is what Prometheus
+	// on h1 scrapes; the API stays on loopback.
+	telemetry := func(h *Host) string {
+		return fmt.Sprintf("telemetry:\n  listen: %s\n", net.JoinHostPort(h.Addr, sigTelemetry))
+	}
 	enc, ck := Key(), Key()
 	server := h1.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Server: true, BootstrapExpect: 1,
-		Extra: api + fmt.Sprintf("services:\n  - {name: web, id: web, port: %d}\n", sigWebPort)})
+		Extra: telemetry(h1) + fmt.Sprintf("services:\n  - {name: web, id: web, port: %d}\n", sigWebPort)})
 	Eventually(t, 90*time.Second, "the CA on h1", func() error {
 		_, err := server.CLI("ca", "roots")
 		return err
@@ -86,7 +89,7 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 			t.Fatal(err)
 		}
 		svc := fmt.Sprintf("services:\n  - name: %s\n    id: %s\n    upstreams:\n      - {service: web, local_bind: %q}\n", callers[h], callers[h], sigUpstream)
-		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: api + svc}))
+		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: telemetry(h) + svc}))
 	}
 	holds := map[*Host]string{h1: "web", h2: "shop", h3: "cart"}
 	for _, a := range agents {
@@ -268,22 +271,22 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 }
 
 // startPrometheus runs Prometheus in h, listening on h's loopback only,
-// with its storage in a temporary directory, scraping /v1/metrics of the
-// agents at addrs every second. It returns the base URL of its API once it
+// with its storage in a temporary directory, scraping the telemetry
+// listeners (/metrics) of the agents at addrs every second. It returns the base URL of its API once it
 // is ready; the process is stopped by its PID when the test ends.
 func startPrometheus(t *testing.T, h *Host, bin string, addrs []string) string {
 	t.Helper()
 	dir := t.TempDir()
 	var targets []string
 	for _, a := range addrs {
-		targets = append(targets, strconv.Quote(net.JoinHostPort(a, "8500")))
+		targets = append(targets, strconv.Quote(net.JoinHostPort(a, sigTelemetry)))
 	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: %s
   evaluation_interval: %s
 scrape_configs:
   - job_name: meshwork
-    metrics_path: /v1/metrics
+    metrics_path: /metrics
     static_configs:
       - targets: [%s]
 `, sigScrapeEvery, sigScrapeEvery, strings.Join(targets, ", "))
