@@ -128,6 +128,7 @@ func TestUnitKeepsWhatTheAgentNeeds(t *testing.T) {
 		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", // netlink: sock_diag
 		"StateDirectory=meshwork",
+		"LogsDirectory=meshwork", // a writable home for the access log
 		"ConfigurationDirectory=meshwork",
 		"User=meshwork",
 	} {
