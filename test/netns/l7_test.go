@@ -459,21 +459,7 @@ func startL7Mesh(t *testing.T) *l7Mesh {
 		}
 		m.agents = append(m.agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: join, Token: tok, Extra: services[h]}))
 	}
-	for _, a := range m.agents[1:] {
-		want := holds[a.Host]
-		Eventually(t, 90*time.Second, a.Host.Name+" holds a leaf naming "+strings.Join(want, ", "), func() error {
-			var l leafInfo
-			if err := a.JSON(&l, "ca", "cert"); err != nil {
-				return err
-			}
-			for _, s := range want {
-				if !contains(l.IDs, "spiffe://meshwork.local/svc/"+s) {
-					return fmt.Errorf("leaf names %v", l.IDs)
-				}
-			}
-			return nil
-		})
-	}
+	waitForLeaves(t, m.agents[1:], holds)
 	waitForInstances(t, m.agents[1], map[string]int{"api": 3, "bg": 2, "b": 1, "c": 1, "files": 1})
 	waitForInstances(t, m.agents[2], map[string]int{"c": 1})
 	m.apply(t, l7Policy)
@@ -535,25 +521,7 @@ func waitForInstances(t *testing.T, a *Agent, want map[string]int) {
 
 // apply applies src through the caller's agent and waits until every agent
 // holds the policy at the index of the change.
-func (m *l7Mesh) apply(t *testing.T, src string) {
-	t.Helper()
-	out, err := applyFile(t, m.agents[1], src)
-	if err != nil {
-		t.Fatalf("policy apply: %v", err)
-	}
-	for _, a := range m.agents {
-		Eventually(t, 30*time.Second, fmt.Sprintf("%s holds the policy at index %d", a.Host.Name, out.Index), func() error {
-			st, err := policyStatus(a)
-			if err != nil {
-				return err
-			}
-			if st.Index < out.Index {
-				return fmt.Errorf("index %d", st.Index)
-			}
-			return nil
-		})
-	}
-}
+func (m *l7Mesh) apply(t *testing.T, src string) { applyPolicy(t, m.agents[1], m.agents, src) }
 
 // forwardToC is b's app: /chain calls c's /slow through b's local agent
 // (the upstream on h3), forwarding the x-meshwork-deadline-ms it received,

@@ -91,38 +91,12 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 		svc := fmt.Sprintf("services:\n  - name: %s\n    id: %s\n    upstreams:\n      - {service: web, local_bind: %q}\n", callers[h], callers[h], sigUpstream)
 		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: telemetry(h) + svc}))
 	}
-	holds := map[*Host]string{h1: "web", h2: "shop", h3: "cart"}
-	for _, a := range agents {
-		Eventually(t, 90*time.Second, a.Host.Name+" holds a leaf naming "+holds[a.Host], func() error {
-			var l leafInfo
-			if err := a.JSON(&l, "ca", "cert"); err != nil {
-				return err
-			}
-			if !contains(l.IDs, "spiffe://meshwork.local/svc/"+holds[a.Host]) {
-				return fmt.Errorf("leaf names %v", l.IDs)
-			}
-			return nil
-		})
-	}
+	holds := map[*Host][]string{h1: {"web"}, h2: {"shop"}, h3: {"cart"}}
+	waitForLeaves(t, agents, holds)
 	for _, a := range agents[1:] {
 		waitForInstances(t, a, map[string]int{"web": 1})
 	}
-	out, err := applyFile(t, server, sigPolicy)
-	if err != nil {
-		t.Fatalf("policy apply: %v", err)
-	}
-	for _, a := range agents {
-		Eventually(t, 30*time.Second, a.Host.Name+" holds the policy", func() error {
-			st, err := policyStatus(a)
-			if err != nil {
-				return err
-			}
-			if st.Index < out.Index {
-				return fmt.Errorf("index %d", st.Index)
-			}
-			return nil
-		})
-	}
+	applyPolicy(t, server, agents, sigPolicy)
 	clients := map[*Host]*http.Client{}
 	for _, h := range []*Host{h2, h3} {
 		c := hostClient(h, l7Workers)

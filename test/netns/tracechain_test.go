@@ -134,37 +134,11 @@ func TestTraceThroughTheMesh(t *testing.T) {
 		}
 		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: telemetry(h) + services[h]}))
 	}
-	holds := map[*Host]string{h1: "front", h2: "mid", h3: "back"}
-	for _, a := range agents {
-		Eventually(t, 90*time.Second, a.Host.Name+" holds a leaf naming "+holds[a.Host], func() error {
-			var l leafInfo
-			if err := a.JSON(&l, "ca", "cert"); err != nil {
-				return err
-			}
-			if !contains(l.IDs, "spiffe://meshwork.local/svc/"+holds[a.Host]) {
-				return fmt.Errorf("leaf names %v", l.IDs)
-			}
-			return nil
-		})
-	}
+	holds := map[*Host][]string{h1: {"front"}, h2: {"mid"}, h3: {"back"}}
+	waitForLeaves(t, agents, holds)
 	waitForInstances(t, server, map[string]int{"mid": 1, "back": 1})
 	waitForInstances(t, agents[1], map[string]int{"back": 1})
-	out, err := applyFile(t, server, chainPolicy)
-	if err != nil {
-		t.Fatalf("policy apply: %v", err)
-	}
-	for _, a := range agents {
-		Eventually(t, 30*time.Second, a.Host.Name+" holds the policy", func() error {
-			st, err := policyStatus(a)
-			if err != nil {
-				return err
-			}
-			if st.Index < out.Index {
-				return fmt.Errorf("index %d", st.Index)
-			}
-			return nil
-		})
-	}
+	applyPolicy(t, server, agents, chainPolicy)
 
 	// Warm-up calls carry no traceparent: with sample_rate 0 the mesh
 	// records them unsampled, and exports nothing of them.
