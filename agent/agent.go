@@ -29,6 +29,7 @@ import (
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/dnsserver"
 	"github.com/meshwork/meshwork/internal/logstream"
+	"github.com/meshwork/meshwork/internal/sockets"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -69,6 +70,11 @@ type Deps struct {
 	// LogStream follows Logger's records for GET /v1/agent/monitor.
 	// Default: none, and the API has no monitor.
 	LogStream *logstream.Broker
+	// Sockets opens the API, DNS, tunnel and VIP sockets the fields above
+	// do not replace, under their names, reusing those the previous agent
+	// or systemd handed over (docs/restart.md). Default: a Set with none,
+	// so that every socket is new.
+	Sockets *sockets.Set
 }
 
 // Agent is one running Meshwork agent.
@@ -140,6 +146,9 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Commit == "" {
 		deps.Commit = httpapi.DefaultCommit
+	}
+	if deps.Sockets == nil {
+		deps.Sockets = sockets.New(deps.Logger.With("component", "sockets"))
 	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()

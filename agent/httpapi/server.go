@@ -189,6 +189,10 @@ type Deps struct {
 	// Listener is served by Start, which then owns it. Default: Start
 	// listens on Config.Addr.
 	Listener net.Listener
+	// Listen opens the listener on Config.Addr when Listener is nil, such
+	// as one inherited from the previous agent (internal/sockets). Default:
+	// a new TCP listener.
+	Listen func(network, addr string) (net.Listener, error)
 	// Local is this node's services and checks. Required.
 	Local Local
 	// Catalog is the catalog store. Required.
@@ -412,6 +416,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	l := s.deps.Listener
+	if l == nil && s.deps.Listen != nil {
+		var err error
+		l, err = s.deps.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("httpapi: start: %w", err)
+		}
+	}
 	if l == nil {
 		var lc net.ListenConfig
 		var err error
