@@ -9,81 +9,175 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"time"
+	"sync"
 )
 
-// ErrSuccessorFailed is returned by StartSuccessor when the new process
-// exited, or did not say it was ready in time. The caller keeps serving: it
-// still holds every socket.
-var ErrSuccessorFailed = errors.New("sockets: successor did not become ready")
+// The handoff runs in two steps, so that the predecessor gives up what only
+// one process may hold (the gossip and Raft ports, Raft's files) only once
+// the successor has shown that it loads its configuration:
+//
+//	predecessor                          successor
+//	StartSuccessor ───── exec ─────────▶ Inherit, load, build
+//	                ◀──── 'P' ────────── AwaitStart: prepared, waits
+//	release exclusive resources
+//	Successor.Start ───── 'G' ─────────▶ start, claim the sockets
+//	                ◀──── 'R' ────────── SignalReady: serving
+//	stop accepting, drain, exit
+//
+// Both processes serve the shared sockets between 'R' and the moment the
+// predecessor closes its listeners; connections that arrive then go to
+// either, and none is refused.
+const (
+	msgPrepared = 'P'
+	msgGo       = 'G'
+	msgReady    = 'R'
+)
+
+// ErrSuccessorFailed is returned when the new process exited, or did not
+// reach the next step in time. It has been killed; the caller still holds
+// every socket.
+var ErrSuccessorFailed = errors.New("sockets: successor failed")
+
+// Successor is a process started by StartSuccessor that has inherited the
+// sockets and prepared itself, and waits for Start.
+type Successor struct {
+	cmd  *exec.Cmd
+	goW  *os.File
+	msgs chan byte // from the successor; closed at EOF
+	once sync.Once
+}
 
 // StartSuccessor starts cmd with every open socket of the set (Files) from
-// descriptor 3 on, named in HandoffFDsEnv, and a pipe on which the new
-// process calls SignalReady once it serves. It returns once it has, and the
-// caller may then stop accepting and drain. When the successor exits first,
-// or ctx ends, StartSuccessor kills it and returns an error wrapping
-// ErrSuccessorFailed; the caller still holds its sockets and serves on.
+// descriptor 3 on, named in HandoffFDsEnv, and the two pipes of the
+// handoff. It returns once the new process is prepared (AwaitStart), and
+// then the caller releases what only one process may hold and calls
+// Successor.Start. When the successor exits first, or ctx ends,
+// StartSuccessor kills it and returns an error wrapping ErrSuccessorFailed.
 //
 // cmd's ExtraFiles must be empty; its Env, when nil, is this process's.
-// Once it is ready, the successor is the caller's to Wait for or Release.
-func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) error {
+func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, error) {
 	if len(cmd.ExtraFiles) != 0 {
-		return errors.New("sockets: start successor: cmd has ExtraFiles already")
+		return nil, errors.New("sockets: start successor: cmd has ExtraFiles already")
 	}
 	files, err := s.Files()
 	if err != nil {
-		return fmt.Errorf("sockets: start successor: %w", err)
+		return nil, fmt.Errorf("sockets: start successor: %w", err)
 	}
 	defer func() {
 		for _, nf := range files {
 			nf.File.Close()
 		}
 	}()
-	readyR, readyW, err := os.Pipe()
+	upR, upW, err := os.Pipe() // successor to predecessor
 	if err != nil {
-		return fmt.Errorf("sockets: start successor: ready pipe: %w", err)
+		return nil, fmt.Errorf("sockets: start successor: pipe: %w", err)
 	}
-	defer readyR.Close()
+	goR, goW, err := os.Pipe() // predecessor to successor
+	if err != nil {
+		upR.Close()
+		upW.Close()
+		return nil, fmt.Errorf("sockets: start successor: pipe: %w", err)
+	}
 
 	names := make([]string, len(files))
 	for i, nf := range files {
 		names[i] = nf.Name
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nf.File)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, readyW)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, upW, goR)
 	env := cmd.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 	cmd.Env = append(env,
 		HandoffFDsEnv+"="+strings.Join(names, ":"),
 		HandoffReadyEnv+"="+strconv.Itoa(firstFD+len(files)),
+		HandoffGoEnv+"="+strconv.Itoa(firstFD+len(files)+1),
 	)
 	err = cmd.Start()
-	readyW.Close() // the successor holds the write end; EOF means it is gone
+	// The successor holds its ends: EOF on upR means it is gone.
+	upW.Close()
+	goR.Close()
 	if err != nil {
-		return fmt.Errorf("sockets: start successor %s: %w", cmd.Path, err)
+		upR.Close()
+		goW.Close()
+		return nil, fmt.Errorf("sockets: start successor %s: %w", cmd.Path, err)
 	}
-
-	ready := make(chan error, 1)
+	p := &Successor{cmd: cmd, goW: goW, msgs: make(chan byte, 2)}
 	go func() {
+		defer upR.Close()
+		defer close(p.msgs)
 		var b [1]byte
-		_, err := io.ReadFull(readyR, b[:])
-		ready <- err
+		for {
+			if _, err := io.ReadFull(upR, b[:]); err != nil {
+				return
+			}
+			p.msgs <- b[0]
+		}
 	}()
+	if err := p.await(ctx, msgPrepared); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Start lets the successor start and returns once it serves (SignalReady).
+// On an error, which wraps ErrSuccessorFailed, the successor has been
+// killed.
+func (p *Successor) Start(ctx context.Context) error {
+	if _, err := p.goW.Write([]byte{msgGo}); err != nil {
+		p.Abort()
+		return fmt.Errorf("%w: %w", ErrSuccessorFailed, err)
+	}
+	return p.await(ctx, msgReady)
+}
+
+// await waits for msg from the successor, and kills it when that fails.
+func (p *Successor) await(ctx context.Context, msg byte) error {
+	var err error
 	select {
-	case err = <-ready:
-		if err == nil {
+	case got, ok := <-p.msgs:
+		switch {
+		case !ok:
+			err = fmt.Errorf("%w: it exited before it was %s", ErrSuccessorFailed, stepName(msg))
+		case got != msg:
+			err = fmt.Errorf("%w: it sent %q, want %q", ErrSuccessorFailed, got, msg)
+		default:
 			return nil
 		}
-		err = fmt.Errorf("%w: it exited before it was ready", ErrSuccessorFailed)
 	case <-ctx.Done():
-		err = fmt.Errorf("%w: %w", ErrSuccessorFailed, ctx.Err())
+		err = fmt.Errorf("%w: not %s: %w", ErrSuccessorFailed, stepName(msg), ctx.Err())
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	p.Abort()
 	return err
+}
+
+func stepName(msg byte) string {
+	if msg == msgPrepared {
+		return "prepared"
+	}
+	return "ready"
+}
+
+// Abort kills the successor and waits for it.
+func (p *Successor) Abort() {
+	p.once.Do(func() {
+		p.goW.Close()
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	})
+}
+
+// Process is the successor's process. Once it is ready it runs on its own:
+// the caller may Release it, or Wait for it in a test.
+func (p *Successor) Process() *os.Process { return p.cmd.Process }
+
+// Wait waits for the successor to exit; for tests and tools that started
+// it and outlive it.
+func (p *Successor) Wait() error {
+	p.goW.Close()
+	return p.cmd.Wait()
 }
 
 // IsSuccessor reports whether the process was started by StartSuccessor and
@@ -91,24 +185,61 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) error {
 func (s *Set) IsSuccessor() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.readyFD != nil
+	return s.readyW != nil
 }
 
-// SignalReady tells the predecessor that started this process, if any, that
-// it serves on the sockets it inherited, so that the predecessor stops
-// accepting. It is a no-op after the first call and in a process no
-// predecessor started.
-func (s *Set) SignalReady() error {
+// AwaitStart tells the predecessor that this process is prepared: it has
+// inherited the sockets and loaded its configuration. It then waits until
+// the predecessor has released what only one process may hold, and returns
+// nil, or until ctx ends or the predecessor is gone, and returns an error:
+// the process then exits without serving. It returns nil at once in a
+// process no predecessor started.
+func (s *Set) AwaitStart(ctx context.Context) error {
 	s.mu.Lock()
-	f := s.readyFD
-	s.readyFD = nil
+	up, goR := s.readyW, s.goR
+	s.goR = nil
 	s.mu.Unlock()
-	if f == nil {
+	if up == nil || goR == nil {
 		return nil
 	}
-	defer f.Close()
-	_ = f.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := f.Write([]byte{1}); err != nil {
+	defer goR.Close()
+	if _, err := up.Write([]byte{msgPrepared}); err != nil {
+		return fmt.Errorf("sockets: await start: %w", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := io.ReadFull(goR, b[:])
+		if err == nil && b[0] != msgGo {
+			err = fmt.Errorf("got %q, want %q", b[0], msgGo)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("sockets: await start: predecessor: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sockets: await start: %w", ctx.Err())
+	}
+}
+
+// SignalReady tells the predecessor that started this process, if any,
+// that it serves on the sockets it inherited, so that the predecessor stops
+// accepting and drains. It is a no-op after the first call and in a
+// process no predecessor started.
+func (s *Set) SignalReady() error {
+	s.mu.Lock()
+	up := s.readyW
+	s.readyW = nil
+	s.mu.Unlock()
+	if up == nil {
+		return nil
+	}
+	defer up.Close()
+	if _, err := up.Write([]byte{msgReady}); err != nil {
 		return fmt.Errorf("sockets: signal ready: %w", err)
 	}
 	return nil

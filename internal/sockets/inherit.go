@@ -18,8 +18,12 @@ const (
 	// separated by ':', as LISTEN_FDNAMES does.
 	HandoffFDsEnv = "MESHWORK_HANDOFF_FDS"
 	// HandoffReadyEnv is the descriptor of the pipe on which the successor
-	// tells its predecessor that it is ready (SignalReady).
+	// tells its predecessor that it is prepared (AwaitStart) and then ready
+	// (SignalReady).
 	HandoffReadyEnv = "MESHWORK_HANDOFF_READY_FD"
+	// HandoffGoEnv is the descriptor of the pipe on which the predecessor
+	// lets the successor start (Successor.Start).
+	HandoffGoEnv = "MESHWORK_HANDOFF_GO_FD"
 )
 
 // firstFD is the first descriptor after stdin, stdout and stderr, where both
@@ -42,8 +46,10 @@ func Inherit(logger *slog.Logger) (*Set, error) {
 	// Read before activation.Files unsets them: they tell where fds come from.
 	handoffNames, handoff := os.LookupEnv(HandoffFDsEnv)
 	readyEnv, hasReady := os.LookupEnv(HandoffReadyEnv)
+	goEnv, hasGo := os.LookupEnv(HandoffGoEnv)
 	os.Unsetenv(HandoffFDsEnv)
 	os.Unsetenv(HandoffReadyEnv)
+	os.Unsetenv(HandoffGoEnv)
 
 	files := activation.Files(true)
 	if len(files) > 0 {
@@ -57,15 +63,29 @@ func Inherit(logger *slog.Logger) (*Set, error) {
 			return nil, err
 		}
 	}
+	if hasReady != hasGo {
+		return nil, fmt.Errorf("%w: %s and %s come together", ErrBadHandoff, HandoffReadyEnv, HandoffGoEnv)
+	}
 	if hasReady {
-		fd, err := strconv.Atoi(readyEnv)
-		if err != nil || fd < firstFD || !isOpen(fd) {
-			return nil, fmt.Errorf("%w: %s=%q is not an open descriptor", ErrBadHandoff, HandoffReadyEnv, readyEnv)
+		var err error
+		if s.readyW, err = pipeFD(HandoffReadyEnv, readyEnv); err != nil {
+			return nil, err
 		}
-		syscall.CloseOnExec(fd)
-		s.readyFD = os.NewFile(uintptr(fd), "handoff-ready")
+		if s.goR, err = pipeFD(HandoffGoEnv, goEnv); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// pipeFD takes the handoff pipe descriptor named by the variable env.
+func pipeFD(env, value string) (*os.File, error) {
+	fd, err := strconv.Atoi(value)
+	if err != nil || fd < firstFD || !isOpen(fd) {
+		return nil, fmt.Errorf("%w: %s=%q is not an open descriptor", ErrBadHandoff, env, value)
+	}
+	syscall.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), env), nil
 }
 
 // addHandoff takes the descriptors a predecessor passed, named by names.

@@ -78,9 +78,11 @@ type Set struct {
 	// stored is what systemd's store holds, by name, as far as this process
 	// told it (fdstore.go).
 	stored map[string]fileSocket
-	// readyFD is the write end of the predecessor's readiness pipe; nil
-	// when the process was not started by a handoff.
-	readyFD *os.File
+	// readyW and goR are this process's ends of the handoff's pipes
+	// (handoff.go); nil when the process was not started by a handoff, and
+	// once used.
+	readyW *os.File
+	goR    *os.File
 }
 
 // New returns a Set with no inherited sockets: every request opens a new

@@ -34,12 +34,20 @@ func TestMain(m *testing.M) {
 }
 
 // helperSuccessor inherits the "api" listener of HELPER_ADDR, says it is
-// ready, then answers HELPER_CONNS connections with "successor".
+// ready, then answers HELPER_CONNS connections with "successor". It exits
+// with 3 when its predecessor does not let it start.
 func helperSuccessor() int {
 	s, err := Inherit(nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if !s.IsSuccessor() {
+		fmt.Fprintln(os.Stderr, "not started by a handoff")
+		return 1
+	}
+	if err := s.AwaitStart(context.Background()); err != nil {
+		return 3
 	}
 	ln, err := s.Listener("api", "tcp", os.Getenv("HELPER_ADDR"))
 	if err != nil {
@@ -143,10 +151,14 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	cmd := helperCmd(t, "successor", "HELPER_ADDR="+addr, "HELPER_CONNS=2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.StartSuccessor(ctx, cmd); err != nil {
+	succ, err := s.StartSuccessor(ctx, cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(succ.Abort)
+	if err := succ.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// The predecessor stops: the socket stays open in the successor.
 	if err := ln.Close(); err != nil {
@@ -164,8 +176,31 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	if got := readLine(t, late); got != "successor" {
 		t.Errorf("connection after the handoff answered %q, want successor", got)
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := succ.Wait(); err != nil {
 		t.Errorf("successor: %v", err)
+	}
+}
+
+// TestSuccessorNotLetStart: a successor whose predecessor goes away before
+// Start exits without serving.
+func TestSuccessorNotLetStart(t *testing.T) {
+	s := New(nil)
+	ln, err := s.Listener("api", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := helperCmd(t, "successor", "HELPER_ADDR="+ln.Addr().String(), "HELPER_CONNS=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	succ, err := s.StartSuccessor(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(succ.Abort)
+	var exit *exec.ExitError
+	if err := succ.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Errorf("successor = %v, want exit status 3", err)
 	}
 }
 
@@ -182,7 +217,7 @@ func TestStartSuccessorThatExits(t *testing.T) {
 	cmd.Stderr = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = s.StartSuccessor(ctx, cmd)
+	_, err = s.StartSuccessor(ctx, cmd)
 	if !errors.Is(err, ErrSuccessorFailed) {
 		t.Fatalf("StartSuccessor = %v, want ErrSuccessorFailed", err)
 	}
