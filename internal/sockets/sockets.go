@@ -83,6 +83,8 @@ type Set struct {
 	// once used.
 	readyW *os.File
 	goR    *os.File
+	// allClaimed, when not nil, is closed once inherited is empty.
+	allClaimed chan struct{}
 }
 
 // New returns a Set with no inherited sockets: every request opens a new
@@ -169,12 +171,39 @@ func (s *Set) PacketConn(name, network, addr string) (net.PacketConn, error) {
 	return pc, s.track(name, pc)
 }
 
+// AllClaimed returns a channel closed once every inherited socket has been
+// claimed or released: a successor waits for it, so that it takes over
+// every listener of its predecessor before it says it is ready.
+func (s *Set) AllClaimed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.allClaimed == nil {
+		s.allClaimed = make(chan struct{})
+		s.checkAllClaimed()
+	}
+	return s.allClaimed
+}
+
+// checkAllClaimed closes allClaimed when nothing is left to claim. s.mu is
+// held.
+func (s *Set) checkAllClaimed() {
+	if len(s.inherited) != 0 || s.allClaimed == nil {
+		return
+	}
+	select {
+	case <-s.allClaimed:
+	default:
+		close(s.allClaimed)
+	}
+}
+
 // claim takes the inherited socket of that name, or returns nil.
 func (s *Set) claim(name string) *os.File {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.inherited[name]
 	delete(s.inherited, name)
+	s.checkAllClaimed()
 	return f
 }
 
@@ -203,6 +232,7 @@ func (s *Set) ReleaseUnclaimed() []string {
 		names = append(names, n)
 	}
 	clear(s.inherited)
+	s.checkAllClaimed()
 	sort.Strings(names)
 	return names
 }

@@ -388,8 +388,19 @@ func TestListenerReusesOnlyTheSameAddress(t *testing.T) {
 	if got := s.Inherited(); len(got) != 1 || got[0] != "vip-127.0.0.1_1" {
 		t.Errorf("Inherited() = %v after claiming api", got)
 	}
+	all := s.AllClaimed()
+	select {
+	case <-all:
+		t.Error("AllClaimed closed with a socket left to claim")
+	default:
+	}
 	if got := s.ReleaseUnclaimed(); len(got) != 1 {
 		t.Errorf("ReleaseUnclaimed() = %v", got)
+	}
+	select {
+	case <-all:
+	default:
+		t.Error("AllClaimed still open after ReleaseUnclaimed")
 	}
 
 	// Elsewhere: the inherited socket is closed and a new one opened.
