@@ -4,32 +4,48 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // The steps of a handoff to a successor agent of the same node, which
 // inherits the sockets (internal/sockets, docs/restart.md):
 //
-//  1. ReleaseExclusive, once the successor is prepared: gossip and Raft
-//     stop, without a leave, so that the successor binds their ports and
-//     opens Raft's files. The data plane, DNS and the API serve on.
-//  2. StopAccepting, once the successor serves: the API and DNS close their
-//     descriptors of the shared sockets, which the successor keeps open.
-//  3. Drain, then Shutdown: the VIP listeners close the same way and the
-//     connections in flight end, up to tunnel.drain_timeout.
+//  1. ReleaseExclusive, once the successor is prepared: the tunnel, Raft
+//     and gossip stop, without a leave, so that the successor binds their
+//     ports and opens Raft's files. The VIP listeners close with the
+//     tunnel: their sockets, held by the successor too, queue new
+//     connections until it accepts them. DNS and the API serve on.
+//  2. StopAccepting, once the successor serves: the API closes its
+//     listener and DNS stops; the successor answers from now on.
+//  3. Shutdown: the API answers the requests it accepted already.
+//
+// The tunnel stops at step 1, not after a drain, because two QUIC
+// endpoints cannot share one UDP socket: each would read the other's
+// packets and answer them with stateless resets. The calls the tunnel
+// carries at that moment are cut (docs/restart.md).
 
 // ReleaseExclusive stops the components that only one agent of a node may
-// run at a time: gossip, which holds the gossip port and the node's name in
-// the cluster, and Raft, which holds the server port and its files under
-// data_dir. It does not leave the cluster: the successor takes the node's
-// place. The catalog keeps its last snapshot, so the data plane routes on.
+// run at a time: the tunnel, whose QUIC endpoint must be the only reader
+// of the tunnel socket; Raft, which holds the server port and its files
+// under data_dir; and gossip, which holds the gossip port and the node's
+// name in the cluster. It does not leave the cluster: the successor takes
+// the node's place.
 func (a *Agent) ReleaseExclusive() error {
-	return a.closeOnly("raft", "gossip")
+	if a.tunnel != nil {
+		// This process's descriptor of the tunnel socket goes first: the
+		// QUIC endpoint's reader stops on it at once (the successor's
+		// descriptor keeps the socket), where a read deadline did not
+		// always stop it.
+		a.tunnel.closePC()
+	}
+	return a.closeOnly("tunnel", "raft", "gossip")
 }
 
-// StopAccepting closes the API and DNS servers: their sockets stay open in
-// the successor, which answers from now on.
+// StopAccepting closes the API's listener and the DNS server: their
+// sockets stay open in the successor, which answers from now on. The API
+// answers the connections it accepted already until Shutdown.
 func (a *Agent) StopAccepting() error {
-	return a.closeOnly("http", "dns")
+	return errors.Join(a.http.StopAccepting(), a.closeOnly("dns"))
 }
 
 // closeOnly closes the started components named, in the order given, and
@@ -50,9 +66,11 @@ func (a *Agent) closeOnly(names ...string) error {
 		c := a.started[i]
 		a.started = slices.Delete(slices.Clone(a.started), i, i+1)
 		a.mu.Unlock()
+		start := time.Now()
 		if err := c.close(); err != nil {
 			errs = append(errs, fmt.Errorf("agent: close %s: %w", name, err))
 		}
+		a.log.Debug("component closed for a successor", "component", name, "took", time.Since(start))
 	}
 	return errors.Join(errs...)
 }

@@ -444,7 +444,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.serveDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
-		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// net.ErrClosed: StopAccepting closed the listener.
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("http api stopped serving", "err", err)
 		}
 	}()
@@ -460,6 +461,24 @@ func (s *Server) Addr() net.Addr {
 		return nil
 	}
 	return s.listener.Addr()
+}
+
+// StopAccepting closes the listener and keeps serving the connections
+// already accepted until Close. When the listening socket was handed to a
+// successor agent, which holds it too, the successor takes every new
+// connection; a request on a connection accepted here is still answered
+// (http.Server.Shutdown would drop one whose request it had not read yet).
+func (s *Server) StopAccepting() error {
+	s.mu.Lock()
+	l := s.listener
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("httpapi: stop accepting: %w", err)
+	}
+	return nil
 }
 
 // Close answers the blocking queries in flight with the current catalog,

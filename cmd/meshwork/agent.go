@@ -51,8 +51,7 @@ the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
 stops at once. "meshwork leave" does the same through the API. SIGHUP
 reloads the services and their checks from the configuration. SIGUSR2,
 outside systemd, starts the binary anew with the same arguments and hands
-it the listening sockets; once it serves, this agent drains and exits
-(docs/restart.md).`,
+it the listening sockets; once it serves, this agent exits (docs/restart.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
@@ -182,7 +181,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		}
 		if sig == syscall.SIGUSR2 {
 			// Upgrade: a new process takes the sockets over (upgrade.go).
-			stopped = up.handOver(ctx, a, cfg.Tunnel.DrainTimeout.D())
+			stopped = up.handOver(ctx, a)
 			continue
 		}
 		tk.store() // the VIPs opened since the start, for the next start

@@ -53,10 +53,10 @@ func newUpgrader(set *sockets.Set, logger *slog.Logger) *upgrader {
 var errUnderSystemd = errors.New("upgrade: the agent runs under systemd; use systemctl restart, which keeps the sockets in the unit's file descriptor store")
 
 // handOver starts the successor and, once it serves, stops this agent from
-// accepting and drains it. It returns true when the caller should close the
-// agent and exit, false when the agent serves on (the upgrade failed and
-// was logged).
-func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, drain time.Duration) bool {
+// accepting (agent/handoff.go gives the order). It returns true when the
+// caller should close the agent and exit, false when the agent serves on
+// (the upgrade failed and was logged).
+func (u *upgrader) handOver(ctx context.Context, a *agent.Agent) bool {
 	start := time.Now()
 	if err := u.check(); err != nil {
 		u.log.Error("upgrade refused", "err", err)
@@ -72,36 +72,30 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, drain time.Dura
 		u.log.Error("upgrade failed; this agent serves on", "err", err)
 		return false
 	}
-	// From here the successor holds the sockets too; gossip and Raft are
-	// its once this agent lets go of them.
+	// From here the successor holds the sockets too; the tunnel, gossip
+	// and Raft are its once this agent lets go of them. New connections to
+	// the VIPs wait in the kernel's queue until the successor accepts.
 	if err := a.ReleaseExclusive(); err != nil {
-		u.log.Warn("upgrade: gossip or Raft did not stop cleanly", "err", err)
+		u.log.Warn("upgrade: the tunnel, gossip or Raft did not stop cleanly", "err", err)
 	}
 	readyCtx, cancel := context.WithTimeout(ctx, readyTimeout)
 	err = succ.Start(readyCtx)
 	cancel()
 	if err != nil {
-		// Gossip and Raft are stopped: this agent keeps the data plane, DNS
-		// and the API going on its last catalog, and needs a restart.
-		u.log.Error("upgrade failed after gossip and Raft were handed over; this agent serves on without them: restart it", "err", err)
+		// The tunnel, gossip and Raft are stopped: this agent keeps DNS and
+		// the API going, and needs a restart.
+		u.log.Error("upgrade failed after the tunnel, gossip and Raft were handed over; this agent serves DNS and the API only: restart it", "err", err)
 		return false
 	}
 	pid := succ.Process().Pid
 	_ = succ.Process().Release()
 	u.log.Info("upgrade: the successor serves; draining", "pid", pid, "took", time.Since(start))
-	// The VIP listeners close at once (Drain), the API and DNS beside them;
-	// the successor holds every socket and accepts alone from here.
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if err := a.StopAccepting(); err != nil {
-			u.log.Warn("upgrade: the API or DNS did not stop cleanly", "err", err)
-		}
-	}()
-	drainCtx, cancel := context.WithTimeout(ctx, drain)
-	defer cancel()
-	_ = a.Drain(drainCtx) // the transport logs how it ended
-	<-stopped
+	// The tunnel and its VIP listeners stopped with gossip and Raft; the
+	// API and DNS stop taking new work now. The API's requests in flight
+	// are answered while the agent closes.
+	if err := a.StopAccepting(); err != nil {
+		u.log.Warn("upgrade: the API or DNS did not stop cleanly", "err", err)
+	}
 	return true
 }
 
