@@ -31,13 +31,6 @@ import (
 // name in the cluster. It does not leave the cluster: the successor takes
 // the node's place.
 func (a *Agent) ReleaseExclusive() error {
-	if a.tunnel != nil {
-		// This process's descriptor of the tunnel socket goes first: the
-		// QUIC endpoint's reader stops on it at once (the successor's
-		// descriptor keeps the socket), where a read deadline did not
-		// always stop it.
-		a.tunnel.closePC()
-	}
 	return a.closeOnly("tunnel", "raft", "gossip")
 }
 

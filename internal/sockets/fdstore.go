@@ -11,19 +11,31 @@ import (
 // $NOTIFY_SOCKET is unset: the process does not run under systemd.
 var ErrNoNotifySocket = errors.New("sockets: NOTIFY_SOCKET is unset")
 
-// NotifyFDStore sends one socket to systemd's file descriptor store of the
-// service, under name: sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=name",
+// NotifyFDStore sends one socket (a net.Listener, net.PacketConn or
+// *os.File) to systemd's file descriptor store of the service, under name: sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=name",
 // ...). systemd keeps it while the service restarts and hands it back in
 // LISTEN_FDS; a descriptor already in the store is not stored twice. The
 // unit needs FileDescriptorStoreMax= above the number of sockets, and
 // systemd accepts the message only from the service's main process
 // (NotifyAccess=main). notifySocket is $NOTIFY_SOCKET: a path, or an
 // abstract address starting with '@'.
-func NotifyFDStore(notifySocket, name string, f *os.File) error {
+func NotifyFDStore(notifySocket, name string, f syscall.Conn) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	return sendNotify(notifySocket, "FDSTORE=1\nFDNAME="+name, int(f.Fd()))
+	// Not f.Fd(), which would clear O_NONBLOCK on the socket this process
+	// serves.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sockets: store %s: %w", name, err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = sendNotify(notifySocket, "FDSTORE=1\nFDNAME="+name, int(fd))
+	}); err != nil {
+		return fmt.Errorf("sockets: store %s: %w", name, err)
+	}
+	return serr
 }
 
 // NotifyFDStoreRemove asks systemd to close every descriptor of its store
@@ -79,17 +91,14 @@ func (s *Set) StoreInSystemd() error {
 		if s.stored[name] == live {
 			continue
 		}
-		f, err := live.File()
+		var err error
+		if _, held := s.stored[name]; held {
+			// Another socket, or the one systemd handed over, under this
+			// name: replace it rather than hold two of one name.
+			err = NotifyFDStoreRemove(sock, name)
+		}
 		if err == nil {
-			if _, held := s.stored[name]; held {
-				// Another socket, or the one systemd handed over, under this
-				// name: replace it rather than hold two of one name.
-				err = NotifyFDStoreRemove(sock, name)
-			}
-			if err == nil {
-				err = NotifyFDStore(sock, name, f)
-			}
-			f.Close()
+			err = NotifyFDStore(sock, name, live)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("store %s: %w", name, err))

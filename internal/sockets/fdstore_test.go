@@ -191,6 +191,7 @@ func TestStoreInSystemd(t *testing.T) {
 	if got["FDSTORE=1\nFDNAME=api"] != api.Addr().String() || got["FDSTORE=1\nFDNAME="+vipName] != vip.Addr().String() {
 		t.Errorf("stored %v", got)
 	}
+	assertNonblocking(t, api.(syscall.Conn))
 
 	vip.Close()
 	if err := s.StoreInSystemd(); err != nil {

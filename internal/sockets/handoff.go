@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // The handoff runs in two steps, so that the predecessor gives up what only
@@ -96,6 +97,15 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 		HandoffGoEnv+"="+strconv.Itoa(firstFD+len(files)+1),
 	)
 	err = cmd.Start()
+	// os.StartProcess took each file's descriptor with Fd, which clears
+	// O_NONBLOCK on the open file description that the duplicate shares
+	// with this process's socket: restore it, or this process's reads and
+	// accepts would block in the kernel, past deadlines and Close.
+	for _, nf := range files {
+		if rerr := setNonblock(nf.File); rerr != nil && err == nil {
+			err = fmt.Errorf("restore O_NONBLOCK on %s: %w", nf.Name, rerr)
+		}
+	}
 	// The successor holds its ends: EOF on upR means it is gone.
 	upW.Close()
 	goR.Close()
@@ -243,6 +253,20 @@ func (s *Set) SignalReady() error {
 		return fmt.Errorf("sockets: signal ready: %w", err)
 	}
 	return nil
+}
+
+// setNonblock sets O_NONBLOCK on f's open file description without going
+// through Fd, which would clear it.
+func setNonblock(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), true) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // withoutEnv returns env without the variables named.

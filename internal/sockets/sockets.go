@@ -276,11 +276,20 @@ func (s *Set) Files() ([]NamedFile, error) {
 	return out, nil
 }
 
-// dupFile duplicates f's descriptor, close-on-exec.
+// dupFile duplicates f's descriptor, close-on-exec. It does not call
+// f.Fd(), which would clear O_NONBLOCK on the socket.
 func dupFile(f *os.File) (*os.File, error) {
-	fd, err := dupCloexec(int(f.Fd()))
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(raw uintptr) { fd, derr = dupCloexec(int(raw)) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
 }

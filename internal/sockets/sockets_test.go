@@ -156,6 +156,11 @@ func TestHandoffAcrossReexec(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(succ.Abort)
+	// Handing the descriptor to exec must not have made this process's
+	// socket blocking (the successor, which has not taken it yet, would
+	// make it non-blocking again): a blocked accept or read would keep
+	// Close from returning.
+	assertNonblocking(t, ln.(syscall.Conn))
 	if err := succ.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -500,13 +505,43 @@ func TestFilesLeavesOutClosedSockets(t *testing.T) {
 	var names []string
 	for _, f := range files {
 		names = append(names, f.Name)
+		rc, err := f.File.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
 		var sa syscall.Sockaddr
-		if sa, err = syscall.Getsockname(int(f.File.Fd())); err != nil || sa == nil {
-			t.Errorf("%s: not a socket: %v", f.Name, err)
+		var serr error
+		_ = rc.Control(func(fd uintptr) { sa, serr = syscall.Getsockname(int(fd)) })
+		if serr != nil || sa == nil {
+			t.Errorf("%s: not a socket: %v", f.Name, serr)
 		}
 		f.File.Close()
 	}
 	if got := strings.Join(names, ","); got != "api,dns-udp" {
 		t.Errorf("Files() = %s, want api,dns-udp", got)
+	}
+}
+
+// assertNonblocking fails the test unless the socket's open file
+// description has O_NONBLOCK, which Go's poller needs.
+func assertNonblocking(t *testing.T, c syscall.Conn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+		flags = int(r)
+		if errno != 0 {
+			ferr = errno
+		}
+	}); err != nil || ferr != nil {
+		t.Fatalf("fcntl: %v %v", err, ferr)
+	}
+	if flags&syscall.O_NONBLOCK == 0 {
+		t.Error("the socket lost O_NONBLOCK")
 	}
 }
