@@ -55,10 +55,14 @@ func sendNotify(notifySocket, state string, fd int) error {
 	if notifySocket == "" {
 		return ErrNoNotifySocket
 	}
-	s, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	// Close-on-exec set apart from socket(2), as SOCK_CLOEXEC is Linux's:
+	// a process started in between would inherit an unconnected datagram
+	// socket, which is harmless.
+	s, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
 	if err != nil {
 		return fmt.Errorf("sockets: notify %s: %w", notifySocket, err)
 	}
+	syscall.CloseOnExec(s)
 	defer syscall.Close(s)
 	var oob []byte
 	if fd >= 0 {
