@@ -254,6 +254,7 @@ type Server struct {
 	closed    bool
 	srv       *http.Server
 	listener  net.Listener
+	fresh     freshConns // accepted, first request not read (StopAccepting)
 	serveDone chan struct{}
 }
 
@@ -439,6 +440,7 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       idleTimeout,
 		// No WriteTimeout: blocking queries answer after up to MaxWait.
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ConnState:   s.fresh.track,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.serveDone = make(chan struct{})
@@ -467,7 +469,8 @@ func (s *Server) Addr() net.Addr {
 // already accepted until Close. When the listening socket was handed to a
 // successor agent, which holds it too, the successor takes every new
 // connection; a request on a connection accepted here is still answered
-// (http.Server.Shutdown would drop one whose request it had not read yet).
+// (http.Server.Shutdown would drop one whose request it had not read yet,
+// so StopAccepting returns once each has sent it, or after a second).
 func (s *Server) StopAccepting() error {
 	s.mu.Lock()
 	l := s.listener
@@ -478,8 +481,14 @@ func (s *Server) StopAccepting() error {
 	if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("httpapi: stop accepting: %w", err)
 	}
+	s.fresh.wait(freshGrace)
 	return nil
 }
+
+// freshGrace bounds how long StopAccepting waits for the connections it
+// accepted to send their first request: a local client sends it within
+// microseconds of connecting.
+const freshGrace = time.Second
 
 // Close answers the blocking queries in flight with the current catalog,
 // lets other requests finish for up to 5 seconds, closes the listener and

@@ -42,20 +42,21 @@ var ErrSuccessorFailed = errors.New("sockets: successor failed")
 // Successor is a process started by StartSuccessor that has inherited the
 // sockets and prepared itself, and waits for Start.
 type Successor struct {
-	cmd  *exec.Cmd
+	proc *os.Process
 	goW  *os.File
 	msgs chan byte // from the successor; closed at EOF
 	once sync.Once
 }
 
-// StartSuccessor starts cmd with every open socket of the set (Files) from
-// descriptor 3 on, named in HandoffFDsEnv, and the two pipes of the
-// handoff. It returns once the new process is prepared (AwaitStart), and
-// then the caller releases what only one process may hold and calls
-// Successor.Start. When the successor exits first, or ctx ends,
-// StartSuccessor kills it and returns an error wrapping ErrSuccessorFailed.
-//
-// cmd's ExtraFiles must be empty; its Env, when nil, is this process's.
+// StartSuccessor starts the program cmd describes (Path, Args, Env, Dir,
+// and Stdin, Stdout and Stderr, which must be nil or *os.File) with every
+// open socket of the set (Files) from descriptor 3 on, named in
+// HandoffFDsEnv, and the two pipes of the handoff. It returns once the new
+// process is prepared (AwaitStart), and then the caller releases what only
+// one process may hold and calls Successor.Start. When the successor exits
+// first, or ctx ends, StartSuccessor kills it and returns an error wrapping
+// ErrSuccessorFailed. cmd is not started with its Start method: see
+// startProcess.
 func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, error) {
 	if len(cmd.ExtraFiles) != 0 {
 		return nil, errors.New("sockets: start successor: cmd has ExtraFiles already")
@@ -81,31 +82,23 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 	}
 
 	names := make([]string, len(files))
+	extra := make([]*os.File, 0, len(files)+2)
 	for i, nf := range files {
 		names[i] = nf.Name
-		cmd.ExtraFiles = append(cmd.ExtraFiles, nf.File)
+		extra = append(extra, nf.File)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, upW, goR)
+	extra = append(extra, upW, goR)
 	env := cmd.Env
 	if env == nil {
 		env = os.Environ()
 	}
 	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-	cmd.Env = append(env,
+	env = append(env,
 		HandoffFDsEnv+"="+strings.Join(names, ":"),
 		HandoffReadyEnv+"="+strconv.Itoa(firstFD+len(files)),
 		HandoffGoEnv+"="+strconv.Itoa(firstFD+len(files)+1),
 	)
-	err = cmd.Start()
-	// os.StartProcess took each file's descriptor with Fd, which clears
-	// O_NONBLOCK on the open file description that the duplicate shares
-	// with this process's socket: restore it, or this process's reads and
-	// accepts would block in the kernel, past deadlines and Close.
-	for _, nf := range files {
-		if rerr := setNonblock(nf.File); rerr != nil && err == nil {
-			err = fmt.Errorf("restore O_NONBLOCK on %s: %w", nf.Name, rerr)
-		}
-	}
+	proc, err := startProcess(cmd, env, extra)
 	// The successor holds its ends: EOF on upR means it is gone.
 	upW.Close()
 	goR.Close()
@@ -114,7 +107,7 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 		goW.Close()
 		return nil, fmt.Errorf("sockets: start successor %s: %w", cmd.Path, err)
 	}
-	p := &Successor{cmd: cmd, goW: goW, msgs: make(chan byte, 2)}
+	p := &Successor{proc: proc, goW: goW, msgs: make(chan byte, 2)}
 	go func() {
 		defer upR.Close()
 		defer close(p.msgs)
@@ -174,20 +167,24 @@ func stepName(msg byte) string {
 func (p *Successor) Abort() {
 	p.once.Do(func() {
 		p.goW.Close()
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
+		_ = p.proc.Kill()
+		_, _ = p.proc.Wait()
 	})
 }
 
 // Process is the successor's process. Once it is ready it runs on its own:
 // the caller may Release it, or Wait for it in a test.
-func (p *Successor) Process() *os.Process { return p.cmd.Process }
+func (p *Successor) Process() *os.Process { return p.proc }
 
 // Wait waits for the successor to exit; for tests and tools that started
 // it and outlive it.
 func (p *Successor) Wait() error {
 	p.goW.Close()
-	return p.cmd.Wait()
+	st, err := p.proc.Wait()
+	if err == nil && !st.Success() {
+		err = &exec.ExitError{ProcessState: st}
+	}
+	return err
 }
 
 // IsSuccessor reports whether the process was started by StartSuccessor and
@@ -255,18 +252,52 @@ func (s *Set) SignalReady() error {
 	return nil
 }
 
-// setNonblock sets O_NONBLOCK on f's open file description without going
-// through Fd, which would clear it.
-func setNonblock(f *os.File) error {
-	rc, err := f.SyscallConn()
+// startProcess starts cmd's program with extra as descriptors 3 on. It
+// does not use os.StartProcess (nor exec.Cmd.Start, which calls it):
+// that takes each file's descriptor with Fd, which clears O_NONBLOCK on
+// the open file description a duplicate shares with this process's
+// socket. Until it was set again, this process's reads and accepts would
+// block in the kernel, past deadlines and Close. syscall.StartProcess
+// takes the descriptors as numbers and changes no flag.
+func startProcess(cmd *exec.Cmd, env []string, extra []*os.File) (*os.Process, error) {
+	devNull, err := os.Open(os.DevNull)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), true) }); err != nil {
-		return err
+	defer devNull.Close()
+	var files []*os.File
+	for _, std := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
+		switch f := std.(type) {
+		case nil:
+			files = append(files, devNull)
+		case *os.File:
+			files = append(files, f)
+		default:
+			return nil, fmt.Errorf("stdin, stdout and stderr must be files or nil, not %T", std)
+		}
 	}
-	return serr
+	files = append(files, extra...)
+	// The numbers are valid while files are open, which they are until
+	// this returns; Control does not touch the flags as Fd does.
+	fds := make([]uintptr, len(files))
+	for i, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		if err := rc.Control(func(fd uintptr) { fds[i] = fd }); err != nil {
+			return nil, err
+		}
+	}
+	argv := cmd.Args
+	if len(argv) == 0 {
+		argv = []string{cmd.Path}
+	}
+	pid, _, err := syscall.StartProcess(cmd.Path, argv, &syscall.ProcAttr{Dir: cmd.Dir, Env: env, Files: fds})
+	if err != nil {
+		return nil, err
+	}
+	return os.FindProcess(pid)
 }
 
 // withoutEnv returns env without the variables named.
