@@ -33,6 +33,7 @@ import (
 	"github.com/meshwork/meshwork/dnsserver"
 	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/meshwork/meshwork/internal/logstream"
+	"github.com/meshwork/meshwork/internal/sockets"
 	"github.com/meshwork/meshwork/raftstore"
 	"github.com/meshwork/meshwork/telemetry/accesslog"
 )
@@ -80,6 +81,11 @@ type Deps struct {
 	// Clock is the time the readiness checks judge the certificate by.
 	// Default: clock.Real.
 	Clock clock.Clock
+	// Sockets opens the API, DNS, tunnel and VIP sockets the fields above
+	// do not replace, under their names, reusing those the previous agent
+	// or systemd handed over (docs/restart.md). Default: a Set with none,
+	// so that every socket is new.
+	Sockets *sockets.Set
 }
 
 // Agent is one running Meshwork agent.
@@ -156,6 +162,9 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Commit == "" {
 		deps.Commit = httpapi.DefaultCommit
+	}
+	if deps.Sockets == nil {
+		deps.Sockets = sockets.New(deps.Logger.With("component", "sockets"))
 	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()

@@ -14,7 +14,10 @@ import (
 func (a *Agent) buildHTTP() error {
 	addr := net.JoinHostPort(a.cfg.Addresses.HTTP, strconv.Itoa(a.cfg.Ports.HTTP))
 	deps := httpapi.Deps{
-		Listener:   a.deps.HTTPListener,
+		Listener: a.deps.HTTPListener,
+		Listen: func(network, addr string) (net.Listener, error) {
+			return a.deps.Sockets.Listener("api", network, addr)
+		},
 		Local:      a.local,
 		Catalog:    a.store,
 		Members:    httpapi.MembersFunc(a.members),

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -45,7 +46,7 @@ func (a *Agent) buildDNS() error {
 		pc, l := a.deps.DNSConn, a.deps.DNSListener
 		if pc == nil || l == nil {
 			var err error
-			pc, l, err = dnsserver.Listen(net.JoinHostPort(a.cfg.Addresses.DNS, strconv.Itoa(a.cfg.Ports.DNS)))
+			pc, l, err = a.listenDNS(net.JoinHostPort(a.cfg.Addresses.DNS, strconv.Itoa(a.cfg.Ports.DNS)))
 			if err != nil {
 				return err
 			}
@@ -54,4 +55,31 @@ func (a *Agent) buildDNS() error {
 		return s.Start(ctx, pc, l)
 	}, s.Close)
 	return nil
+}
+
+// listenDNS opens DNS's UDP and TCP sockets on addr, as dnsserver.Listen
+// does, through the agent's socket set, so that they are those of the
+// previous agent when it handed them over: "dns-udp" and "dns-tcp". With
+// port 0 (tests), TCP takes the port UDP got, and another is tried when
+// that one is taken on TCP.
+func (a *Agent) listenDNS(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: dns: listen %q: %w", addr, err)
+	}
+	for attempt := 0; ; attempt++ {
+		pc, err := a.deps.Sockets.PacketConn("dns-udp", "udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("agent: dns: %w", err)
+		}
+		taddr := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		l, err := a.deps.Sockets.Listener("dns-tcp", "tcp", taddr)
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if port != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("agent: dns: %w", err)
+		}
+	}
 }

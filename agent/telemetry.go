@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net"
 	"net/http"
 	"time"
 
@@ -60,6 +61,9 @@ func (a *Agent) buildTelemetryListener() error {
 	}
 	s, err := telemetryhttp.New(telemetryhttp.Config{Addr: a.cfg.Telemetry.Listen}, telemetryhttp.Deps{
 		Listener: a.deps.TelemetryListener,
+		Listen: func(network, addr string) (net.Listener, error) {
+			return a.deps.Sockets.Listener("telemetry", network, addr)
+		},
 		Gatherer: a.reg,
 		Ready:    a.ready.Report,
 		Logger:   a.logger("telemetry"),

@@ -21,6 +21,7 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/internal/atomicfile"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/sockets"
 	"github.com/meshwork/meshwork/transport"
 	"github.com/meshwork/meshwork/transport/vip"
 )
@@ -101,6 +102,9 @@ func (a *Agent) buildTunnel() error {
 			Logger:            a.log,
 			Registerer:        a.reg,
 			Observer:          obs,
+			Listen: func(network, addr string) (net.Listener, error) {
+				return a.deps.Sockets.Listener(sockets.ListenerName(addr), network, addr)
+			},
 		},
 		mgr:   a.ca.Manager(),
 		log:   a.logger("tunnel"),
@@ -141,7 +145,7 @@ func (t *tunnel) start(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("agent: tunnel: %w", err)
 		}
-		c, err := net.ListenUDP("udp", addr)
+		c, err := t.a.deps.Sockets.PacketConn("tunnel-udp", "udp", addr.String())
 		if err != nil {
 			return fmt.Errorf("agent: tunnel: listen on %s: %w", bind, err)
 		}

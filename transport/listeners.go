@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sort"
@@ -209,19 +210,40 @@ func (t *Transport) syncListeners(kind string, want map[string]*outListener) {
 		if _, ok := t.lns.byBind[bind]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", bind)
+		ln, err := t.listen(bind)
 		if err != nil {
 			t.m.listenErrors.WithLabelValues(kind).Inc()
 			t.log.Warn("listener failed to bind; will retry", "kind", kind, "addr", bind, "service", w.service, "err", err)
 			continue
 		}
-		w.ln = ln.(*net.TCPListener)
+		w.ln = ln
 		t.lns.byBind[bind] = w
 		t.m.listeners.WithLabelValues(kind).Inc()
 		t.log.Debug("listener open", "kind", kind, "addr", bind, "service", w.service)
 		t.wg.Add(1)
 		go t.serveListener(w)
 	}
+}
+
+// listen opens one outbound listener, through Deps.Listen when set.
+func (t *Transport) listen(bind string) (*net.TCPListener, error) {
+	if t.deps.Listen == nil {
+		ln, err := net.Listen("tcp", bind)
+		if err != nil {
+			return nil, err
+		}
+		return ln.(*net.TCPListener), nil
+	}
+	ln, err := t.deps.Listen("tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("transport: Deps.Listen returned %T for %s, not a *net.TCPListener", ln, bind)
+	}
+	return tl, nil
 }
 
 func (t *Transport) serveListener(l *outListener) {

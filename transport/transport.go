@@ -136,6 +136,11 @@ type Deps struct {
 	PeerUID PeerUIDFunc
 	// DialLocal dials local services. nil uses a net.Dialer.
 	DialLocal func(ctx context.Context, network, address string) (net.Conn, error)
+	// Listen opens the VIP and upstream listeners, such as with the
+	// sockets the previous agent handed over (internal/sockets); network is
+	// "tcp" and the result must be a *net.TCPListener. It is called under
+	// the listeners' lock and must not block. nil uses net.Listen.
+	Listen func(network, addr string) (net.Listener, error)
 	// Clock is the balancer's clock. nil uses the system's.
 	Clock balance.Clock
 	// Observer receives a record of every L7 request and L4 connection,

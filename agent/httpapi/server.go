@@ -189,6 +189,10 @@ type Deps struct {
 	// Listener is served by Start, which then owns it. Default: Start
 	// listens on Config.Addr.
 	Listener net.Listener
+	// Listen opens the listener on Config.Addr when Listener is nil, such
+	// as one inherited from the previous agent (internal/sockets). Default:
+	// a new TCP listener.
+	Listen func(network, addr string) (net.Listener, error)
 	// Local is this node's services and checks. Required.
 	Local Local
 	// Catalog is the catalog store. Required.
@@ -250,6 +254,7 @@ type Server struct {
 	closed    bool
 	srv       *http.Server
 	listener  net.Listener
+	fresh     freshConns // accepted, first request not read (StopAccepting)
 	serveDone chan struct{}
 }
 
@@ -412,6 +417,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	l := s.deps.Listener
+	if l == nil && s.deps.Listen != nil {
+		var err error
+		l, err = s.deps.Listen("tcp", s.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("httpapi: start: %w", err)
+		}
+	}
 	if l == nil {
 		var lc net.ListenConfig
 		var err error
@@ -428,12 +440,14 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       idleTimeout,
 		// No WriteTimeout: blocking queries answer after up to MaxWait.
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ConnState:   s.fresh.track,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.serveDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
-		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// net.ErrClosed: StopAccepting closed the listener.
+		if err := s.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("http api stopped serving", "err", err)
 		}
 	}()
@@ -450,6 +464,31 @@ func (s *Server) Addr() net.Addr {
 	}
 	return s.listener.Addr()
 }
+
+// StopAccepting closes the listener and keeps serving the connections
+// already accepted until Close. When the listening socket was handed to a
+// successor agent, which holds it too, the successor takes every new
+// connection; a request on a connection accepted here is still answered
+// (http.Server.Shutdown would drop one whose request it had not read yet,
+// so StopAccepting returns once each has sent it, or after a second).
+func (s *Server) StopAccepting() error {
+	s.mu.Lock()
+	l := s.listener
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("httpapi: stop accepting: %w", err)
+	}
+	s.fresh.wait(freshGrace)
+	return nil
+}
+
+// freshGrace bounds how long StopAccepting waits for the connections it
+// accepted to send their first request: a local client sends it within
+// microseconds of connecting.
+const freshGrace = time.Second
 
 // Close answers the blocking queries in flight with the current catalog,
 // lets other requests finish for up to 5 seconds, closes the listener and

@@ -72,6 +72,10 @@ type Deps struct {
 	// Listener is served by Start, which then owns it. Default: Start
 	// listens on Config.Addr.
 	Listener net.Listener
+	// Listen opens the listener on Config.Addr when Listener is nil, such
+	// as one the agent's previous process handed over (internal/sockets).
+	// Default: a new socket.
+	Listen func(network, addr string) (net.Listener, error)
 	// Gatherer is exposed on /metrics. Required.
 	Gatherer prometheus.Gatherer
 	// Ready reports the agent's readiness for /readyz. Required; it must
@@ -186,10 +190,16 @@ func (s *Server) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	l := s.deps.Listener
+	listen := s.deps.Listen
+	if listen == nil {
+		listen = func(network, addr string) (net.Listener, error) {
+			var lc net.ListenConfig
+			return lc.Listen(ctx, network, addr)
+		}
+	}
 	if l == nil {
-		var lc net.ListenConfig
 		var err error
-		if l, err = lc.Listen(ctx, "tcp", s.cfg.Addr); err != nil {
+		if l, err = listen("tcp", s.cfg.Addr); err != nil {
 			return fmt.Errorf("telemetryhttp: start: %w", err)
 		}
 	}

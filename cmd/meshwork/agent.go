@@ -15,6 +15,7 @@ import (
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/sdnotify"
+	"github.com/meshwork/meshwork/internal/sockets"
 	"github.com/spf13/cobra"
 )
 
@@ -48,7 +49,9 @@ checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA
 SIGTERM or SIGINT leaves the cluster gracefully, then lets the connections
 the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
 stops at once. "meshwork leave" does the same through the API. SIGHUP
-reloads the services and their checks from the configuration.`,
+reloads the services and their checks from the configuration. SIGUSR2,
+outside systemd, starts the binary anew with the same arguments and hands
+it the listening sockets; once it serves, this agent exits (docs/restart.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
@@ -128,7 +131,15 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		cfg.DataDir = dir
 	}
 
-	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit, LogStream: logs})
+	// The sockets systemd or a predecessor handed over (docs/restart.md).
+	set, err := sockets.Inherit(logger.With("component", "sockets"))
+	if err != nil {
+		return err
+	}
+	up := newUpgrader(set, logger)
+	tk := takeOver{set: set, log: logger}
+
+	a, err := agent.New(cfg, agent.Deps{Logger: logger, Version: version, Commit: commit, LogStream: logs, Sockets: set})
 	if err != nil {
 		return err
 	}
@@ -136,9 +147,12 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(signals)
 
+	if err := tk.before(ctx); err != nil {
+		return err
+	}
 	if err := a.Start(ctx); err != nil {
 		_ = a.Close()
 		return err
@@ -147,6 +161,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	_ = sdnotify.Status("running")
 	watchdog := newWatchdog(logger)
 	defer watchdog.stop()
+	go tk.after(ctx)
 
 	for stopped := false; !stopped; {
 		var sig os.Signal
@@ -172,6 +187,12 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 			reload(cmd, f, a, logger)
 			continue
 		}
+		if sig == syscall.SIGUSR2 {
+			// Upgrade: a new process takes the sockets over (upgrade.go).
+			stopped = up.handOver(ctx, a)
+			continue
+		}
+		tk.store() // the VIPs opened since the start, for the next start
 		stopped = true
 		logger.Info("leaving the cluster", "signal", sig.String())
 		_ = sdnotify.Stopping()

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/meshwork/meshwork/agent"
+	"github.com/meshwork/meshwork/internal/sockets"
+)
+
+// The bounds of a handoff to a successor (docs/restart.md). A successor
+// that loads its configuration in prepareTimeout and serves in
+// readyTimeout takes over; otherwise it is killed and this agent serves on,
+// so that a broken new binary costs nothing but a log line. claimTimeout is
+// how long a successor waits to take over every listener of its
+// predecessor, such as a VIP whose service gossip has not yet brought back,
+// before it says it is ready anyway.
+const (
+	prepareTimeout = 30 * time.Second
+	readyTimeout   = time.Minute
+	claimTimeout   = 30 * time.Second
+)
+
+// upgrader re-executes the agent on SIGUSR2, handing its sockets to the new
+// process: `meshwork agent` outside systemd upgrades itself after its
+// binary was replaced, with no refused connection.
+type upgrader struct {
+	exe  string   // the binary's path, resolved at start
+	args []string // the arguments the agent was started with
+	set  *sockets.Set
+	log  *slog.Logger
+}
+
+// newUpgrader resolves the binary's path now: once the package manager
+// replaced it, /proc/self/exe names the deleted file, and the path is what
+// holds the new one.
+func newUpgrader(set *sockets.Set, logger *slog.Logger) *upgrader {
+	exe, err := os.Executable()
+	if err != nil {
+		logger.Warn("the binary's path is unknown; SIGUSR2 cannot upgrade the agent", "err", err)
+	}
+	return &upgrader{exe: exe, args: os.Args[1:], set: set, log: logger}
+}
+
+// errUnderSystemd refuses a re-exec in a systemd service: systemd would
+// count the service as stopped when the predecessor, its main process,
+// exits.
+var errUnderSystemd = errors.New("upgrade: the agent runs under systemd; use systemctl restart, which keeps the sockets in the unit's file descriptor store")
+
+// handOver starts the successor and, once it serves, stops this agent from
+// accepting (agent/handoff.go gives the order). It returns true when the
+// caller should close the agent and exit, false when the agent serves on
+// (the upgrade failed and was logged).
+func (u *upgrader) handOver(ctx context.Context, a *agent.Agent) bool {
+	start := time.Now()
+	if err := u.check(); err != nil {
+		u.log.Error("upgrade refused", "err", err)
+		return false
+	}
+	u.log.Info("upgrade: starting the successor", "exe", u.exe)
+	cmd := exec.Command(u.exe, u.args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	prepCtx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	succ, err := u.set.StartSuccessor(prepCtx, cmd)
+	cancel()
+	if err != nil {
+		u.log.Error("upgrade failed; this agent serves on", "err", err)
+		return false
+	}
+	// From here the successor holds the sockets too; the tunnel, gossip
+	// and Raft are its once this agent lets go of them. New connections to
+	// the VIPs wait in the kernel's queue until the successor accepts.
+	if err := a.ReleaseExclusive(); err != nil {
+		u.log.Warn("upgrade: the tunnel, gossip or Raft did not stop cleanly", "err", err)
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, readyTimeout)
+	err = succ.Start(readyCtx)
+	cancel()
+	if err != nil {
+		// The tunnel, gossip and Raft are stopped: this agent keeps DNS and
+		// the API going, and needs a restart.
+		u.log.Error("upgrade failed after the tunnel, gossip and Raft were handed over; this agent serves DNS and the API only: restart it", "err", err)
+		return false
+	}
+	pid := succ.Process().Pid
+	_ = succ.Process().Release()
+	u.log.Info("upgrade: the successor serves; draining", "pid", pid, "took", time.Since(start))
+	// The tunnel and its VIP listeners stopped with gossip and Raft; the
+	// API and DNS stop taking new work now. The API's requests in flight
+	// are answered while the agent closes.
+	if err := a.StopAccepting(); err != nil {
+		u.log.Warn("upgrade: the API or DNS did not stop cleanly", "err", err)
+	}
+	return true
+}
+
+// check says whether a re-exec can work here.
+func (u *upgrader) check() error {
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		return errUnderSystemd
+	}
+	if u.exe == "" {
+		return errors.New("upgrade: the binary's path is unknown")
+	}
+	if _, err := os.Stat(u.exe); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	return nil
+}
+
+// takeOver is the successor's side, around the agent's start: before Start
+// it waits until its predecessor released gossip and Raft; after Start it
+// waits (up to claimTimeout) until it serves every socket it inherited,
+// closes those it no longer needs, tells its predecessor that it is ready,
+// and hands the sockets to systemd's store when systemd runs it. In an
+// agent that no predecessor started, before returns at once.
+type takeOver struct {
+	set *sockets.Set
+	log *slog.Logger
+}
+
+func (t takeOver) before(ctx context.Context) error {
+	if !t.set.IsSuccessor() {
+		return nil
+	}
+	t.log.Info("upgrade: prepared; waiting for the predecessor to release gossip and Raft")
+	return t.set.AwaitStart(ctx)
+}
+
+func (t takeOver) after(ctx context.Context) {
+	if left := t.set.Inherited(); len(left) > 0 {
+		select {
+		case <-t.set.AllClaimed():
+		case <-time.After(claimTimeout):
+		case <-ctx.Done():
+		}
+	}
+	if released := t.set.ReleaseUnclaimed(); len(released) > 0 {
+		t.log.Info("inherited sockets no longer served were closed", "names", released)
+	}
+	if err := t.set.SignalReady(); err != nil {
+		t.log.Warn("upgrade: the predecessor was not told that this agent is ready", "err", err)
+	}
+	t.store()
+}
+
+// store hands the open sockets to systemd's file descriptor store, so that
+// the next start under systemd inherits them.
+func (t takeOver) store() {
+	if err := t.set.StoreInSystemd(); err != nil && !errors.Is(err, sockets.ErrNoNotifySocket) {
+		t.log.Warn("sockets not stored in systemd's file descriptor store; a restart will refuse connections", "err", err)
+	}
+}

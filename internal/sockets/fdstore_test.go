@@ -1,0 +1,214 @@
+package sockets
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// notifyReceiver is a unix datagram socket standing in for systemd's
+// notification socket.
+type notifyReceiver struct {
+	t    *testing.T
+	conn *net.UnixConn
+	addr string
+}
+
+func newNotifyReceiver(t *testing.T, addr string) *notifyReceiver {
+	t.Helper()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &notifyReceiver{t: t, conn: conn, addr: addr}
+}
+
+// next returns the next message and the descriptors it carried.
+func (r *notifyReceiver) next() (string, []int) {
+	r.t.Helper()
+	buf := make([]byte, 4096)
+	oob := make([]byte, syscall.CmsgSpace(16*4))
+	_ = r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, oobn, _, _, err := r.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		r.t.Fatalf("notify socket: %v", err)
+	}
+	var fds []int
+	msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, m := range msgs {
+		got, err := syscall.ParseUnixRights(&m)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		fds = append(fds, got...)
+	}
+	r.t.Cleanup(func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	})
+	return string(buf[:n]), fds
+}
+
+// sockname is the bound address of fd, as "ip:port".
+func sockname(t *testing.T, fd int) string {
+	t.Helper()
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname(%d): %v", fd, err)
+	}
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return (&net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}).String()
+	case *syscall.SockaddrInet6:
+		return (&net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}).String()
+	}
+	t.Fatalf("fd %d: unexpected address %T", fd, sa)
+	return ""
+}
+
+// TestNotifyFDStore sends a listener the way sd_pid_notify_with_fds does, to
+// a path and to an abstract address, and checks that the descriptor that
+// arrives is the same socket: same address, and a connection to it is
+// accepted through the received descriptor.
+func TestNotifyFDStore(t *testing.T) {
+	for _, tt := range []struct{ name, addr string }{
+		{"path", filepath.Join(t.TempDir(), "notify")},
+		{"abstract", fmt.Sprintf("@meshwork-sockets-test-%d", os.Getpid())},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newNotifyReceiver(t, tt.addr)
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := ln.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := NotifyFDStore(tt.addr, "api", f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			ln.Close() // the receiver now holds the only descriptor
+
+			msg, fds := r.next()
+			if msg != "FDSTORE=1\nFDNAME=api" {
+				t.Errorf("message %q", msg)
+			}
+			if len(fds) != 1 {
+				t.Fatalf("got %d descriptors, want 1", len(fds))
+			}
+			if got := sockname(t, fds[0]); got != ln.Addr().String() {
+				t.Errorf("received socket bound to %s, want %s", got, ln.Addr())
+			}
+			// Accept a connection through the received descriptor.
+			dup, err := dupCloexec(fds[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := net.FileListener(os.NewFile(uintptr(dup), "stored"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stored.Close()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatalf("dial the stored socket: %v", err)
+			}
+			defer c.Close()
+			a, err := stored.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+
+			if err := NotifyFDStoreRemove(tt.addr, "api"); err != nil {
+				t.Fatal(err)
+			}
+			if msg, fds := r.next(); msg != "FDSTOREREMOVE=1\nFDNAME=api" || len(fds) != 0 {
+				t.Errorf("remove: %q with %d descriptors", msg, len(fds))
+			}
+		})
+	}
+}
+
+func TestNotifyFDStoreErrors(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := NotifyFDStore("", "api", f); !errors.Is(err, ErrNoNotifySocket) {
+		t.Errorf("no socket: %v", err)
+	}
+	if err := NotifyFDStore("/nonexistent/notify", "vip:1:2", f); !errors.Is(err, ErrBadName) {
+		t.Errorf("bad name: %v", err)
+	}
+	if err := NotifyFDStore(filepath.Join(t.TempDir(), "none"), "api", f); err == nil {
+		t.Error("no receiver: no error")
+	}
+}
+
+// TestStoreInSystemd: the store follows the set: every open socket once, a
+// closed one removed, nothing sent when nothing changed.
+func TestStoreInSystemd(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "notify")
+	r := newNotifyReceiver(t, addr)
+	t.Setenv("NOTIFY_SOCKET", addr)
+
+	s := New(nil)
+	api, err := s.Listener("api", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	vipName := ListenerName("127.0.0.1:0")
+	vip, err := s.Listener(vipName, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for range 2 {
+		msg, fds := r.next()
+		if len(fds) != 1 {
+			t.Fatalf("%q came with %d descriptors", msg, len(fds))
+		}
+		got[msg] = sockname(t, fds[0])
+	}
+	if got["FDSTORE=1\nFDNAME=api"] != api.Addr().String() || got["FDSTORE=1\nFDNAME="+vipName] != vip.Addr().String() {
+		t.Errorf("stored %v", got)
+	}
+	assertNonblocking(t, api.(syscall.Conn))
+
+	vip.Close()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := r.next(); msg != "FDSTOREREMOVE=1\nFDNAME="+vipName {
+		t.Errorf("after the VIP closed: %q", msg)
+	}
+
+	// Nothing changed: nothing is sent, so the next datagram is ours.
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendNotify(addr, "MARK=1", -1); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := r.next(); msg != "MARK=1" {
+		t.Errorf("unchanged set sent %q", msg)
+	}
+}
