@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 )
