@@ -84,6 +84,7 @@ var (
 	hapThreads        = flag.Int("haproxy-threads", 1, "nbthread of each HAProxy, to match the agents' GOMAXPROCS")
 	settle            = flag.Duration("settle", 70*time.Second, "wait from the agents' start before the first load: past the agent's second release of its executable pages, 60 s after start")
 	telemetry         = flag.Bool("telemetry", false, "compare two meshes, telemetry off and on, on the L7 and L4 paths at -qps (issue 28), instead of the paths")
+	telemetrySame     = flag.Bool("telemetry-same", false, "with -telemetry, give the off mesh the on mesh's configuration too: an A/A run that shows the comparison's own noise")
 	telemetryServerIP = flag.String("telemetry-server-ip", "127.0.0.83", "loopback address of the server agent with telemetry on, with -telemetry")
 	telemetryClientIP = flag.String("telemetry-client-ip", "127.0.0.84", "loopback address of the client agent with telemetry on, with -telemetry")
 	pin               = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")

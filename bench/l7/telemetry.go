@@ -103,9 +103,13 @@ func runTelemetry(ctx context.Context) error {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	off := newMesh(bin, *serverIP, *clientIP, 243, "telemetry:\n  service_metrics: false\n")
-	on := newMesh(bin, *telemetryServerIP, *telemetryClientIP, 245,
-		fmt.Sprintf("telemetry:\n  tracing:\n    otlp_endpoint: http://%s\n    sample_rate: 0.01\n", ln.Addr()))
+	onConfig := fmt.Sprintf("telemetry:\n  tracing:\n    otlp_endpoint: http://%s\n    sample_rate: 0.01\n", ln.Addr())
+	offConfig := "telemetry:\n  service_metrics: false\n"
+	if *telemetrySame {
+		offConfig = onConfig
+	}
+	off := newMesh(bin, *serverIP, *clientIP, 243, offConfig)
+	on := newMesh(bin, *telemetryServerIP, *telemetryClientIP, 245, onConfig)
 	for _, m := range []*mesh{off, on} {
 		defer m.stop()
 		if err := m.start(ctx, a, b, work, httpPort, httpPort); err != nil {
@@ -180,6 +184,9 @@ func agentsPerThousand(rs []*result, mesh string) float64 {
 
 func printTelemetry(w io.Writer, lat map[string][]*result, sink *otlpSink, startLoad, endLoad string) {
 	fmt.Fprintf(w, "\n## bench/l7 -telemetry, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	if *telemetrySame {
+		fmt.Fprintf(w, "A/A run (-telemetry-same): both meshes have telemetry on; \"off\" is the first mesh\n\n")
+	}
 	fmt.Fprintf(w, "fortio load -qps %d -c %d -uniform=%t -t %s, 1 KiB answers, rounds: %d; off: telemetry.service_metrics false; "+
 		"on: golden signals and tracing at 1 %% sampling to an OTLP/HTTP receiver; access log off in both\n\n", *qps, *conns, *uniform, *duration, *rounds)
 	t := table{w: w, paths: telemetryPaths}
