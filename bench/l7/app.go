@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/meshwork/meshwork/bench/internal/cpuhost"
 )
 
 // appBodySize is the size of every answer of the HTTP app.
@@ -45,4 +47,14 @@ func appHandler() http.Handler {
 		h.Set("Content-Length", strconv.Itoa(appBodySize))
 		_, _ = w.Write(body)
 	})
+}
+
+// startApp starts the 1 KiB HTTP app (this program with -role app) on h,
+// listening on addr.
+func startApp(procs *procSet, h cpuhost.Host, work, addr string) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return procs.start(h, work, "app", self, "-role", "app", "-listen", addr)
 }

@@ -166,12 +166,8 @@ func run(ctx context.Context) error {
 		}
 	}
 	httpPort, grpcPort, grpcHTTPPort, frontPort, betweenPort := ports[0], ports[1], ports[2], ports[3], ports[4]
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	appAddr := addr(httpPort)
-	app, err := procs.start(b, work, "app", self, "-role", "app", "-listen", appAddr)
+	app, err := startApp(procs, b, work, appAddr)
 	if err != nil {
 		return err
 	}

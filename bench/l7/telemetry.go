@@ -81,12 +81,8 @@ func runTelemetry(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	appAddr := addr(httpPort)
-	app, err := procs.start(b, work, "app", self, "-role", "app", "-listen", appAddr)
+	app, err := startApp(procs, b, work, appAddr)
 	if err != nil {
 		return err
 	}
