@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,9 @@ func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // sampling to an OTLP receiver), each carrying web-l7 and web-l4 at
 // -qps, in rounds in which the paths take turns.
 func runTelemetry(ctx context.Context) error {
+	if *rounds < 0 || (*rounds == 0 && *interleave <= 0) {
+		return errors.New("-telemetry needs -rounds of at least 1, or -rounds 0 with -interleave")
+	}
 	fortio, err := findTool("fortio")
 	if err != nil {
 		return err
@@ -168,7 +172,22 @@ func runTelemetry(ctx context.Context) error {
 			}
 		}
 	}
-	printTelemetry(os.Stdout, lat, sink, startLoad, loadAvg())
+	if *rounds > 0 {
+		printTelemetry(os.Stdout, lat, sink, startLoad, loadAvg())
+	}
+	if *interleave > 0 {
+		fmt.Printf("interleaved load: %d req/s in total for %s\n", *interleaveQPS, *interleave)
+		s := startSampler(pids)
+		il, cpu, err := interleaveLoad(ctx, a, addrs, telemetryPaths, *interleaveQPS, *interleave)
+		use, _ := s.stop()
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(off.alive(), on.alive()); err != nil {
+			return err
+		}
+		printInterleaved(os.Stdout, il, use, cpu)
+	}
 	return nil
 }
 
@@ -242,6 +261,78 @@ func printTelemetry(w io.Writer, lat map[string][]*result, sink *otlpSink, start
 	for _, rs := range lat {
 		_, e := sumRequests(rs)
 		errs += e
+	}
+	check(errs == 0, "no failed request on any path: %d failed", errs)
+}
+
+// printInterleaved reports the interleaved load: each path's exact
+// percentiles, on against off, and the noise of those figures.
+func printInterleaved(w io.Writer, il map[string]pathLatencies, use map[string]usage, loadCPU float64) {
+	fmt.Fprintf(w, "\n## bench/l7 -telemetry -interleave, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	if *telemetrySame {
+		fmt.Fprintf(w, "A/A run (-telemetry-same): both meshes have telemetry on; \"off\" is the first mesh\n\n")
+	}
+	fmt.Fprintf(w, "%d req/s in total for %s, at each tick one request to each of the %d paths at once, in random order, %d connections per path, "+
+		"1 KiB answers; exact percentiles of every request\n\n", *interleaveQPS, *interleave, len(telemetryPaths), *conns)
+	t := table{w: w, paths: telemetryPaths}
+	t.head("")
+	t.row("requests (errors)", func(p string) string {
+		return fmt.Sprintf("%d (%d)", len(il[p].Micros), il[p].Errors)
+	})
+	for _, q := range []float64{50, 90, 99, 99.9} {
+		t.row(fmt.Sprintf("p%g ms", q), func(p string) string { return ms(percentile(il[p].Micros, q)) })
+	}
+	t.row("p99 ms, even and odd requests", func(p string) string {
+		e, o := halves(il[p])
+		return ms(percentile(e, 99)) + " / " + ms(percentile(o, 99))
+	})
+	fmt.Fprintf(w, "\nload generator CPU: %.1f s\n\n", loadCPU)
+
+	check := func(ok bool, format string, args ...any) {
+		verdict := "FAIL"
+		if ok {
+			verdict = "PASS"
+		}
+		fmt.Fprintf(w, "- %s %s\n", verdict, fmt.Sprintf(format, args...))
+	}
+	meshCPU := map[string]float64{}
+	for name, u := range use {
+		for _, m := range []string{"off", "on"} {
+			if strings.HasSuffix(name, " "+m) && strings.Contains(name, "agent") {
+				meshCPU[m] += u.cpu
+			}
+		}
+	}
+	for _, pair := range [][2]string{{pathL7On, pathL7Off}, {pathL4On, pathL4Off}} {
+		on, off := il[pair[0]], il[pair[1]]
+		for _, q := range []float64{50, 99} {
+			d := percentile(on.Micros, q) - percentile(off.Micros, q)
+			q1, med, q3, err := quartiles(blockDiffs(on, off, q))
+			spread := "no block"
+			if err == nil {
+				spread = fmt.Sprintf("by %s block: median %s, quartiles %s to %s", interleaveBlock, ms(med), ms(q1), ms(q3))
+			}
+			if q == 99 {
+				check(d <= targetTelemetryP99, "%s: p99 %s ms more than %s (%s); target ≤ %s ms", pair[0], ms(d), pair[1], spread, ms(targetTelemetryP99))
+			} else {
+				fmt.Fprintf(w, "- %s: p%g %s ms more than %s (%s)\n", pair[0], q, ms(d), pair[1], spread)
+			}
+		}
+	}
+	reqs := func(paths ...string) float64 {
+		var n int
+		for _, p := range paths {
+			n += len(il[p].Micros)
+		}
+		return float64(n)
+	}
+	cOn := meshCPU["on"] / reqs(pathL7On, pathL4On) * 1000
+	cOff := meshCPU["off"] / reqs(pathL7Off, pathL4Off) * 1000
+	check(cOn/cOff-1 <= targetTelemetryCPU, "agents' CPU, L7 and L4 requests together: %.3f s per 1,000 req on, %.3f off, %+.1f %%; target ≤ +%.0f %%",
+		cOn, cOff, (cOn/cOff-1)*100, targetTelemetryCPU*100)
+	var errs int64
+	for _, l := range il {
+		errs += l.Errors
 	}
 	check(errs == 0, "no failed request on any path: %d failed", errs)
 }
