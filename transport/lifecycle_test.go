@@ -52,7 +52,7 @@ func TestConfigValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("valid config refused: %v", err)
 				}
-				if c.IdleTimeout != time.Hour || c.MaxStreamsPerPeer != 4096 || c.VIPRange.String() != "127.240.0.0/12" {
+				if c.IdleTimeout != time.Hour || c.MaxStreamsPerPeer != DefaultMaxStreamsPerPeer() || c.VIPRange.String() != "127.240.0.0/12" {
 					t.Errorf("defaults not applied: %+v", c)
 				}
 				return
@@ -139,7 +139,8 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestMetricNamesAsDocumented(t *testing.T) {
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
-		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped}
+		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped,
+		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax}
 	// The tunnel and the handlers register part of them; each package's
 	// own test checks that its list is what it registers.
 	got := append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...)

@@ -27,6 +27,9 @@ const (
 	MetricGSO             = tunnel.MetricGSO
 	MetricGRO             = tunnel.MetricGRO
 	MetricSkipped         = "meshwork_transport_skipped_instances_total"
+	MetricNoCredit        = tunnel.MetricNoCredit
+	MetricStreamLimit     = tunnel.MetricStreamLimit
+	MetricPeerStreamsMax  = tunnel.MetricPeerStreamsMax
 )
 
 // metricNames lists the names of the metrics transport itself registers;
