@@ -37,8 +37,8 @@ const (
 	// it, instances have likely moved, and answering with them does more
 	// harm than answering nothing until gossip syncs.
 	DefaultMaxAge = 10 * time.Minute
-	// DefaultMaxSize bounds the file, read or written: a catalog of 10,000
-	// nodes with 10 services each takes about 15 MB.
+	// DefaultMaxSize bounds the file, read or written: about three times a
+	// catalog of 10,000 nodes with 10 services each (11 MB).
 	DefaultMaxSize = 32 << 20
 	// DefaultInterval is the shortest time between two writes: a burst of
 	// gossip changes costs one write, and a crash loses at most that much.
