@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,4 +199,26 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestMetricNamesAsDocumented: the metrics are registered under the names
+// the constants give, and docs/restart.md lists each.
+func TestMetricNamesAsDocumented(t *testing.T) {
+	h := newWriterHarness(t)
+	h.store.Publish(sampleMembers())
+	if err := h.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/restart.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{MetricWrites, MetricSize, MetricRestored} {
+		if metric(t, h.reg, name) < 0 {
+			t.Errorf("%s is not registered", name)
+		}
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/restart.md does not list %s", name)
+		}
+	}
 }
