@@ -16,7 +16,8 @@
 // connection per peer, and none waits behind another.
 //
 // On the receiving agent, ServeStream reads the request from an admitted
-// stream, applies the L7 intentions, hands the remaining budget to the app
+// stream, applies the L7 intentions, then the service's Fault policy
+// (fault.go: a drawn delay, a drawn abort answered by the mesh), hands the remaining budget to the app
 // in x-meshwork-deadline-ms (and grpc-timeout), forwards the request over a
 // keep-alive pool (HTTP/1.1 over a pool of its own, h2c over net/http's,
 // by the service's protocol) and streams the response back, trailers
@@ -156,6 +157,14 @@ type Deps struct {
 	// Authorizer decides requests. nil allows every request that the
 	// tunnel admitted.
 	Authorizer RequestAuthorizer
+	// Fault gives the Fault policy of a local service, applied to each
+	// authorized request before it reaches the app; it must not block.
+	// nil, or a nil answer, injects no fault.
+	Fault func(service string) *policy.Fault
+	// FaultDraw returns a number in [0, 1) for each percentage a Fault
+	// draws; it must be safe for concurrent use. nil uses math/rand/v2.
+	// Tests inject a seeded source.
+	FaultDraw func() float64
 	// DialLocal dials local apps. nil uses a net.Dialer.
 	DialLocal func(ctx context.Context, network, address string) (net.Conn, error)
 	// Logger receives the logs. nil discards them.
@@ -183,6 +192,8 @@ type Proxy struct {
 
 	conns connset.Set // applications' connections, cut by Close
 
+	draw func() float64 // the percentages of Fault policies
+
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
 	bufs    sync.Pool // *[]byte of copyBuffer
@@ -206,6 +217,9 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if deps.Protocol == nil {
 		deps.Protocol = func(string) policy.Protocol { return policy.ProtocolHTTP }
 	}
+	if deps.Fault == nil {
+		deps.Fault = func(string) *policy.Fault { return nil }
+	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -218,7 +232,10 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l7: metrics: %w", err)
 	}
-	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m}
+	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m, draw: deps.FaultDraw}
+	if p.draw == nil {
+		p.draw = faultDraw
+	}
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
