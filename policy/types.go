@@ -362,6 +362,46 @@ func (f *Fault) Applies(header func(name string) (string, bool)) bool {
 	return true
 }
 
+// FaultDecision is what a Fault does to one request or connection: the
+// zero value is nothing.
+type FaultDecision struct {
+	// Delay is how long it is held back; 0 for none.
+	Delay time.Duration
+	// Abort is whether the mesh answers it (or, for a tcp connection,
+	// closes it) instead of the app.
+	Abort bool
+}
+
+// Decide draws what f does to a request whose headers header gives (nil
+// for a tcp connection). draw returns a number in [0, 1) and must be safe
+// for the caller's concurrency. The delay and the abort are drawn each on
+// its own, so that over many requests each applies to its percent of them;
+// a percent of 0 or 100 draws nothing. A nil f decides nothing.
+func (f *Fault) Decide(header func(name string) (string, bool), draw func() float64) FaultDecision {
+	var d FaultDecision
+	if f == nil || !f.Applies(header) {
+		return d
+	}
+	if f.Delay != nil && drawn(f.Delay.Percent, draw) {
+		d.Delay = f.Delay.Fixed.D()
+	}
+	if f.Abort != nil && drawn(f.Abort.Percent, draw) {
+		d.Abort = true
+	}
+	return d
+}
+
+// drawn reports whether a request falls in percent of requests.
+func drawn(percent float64, draw func() float64) bool {
+	switch {
+	case percent <= 0:
+		return false
+	case percent >= 100:
+		return true
+	}
+	return draw()*100 < percent
+}
+
 // Action is what an intention does.
 type Action string
 

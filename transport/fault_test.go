@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/telemetry/signals"
+	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
 )
@@ -326,5 +328,85 @@ func TestFaultDelay(t *testing.T) {
 	}
 	if got := fm.server.metric(t, l7.MetricFaults, "kind", "delay", "service", "web"); got != 2 {
 		t.Errorf("%s{delay, web} = %v, want 2", l7.MetricFaults, got)
+	}
+}
+
+// faultTable is a Fault source for tests of tcp services.
+type faultTable struct {
+	mu sync.Mutex
+	m  map[string]*policy.Fault
+}
+
+func (ft *faultTable) set(service string, f *policy.Fault) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.m == nil {
+		ft.m = map[string]*policy.Fault{}
+	}
+	ft.m[service] = f
+}
+
+func (ft *faultTable) get(service string) *policy.Fault {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return ft.m[service]
+}
+
+// TestFaultL4: on a tcp service an abort closes the caller's connection
+// before any byte and the service is never dialled; a delay holds the
+// connection back and then carries it; a Fault with a header match never
+// applies to connections.
+func TestFaultL4(t *testing.T) {
+	var dialled atomic.Int64
+	b := startBackend(t, func(c net.Conn) { dialled.Add(1); echo(c) })
+	faults := &faultTable{}
+	m := newMesh(t)
+	serverRec := &callRecorder{}
+	server := m.addAgent("server", []LocalService{{Name: "db", Ports: []int{b.port}}},
+		agentOpts{deps: observed(serverRec, func(d *Deps) { d.Fault = faults.get })})
+	dbBind := freeAddr(t)
+	client := m.addAgent("client", []LocalService{{Name: "shop", Upstreams: []Upstream{{Service: "db", LocalBind: dbBind}}}}, agentOpts{})
+	waitUpstreams(t, client, dbBind)
+
+	roundTrip := func() (string, error) {
+		c := dial(t, dbBind)
+		c.Write([]byte("ping"))
+		c.CloseWrite()
+		return readAll(t, c)
+	}
+
+	faults.set("db", &policy.Fault{Abort: &policy.FaultAbort{Percent: 100, HTTPStatus: 503}})
+	for i := range 3 {
+		if got, err := roundTrip(); got != "" {
+			t.Fatalf("aborted connection %d carried %q (%v)", i, got, err)
+		}
+	}
+	if n := dialled.Load(); n != 0 {
+		t.Fatalf("the service was dialled %d times for aborted connections", n)
+	}
+	if got := server.metric(t, MetricFaults, "kind", "abort", "service", "db"); got != 3 {
+		t.Errorf("%s{abort, db} = %v, want 3", MetricFaults, got)
+	}
+	eventually(t, "the server's records of the aborted connections", func() bool {
+		return len(serverRec.calls(func(c *observe.Call) bool { return c.MeshError == l4.ReasonFaultInjected })) == 3
+	})
+
+	faults.set("db", &policy.Fault{Abort: &policy.FaultAbort{Percent: 100, HTTPStatus: 503},
+		Match: &policy.FaultMatch{Headers: []policy.HeaderMatch{{Name: "x-chaos", Exact: "on"}}}})
+	if got, err := roundTrip(); got != "ping" || err != nil {
+		t.Fatalf("a Fault with a header match applied to a connection: %q, %v", got, err)
+	}
+
+	const delay = 50 * time.Millisecond
+	faults.set("db", &policy.Fault{Delay: &policy.FaultDelay{Percent: 100, Fixed: policy.Duration(delay)}})
+	t0 := time.Now()
+	if got, err := roundTrip(); got != "ping" || err != nil {
+		t.Fatalf("delayed connection: %q, %v", got, err)
+	}
+	if el := time.Since(t0); el < delay {
+		t.Errorf("a connection delayed %v was carried in %v", delay, el)
+	}
+	if got := server.metric(t, MetricFaults, "kind", "delay", "service", "db"); got != 1 {
+		t.Errorf("%s{delay, db} = %v, want 1", MetricFaults, got)
 	}
 }

@@ -140,7 +140,7 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
 		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped,
-		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax}
+		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax, MetricFaults}
 	// The tunnel and the handlers register part of them; each package's
 	// own test checks that its list is what it registers.
 	got := append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...)

@@ -269,7 +269,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		CopyBuffer:       cfg.CopyBuffer,
 		TraceSampleRate:  cfg.TraceSampleRate,
 		TrustDomain:      cfg.TrustDomain,
-	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer})
+	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer, Fault: deps.Fault})
 	if err != nil {
 		return nil, err
 	}

@@ -38,34 +38,15 @@ type faultPlan struct {
 	grpcStatus int // of an abort, for gRPC callers
 }
 
-// planFault draws what f does to a request whose headers header gives.
-// draw returns a number in [0, 1): each part of the fault is drawn on its
-// own, so that over many requests each applies to its percent of them, as
-// operators ask. A percent of 0 or 100 draws nothing.
+// planFault draws what f does to a request whose headers header gives
+// (policy.Fault.Decide), with the abort's statuses.
 func planFault(f *policy.Fault, header func(string) (string, bool), draw func() float64) faultPlan {
-	var fp faultPlan
-	if f == nil || !f.Applies(header) {
-		return fp
-	}
-	if d := f.Delay; d != nil && drawn(d.Percent, draw) {
-		fp.delay = d.Fixed.D()
-	}
-	if a := f.Abort; a != nil && drawn(a.Percent, draw) {
-		fp.abort = true
-		fp.httpStatus, fp.grpcStatus = a.Statuses()
+	d := f.Decide(header, draw)
+	fp := faultPlan{delay: d.Delay, abort: d.Abort}
+	if d.Abort {
+		fp.httpStatus, fp.grpcStatus = f.Abort.Statuses()
 	}
 	return fp
-}
-
-// drawn reports whether a request falls in percent of requests.
-func drawn(percent float64, draw func() float64) bool {
-	switch {
-	case percent <= 0:
-		return false
-	case percent >= 100:
-		return true
-	}
-	return draw()*100 < percent
 }
 
 // marks is the value of FaultHeader for the plan's answer.
