@@ -208,3 +208,24 @@ func TestFaultApplies(t *testing.T) {
 		})
 	}
 }
+
+func TestFaultDecide(t *testing.T) {
+	draws := 0
+	at := func(v float64) func() float64 { return func() float64 { draws++; return v } }
+	f := &Fault{Abort: &FaultAbort{Percent: 25, HTTPStatus: 503}, Delay: &FaultDelay{Percent: 100, Fixed: Duration(time.Second)}}
+	if d := f.Decide(nil, at(0.2)); !d.Abort || d.Delay != time.Second || draws != 1 {
+		t.Errorf("draw 0.2: %+v after %d draws; want abort, 1s delay, one draw (100 %% draws nothing)", d, draws)
+	}
+	if d := f.Decide(nil, at(0.25)); d.Abort {
+		t.Errorf("draw 0.25 aborted at 25 %%: %+v", d)
+	}
+	var none *Fault
+	if d := none.Decide(nil, at(0)); d != (FaultDecision{}) {
+		t.Errorf("a nil Fault decided %+v", d)
+	}
+	zero := &Fault{Abort: &FaultAbort{Percent: 0, HTTPStatus: 503}}
+	draws = 0
+	if d := zero.Decide(nil, at(0)); d.Abort || draws != 0 {
+		t.Errorf("0 %%: %+v after %d draws", d, draws)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -152,6 +153,16 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	for _, n := range want {
 		if !strings.HasPrefix(n, "meshwork_transport_") {
 			t.Errorf("%s lacks the meshwork_transport_ prefix", n)
+		}
+	}
+	// docs/wire.md's table lists each of them.
+	doc, err := os.ReadFile("../docs/wire.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want {
+		if !strings.Contains(string(doc), "| `"+n+"` |") {
+			t.Errorf("docs/wire.md does not list %s", n)
 		}
 	}
 	// A Transport registers every one of them: a probe of the same name is

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +208,16 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestFaultMetricDocumented: docs/tunnels.md lists the counter with the
+// other per-request metrics.
+func TestFaultMetricDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/tunnels.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "| `"+MetricFaults+"` |") {
+		t.Errorf("docs/tunnels.md does not list %s", MetricFaults)
+	}
 }
