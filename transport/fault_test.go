@@ -125,9 +125,6 @@ func (fm *faultMesh) get(t *testing.T, path string, header map[string]string) an
 // whose Fault aborts 10 % of them, and finds that share aborted, each
 // aborted answer marked, and every one counted by both agents.
 func TestFaultAbortShare(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10,000 requests through the mesh")
-	}
 	fm := newFaultMesh(t)
 	fm.setFault("web", &policy.Fault{Abort: &policy.FaultAbort{Percent: 10, HTTPStatus: 503}})
 
