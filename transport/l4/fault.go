@@ -24,9 +24,9 @@ const (
 // connection back (within the caller's budget, which ends it as it
 // would end a slow dial), and a drawn abort accepts the stream and ends
 // it at once, so that the calling application sees its connection closed
-// before any byte, and the calling agent does not try another instance. A Fault with a
-// header match never applies: a connection has no headers. It returns true
-// when it ended the stream.
+// before any byte, and the calling agent does not try another instance.
+// A Fault with a header match never applies: a connection has no headers.
+// It returns true when it ended the stream.
 func (p *Proxy) injectFault(ctx context.Context, in *tunnel.Inbound, o *observe.Call) bool {
 	svc := in.Target.Service
 	d := p.deps.Fault(svc).Decide(nil, p.deps.FaultDraw)
@@ -39,7 +39,10 @@ func (p *Proxy) injectFault(ctx context.Context, in *tunnel.Inbound, o *observe.
 			in.Refuse(*r)
 			return true
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil { // the agent is closing
+			if o != nil {
+				o.MeshError = wire.CodeShuttingDown.String()
+			}
 			in.Abort()
 			return true
 		}

@@ -3,7 +3,6 @@ package l7
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -109,17 +108,13 @@ func (fp faultPlan) recordAbort(o *observe.Call, grpc bool) {
 	}
 }
 
-// faultDraw is the default draw: math/rand/v2's, safe for concurrent use
-// and not seeded, so that agents do not draw in step.
-func faultDraw() float64 { return rand.Float64() }
-
 // planFor draws what the Fault of svc, if any, does to req.
 func (p *Proxy) planFor(svc string, req *http.Request) faultPlan {
 	f := p.deps.Fault(svc)
 	if f == nil {
 		return faultPlan{}
 	}
-	fp := planFault(f, headerOf(req.Header), p.draw)
+	fp := planFault(f, headerOf(req.Header), p.deps.FaultDraw)
 	if fp.delay > 0 {
 		p.m.faults.WithLabelValues(faultDelay, svc).Inc()
 	}

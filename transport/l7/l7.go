@@ -17,8 +17,9 @@
 //
 // On the receiving agent, ServeStream reads the request from an admitted
 // stream, applies the L7 intentions, then the service's Fault policy
-// (fault.go: a drawn delay, a drawn abort answered by the mesh), hands the remaining budget to the app
-// in x-meshwork-deadline-ms (and grpc-timeout), forwards the request over a
+// (fault.go: a drawn delay, a drawn abort answered by the mesh), hands the
+// remaining budget to the app in x-meshwork-deadline-ms (and
+// grpc-timeout), forwards the request over a
 // keep-alive pool (HTTP/1.1 over a pool of its own, h2c over net/http's,
 // by the service's protocol) and streams the response back, trailers
 // included, ending the stream after it: an HTTP/1.1 application gets those
@@ -41,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -192,8 +194,6 @@ type Proxy struct {
 
 	conns connset.Set // applications' connections, cut by Close
 
-	draw func() float64 // the percentages of Fault policies
-
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer
 	bufs    sync.Pool // *[]byte of copyBuffer
@@ -220,6 +220,10 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if deps.Fault == nil {
 		deps.Fault = func(string) *policy.Fault { return nil }
 	}
+	if deps.FaultDraw == nil {
+		// Not seeded, so that agents do not draw in step.
+		deps.FaultDraw = rand.Float64
+	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -232,10 +236,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l7: metrics: %w", err)
 	}
-	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m, draw: deps.FaultDraw}
-	if p.draw == nil {
-		p.draw = faultDraw
-	}
+	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m}
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }
