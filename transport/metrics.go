@@ -30,6 +30,7 @@ const (
 	MetricNoCredit        = tunnel.MetricNoCredit
 	MetricStreamLimit     = tunnel.MetricStreamLimit
 	MetricPeerStreamsMax  = tunnel.MetricPeerStreamsMax
+	MetricFaults          = l4.MetricFaults
 )
 
 // metricNames lists the names of the metrics transport itself registers;
