@@ -33,11 +33,11 @@ import (
 const (
 	echoPort       = 7070
 	echoUpstream   = "127.0.0.1:9070"
-	upgradeRate    = 200                   // new connections a second
-	upgradeMaxLoad = 120 * upgradeRate     // bounds the load (2 minutes at upgradeRate)
-	upgradeBetween = upgradeRate           // successful exchanges before and after each upgrade
-	exchangeBound  = 10 * time.Second      // bounds one connection's exchange
-	handoffBound   = 90 * time.Second      // bounds one upgrade
+	upgradeRate    = 200               // new connections a second
+	upgradeMaxLoad = 120 * upgradeRate // bounds the load (2 minutes at upgradeRate)
+	upgradeBetween = upgradeRate       // successful exchanges before and after each upgrade
+	exchangeBound  = 10 * time.Second  // bounds one connection's exchange
+	handoffBound   = 90 * time.Second  // bounds one upgrade
 	upgradePolicy  = "kind: IntentionDefaults\nname: default\naction: allow\n"
 	successorLine  = `upgrade: the successor serves; draining.* pid=(\d+)`
 )
