@@ -125,3 +125,23 @@ func (s *Set) StoreInSystemd() error {
 	}
 	return errors.Join(errs...)
 }
+
+// HeldBySystemd reports whether systemd's file descriptor store holds every
+// open socket of the set, as far as StoreInSystemd told it: then a
+// connection that arrives after this process closed its listeners waits in
+// the kernel's queue for the next start under systemd instead of being
+// refused. It is false for a set with no open socket.
+func (s *Set) HeldBySystemd() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneClosed()
+	if len(s.live) == 0 {
+		return false
+	}
+	for name, live := range s.live {
+		if s.stored[name] != live {
+			return false
+		}
+	}
+	return true
+}

@@ -177,8 +177,14 @@ func TestStoreInSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s.HeldBySystemd() {
+		t.Error("HeldBySystemd before anything was stored")
+	}
 	if err := s.StoreInSystemd(); err != nil {
 		t.Fatal(err)
+	}
+	if !s.HeldBySystemd() {
+		t.Error("HeldBySystemd false after every socket was stored")
 	}
 	got := map[string]string{}
 	for range 2 {
@@ -200,6 +206,19 @@ func TestStoreInSystemd(t *testing.T) {
 	if msg, _ := r.next(); msg != "FDSTOREREMOVE=1\nFDNAME="+vipName {
 		t.Errorf("after the VIP closed: %q", msg)
 	}
+	if !s.HeldBySystemd() {
+		t.Error("HeldBySystemd false with the one open socket stored")
+	}
+	// A socket opened since the last store is not held: its connections
+	// would be refused once this process closes it.
+	late, err := s.Listener(ListenerName("127.0.0.2:0"), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HeldBySystemd() {
+		t.Error("HeldBySystemd true with a socket opened after the store")
+	}
+	late.Close()
 
 	// Nothing changed: nothing is sent, so the next datagram is ours.
 	if err := s.StoreInSystemd(); err != nil {

@@ -83,6 +83,9 @@ type Set struct {
 	// once used.
 	readyW *os.File
 	goR    *os.File
+	// handoverR is goR once AwaitStart has read it: AwaitHandover reads
+	// the last message on it.
+	handoverR *os.File
 	// allClaimed, when not nil, is closed once inherited is empty.
 	allClaimed chan struct{}
 }

@@ -58,6 +58,18 @@ func helperSuccessor() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The predecessor's WATCHDOG_PID names the predecessor: a successor
+	// that kept it would never ping systemd's watchdog.
+	if pid, ok := os.LookupEnv("WATCHDOG_PID"); ok {
+		fmt.Fprintln(os.Stderr, "inherited WATCHDOG_PID", pid)
+		return 5
+	}
+	// Answer only once the predecessor handed over: its answers are
+	// "predecessor" until then.
+	if err := s.AwaitHandover(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 4
+	}
 	var n int
 	fmt.Sscan(os.Getenv("HELPER_CONNS"), &n)
 	for range n {
@@ -148,7 +160,9 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	}
 	defer early.Close()
 
-	cmd := helperCmd(t, "successor", "HELPER_ADDR="+addr, "HELPER_CONNS=2")
+	// WATCHDOG_PID as systemd sets it for the predecessor, the main
+	// process: the successor must not inherit it.
+	cmd := helperCmd(t, "successor", "HELPER_ADDR="+addr, "HELPER_CONNS=2", "WATCHDOG_PID=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	succ, err := s.StartSuccessor(ctx, cmd)
@@ -162,6 +176,9 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	// Close from returning.
 	assertNonblocking(t, ln.(syscall.Conn))
 	if err := succ.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := succ.Handover(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -183,6 +200,34 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	}
 	if err := succ.Wait(); err != nil {
 		t.Errorf("successor: %v", err)
+	}
+}
+
+// TestSuccessorNotHandedOver: a successor whose predecessor exits after
+// it is ready but without handing over (under systemd: without naming it
+// the main process) learns so, and does not act as the main process.
+func TestSuccessorNotHandedOver(t *testing.T) {
+	s := New(nil)
+	ln, err := s.Listener("api", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := helperCmd(t, "successor", "HELPER_ADDR="+ln.Addr().String(), "HELPER_CONNS=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	succ, err := s.StartSuccessor(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(succ.Abort)
+	if err := succ.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Wait closes the pipe without the handover message.
+	var ee *exec.ExitError
+	if err := succ.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Errorf("successor without a handover: %v, want exit status 4 (AwaitHandover failed)", err)
 	}
 }
 
