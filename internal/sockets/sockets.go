@@ -137,6 +137,7 @@ func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
 			ln.Close()
 		default:
 			s.log.Debug("socket inherited", "name", name, "addr", ln.Addr().String())
+			s.raiseBacklog(name, ln)
 			return ln, s.track(name, ln)
 		}
 	}
@@ -144,7 +145,37 @@ func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
+	s.raiseBacklog(name, ln)
 	return ln, s.track(name, ln)
+}
+
+// listenBacklog is the queue of pending connections every listener asks
+// for; the kernel caps it at net.core.somaxconn (4096 by default). Go asks
+// for somaxconn itself, but reads it from /proc/sys, which the unit's
+// ProcSubset=pid hides: Go then falls back to 128. During a restart the
+// queue holds every connection that arrives until the next agent accepts
+// (500 a second for the e2e test's load): beyond the backlog the kernel
+// drops the SYN, and the client retries it only after a second.
+const listenBacklog = 4096
+
+// raiseBacklog calls listen(2) again on ln, which on Linux changes the
+// backlog of a listening socket: a new one, and one inherited from an agent
+// that asked for less.
+func (s *Set) raiseBacklog(name string, ln net.Listener) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = syscall.Listen(int(fd), listenBacklog) })
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		s.log.Warn("listen backlog not raised; a burst of connections during a restart may wait a second", "name", name, "err", err)
+	}
 }
 
 // PacketConn is Listener for datagram sockets ("udp", "udp4", "udp6"). For

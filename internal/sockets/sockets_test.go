@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the helper process of the tests that need a
@@ -589,4 +591,73 @@ func assertNonblocking(t *testing.T, c syscall.Conn) {
 	if flags&syscall.O_NONBLOCK == 0 {
 		t.Error("the socket lost O_NONBLOCK")
 	}
+}
+
+// TestListenerBacklog: a listener the Set hands out queues as many pending
+// connections as the kernel allows (net.core.somaxconn), also one inherited
+// from a process that asked for fewer, and whatever Go found in /proc/sys
+// (the unit's ProcSubset=pid hides it, and Go then asks for 128).
+func TestListenerBacklog(t *testing.T) {
+	somaxconn := 4096
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		fmt.Sscan(string(b), &somaxconn)
+	}
+	want := min(somaxconn, listenBacklog)
+
+	// A socket listening with a backlog of 16, as a predecessor left it.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 16); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	s := New(nil)
+	s.add("api", os.NewFile(uintptr(fd), "api"), "handoff")
+	if got := backlogOf(t, fd); got != 16 {
+		t.Fatalf("the inherited socket's backlog is %d before the Set takes it, want 16", got)
+	}
+
+	inherited, err := s.Listener("api", "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	fresh, err := s.Listener("vip-127.0.0.1_0", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for name, ln := range map[string]net.Listener{"inherited": inherited, "new": fresh} {
+		rc, err := ln.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := rc.Control(func(fd uintptr) { got = backlogOf(t, int(fd)) }); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s listener: backlog %d, want %d", name, got, want)
+		}
+	}
+}
+
+// backlogOf reads a listening socket's backlog: for a socket in LISTEN,
+// TCP_INFO's tcpi_sacked holds it.
+func backlogOf(t *testing.T, fd int) int {
+	t.Helper()
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		t.Fatalf("TCP_INFO: %v", err)
+	}
+	return int(info.Sacked)
 }
