@@ -257,7 +257,7 @@ func restartKeepsSockets(ctx context.Context, set *sockets.Set, logger *slog.Log
 		logger.Warn("cannot tell a restart from a stop; stopping as for a stop", "err", err)
 		return false
 	}
-	logger.Debug("asked systemd for the unit's job", "restart", restart, "took", time.Since(start))
+	logger.Info("asked systemd for the unit's job", "restart", restart, "took", time.Since(start))
 	return restart
 }
 
