@@ -48,10 +48,13 @@ checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA
 
 SIGTERM or SIGINT leaves the cluster gracefully, then lets the connections
 the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
-stops at once. "meshwork leave" does the same through the API. SIGHUP
-reloads the services and their checks from the configuration. SIGUSR2,
-outside systemd, starts the binary anew with the same arguments and hands
-it the listening sockets; once it serves, this agent exits (docs/restart.md).`,
+stops at once. During "systemctl restart", whose next start inherits the
+sockets from the unit's file descriptor store, SIGTERM neither leaves nor
+drains for more than 500ms. "meshwork leave" does the same through the API.
+SIGHUP reloads the services and their checks from the configuration. SIGUSR2
+starts the binary anew with the same arguments and hands it the listening
+sockets; once it serves, it becomes the unit's main process under systemd
+and this agent exits (docs/restart.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
