@@ -179,6 +179,8 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	_ = sdnotify.Status("running")
 	watchdog := newWatchdog(logger)
 	defer watchdog.stop()
+	storeSync, stopStoreSync := newStoreSync()
+	defer stopStoreSync()
 
 	for stopped := false; !stopped; {
 		var sig os.Signal
@@ -188,6 +190,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 			// that freezes (SIGSTOP, a stalled runtime) or a reload
 			// that hangs stops the pings, and systemd restarts it.
 			_ = sdnotify.Watchdog()
+			continue
+		case <-storeSync:
+			tk.store()
 			continue
 		case sig = <-signals:
 		case <-a.LeaveRequested():
@@ -309,6 +314,24 @@ const (
 func stopPhase(status string, d time.Duration) {
 	_ = sdnotify.Status(status)
 	_ = sdnotify.ExtendTimeout(d + closeTimeout)
+}
+
+// storeSyncEvery is how often systemd's file descriptor store is made to
+// follow the listeners while the agent runs: a VIP opened since the last
+// sync is lost if the agent crashes before the next, and one closed since
+// (its service left the catalog) queues connections that nobody accepts
+// until then, where without the store they would be refused. A sync with
+// nothing changed sends nothing.
+const storeSyncEvery = 2 * time.Second
+
+// newStoreSync returns the ticks of the store's sync, nil (never ready)
+// outside systemd, and the function that stops them.
+func newStoreSync() (<-chan time.Time, func()) {
+	if os.Getenv(sdnotify.SocketEnv) == "" {
+		return nil, func() {}
+	}
+	t := time.NewTicker(storeSyncEvery)
+	return t.C, t.Stop
 }
 
 // watchdog paces the WATCHDOG=1 pings of the main loop: at half the

@@ -231,3 +231,59 @@ func TestStoreInSystemd(t *testing.T) {
 		t.Errorf("unchanged set sent %q", msg)
 	}
 }
+
+// TestReopenStoredListener: a VIP whose listener closed (its service left
+// the catalog) and is opened again (it came back) while systemd's store
+// still holds the old socket. The old one, bound and listening there,
+// would make the bind fail for as long as systemd holds it: the Set asks
+// systemd to remove it first, and binds once systemd has closed it.
+func TestReopenStoredListener(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "notify")
+	r := newNotifyReceiver(t, addr)
+	t.Setenv("NOTIFY_SOCKET", addr)
+
+	s := New(nil)
+	name := ListenerName("127.0.0.1:0")
+	vip, err := s.Listener(name, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := vip.Addr().String()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	_, fds := r.next() // the fake systemd holds the socket from here
+	held := fds[0]
+	vip.Close()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+
+	// The fake systemd closes what it is asked to remove, as systemd does:
+	// the descriptor is made /dev/null, which drops the socket and leaves
+	// the number for the receiver's cleanup to close.
+	removed := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		_ = r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := r.conn.Read(buf)
+		msg := string(buf[:n])
+		if err == nil && msg == "FDSTOREREMOVE=1\nFDNAME="+name {
+			_ = syscall.Dup2(int(devNull.Fd()), held)
+		}
+		removed <- msg
+	}()
+	again, err := s.Listener(name, "tcp", bound)
+	if err != nil {
+		t.Fatalf("reopen %s while systemd's store held it: %v", bound, err)
+	}
+	defer again.Close()
+	if msg := <-removed; msg != "FDSTOREREMOVE=1\nFDNAME="+name {
+		t.Errorf("systemd was sent %q, want the removal of %s", msg, name)
+	}
+	if again.Addr().String() != bound {
+		t.Errorf("reopened at %s, want %s", again.Addr(), bound)
+	}
+}

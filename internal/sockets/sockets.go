@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrBadName is returned for a socket name that cannot travel in
@@ -141,7 +142,8 @@ func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
 			return ln, s.track(name, ln)
 		}
 	}
-	ln, err := net.Listen(network, addr)
+	released := s.releaseStored(name)
+	ln, err := bindRetrying(released, func() (net.Listener, error) { return net.Listen(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
@@ -198,11 +200,57 @@ func (s *Set) PacketConn(name, network, addr string) (net.PacketConn, error) {
 			return pc, s.track(name, pc)
 		}
 	}
-	pc, err := net.ListenPacket(network, addr)
+	released := s.releaseStored(name)
+	pc, err := bindRetrying(released, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
 	return pc, s.track(name, pc)
+}
+
+// releaseStored asks systemd to close the socket its store holds under
+// name, which this process is about to open anew: one it closed since (a
+// VIP whose service left the catalog and came back) or one it was handed
+// and could not use. While systemd holds it, it stays bound, so that the
+// new socket could not bind, and it queues connections that nobody
+// accepts. It reports whether it asked.
+func (s *Set) releaseStored(name string) bool {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, held := s.stored[name]; !held || sock == "" {
+		return false
+	}
+	if err := NotifyFDStoreRemove(sock, name); err != nil {
+		s.log.Warn("systemd's store keeps a socket the agent opens anew; binding may fail", "name", name, "err", err)
+		return false
+	}
+	delete(s.stored, name)
+	s.log.Info("socket removed from systemd's store to be opened anew", "name", name)
+	return true
+}
+
+// bindWaits are the pauses between binds while systemd closes a socket it
+// was asked to remove from its store, which it does when its event loop
+// reads the message: within milliseconds.
+var bindWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
+
+// bindRetrying calls bind, and when it fails with EADDRINUSE after the
+// socket bound there was released from systemd's store, calls it again
+// after each of bindWaits.
+func bindRetrying[T any](released bool, bind func() (T, error)) (T, error) {
+	sock, err := bind()
+	if !released {
+		return sock, err
+	}
+	for _, wait := range bindWaits {
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(wait)
+		sock, err = bind()
+	}
+	return sock, err
 }
 
 // AllClaimed returns a channel closed once every inherited socket has been
