@@ -233,11 +233,60 @@ func TestStoreInSystemd(t *testing.T) {
 }
 
 // TestReopenStoredListener: a VIP whose listener closed (its service left
-// the catalog) and is opened again (it came back) while systemd's store
-// still holds the old socket. The old one, bound and listening there,
-// would make the bind fail for as long as systemd holds it: the Set asks
-// systemd to remove it first, and binds once systemd has closed it.
+// the catalog) and is opened again at the same address (it came back)
+// while systemd's store still holds the socket gets that same socket: a
+// connection made in between waited in its queue and is accepted, and
+// nothing is sent to systemd.
 func TestReopenStoredListener(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "notify")
+	r := newNotifyReceiver(t, addr)
+	t.Setenv("NOTIFY_SOCKET", addr)
+
+	s := New(nil)
+	name := ListenerName("127.0.0.1:0")
+	vip, err := s.Listener(name, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := vip.Addr().String()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	r.next() // the fake systemd holds the socket from here
+	vip.Close()
+	between, err := net.Dial("tcp", bound)
+	if err != nil {
+		t.Fatalf("dial while the listener is closed and the store holds it: %v", err)
+	}
+	defer between.Close()
+
+	again, err := s.Listener(name, "tcp", bound)
+	if err != nil {
+		t.Fatalf("reopen %s while systemd's store held it: %v", bound, err)
+	}
+	defer again.Close()
+	_ = again.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := again.Accept()
+	if err != nil {
+		t.Fatalf("the connection made while the listener was closed was not accepted: %v", err)
+	}
+	c.Close()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendNotify(addr, "MARK=1", -1); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := r.next(); msg != "MARK=1" {
+		t.Errorf("reopening the stored socket sent %q to systemd", msg)
+	}
+}
+
+// TestReopenReleasesStoredListener: a name systemd's store holds, which
+// this process cannot reuse (a socket a previous process stored), is
+// released before it is bound anew: the old socket, bound and listening
+// there, would make the bind fail for as long as systemd held it.
+func TestReopenReleasesStoredListener(t *testing.T) {
 	addr := filepath.Join(t.TempDir(), "notify")
 	r := newNotifyReceiver(t, addr)
 	t.Setenv("NOTIFY_SOCKET", addr)
@@ -255,6 +304,9 @@ func TestReopenStoredListener(t *testing.T) {
 	_, fds := r.next() // the fake systemd holds the socket from here
 	held := fds[0]
 	vip.Close()
+	s.mu.Lock()
+	s.dropKept(name) // as if another process had stored it
+	s.mu.Unlock()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ package sockets
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -79,6 +80,12 @@ type Set struct {
 	// stored is what systemd's store holds, by name, as far as this process
 	// told it (fdstore.go).
 	stored map[string]fileSocket
+	// kept are duplicates of the sockets this process stored, by name:
+	// when the agent closes a listener and opens its name again at the
+	// same address (a VIP whose service left the catalog and came back),
+	// it gets the same socket, which systemd's store kept bound and
+	// queueing, with no moment in which a connection is refused.
+	kept map[string]*os.File
 	// readyW and goR are this process's ends of the handoff's pipes
 	// (handoff.go); nil when the process was not started by a handoff, and
 	// once used.
@@ -102,6 +109,7 @@ func New(logger *slog.Logger) *Set {
 		inherited: map[string]*os.File{},
 		live:      map[string]fileSocket{},
 		stored:    map[string]fileSocket{},
+		kept:      map[string]*os.File{},
 	}
 }
 
@@ -141,6 +149,17 @@ func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
 			s.raiseBacklog(name, ln)
 			return ln, s.track(name, ln)
 		}
+	}
+	if ln := s.reuseKept(name, network, addr, func(f *os.File) (fileSocket, net.Addr, error) {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ln.(fileSocket), ln.Addr(), nil
+	}); ln != nil {
+		l := ln.(net.Listener)
+		s.raiseBacklog(name, l)
+		return l, s.track(name, l)
 	}
 	released := s.releaseStored(name)
 	ln, err := bindRetrying(released, func() (net.Listener, error) { return net.Listen(network, addr) })
@@ -200,12 +219,46 @@ func (s *Set) PacketConn(name, network, addr string) (net.PacketConn, error) {
 			return pc, s.track(name, pc)
 		}
 	}
+	if pc := s.reuseKept(name, network, addr, func(f *os.File) (fileSocket, net.Addr, error) {
+		pc, err := net.FilePacketConn(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc.(fileSocket), pc.LocalAddr(), nil
+	}); pc != nil {
+		p := pc.(net.PacketConn)
+		return p, s.track(name, p)
+	}
 	released := s.releaseStored(name)
 	pc, err := bindRetrying(released, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
 	return pc, s.track(name, pc)
+}
+
+// reuseKept returns the socket this process stored under name and has
+// closed since, made anew from its kept duplicate by open, when it is
+// bound where network and addr ask; systemd's store holds the same
+// socket, so nothing is sent to it. It returns nil when there is none, or
+// it is bound elsewhere: that one is then released (releaseStored).
+func (s *Set) reuseKept(name, network, addr string, open func(*os.File) (fileSocket, net.Addr, error)) fileSocket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.kept[name]
+	if f == nil {
+		return nil
+	}
+	sock, got, err := open(f) // open duplicates f; the kept copy stays
+	if err == nil && sameAddr(network, addr, got) {
+		s.stored[name] = sock
+		s.log.Debug("socket reopened from systemd's store", "name", name, "addr", got.String())
+		return sock
+	}
+	if err == nil {
+		sock.(io.Closer).Close()
+	}
+	return nil
 }
 
 // releaseStored asks systemd to close the socket its store holds under
@@ -226,8 +279,17 @@ func (s *Set) releaseStored(name string) bool {
 		return false
 	}
 	delete(s.stored, name)
+	s.dropKept(name)
 	s.log.Info("socket removed from systemd's store to be opened anew", "name", name)
 	return true
+}
+
+// dropKept closes the kept duplicate of name, if any. s.mu is held.
+func (s *Set) dropKept(name string) {
+	if f := s.kept[name]; f != nil {
+		f.Close()
+		delete(s.kept, name)
+	}
 }
 
 // bindWaits are the pauses between binds while systemd closes a socket it
