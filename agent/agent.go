@@ -107,8 +107,11 @@ type Agent struct {
 	ca       *ca.Agent
 	tunnel   *tunnel      // nil when ports.tunnel is -1
 	services *serviceSync // hands local services to the CA and the tunnel
+	// catalogState restores the catalog saved before a restart and saves
+	// it as it changes (catalogstate.go).
+	catalogState *catalogState
 
-	ready     *readiness.Checker    // joined, certificate, policy (telemetry.go)
+	ready     *readiness.Checker    // joined, catalog, certificate, policy (telemetry.go)
 	telemetry *telemetryhttp.Server // nil when telemetry.listen is empty
 
 	dnsAddr string // where DNS listens, once started
@@ -185,6 +188,7 @@ func New(cfg *config.Config, deps Deps) (*Agent, error) {
 	}
 	// Order matters: each builder may use what the earlier ones made.
 	builders := []func() error{
+		a.buildCatalogState, // first: restores the catalog before gossip, DNS and the tunnel serve
 		a.buildMembership,
 		a.buildRaft,
 		a.buildACL, // the API resolves tokens from the Raft-replicated state

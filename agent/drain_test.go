@@ -82,9 +82,13 @@ func TestStoppingAgentDrains(t *testing.T) {
 	if body, err := get(url); err == nil {
 		t.Errorf("a new request reached the leaving node: %q", body)
 	}
-	if st := tunnelStatus(t, c); st.State != "draining" || st.InFlight != 1 {
-		t.Errorf("c1's tunnel status while draining %+v, want draining with 1 in flight", st)
-	}
+	// Drain runs in its own goroutine, which may not have begun yet.
+	eventually(t, "c1's tunnel to drain with 1 request in flight", func() error {
+		if st := tunnelStatus(t, c); st.State != "draining" || st.InFlight != 1 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 	select {
 	case err := <-drained:
 		t.Fatalf("Drain returned (%v) with a request in flight", err)

@@ -82,7 +82,13 @@ func (a *Agent) buildMembership() error {
 	}
 	a.local = lm
 
-	a.add("gossip", g.Start, g.Close)
+	a.add("gossip", g.Start, func() error {
+		err := g.Close()
+		// Gossip's view is final: saved now, also when the agent hands
+		// over to a successor, which reads it at its start (handoff.go).
+		a.catalogState.flush()
+		return err
+	})
 	a.add("local", lm.Start, lm.Close)
 	return nil
 }

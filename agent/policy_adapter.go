@@ -69,6 +69,12 @@ func (p policyReader) Resilience(service string) *policy.Resilience {
 	return p.current().ResilienceFor(service)
 }
 
+// Fault gives the Fault document that applies to requests to the local
+// service, or nil.
+func (p policyReader) Fault(service string) *policy.Fault {
+	return p.current().FaultFor(service)
+}
+
 // RouteFor implements transport.RouteSource: the Split of the first Route
 // rule of service that matches req, else the service's default Split. A
 // Route rule has no name of its own: the Split it sends to names it.

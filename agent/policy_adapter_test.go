@@ -90,3 +90,27 @@ sources:
 		t.Error("GET /admin allowed: no permission matches, and the fallback is deny")
 	}
 }
+
+// TestPolicyReaderFault: the data plane gets a service's Fault document,
+// else the "*" one, and nil for a service no Fault names when none is "*".
+func TestPolicyReaderFault(t *testing.T) {
+	p := readerOf(t, `
+kind: Fault
+name: api
+abort: {percent: 10, http_status: 503}
+`)
+	if f := p.Fault("API"); f == nil || f.Abort == nil || f.Abort.Percent != 10 {
+		t.Errorf("Fault(API) = %+v, want the api document", f)
+	}
+	if f := p.Fault("web"); f != nil {
+		t.Errorf("Fault(web) = %+v, want nil", f)
+	}
+	p = readerOf(t, `
+kind: Fault
+name: "*"
+delay: {percent: 1, fixed: 10ms}
+`)
+	if f := p.Fault("web"); f == nil || f.Delay == nil {
+		t.Errorf("Fault(web) = %+v, want the \"*\" document", f)
+	}
+}

@@ -14,14 +14,16 @@ import (
 )
 
 // buildReadiness makes the readiness checks from the state the agent
-// already keeps (docs/observability-health.md), serves them on the API as
+// already keeps (docs/observability-health.md; a restored catalog counts
+// as joined, see docs/design.md), serves them on the API as
 // GET /v1/agent/ready, with the rule of the agent's other self reads, and
 // publishes them as gauges.
 func (a *Agent) buildReadiness() error {
 	// A server that bootstraps alone is the whole cluster; --dev is one.
 	alone := a.cfg.Server && a.cfg.BootstrapExpect == 1
 	a.ready = readiness.New(a.deps.Clock,
-		readiness.Gossip(a.aliveOthers, alone),
+		readiness.Gossip(a.aliveOthers, alone, a.catalogState.state),
+		readiness.Catalog(a.catalogState.state, alone),
 		readiness.Certificate(func() (time.Time, time.Time, error) {
 			leaf, err := a.ca.Manager().Leaf()
 			return leaf.NotBefore, leaf.NotAfter, err

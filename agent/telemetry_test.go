@@ -57,7 +57,8 @@ func checksOK(r api.Readiness) map[string]bool {
 }
 
 // TestReadyzFollowsJoinCertificateAndPolicy runs a client agent with a
-// telemetry listener: before it joins it is not ready on any check; once it
+// telemetry listener: before it joins it is not ready on any check (with
+// no catalog saved, it has none to answer from); once it
 // joins a server it gets its leaf and the policy and is ready; when its
 // certificate has expired (its readiness clock moved past NotAfter) it is
 // not ready again, for that reason alone. The API's /v1/agent/ready says
@@ -98,8 +99,8 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 	if err != nil || code != http.StatusServiceUnavailable || r.Ready {
 		t.Fatalf("before join: /readyz %d %+v (%v), want 503 not ready", code, r, err)
 	}
-	if got := checksOK(r); len(got) != 3 || got[readiness.CheckGossip] || got[readiness.CheckCertificate] || got[readiness.CheckPolicy] {
-		t.Fatalf("before join: checks %+v, want gossip, certificate and policy all failing", r.Checks)
+	if got := checksOK(r); len(got) != 4 || got[readiness.CheckGossip] || got[readiness.CheckCatalog] || got[readiness.CheckCertificate] || got[readiness.CheckPolicy] {
+		t.Fatalf("before join: checks %+v, want gossip, catalog, certificate and policy all failing", r.Checks)
 	}
 	for _, ch := range r.Checks {
 		if ch.Reason == "" {
@@ -120,7 +121,7 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 	})
 	// The API says the same, with 200.
 	ar, err := api.NewClient(c.HTTPAddr()).Ready(context.Background())
-	if err != nil || !ar.Ready || len(ar.Checks) != 3 {
+	if err != nil || !ar.Ready || len(ar.Checks) != 4 {
 		t.Fatalf("GET /v1/agent/ready: %+v, %v", ar, err)
 	}
 
@@ -132,10 +133,10 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 	clk.offset.Store(int64(time.Until(leaf.NotAfter) + time.Second))
 	code, r, err = readyz(base)
 	if got := checksOK(r); err != nil || code != http.StatusServiceUnavailable || r.Ready ||
-		!got[readiness.CheckGossip] || got[readiness.CheckCertificate] || !got[readiness.CheckPolicy] {
+		!got[readiness.CheckGossip] || !got[readiness.CheckCatalog] || got[readiness.CheckCertificate] || !got[readiness.CheckPolicy] {
 		t.Fatalf("after expiry: /readyz %d %+v (%v), want 503 with only the certificate failing", code, r, err)
 	}
-	if reason := r.Checks[1].Reason; !strings.Contains(reason, "expired at") {
+	if reason := r.Checks[2].Reason; !strings.Contains(reason, "expired at") {
 		t.Errorf("after expiry: the certificate's reason %q does not say it expired", reason)
 	}
 	ar, err = api.NewClient(c.HTTPAddr()).Ready(context.Background())

@@ -99,6 +99,7 @@ func (a *Agent) buildTunnel() error {
 			Routes:            pol,
 			Resilience:        pol.Resilience,
 			RequestAuthorizer: pol,
+			Fault:             pol.Fault,
 			Logger:            a.log,
 			Registerer:        a.reg,
 			Observer:          obs,

@@ -11,13 +11,14 @@ import (
 type Readiness struct {
 	// Ready is true when every check is OK.
 	Ready bool `json:"ready"`
-	// Checks are the checks in a fixed order: gossip, certificate, policy.
+	// Checks are the checks in a fixed order: gossip, catalog, certificate,
+	// policy.
 	Checks []ReadinessCheck `json:"checks"`
 }
 
 // ReadinessCheck is the result of one readiness check.
 type ReadinessCheck struct {
-	// Name names the check: "gossip", "certificate" or "policy".
+	// Name names the check: "gossip", "catalog", "certificate" or "policy".
 	Name string `json:"name"`
 	OK   bool   `json:"ok"`
 	// Reason says why the check passes or fails, for an operator.

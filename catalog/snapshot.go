@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Instance is one service instance joined with the node that hosts it.
@@ -20,12 +21,15 @@ type Instance struct {
 // share it without locks; nothing reachable from it may be modified.
 // Name and tag lookups are case-insensitive, as DNS names are.
 type Snapshot struct {
-	index    uint64
-	members  []*Member
-	byNode   map[string]*Member
-	byIP     map[netip.Addr][]string
-	services map[string]*serviceEntry
-	names    []string
+	index uint64
+	// restoredAt is when the members restored from disk that this
+	// snapshot holds were saved; zero when it is gossip's view alone.
+	restoredAt time.Time
+	members    []*Member
+	byNode     map[string]*Member
+	byIP       map[netip.Addr][]string
+	services   map[string]*serviceEntry
+	names      []string
 }
 
 type serviceEntry struct {
@@ -104,6 +108,11 @@ func appendUnique(list []string, v string) []string {
 
 // Index is the catalog index of this snapshot. It grows with every change.
 func (s *Snapshot) Index() uint64 { return s.index }
+
+// RestoredAt is when the catalog restored from disk, which this snapshot
+// still includes, was saved: the zero time when the snapshot is the
+// publisher's own view alone (see Store.Restore).
+func (s *Snapshot) RestoredAt() time.Time { return s.restoredAt }
 
 // Members returns every known node, sorted by name. The slice is shared.
 func (s *Snapshot) Members() []*Member { return s.members }

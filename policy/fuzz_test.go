@@ -25,6 +25,9 @@ func FuzzParse(f *testing.F) {
 		"kind: Route\nname: web\nroutes:\n- match: {path_exact: /login, methods: [POST, M-SEARCH]}\n  split: s\n",
 		"kind: Intention\nname: api\nsources:\n- name: web\n  permissions:\n  - {action: allow, http: {path_prefix: /public, methods: [GET]}}\n  - {action: deny, http: {path_exact: /admin, headers: [{name: x-role, exact: ops}]}}\n- {name: '*', action: deny}\n",
 		`{"kind":"Intention","name":"*","sources":[{"name":"*","permissions":[{"action":"deny","http":{"path_exact":"/"}}]}]}`,
+		"kind: Fault\nname: api\nabort: {percent: 10, http_status: 503, grpc_status: 14}\ndelay: {percent: 0.5, fixed: 200ms}\nmatch:\n  headers:\n  - {name: x-chaos, exact: \"on\"}\n",
+		`{"kind":"Fault","name":"*","abort":{"percent":1e-3,"grpc_status":8}}`,
+		"kind: Fault\nname: api\ndelay: {percent: .nan, fixed: 1h}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -51,13 +54,25 @@ func FuzzParse(f *testing.F) {
 		for i := range docs {
 			entries[i] = Entry{Document: docs[i]}
 		}
-		in := NewSet(1, entries).Intentions()
+		set := NewSet(1, entries)
+		in := set.Intentions()
 		req := Request{Method: "GET", Path: "/admin", Header: func(string) (string, bool) { return "ops", true }}
 		for _, e := range entries {
 			if e.Kind == KindIntention {
 				for _, src := range e.Spec.(*Intention).Sources {
 					in.Allowed(src.Name, e.Name)
 					in.AllowedRequest(src.Name, e.Name, req)
+				}
+			}
+		}
+		// The data plane asks every accepted Fault whether it applies.
+		for _, e := range entries {
+			if e.Kind == KindFault {
+				set.FaultFor(e.Name).Applies(req.Header)
+				if a := e.Spec.(*Fault).Abort; a != nil {
+					if h, g := a.Statuses(); h < 400 || h > 599 || g < 1 || g > 16 {
+						t.Fatalf("accepted abort with statuses %d, %d", h, g)
+					}
 				}
 			}
 		}

@@ -160,6 +160,16 @@ func (s *Set) RouteFor(service string) *Route {
 	return r
 }
 
+// FaultFor returns the Fault document of service, else the "*" one, else
+// nil: most services have none.
+func (s *Set) FaultFor(service string) *Fault {
+	if len(s.byKind[KindFault]) == 0 {
+		return nil // the usual case, asked on every inbound request
+	}
+	f, _ := s.lookup(KindFault, service, true).(*Fault)
+	return f
+}
+
 // ServiceOf returns the service a split sends traffic to: its service field,
 // else the split's name.
 func (sp *Split) ServiceOf(splitName string) string {

@@ -12,6 +12,7 @@
 //	Route                    name = service             L7 matches, each pointing to a Split
 //	Split                    name = split               weights over subsets of a service
 //	Resilience               name = service or "*"      retries, timeouts, circuit breaker, outlier ejection
+//	Fault                    name = service or "*"      requests aborted or delayed on purpose, for tests
 //	Intention                name = destination or "*"  sources allowed or denied
 //	IntentionDefaults        name = "default"           the mesh-wide action when no intention matches
 //	ServiceIdentity          name = service or "*"      the nodes that may hold the service's identity
@@ -36,6 +37,7 @@ const (
 	KindRoute             Kind = "Route"
 	KindSplit             Kind = "Split"
 	KindResilience        Kind = "Resilience"
+	KindFault             Kind = "Fault"
 	KindIntention         Kind = "Intention"
 	KindIntentionDefaults Kind = "IntentionDefaults"
 	KindServiceIdentity   Kind = "ServiceIdentity"
@@ -45,7 +47,7 @@ const (
 )
 
 // Kinds lists every kind, in the order documents are listed.
-var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindIntention, KindIntentionDefaults, KindServiceIdentity, KindServiceIdentityDefaults}
+var Kinds = []Kind{KindServiceDefaults, KindRoute, KindSplit, KindResilience, KindFault, KindIntention, KindIntentionDefaults, KindServiceIdentity, KindServiceIdentityDefaults}
 
 // ParseKind returns the kind called s, matched case-insensitively so that the
 // CLI accepts `split` as well as `Split`.
@@ -67,7 +69,7 @@ func kindList() string {
 }
 
 // Wildcard is the name of a document that applies to every service that has
-// no document of its own (ServiceDefaults, Resilience, Intention), and the
+// no document of its own (ServiceDefaults, Resilience, Fault, Intention), and the
 // source of an intention that matches every caller.
 const Wildcard = "*"
 
@@ -76,7 +78,7 @@ const Wildcard = "*"
 const DefaultsName = "default"
 
 // Spec is the kind-specific body of a document. It is implemented by
-// *ServiceDefaults, *Route, *Split, *Resilience, *Intention,
+// *ServiceDefaults, *Route, *Split, *Resilience, *Fault, *Intention,
 // *IntentionDefaults, *ServiceIdentity and *ServiceIdentityDefaults.
 type Spec interface {
 	// Kind is the kind this spec belongs to.
@@ -276,6 +278,130 @@ type OutlierDetection struct {
 	MaxEjectedPercent int      `yaml:"max_ejected_percent" json:"max_ejected_percent"`
 }
 
+// Fault injects failures into the requests a service receives, so that
+// operators (and the mesh's own tests) can see how callers cope. The
+// receiving agent applies it to each request of an http, http2 or grpc
+// service after the request was authorized, before it reaches the app; to a
+// tcp service it applies per connection. It is a testing tool: a Fault left
+// in place fails real traffic.
+type Fault struct {
+	// Abort answers a share of the requests with an error instead of the
+	// app's answer.
+	Abort *FaultAbort `yaml:"abort" json:"abort,omitempty"`
+	// Delay holds a share of the requests back before they reach the app.
+	// A request drawn for both is delayed, then aborted.
+	Delay *FaultDelay `yaml:"delay" json:"delay,omitempty"`
+	// Match, when set, limits the fault to requests that carry its
+	// headers. A tcp service has no headers: a Fault with a match never
+	// applies to it.
+	Match *FaultMatch `yaml:"match" json:"match,omitempty"`
+}
+
+// FaultAbort is the abort part of a Fault.
+type FaultAbort struct {
+	// Percent is the share of requests aborted, 0 to 100; decimals allowed.
+	Percent float64 `yaml:"percent" json:"percent"`
+	// HTTPStatus is the status of an aborted HTTP request, 400 to 599.
+	// 0 means DefaultFaultHTTPStatus.
+	HTTPStatus int `yaml:"http_status" json:"http_status,omitempty"`
+	// GRPCStatus is the grpc-status of an aborted gRPC request, 1 to 16.
+	// 0 means DefaultFaultGRPCStatus.
+	GRPCStatus int `yaml:"grpc_status" json:"grpc_status,omitempty"`
+}
+
+// Defaults of an abort that sets only one of its statuses.
+const (
+	DefaultFaultHTTPStatus = 503 // Service Unavailable
+	DefaultFaultGRPCStatus = 14  // UNAVAILABLE
+)
+
+// Statuses returns the HTTP status and the grpc-status of an aborted
+// request, defaults applied.
+func (a *FaultAbort) Statuses() (httpStatus, grpcStatus int) {
+	httpStatus, grpcStatus = a.HTTPStatus, a.GRPCStatus
+	if httpStatus == 0 {
+		httpStatus = DefaultFaultHTTPStatus
+	}
+	if grpcStatus == 0 {
+		grpcStatus = DefaultFaultGRPCStatus
+	}
+	return httpStatus, grpcStatus
+}
+
+// FaultDelay is the delay part of a Fault.
+type FaultDelay struct {
+	// Percent is the share of requests delayed, 0 to 100; decimals allowed.
+	Percent float64 `yaml:"percent" json:"percent"`
+	// Fixed is how long a delayed request is held, more than 0 and at most
+	// MaxFaultDelay. A request's deadline still applies: a delay past it
+	// ends as the deadline does.
+	Fixed Duration `yaml:"fixed" json:"fixed"`
+}
+
+// FaultMatch lists the headers a request must carry, each with exactly the
+// value given (names case-insensitive), for the Fault to apply to it.
+type FaultMatch struct {
+	Headers []HeaderMatch `yaml:"headers" json:"headers"`
+}
+
+// Applies reports whether the fault applies to a request whose headers
+// header gives (nil: a request without headers, such as a tcp
+// connection). It allocates nothing.
+func (f *Fault) Applies(header func(name string) (string, bool)) bool {
+	if f.Match == nil {
+		return true
+	}
+	for _, h := range f.Match.Headers {
+		if header == nil {
+			return false
+		}
+		if v, ok := header(h.Name); !ok || v != h.Exact {
+			return false
+		}
+	}
+	return true
+}
+
+// FaultDecision is what a Fault does to one request or connection: the
+// zero value is nothing.
+type FaultDecision struct {
+	// Delay is how long it is held back; 0 for none.
+	Delay time.Duration
+	// Abort is whether the mesh answers it (or, for a tcp connection,
+	// closes it) instead of the app.
+	Abort bool
+}
+
+// Decide draws what f does to a request whose headers header gives (nil
+// for a tcp connection). draw returns a number in [0, 1) and must be safe
+// for the caller's concurrency. The delay and the abort are drawn each on
+// its own, so that over many requests each applies to its percent of them;
+// a percent of 0 or 100 draws nothing. A nil f decides nothing.
+func (f *Fault) Decide(header func(name string) (string, bool), draw func() float64) FaultDecision {
+	var d FaultDecision
+	if f == nil || !f.Applies(header) {
+		return d
+	}
+	if f.Delay != nil && drawn(f.Delay.Percent, draw) {
+		d.Delay = f.Delay.Fixed.D()
+	}
+	if f.Abort != nil && drawn(f.Abort.Percent, draw) {
+		d.Abort = true
+	}
+	return d
+}
+
+// drawn reports whether a request falls in percent of requests.
+func drawn(percent float64, draw func() float64) bool {
+	switch {
+	case percent <= 0:
+		return false
+	case percent >= 100:
+		return true
+	}
+	return draw()*100 < percent
+}
+
 // Action is what an intention does.
 type Action string
 
@@ -362,6 +488,9 @@ func (*Split) Kind() Kind { return KindSplit }
 func (*Resilience) Kind() Kind { return KindResilience }
 
 // Kind implements Spec.
+func (*Fault) Kind() Kind { return KindFault }
+
+// Kind implements Spec.
 func (*Intention) Kind() Kind { return KindIntention }
 
 // Kind implements Spec.
@@ -384,6 +513,8 @@ func newSpec(k Kind) Spec {
 		return &Split{}
 	case KindResilience:
 		return &Resilience{}
+	case KindFault:
+		return &Fault{}
 	case KindIntention:
 		return &Intention{}
 	case KindIntentionDefaults:

@@ -61,7 +61,7 @@ func validateDoc(d *Document, pos, line int) []error {
 		if d.Name != DefaultsName {
 			v.add("name", "%q: a%s %s document must be named %q", strictyaml.Truncate(d.Name), article(d.Kind), d.Kind, DefaultsName)
 		}
-	case KindServiceDefaults, KindResilience, KindIntention, KindServiceIdentity:
+	case KindServiceDefaults, KindResilience, KindFault, KindIntention, KindServiceIdentity:
 		if d.Name != Wildcard {
 			v.serviceName("name", d.Name)
 		}
@@ -239,6 +239,58 @@ func (r *Resilience) validate(v *validator) {
 		v.duration("outlier_detection.interval", o.Interval, true)
 		v.duration("outlier_detection.base_ejection_time", o.BaseEjectionTime, true)
 		v.intRange("outlier_detection.max_ejected_percent", o.MaxEjectedPercent, 0, 100)
+	}
+}
+
+// MaxFaultDelay bounds a Fault's delay: a test that wants a request held
+// longer wants it to time out, which a shorter deadline does.
+const MaxFaultDelay = time.Hour
+
+// maxFaultHeaders bounds a Fault's match: the receiving agent tries it on
+// every request.
+const maxFaultHeaders = 16
+
+func (f *Fault) validate(v *validator) {
+	if f.Abort == nil && f.Delay == nil {
+		v.add("", "sets nothing: give abort, delay or both")
+	}
+	if a := f.Abort; a != nil {
+		v.percent("abort.percent", a.Percent)
+		if a.HTTPStatus == 0 && a.GRPCStatus == 0 {
+			v.add("abort", "give http_status (400 to 599), grpc_status (1 to 16) or both")
+		}
+		if a.HTTPStatus != 0 {
+			v.intRange("abort.http_status", a.HTTPStatus, 400, 599)
+		}
+		if a.GRPCStatus != 0 {
+			v.intRange("abort.grpc_status", a.GRPCStatus, 1, 16)
+		}
+	}
+	if d := f.Delay; d != nil {
+		v.percent("delay.percent", d.Percent)
+		switch {
+		case d.Fixed <= 0:
+			v.add("delay.fixed", "required: a duration more than 0, such as \"200ms\"")
+		case d.Fixed.D() > MaxFaultDelay:
+			v.add("delay.fixed", "%s is longer than %s", d.Fixed, MaxFaultDelay)
+		}
+	}
+	if m := f.Match; m != nil {
+		switch {
+		case len(m.Headers) == 0:
+			v.add("match.headers", "at least one header is required (leave match out to apply to every request)")
+		case len(m.Headers) > maxFaultHeaders:
+			v.add("match.headers", "%d headers, at most %d", len(m.Headers), maxFaultHeaders)
+		default:
+			v.match("match", &RouteMatch{Headers: m.Headers})
+		}
+	}
+}
+
+// percent checks a share written in percent, decimals allowed.
+func (v *validator) percent(path string, p float64) {
+	if !(p >= 0 && p <= 100) { // NaN too
+		v.add(path, "%v must be between 0 and 100", p)
 	}
 }
 

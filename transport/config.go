@@ -48,7 +48,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxStreamsPerPeer caps the concurrent inbound streams one peer node
 	// may hold, over all its connections; more are refused as overloaded.
-	// It is also each connection's QUIC stream limit. Default: 4096.
+	// Each connection's QUIC stream credit is a little higher
+	// (quicStreamCredit), so that the refusal, not a wait for credit, is
+	// what a caller over the limit meets. Default: DefaultMaxStreamsPerPeer.
 	MaxStreamsPerPeer int
 
 	// ConnectAttempts bounds the instances tried for one outbound
@@ -136,7 +138,7 @@ func (c *Config) setDefaults() {
 		c.VIPRange = vip.DefaultPrefix
 	}
 	setDur(&c.IdleTimeout, time.Hour)
-	setInt(&c.MaxStreamsPerPeer, 4096)
+	setInt(&c.MaxStreamsPerPeer, DefaultMaxStreamsPerPeer())
 	setInt(&c.ConnectAttempts, 3)
 	setDur(&c.ConnectTimeout, 5*time.Second)
 	setDur(&c.AttemptTimeout, 2*time.Second)
@@ -245,6 +247,15 @@ func Sysctls(cfg Config) map[string]string {
 	return map[string]string{"net.core.rmem_max": v, "net.core.wmem_max": v}
 }
 
+// quicStreamCredit is the QUIC stream credit of a peer's connection: the
+// per-peer limit and some headroom. A peer at its limit then gets a
+// prompt refusal from admission, whose status names the limit, rather
+// than waiting for QUIC credit; the credit itself still bounds a peer
+// that ignores refusals.
+func quicStreamCredit(limit int) int64 {
+	return int64(limit + max(64, limit/8))
+}
+
 // QUIC returns the quic-go configuration of the tunnel for a validated
 // cfg. Benchmarks use it to measure raw quic-go with the same settings.
 func (c Config) QUIC() *quic.Config {
@@ -256,7 +267,7 @@ func (c Config) QUIC() *quic.Config {
 		MaxStreamReceiveWindow:         c.MaxStreamWindow,
 		InitialConnectionReceiveWindow: c.StreamWindow * 2,
 		MaxConnectionReceiveWindow:     c.MaxConnWindow,
-		MaxIncomingStreams:             int64(c.MaxStreamsPerPeer),
+		MaxIncomingStreams:             quicStreamCredit(c.MaxStreamsPerPeer),
 		MaxIncomingUniStreams:          -1,
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,10 +155,12 @@ func TestUpstreamListenersFollowDefinitions(t *testing.T) {
 	server := m.addAgent("server", []LocalService{{Name: "echo", Ports: []int{be.port}}}, agentOpts{})
 	bind := freeAddr(t)
 	client := m.addAgent("client", []LocalService{{Name: "frontend", Upstreams: []Upstream{{Service: "echo", LocalBind: bind}}}}, agentOpts{})
-	eventually(t, "upstream listener", func() bool { return len(client.tr.Listeners()) > 0 })
+	isUpstream := func(l ListenerInfo) bool { return l.Kind == "upstream" }
+	eventually(t, "upstream listener", func() bool { return slices.ContainsFunc(client.tr.Listeners(), isUpstream) })
 	ls := client.tr.Listeners()
-	if ls[0].Kind != "upstream" || ls[0].Source != m.ca.ServiceID("frontend") {
-		t.Fatalf("listeners %+v", ls)
+	i := slices.IndexFunc(ls, isUpstream)
+	if i < 0 || ls[i].Addr != bind || ls[i].Source != m.ca.ServiceID("frontend") {
+		t.Fatalf("listeners %+v, want an upstream on %s as frontend", ls, bind)
 	}
 	c := dial(t, bind)
 	io.WriteString(c, "hi")

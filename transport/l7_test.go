@@ -122,11 +122,12 @@ type l7Policy struct {
 	routes map[string]func(policy.Request) []SplitTarget
 	res    map[string]*policy.Resilience
 	deny   map[string]bool // "METHOD path" denied
+	faults map[string]*policy.Fault
 }
 
 func newL7Policy() *l7Policy {
 	return &l7Policy{protos: map[string]string{}, routes: map[string]func(policy.Request) []SplitTarget{},
-		res: map[string]*policy.Resilience{}, deny: map[string]bool{}}
+		res: map[string]*policy.Resilience{}, deny: map[string]bool{}, faults: map[string]*policy.Fault{}}
 }
 
 func (p *l7Policy) ProtocolOf(service string) string {
@@ -158,6 +159,12 @@ func (p *l7Policy) Resilience(service string) *policy.Resilience {
 	return &policy.DefaultResilience
 }
 
+func (p *l7Policy) Fault(service string) *policy.Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.faults[service]
+}
+
 func (p *l7Policy) AllowedRequest(src Source, dst string, req policy.Request) (bool, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -172,6 +179,7 @@ func (p *l7Policy) deps(d *Deps) {
 	d.Routes = p
 	d.Resilience = p.Resilience
 	d.RequestAuthorizer = p
+	d.Fault = p.Fault
 }
 
 // l7Mesh is a server agent running web (HTTP/1.1 app) and a client agent.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -52,7 +53,7 @@ func TestConfigValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("valid config refused: %v", err)
 				}
-				if c.IdleTimeout != time.Hour || c.MaxStreamsPerPeer != 4096 || c.VIPRange.String() != "127.240.0.0/12" {
+				if c.IdleTimeout != time.Hour || c.MaxStreamsPerPeer != DefaultMaxStreamsPerPeer() || c.VIPRange.String() != "127.240.0.0/12" {
 					t.Errorf("defaults not applied: %+v", c)
 				}
 				return
@@ -139,7 +140,8 @@ func TestCloseStopsEverything(t *testing.T) {
 func TestMetricNamesAsDocumented(t *testing.T) {
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
-		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped}
+		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped,
+		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax, MetricFaults}
 	// The tunnel and the handlers register part of them; each package's
 	// own test checks that its list is what it registers.
 	got := append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...)
@@ -151,6 +153,16 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	for _, n := range want {
 		if !strings.HasPrefix(n, "meshwork_transport_") {
 			t.Errorf("%s lacks the meshwork_transport_ prefix", n)
+		}
+	}
+	// docs/wire.md's table lists each of them.
+	doc, err := os.ReadFile("../docs/wire.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want {
+		if !strings.Contains(string(doc), "| `"+n+"` |") {
+			t.Errorf("docs/wire.md does not list %s", n)
 		}
 	}
 	// A Transport registers every one of them: a probe of the same name is

@@ -27,6 +27,10 @@ const (
 	MetricGSO             = tunnel.MetricGSO
 	MetricGRO             = tunnel.MetricGRO
 	MetricSkipped         = "meshwork_transport_skipped_instances_total"
+	MetricNoCredit        = tunnel.MetricNoCredit
+	MetricStreamLimit     = tunnel.MetricStreamLimit
+	MetricPeerStreamsMax  = tunnel.MetricPeerStreamsMax
+	MetricFaults          = l4.MetricFaults
 )
 
 // metricNames lists the names of the metrics transport itself registers;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -256,9 +257,13 @@ func TestSelfDialThroughUpstream(t *testing.T) {
 // that the transport opens later.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	port, err := freeport.TCP("127.0.0.1")
+	// A loopback address of its own, which nothing else in the tests
+	// binds: the port found free cannot be taken before the caller binds
+	// it, as one on 127.0.0.1 can by any test's outbound connection.
+	ip := fmt.Sprintf("127.200.%d.%d", rand.IntN(256), 1+rand.IntN(254))
+	port, err := freeport.TCP(ip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return net.JoinHostPort(ip, strconv.Itoa(port))
 }

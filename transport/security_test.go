@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/meshwork/meshwork/transport/transporttest"
+	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
 
@@ -384,5 +385,56 @@ func TestIdleTimeoutClosesConnections(t *testing.T) {
 	var ne net.Error
 	if err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("read = %v; the agent must close an idle connection", err)
+	}
+}
+
+// TestStreamLimitRefusesAppConnectionPromptly holds a server's stream
+// limit full through a VIP: the next app connection is closed with the
+// refusal, never left waiting, and both agents show why.
+func TestStreamLimitRefusesAppConnectionPromptly(t *testing.T) {
+	const limit = 4
+	m := newMesh(t)
+	hold := make(chan struct{})
+	be := startBackend(t, func(c net.Conn) { <-hold })
+	server := m.addAgent("server", []LocalService{{Name: "hold", Ports: []int{be.port}}}, agentOpts{
+		cfg: func(c *Config) { c.MaxStreamsPerPeer = limit },
+	})
+	client := m.addAgent("client", nil, agentOpts{})
+	// Registered after the agents, so run before their Close, which waits
+	// for the held connections.
+	t.Cleanup(func() { close(hold) })
+	addr := client.vipAddr(t, "hold", be.port)
+	for range limit {
+		dial(t, addr)
+	}
+	eventually(t, "the client holds the server's limit", func() bool {
+		ps := server.tr.Status().Peers
+		return len(ps) == 1 && ps[0].StreamsIn == limit
+	})
+	if ps := server.tr.Status().Peers; ps[0].StreamsInLimit != limit {
+		t.Errorf("server's status: streams_in_limit %d, want %d", ps[0].StreamsInLimit, limit)
+	}
+	if got := server.metric(t, MetricPeerStreamsMax); got != limit {
+		t.Errorf("%s = %v, want %d", MetricPeerStreamsMax, got, limit)
+	}
+
+	// The refusal may come before the app's connect returns: a reset then.
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		defer c.Close()
+		// Far beyond any connect timeout: a read that reaches this
+		// deadline means the agent left the connection hanging.
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection past the limit: %v; want it closed or reset", err)
+	}
+	if got := client.metric(t, MetricOutbound, "result", "refused"); got != 1 {
+		t.Errorf("client's %s{result=refused} = %v, want 1", MetricOutbound, got)
+	}
+	if got := server.metric(t, MetricRefused, "reason", "overloaded"); got < 1 {
+		t.Errorf("server's %s{reason=overloaded} = %v, want at least 1", tunnel.MetricRefused, got)
 	}
 }

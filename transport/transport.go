@@ -128,6 +128,11 @@ type Deps struct {
 	// service (L7 intentions). nil allows every request whose stream the
 	// Authorizer admitted.
 	RequestAuthorizer l7.RequestAuthorizer
+	// Fault gives the Fault policy of a local service, applied by this
+	// agent to the requests (or connections) the service receives once
+	// they are authorized. It must not block. nil, or a nil answer,
+	// injects no fault.
+	Fault func(service string) *policy.Fault
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.
@@ -264,7 +269,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		CopyBuffer:       cfg.CopyBuffer,
 		TraceSampleRate:  cfg.TraceSampleRate,
 		TrustDomain:      cfg.TrustDomain,
-	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer})
+	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer, Fault: deps.Fault})
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +289,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 			return policy.Protocol(strings.ToLower(deps.Protocols.ProtocolOf(service)))
 		},
 		Authorizer: deps.RequestAuthorizer,
+		Fault:      deps.Fault,
 		DialLocal:  deps.DialLocal,
 		Logger:     log,
 		Registerer: reg,

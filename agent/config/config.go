@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/transport"
 )
 
 // Default ports, as DESIGN.md lists them.
@@ -233,7 +234,8 @@ type Tunnel struct {
 	// IdleTimeout closes proxied connections idle this long. Default: 1h.
 	IdleTimeout api.Duration `yaml:"idle_timeout"`
 	// MaxStreamsPerPeer caps the concurrent streams one peer agent may open.
-	// Default: 4096.
+	// Default: half the open-file limit, between 4096 and 65536 (32768
+	// under the shipped unit).
 	MaxStreamsPerPeer int `yaml:"max_streams_per_peer"`
 	// DrainTimeout is how long a stopping agent, once it has left the
 	// cluster, waits for the connections it carries to end before it cuts
@@ -407,7 +409,7 @@ func (c *Config) ApplyDefaults() error {
 	setStr(&c.Tunnel.VIPRange, "127.240.0.0/12")
 	setStr(&c.Tunnel.DefaultPolicy, "deny")
 	setDur(&c.Tunnel.IdleTimeout, time.Hour)
-	setInt(&c.Tunnel.MaxStreamsPerPeer, 4096)
+	setInt(&c.Tunnel.MaxStreamsPerPeer, transport.DefaultMaxStreamsPerPeer())
 	setDur(&c.Tunnel.DrainTimeout, 10*time.Second)
 
 	setStr(&c.ACL.DefaultPolicy, "deny")

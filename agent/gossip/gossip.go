@@ -115,6 +115,12 @@ type Gossip struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
+
+	// syncStep is where this member is on the way to its first full state
+	// from another member (syncNone, syncPending, syncDone), under mu;
+	// synced is closed when it gets there (Synced).
+	syncStep int
+	synced   chan struct{}
 }
 
 // sleep waits d on the injected clock. It returns false, at once, when the
@@ -171,6 +177,7 @@ func New(cfg Config, deps Deps) (*Gossip, error) {
 		publishKick: make(chan struct{}, 1),
 		peersKick:   make(chan struct{}, 1),
 		contactKick: make(chan struct{}, 1),
+		synced:      make(chan struct{}),
 		sendQ:       make(chan outMsg, 256),
 		lastPeers:   "(not written yet)", // no signature: the first look writes
 	}

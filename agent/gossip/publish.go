@@ -83,6 +83,21 @@ func kick(ch chan struct{}) {
 	}
 }
 
+// Steps of Gossip.syncStep.
+const (
+	syncNone = iota
+	syncPending
+	syncDone
+)
+
+// Synced returns a channel that is closed once this member has merged the
+// full state of another member (a push/pull, which every join makes, from
+// either side) and published the catalog built from it: from then on the
+// catalog is gossip's view of the cluster, not of this node alone. It is
+// closed at most once in the member's life, and never for a member that
+// meets no other.
+func (g *Gossip) Synced() <-chan struct{} { return g.synced }
+
 // publishInterval is the shortest time between two snapshots built for
 // network events: short next to any propagation delay.
 const publishInterval = 5 * time.Millisecond
@@ -129,6 +144,10 @@ func (g *Gossip) publishLocked() {
 		members = append(members, catalog.Member{Record: rec, Status: st})
 	}
 	g.store.Publish(members)
+	if g.syncStep == syncPending {
+		g.syncStep = syncDone
+		close(g.synced)
+	}
 	g.updateWatchedLocked(now)
 	for _, s := range []catalog.MemberStatus{catalog.StatusAlive, catalog.StatusSuspect, catalog.StatusFailed, catalog.StatusLeft} {
 		g.metrics.members.WithLabelValues(string(s)).Set(float64(counts[s]))

@@ -47,6 +47,12 @@ func (g *Gossip) mergeState(s *pushState) {
 		g.metrics.refused.WithLabelValues(refusedSelf).Inc()
 		self = g.localWireLocked()
 	}
+	if g.syncStep == syncNone {
+		// The first full state of another member: the next snapshot is
+		// this member's view of the cluster, not of itself alone.
+		g.syncStep = syncPending
+		changed = true
+	}
 	if changed {
 		g.changedLocked()
 	}

@@ -26,7 +26,7 @@ type collector struct {
 func (c *Checker) Register(reg prometheus.Registerer) error {
 	col := &collector{
 		c:     c,
-		ready: prometheus.NewDesc(MetricReady, "1 when the agent is ready: joined, holding a valid certificate, with the policy; else 0.", nil, nil),
+		ready: prometheus.NewDesc(MetricReady, "1 when the agent is ready: joined (or serving a restored catalog), with a catalog, holding a valid certificate, with the policy; else 0.", nil, nil),
 		check: prometheus.NewDesc(MetricCheck, "1 when the readiness check passes, else 0.", []string{"check"}, nil),
 	}
 	if err := reg.Register(col); err != nil {

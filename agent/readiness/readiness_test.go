@@ -14,26 +14,79 @@ import (
 var t0 = time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 
 func TestGossip(t *testing.T) {
+	restored := CatalogState{RestoredAt: t0.Add(-4 * time.Second)}
 	tests := []struct {
-		name   string
-		others int
-		alone  bool
-		ok     bool
-		reason string
+		name    string
+		others  int
+		alone   bool
+		catalog CatalogState
+		ok      bool
+		reason  string
 	}{
-		{"alone client", 0, false, false, "not joined"},
-		{"one other", 1, false, true, "1 other member alive"},
-		{"several others", 4, false, true, "4 other members alive"},
-		{"server that bootstraps alone", 0, true, true, "cluster of its own"},
-		{"lone server with others", 2, true, true, "2 other members"},
+		{"alone client", 0, false, CatalogState{}, false, "not joined"},
+		{"one other", 1, false, CatalogState{}, true, "1 other member alive"},
+		{"several others", 4, false, CatalogState{}, true, "4 other members alive"},
+		{"server that bootstraps alone", 0, true, CatalogState{}, true, "cluster of its own"},
+		{"lone server with others", 2, true, CatalogState{}, true, "2 other members"},
+		{"alone, serving a restored catalog", 0, false, restored, true, "not joined yet: serving the catalog restored from disk (4s old) until gossip syncs"},
+		{"joined, restored catalog not yet dropped", 1, false, restored, true, "1 other member alive"},
+		{"alone after a sync", 0, false, CatalogState{Synced: true}, false, "not joined"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, reason := Gossip(func() int { return tt.others }, tt.alone).Probe(t0)
+			ok, reason := Gossip(func() int { return tt.others }, tt.alone, func() CatalogState { return tt.catalog }).Probe(t0)
 			if ok != tt.ok || !strings.Contains(reason, tt.reason) {
 				t.Errorf("got %v %q, want %v and a reason with %q", ok, reason, tt.ok, tt.reason)
 			}
 		})
+	}
+}
+
+func TestCatalog(t *testing.T) {
+	tests := []struct {
+		name    string
+		catalog CatalogState
+		alone   bool
+		ok      bool
+		reason  string
+	}{
+		{"nothing yet", CatalogState{}, false, false, "empty: gossip not yet synced with any member, and no catalog restored from disk"},
+		{"restored", CatalogState{RestoredAt: t0.Add(-4 * time.Second)}, false, true, "restored from disk, 4s old, gossip not yet synced"},
+		{"restored, clock behind the file", CatalogState{RestoredAt: t0.Add(time.Second)}, false, true, "restored from disk, 0s old"},
+		{"synced", CatalogState{Synced: true}, false, true, "synced with the cluster through gossip"},
+		{"synced before the restore ends", CatalogState{Synced: true, RestoredAt: t0}, false, true, "synced"},
+		{"server that bootstraps alone", CatalogState{}, true, true, "bootstraps alone"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, reason := Catalog(func() CatalogState { return tt.catalog }, tt.alone).Probe(t0)
+			if ok != tt.ok || !strings.Contains(reason, tt.reason) {
+				t.Errorf("got %v %q, want %v and a reason with %q", ok, reason, tt.ok, tt.reason)
+			}
+		})
+	}
+}
+
+// TestRestoredCatalogIsReady pins the decision of docs/design.md: an agent
+// that serves from a restored catalog is ready (a load balancer keeps
+// sending to it); once that catalog is dropped with gossip still not
+// synced, it is not.
+func TestRestoredCatalogIsReady(t *testing.T) {
+	st := CatalogState{RestoredAt: t0.Add(-time.Minute)}
+	state := func() CatalogState { return st }
+	c := New(clock.NewManual(t0),
+		Gossip(func() int { return 0 }, false, state),
+		Catalog(state, false),
+		Certificate(func() (time.Time, time.Time, error) { return t0.Add(-time.Minute), t0.Add(time.Hour), nil }),
+		Policy(func() time.Time { return t0.Add(-time.Minute) }),
+	)
+	if r := c.Report(); !r.Ready {
+		t.Fatalf("serving a restored catalog: %+v, want ready", r)
+	}
+	st = CatalogState{}
+	r := c.Report()
+	if r.Ready || r.Checks[0].OK || r.Checks[1].OK || !r.Checks[2].OK || !r.Checks[3].OK {
+		t.Fatalf("restored catalog dropped before a sync: %+v, want not ready on gossip and catalog", r)
 	}
 }
 
@@ -92,7 +145,7 @@ func TestReportIsReadyOnlyWhenEveryCheckPasses(t *testing.T) {
 	clk := clock.NewManual(t0)
 	others := 0
 	c := New(clk,
-		Gossip(func() int { return others }, false),
+		Gossip(func() int { return others }, false, func() CatalogState { return CatalogState{} }),
 		Certificate(func() (time.Time, time.Time, error) { return t0.Add(-time.Minute), t0.Add(time.Hour), nil }),
 		Policy(func() time.Time { return t0 }),
 	)

@@ -87,6 +87,10 @@ var (
 	telemetrySame     = flag.Bool("telemetry-same", false, "with -telemetry, give the off mesh the on mesh's configuration too: an A/A run that shows the comparison's own noise")
 	telemetryServerIP = flag.String("telemetry-server-ip", "127.0.0.83", "loopback address of the server agent with telemetry on, with -telemetry")
 	telemetryClientIP = flag.String("telemetry-client-ip", "127.0.0.84", "loopback address of the client agent with telemetry on, with -telemetry")
+	interleave        = flag.Duration("interleave", 0, "with -telemetry, also run the interleaved loads, L7 then L4, this long each: at each tick direct, off and on get one request each, all at once, so that the machine's noise lands on all alike")
+	interleaveQPS     = flag.Int("interleave-qps", 500, "requests per second per path of the interleaved loads")
+	targets           = flag.String("targets", "", "internal: the interleaved load's name=url,...")
+	realtime          = flag.Int("realtime", 0, "with -telemetry, the SCHED_FIFO priority (1-99) of the agents, apps and load generators, so that other work on the machine cannot land in their tail; 0: the normal scheduler")
 	pin               = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")
 )
 
@@ -95,6 +99,13 @@ func main() {
 	if *role == "app" {
 		if err := runApp(*listen); err != nil {
 			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *role == "interleave" {
+		if err := runInterleave(*targets, *qps, *duration, *conns); err != nil {
+			fmt.Fprintln(os.Stderr, "interleave:", err)
 			os.Exit(1)
 		}
 		return

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,9 @@ func (s *otlpSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // sampling to an OTLP receiver), each carrying web-l7 and web-l4 at
 // -qps, in rounds in which the paths take turns.
 func runTelemetry(ctx context.Context) error {
+	if *rounds < 0 || (*rounds == 0 && *interleave <= 0) {
+		return errors.New("-telemetry needs -rounds of at least 1, or -rounds 0 with -interleave")
+	}
 	fortio, err := findTool("fortio")
 	if err != nil {
 		return err
@@ -75,6 +79,7 @@ func runTelemetry(ctx context.Context) error {
 	procs := &procSet{}
 	defer procs.stopAll()
 	a, b := cpuhost.Pair(*pin)
+	a.Realtime, b.Realtime = *realtime, *realtime
 	startLoad := loadAvg()
 
 	httpPort, err := freeport.TCP("127.0.0.1")
@@ -168,7 +173,28 @@ func runTelemetry(ctx context.Context) error {
 			}
 		}
 	}
-	printTelemetry(os.Stdout, lat, sink, startLoad, loadAvg())
+	if *rounds > 0 {
+		printTelemetry(os.Stdout, lat, sink, startLoad, loadAvg())
+	}
+	if *interleave > 0 {
+		// One phase per mesh path, so that each mesh's agents' CPU in a
+		// phase is that path's.
+		var phases []interleavePhase
+		for _, paths := range [][]string{{pathDirect, pathL7Off, pathL7On}, {pathDirect, pathL4Off, pathL4On}} {
+			fmt.Printf("interleaved load: %s, %d req/s each for %s\n", strings.Join(paths, ", "), *interleaveQPS, *interleave)
+			s := startSampler(pids)
+			il, cpu, err := interleaveLoad(ctx, a, addrs, paths, *interleaveQPS*len(paths), *interleave)
+			use, _ := s.stop()
+			if err != nil {
+				return err
+			}
+			if err := errors.Join(off.alive(), on.alive()); err != nil {
+				return err
+			}
+			phases = append(phases, interleavePhase{paths: paths, lat: il, use: use, loadCPU: cpu})
+		}
+		printInterleaved(os.Stdout, phases, sink, startLoad, loadAvg())
+	}
 	return nil
 }
 
@@ -244,4 +270,86 @@ func printTelemetry(w io.Writer, lat map[string][]*result, sink *otlpSink, start
 		errs += e
 	}
 	check(errs == 0, "no failed request on any path: %d failed", errs)
+}
+
+// interleavePhase is one interleaved load: direct, a mesh path with
+// telemetry off and the same with it on.
+type interleavePhase struct {
+	paths   []string // direct, off, on
+	lat     map[string]pathLatencies
+	use     map[string]usage
+	loadCPU float64
+}
+
+// printInterleaved reports the interleaved loads: each path's exact
+// percentiles, on against off, and the noise of those figures.
+func printInterleaved(w io.Writer, phases []interleavePhase, sink *otlpSink, startLoad, endLoad string) {
+	fmt.Fprintf(w, "\n## bench/l7 -telemetry -interleave, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	if *telemetrySame {
+		fmt.Fprintf(w, "A/A run (-telemetry-same): both meshes have telemetry on; \"off\" is the first mesh\n\n")
+	}
+	fmt.Fprintf(w, "per phase: %d req/s per path for %s, at each tick one request to each path at once, in random order; "+
+		"%d connections per path; 1 KiB answers; real-time priority %d; exact percentiles of every request\n",
+		*interleaveQPS, *interleave, *conns, *realtime)
+	check := func(ok bool, format string, args ...any) {
+		verdict := "FAIL"
+		if ok {
+			verdict = "PASS"
+		}
+		fmt.Fprintf(w, "- %s %s\n", verdict, fmt.Sprintf(format, args...))
+	}
+	var errs int64
+	for _, ph := range phases {
+		il := ph.lat
+		fmt.Fprintln(w)
+		t := table{w: w, paths: ph.paths}
+		t.head("")
+		t.row("requests (errors)", func(p string) string {
+			return fmt.Sprintf("%d (%d)", len(il[p].Micros), il[p].Errors)
+		})
+		for _, q := range []float64{50, 90, 99, 99.9} {
+			t.row(fmt.Sprintf("p%g ms", q), func(p string) string { return ms(percentile(il[p].Micros, q)) })
+		}
+		t.row("p99 ms, even and odd requests", func(p string) string {
+			e, o := halves(il[p])
+			return ms(percentile(e, 99)) + " / " + ms(percentile(o, 99))
+		})
+		cpu := map[string]float64{}
+		for _, m := range []string{"off", "on"} {
+			cpu[m] = ph.use["client agent "+m].cpu + ph.use["server agent "+m].cpu
+		}
+		t.row("agents' CPU s per 1,000 req", func(p string) string {
+			switch p {
+			case pathDirect:
+				return "—"
+			case ph.paths[1]:
+				return fmt.Sprintf("%.3f", cpu["off"]/float64(len(il[p].Micros))*1000)
+			}
+			return fmt.Sprintf("%.3f", cpu["on"]/float64(len(il[p].Micros))*1000)
+		})
+		fmt.Fprintf(w, "\nload generator CPU: %.1f s\n\n", ph.loadCPU)
+
+		off, on := il[ph.paths[1]], il[ph.paths[2]]
+		for _, q := range []float64{50, 99} {
+			d := percentile(on.Micros, q) - percentile(off.Micros, q)
+			spread := "no block"
+			if q1, med, q3, err := quartiles(blockDiffs(on, off, q)); err == nil {
+				spread = fmt.Sprintf("by %s block: median %s, quartiles %s to %s", interleaveBlock, ms(med), ms(q1), ms(q3))
+			}
+			if q == 99 {
+				check(d <= targetTelemetryP99, "%s: p99 %s ms more than %s (%s); target ≤ %s ms", ph.paths[2], ms(d), ph.paths[1], spread, ms(targetTelemetryP99))
+			} else {
+				fmt.Fprintf(w, "- %s: p%g %s ms more than %s (%s)\n", ph.paths[2], q, ms(d), ph.paths[1], spread)
+			}
+		}
+		cOn, cOff := cpu["on"]/float64(len(on.Micros)), cpu["off"]/float64(len(off.Micros))
+		check(cOn/cOff-1 <= targetTelemetryCPU, "%s: agents' CPU %+.1f %% against %s; target ≤ +%.0f %%", ph.paths[2], (cOn/cOff-1)*100, ph.paths[1], targetTelemetryCPU*100)
+		for _, l := range il {
+			errs += l.Errors
+		}
+	}
+	fmt.Fprintln(w)
+	check(errs == 0, "no failed request on any path: %d failed", errs)
+	fmt.Fprintf(w, "\nOTLP exports received: %d requests, %d bytes\n", sink.exports.Load(), sink.bytes.Load())
+	fmt.Fprintf(w, "load average (1, 5, 15 min): start %s; end %s\n", startLoad, endLoad)
 }

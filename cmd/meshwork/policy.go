@@ -25,7 +25,7 @@ func newPolicyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Apply, read, list and delete policy documents",
-		Long: "Policy documents (ServiceDefaults, Route, Split, Resilience, Intention,\n" +
+		Long: "Policy documents (ServiceDefaults, Route, Split, Resilience, Fault, Intention,\n" +
 			"IntentionDefaults, ServiceIdentity) are YAML documents typed by kind and\n" +
 			"named by name; see docs/policy.md. Writes go to the Raft leader through\n" +
 			"the local agent; reads come from the agent's own copy unless --consistent.",

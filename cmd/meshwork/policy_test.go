@@ -100,6 +100,57 @@ func TestPolicyCLI(t *testing.T) {
 	}
 }
 
+// TestPolicyCLIFault applies, reads, lists and deletes a Fault document
+// on a real one-server cluster; what get prints applies again as it is.
+func TestPolicyCLIFault(t *testing.T) {
+	addr := policyAgent(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "fault.yaml")
+	src := "kind: Fault\nname: api\nabort: {percent: 0.5, http_status: 503}\ndelay: {percent: 5, fixed: 200ms}\n" +
+		"match:\n  headers:\n  - {name: x-chaos, exact: \"on\"}\n"
+	if err := os.WriteFile(good, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("kind: Fault\nname: api\nabort: {percent: 10, http_status: 200}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		return runCLI(t, append(args, "--http-addr", addr)...)
+	}
+	if out, err := run("policy", "apply", "-f", good); err != nil || !strings.Contains(out, `Fault "api" applied`) {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if _, err := run("policy", "apply", "-f", bad); err == nil || !strings.Contains(err.Error(), `Fault "api": abort.http_status: 200 must be between 400 and 599`) {
+		t.Fatalf("apply of a bad Fault: %v", err)
+	}
+	out, err := run("policy", "get", "fault", "api", "--consistent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kind: Fault", "percent: 0.5", "http_status: 503", "fixed: 200ms", "name: x-chaos"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("get printed\n%s\nwithout %q (the bad apply must not have replaced it)", out, want)
+		}
+	}
+	again := filepath.Join(dir, "again.yaml")
+	if err := os.WriteFile(again, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("policy", "apply", "-f", again); err != nil {
+		t.Fatalf("apply of get's output: %v\n%s", err, out)
+	}
+	if out, err := run("policy", "list", "Fault", "--consistent"); err != nil || !strings.Contains(out, "Fault") || !strings.Contains(out, "api") {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	if out, err := run("policy", "delete", "Fault", "api"); err != nil || !strings.Contains(out, `Fault "api" deleted`) {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	if _, err := run("policy", "get", "Fault", "api", "--consistent"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("get after delete: %v", err)
+	}
+}
+
 // TestPolicyCLIIdempotencyKey applies one file twice with the same
 // --idempotency-key on a real cluster: the second run reports the first
 // write's index and applies nothing.

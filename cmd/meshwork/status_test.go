@@ -52,7 +52,7 @@ func TestStatusAndWatchdogProcess(t *testing.T) {
 		}
 	}
 
-	// A client alone: not joined, no certificate, no policy.
+	// A client alone: not joined, no catalog, no certificate, no policy.
 	cip := loopbackAddr()
 	cconf := filepath.Join(dir, "client.yaml")
 	writeConf(t, cconf, fmt.Sprintf("node: lonely\nbind: %s\nadvertise: %s\naddresses: {http: %s, dns: %s}\nports: {tunnel: -1}\ncluster_key: %q\n",
@@ -61,13 +61,13 @@ func TestStatusAndWatchdogProcess(t *testing.T) {
 	startAgentProcess(t, bin, csock, "--config", cconf, "--data-dir", filepath.Join(dir, "client"))
 	expectNotify(t, cnotes, "READY=1")
 	out, code := runBinary(t, bin, nil, "status", "--http-addr", cip+":8500")
-	if code != 1 || !strings.Contains(out, "ready: no") || !strings.Contains(out, "not joined") || !strings.Contains(out, "no certificate") || !strings.Contains(out, "no policy yet") {
+	if code != 1 || !strings.Contains(out, "ready: no") || !strings.Contains(out, "not joined") || !strings.Contains(out, "no catalog restored") || !strings.Contains(out, "no certificate") || !strings.Contains(out, "no policy yet") {
 		t.Errorf("meshwork status on a lone client: exit %d, want 1 with the reasons:\n%s", code, out)
 	}
 	out, code = runBinary(t, bin, nil, "status", "--format", "json", "--http-addr", cip+":8500")
 	var r api.Readiness
-	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 || r.Ready || len(r.Checks) != 3 {
-		t.Errorf("meshwork status --format json on a lone client: exit %d, %+v (%v); want 1 and three checks\n%s", code, r, err, out)
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 || r.Ready || len(r.Checks) != 4 {
+		t.Errorf("meshwork status --format json on a lone client: exit %d, %+v (%v); want 1 and four checks\n%s", code, r, err, out)
 	}
 	for _, c := range r.Checks {
 		if c.OK {

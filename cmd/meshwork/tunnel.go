@@ -74,7 +74,7 @@ func printTunnelStatus(w io.Writer, st *transport.Status, now time.Time) {
 		fmt.Fprintln(w, "No peers.")
 		return
 	}
-	fmt.Fprintln(w, "PEER\tADDRESS\tCONNECTED\tSTREAMS OUT\tSTREAMS IN\tNOTE")
+	fmt.Fprintln(w, "PEER\tADDRESS\tCONNECTED\tSTREAMS OUT\tSTREAMS IN/LIMIT\tNOTE")
 	for _, p := range st.Peers {
 		addr, note := p.Addr, ""
 		if addr == "" {
@@ -86,7 +86,7 @@ func printTunnelStatus(w io.Writer, st *transport.Status, now time.Time) {
 		case !p.Expires.IsZero():
 			note = "replaced in " + p.Expires.Sub(now).Round(time.Second).String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\n", p.Node, addr, yesNo(p.Connected), p.StreamsOut, p.StreamsIn, note)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%d\t%s\n", p.Node, addr, yesNo(p.Connected), p.StreamsOut, p.StreamsIn, p.StreamsInLimit, note)
 	}
 }
 

@@ -20,9 +20,9 @@ func TestPrintTunnelStatus(t *testing.T) {
 			{Kind: "vip", Addr: "127.240.0.7:8080", Service: "api", Port: 8080},
 		},
 		Peers: []transport.PeerStatus{
-			{Node: "api-01", Addr: "10.0.0.6:7948", Connected: true, StreamsOut: 2, Expires: now.Add(90 * time.Minute)},
-			{Node: "api-02", Addr: "10.0.0.7:7948", LastError: "timeout: no recent network activity", RetryAt: now.Add(4 * time.Second)},
-			{Node: "db-01", StreamsIn: 1},
+			{Node: "api-01", Addr: "10.0.0.6:7948", Connected: true, StreamsOut: 2, StreamsInLimit: 32768, Expires: now.Add(90 * time.Minute)},
+			{Node: "api-02", Addr: "10.0.0.7:7948", LastError: "timeout: no recent network activity", RetryAt: now.Add(4 * time.Second), StreamsInLimit: 32768},
+			{Node: "db-01", StreamsIn: 1, StreamsInLimit: 32768},
 		},
 	}
 	var b bytes.Buffer
@@ -37,9 +37,9 @@ func TestPrintTunnelStatus(t *testing.T) {
 		"In flight:    3 connections and streams",
 		"127.0.0.1:9191    upstream  api      main  spiffe://meshwork.local/svc/web",
 		"127.240.0.7:8080  vip       api      8080  the caller's",
-		"api-01  10.0.0.6:7948  yes        2            0           replaced in 1h30m0s",
-		"api-02  10.0.0.7:7948  no         0            0           backing off until 2026-12-04T12:00:04Z: timeout: no recent network activity",
-		"db-01   -              no         0            1",
+		"api-01  10.0.0.6:7948  yes        2            0/32768           replaced in 1h30m0s",
+		"api-02  10.0.0.7:7948  no         0            0/32768           backing off until 2026-12-04T12:00:04Z: timeout: no recent network activity",
+		"db-01   -              no         0            1/32768",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -3,7 +3,8 @@
 // half-close and backpressure.
 //
 // On the receiving agent, ServeStream takes a stream the tunnel admitted,
-// dials the local service the tunnel's decision names, answers accepted
+// applies the service's Fault policy (fault.go), dials the local service
+// the tunnel's decision names, answers accepted
 // (or the refusal the dial earned) and splices. On the calling agent,
 // ServeConn takes an application's connection and a Connector, which
 // package transport's routing and balancing implement, opens one stream
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -28,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/internal/spiffeid"
+	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/spans"
@@ -67,6 +70,13 @@ type Deps struct {
 	// Observer receives a record of each connection, on both sides. nil
 	// means none.
 	Observer observe.Observer
+	// Fault gives the Fault policy of a local service, applied to each
+	// admitted connection before the service is dialled; it must not
+	// block. nil, or a nil answer, injects no fault.
+	Fault func(service string) *policy.Fault
+	// FaultDraw returns a number in [0, 1) for each percentage a Fault
+	// draws; it must be safe for concurrent use. nil uses math/rand/v2.
+	FaultDraw func() float64
 }
 
 // Recorded is a Connector that keeps the record of its connection.
@@ -113,6 +123,12 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: metrics: %w", err)
 	}
+	if deps.Fault == nil {
+		deps.Fault = func(string) *policy.Fault { return nil }
+	}
+	if deps.FaultDraw == nil {
+		deps.FaultDraw = rand.Float64
+	}
 	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m}
 	p.bufPool.New = func() any { b := make([]byte, cfg.CopyBuffer); return &b }
 	return p, nil
@@ -127,6 +143,9 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		o = p.inboundRecord(in)
 		p.deps.Observer.Begin(o)
 		defer p.endRecord(o)
+	}
+	if p.injectFault(ctx, in, o) {
+		return
 	}
 	lc, r := p.dialLocal(ctx, in)
 	if r != nil {

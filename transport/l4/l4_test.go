@@ -22,6 +22,7 @@ func TestMetricNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.inbound.Inc()
+	m.faults.WithLabelValues(faultAbort, "db").Inc()
 	transporttest.CheckMetricNames(t, reg, MetricNames)
 	if _, err := New(Config{IdleTimeout: time.Hour, LocalDialTimeout: time.Second, CopyBuffer: 4096}, Deps{Registerer: reg}); err == nil {
 		t.Error("duplicate registration accepted")

@@ -10,15 +10,17 @@ const (
 	MetricInbound = "meshwork_transport_inbound_streams_total"
 	MetricActive  = "meshwork_transport_active_streams"
 	MetricBytes   = "meshwork_transport_proxied_bytes_total"
+	MetricFaults  = "meshwork_transport_faults_injected_total"
 )
 
 // MetricNames lists the names of the metrics a Proxy registers.
-var MetricNames = []string{MetricInbound, MetricActive, MetricBytes}
+var MetricNames = []string{MetricInbound, MetricActive, MetricBytes, MetricFaults}
 
 type metrics struct {
 	inbound prometheus.Counter
 	active  *prometheus.GaugeVec   // direction
 	bytes   *prometheus.CounterVec // direction
+	faults  *prometheus.CounterVec // kind, service
 
 	// Pre-resolved children for the hot path.
 	activeIn, activeOut prometheus.Gauge
@@ -39,8 +41,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricBytes,
 			Help: "Bytes proxied by finished outbound connections, by direction: up (caller to service) or down.",
 		}, []string{"direction"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricFaults,
+			Help: "Faults injected into inbound connections by Fault policies, by kind (abort, delay) and destination service.",
+		}, []string{"kind", "service"}),
 	}
-	for _, c := range []prometheus.Collector{m.inbound, m.active, m.bytes} {
+	for _, c := range []prometheus.Collector{m.inbound, m.active, m.bytes, m.faults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

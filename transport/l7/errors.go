@@ -26,6 +26,7 @@ const (
 	ReasonConnectFailed    = "connect_failed"      // 502: the instance or its app could not be reached
 	ReasonUpstreamReset    = "upstream_reset"      // 502: the exchange broke after it began
 	ReasonBadRequest       = "bad_request"         // 400: the request cannot be carried
+	ReasonFaultInjected    = "fault_injected"      // a Fault policy's status: the mesh aborted the request on purpose
 )
 
 // gRPC status codes of the mesh's answers.

@@ -131,6 +131,21 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 			return
 		}
 	}
+	// A Fault acts on what the intentions let through, before the app.
+	fp := p.planFor(svc, req)
+	if me := fp.wait(ctx); me != nil {
+		fail(me)
+		return
+	}
+	if fp.abort {
+		fp.recordAbort(o, grpc)
+		p.m.meshErrors.WithLabelValues(inbound, ReasonFaultInjected).Inc()
+		p.m.requests.WithLabelValues(inbound, class(fp.httpStatus)).Inc()
+		p.log.Debug("request aborted by a fault policy", "service", svc, "source", in.Header.Source,
+			"method", req.Method, "path", req.URL.Path, "status", fp.httpStatus, "grpc_status", fp.grpcStatus)
+		answer(fp.abortResponse(req, grpc))
+		return
+	}
 	var remaining time.Duration
 	if has {
 		dl, _ := ctx.Deadline()
@@ -165,6 +180,9 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	p.m.duration.WithLabelValues(inbound).Observe(time.Since(t0).Seconds())
 	p.m.requests.WithLabelValues(inbound, class(resp.StatusCode)).Inc()
 	o.Status = resp.StatusCode
+	if fp.delay > 0 {
+		resp.Header[FaultHeader] = fp.marks()
+	}
 	stop = context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
 	answer(resp)
 	resp.Body.Close()

@@ -16,8 +16,10 @@
 // connection per peer, and none waits behind another.
 //
 // On the receiving agent, ServeStream reads the request from an admitted
-// stream, applies the L7 intentions, hands the remaining budget to the app
-// in x-meshwork-deadline-ms (and grpc-timeout), forwards the request over a
+// stream, applies the L7 intentions, then the service's Fault policy
+// (fault.go: a drawn delay, a drawn abort answered by the mesh), hands the
+// remaining budget to the app in x-meshwork-deadline-ms (and
+// grpc-timeout), forwards the request over a
 // keep-alive pool (HTTP/1.1 over a pool of its own, h2c over net/http's,
 // by the service's protocol) and streams the response back, trailers
 // included, ending the stream after it: an HTTP/1.1 application gets those
@@ -40,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -156,6 +159,14 @@ type Deps struct {
 	// Authorizer decides requests. nil allows every request that the
 	// tunnel admitted.
 	Authorizer RequestAuthorizer
+	// Fault gives the Fault policy of a local service, applied to each
+	// authorized request before it reaches the app; it must not block.
+	// nil, or a nil answer, injects no fault.
+	Fault func(service string) *policy.Fault
+	// FaultDraw returns a number in [0, 1) for each percentage a Fault
+	// draws; it must be safe for concurrent use. nil uses math/rand/v2.
+	// Tests inject a seeded source.
+	FaultDraw func() float64
 	// DialLocal dials local apps. nil uses a net.Dialer.
 	DialLocal func(ctx context.Context, network, address string) (net.Conn, error)
 	// Logger receives the logs. nil discards them.
@@ -205,6 +216,13 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	}
 	if deps.Protocol == nil {
 		deps.Protocol = func(string) policy.Protocol { return policy.ProtocolHTTP }
+	}
+	if deps.Fault == nil {
+		deps.Fault = func(string) *policy.Fault { return nil }
+	}
+	if deps.FaultDraw == nil {
+		// Not seeded, so that agents do not draw in step.
+		deps.FaultDraw = rand.Float64
 	}
 	log := deps.Logger
 	if log == nil {

@@ -12,7 +12,11 @@ type metrics struct {
 	retries    prometheus.Counter
 	upgrades   *prometheus.CounterVec // direction
 	duration   *prometheus.HistogramVec
+	faults     *prometheus.CounterVec // kind, service
 }
+
+// MetricFaults counts the faults Fault policies injected.
+const MetricFaults = "meshwork_l7_faults_injected_total"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -41,8 +45,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from a request's head to its response's head, by direction.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"direction"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricFaults,
+			Help: "Faults injected into inbound requests by Fault policies, by kind (abort, delay) and destination service.",
+		}, []string{"kind", "service"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.meshErrors, m.active, m.retries, m.upgrades, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.meshErrors, m.active, m.retries, m.upgrades, m.duration, m.faults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

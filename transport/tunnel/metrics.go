@@ -13,10 +13,15 @@ const (
 	MetricUDPBuffer = "meshwork_transport_udp_buffer_bytes"
 	MetricGSO       = "meshwork_transport_gso_enabled"
 	MetricGRO       = "meshwork_transport_gro_enabled"
+
+	MetricNoCredit       = "meshwork_transport_stream_credit_exhausted_total"
+	MetricStreamLimit    = "meshwork_transport_peer_stream_limit"
+	MetricPeerStreamsMax = "meshwork_transport_peer_streams_max"
 )
 
 // MetricNames lists the names of the metrics a Tunnel registers.
-var MetricNames = []string{MetricRefused, MetricPeerConns, MetricPeerDials, MetricUDPBuffer, MetricGSO, MetricGRO}
+var MetricNames = []string{MetricRefused, MetricPeerConns, MetricPeerDials, MetricUDPBuffer, MetricGSO, MetricGRO,
+	MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax}
 
 type metrics struct {
 	refused   *prometheus.CounterVec // reason
@@ -25,9 +30,12 @@ type metrics struct {
 	udpBuffer *prometheus.GaugeVec   // direction
 	gso       prometheus.Gauge
 	gro       prometheus.Gauge
+	noCredit  prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers the tunnel's metrics: limit is the streams one
+// peer may hold here, and peerMax reports the most that one peer holds now.
+func newMetrics(reg prometheus.Registerer, limit int, peerMax func() float64) (*metrics, error) {
 	m := &metrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRefused,
@@ -53,8 +61,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricGRO,
 			Help: "1 when the tunnel socket receives with UDP generic receive offload.",
 		}),
+		noCredit: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricNoCredit,
+			Help: "Streams this agent could not open because the peer granted no more: the peer's tunnel.max_streams_per_peer is reached.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.refused, m.peerConns, m.peerDials, m.udpBuffer, m.gso, m.gro} {
+	streamLimit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: MetricStreamLimit,
+		Help: "Inbound streams one peer agent may hold here (tunnel.max_streams_per_peer).",
+	})
+	streamLimit.Set(float64(limit))
+	streamsMax := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: MetricPeerStreamsMax,
+		Help: "The most inbound streams that one peer agent holds here now, to compare with the limit.",
+	}, peerMax)
+	for _, c := range []prometheus.Collector{m.refused, m.peerConns, m.peerDials, m.udpBuffer, m.gso, m.gro, m.noCredit, streamLimit, streamsMax} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -11,7 +11,7 @@ import (
 // TestMetricNames checks that MetricNames is what the tunnel registers.
 func TestMetricNames(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, 8, func() float64 { return 3 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestMetricNames(t *testing.T) {
 	m.peerDials.WithLabelValues("ok").Inc()
 	m.udpBuffer.WithLabelValues("receive").Set(1)
 	transporttest.CheckMetricNames(t, reg, MetricNames)
-	if _, err := newMetrics(reg); err == nil {
+	if _, err := newMetrics(reg, 8, func() float64 { return 3 }); err == nil {
 		t.Error("duplicate registration accepted")
 	}
 }

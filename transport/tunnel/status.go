@@ -20,6 +20,10 @@ type PeerStatus struct {
 	// StreamsIn those the peer holds open to this agent.
 	StreamsOut int64 `json:"streams_out"`
 	StreamsIn  int64 `json:"streams_in"`
+	// StreamsInLimit is how many streams the peer may hold here
+	// (tunnel.max_streams_per_peer): StreamsIn against it shows how close
+	// the peer is to refusals.
+	StreamsInLimit int `json:"streams_in_limit"`
 	// Expires is when the connection must be replaced: the earlier
 	// NotAfter of the two certificates on it.
 	Expires time.Time `json:"expires,omitzero"`
@@ -64,10 +68,21 @@ func (t *Tunnel) Peers() []PeerStatus {
 	})
 	out := make([]PeerStatus, 0, len(byNode))
 	for _, ps := range byNode {
+		ps.StreamsInLimit = t.cfg.MaxStreamsPerPeer
 		out = append(out, *ps)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
+}
+
+// peerStreamsMax is the most inbound streams one peer node holds now.
+func (t *Tunnel) peerStreamsMax() int64 {
+	var most int64
+	t.inboundPerNode.Range(func(_, v any) bool {
+		most = max(most, v.(*atomic.Int64).Load())
+		return true
+	})
+	return most
 }
 
 // status describes p's outbound side.

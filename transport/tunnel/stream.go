@@ -218,9 +218,13 @@ func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream,
 	}
 	st := &Stream{p: p, pc: pc, node: to.Node}
 	st.release = func() { pc.release(p) }
-	s, err := pc.conn.OpenStreamSync(actx)
+	s, err := openStream(actx, pc.conn)
 	if err != nil {
 		st.release()
+		if errors.Is(err, errNoCredit) {
+			t.m.noCredit.Inc()
+			return nil, &RefusedError{Node: to.Node, Code: wire.CodeOverloaded, Reason: err.Error()}
+		}
 		return nil, st.connGone(err, fmt.Errorf("%w: node %s: open stream: %v", ErrPeerUnreachable, to.Node, err))
 	}
 	st.s = s
@@ -237,6 +241,32 @@ func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream,
 		return nil, st.connGone(err, fmt.Errorf("transport: node %s: write header: %w", to.Node, err))
 	}
 	return st, nil
+}
+
+// creditWait bounds the wait for stream credit from a peer. Credit comes
+// back within a round trip of a stream closing, and a peer over its own
+// limit is refused by admission below the QUIC credit (tunnel.Config's
+// QUIC stream headroom); a longer wait means the peer grants no more.
+const creditWait = 250 * time.Millisecond
+
+var errNoCredit = errors.New("the peer grants no more streams on this connection (its tunnel.max_streams_per_peer is reached)")
+
+// openStream opens a stream at once when the peer has granted the credit,
+// else waits for it up to creditWait, so that a full peer refuses promptly
+// with errNoCredit instead of holding the caller to its deadline.
+func openStream(ctx context.Context, conn *quic.Conn) (*quic.Stream, error) {
+	s, err := conn.OpenStream()
+	var full *quic.StreamLimitReachedError
+	if !errors.As(err, &full) {
+		return s, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, creditWait)
+	defer cancel()
+	s, err = conn.OpenStreamSync(wctx)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, errNoCredit
+	}
+	return s, err
 }
 
 // Status reads the peer's status frame of an opened stream from r (the

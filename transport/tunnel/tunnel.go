@@ -172,18 +172,18 @@ func New(cfg Config, deps Deps) (*Tunnel, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, fmt.Errorf("transport: metrics: %w", err)
-	}
 	t := &Tunnel{
 		cfg:   cfg,
 		deps:  deps,
 		log:   log,
-		m:     m,
 		peers: make(map[string]*peer),
 		conns: make(map[io.Closer]struct{}),
 	}
+	m, err := newMetrics(reg, cfg.MaxStreamsPerPeer, func() float64 { return float64(t.peerStreamsMax()) })
+	if err != nil {
+		return nil, fmt.Errorf("transport: metrics: %w", err)
+	}
+	t.m = m
 	t.hdrPool.New = func() any { b := make([]byte, wire.MaxHeaderSize); return &b }
 	t.serverTLS = &tls.Config{
 		MinVersion:     tls.VersionTLS13,
