@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/meshwork/meshwork/agent/gossip"
@@ -59,14 +61,16 @@ func (a *Agent) buildMembership() error {
 	}
 	a.gossip = g
 
-	// The tunnel port is published once the tunnel serves (tunnel.go).
+	// The tunnel port is published once the tunnel serves (tunnel.go),
+	// or at once by an agent that resumes its predecessor's tunnel.
+	info := local.NodeInfo{Addr: a.cfg.Advertise, Server: a.cfg.Server}
+	if a.resumesTunnel() {
+		info.TunnelPort = a.cfg.Ports.Tunnel
+	}
 	lm, err := local.New(local.Config{
-		Node:    a.cfg.Node,
-		DataDir: a.cfg.DataDir,
-		NodeInfo: local.NodeInfo{
-			Addr:   a.cfg.Advertise,
-			Server: a.cfg.Server,
-		},
+		Node:     a.cfg.Node,
+		DataDir:  a.cfg.DataDir,
+		NodeInfo: info,
 		Services: a.cfg.AllServices(),
 	}, local.Deps{
 		Publisher:  local.PublisherFunc(a.publishLocal),
@@ -87,6 +91,21 @@ func (a *Agent) buildMembership() error {
 	})
 	a.add("local", lm.Start, lm.Close)
 	return nil
+}
+
+// resumesTunnel reports whether this agent takes over the tunnel of the
+// agent it replaces: it inherited the tunnel's socket (a restart under
+// systemd, or an upgrade in place) and holds a certificate on disk, so its
+// tunnel serves within milliseconds of its start, and packets wait in the
+// socket until then. Its first record then carries the tunnel port: one
+// without it would make peers drop the node's instances until the next
+// record reached them, and fail their calls meanwhile (docs/restart.md).
+func (a *Agent) resumesTunnel() bool {
+	if a.cfg.Ports.Tunnel <= 0 || a.deps.TunnelConn != nil || !slices.Contains(a.deps.Sockets.Inherited(), "tunnel-udp") {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(a.cfg.DataDir, "ca", "leaf.pem"))
+	return err == nil
 }
 
 // publishLocal hands this node's record to gossip. A refusal is a bug in the

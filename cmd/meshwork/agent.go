@@ -48,10 +48,13 @@ checks, DNS, the local HTTP API, and on servers the Raft policy store and the CA
 
 SIGTERM or SIGINT leaves the cluster gracefully, then lets the connections
 the tunnel carries end (tunnel.drain_timeout) before it stops; a second signal
-stops at once. "meshwork leave" does the same through the API. SIGHUP
-reloads the services and their checks from the configuration. SIGUSR2,
-outside systemd, starts the binary anew with the same arguments and hands
-it the listening sockets; once it serves, this agent exits (docs/restart.md).`,
+stops at once. During "systemctl restart", whose next start inherits the
+sockets from the unit's file descriptor store, SIGTERM neither leaves nor
+drains for more than 500ms. "meshwork leave" does the same through the API.
+SIGHUP reloads the services and their checks from the configuration. SIGUSR2
+starts the binary anew with the same arguments and hands it the listening
+sockets; once it serves, it becomes the unit's main process under systemd
+and this agent exits (docs/restart.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runAgent(cmd, f)
@@ -136,6 +139,13 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	if err != nil {
 		return err
 	}
+	if names := set.Inherited(); len(names) > 0 {
+		from := "predecessor"
+		if set.InheritedFromSystemd() {
+			from = "systemd"
+		}
+		logger.Info("listening sockets handed over", "from", from, "count", len(names), "names", names)
+	}
 	up := newUpgrader(set, logger)
 	tk := takeOver{set: set, log: logger}
 
@@ -157,11 +167,20 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		_ = a.Close()
 		return err
 	}
+	if set.IsSuccessor() {
+		// Under systemd the predecessor is the main process until it
+		// names this one (MAINPID=): READY=1, the watchdog and the file
+		// descriptor store are this process's from then on.
+		tk.after(ctx)
+	} else {
+		go tk.after(ctx)
+	}
 	_ = sdnotify.Ready()
 	_ = sdnotify.Status("running")
 	watchdog := newWatchdog(logger)
 	defer watchdog.stop()
-	go tk.after(ctx)
+	storeSync, stopStoreSync := newStoreSync()
+	defer stopStoreSync()
 
 	for stopped := false; !stopped; {
 		var sig os.Signal
@@ -171,6 +190,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 			// that freezes (SIGSTOP, a stalled runtime) or a reload
 			// that hangs stops the pings, and systemd restarts it.
 			_ = sdnotify.Watchdog()
+			continue
+		case <-storeSync:
+			tk.store()
 			continue
 		case sig = <-signals:
 		case <-a.LeaveRequested():
@@ -189,11 +211,15 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		}
 		if sig == syscall.SIGUSR2 {
 			// Upgrade: a new process takes the sockets over (upgrade.go).
-			stopped = up.handOver(ctx, a)
+			stopped = up.handOver(ctx, a, watchdog.tick)
 			continue
 		}
 		tk.store() // the VIPs opened since the start, for the next start
 		stopped = true
+		if restartKeepsSockets(ctx, set, logger) {
+			stopForRestart(ctx, a, logger)
+			continue
+		}
 		logger.Info("leaving the cluster", "signal", sig.String())
 		_ = sdnotify.Stopping()
 		stopPhase("leaving the cluster", leaveTimeout)
@@ -224,6 +250,51 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	return nil
 }
 
+// restartKeepsSockets reports whether this stop is the first half of a
+// systemd restart whose next start inherits every socket from the unit's
+// file descriptor store: then nothing waiting on them is refused, and the
+// agent may stop at once (stopForRestart). Any doubt counts as a plain
+// stop, which leaves the cluster first.
+func restartKeepsSockets(ctx context.Context, set *sockets.Set, logger *slog.Logger) bool {
+	if os.Getenv(sdnotify.SocketEnv) == "" || !set.HeldBySystemd() {
+		return false
+	}
+	start := time.Now()
+	restart, err := systemdRestartQueued(ctx)
+	if err != nil {
+		logger.Warn("cannot tell a restart from a stop; stopping as for a stop", "err", err)
+		return false
+	}
+	logger.Info("asked systemd for the unit's job", "restart", restart, "took", time.Since(start))
+	return restart
+}
+
+// stopForRestart stops the agent for a systemd restart, keeping short the
+// time during which new connections wait in the sockets' queues: the next
+// agent starts only once this one has exited. It does not leave the
+// cluster: the next agent takes the node's place within seconds, before
+// peers' failure detection declares it dead. The tunnel drains at once
+// (its VIP and upstream listeners close; their sockets, held by systemd,
+// queue new connections) for at most restartDrainTimeout: calls in flight
+// that end within it complete, longer ones are cut. DNS and the API answer
+// until the agent closes.
+func stopForRestart(ctx context.Context, a *agent.Agent, logger *slog.Logger) {
+	logger.Info("systemd restarts the agent; its sockets wait in the file descriptor store for the next start", "drain", restartDrainTimeout)
+	_ = sdnotify.Stopping()
+	stopPhase("draining the tunnel for a restart", restartDrainTimeout)
+	drainCtx, cancel := context.WithTimeout(ctx, restartDrainTimeout)
+	_ = a.Drain(drainCtx) // the transport logs how it ended
+	cancel()
+	stopPhase("closing", 0)
+}
+
+// restartDrainTimeout bounds the drain of a restart, which every new
+// connection waits through: it lets short calls finish and cuts those that
+// last longer, which `systemctl restart` cannot keep anyway (the next agent
+// starts after this one exits). The upgrade in place (SIGUSR2) is the way
+// that keeps the old agent serving while the new one starts.
+const restartDrainTimeout = 500 * time.Millisecond
+
 // The phases of a stop on SIGTERM, each bounded: the graceful leave, the
 // drain (tunnel.drain_timeout, 10s by default), and closing Raft, the
 // catalog and the sockets. With the defaults they add up to 25s, within the
@@ -243,6 +314,24 @@ const (
 func stopPhase(status string, d time.Duration) {
 	_ = sdnotify.Status(status)
 	_ = sdnotify.ExtendTimeout(d + closeTimeout)
+}
+
+// storeSyncEvery is how often systemd's file descriptor store is made to
+// follow the listeners while the agent runs: a VIP opened since the last
+// sync is lost if the agent crashes before the next, and one closed since
+// (its service left the catalog) queues connections that nobody accepts
+// until then, where without the store they would be refused. A sync with
+// nothing changed sends nothing.
+const storeSyncEvery = 2 * time.Second
+
+// newStoreSync returns the ticks of the store's sync, nil (never ready)
+// outside systemd, and the function that stops them.
+func newStoreSync() (<-chan time.Time, func()) {
+	if os.Getenv(sdnotify.SocketEnv) == "" {
+		return nil, func() {}
+	}
+	t := time.NewTicker(storeSyncEvery)
+	return t.C, t.Stop
 }
 
 // watchdog paces the WATCHDOG=1 pings of the main loop: at half the

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sync"
 	"time"
 
 	"github.com/meshwork/meshwork/agent"
+	"github.com/meshwork/meshwork/internal/sdnotify"
 	"github.com/meshwork/meshwork/internal/sockets"
 )
 
@@ -24,11 +26,18 @@ const (
 	prepareTimeout = 30 * time.Second
 	readyTimeout   = time.Minute
 	claimTimeout   = 30 * time.Second
+	// handoverTimeout bounds the wait for the predecessor's last message,
+	// which it sends right after this one said it is ready.
+	handoverTimeout = 10 * time.Second
 )
 
 // upgrader re-executes the agent on SIGUSR2, handing its sockets to the new
-// process: `meshwork agent` outside systemd upgrades itself after its
-// binary was replaced, with no refused connection.
+// process: `meshwork agent` upgrades itself after its binary was replaced,
+// with no refused connection. Under systemd (`systemctl kill
+// --kill-whom=main --signal=SIGUSR2 meshwork`) the successor, a child in
+// the unit's cgroup, becomes the service's main process: this agent names
+// it with MAINPID= once it serves, and it then sends READY=1, pings the
+// watchdog and stores the sockets.
 type upgrader struct {
 	exe  string   // the binary's path, resolved at start
 	args []string // the arguments the agent was started with
@@ -47,17 +56,18 @@ func newUpgrader(set *sockets.Set, logger *slog.Logger) *upgrader {
 	return &upgrader{exe: exe, args: os.Args[1:], set: set, log: logger}
 }
 
-// errUnderSystemd refuses a re-exec in a systemd service: systemd would
-// count the service as stopped when the predecessor, its main process,
-// exits.
-var errUnderSystemd = errors.New("upgrade: the agent runs under systemd; use systemctl restart, which keeps the sockets in the unit's file descriptor store")
-
 // handOver starts the successor and, once it serves, stops this agent from
 // accepting (agent/handoff.go gives the order). It returns true when the
 // caller should close the agent and exit, false when the agent serves on
 // (the upgrade failed and was logged).
-func (u *upgrader) handOver(ctx context.Context, a *agent.Agent) bool {
+//
+// Until the successor is the main process this agent answers systemd's
+// watchdog on each tick of ping (nil outside systemd): the handoff blocks
+// the main loop for up to prepareTimeout and readyTimeout.
+func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, ping <-chan time.Time) bool {
 	start := time.Now()
+	stopPings := pingDuring(ping)
+	defer stopPings()
 	if err := u.check(); err != nil {
 		u.log.Error("upgrade refused", "err", err)
 		return false
@@ -89,6 +99,16 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent) bool {
 	}
 	pid := succ.Process().Pid
 	_ = succ.Process().Release()
+	// systemd takes MAINPID= from the main process, this one; from now on
+	// it takes notifications from the successor alone, and this process's
+	// exit does not stop the service.
+	stopPings()
+	if err := sdnotify.MainPID(pid); err != nil {
+		u.log.Error("upgrade: systemd was not told the new main process; the service stops when this agent exits", "pid", pid, "err", err)
+	}
+	if err := succ.Handover(); err != nil {
+		u.log.Warn("upgrade: the successor was not told it is the main process", "pid", pid, "err", err)
+	}
 	u.log.Info("upgrade: the successor serves; draining", "pid", pid, "took", time.Since(start))
 	// The tunnel and its VIP listeners stopped with gossip and Raft; the
 	// API and DNS stop taking new work now. The API's requests in flight
@@ -99,11 +119,36 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent) bool {
 	return true
 }
 
+// pingDuring sends WATCHDOG=1 on each tick until the returned function is
+// called; the function may be called more than once.
+func pingDuring(tick <-chan time.Time) (stop func()) {
+	if tick == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-tick:
+				_ = sdnotify.Watchdog()
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-exited
+		})
+	}
+}
+
 // check says whether a re-exec can work here.
 func (u *upgrader) check() error {
-	if os.Getenv("NOTIFY_SOCKET") != "" {
-		return errUnderSystemd
-	}
 	if u.exe == "" {
 		return errors.New("upgrade: the binary's path is unknown")
 	}
@@ -145,6 +190,12 @@ func (t takeOver) after(ctx context.Context) {
 	}
 	if err := t.set.SignalReady(); err != nil {
 		t.log.Warn("upgrade: the predecessor was not told that this agent is ready", "err", err)
+	}
+	handoverCtx, cancel := context.WithTimeout(ctx, handoverTimeout)
+	err := t.set.AwaitHandover(handoverCtx)
+	cancel()
+	if err != nil {
+		t.log.Warn("upgrade: the predecessor did not hand over; under systemd this agent is not the main process", "err", err)
 	}
 	t.store()
 }

@@ -71,6 +71,18 @@ func ExtendTimeout(d time.Duration) error {
 	return Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
 }
 
+// MainPID tells systemd that pid is now the service's main process: the
+// agent that upgrades itself in place names its successor. systemd takes
+// it from the main process only (NotifyAccess=main), and only for a
+// process of the service's cgroup, such as a child; from then on it takes
+// notifications from pid alone, and watches pid's exit, not the sender's.
+func MainPID(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("sdnotify: main pid: %d is not a process ID", pid)
+	}
+	return Send("MAINPID=" + strconv.Itoa(pid))
+}
+
 // Reloading reports that the service has begun reloading its configuration.
 // It carries MONOTONIC_USEC, which systemd requires to match the message to
 // the reload it asked for. Send Ready when the reload is done.

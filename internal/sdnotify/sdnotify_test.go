@@ -58,6 +58,7 @@ func TestNotifications(t *testing.T) {
 		{"status", func() error { return Status("gossip: 3 members") }, "STATUS=gossip: 3 members\n"},
 		{"status newline flattened", func() error { return Status("a\nb") }, "STATUS=a b\n"},
 		{"extend timeout", func() error { return ExtendTimeout(25*time.Second + 3*time.Millisecond) }, "EXTEND_TIMEOUT_USEC=25003000\n"},
+		{"main pid", func() error { return MainPID(4242) }, "MAINPID=4242\n"},
 		{"several assignments", func() error { return Send("READY=1", "STATUS=up") }, "READY=1\nSTATUS=up\n"},
 	}
 	for _, sock := range []struct {
@@ -74,6 +75,15 @@ func TestNotifications(t *testing.T) {
 					t.Errorf("got %q, want %q", got, tt.want)
 				}
 			})
+		}
+	}
+}
+
+func TestMainPIDRefusesNonPositive(t *testing.T) {
+	listen(t, false)
+	for _, pid := range []int{0, -1} {
+		if err := MainPID(pid); err == nil || !strings.Contains(err.Error(), "not a process ID") {
+			t.Errorf("MainPID(%d) = %v, want an error naming the bad PID", pid, err)
 		}
 	}
 }

@@ -109,6 +109,7 @@ func (s *Set) StoreInSystemd() error {
 			continue
 		}
 		s.stored[name] = live
+		s.keep(name, live)
 	}
 	for name := range s.stored {
 		if _, open := s.live[name]; open {
@@ -122,6 +123,50 @@ func (s *Set) StoreInSystemd() error {
 			continue
 		}
 		delete(s.stored, name)
+		s.dropKept(name)
 	}
 	return errors.Join(errs...)
+}
+
+// keep holds a duplicate of a socket just stored under name (Set.kept).
+// Without it, a socket closed and opened again is released and bound anew.
+// s.mu is held.
+func (s *Set) keep(name string, sock fileSocket) {
+	rc, err := sock.SyscallConn()
+	fd := -1
+	if err == nil {
+		err = rc.Control(func(raw uintptr) {
+			var derr error
+			fd, derr = dupCloexec(int(raw))
+			if derr != nil {
+				fd = -1
+			}
+		})
+	}
+	if err != nil || fd < 0 {
+		s.log.Debug("stored socket not kept; reopening it will bind anew", "name", name, "err", err)
+		return
+	}
+	s.dropKept(name)
+	s.kept[name] = os.NewFile(uintptr(fd), name)
+}
+
+// HeldBySystemd reports whether systemd's file descriptor store holds every
+// open socket of the set, as far as StoreInSystemd told it: then a
+// connection that arrives after this process closed its listeners waits in
+// the kernel's queue for the next start under systemd instead of being
+// refused. It is false for a set with no open socket.
+func (s *Set) HeldBySystemd() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneClosed()
+	if len(s.live) == 0 {
+		return false
+	}
+	for name, live := range s.live {
+		if s.stored[name] != live {
+			return false
+		}
+	}
+	return true
 }

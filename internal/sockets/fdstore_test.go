@@ -177,8 +177,14 @@ func TestStoreInSystemd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s.HeldBySystemd() {
+		t.Error("HeldBySystemd before anything was stored")
+	}
 	if err := s.StoreInSystemd(); err != nil {
 		t.Fatal(err)
+	}
+	if !s.HeldBySystemd() {
+		t.Error("HeldBySystemd false after every socket was stored")
 	}
 	got := map[string]string{}
 	for range 2 {
@@ -200,6 +206,19 @@ func TestStoreInSystemd(t *testing.T) {
 	if msg, _ := r.next(); msg != "FDSTOREREMOVE=1\nFDNAME="+vipName {
 		t.Errorf("after the VIP closed: %q", msg)
 	}
+	if !s.HeldBySystemd() {
+		t.Error("HeldBySystemd false with the one open socket stored")
+	}
+	// A socket opened since the last store is not held: its connections
+	// would be refused once this process closes it.
+	late, err := s.Listener(ListenerName("127.0.0.2:0"), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HeldBySystemd() {
+		t.Error("HeldBySystemd true with a socket opened after the store")
+	}
+	late.Close()
 
 	// Nothing changed: nothing is sent, so the next datagram is ours.
 	if err := s.StoreInSystemd(); err != nil {
@@ -210,5 +229,113 @@ func TestStoreInSystemd(t *testing.T) {
 	}
 	if msg, _ := r.next(); msg != "MARK=1" {
 		t.Errorf("unchanged set sent %q", msg)
+	}
+}
+
+// TestReopenStoredListener: a VIP whose listener closed (its service left
+// the catalog) and is opened again at the same address (it came back)
+// while systemd's store still holds the socket gets that same socket: a
+// connection made in between waited in its queue and is accepted, and
+// nothing is sent to systemd.
+func TestReopenStoredListener(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "notify")
+	r := newNotifyReceiver(t, addr)
+	t.Setenv("NOTIFY_SOCKET", addr)
+
+	s := New(nil)
+	name := ListenerName("127.0.0.1:0")
+	vip, err := s.Listener(name, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := vip.Addr().String()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	r.next() // the fake systemd holds the socket from here
+	vip.Close()
+	between, err := net.Dial("tcp", bound)
+	if err != nil {
+		t.Fatalf("dial while the listener is closed and the store holds it: %v", err)
+	}
+	defer between.Close()
+
+	again, err := s.Listener(name, "tcp", bound)
+	if err != nil {
+		t.Fatalf("reopen %s while systemd's store held it: %v", bound, err)
+	}
+	defer again.Close()
+	_ = again.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := again.Accept()
+	if err != nil {
+		t.Fatalf("the connection made while the listener was closed was not accepted: %v", err)
+	}
+	c.Close()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendNotify(addr, "MARK=1", -1); err != nil {
+		t.Fatal(err)
+	}
+	if msg, _ := r.next(); msg != "MARK=1" {
+		t.Errorf("reopening the stored socket sent %q to systemd", msg)
+	}
+}
+
+// TestReopenReleasesStoredListener: a name systemd's store holds, which
+// this process cannot reuse (a socket a previous process stored), is
+// released before it is bound anew: the old socket, bound and listening
+// there, would make the bind fail for as long as systemd held it.
+func TestReopenReleasesStoredListener(t *testing.T) {
+	addr := filepath.Join(t.TempDir(), "notify")
+	r := newNotifyReceiver(t, addr)
+	t.Setenv("NOTIFY_SOCKET", addr)
+
+	s := New(nil)
+	name := ListenerName("127.0.0.1:0")
+	vip, err := s.Listener(name, "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := vip.Addr().String()
+	if err := s.StoreInSystemd(); err != nil {
+		t.Fatal(err)
+	}
+	_, fds := r.next() // the fake systemd holds the socket from here
+	held := fds[0]
+	vip.Close()
+	s.mu.Lock()
+	s.dropKept(name) // as if another process had stored it
+	s.mu.Unlock()
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+
+	// The fake systemd closes what it is asked to remove, as systemd does:
+	// the descriptor is made /dev/null, which drops the socket and leaves
+	// the number for the receiver's cleanup to close.
+	removed := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		_ = r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := r.conn.Read(buf)
+		msg := string(buf[:n])
+		if err == nil && msg == "FDSTOREREMOVE=1\nFDNAME="+name {
+			_ = syscall.Dup2(int(devNull.Fd()), held)
+		}
+		removed <- msg
+	}()
+	again, err := s.Listener(name, "tcp", bound)
+	if err != nil {
+		t.Fatalf("reopen %s while systemd's store held it: %v", bound, err)
+	}
+	defer again.Close()
+	if msg := <-removed; msg != "FDSTOREREMOVE=1\nFDNAME="+name {
+		t.Errorf("systemd was sent %q, want the removal of %s", msg, name)
+	}
+	if again.Addr().String() != bound {
+		t.Errorf("reopened at %s, want %s", again.Addr(), bound)
 	}
 }

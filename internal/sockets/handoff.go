@@ -23,15 +23,21 @@ import (
 //	release exclusive resources
 //	Successor.Start ───── 'G' ─────────▶ start, claim the sockets
 //	                ◀──── 'R' ────────── SignalReady: serving
+//	MAINPID= to systemd
+//	Successor.Handover ── 'M' ─────────▶ AwaitHandover: the main process
 //	stop accepting, drain, exit
 //
 // Both processes serve the shared sockets between 'R' and the moment the
 // predecessor closes its listeners; connections that arrive then go to
-// either, and none is refused.
+// either, and none is refused. The last step matters under systemd, which
+// takes notifications (READY=1, WATCHDOG=1, FDSTORE=1) from the service's
+// main process only: the successor sends them once the predecessor has
+// named it the main process.
 const (
 	msgPrepared = 'P'
 	msgGo       = 'G'
 	msgReady    = 'R'
+	msgHandover = 'M'
 )
 
 // ErrSuccessorFailed is returned when the new process exited, or did not
@@ -92,7 +98,10 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 	if env == nil {
 		env = os.Environ()
 	}
-	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+	// WATCHDOG_PID names this process: systemd's watchdog is the
+	// successor's once it is the main process, and without the variable
+	// sd_watchdog_enabled(3) applies WATCHDOG_USEC to whoever reads it.
+	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
 	env = append(env,
 		HandoffFDsEnv+"="+strings.Join(names, ":"),
 		HandoffReadyEnv+"="+strconv.Itoa(firstFD+len(files)),
@@ -134,6 +143,20 @@ func (p *Successor) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrSuccessorFailed, err)
 	}
 	return p.await(ctx, msgReady)
+}
+
+// Handover tells the ready successor that it is now the main process:
+// under systemd, after this process sent MAINPID= with its PID. It closes
+// this process's end of the pipe; call it once, after Start.
+func (p *Successor) Handover() error {
+	_, err := p.goW.Write([]byte{msgHandover})
+	if cerr := p.goW.Close(); err == nil && cerr != nil && !errors.Is(cerr, os.ErrClosed) {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sockets: handover: %w", err)
+	}
+	return nil
 }
 
 // await waits for msg from the successor, and kills it when that fails.
@@ -205,11 +228,11 @@ func (s *Set) AwaitStart(ctx context.Context) error {
 	s.mu.Lock()
 	up, goR := s.readyW, s.goR
 	s.goR = nil
+	s.handoverR = goR // read again by AwaitHandover
 	s.mu.Unlock()
 	if up == nil || goR == nil {
 		return nil
 	}
-	defer goR.Close()
 	if _, err := up.Write([]byte{msgPrepared}); err != nil {
 		return fmt.Errorf("sockets: await start: %w", err)
 	}
@@ -230,6 +253,41 @@ func (s *Set) AwaitStart(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("sockets: await start: %w", ctx.Err())
+	}
+}
+
+// AwaitHandover waits, after SignalReady, until the predecessor says that
+// this process is the main one (Successor.Handover), and returns nil. It
+// returns an error when the predecessor exited without saying so, or ctx
+// ended: under systemd the process is then not the service's main process
+// and its notifications are refused. It returns nil at once in a process
+// no predecessor started, and on any call but the first.
+func (s *Set) AwaitHandover(ctx context.Context) error {
+	s.mu.Lock()
+	r := s.handoverR
+	s.handoverR = nil
+	s.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	got := make(chan error, 1)
+	go func() {
+		defer r.Close()
+		var b [1]byte
+		_, err := io.ReadFull(r, b[:])
+		if err == nil && b[0] != msgHandover {
+			err = fmt.Errorf("got %q, want %q", b[0], msgHandover)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fmt.Errorf("sockets: await handover: predecessor: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sockets: await handover: %w", ctx.Err())
 	}
 }
 

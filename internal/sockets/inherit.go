@@ -133,3 +133,11 @@ func isOpen(fd int) bool {
 	_, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
 	return errno == 0
 }
+
+// InheritedFromSystemd reports whether the process was handed its sockets
+// by systemd (LISTEN_FDS), from the unit's file descriptor store.
+func (s *Set) InheritedFromSystemd() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fromSystemd
+}

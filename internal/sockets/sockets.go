@@ -20,6 +20,7 @@ package sockets
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrBadName is returned for a socket name that cannot travel in
@@ -78,11 +80,20 @@ type Set struct {
 	// stored is what systemd's store holds, by name, as far as this process
 	// told it (fdstore.go).
 	stored map[string]fileSocket
+	// kept are duplicates of the sockets this process stored, by name:
+	// when the agent closes a listener and opens its name again at the
+	// same address (a VIP whose service left the catalog and came back),
+	// it gets the same socket, which systemd's store kept bound and
+	// queueing, with no moment in which a connection is refused.
+	kept map[string]*os.File
 	// readyW and goR are this process's ends of the handoff's pipes
 	// (handoff.go); nil when the process was not started by a handoff, and
 	// once used.
 	readyW *os.File
 	goR    *os.File
+	// handoverR is goR once AwaitStart has read it: AwaitHandover reads
+	// the last message on it.
+	handoverR *os.File
 	// allClaimed, when not nil, is closed once inherited is empty.
 	allClaimed chan struct{}
 }
@@ -98,6 +109,7 @@ func New(logger *slog.Logger) *Set {
 		inherited: map[string]*os.File{},
 		live:      map[string]fileSocket{},
 		stored:    map[string]fileSocket{},
+		kept:      map[string]*os.File{},
 	}
 }
 
@@ -134,14 +146,57 @@ func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
 			ln.Close()
 		default:
 			s.log.Debug("socket inherited", "name", name, "addr", ln.Addr().String())
+			s.raiseBacklog(name, ln)
 			return ln, s.track(name, ln)
 		}
 	}
-	ln, err := net.Listen(network, addr)
+	if ln := s.reuseKept(name, network, addr, func(f *os.File) (fileSocket, net.Addr, error) {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ln.(fileSocket), ln.Addr(), nil
+	}); ln != nil {
+		l := ln.(net.Listener)
+		s.raiseBacklog(name, l)
+		return l, s.track(name, l)
+	}
+	released := s.releaseStored(name)
+	ln, err := bindRetrying(released, func() (net.Listener, error) { return net.Listen(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
+	s.raiseBacklog(name, ln)
 	return ln, s.track(name, ln)
+}
+
+// listenBacklog is the queue of pending connections every listener asks
+// for; the kernel caps it at net.core.somaxconn (4096 by default). Go asks
+// for somaxconn itself, but reads it from /proc/sys, which the unit's
+// ProcSubset=pid hides: Go then falls back to 128. During a restart the
+// queue holds every connection that arrives until the next agent accepts
+// (500 a second for the e2e test's load): beyond the backlog the kernel
+// drops the SYN, and the client retries it only after a second.
+const listenBacklog = 4096
+
+// raiseBacklog calls listen(2) again on ln, which on Linux changes the
+// backlog of a listening socket: a new one, and one inherited from an agent
+// that asked for less.
+func (s *Set) raiseBacklog(name string, ln net.Listener) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = syscall.Listen(int(fd), listenBacklog) })
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		s.log.Warn("listen backlog not raised; a burst of connections during a restart may wait a second", "name", name, "err", err)
+	}
 }
 
 // PacketConn is Listener for datagram sockets ("udp", "udp4", "udp6"). For
@@ -164,11 +219,100 @@ func (s *Set) PacketConn(name, network, addr string) (net.PacketConn, error) {
 			return pc, s.track(name, pc)
 		}
 	}
-	pc, err := net.ListenPacket(network, addr)
+	if pc := s.reuseKept(name, network, addr, func(f *os.File) (fileSocket, net.Addr, error) {
+		pc, err := net.FilePacketConn(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc.(fileSocket), pc.LocalAddr(), nil
+	}); pc != nil {
+		p := pc.(net.PacketConn)
+		return p, s.track(name, p)
+	}
+	released := s.releaseStored(name)
+	pc, err := bindRetrying(released, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("sockets: listen %s %s (%s): %w", network, addr, name, err)
 	}
 	return pc, s.track(name, pc)
+}
+
+// reuseKept returns the socket this process stored under name and has
+// closed since, made anew from its kept duplicate by open, when it is
+// bound where network and addr ask; systemd's store holds the same
+// socket, so nothing is sent to it. It returns nil when there is none, or
+// it is bound elsewhere: that one is then released (releaseStored).
+func (s *Set) reuseKept(name, network, addr string, open func(*os.File) (fileSocket, net.Addr, error)) fileSocket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.kept[name]
+	if f == nil {
+		return nil
+	}
+	sock, got, err := open(f) // open duplicates f; the kept copy stays
+	if err == nil && sameAddr(network, addr, got) {
+		s.stored[name] = sock
+		s.log.Debug("socket reopened from systemd's store", "name", name, "addr", got.String())
+		return sock
+	}
+	if err == nil {
+		sock.(io.Closer).Close()
+	}
+	return nil
+}
+
+// releaseStored asks systemd to close the socket its store holds under
+// name, which this process is about to open anew: one it closed since (a
+// VIP whose service left the catalog and came back) or one it was handed
+// and could not use. While systemd holds it, it stays bound, so that the
+// new socket could not bind, and it queues connections that nobody
+// accepts. It reports whether it asked.
+func (s *Set) releaseStored(name string) bool {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, held := s.stored[name]; !held || sock == "" {
+		return false
+	}
+	if err := NotifyFDStoreRemove(sock, name); err != nil {
+		s.log.Warn("systemd's store keeps a socket the agent opens anew; binding may fail", "name", name, "err", err)
+		return false
+	}
+	delete(s.stored, name)
+	s.dropKept(name)
+	s.log.Info("socket removed from systemd's store to be opened anew", "name", name)
+	return true
+}
+
+// dropKept closes the kept duplicate of name, if any. s.mu is held.
+func (s *Set) dropKept(name string) {
+	if f := s.kept[name]; f != nil {
+		f.Close()
+		delete(s.kept, name)
+	}
+}
+
+// bindWaits are the pauses between binds while systemd closes a socket it
+// was asked to remove from its store, which it does when its event loop
+// reads the message: within milliseconds.
+var bindWaits = []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
+
+// bindRetrying calls bind, and when it fails with EADDRINUSE after the
+// socket bound there was released from systemd's store, calls it again
+// after each of bindWaits.
+func bindRetrying[T any](released bool, bind func() (T, error)) (T, error) {
+	sock, err := bind()
+	if !released {
+		return sock, err
+	}
+	for _, wait := range bindWaits {
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+		time.Sleep(wait)
+		sock, err = bind()
+	}
+	return sock, err
 }
 
 // AllClaimed returns a channel closed once every inherited socket has been

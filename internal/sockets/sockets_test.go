@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the helper process of the tests that need a
@@ -57,6 +59,18 @@ func helperSuccessor() int {
 	if err := s.SignalReady(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	// The predecessor's WATCHDOG_PID names the predecessor: a successor
+	// that kept it would never ping systemd's watchdog.
+	if pid, ok := os.LookupEnv("WATCHDOG_PID"); ok {
+		fmt.Fprintln(os.Stderr, "inherited WATCHDOG_PID", pid)
+		return 5
+	}
+	// Answer only once the predecessor handed over: its answers are
+	// "predecessor" until then.
+	if err := s.AwaitHandover(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 4
 	}
 	var n int
 	fmt.Sscan(os.Getenv("HELPER_CONNS"), &n)
@@ -148,7 +162,9 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	}
 	defer early.Close()
 
-	cmd := helperCmd(t, "successor", "HELPER_ADDR="+addr, "HELPER_CONNS=2")
+	// WATCHDOG_PID as systemd sets it for the predecessor, the main
+	// process: the successor must not inherit it.
+	cmd := helperCmd(t, "successor", "HELPER_ADDR="+addr, "HELPER_CONNS=2", "WATCHDOG_PID=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	succ, err := s.StartSuccessor(ctx, cmd)
@@ -162,6 +178,9 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	// Close from returning.
 	assertNonblocking(t, ln.(syscall.Conn))
 	if err := succ.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := succ.Handover(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -183,6 +202,34 @@ func TestHandoffAcrossReexec(t *testing.T) {
 	}
 	if err := succ.Wait(); err != nil {
 		t.Errorf("successor: %v", err)
+	}
+}
+
+// TestSuccessorNotHandedOver: a successor whose predecessor exits after
+// it is ready but without handing over (under systemd: without naming it
+// the main process) learns so, and does not act as the main process.
+func TestSuccessorNotHandedOver(t *testing.T) {
+	s := New(nil)
+	ln, err := s.Listener("api", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := helperCmd(t, "successor", "HELPER_ADDR="+ln.Addr().String(), "HELPER_CONNS=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	succ, err := s.StartSuccessor(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(succ.Abort)
+	if err := succ.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Wait closes the pipe without the handover message.
+	var ee *exec.ExitError
+	if err := succ.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Errorf("successor without a handover: %v, want exit status 4 (AwaitHandover failed)", err)
 	}
 }
 
@@ -544,4 +591,73 @@ func assertNonblocking(t *testing.T, c syscall.Conn) {
 	if flags&syscall.O_NONBLOCK == 0 {
 		t.Error("the socket lost O_NONBLOCK")
 	}
+}
+
+// TestListenerBacklog: a listener the Set hands out queues as many pending
+// connections as the kernel allows (net.core.somaxconn), also one inherited
+// from a process that asked for fewer, and whatever Go found in /proc/sys
+// (the unit's ProcSubset=pid hides it, and Go then asks for 128).
+func TestListenerBacklog(t *testing.T) {
+	somaxconn := 4096
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		fmt.Sscan(string(b), &somaxconn)
+	}
+	want := min(somaxconn, listenBacklog)
+
+	// A socket listening with a backlog of 16, as a predecessor left it.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 16); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	s := New(nil)
+	s.add("api", os.NewFile(uintptr(fd), "api"), "handoff")
+	if got := backlogOf(t, fd); got != 16 {
+		t.Fatalf("the inherited socket's backlog is %d before the Set takes it, want 16", got)
+	}
+
+	inherited, err := s.Listener("api", "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	fresh, err := s.Listener("vip-127.0.0.1_0", "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for name, ln := range map[string]net.Listener{"inherited": inherited, "new": fresh} {
+		rc, err := ln.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := rc.Control(func(fd uintptr) { got = backlogOf(t, int(fd)) }); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s listener: backlog %d, want %d", name, got, want)
+		}
+	}
+}
+
+// backlogOf reads a listening socket's backlog: for a socket in LISTEN,
+// TCP_INFO's tcpi_sacked holds it.
+func backlogOf(t *testing.T, fd int) int {
+	t.Helper()
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		t.Fatalf("TCP_INFO: %v", err)
+	}
+	return int(info.Sacked)
 }

@@ -184,7 +184,9 @@ func (h *Host) waitReadyz(ctx context.Context, status int) readiness {
 	var last string
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		code, r, err := h.readyz(ctx)
-		if err == nil && code == status && r.Ready == (status == http.StatusOK) && len(r.Checks) == 3 {
+		// gossip, certificate and policy, and the catalog since it is
+		// carried over a restart.
+		if err == nil && code == status && r.Ready == (status == http.StatusOK) && len(r.Checks) >= 3 {
 			t.Logf("%s: /readyz %d: %+v", h.Name, code, r.Checks)
 			return r
 		}
