@@ -137,7 +137,8 @@ type opened struct {
 
 // connect opens a stream to an instance of rq.service: for a connection,
 // an accepted stream; for a request, a pipelined one. It tries up to
-// ConnectAttempts instances while ctx lasts.
+// ConnectAttempts instances (connectOnce), and tries again while ctx lasts
+// when every one failed as a restarting agent does.
 //
 // An instance gets the stream only if it may serve its service: the
 // IdentityPolicy lets its node hold the service's identity, and the
@@ -148,11 +149,56 @@ type opened struct {
 // The attempts it made are in opened, or with an error in *attempts when
 // attempts is not nil.
 func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
+	wait := restartBackoff
+	for {
+		op, restarting, err := t.connectOnce(ctx, rq, attempts)
+		if err == nil || !restarting {
+			return op, err
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return nil, err
+		}
+		t.m.attemptFailures.WithLabelValues("waiting_for_restart").Inc()
+		t.log.Debug("every instance is restarting or unreachable; trying again", "service", rq.service, "wait", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, err
+		}
+		wait = min(2*wait, maxRestartBackoff)
+	}
+}
+
+// When every instance a connection may go to is restarting (its agent
+// refuses as shutting down, or cannot be reached), the connection tries
+// again, backing off, until its connect timeout: an agent restarted by
+// systemctl restart or upgraded in place serves again within a second, and
+// the app should see a delay, not a failure (docs/restart.md).
+const (
+	restartBackoff    = 50 * time.Millisecond
+	maxRestartBackoff = 400 * time.Millisecond
+)
+
+// restartingFailure reports whether err is what an instance whose agent
+// restarts answers: a refusal while it shuts down, a connection lost, or
+// no connection at all.
+func restartingFailure(err error) bool {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return re.Code == wire.CodeShuttingDown
+	}
+	return errors.Is(err, ErrPeerUnreachable) || errors.Is(err, tunnel.ErrConnLost)
+}
+
+// connectOnce tries the instances of rq once, up to ConnectAttempts of
+// them. restarting reports that every attempt failed as an instance whose
+// agent restarts fails (restartingFailure).
+func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *int) (_ *opened, restarting bool, _ error) {
 	snap := t.deps.Catalog.Current()
 	sub := t.route(snap, rq.service, rq.targets)
 	cands := snap.Passing(sub.service, sub.firstTag())
 	if len(cands) == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
+		return nil, false, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
 	port := rq.port
 	portFor := func(in *catalog.Instance) int {
@@ -197,6 +243,7 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 	}
 	var lastErr, lastSkip error
 	retriedGone := false
+	restarting = true
 	for attempt := 0; attempt < t.cfg.ConnectAttempts; {
 		if err := ctx.Err(); err != nil {
 			if lastErr == nil {
@@ -231,7 +278,7 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 			*attempts = attempt + 1
 		}
 		if err == nil {
-			return &opened{st: st, ep: ep, key: keyOf(in), start: t0, attempts: attempt + 1}, nil
+			return &opened{st: st, ep: ep, key: keyOf(in), start: t0, attempts: attempt + 1}, false, nil
 		}
 		ep.End()
 		if nh, ok := errors.AsType[*tunnel.NotHolderError](err); ok {
@@ -241,10 +288,11 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 		}
 		attempt++
 		lastErr = err
+		restarting = restarting && restartingFailure(err)
 		var re *RefusedError
 		if errors.As(err, &re) && !re.Code.Retryable() {
 			t.m.attemptFailures.WithLabelValues(re.Code.String()).Inc()
-			return nil, err // policy and identity refusals are final
+			return nil, false, err // policy and identity refusals are final
 		}
 		if errors.Is(err, tunnel.ErrConnLost) && !retriedGone {
 			// Not the instance's fault: try it again on a fresh connection.
@@ -260,12 +308,13 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 	}
 	switch {
 	case lastErr != nil:
+		return nil, restarting && ctx.Err() == nil, lastErr
 	case lastSkip != nil:
 		lastErr = fmt.Errorf("%w: %s: no instance may serve it; last skipped: %w", ErrNoInstance, sub.service, lastSkip)
 	default:
 		lastErr = fmt.Errorf("%w: %s (none reachable on port %d)", ErrNoInstance, sub.service, port)
 	}
-	return nil, lastErr
+	return nil, false, lastErr
 }
 
 // httpExtension marks a stream as carrying one request.

@@ -100,8 +100,9 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	describeRequest(o, req)
 	// The app's span is a child of this agent's server span, whatever
 	// the caller's app sent.
-	ir.traceparent[0] = spans.Traceparent(o.Trace)
-	req.Header["Traceparent"] = ir.traceparent[:]
+	// Not pooled: the client to the app (HTTP/2's writer goroutine) may
+	// still read the request's headers after ServeStream returns.
+	req.Header["Traceparent"] = []string{spans.Traceparent(o.Trace)}
 	answer := func(resp *http.Response) {
 		resp.Close = false // the stream's end ends the answer
 		bw := p.getWriter(s)

@@ -132,10 +132,9 @@ func meshErrorIn(br *bufio.Reader) string {
 }
 
 // inboundRecord is what the record of an inbound request needs, pooled:
-// the record, and the traceparent header given to the app.
+// the record.
 type inboundRecord struct {
-	call        observe.Call
-	traceparent [1]string
+	call observe.Call
 }
 
 // recordNames keeps the names records give a node's local services and
