@@ -234,8 +234,10 @@ type Tunnel struct {
 	// IdleTimeout closes proxied connections idle this long. Default: 1h.
 	IdleTimeout api.Duration `yaml:"idle_timeout"`
 	// MaxStreamsPerPeer caps the concurrent streams one peer agent may open.
-	// Default: half the open-file limit, between 4096 and 65536 (32768
-	// under the shipped unit).
+	// Each holds a descriptor on this host (its connection to the local
+	// app), hence the default. A peer over it is refused at once as
+	// overloaded. Default: half the open-file limit, between 4096 and 65536
+	// (32768 under the shipped unit).
 	MaxStreamsPerPeer int `yaml:"max_streams_per_peer"`
 	// DrainTimeout is how long a stopping agent, once it has left the
 	// cluster, waits for the connections it carries to end before it cuts
