@@ -245,8 +245,9 @@ func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream,
 
 // creditWait bounds the wait for stream credit from a peer. Credit comes
 // back within a round trip of a stream closing, and a peer over its own
-// limit is refused by admission below the QUIC credit (tunnel.Config's
-// QUIC stream headroom); a longer wait means the peer grants no more.
+// limit is refused by admission below the QUIC credit (the headroom of
+// transport's quicStreamCredit); a longer wait means the peer grants no
+// more.
 const creditWait = 250 * time.Millisecond
 
 var errNoCredit = errors.New("the peer grants no more streams on this connection (its tunnel.max_streams_per_peer is reached)")
