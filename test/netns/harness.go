@@ -259,6 +259,14 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	h.mu.Lock()
 	h.procs = append(h.procs, p)
 	h.mu.Unlock()
+	// Cleanups run last first: this one, registered after the temp dirs
+	// the process writes in (its log's, an agent's data dir), stops it
+	// before they are removed, which a file it writes meanwhile would
+	// fail. Net's destroy, registered before, finds it gone.
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGKILL)
+		<-p.done
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := os.ReadFile(logPath)
