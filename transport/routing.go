@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
@@ -23,6 +24,7 @@ import (
 type routing struct {
 	bal        *balance.Balancer
 	eps        *balance.Table[epKey]
+	groups     sync.Map // lower-case service -> *balance.Group, its ejection policy and cap
 	skipLogged sync.Map // epKey -> *atomic.Int64: unix ns of the last log of a skip
 }
 
@@ -149,6 +151,12 @@ type opened struct {
 // The attempts it made are in opened, or with an error in *attempts when
 // attempts is not nil.
 func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
+	// Waiting for a stream is bounded by the destination's max_pending.
+	br, err := t.acquire(rq.service, breaker.Pending)
+	if err != nil {
+		return nil, err
+	}
+	defer br.Release(breaker.Pending)
 	wait := restartBackoff
 	for {
 		op, restarting, err := t.connectOnce(ctx, rq, attempts)
@@ -200,6 +208,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 	if len(cands) == 0 {
 		return nil, false, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
+	grp := t.group(sub.service)
 	port := rq.port
 	portFor := func(in *catalog.Instance) int {
 		switch {
@@ -252,7 +261,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			break
 		}
 		i := t.lb.bal.Pick(len(cands), func(i int) *balance.Endpoint {
-			return t.lb.eps.Get(keyOf(&cands[i]))
+			return t.endpoint(&cands[i], grp)
 		}, skip)
 		if i < 0 {
 			break
@@ -265,7 +274,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 				continue
 			}
 		}
-		ep := t.lb.eps.Get(keyOf(in))
+		ep := t.endpoint(in, grp)
 		hdr.Service = in.Service.Name
 		hdr.Port = uint16(portFor(in))
 		if dl, ok := ctx.Deadline(); ok {
@@ -301,7 +310,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			t.log.Debug("connection to peer lost; retrying on a new one", "node", in.Member.Node, "err", err)
 			continue
 		}
-		ep.Failure()
+		ep.Failure(balance.ConnectFailure)
 		tried = append(tried, i)
 		t.m.attemptFailures.WithLabelValues(failureReason(err)).Inc()
 		t.log.Debug("connect attempt failed", "service", hdr.Service, "node", in.Member.Node, "attempt", attempt, "err", err)

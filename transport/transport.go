@@ -65,6 +65,7 @@ import (
 	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
@@ -168,10 +169,11 @@ type Transport struct {
 	tun      *tunnel.Tunnel // peer pool, streams, inbound admission
 	handlers handlerSet     // protocol handlers, transport/l4 first
 
-	lb     routing                    // balancer state of instances
-	lns    listenerSet                // VIPs, listeners and their reconciliation
-	local  atomic.Pointer[localState] // this node's services
-	nodeID string                     // this node's SPIFFE ID, the default caller identity
+	lb       routing                    // balancer state of instances
+	breakers *breaker.Set               // circuit breakers of destinations
+	lns      listenerSet                // VIPs, listeners and their reconciliation
+	local    atomic.Pointer[localState] // this node's services
+	nodeID   string                     // this node's SPIFFE ID, the default caller identity
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -273,6 +275,9 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.breakers, err = breaker.NewSet(reg); err != nil {
+		return nil, fmt.Errorf("transport: metrics: %w", err)
+	}
 	perRequest, err := l7.New(l7.Config{
 		IdleTimeout:      cfg.IdleTimeout,
 		HeaderTimeout:    cfg.HeaderTimeout,
@@ -282,6 +287,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		TrustDomain:      cfg.TrustDomain,
 	}, l7.Deps{
 		Resilience: deps.Resilience,
+		Breakers:   t.breakers,
 		Protocol: func(service string) policy.Protocol {
 			if deps.Protocols == nil {
 				return policy.ProtocolHTTP
@@ -302,6 +308,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 	if t.m, err = newMetrics(reg); err != nil {
 		return nil, fmt.Errorf("transport: metrics: %w", err)
 	}
+	bal.OnEvent(t.outlierEvent)
 	return t, nil
 }
 

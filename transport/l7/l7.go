@@ -52,6 +52,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -153,6 +154,10 @@ type Deps struct {
 	// Resilience gives the settings for calls to a service; it must not
 	// block. nil applies policy.DefaultResilience.
 	Resilience func(service string) *policy.Resilience
+	// Breakers are the circuit breakers of destinations: each request
+	// holds one of its destination's max_requests until its answer is
+	// relayed. nil bounds nothing.
+	Breakers *breaker.Set
 	// Protocol gives a local service's protocol ("http", "http2", "grpc"),
 	// which decides how the app is spoken to. nil means "http".
 	Protocol func(service string) policy.Protocol

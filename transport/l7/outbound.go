@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -54,6 +55,7 @@ type call struct {
 	trace    wire.TraceContext
 	idle     time.Duration      // ends an answer that stalls this long
 	res      *policy.Resilience // the destination's, read once by budget
+	admitted *breaker.Breaker   // holds a max_requests slot, given back by end
 
 	// Of the answer being relayed, set by a successful try.
 	br        *bufio.Reader // reads the answer from the stream
@@ -124,6 +126,9 @@ func (c *call) send() (*http.Response, *meshError) {
 		return nil, me
 	}
 	c.ctx = ctx
+	if me := c.admit(); me != nil {
+		return nil, me
+	}
 	if me := c.prepare(); me != nil {
 		return nil, me
 	}
@@ -360,6 +365,10 @@ func (c *call) end() {
 	if c.cancel != nil {
 		c.cancel()
 		c.cancel = nil
+	}
+	if c.admitted != nil {
+		c.admitted.Release(breaker.Requests)
+		c.admitted = nil
 	}
 	if !c.recorded {
 		c.recorded = true
