@@ -36,7 +36,7 @@ func (t *Transport) handleOutbound(c *net.TCPConn, l *outListener) {
 	// The destination's max_connections bounds the applications'
 	// connections, L4 and L7 alike: over it the application sees a reset,
 	// at once.
-	br, err := t.acquire(l.service, breaker.Connections)
+	br, err := t.acquire(l.service, t.resilience(l.service), breaker.Connections)
 	if err != nil {
 		t.m.outbound.WithLabelValues("circuit_open").Inc()
 		t.log.Debug("outbound connection refused", "service", l.service, "source", call.source, "err", err)

@@ -38,31 +38,41 @@ func limitOf(res *policy.Resilience, l breaker.Limit) int {
 	return 0
 }
 
-// acquire takes one unit of service's limit l, or returns an error
-// wrapping breaker.ErrCircuitOpen that names the service and the limit.
-func (t *Transport) acquire(service string, l breaker.Limit) (*breaker.Breaker, error) {
+// acquire takes one unit of service's limit l in res (service's
+// Resilience), or returns an error wrapping breaker.ErrCircuitOpen that
+// names the service and the limit.
+func (t *Transport) acquire(service string, res *policy.Resilience, l breaker.Limit) (*breaker.Breaker, error) {
 	b := t.breakers.For(service)
-	if max := limitOf(t.resilience(service), l); !b.Acquire(l, max) {
+	if max := limitOf(res, l); !b.Acquire(l, max) {
 		return nil, fmt.Errorf("%w: %s: %s %d reached", breaker.ErrCircuitOpen, service, l, max)
 	}
 	return b, nil
 }
 
 // group returns the ejection group of service, its policy brought up to
-// date with the service's outlier_detection.
-func (t *Transport) group(service string) *balance.Group {
+// date with res, the service's Resilience (nil: look it up).
+func (t *Transport) group(service string, res *policy.Resilience) *balance.Group {
 	key := strings.ToLower(service)
 	v, ok := t.lb.groups.Load(key)
 	if !ok {
 		v, _ = t.lb.groups.LoadOrStore(key, t.lb.bal.NewGroup(service))
 	}
 	g := v.(*balance.Group)
-	if od := t.resilience(service).OutlierDetection; od != nil {
+	if res == nil {
+		res = t.resilience(service)
+	}
+	if od := res.OutlierDetection; od != nil {
+		pct := od.MaxEjectedPercent
+		if pct == 0 {
+			// docs/policy.md: a zero field takes the default, which
+			// ResilienceFor fills in for the durations only.
+			pct = policy.DefaultResilience.OutlierDetection.MaxEjectedPercent
+		}
 		g.SetPolicy(balance.OutlierPolicy{
 			ConsecutiveErrors: od.ConsecutiveErrors,
 			Interval:          time.Duration(od.Interval),
 			BaseEjectionTime:  time.Duration(od.BaseEjectionTime),
-			MaxEjectedPercent: od.MaxEjectedPercent,
+			MaxEjectedPercent: pct,
 		})
 	}
 	return g

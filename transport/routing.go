@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/spans"
@@ -125,6 +126,8 @@ type connectReq struct {
 	avoid []epKey
 	// trace is the trace context for the header; zero starts a new trace.
 	trace wire.TraceContext
+	// res is service's Resilience, read once by connect.
+	res *policy.Resilience
 }
 
 // opened is a stream connect opened: the stream, the instance's balancer
@@ -152,7 +155,8 @@ type opened struct {
 // attempts is not nil.
 func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
 	// Waiting for a stream is bounded by the destination's max_pending.
-	br, err := t.acquire(rq.service, breaker.Pending)
+	rq.res = t.resilience(rq.service)
+	br, err := t.acquire(rq.service, rq.res, breaker.Pending)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +212,11 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 	if len(cands) == 0 {
 		return nil, false, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
-	grp := t.group(sub.service)
+	res := rq.res
+	if sub.service != rq.service {
+		res = nil // a split to another service: that one's policy
+	}
+	grp := t.group(sub.service, res)
 	port := rq.port
 	portFor := func(in *catalog.Instance) int {
 		switch {
