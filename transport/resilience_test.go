@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l7"
 )
 
@@ -331,5 +332,53 @@ func TestOutlierEjectsKilledInstance(t *testing.T) {
 	o, _ := client.outlier(dead)
 	if o.Service != "db" || o.Ejections != 1 || remaining(t, o) <= 59*time.Minute {
 		t.Errorf("status of the stopped instance: %+v", o)
+	}
+}
+
+// TestL7CircuitBreakerMaxPending: with max_pending 1 and one request
+// waiting on a connect to an agent that does not answer, a second request
+// fails at once with 503 circuit_open.
+func TestL7CircuitBreakerMaxPending(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	pol.res["web"] = &policy.Resilience{
+		CircuitBreaker: &policy.CircuitBreaker{MaxPending: 1},
+		Timeouts:       &policy.Timeouts{Request: policy.Duration(time.Second)},
+	}
+	m := newMesh(t)
+	// The instance's agent stops before anyone connects, leaving its UDP
+	// socket bound and unread: a QUIC dial to it waits for its timeout.
+	mute := m.addAgent("mute", []LocalService{{Name: "web", Ports: []int{8080}}}, agentOpts{deps: pol.deps})
+	mute.tr.Close()
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "web", 8080)
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+
+	first := make(chan int, 1)
+	go func() {
+		resp, err := c.Get("http://" + vip + "/")
+		if err != nil {
+			first <- -1
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	eventually(t, "the first request to wait on a connect", func() bool {
+		return client.tr.breakers.For("web").InUse(breaker.Pending) == 1
+	})
+	resp, body := get(t, c, "GET", "http://"+vip+"/", nil)
+	if resp.StatusCode != 503 || resp.Header.Get(l7.ErrorHeader) != l7.ReasonCircuitOpen || !strings.Contains(body, "max_pending 1") {
+		t.Errorf("second request: %d %q %q", resp.StatusCode, resp.Header.Get(l7.ErrorHeader), body)
+	}
+	if got := client.metric(t, MetricCircuitRejected, "service", "web", "limit", "max_pending"); got != 1 {
+		t.Errorf("%s{limit=max_pending} = %v, want 1", MetricCircuitRejected, got)
+	}
+	if code := <-first; code < 500 {
+		t.Errorf("the request to a silent instance ended with %d", code)
+	}
+	if n := client.tr.breakers.For("web").InUse(breaker.Pending); n != 0 {
+		t.Errorf("%d pending after the request ended", n)
 	}
 }
