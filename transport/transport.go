@@ -122,8 +122,10 @@ type Deps struct {
 	// Routes gives the Route rules of per-request services. nil sends
 	// every request to the default split.
 	Routes RouteSource
-	// Resilience gives the timeouts of calls to a service. nil applies
-	// policy.DefaultResilience.
+	// Resilience gives the settings of calls to a service: timeouts,
+	// circuit breaker limits and outlier detection, read per connection
+	// and request, so that a change applies without a restart. It must
+	// not block. nil applies policy.DefaultResilience.
 	Resilience func(service string) *policy.Resilience
 	// RequestAuthorizer decides each request to a local per-request
 	// service (L7 intentions). nil allows every request whose stream the
@@ -169,11 +171,12 @@ type Transport struct {
 	tun      *tunnel.Tunnel // peer pool, streams, inbound admission
 	handlers handlerSet     // protocol handlers, transport/l4 first
 
-	lb       routing                    // balancer state of instances
-	breakers *breaker.Set               // circuit breakers of destinations
-	lns      listenerSet                // VIPs, listeners and their reconciliation
-	local    atomic.Pointer[localState] // this node's services
-	nodeID   string                     // this node's SPIFFE ID, the default caller identity
+	lb     routing                    // balancer state of instances
+	lns    listenerSet                // VIPs, listeners and their reconciliation
+	local  atomic.Pointer[localState] // this node's services
+	nodeID string                     // this node's SPIFFE ID, the default caller identity
+
+	breakers *breaker.Set // circuit breakers of destinations
 
 	ctx     context.Context
 	cancel  context.CancelFunc
