@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -424,7 +425,13 @@ func (c *call) fail(me *meshError) {
 	p := c.p
 	p.m.meshErrors.WithLabelValues(outbound, me.reason).Inc()
 	p.m.requests.WithLabelValues(outbound, class(me.status)).Inc()
-	p.log.Info("request failed in the mesh", "service", c.rt.Destination(), "method", c.r.Method,
+	level := slog.LevelInfo
+	if me.reason == ReasonCircuitOpen {
+		// An open breaker refuses requests by the thousand; its metric
+		// counts them.
+		level = slog.LevelDebug
+	}
+	p.log.Log(context.Background(), level, "request failed in the mesh", "service", c.rt.Destination(), "method", c.r.Method,
 		"path", c.r.URL.Path, "reason", me.reason, "status", me.status, "detail", me.detail)
 }
 
