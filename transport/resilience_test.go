@@ -134,6 +134,24 @@ func TestL4CircuitBreakerMaxConnections(t *testing.T) {
 		defer c.Close()
 		return echoes(c, "again") == nil
 	})
+
+	// The limit raised by policy applies without a restart: three
+	// connections are carried at once.
+	pol.mu.Lock()
+	pol.res["db"] = &policy.Resilience{CircuitBreaker: &policy.CircuitBreaker{MaxConnections: 3}}
+	pol.mu.Unlock()
+	second := dial(t, vip)
+	if err := echoes(second, "raised"); err != nil {
+		t.Fatalf("a connection under the raised limit: %v", err)
+	}
+	eventually(t, "a third connection under the raised limit", func() bool {
+		c, err := net.Dial("tcp", vip)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return echoes(c, "third") == nil
+	})
 }
 
 // outlier finds instance in a's status.
@@ -379,5 +397,53 @@ func TestL7CircuitBreakerMaxPending(t *testing.T) {
 	}
 	if n := client.tr.breakers.For("web").InUse(breaker.Pending); n != 0 {
 		t.Errorf("%d pending after the request ended", n)
+	}
+}
+
+// TestOutlierCapWhenEveryInstanceFails: with every instance answering 503
+// and max_ejected_percent 50, no more than one of three instances is ever
+// ejected at once, and one is.
+func TestOutlierCapWhenEveryInstanceFails(t *testing.T) {
+	pol := newL7Policy()
+	pol.protos["web"] = "http"
+	pol.res["web"] = &policy.Resilience{OutlierDetection: &policy.OutlierDetection{
+		ConsecutiveErrors: 1, Interval: policy.Duration(time.Minute), BaseEjectionTime: policy.Duration(time.Hour), MaxEjectedPercent: 50,
+	}}
+	m := newMesh(t)
+	port := 0
+	for i := range 3 {
+		addr := fmt.Sprintf("127.0.0.%d:%d", i+1, port)
+		app := startHTTPAppWith(t, fmt.Sprint("web-", i), addr, func(s *http.Server) {
+			s.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+		})
+		port = app.port
+		m.addAgent(fmt.Sprint("s", i), []LocalService{{Name: "web", Address: fmt.Sprintf("127.0.0.%d", i+1), Ports: []int{port}}},
+			agentOpts{deps: pol.deps})
+	}
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps, cfg: randomPicks})
+	vip := client.vipAddr(t, "web", port)
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	most := 0
+	for range 60 {
+		if resp, _ := get(t, c, "GET", "http://"+vip+"/", nil); resp.StatusCode != 503 {
+			t.Fatalf("status %d, want the apps' 503", resp.StatusCode)
+		}
+		n := 0
+		for _, o := range client.tr.Status().Outliers {
+			if o.Ejected {
+				n++
+			}
+		}
+		most = max(most, n)
+		if n > 1 {
+			t.Fatalf("%d of 3 instances ejected at once, over max_ejected_percent 50", n)
+		}
+	}
+	if most != 1 {
+		t.Fatalf("no instance ejected although all failed")
+	}
+	if got := client.metric(t, MetricEjections, "service", "web"); got != 1 {
+		t.Errorf("%s = %v, want 1", MetricEjections, got)
 	}
 }
