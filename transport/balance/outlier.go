@@ -231,7 +231,9 @@ func (e *Endpoint) settle(now time.Duration, es *events) {
 // success ends the failure streak; e.mu is held.
 func (e *Endpoint) success() events {
 	var es events
-	e.settle(e.b.now(), &es)
+	if e.out.ejectedUntil.Load() != 0 || e.out.probationUntil != 0 {
+		e.settle(e.b.now(), &es) // else there is nothing to settle
+	}
 	e.out.failures = 0
 	return es
 }
