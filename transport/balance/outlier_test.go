@@ -275,3 +275,16 @@ func TestConcurrentFailuresRespectCap(t *testing.T) {
 		t.Fatalf("%d of 8 ejected at 25%%, want 2", got)
 	}
 }
+
+// BenchmarkCallFeedback is what each call costs the balancer with nothing
+// failing: start, success, end, as transport reports a request.
+func BenchmarkCallFeedback(b *testing.B) {
+	bal := New(Config{}, 1, nil)
+	e := bal.NewEndpointIn(bal.NewGroup("web"), "n/web")
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Start()
+		e.Success(time.Millisecond)
+		e.End()
+	}
+}
