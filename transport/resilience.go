@@ -21,29 +21,12 @@ func (t *Transport) resilience(service string) *policy.Resilience {
 	return t.deps.Resilience(service)
 }
 
-// limit is service's circuit_breaker value of l; 0 means none.
-func limitOf(res *policy.Resilience, l breaker.Limit) int {
-	cb := res.CircuitBreaker
-	if cb == nil {
-		return 0
-	}
-	switch l {
-	case breaker.Connections:
-		return cb.MaxConnections
-	case breaker.Pending:
-		return cb.MaxPending
-	case breaker.Requests:
-		return cb.MaxRequests
-	}
-	return 0
-}
-
 // acquire takes one unit of service's limit l in res (service's
 // Resilience), or returns an error wrapping breaker.ErrCircuitOpen that
 // names the service and the limit.
 func (t *Transport) acquire(service string, res *policy.Resilience, l breaker.Limit) (*breaker.Breaker, error) {
 	b := t.breakers.For(service)
-	if max := limitOf(res, l); !b.Acquire(l, max) {
+	if max := breaker.Max(res.CircuitBreaker, l); !b.Acquire(l, max) {
 		return nil, fmt.Errorf("%w: %s: %s %d reached", breaker.ErrCircuitOpen, service, l, max)
 	}
 	return b, nil

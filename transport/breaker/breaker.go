@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/policy"
 )
 
 // ErrCircuitOpen means a call was refused because the destination's
@@ -51,6 +53,23 @@ func (l Limit) String() string {
 		return "max_requests"
 	}
 	return "unknown"
+}
+
+// Max is cb's value of l, what Acquire takes as max; nil cb or 0 means no
+// limit.
+func Max(cb *policy.CircuitBreaker, l Limit) int {
+	if cb == nil {
+		return 0
+	}
+	switch l {
+	case Connections:
+		return cb.MaxConnections
+	case Pending:
+		return cb.MaxPending
+	case Requests:
+		return cb.MaxRequests
+	}
+	return 0
 }
 
 // Breaker is the circuit breaker of one destination service. Safe for

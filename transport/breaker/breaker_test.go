@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/meshwork/meshwork/policy"
 )
 
 func newSet(t *testing.T) (*Set, *prometheus.Registry) {
@@ -115,6 +117,18 @@ func TestConcurrentNeverOverLimit(t *testing.T) {
 	}
 	if got := b.InUse(Requests); got != 0 {
 		t.Fatalf("in use after all released = %d", got)
+	}
+}
+
+func TestMaxReadsThePolicy(t *testing.T) {
+	cb := &policy.CircuitBreaker{MaxConnections: 1, MaxPending: 2, MaxRequests: 3}
+	for l, want := range map[Limit]int{Connections: 1, Pending: 2, Requests: 3} {
+		if got := Max(cb, l); got != want {
+			t.Errorf("Max(%s) = %d, want %d", l, got, want)
+		}
+		if got := Max(nil, l); got != 0 {
+			t.Errorf("Max(nil, %s) = %d, want 0 (no limit)", l, got)
+		}
 	}
 }
 

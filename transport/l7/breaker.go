@@ -16,10 +16,7 @@ func (c *call) admit() *meshError {
 	if bs == nil {
 		return nil
 	}
-	var limit int
-	if cb := c.res.CircuitBreaker; cb != nil {
-		limit = cb.MaxRequests
-	}
+	limit := breaker.Max(c.res.CircuitBreaker, breaker.Requests)
 	dest := c.rt.Destination()
 	b := bs.For(dest)
 	if !b.Acquire(breaker.Requests, limit) {
