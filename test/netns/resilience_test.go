@@ -71,6 +71,7 @@ type flakyApp struct {
 	failPct  atomic.Int64 // share of requests answered 503, in percent
 	delay    atomic.Int64 // added before every answer, ns
 	hits     atomic.Int64 // requests received
+	failed   atomic.Int64 // requests answered 503
 	inFlight atomic.Int64
 	maxIn    atomic.Int64 // the most requests in flight at once
 	mu       sync.Mutex
@@ -98,6 +99,7 @@ func (a *flakyApp) serve(w http.ResponseWriter, r *http.Request) {
 	fail := a.rng.IntN(100) < int(a.failPct.Load())
 	a.mu.Unlock()
 	if fail {
+		a.failed.Add(1)
 		http.Error(w, a.name+" fails on purpose", http.StatusServiceUnavailable)
 		return
 	}
@@ -119,6 +121,7 @@ func (m *resMesh) reset() {
 		a.failPct.Store(0)
 		a.delay.Store(0)
 		a.hits.Store(0)
+		a.failed.Store(0)
 		a.maxIn.Store(0)
 	}
 }
@@ -249,8 +252,9 @@ func resFlaky(t *testing.T, m *resMesh) {
 	rs := m.load(resCalls)
 	ok := succeeded(rs)
 	total, by := m.hits()
-	t.Logf("%d calls, %d succeeded (%.2f %%), %d attempts at the instances (%.3f per call): %v",
-		len(rs), ok, 100*float64(ok)/float64(len(rs)), total, float64(total)/float64(len(rs)), by)
+	answered503 := m.flaky["h3"].failed.Load()
+	t.Logf("%d calls, %d succeeded (%.2f %%), %d attempts at the instances (%.3f per call): %v; h3 answered 503 %d times",
+		len(rs), ok, 100*float64(ok)/float64(len(rs)), total, float64(total)/float64(len(rs)), by, answered503)
 	if len(rs) != resCalls {
 		t.Fatalf("%d calls made, want %d", len(rs), resCalls)
 	}
@@ -259,6 +263,11 @@ func resFlaky(t *testing.T, m *resMesh) {
 	}
 	if float64(total) > 1.2*float64(len(rs)) {
 		t.Errorf("%d attempts for %d calls, want at most 1.2 per call", total, len(rs))
+	}
+	// The budget (20 %, and 10 a second) has room for every one of them:
+	// a 503 that reached a caller was not retried.
+	if ok < len(rs) {
+		t.Errorf("%d calls failed though h3's %d failures fit in the retry budget: %v", len(rs)-ok, answered503, tallyOf(rs).failures)
 	}
 }
 
