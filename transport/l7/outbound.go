@@ -371,7 +371,7 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	bw := c.p.getWriter(s)
 	defer c.p.putWriter(bw)
 	r := c.r
-	if c.hedging && c.body != nil {
+	if c.hedging {
 		// Hedged tries write at once: each writes a copy of its own.
 		rc := *r
 		r = &rc

@@ -304,12 +304,14 @@ func (c *call) hedged(ctx context.Context, pl *retryPlan, preq policy.Request, a
 				tr.discard(c.p)
 				continue
 			}
-			if inFlight > 0 {
+			if cancels[1] != nil {
 				result := "lost"
 				if tr.hedge {
 					result = "won"
 				}
 				c.p.m.hedges.WithLabelValues(result).Inc()
+			}
+			if inFlight > 0 {
 				other := 1
 				if tr.hedge {
 					other = 0

@@ -1,0 +1,362 @@
+package transport
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshwork/meshwork/policy"
+)
+
+// scriptedApp is an instance's app whose answers a test scripts: it
+// counts every request it gets (the attempts, counted where they land)
+// and answers with handle.
+type scriptedApp struct {
+	name      string
+	port      int
+	srv       *http.Server
+	attempts  atomic.Int64 // requests received
+	cancelled atomic.Int64 // requests whose caller went away first
+	handle    func(a *scriptedApp, w http.ResponseWriter, r *http.Request)
+}
+
+func (a *scriptedApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.attempts.Add(1)
+	a.handle(a, w, r)
+}
+
+// startScriptedApps starts n apps on one port number, on 127.0.0.1,
+// 127.0.0.2, ..., as instances on n hosts would be.
+func startScriptedApps(t *testing.T, n int, handle func(a *scriptedApp, w http.ResponseWriter, r *http.Request)) []*scriptedApp {
+	t.Helper()
+	var apps []*scriptedApp
+	port := 0
+	for i := range n {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", i+1, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = ln.Addr().(*net.TCPAddr).Port
+		a := &scriptedApp{name: fmt.Sprintf("web-%d", i+1), port: port, handle: handle}
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetUnencryptedHTTP2(true)
+		a.srv = &http.Server{Handler: a, Protocols: &protos}
+		go a.srv.Serve(ln)
+		t.Cleanup(func() { a.srv.Close() })
+		apps = append(apps, a)
+	}
+	return apps
+}
+
+// retryPolicy adds Route rule options to the tests' policy.
+type retryPolicy struct {
+	*l7Policy
+	opts func(policy.Request) policy.RouteOptions
+}
+
+func (p *retryPolicy) RouteOptionsFor(service string, req policy.Request) policy.RouteOptions {
+	if p.opts == nil || service != "web" {
+		return policy.RouteOptions{}
+	}
+	return p.opts(req)
+}
+
+func (p *retryPolicy) deps(d *Deps) {
+	p.l7Policy.deps(d)
+	d.Routes = p
+}
+
+// retryMesh runs web's apps each behind an agent of its own, and a
+// client agent; it returns the client and web's VIP address.
+func retryMesh(t *testing.T, pol *retryPolicy, apps []*scriptedApp) (*agent, string) {
+	t.Helper()
+	pol.protos["web"] = "http"
+	m := newMesh(t)
+	for i, a := range apps {
+		m.addAgent(fmt.Sprintf("s%d", i+1), []LocalService{{Name: "web", Address: fmt.Sprintf("127.0.0.%d", i+1), Ports: []int{a.port}}},
+			agentOpts{deps: pol.deps})
+	}
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	return client, client.vipAddr(t, "web", apps[0].port)
+}
+
+// retries is a Resilience with retries only.
+func retries(attempts int, percent, minPerSecond int, on ...policy.RetryCondition) *policy.Resilience {
+	return &policy.Resilience{Retries: &policy.Retries{Attempts: attempts, RetryOn: on,
+		Budget: &policy.RetryBudget{Percent: percent, MinPerSecond: minPerSecond}}}
+}
+
+// load sends n requests from workers goroutines, bounded by a deadline,
+// and returns how many were answered 200.
+func load(t *testing.T, url string, n, workers int, newReq func(i int) *http.Request) (ok int64) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}, Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	deadline := time.Now().Add(2 * time.Minute)
+	var next atomic.Int64
+	var okN atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				resp, err := c.Do(newReq(i))
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					okN.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := next.Load(); got < int64(n) {
+		t.Fatalf("sent %d of %d requests in the time allowed", got, n)
+	}
+	return okN.Load()
+}
+
+func getReq(url string) func(int) *http.Request {
+	return func(int) *http.Request {
+		r, _ := http.NewRequest("GET", url, nil)
+		return r
+	}
+}
+
+func totalAttempts(apps []*scriptedApp) int64 {
+	var n int64
+	for _, a := range apps {
+		n += a.attempts.Load()
+	}
+	return n
+}
+
+// TestL7RetryFlakyInstance: one of three instances fails 30 % of its
+// requests with 503. With retries on gateway errors, callers see at
+// least 99.9 % success, and the instances get at most 1.2 attempts per
+// request.
+func TestL7RetryFlakyInstance(t *testing.T) {
+	const requests = 3000
+	apps := startScriptedApps(t, 3, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		if a.name == "web-1" && a.attempts.Load()%10 < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, a.name)
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy()}
+	pol.res["web"] = retries(2, 20, 10, policy.RetryGatewayError)
+	client, vip := retryMesh(t, pol, apps)
+
+	ok := load(t, "http://"+vip+"/", requests, 16, getReq("http://"+vip+"/"))
+	attempts := totalAttempts(apps)
+	t.Logf("%d of %d answered 200; %d attempts at the instances (%d at the flaky one)", ok, requests, attempts, apps[0].attempts.Load())
+	if ok*1000 < requests*999 {
+		t.Errorf("%d of %d requests succeeded, want at least 99.9 %%", ok, requests)
+	}
+	if attempts*10 > requests*12 {
+		t.Errorf("%d attempts for %d requests, want at most 1.2 per request", attempts, requests)
+	}
+	if apps[0].attempts.Load() == 0 || attempts <= requests {
+		t.Errorf("the flaky instance got %d requests and %d were retried: the test did not test retries", apps[0].attempts.Load(), attempts-requests)
+	}
+	if got := client.metric(t, "meshwork_l7_retries_total", "reason", "gateway-error"); int64(got) != attempts-requests {
+		t.Errorf("meshwork_l7_retries_total{reason=gateway-error} = %v, want the %d extra attempts", got, attempts-requests)
+	}
+}
+
+// TestL7RetryBudgetStopsStorm: every instance fails. Retries stop at the
+// budget: at most (1 + 20 %) attempts per request reach the instances,
+// and the retries refused are counted.
+func TestL7RetryBudgetStopsStorm(t *testing.T) {
+	const requests = 1000
+	apps := startScriptedApps(t, 3, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy()}
+	pol.res["web"] = retries(3, 20, 0, policy.Retry5xx)
+	client, vip := retryMesh(t, pol, apps)
+
+	ok := load(t, "http://"+vip+"/", requests, 16, getReq("http://"+vip+"/"))
+	attempts := totalAttempts(apps)
+	t.Logf("%d attempts for %d requests", attempts, requests)
+	if ok != 0 {
+		t.Errorf("%d requests succeeded against instances that all fail", ok)
+	}
+	if attempts*10 > requests*12 {
+		t.Errorf("%d attempts for %d requests, want at most 1.2 per request: a retry storm", attempts, requests)
+	}
+	if attempts <= requests {
+		t.Errorf("no retry was made (%d attempts): the budget allows 20 %%", attempts)
+	}
+	if got := client.metric(t, "meshwork_l7_retries_budget_exhausted_total"); got == 0 {
+		t.Error("no retry was refused by the budget")
+	}
+}
+
+// TestL7RetryIdempotency: a POST answered 503 is not retried unless its
+// route marks it safe; a GET is; a PUT whose body is over 64 KiB is not.
+func TestL7RetryIdempotency(t *testing.T) {
+	apps := startScriptedApps(t, 3, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy(), opts: func(r policy.Request) policy.RouteOptions {
+		return policy.RouteOptions{RetryNonIdempotent: strings.HasPrefix(r.Path, "/safe")}
+	}}
+	// A floor of 1000 a second: the budget does not stand in the way.
+	pol.res["web"] = retries(2, 20, 1000, policy.RetryGatewayError)
+	_, vip := retryMesh(t, pol, apps)
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+
+	tests := []struct {
+		name, method, path string
+		body               int
+		wantAttempts       int64
+	}{
+		{"POST", "POST", "/orders", 10, 1},
+		{"PATCH", "PATCH", "/orders", 10, 1},
+		{"POST marked safe", "POST", "/safe/orders", 10, 3},
+		{"GET", "GET", "/orders", 0, 3},
+		{"PUT", "PUT", "/orders", 1 << 10, 3},
+		{"PUT over 64 KiB", "PUT", "/orders", 65<<10 + 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := totalAttempts(apps)
+			for i := range 5 {
+				req, _ := http.NewRequest(tt.method, "http://"+vip+tt.path, bytes.NewReader(make([]byte, tt.body)))
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					t.Fatalf("request %d: status %d, want the instances' 503 relayed", i, resp.StatusCode)
+				}
+			}
+			if got := totalAttempts(apps) - before; got != 5*tt.wantAttempts {
+				t.Errorf("%d attempts for 5 requests, want %d each", got, tt.wantAttempts)
+			}
+		})
+	}
+}
+
+// TestL7RetryNeverSentPOST: a POST whose stream an instance's agent
+// refuses (it never reached an app) is retried on another instance.
+func TestL7RetryNeverSentPOST(t *testing.T) {
+	apps := startScriptedApps(t, 2, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, a.name)
+	})
+	// web-1's app is gone: its agent answers 502 connect_failed.
+	apps[0].srv.Close()
+	pol := &retryPolicy{l7Policy: newL7Policy()}
+	pol.res["web"] = retries(2, 20, 1000, policy.RetryConnectFailure)
+	_, vip := retryMesh(t, pol, apps)
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	for i := range 20 {
+		resp, err := c.Post("http://"+vip+"/orders", "text/plain", strings.NewReader("order "+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "web-2" {
+			t.Fatalf("POST %d: %d %q, want web-2's answer after the retry", i, resp.StatusCode, b)
+		}
+	}
+	if got := apps[1].attempts.Load(); got != 20 {
+		t.Errorf("web-2 got %d requests, want each of the 20 once", got)
+	}
+}
+
+// TestL7Hedge: the instance a request goes to first holds it; after that
+// instance's p95 latency a hedge goes to the other one, whose answer
+// wins, and the first try is cancelled at its app.
+func TestL7Hedge(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		first = map[string]string{} // request id -> the app that got it first
+	)
+	apps := startScriptedApps(t, 2, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if id == "" {
+			io.WriteString(w, a.name) // warm-up: answer at once
+			return
+		}
+		mu.Lock()
+		_, seen := first[id]
+		if !seen {
+			first[id] = a.name
+		}
+		mu.Unlock()
+		if !seen {
+			// The slow instance: nothing until the caller gives up.
+			<-r.Context().Done()
+			a.cancelled.Add(1)
+			return
+		}
+		io.WriteString(w, a.name)
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy(), opts: func(r policy.Request) policy.RouteOptions {
+		return policy.RouteOptions{Hedge: r.Path == "/hedge"}
+	}}
+	pol.res["web"] = retries(1, 20, 100, policy.RetryGatewayError)
+	client, vip := retryMesh(t, pol, apps)
+	c := &http.Client{Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+
+	// Warm up: both instances' p95 needs samples.
+	for i := 0; apps[0].attempts.Load() < 30 || apps[1].attempts.Load() < 30; i++ {
+		if i == 1000 {
+			t.Fatalf("after %d requests the instances got %d and %d", i, apps[0].attempts.Load(), apps[1].attempts.Load())
+		}
+		get(t, c, "GET", "http://"+vip+"/", nil)
+	}
+	const hedged = 20
+	warm := totalAttempts(apps)
+	for i := range hedged {
+		id := strconv.Itoa(i)
+		resp, body := get(t, c, "GET", "http://"+vip+"/hedge", map[string]string{"X-Request-Id": id})
+		mu.Lock()
+		slow := first[id]
+		mu.Unlock()
+		if resp.StatusCode != http.StatusOK || body == "" || body == slow {
+			t.Fatalf("hedged request %d: %d %q; the slow instance was %q", i, resp.StatusCode, body, slow)
+		}
+	}
+	eventually(t, "every first try cancelled at its app", func() bool {
+		return apps[0].cancelled.Load()+apps[1].cancelled.Load() == hedged
+	})
+	// Usually the hedge wins; when the hedge reaches its app before the
+	// first try reaches its own, the first try answers and the hedge is
+	// the one held and cancelled.
+	won := client.metric(t, "meshwork_l7_hedges_total", "result", "won")
+	lost := client.metric(t, "meshwork_l7_hedges_total", "result", "lost")
+	if won+lost != hedged || won == 0 {
+		t.Errorf("meshwork_l7_hedges_total: won %v, lost %v; want %d in all, most of them won", won, lost, hedged)
+	}
+	if got := totalAttempts(apps) - warm; got != 2*hedged {
+		t.Errorf("%d attempts for %d hedged requests, want two each", got, hedged)
+	}
+}
