@@ -2,6 +2,8 @@ package transport
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,5 +361,55 @@ func TestL7Hedge(t *testing.T) {
 	}
 	if got := totalAttempts(apps) - warm; got != 2*hedged {
 		t.Errorf("%d attempts for %d hedged requests, want two each", got, hedged)
+	}
+}
+
+// TestL4ConnectRetriesDrawFromBudget: every instance's app refuses
+// connections, so each connection's connect would try three instances.
+// The retries after the first draw from the service's budget: at most
+// 20 % more dials than connections reach the instances.
+func TestL4ConnectRetriesDrawFromBudget(t *testing.T) {
+	const conns = 200
+	var dials atomic.Int64
+	refuse := func(d *Deps) {
+		d.DialLocal = func(ctx context.Context, network, address string) (net.Conn, error) {
+			dials.Add(1)
+			return nil, errors.New("test: the app refuses connections")
+		}
+	}
+	pol := newL7Policy()
+	pol.res["db"] = retries(2, 20, 0, policy.RetryConnectFailure)
+	m := newMesh(t)
+	for i := range 3 {
+		m.addAgent(fmt.Sprintf("s%d", i+1), []LocalService{{Name: "db", Ports: []int{5432}}}, agentOpts{deps: refuse})
+	}
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "db", 5432)
+	for i := range conns {
+		// The agent cuts a connection it cannot carry, sometimes before
+		// the dial returns.
+		c, err := net.Dial("tcp", vip)
+		if errors.Is(err, syscall.ECONNRESET) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("connection %d: read %d bytes, %v; want it closed", i, n, err)
+		}
+		c.Close()
+	}
+	got := dials.Load()
+	t.Logf("%d dials at the instances for %d connections", got, conns)
+	if got*10 > conns*12 {
+		t.Errorf("%d dials for %d connections, want at most 1.2 per connection", got, conns)
+	}
+	if got <= conns {
+		t.Errorf("%d dials for %d connections: no connect was retried", got, conns)
+	}
+	if n := client.metric(t, "meshwork_retrybudget_exhausted_total"); n == 0 {
+		t.Error("no connect retry was refused by the budget")
 	}
 }
