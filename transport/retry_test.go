@@ -413,3 +413,112 @@ func TestL4ConnectRetriesDrawFromBudget(t *testing.T) {
 		t.Error("no connect retry was refused by the budget")
 	}
 }
+
+// TestL7RetryPerTryTimeout: one instance never answers; after
+// per_try_timeout the request goes to the other one, and the first try is
+// cancelled at its app.
+func TestL7RetryPerTryTimeout(t *testing.T) {
+	apps := startScriptedApps(t, 2, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		if a.name == "web-1" {
+			<-r.Context().Done()
+			a.cancelled.Add(1)
+			return
+		}
+		io.WriteString(w, a.name)
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy()}
+	res := retries(1, 20, 100, policy.RetryGatewayError)
+	res.Retries.PerTryTimeout = policy.Duration(100 * time.Millisecond)
+	pol.res["web"] = res
+	_, vip := retryMesh(t, pol, apps)
+	c := &http.Client{Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	for i := range 10 {
+		resp, body := get(t, c, "GET", "http://"+vip+"/", nil)
+		if resp.StatusCode != http.StatusOK || body != "web-2" {
+			t.Fatalf("request %d: %d %q, want web-2's answer", i, resp.StatusCode, body)
+		}
+	}
+	if apps[0].attempts.Load() == 0 {
+		t.Fatal("no request went to the instance that does not answer: the test tested nothing")
+	}
+	eventually(t, "the timed-out tries cancelled at their app", func() bool {
+		return apps[0].cancelled.Load() == apps[0].attempts.Load()
+	})
+}
+
+// TestL7RetryGRPCUnavailable: the instance a call reaches first answers
+// a trailers-only UNAVAILABLE. On a route that marks its calls safe (gRPC
+// calls are POSTs) they are retried on the other instance; on another
+// route the UNAVAILABLE reaches the caller.
+func TestL7RetryGRPCUnavailable(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{} // call id -> an instance answered it
+	apps := startScriptedApps(t, 2, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		id := r.Header.Get("X-Request-Id")
+		mu.Lock()
+		first := !seen[id]
+		seen[id] = true
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/grpc")
+		if first {
+			w.Header().Set("Grpc-Status", "14")
+			w.Header().Set("Grpc-Message", "draining")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte{0, 0, 0, 0, 0})
+		w.Header().Set("Grpc-Status", "0")
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy(), opts: func(r policy.Request) policy.RouteOptions {
+		return policy.RouteOptions{RetryNonIdempotent: strings.HasPrefix(r.Path, "/pkg.Safe/")}
+	}}
+	pol.res["web"] = retries(1, 20, 100, policy.RetryGRPCUnavailable)
+	pol.protos["web"] = "grpc"
+	m := newMesh(t)
+	for i, a := range apps {
+		m.addAgent(fmt.Sprintf("s%d", i+1), []LocalService{{Name: "web", Address: fmt.Sprintf("127.0.0.%d", i+1), Ports: []int{a.port}}},
+			agentOpts{deps: pol.deps})
+	}
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "web", apps[0].port)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{Protocols: &protos}, Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	call := func(method, id string) (grpcStatus string) {
+		req, _ := http.NewRequest("POST", "http://"+vip+method, bytes.NewReader([]byte{0, 0, 0, 0, 0}))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("X-Request-Id", id)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if s := resp.Header.Get("Grpc-Status"); s != "" {
+			return s
+		}
+		return resp.Trailer.Get("Grpc-Status")
+	}
+	for i := range 20 {
+		if got := call("/pkg.Safe/Get", "safe-"+strconv.Itoa(i)); got != "0" {
+			t.Fatalf("marked call %d: grpc-status %q, want 0 after the retry", i, got)
+		}
+	}
+	if got := totalAttempts(apps); got != 40 {
+		t.Errorf("%d attempts for 20 marked calls, want two each", got)
+	}
+	for i := range 20 {
+		if got := call("/pkg.Other/Put", "other-"+strconv.Itoa(i)); got != "14" {
+			t.Fatalf("unmarked call %d: grpc-status %q, want the instance's 14", i, got)
+		}
+	}
+	if got := totalAttempts(apps); got != 60 {
+		t.Errorf("%d attempts for 20 unmarked calls, want one each", got-40)
+	}
+}
