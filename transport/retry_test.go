@@ -522,3 +522,64 @@ func TestL7RetryGRPCUnavailable(t *testing.T) {
 		t.Errorf("%d attempts for 20 unmarked calls, want one each", got-40)
 	}
 }
+
+// TestL7RetryDiscardsFailedAnswer: the instance a request reaches first
+// answers 503 with a body, short or long; the request is retried and the
+// failed answer discarded: drained when short, cut when long, and its
+// stream released at both agents.
+func TestL7RetryDiscardsFailedAnswer(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	apps := startScriptedApps(t, 2, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		mu.Lock()
+		first := !seen[id]
+		seen[id] = true
+		mu.Unlock()
+		if !first {
+			io.WriteString(w, "ok")
+			return
+		}
+		size, _ := strconv.Atoi(r.URL.Query().Get("body"))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(bytes.Repeat([]byte("x"), size))
+	})
+	pol := &retryPolicy{l7Policy: newL7Policy()}
+	pol.protos["web"] = "http"
+	pol.res["web"] = retries(1, 20, 100, policy.RetryGatewayError)
+	m := newMesh(t)
+	var servers []*agent
+	for i, a := range apps {
+		servers = append(servers, m.addAgent(fmt.Sprintf("s%d", i+1),
+			[]LocalService{{Name: "web", Address: fmt.Sprintf("127.0.0.%d", i+1), Ports: []int{a.port}}}, agentOpts{deps: pol.deps}))
+	}
+	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	vip := client.vipAddr(t, "web", apps[0].port)
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			tr := &http.Transport{}
+			if proto == "h2c" {
+				var protos http.Protocols
+				protos.SetUnencryptedHTTP2(true)
+				tr.Protocols = &protos
+			}
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			defer c.CloseIdleConnections()
+			for i, size := range []int{0, 1 << 10, 60 << 10, 300 << 10, 4 << 20} {
+				id := fmt.Sprintf("%s-%d", proto, i)
+				resp, body := get(t, c, "GET", fmt.Sprintf("http://%s/?body=%d", vip, size), map[string]string{"X-Request-Id": id})
+				if resp.StatusCode != http.StatusOK || body != "ok" {
+					t.Fatalf("failed answer of %d bytes: then %d %q, want the retry's ok", size, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	for _, s := range servers {
+		eventually(t, s.name+" to end every inbound request", func() bool {
+			return s.metric(t, "meshwork_l7_active_requests", "direction", "inbound") == 0
+		})
+	}
+	if got := client.metric(t, "meshwork_l7_active_requests", "direction", "outbound"); got != 0 {
+		t.Errorf("client: %v outbound requests still active", got)
+	}
+}

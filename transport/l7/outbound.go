@@ -59,9 +59,10 @@ type call struct {
 	// Of the answer being relayed, set by accept (retry.go).
 	br        *bufio.Reader // reads the answer from the stream
 	stream    *tunnel.Stream
-	failed    bool   // counts as a failure for the balancer
-	bodyBusy  bool   // a writer may still be reading the request body
-	finish    func() // ends the try
+	failed    bool       // counts as a failure for the balancer
+	bodyBusy  bool       // a writer may still be reading the request body
+	finish    func()     // ends an upgrade's try
+	won       *tryResult // the try whose answer is relayed
 	tryCancel context.CancelFunc
 	cancel    context.CancelFunc
 
@@ -190,6 +191,7 @@ type tryResult struct {
 	br         *bufio.Reader // reads the answer from the stream
 	stream     *tunnel.Stream
 	meshReason string // the answer's x-meshwork-error
+	verbatim   bool   // only resp's status was read (call.verbatim)
 	// finish ends the try: the upload, the reader, att.Done, with failed
 	// counted for the balancer.
 	finish func(failed bool)
@@ -277,7 +279,7 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onO
 	latency := time.Since(t0)
 	p.m.duration.WithLabelValues(outbound).Observe(latency.Seconds())
 	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-	tr := &tryResult{resp: resp, att: att, br: br, stream: s, meshReason: reason}
+	tr := &tryResult{resp: resp, att: att, br: br, stream: s, meshReason: reason, verbatim: c.verbatim}
 	tr.finish = func(failed bool) {
 		stop()
 		if !c.noteUpload(written) {
@@ -329,6 +331,10 @@ func (c *call) abort() {
 // end releases what send holds (the stream of the answer, the timers)
 // and, the first time, ends the request's record.
 func (c *call) end() {
+	if c.won != nil {
+		c.won.finish(c.failed)
+		c.won = nil
+	}
 	if c.finish != nil {
 		c.finish()
 		c.finish = nil

@@ -100,8 +100,8 @@ func (c *call) plan(preq policy.Request) retryPlan {
 		pl.on |= conditionBits[name]
 	}
 	pl.allow = pl.on
-	idempotent := policy.IdempotentMethod(c.r.Method)
-	if !idempotent || pl.tries > 1 {
+	if pl.tries > 1 {
+		idempotent := policy.IdempotentMethod(c.r.Method)
 		opts := c.p.deps.RouteOptions(c.rt.Destination(), preq)
 		pl.hedge = opts.Hedge && idempotent && c.replay && pl.tries > 1
 		if !idempotent && !opts.RetryNonIdempotent {
@@ -341,7 +341,7 @@ func (tr *tryResult) failure() condition {
 // when short, else its stream is cut; the stream is released either way.
 func (tr *tryResult) discard(p *Proxy) {
 	if tr.me == nil {
-		if tr.resp.Body == http.NoBody && tr.br != nil {
+		if tr.verbatim {
 			// Verbatim: only the status was read; read the rest of the
 			// head so that the body can be drained.
 			if resp, err := http.ReadResponse(tr.br, tr.resp.Request); err == nil {
@@ -349,7 +349,8 @@ func (tr *tryResult) discard(p *Proxy) {
 			}
 		}
 		tr.stream.SetReadDeadline(time.Now().Add(drainWait))
-		if n, _ := io.CopyN(io.Discard, tr.resp.Body, drainLimit+1); n > drainLimit {
+		n, err := io.Copy(io.Discard, io.LimitReader(tr.resp.Body, drainLimit+1))
+		if err != nil || n > drainLimit {
 			tr.stream.Abort(tunnel.AbortFailed)
 		}
 		tr.finish(true)
@@ -380,7 +381,7 @@ func (c *call) accept(tr *tryResult) (*http.Response, *meshError) {
 	if tr.meshReason != "" {
 		c.obs.MeshError = tr.meshReason
 	}
-	c.finish = func() { tr.finish(c.failed) }
+	c.won = tr
 	c.tryCancel = tr.cancel
 	return tr.resp, nil
 }
