@@ -186,7 +186,7 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 		Stream:   st,
 		Instance: op.key.node + "/" + op.key.id,
 		Route:    route,
-		Latency:  ep.P95,
+		Latency:  ep,
 		Done: func(latency time.Duration, failed bool) {
 			if failed {
 				ep.Failure()

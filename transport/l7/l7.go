@@ -138,11 +138,19 @@ type Attempt struct {
 	Route string
 	// Latency, when set, gives the instance's p95 request latency, which
 	// times a hedge; ok is false while too few requests were measured.
-	Latency func() (p95 time.Duration, ok bool)
+	Latency LatencySource
 	// Done ends the try: it feeds latency (request written to response
 	// head) to the balancer, counts a failure when failed, and releases
 	// the stream. Call it once.
 	Done func(latency time.Duration, failed bool)
+}
+
+// LatencySource gives an instance's recent request latency. It must not
+// block; balance.Endpoint implements it.
+type LatencySource interface {
+	// P95 is the 95th percentile; ok is false while too few requests
+	// were measured.
+	P95() (p95 time.Duration, ok bool)
 }
 
 // RequestAuthorizer applies intentions per request on the receiving agent.

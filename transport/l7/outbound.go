@@ -63,6 +63,7 @@ type call struct {
 	bodyBusy  bool       // a writer may still be reading the request body
 	finish    func()     // ends an upgrade's try
 	won       *tryResult // the try whose answer is relayed
+	single    tryResult  // the result of an unhedged try
 	tryCancel context.CancelFunc
 	cancel    context.CancelFunc
 
@@ -205,14 +206,16 @@ type tryResult struct {
 
 // try sends the request to one instance, avoiding those in avoid where
 // it can, and returns its answer or why there is none. onOpen, when set,
-// learns of the instance chosen as soon as the stream is open.
-func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onOpen func(*Attempt)) *tryResult {
+// learns of the instance chosen as soon as the stream is open. The outcome
+// is written into tr, which try returns.
+func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onOpen func(*Attempt), tr *tryResult) *tryResult {
 	p := c.p
 	att, err := c.rt.Open(ctx, preq, c.trace, avoid)
 	if err != nil {
 		// The Router's connect already tried other instances, from the
 		// same retry budget.
-		return &tryResult{me: openError(ctx, err, c.caller)}
+		tr.me = openError(ctx, err, c.caller)
+		return tr
 	}
 	if onOpen != nil {
 		onOpen(att)
@@ -236,7 +239,8 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onO
 		c.noteUpload(written)
 		p.putReader(br)
 		att.Done(time.Since(t0), true)
-		return &tryResult{me: me, failed: failed, att: att}
+		tr.me, tr.failed, tr.att = me, failed, att
+		return tr
 	}
 	if err := s.Status(br); err != nil {
 		// Status cancelled and released the stream, which ends a write in
@@ -279,7 +283,7 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onO
 	latency := time.Since(t0)
 	p.m.duration.WithLabelValues(outbound).Observe(latency.Seconds())
 	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-	tr := &tryResult{resp: resp, att: att, br: br, stream: s, meshReason: reason, verbatim: c.verbatim}
+	tr.resp, tr.att, tr.br, tr.stream, tr.meshReason, tr.verbatim = resp, att, br, s, reason, c.verbatim
 	tr.finish = func(failed bool) {
 		stop()
 		if !c.noteUpload(written) {

@@ -243,7 +243,10 @@ func (c *call) attempt(ctx context.Context, pl *retryPlan, preq policy.Request, 
 	}
 	tctx, tcancel := tryContext(ctx, pl.perTry, false)
 	c.obs.Attempts++
-	tr := c.try(tctx, preq, avoid, nil)
+	// One try at a time: each reuses the call's result, the last one
+	// being discarded before the next starts.
+	c.single = tryResult{}
+	tr := c.try(tctx, preq, avoid, nil, &c.single)
 	tr.cancel = tcancel
 	tr.perTryExpired = pl.perTry > 0 && tr.me != nil && expired(tctx) && !expired(ctx)
 	return tr
@@ -258,14 +261,15 @@ func (c *call) hedged(ctx context.Context, pl *retryPlan, preq policy.Request, a
 	results := make(chan *tryResult, 2)
 	opened := make(chan *Attempt, 1)
 	var cancels [2]context.CancelFunc
+	perTry := pl.perTry // not pl: the tries outlive this call
 	launch := func(i int, avoid []string, onOpen func(*Attempt)) {
-		tctx, tcancel := tryContext(ctx, pl.perTry, true)
+		tctx, tcancel := tryContext(ctx, perTry, true)
 		cancels[i] = tcancel
 		c.obs.Attempts++
 		go func() {
-			tr := c.try(tctx, preq, avoid, onOpen)
+			tr := c.try(tctx, preq, avoid, onOpen, new(tryResult))
 			tr.cancel, tr.hedge = tcancel, i == 1
-			tr.perTryExpired = pl.perTry > 0 && tr.me != nil && expired(tctx) && !expired(ctx)
+			tr.perTryExpired = perTry > 0 && tr.me != nil && expired(tctx) && !expired(ctx)
 			results <- tr
 		}()
 	}
@@ -278,7 +282,7 @@ func (c *call) hedged(ctx context.Context, pl *retryPlan, preq policy.Request, a
 			if att.Latency == nil {
 				continue
 			}
-			p95, ok := att.Latency()
+			p95, ok := att.Latency.P95()
 			if !ok {
 				continue // too few samples to know the tail
 			}
