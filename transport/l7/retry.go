@@ -186,11 +186,16 @@ func (c *call) send() (*http.Response, *meshError) {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 			return c.accept(tr) // no time left for another try
 		}
+		reason := pl.reason(failed & pl.allow)
 		if !pl.budget.Withdraw() {
 			c.p.m.budgetExhausted.Inc()
+			c.p.log.Debug("retry not made: the retry budget is spent", "service", c.rt.Destination(), "reason", reason)
 			return c.accept(tr)
 		}
-		c.p.m.retries.WithLabelValues(pl.reason(failed & pl.allow)).Inc()
+		c.p.m.retries.WithLabelValues(reason).Inc()
+		if tr.att != nil {
+			c.p.log.Debug("request tried again", "service", c.rt.Destination(), "reason", reason, "instance", tr.att.Instance, "attempt", c.obs.Attempts)
+		}
 		if tr.att != nil {
 			avoid = append(avoid, tr.att.Instance)
 		}
