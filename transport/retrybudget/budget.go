@@ -155,7 +155,8 @@ func (b *Budget) Stats() Stats {
 }
 
 // Set holds the budgets of the services an agent calls, created on first
-// use. Reads take no lock.
+// use and kept (a few hundred bytes each) while the agent runs. Reads take
+// no lock.
 type Set struct {
 	now     Clock
 	budgets sync.Map // lower-case service -> *Budget
@@ -191,14 +192,4 @@ func (s *Set) For(service string, l Limits) *Budget {
 	b.denied = s.m.exhausted
 	v, _ := s.budgets.LoadOrStore(key, b)
 	return v.(*Budget)
-}
-
-// Retain forgets the budgets of services for which keep is false.
-func (s *Set) Retain(keep func(service string) bool) {
-	s.budgets.Range(func(k, _ any) bool {
-		if !keep(k.(string)) {
-			s.budgets.Delete(k)
-		}
-		return true
-	})
 }

@@ -140,10 +140,6 @@ func TestSetPerServiceAndMetrics(t *testing.T) {
 	if got := m.GetCounter().GetValue(); got != 2 {
 		t.Fatalf("%s = %v, want 2", MetricExhausted, got)
 	}
-	s.Retain(func(svc string) bool { return svc == "web" })
-	if s.For("api", Limits{}) == api {
-		t.Fatal("Retain kept a service it was told to forget")
-	}
 }
 
 func BenchmarkDeposit(b *testing.B) {
