@@ -70,8 +70,7 @@ const (
 // retryPlan is what one request may do: read once from the policy.
 type retryPlan struct {
 	tries  int           // at most, the first included
-	on     condition     // retry_on
-	allow  condition     // of on, what the request's method allows
+	allow  condition     // of retry_on, what the request's method allows
 	perTry time.Duration // 0: none
 	budget *retrybudget.Budget
 	hedge  bool // the route hedges this (idempotent) request
@@ -97,13 +96,12 @@ func (c *call) plan(preq policy.Request) retryPlan {
 		budget:  c.p.budgets.For(c.rt.Destination(), retrybudget.Limits{Percent: lim.Percent, MinPerSecond: lim.MinPerSecond}),
 	}
 	for _, name := range rt.RetryOn {
-		pl.on |= conditionBits[name]
+		pl.allow |= conditionBits[name]
 	}
-	pl.allow = pl.on
 	if pl.tries > 1 {
 		idempotent := policy.IdempotentMethod(c.r.Method)
 		opts := c.p.deps.RouteOptions(c.rt.Destination(), preq)
-		pl.hedge = opts.Hedge && idempotent && c.replay && pl.tries > 1
+		pl.hedge = opts.Hedge && idempotent && c.replay
 		if !idempotent && !opts.RetryNonIdempotent {
 			pl.allow &= neverSent
 		}
@@ -195,8 +193,6 @@ func (c *call) send() (*http.Response, *meshError) {
 		c.p.m.retries.WithLabelValues(reason).Inc()
 		if tr.att != nil {
 			c.p.log.Debug("request tried again", "service", c.rt.Destination(), "reason", reason, "instance", tr.att.Instance, "attempt", c.obs.Attempts)
-		}
-		if tr.att != nil {
 			avoid = append(avoid, tr.att.Instance)
 		}
 		tr.discard(c.p)
