@@ -63,7 +63,8 @@ func startScriptedApps(t *testing.T, n int, handle func(a *scriptedApp, w http.R
 // retryPolicy adds Route rule options to the tests' policy.
 type retryPolicy struct {
 	*l7Policy
-	opts func(policy.Request) policy.RouteOptions
+	opts   func(policy.Request) policy.RouteOptions
+	frozen bool // the client's clock stands still (stoppedClock)
 }
 
 func (p *retryPolicy) RouteOptionsFor(service string, req policy.Request) policy.RouteOptions {
@@ -76,7 +77,15 @@ func (p *retryPolicy) RouteOptionsFor(service string, req policy.Request) policy
 func (p *retryPolicy) deps(d *Deps) {
 	p.l7Policy.deps(d)
 	d.Routes = p
+	if p.frozen {
+		d.Clock = stoppedClock
+	}
 }
+
+// stoppedClock is a balancer and budget clock that never moves: every
+// request of a test falls in the retry budget's one window, so that the
+// budget's bound holds exactly however long the test runs.
+func stoppedClock() time.Duration { return time.Hour }
 
 // retryMesh runs web's apps each behind an agent of its own, and a
 // client agent; it returns the client and web's VIP address.
@@ -193,7 +202,7 @@ func TestL7RetryBudgetStopsStorm(t *testing.T) {
 	apps := startScriptedApps(t, 3, func(a *scriptedApp, w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	})
-	pol := &retryPolicy{l7Policy: newL7Policy()}
+	pol := &retryPolicy{l7Policy: newL7Policy(), frozen: true}
 	pol.res["web"] = retries(3, 20, 0, policy.Retry5xx)
 	client, vip := retryMesh(t, pol, apps)
 
@@ -330,7 +339,8 @@ func TestL7Hedge(t *testing.T) {
 	defer c.CloseIdleConnections()
 
 	// Warm up: both instances' p95 needs samples.
-	for i := 0; apps[0].attempts.Load() < 30 || apps[1].attempts.Load() < 30; i++ {
+	// 50 each: the estimate halves every 10 s, and needs 20.
+	for i := 0; apps[0].attempts.Load() < 50 || apps[1].attempts.Load() < 50; i++ {
 		if i == 1000 {
 			t.Fatalf("after %d requests the instances got %d and %d", i, apps[0].attempts.Load(), apps[1].attempts.Load())
 		}
@@ -383,7 +393,7 @@ func TestL4ConnectRetriesDrawFromBudget(t *testing.T) {
 	for i := range 3 {
 		m.addAgent(fmt.Sprintf("s%d", i+1), []LocalService{{Name: "db", Ports: []int{5432}}}, agentOpts{deps: refuse})
 	}
-	client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+	client := m.addAgent("client", nil, agentOpts{deps: func(d *Deps) { pol.deps(d); d.Clock = stoppedClock }})
 	vip := client.vipAddr(t, "db", 5432)
 	for i := range conns {
 		// The agent cuts a connection it cannot carry, sometimes before
