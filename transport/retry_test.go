@@ -593,3 +593,43 @@ func TestL7RetryDiscardsFailedAnswer(t *testing.T) {
 		t.Errorf("client: %v outbound requests still active", got)
 	}
 }
+
+// BenchmarkL7Retries sends GETs through two agents with nothing failing,
+// side by side in one run: retries off (attempts 0), retries on (2 on
+// 5xx, from the budget), and hedging on too. It shows what the retry
+// path costs a request that needs no retry.
+func BenchmarkL7Retries(b *testing.B) {
+	for _, mode := range []string{"off", "retries", "retries+hedge"} {
+		b.Run(mode, func(b *testing.B) {
+			pol := &retryPolicy{l7Policy: newL7Policy(), opts: func(policy.Request) policy.RouteOptions {
+				return policy.RouteOptions{Hedge: mode == "retries+hedge"}
+			}}
+			pol.protos["web"] = "http"
+			pol.res["web"] = retries(0, 20, 10)
+			if mode != "off" {
+				pol.res["web"] = retries(2, 20, 10, policy.Retry5xx)
+			}
+			m := newMesh(b)
+			app := startHTTPApp(b, "web-1")
+			m.addAgent("server", []LocalService{{Name: "web", Ports: []int{app.port}}}, agentOpts{deps: pol.deps})
+			client := m.addAgent("client", nil, agentOpts{deps: pol.deps})
+			url := "http://" + client.vipAddr(b, "web", app.port) + "/"
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer c.CloseIdleConnections()
+			b.ReportAllocs()
+			b.SetParallelism(l7BenchParallelism)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
