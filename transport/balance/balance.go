@@ -119,6 +119,8 @@ type Endpoint struct {
 	failures     int           // consecutive failures
 	ejections    int           // consecutive ejections
 	ejectedUntil atomic.Int64  // clock time in ns; read without the lock
+
+	latency LatencyQuantiles // request latency, for hedging (quantile.go)
 }
 
 // Start records the start of work on the endpoint (a connect, then the
