@@ -34,7 +34,15 @@ type catalogState struct {
 	expiry clock.Timer // drops the restored catalog at its MaxAge
 	stop   chan struct{}
 	done   chan struct{}
+	// previous is the health of this node's services in the saved
+	// catalog, when it was saved within resumeChecksAge.
+	previous map[string]catalog.Health
 }
+
+// resumeChecksAge bounds the age of a saved catalog whose health of this
+// node's own services the local checks resume from: a restart or an
+// upgrade, not an agent that was down for long.
+const resumeChecksAge = 2 * time.Minute
 
 // buildCatalogState makes the component. It is built and started first:
 // the catalog is restored before gossip publishes and DNS and the tunnel
@@ -84,6 +92,9 @@ func (c *catalogState) start(ctx context.Context) error {
 		c.log.Warn("saved catalog not restored: unreadable; answering once gossip syncs", "file", cfg.Path, "err", err)
 	default:
 		c.restore(st, cfg.MaxAge, now)
+		if now.Sub(st.SavedAt) <= resumeChecksAge {
+			c.keepOwnHealth(st)
+		}
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	c.mu.Lock()
@@ -120,6 +131,31 @@ func (c *catalogState) restore(st catalogstate.State, maxAge time.Duration, now 
 		}
 	})
 	c.mu.Unlock()
+}
+
+// keepOwnHealth keeps the health of this node's services as the saved
+// catalog has it, for the local checks to resume from.
+func (c *catalogState) keepOwnHealth(st catalogstate.State) {
+	for _, m := range st.Members {
+		if m.Node != st.Node {
+			continue
+		}
+		prev := make(map[string]catalog.Health, len(m.Services))
+		for _, svc := range m.Services {
+			prev[svc.ID] = svc.Health
+		}
+		c.mu.Lock()
+		c.previous = prev
+		c.mu.Unlock()
+	}
+}
+
+// ownHealth returns the health of this node's services in the saved
+// catalog, or nil; the local checks resume from it.
+func (c *catalogState) ownHealth() map[string]catalog.Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.previous
 }
 
 // endOnSync drops the restored catalog once gossip publishes its view of

@@ -72,6 +72,9 @@ func (a *Agent) buildMembership() error {
 		DataDir:  a.cfg.DataDir,
 		NodeInfo: info,
 		Services: a.cfg.AllServices(),
+		// The catalog state starts before the local services: checks of
+		// services that were passing when the file was saved resume so.
+		Previous: a.catalogState.ownHealth,
 	}, local.Deps{
 		Publisher:  local.PublisherFunc(a.publishLocal),
 		Logger:     a.logger("local"),
@@ -82,6 +85,11 @@ func (a *Agent) buildMembership() error {
 	}
 	a.local = lm
 
+	// Local services load before gossip starts, so that the node's first
+	// record already carries them: a record without them, gossiped by an
+	// agent that replaces its predecessor, made peers drop the node's
+	// instances until the next record reached them (docs/restart.md).
+	a.add("local", lm.Start, lm.Close)
 	a.add("gossip", g.Start, func() error {
 		err := g.Close()
 		// Gossip's view is final: saved now, also when the agent hands
@@ -89,7 +97,6 @@ func (a *Agent) buildMembership() error {
 		a.catalogState.flush()
 		return err
 	})
-	a.add("local", lm.Start, lm.Close)
 	return nil
 }
 

@@ -90,6 +90,17 @@ func (p policyReader) RouteFor(service string, req policy.Request) (string, []tr
 	return "", splitTargets(set.SplitFor(service), service)
 }
 
+// RouteOptionsFor implements transport.RouteOptionSource: the retry
+// options of the first Route rule of service that matches req.
+func (p policyReader) RouteOptionsFor(service string, req policy.Request) policy.RouteOptions {
+	if r := p.current().RouteFor(service); r != nil {
+		if rule := r.Rule(req); rule != nil {
+			return rule.Options()
+		}
+	}
+	return policy.RouteOptions{}
+}
+
 // MayHold implements transport.IdentityPolicy: a calling agent sends a
 // service's connections only to instances whose node may hold the
 // service's identity (ServiceIdentity documents, ServiceIdentityDefaults).

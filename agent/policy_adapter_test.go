@@ -36,6 +36,7 @@ name: web
 routes:
   - match: {headers: [{name: x-canary, exact: "1"}]}
     split: web-canary
+    hedge: true
 ---
 kind: Split
 name: web-canary
@@ -70,6 +71,12 @@ sources:
 	route, canary := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-canary", "1")})
 	if route != "web-canary" || len(canary) != 1 || canary[0].Tags[0] != "canary" || canary[0].Weight != 100 {
 		t.Errorf("marked request: route %q, %+v", route, canary)
+	}
+	if o := p.RouteOptionsFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-canary", "1")}); !o.Hedge || o.RetryNonIdempotent {
+		t.Errorf("marked request: route options %+v, want hedge", o)
+	}
+	if o := p.RouteOptionsFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-other", "1")}); o != (policy.RouteOptions{}) {
+		t.Errorf("unmarked request: route options %+v, want none", o)
 	}
 	route, plain := p.RouteFor("web", policy.Request{Method: "GET", Path: "/", Header: header("x-other", "1")})
 	if route != "" || len(plain) != 2 || plain[0].Weight != 90 || plain[1].Tags[0] != "v2" {

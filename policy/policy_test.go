@@ -119,6 +119,10 @@ func TestParseRefusesWithFieldPath(t *testing.T) {
 			`Route "web": routes[0].match.methods[0]: "GET /" must be an upper-case HTTP method such as GET`},
 		{"route method empty", "kind: Route\nname: web\nroutes:\n- match: {methods: [\"\"]}\n  split: s\n",
 			`Route "web": routes[0].match.methods[0]: "" must be an upper-case HTTP method`},
+		{"route hedge of POST only", "kind: Route\nname: web\nroutes:\n- match: {methods: [POST, PATCH]}\n  split: s\n  hedge: true\n",
+			`Route "web": routes[0].hedge: hedges only idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), and methods [POST PATCH] lists none`},
+		{"route retry flag not a bool", "kind: Route\nname: web\nroutes:\n- match: {}\n  split: s\n  retry_non_idempotent: sometimes\n",
+			`Route "web": routes[0].retry_non_idempotent`},
 		{"route header name", "kind: Route\nname: web\nroutes:\n- match: {headers: [{name: \"x canary\", exact: \"1\"}]}\n  split: s\n",
 			`Route "web": routes[0].match.headers[0].name: "x canary" is not an HTTP header name`},
 		{"route pseudo-header", "kind: Route\nname: web\nroutes:\n- match: {headers: [{name: \":authority\", exact: a}]}\n  split: s\n",
@@ -460,5 +464,45 @@ func TestValidateBuiltDocument(t *testing.T) {
 	d = Document{Kind: KindRoute, Name: "web", Spec: &Split{}}
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("Validate mismatched = %v", err)
+	}
+}
+
+func TestRouteRuleOptions(t *testing.T) {
+	docs := mustParse(t, `
+kind: Route
+name: web
+routes:
+  - match: {path_prefix: /orders, methods: [POST]}
+    split: web
+    retry_non_idempotent: true
+  - match: {path_prefix: /search}
+    split: web
+    hedge: true
+  - match: {}
+    split: web
+`)
+	r := docs[0].Spec.(*Route)
+	tests := []struct {
+		method, path string
+		want         RouteOptions
+	}{
+		{"POST", "/orders/1", RouteOptions{RetryNonIdempotent: true}},
+		{"GET", "/orders/1", RouteOptions{}},
+		{"GET", "/search", RouteOptions{Hedge: true}},
+		{"GET", "/", RouteOptions{}},
+	}
+	for _, tt := range tests {
+		rule := r.Rule(Request{Method: tt.method, Path: tt.path, Header: func(string) (string, bool) { return "", false }})
+		if rule == nil {
+			t.Fatalf("%s %s matched no rule", tt.method, tt.path)
+		}
+		if got := rule.Options(); got != tt.want {
+			t.Errorf("%s %s: options %+v, want %+v", tt.method, tt.path, got, tt.want)
+		}
+	}
+	for m, want := range map[string]bool{"GET": true, "PUT": true, "DELETE": true, "HEAD": true, "OPTIONS": true, "TRACE": true, "POST": false, "PATCH": false, "get": false} {
+		if IdempotentMethod(m) != want {
+			t.Errorf("IdempotentMethod(%q) = %v, want %v", m, !want, want)
+		}
 	}
 }

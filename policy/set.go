@@ -196,12 +196,20 @@ type Request struct {
 // Match returns the name of the split that receives req, and false when no
 // rule matches.
 func (r *Route) Match(req Request) (string, bool) {
-	for _, rule := range r.Routes {
-		if rule.Match.matches(&req) {
-			return rule.Split, true
-		}
+	if rule := r.Rule(req); rule != nil {
+		return rule.Split, true
 	}
 	return "", false
+}
+
+// Rule returns the first rule that matches req, or nil.
+func (r *Route) Rule(req Request) *RouteRule {
+	for i := range r.Routes {
+		if r.Routes[i].Match.matches(&req) {
+			return &r.Routes[i]
+		}
+	}
+	return nil
 }
 
 func (m *RouteMatch) matches(req *Request) bool {

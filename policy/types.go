@@ -151,6 +151,40 @@ type RouteRule struct {
 	Match RouteMatch `yaml:"match" json:"match"`
 	// Split names the Split document that receives the matching requests.
 	Split string `yaml:"split" json:"split"`
+	// RetryNonIdempotent lets the matching requests be retried under the
+	// destination's retries whatever their method: the route's owner
+	// vouches that a POST or PATCH there may run twice. Without it those
+	// methods are retried only when the request surely never reached an
+	// app (connect-failure, refused-stream).
+	RetryNonIdempotent bool `yaml:"retry_non_idempotent" json:"retry_non_idempotent,omitempty"`
+	// Hedge sends a second try of a matching idempotent request to
+	// another instance when the first has not answered within that
+	// instance's p95 latency; the first answer wins. Hedges draw from the
+	// destination's retry budget.
+	Hedge bool `yaml:"hedge" json:"hedge,omitempty"`
+}
+
+// RouteOptions are the per-request retry options of the Route rule a
+// request matched; the zero value is a request no rule marks.
+type RouteOptions struct {
+	RetryNonIdempotent bool
+	Hedge              bool
+}
+
+// Options returns the rule's retry options.
+func (r *RouteRule) Options() RouteOptions {
+	return RouteOptions{RetryNonIdempotent: r.RetryNonIdempotent, Hedge: r.Hedge}
+}
+
+// IdempotentMethod reports whether a request of method may run twice
+// with the effect of once (RFC 9110 9.2.2): GET, HEAD, OPTIONS, TRACE,
+// PUT and DELETE.
+func IdempotentMethod(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 // RouteMatch holds conditions that must all be true. An empty match matches

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,6 +132,9 @@ func (r *Route) validate(v *validator) {
 	for i, rule := range r.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
 		v.match(p+".match", &rule.Match)
+		if rule.Hedge && len(rule.Match.Methods) > 0 && !slices.ContainsFunc(rule.Match.Methods, IdempotentMethod) {
+			v.add(p+".hedge", "hedges only idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), and methods %v lists none", rule.Match.Methods)
+		}
 		if rule.Split == "" {
 			v.add(p+".split", "required: the name of a Split document")
 		} else if !splitNameRE.MatchString(rule.Split) {

@@ -81,6 +81,15 @@ type RouteSource interface {
 	RouteFor(service string, req policy.Request) (route string, targets []SplitTarget)
 }
 
+// RouteOptionSource is implemented by a RouteSource that also gives the
+// retry options of the Route rule a request matches (policy.RouteRule's
+// retry_non_idempotent and hedge). It is called per request,
+// concurrently, and must not block. A RouteSource without it marks no
+// request.
+type RouteOptionSource interface {
+	RouteOptionsFor(service string, req policy.Request) policy.RouteOptions
+}
+
 // Upstream is an explicit upstream of a local service: a listener on this
 // host whose connections go to Service with the identity of the service
 // that declares it.

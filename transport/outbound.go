@@ -204,11 +204,13 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 		Stream:   st,
 		Instance: op.key.node + "/" + op.key.id,
 		Route:    route,
+		Latency:  ep,
 		Done: func(latency time.Duration, failed bool) {
 			if failed {
 				ep.Failure(balance.ErrorAnswer)
 			} else {
 				ep.Success(latency)
+				ep.ObserveLatency(latency)
 			}
 			ep.End()
 			st.Release()

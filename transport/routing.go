@@ -15,6 +15,7 @@ import (
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/breaker"
+	"github.com/meshwork/meshwork/transport/retrybudget"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
@@ -27,6 +28,29 @@ type routing struct {
 	eps        *balance.Table[epKey]
 	groups     sync.Map // lower-case service -> *balance.Group, its ejection policy and cap
 	skipLogged sync.Map // epKey -> *atomic.Int64: unix ns of the last log of a skip
+	// budgets caps retries per destination service: connect retries here
+	// and the L7 proxy's retries and hedges draw from the same budget.
+	budgets *retrybudget.Set
+}
+
+// routeOptions gives the L7 proxy the retry options of a request's Route
+// rule, when the RouteSource knows them.
+func (t *Transport) routeOptions(service string, req policy.Request) policy.RouteOptions {
+	if src, ok := t.deps.Routes.(RouteOptionSource); ok {
+		return src.RouteOptionsFor(service, req)
+	}
+	return policy.RouteOptions{}
+}
+
+// budgetOf is the retry budget of service, with its Resilience limits.
+func (t *Transport) budgetOf(service string) *retrybudget.Budget {
+	lim := policy.DefaultResilience.Retries.Budget
+	if t.deps.Resilience != nil {
+		if rt := t.deps.Resilience(service).Retries; rt != nil && rt.Budget != nil {
+			lim = rt.Budget
+		}
+	}
+	return t.lb.budgets.For(service, retrybudget.Limits{Percent: lim.Percent, MinPerSecond: lim.MinPerSecond})
 }
 
 // subset is where a connection goes: a service, maybe narrowed by a split.
@@ -128,6 +152,8 @@ type connectReq struct {
 	trace wire.TraceContext
 	// res is service's Resilience, read once by connect.
 	res *policy.Resilience
+	// budget is the retry budget of service; connect looks it up when nil.
+	budget *retrybudget.Budget
 }
 
 // opened is a stream connect opened: the stream, the instance's balancer
@@ -153,6 +179,12 @@ type opened struct {
 //
 // The attempts it made are in opened, or with an error in *attempts when
 // attempts is not nil.
+//
+// Each instance tried after the first is a retry that draws from the
+// service's retry budget; with the budget spent, connect fails with the
+// last failure. A connection's connect counts as a request of the budget
+// (a request's counts in the L7 proxy). The waits for restarting agents
+// do not draw from it.
 func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
 	// Waiting for a stream is bounded by the destination's max_pending.
 	rq.res = t.resilience(rq.service)
@@ -161,6 +193,12 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 		return nil, err
 	}
 	defer br.Release(breaker.Pending)
+	if rq.budget == nil {
+		rq.budget = t.budgetOf(rq.service)
+	}
+	if !rq.perRequest {
+		rq.budget.Deposit()
+	}
 	wait := restartBackoff
 	for {
 		op, restarting, err := t.connectOnce(ctx, rq, attempts)
@@ -266,6 +304,11 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			if lastErr == nil {
 				lastErr = err
 			}
+			break
+		}
+		if lastErr != nil && !rq.budget.Withdraw() {
+			// A retry over the service's budget: the failure stands.
+			t.m.attemptFailures.WithLabelValues("retry_budget_exhausted").Inc()
 			break
 		}
 		i := t.lb.bal.Pick(len(cands), func(i int) *balance.Endpoint {

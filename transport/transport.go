@@ -69,6 +69,7 @@ import (
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/retrybudget"
 	"github.com/meshwork/meshwork/transport/sockdiag"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/vip"
@@ -236,11 +237,15 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	bal := balance.New(cfg.Balance, seed, deps.Clock)
+	budgets, err := retrybudget.NewSet(retrybudget.Clock(deps.Clock), reg)
+	if err != nil {
+		return nil, fmt.Errorf("transport: metrics: %w", err)
+	}
 	t := &Transport{
 		cfg:    cfg,
 		deps:   deps,
 		log:    log,
-		lb:     routing{bal: bal, eps: balance.NewTable[epKey](bal)},
+		lb:     routing{bal: bal, eps: balance.NewTable[epKey](bal), budgets: budgets},
 		lns:    listenerSet{vips: vips, byBind: make(map[string]*outListener)},
 		nodeID: spiffeid.Node(cfg.TrustDomain, cfg.Node),
 	}
@@ -289,8 +294,10 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		TraceSampleRate:  cfg.TraceSampleRate,
 		TrustDomain:      cfg.TrustDomain,
 	}, l7.Deps{
-		Resilience: deps.Resilience,
-		Breakers:   t.breakers,
+		Resilience:   deps.Resilience,
+		Breakers:     t.breakers,
+		RouteOptions: t.routeOptions,
+		Budgets:      budgets,
 		Protocol: func(service string) policy.Protocol {
 			if deps.Protocols == nil {
 				return policy.ProtocolHTTP

@@ -166,6 +166,21 @@ func (c *Check) State() State {
 	return c.state
 }
 
+// Resume sets the status of a check that has not started to the one its
+// predecessor, the agent this one replaces, last published, so that a
+// restart does not turn a passing service critical until its first probe
+// ends (the first HTTP or TCP probe runs at Start and corrects it; a TTL
+// check must be updated within its TTL as before). A check that started
+// is left alone.
+func (c *Check) Resume(status catalog.Health, output string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started || c.closed || !status.Valid() {
+		return
+	}
+	c.state = State{Status: status, Output: output, Since: c.deps.Clock.Now()}
+}
+
 // Start begins probing (HTTP, TCP; the first probe is immediate) or the TTL
 // countdown. It returns at once; ctx is not retained.
 func (c *Check) Start(ctx context.Context) error {

@@ -362,3 +362,32 @@ func TestMetricNames(t *testing.T) {
 		t.Fatal("registering twice must fail")
 	}
 }
+
+// A resumed check starts from its predecessor's status, and its first
+// probe corrects it; once started it can no longer be resumed.
+func TestResume(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: the first probe fails
+	rec := newRecorder()
+	c, err := New(api.CheckDefinition{ID: "c1", TCP: addr, Interval: ms(10)}, rec.deps(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Resume(catalog.Passing, "as before")
+	if st := c.State(); st.Status != catalog.Passing || st.Output != "as before" {
+		t.Fatalf("resumed state = %+v", st)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, catalog.Critical)
+	c.Resume(catalog.Passing, "too late")
+	if st := c.State(); st.Status != catalog.Critical {
+		t.Fatalf("a started check was resumed: %+v", st)
+	}
+}

@@ -92,6 +92,12 @@ type Config struct {
 	NodeInfo NodeInfo
 	// Services come from the configuration files. Default: none.
 	Services []api.ServiceDefinition
+	// Previous, when set, is called once by Start: the health of each
+	// service ID as the agent this one replaces last published it. The
+	// checks of a service that was passing start passing instead of
+	// critical, so that a restart does not take the node's instances out
+	// of its peers' catalogs until the first probes end.
+	Previous func() map[string]catalog.Health
 }
 
 // Validate checks the configuration; errors name the field and the value.
@@ -264,11 +270,22 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	m.started = true
-	for _, s := range m.services {
+	var prev map[string]catalog.Health
+	if m.cfg.Previous != nil {
+		prev = m.cfg.Previous()
+	}
+	resumed := 0
+	for id, s := range m.services {
+		if prev[id] == catalog.Passing {
+			for _, c := range s.checks {
+				c.Resume(catalog.Passing, "passing before the agent restarted; not probed since")
+				resumed++
+			}
+		}
 		m.startChecksLocked(s)
 	}
 	m.mu.Unlock()
-	m.log.Info("local services loaded", "config", len(m.cfg.Services), "restored", len(restored))
+	m.log.Info("local services loaded", "config", len(m.cfg.Services), "restored", len(restored), "checks_resumed_passing", resumed)
 	m.publish()
 	return nil
 }

@@ -635,3 +635,27 @@ func TestChangedFollowsPublications(t *testing.T) {
 	}
 	wait(quiet, "SetNodeInfo")
 }
+
+// A restarted agent's checks resume from what its predecessor published:
+// a service that was passing is published passing at once, not critical
+// until its first probe; the others start critical as always, and a TTL
+// check that is not updated still expires.
+func TestChecksResumeFromPrevious(t *testing.T) {
+	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
+	f := newManager(t, Config{
+		Services: []api.ServiceDefinition{ttlService("a", 30), ttlService("b", 30), ttlService("c", 30)},
+		Previous: func() map[string]catalog.Health {
+			return map[string]catalog.Health{"a": catalog.Passing, "b": catalog.Critical}
+		},
+	}, clk)
+	f.pub.mu.Lock()
+	first := f.pub.recs[0]
+	f.pub.mu.Unlock()
+	for id, want := range map[string]catalog.Health{"a": catalog.Passing, "b": catalog.Critical, "c": catalog.Critical} {
+		if got := svcHealth(first, id); got != want {
+			t.Errorf("first record: %s is %q, want %q", id, got, want)
+		}
+	}
+	clk.Advance(31 * time.Second)
+	f.pub.waitFor(t, "a's TTL expired", func(r catalog.Record) bool { return svcHealth(r, "a") == catalog.Critical })
+}

@@ -39,6 +39,10 @@
 // off and on, on the L7 and L4 paths at -qps (issue 28):
 //
 //	go run ./bench/l7 -telemetry
+//
+// With -resilience it compares, the same way, a mesh with retries, circuit
+// breakers and outlier ejection off against one with them on, with
+// nothing failing (issue 26).
 package main
 
 import (
@@ -61,38 +65,44 @@ import (
 )
 
 var (
-	role              = flag.String("role", "", "internal: app")
-	listen            = flag.String("listen", "", "internal: the app's address")
-	binFlag           = flag.String("bin", "bin/meshwork", "the meshwork binary, as make build makes it")
-	serverIP          = flag.String("server-ip", "127.0.0.81", "loopback address of the server agent")
-	clientIP          = flag.String("client-ip", "127.0.0.82", "loopback address of the client agent")
-	rounds            = flag.Int("rounds", 3, "latency rounds; the paths take turns in a rotating order")
-	duration          = flag.Duration("duration", 20*time.Second, "fortio run length per path and round")
-	qps               = flag.Int("qps", 1000, "fortio request rate")
-	conns             = flag.Int("c", 16, "fortio connections")
-	uniform           = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time")
-	wrkRounds         = flag.Int("wrk-rounds", 3, "maximum-rate rounds; each path is reported by its median round")
-	wrkDuration       = flag.Duration("wrk-duration", 10*time.Second, "wrk run length per path and round")
-	wrkThreads        = flag.Int("wrk-threads", 2, "wrk threads")
-	wrkConns          = flag.Int("wrk-connections", 16, "wrk connections")
-	grpcRounds        = flag.Int("grpc-rounds", 3, "gRPC rounds")
-	grpcDuration      = flag.Duration("grpc-duration", 10*time.Second, "gRPC run length per path and round")
-	grpcRate          = flag.Int("grpc-rate", 1000, "gRPC calls per second")
-	grpcConc          = flag.Int("grpc-concurrency", 16, "gRPC concurrent calls (on one connection with ghz)")
-	ghzBin            = flag.String("ghz", "ghz", "ghz binary (when missing, fortio's gRPC ping load is used)")
-	agentProcs        = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default)")
-	hapThreads        = flag.Int("haproxy-threads", 1, "nbthread of each HAProxy, to match the agents' GOMAXPROCS")
-	settle            = flag.Duration("settle", 70*time.Second, "wait from the agents' start before the first load: past the agent's second release of its executable pages, 60 s after start")
-	telemetry         = flag.Bool("telemetry", false, "compare two meshes, telemetry off and on, on the L7 and L4 paths at -qps (issue 28), instead of the paths")
-	telemetrySame     = flag.Bool("telemetry-same", false, "with -telemetry, give the off mesh the on mesh's configuration too: an A/A run that shows the comparison's own noise")
-	telemetryServerIP = flag.String("telemetry-server-ip", "127.0.0.83", "loopback address of the server agent with telemetry on, with -telemetry")
-	telemetryClientIP = flag.String("telemetry-client-ip", "127.0.0.84", "loopback address of the client agent with telemetry on, with -telemetry")
-	interleave        = flag.Duration("interleave", 0, "with -telemetry, also run the interleaved loads, L7 then L4, this long each: at each tick direct, off and on get one request each, all at once, so that the machine's noise lands on all alike")
-	interleaveQPS     = flag.Int("interleave-qps", 500, "requests per second per path of the interleaved loads")
-	targets           = flag.String("targets", "", "internal: the interleaved load's name=url,...")
-	realtime          = flag.Int("realtime", 0, "with -telemetry, the SCHED_FIFO priority (1-99) of the agents, apps and load generators, so that other work on the machine cannot land in their tail; 0: the normal scheduler")
-	pin               = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")
+	role          = flag.String("role", "", "internal: app")
+	listen        = flag.String("listen", "", "internal: the app's address")
+	binFlag       = flag.String("bin", "bin/meshwork", "the meshwork binary, as make build makes it")
+	serverIP      = flag.String("server-ip", "127.0.0.81", "loopback address of the server agent")
+	clientIP      = flag.String("client-ip", "127.0.0.82", "loopback address of the client agent")
+	rounds        = flag.Int("rounds", 3, "latency rounds; the paths take turns in a rotating order")
+	duration      = flag.Duration("duration", 20*time.Second, "fortio run length per path and round")
+	qps           = flag.Int("qps", 1000, "fortio request rate")
+	conns         = flag.Int("c", 16, "fortio connections")
+	uniform       = flag.Bool("uniform", true, "spread the fortio connections' requests evenly in time")
+	wrkRounds     = flag.Int("wrk-rounds", 3, "maximum-rate rounds; each path is reported by its median round")
+	wrkDuration   = flag.Duration("wrk-duration", 10*time.Second, "wrk run length per path and round")
+	wrkThreads    = flag.Int("wrk-threads", 2, "wrk threads")
+	wrkConns      = flag.Int("wrk-connections", 16, "wrk connections")
+	grpcRounds    = flag.Int("grpc-rounds", 3, "gRPC rounds")
+	grpcDuration  = flag.Duration("grpc-duration", 10*time.Second, "gRPC run length per path and round")
+	grpcRate      = flag.Int("grpc-rate", 1000, "gRPC calls per second")
+	grpcConc      = flag.Int("grpc-concurrency", 16, "gRPC concurrent calls (on one connection with ghz)")
+	ghzBin        = flag.String("ghz", "ghz", "ghz binary (when missing, fortio's gRPC ping load is used)")
+	agentProcs    = flag.Int("agent-gomaxprocs", 1, "GOMAXPROCS of each agent (0: Go's default)")
+	hapThreads    = flag.Int("haproxy-threads", 1, "nbthread of each HAProxy, to match the agents' GOMAXPROCS")
+	settle        = flag.Duration("settle", 70*time.Second, "wait from the agents' start before the first load: past the agent's second release of its executable pages, 60 s after start")
+	telemetry     = flag.Bool("telemetry", false, "compare two meshes, telemetry off and on, on the L7 and L4 paths at -qps (issue 28), instead of the paths")
+	resilience    = flag.Bool("resilience", false, "compare two meshes, resilience off and on (retries, circuit breakers, outlier ejection), on the L7 and L4 paths at -qps with nothing failing (issue 26), instead of the paths")
+	same          = flag.Bool("same", false, "with -telemetry or -resilience, set the off mesh up as the on mesh: an A/A run that shows the comparison's own noise")
+	onServerIP    = flag.String("on-server-ip", "127.0.0.83", "loopback address of the server agent of the \"on\" mesh, with -telemetry or -resilience")
+	onClientIP    = flag.String("on-client-ip", "127.0.0.84", "loopback address of the client agent of the \"on\" mesh, with -telemetry or -resilience")
+	interleave    = flag.Duration("interleave", 0, "with -telemetry or -resilience, also run the interleaved loads, L7 then L4, this long each: at each tick direct, off and on get one request each, all at once, so that the machine's noise lands on all alike")
+	interleaveQPS = flag.Int("interleave-qps", 500, "requests per second per path of the interleaved loads")
+	targets       = flag.String("targets", "", "internal: the interleaved load's name=url,...")
+	realtime      = flag.Int("realtime", 0, "with -telemetry or -resilience, the SCHED_FIFO priority (1-99) of the agents, apps and load generators, so that other work on the machine cannot land in their tail; 0: the normal scheduler")
+	pin           = flag.Bool("pin", true, "run host A's processes on the lower half of the CPUs and host B's on the upper half")
 )
+
+func init() {
+	// The A/A flag's first name, still in docs/benchmarks.md's commands.
+	flag.BoolVar(same, "telemetry-same", false, "the same as -same")
+}
 
 func main() {
 	flag.Parse()
@@ -113,8 +123,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	runner := run
-	if *telemetry {
+	switch {
+	case *telemetry && *resilience:
+		fmt.Fprintln(os.Stderr, "bench/l7: -telemetry and -resilience are two runs")
+		os.Exit(2)
+	case *telemetry:
 		runner = runTelemetry
+	case *resilience:
+		runner = runResilience
 	}
 	if err := runner(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/l7:", err)

@@ -56,7 +56,9 @@ type mesh struct {
 	// generators reach.
 	vipNet int
 	// extra is configuration added to both agents'.
-	extra  string
+	extra string
+	// policy is documents added to policyDocs.
+	policy string
 	api    map[string]string // agent -> API address
 	dns    string            // the client agent's DNS
 	agents map[string]*agentproc.Proc
@@ -137,8 +139,12 @@ services:
 	if err != nil {
 		return err
 	}
-	policy := filepath.Join(work, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(policyDocs), 0o600); err != nil {
+	policy := filepath.Join(dir, "policy.yaml")
+	docs := policyDocs
+	if m.policy != "" {
+		docs += "---\n" + m.policy
+	}
+	if err := os.WriteFile(policy, []byte(docs), 0o600); err != nil {
 		return err
 	}
 	if err := m.cli(ctx, "server", nil, "policy", "apply", "-f", policy); err != nil {

@@ -29,6 +29,10 @@ const (
 	// handoverTimeout bounds the wait for the predecessor's last message,
 	// which it sends right after this one said it is ready.
 	handoverTimeout = 10 * time.Second
+	// handoffDrainTimeout bounds the drain before the tunnel stops, which
+	// every new connection waits through: calls of a few milliseconds
+	// end within it, long-lived ones are cut at its end.
+	handoffDrainTimeout = 200 * time.Millisecond
 )
 
 // upgrader re-executes the agent on SIGUSR2, handing its sockets to the new
@@ -85,6 +89,12 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, ping <-chan tim
 	// From here the successor holds the sockets too; the tunnel, gossip
 	// and Raft are its once this agent lets go of them. New connections to
 	// the VIPs wait in the kernel's queue until the successor accepts.
+	// The calls in flight get a short drain first: peers' new streams are
+	// refused as shutting_down (their agents wait for the successor), and
+	// the tunnel stops when the calls end or the drain's bound passes.
+	drainCtx, cancel := context.WithTimeout(ctx, handoffDrainTimeout)
+	_ = a.Drain(drainCtx) // the transport logs how it ended
+	cancel()
 	if err := a.ReleaseExclusive(); err != nil {
 		u.log.Warn("upgrade: the tunnel, gossip or Raft did not stop cleanly", "err", err)
 	}

@@ -253,42 +253,68 @@ func (h *Host) checkFDStore(ctx context.Context) {
 
 // echoVIP asks h's agent for the echo service's address: a VIP on h.
 func (c *Cluster) echoVIP(ctx context.Context, h *Host) string {
+	c.t.Helper()
+	return c.serviceVIP(ctx, h, "echo", echoPort)
+}
+
+// serviceVIP returns the VIP and port of service on h, as its agent's DNS
+// answers them.
+func (c *Cluster) serviceVIP(ctx context.Context, h *Host, service string, port int) string {
 	t := c.t
 	t.Helper()
-	out, err := h.pollSSH(ctx, "dig +short +time=2 +tries=2 @127.0.0.1 -p 8600 echo.service.mesh A", 30*time.Second, func(out string) bool {
+	out, err := h.pollSSH(ctx, "dig +short +time=2 +tries=2 @127.0.0.1 -p 8600 "+service+".service.mesh A", 30*time.Second, func(out string) bool {
 		a, err := netip.ParseAddr(strings.TrimSpace(out))
 		return err == nil && a.IsLoopback()
 	})
 	if err != nil {
-		t.Fatalf("%s: echo.service.mesh is not a VIP: %v", h.Name, err)
+		t.Fatalf("%s: %s.service.mesh is not a VIP: %v", h.Name, service, err)
 	}
-	return fmt.Sprintf("%s:%d", strings.TrimSpace(out), echoPort)
+	return fmt.Sprintf("%s:%d", strings.TrimSpace(out), port)
 }
 
 // underLoad runs restartload on h against vip, runs action once the load
 // has started, then lets the load go on for 1,000 more requests (2 s) and
 // returns its report.
 func (c *Cluster) underLoad(ctx context.Context, h *Host, vip string, action func()) loadReport {
+	l := c.startRestartLoad(ctx, h, vip)
+	action()
+	return l.finish()
+}
+
+// runningLoad is restartload running on a host.
+type runningLoad struct {
+	h      *Host
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout bytes.Buffer
+	errOut strings.Builder
+	read   chan struct{} // closed when stderr is read to its end
+}
+
+// startRestartLoad starts restartload on h against vip and returns once the load
+// runs; flags are added to its command line (the name to query, a longer
+// -max-duration).
+func (c *Cluster) startRestartLoad(ctx context.Context, h *Host, vip string, flags ...string) *runningLoad {
 	t := c.t
 	t.Helper()
-	args := append(c.sshArgs(), "root@"+h.IP, "restartload load -addr "+vip+" -rate 500 -dns-rate 200 -long 4 -tail 1000")
-	cmd := exec.CommandContext(ctx, "ssh", args...)
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stdin, err := cmd.StdinPipe()
+	command := strings.Join(append([]string{"restartload load -addr " + vip + " -rate 500 -dns-rate 200 -long 4 -tail 1000"}, flags...), " ")
+	l := &runningLoad{h: h, read: make(chan struct{})}
+	l.cmd = exec.CommandContext(ctx, "ssh", append(c.sshArgs(), "root@"+h.IP, command)...)
+	l.cmd.Stdout = &l.stdout
+	var err error
+	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := l.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
+	if err := l.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	started := make(chan struct{})
-	var errOut strings.Builder
 	go func() {
+		defer close(l.read)
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
@@ -297,22 +323,30 @@ func (c *Cluster) underLoad(ctx context.Context, h *Host, vip string, action fun
 				close(started)
 				continue
 			}
-			errOut.WriteString(sc.Text() + "\n")
+			l.errOut.WriteString(sc.Text() + "\n")
 		}
 		if !once {
 			close(started)
 		}
 	}()
 	<-started
-	action()
-	io.WriteString(stdin, "mark\n")
-	stdin.Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%s: restartload: %v\n%s", h.Name, err, errOut.String())
+	return l
+}
+
+// finish marks the end of the action under test, lets the load go on for
+// its tail and returns its report.
+func (l *runningLoad) finish() loadReport {
+	t := l.h.c.t
+	t.Helper()
+	io.WriteString(l.stdin, "mark\n")
+	l.stdin.Close()
+	<-l.read
+	if err := l.cmd.Wait(); err != nil {
+		t.Fatalf("%s: restartload: %v\n%s", l.h.Name, err, l.errOut.String())
 	}
 	var rep loadReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("%s: restartload report %q: %v\n%s", h.Name, stdout.String(), err, errOut.String())
+	if err := json.Unmarshal(l.stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("%s: restartload report %q: %v\n%s", l.h.Name, l.stdout.String(), err, l.errOut.String())
 	}
 	return rep
 }

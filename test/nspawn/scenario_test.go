@@ -42,6 +42,9 @@ const (
 	// meshworkBin is found on root's PATH: /usr/local/bin where the role
 	// installs the binary, /usr/bin where the package does.
 	meshworkBin = "meshwork"
+	// installedBin is where the role installs the binary
+	// (meshwork_binary_path).
+	installedBin = "/usr/local/bin/meshwork"
 	// agentTokenFile holds every host's own ACL token.
 	agentTokenFile = "/etc/meshwork/agent-token"
 	// managementTokenFile holds the management token, on servers only.
@@ -172,11 +175,13 @@ func TestBootedHosts(t *testing.T) {
 		buildBinary(t, repo, v1, ver1)
 		buildBinary(t, repo, v2, ver2)
 	}
-	probe := filepath.Join(bin, "sandboxprobe")
-	build := exec.Command("go", "build", "-tags", "e2e", "-o", probe, "./test/nspawn/sandboxprobe")
-	build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build sandboxprobe: %v\n%s", err, b)
+	probe, loader := filepath.Join(bin, "sandboxprobe"), filepath.Join(bin, "restartload")
+	for out, pkg := range map[string]string{probe: "./test/nspawn/sandboxprobe", loader: "./test/nspawn/restartload"} {
+		build := exec.Command("go", "build", "-tags", "e2e", "-o", out, pkg)
+		build.Dir, build.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", pkg, err, b)
+		}
 	}
 	end()
 
@@ -203,9 +208,13 @@ func TestBootedHosts(t *testing.T) {
 	end()
 
 	web, debClient := c.hosts[webHost], c.hosts[debHost]
+	// Each client also runs an echo service (restartload serve) that the
+	// other one calls during the rolling upgrade.
 	services := map[string][]map[string]any{
-		web.Name:       {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}}},
-		debClient.Name: {{"name": "api", "id": "api-1", "port": 8081, "tags": []string{"v1"}}},
+		web.Name: {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}},
+			{"name": "echo-web", "id": "echo-web-1", "port": echoPort}},
+		debClient.Name: {{"name": "api", "id": "api-1", "port": 8081, "tags": []string{"v1"}},
+			{"name": "echo-deb", "id": "echo-deb-1", "port": echoPort}},
 	}
 	debVars := map[string]map[string]any{debClient.Name: {"meshwork_install_method": "deb", "meshwork_deb_src": deb}}
 	inv := c.writeInventory(services, debVars)
@@ -217,6 +226,8 @@ func TestBootedHosts(t *testing.T) {
 	}{{web, "web", "8080"}, {debClient, "api", "8081"}} {
 		svc.h.SSH(fmt.Sprintf("mkdir -p /srv/%[1]s && echo meshwork-e2e-%[1]s > /srv/%[1]s/index.html && "+
 			"systemd-run --unit=%[1]s-e2e --property=WorkingDirectory=/srv/%[1]s python3 -m http.server %[2]s --bind 127.0.0.1", svc.name, svc.port))
+		svc.h.CopyTo(loader, "/usr/local/bin/restartload", 0o755)
+		svc.h.SSH(fmt.Sprintf("systemd-run --unit=e2e-echo /usr/local/bin/restartload serve -listen 127.0.0.1:%d", echoPort))
 	}
 	// The version each host runs: the package's on debClient.
 	versionOf := func(h *Host, binary string) string {
@@ -366,10 +377,38 @@ func TestBootedHosts(t *testing.T) {
 	debPID := parseProps(debClient.SSH("systemctl show -p MainPID meshwork.service"))["MainPID"]
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watchers := []*watcher{c.watchMembers(watchCtx, c.hosts[0]), c.watchMembers(watchCtx, web)}
-	end = tm.Phase("playbook: rolling upgrade to v2")
+	// Under load (issue 29): each client calls the other's echo service
+	// at 500 new connections a second and asks its agent's DNS 200 times a
+	// second, while every agent but the packaged client's is upgraded in
+	// place in turn, the calling web client's and the called one's among
+	// them.
+	loads := []struct {
+		caller, instance *Host
+		load             *runningLoad
+	}{{caller: web, instance: debClient}, {caller: debClient, instance: web}}
+	for i, l := range loads {
+		svc := "echo-deb"
+		if l.instance == web {
+			svc = "echo-web"
+		}
+		loads[i].load = c.startRestartLoad(ctx, l.caller, c.serviceVIP(ctx, l.caller, svc, echoPort),
+			"-name", svc+".service.mesh.", "-max-duration", "15m")
+	}
+	end = tm.Phase("playbook: rolling upgrade to v2, under load")
 	out, recap, err = c.playbook(ctx, repo, inv, vars)
 	end()
 	stopWatch()
+	for _, l := range loads {
+		rep := l.load.finish()
+		t.Logf("rolling upgrade, %s calling %s: %d requests (%d ok), longest wait of a new connection %.0f ms (p50 %.1f ms, p99 %.1f ms, %d over 1 s); "+
+			"DNS %d sent, %d answered (%d not NOERROR), longest %.0f ms; long-lived connections surviving: %d of %d %q; first failures at %q",
+			l.caller.Name, l.instance.Name, rep.Requests, rep.OK, rep.MaxWaitMS, rep.P50MS, rep.P99MS, rep.Over1s,
+			rep.DNSSent, rep.DNSAnswered, rep.DNSNotNoError, rep.DNSMaxMS, rep.LongSurvived, rep.Long, rep.LongErrors, rep.FailedAt)
+		if failed := rep.Requests - rep.OK; rep.Requests == 0 || failed != 0 || rep.DNSUnanswered != 0 {
+			t.Errorf("rolling upgrade, %s calling %s: %d of %d requests failed (%d refused, %d reset, %d timed out, %d other): %q; %d DNS queries unanswered %q",
+				l.caller.Name, l.instance.Name, failed, rep.Requests, rep.Refused, rep.Reset, rep.TimedOut, rep.Other, rep.Errors, rep.DNSUnanswered, rep.DNSErrors)
+		}
+	}
 	requireRun("upgrade", out, recap, err, hostCount)
 	upgradeOut := out
 	c.checkRollingOrder(c.hosts[:debHost], ver2)
@@ -961,14 +1000,22 @@ func (c *Cluster) checkRollingOrder(hosts []*Host, version string) {
 	var prev float64
 	for _, h := range hosts {
 		c.checkService(h, version)
-		props := parseProps(h.SSH("systemctl show -p ActiveEnterTimestampMonotonic meshwork.service"))
-		// The containers share the host's monotonic clock.
-		at, err := strconv.ParseFloat(props["ActiveEnterTimestampMonotonic"], 64)
+		// The upgrade in place keeps the unit active: the agent's main
+		// process is new, started from the binary now on disk (not the one
+		// it replaced, which /proc shows as deleted). Its start time, in
+		// clock ticks since boot, orders the hosts: the containers share
+		// the host's kernel.
+		out := strings.TrimSpace(h.SSH(`pid=$(systemctl show -p MainPID --value meshwork.service) && echo "$(cut -d' ' -f22 /proc/$pid/stat) $(readlink /proc/$pid/exe)"`))
+		ticks, exe, _ := strings.Cut(out, " ")
+		at, err := strconv.ParseFloat(ticks, 64)
 		if err != nil {
-			t.Fatalf("%s: ActiveEnterTimestampMonotonic: %v", h.Name, err)
+			t.Fatalf("%s: the main process's start time %q: %v", h.Name, out, err)
+		}
+		if exe != installedBin {
+			t.Errorf("%s: the agent runs %q, not the binary installed at %s", h.Name, exe, installedBin)
 		}
 		if at <= prev {
-			t.Errorf("%s became active at %.0fµs, not after the host before it (%.0fµs): the rollout was not serial", h.Name, at, prev)
+			t.Errorf("%s's agent started at tick %.0f, not after the host before it (%.0f): the rollout was not serial", h.Name, at, prev)
 		}
 		prev = at
 	}

@@ -115,6 +115,8 @@ type Endpoint struct {
 	stamp time.Duration // time of the last update
 	out   outlierState  // guarded by mu, but for out.ejectedUntil
 	gone  bool          // left its table: no longer counted in g
+
+	latency LatencyQuantiles // request latency, for hedging (quantile.go)
 }
 
 // Start records the start of work on the endpoint (a connect, then the

@@ -55,6 +55,7 @@ import (
 	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/observe"
+	"github.com/meshwork/meshwork/transport/retrybudget"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -75,9 +76,9 @@ type Config struct {
 	// again after a refusal; a longer body is streamed and not retried.
 	// Default: 64 KiB.
 	MaxReplayBody int
-	// Attempts bounds the instances one request is sent to, when the
-	// receiving agents refuse it before it reaches an app (overloaded,
-	// shutting down). Default: 3.
+	// Attempts is not used any more: the destination's Resilience
+	// retries.attempts bounds a request's tries (retry.go). Kept so that
+	// configurations that set it still build.
 	Attempts int
 	// TraceSampleRate is the share, 0 to 1, of the traces this agent
 	// starts (for requests that carry no traceparent) that are sampled.
@@ -136,10 +137,21 @@ type Attempt struct {
 	// Route names the Route rule that chose the instance's split; "" for
 	// the destination's default split.
 	Route string
+	// Latency, when set, gives the instance's p95 request latency, which
+	// times a hedge; ok is false while too few requests were measured.
+	Latency LatencySource
 	// Done ends the try: it feeds latency (request written to response
 	// head) to the balancer, counts a failure when failed, and releases
 	// the stream. Call it once.
 	Done func(latency time.Duration, failed bool)
+}
+
+// LatencySource gives an instance's recent request latency. It must not
+// block; balance.Endpoint implements it.
+type LatencySource interface {
+	// P95 is the 95th percentile; ok is false while too few requests
+	// were measured.
+	P95() (p95 time.Duration, ok bool)
 }
 
 // RequestAuthorizer applies intentions per request on the receiving agent.
@@ -158,6 +170,13 @@ type Deps struct {
 	// holds one of its destination's max_requests until its answer is
 	// relayed. nil bounds nothing.
 	Breakers *breaker.Set
+	// RouteOptions gives the retry options of the Route rule a request
+	// to service matches (retry_non_idempotent, hedge); it must not
+	// block. nil marks no request.
+	RouteOptions func(service string, req policy.Request) policy.RouteOptions
+	// Budgets holds the retry budgets of the destination services, which
+	// the Router's connect retries draw from too. nil keeps a private set.
+	Budgets *retrybudget.Set
 	// Protocol gives a local service's protocol ("http", "http2", "grpc"),
 	// which decides how the app is spoken to. nil means "http".
 	Protocol func(service string) policy.Protocol
@@ -191,6 +210,8 @@ type Proxy struct {
 	log  *slog.Logger
 	m    *metrics
 
+	budgets *retrybudget.Set // per destination service
+
 	srv *http.Server  // serves applications' connections
 	ln  *connListener // hands ServeConn's connections to srv
 
@@ -219,6 +240,9 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if deps.Resilience == nil {
 		deps.Resilience = func(string) *policy.Resilience { return &policy.DefaultResilience }
 	}
+	if deps.RouteOptions == nil {
+		deps.RouteOptions = func(string, policy.Request) policy.RouteOptions { return policy.RouteOptions{} }
+	}
 	if deps.Protocol == nil {
 		deps.Protocol = func(string) policy.Protocol { return policy.ProtocolHTTP }
 	}
@@ -241,7 +265,13 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l7: metrics: %w", err)
 	}
-	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m}
+	budgets := deps.Budgets
+	if budgets == nil {
+		if budgets, err = retrybudget.NewSet(nil, nil); err != nil {
+			return nil, fmt.Errorf("l7: retry budgets: %w", err)
+		}
+	}
+	p := &Proxy{cfg: cfg, deps: deps, log: log.With("component", "l7"), m: m, budgets: budgets}
 	p.readers.New = func() any { return bufio.NewReaderSize(nil, 8<<10) }
 	p.writers.New = func() any { return bufio.NewWriterSize(nil, 8<<10) }
 	p.bufs.New = func() any { b := make([]byte, copyBuffer); return &b }

@@ -9,10 +9,14 @@ type metrics struct {
 	requests   *prometheus.CounterVec // direction, class
 	meshErrors *prometheus.CounterVec // direction, reason
 	active     *prometheus.GaugeVec   // direction
-	retries    prometheus.Counter
-	upgrades   *prometheus.CounterVec // direction
-	duration   *prometheus.HistogramVec
-	faults     *prometheus.CounterVec // kind, service
+	retries    *prometheus.CounterVec // reason
+	// budgetExhausted counts retries and hedges the budget refused.
+	budgetExhausted prometheus.Counter
+	hedges          *prometheus.CounterVec // result
+	attempts        prometheus.Histogram
+	upgrades        *prometheus.CounterVec // direction
+	duration        *prometheus.HistogramVec
+	faults          *prometheus.CounterVec // kind, service
 }
 
 // MetricFaults counts the faults Fault policies injected.
@@ -32,9 +36,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshwork_l7_active_requests",
 			Help: "Requests in progress, by direction.",
 		}, []string{"direction"}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshwork_l7_retries_total",
-			Help: "Requests sent again to another instance after a refusal that came before any answer.",
+			Help: "Tries sent again to another instance, by reason: the retry_on condition the failed try met.",
+		}, []string{"reason"}),
+		budgetExhausted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshwork_l7_retries_budget_exhausted_total",
+			Help: "Retries and hedges not made because the destination's retry budget was spent; the failure was answered.",
+		}),
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwork_l7_hedges_total",
+			Help: "Hedged requests, by result: won (the hedge answered first) or lost (the first try did).",
+		}, []string{"result"}),
+		attempts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshwork_l7_request_attempts",
+			Help:    "Tries an outbound request took, hedges included.",
+			Buckets: []float64{1, 2, 3, 4, 6, 11},
 		}),
 		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshwork_l7_upgrades_total",
@@ -50,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Faults injected into inbound requests by Fault policies, by kind (abort, delay) and destination service.",
 		}, []string{"kind", "service"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.meshErrors, m.active, m.retries, m.upgrades, m.duration, m.faults} {
+	for _, c := range []prometheus.Collector{m.requests, m.meshErrors, m.active, m.retries, m.budgetExhausted, m.hedges, m.attempts, m.upgrades, m.duration, m.faults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -49,6 +49,7 @@ type call struct {
 	// streamed is the body when it is streamed, not kept.
 	streamed *eofBody
 	replay   bool // body (or no body) may be sent again
+	hedging  bool // tries may run at once (retry.go)
 	// verbatim leaves the answer unread but for its status code: an
 	// HTTP/1.1 application gets the bytes as the receiving agent wrote
 	// them (copyVerbatim).
@@ -58,12 +59,14 @@ type call struct {
 	res      *policy.Resilience // the destination's, read once by budget
 	admitted *breaker.Breaker   // holds a max_requests slot, given back by end
 
-	// Of the answer being relayed, set by a successful try.
+	// Of the answer being relayed, set by accept (retry.go).
 	br        *bufio.Reader // reads the answer from the stream
 	stream    *tunnel.Stream
-	failed    bool   // counts as a failure for the balancer
-	bodyBusy  bool   // a writer may still be reading the request body
-	finish    func() // ends the try
+	failed    bool       // counts as a failure for the balancer
+	bodyBusy  bool       // a writer may still be reading the request body
+	finish    func()     // ends an upgrade's try
+	won       *tryResult // the try whose answer is relayed
+	single    tryResult  // the result of an unhedged try
 	tryCancel context.CancelFunc
 	cancel    context.CancelFunc
 
@@ -112,56 +115,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt Router) {
 		if c.obs.MeshError == "" && r.Context().Err() == nil {
 			c.obs.MeshError = ReasonUpstreamReset
 		}
-	}
-}
-
-// send works out the request's budget, readies it, and sends it through
-// the mesh, trying another instance after a refusal that came before any
-// answer, when the body can be sent again. On success the answer's body
-// streams from the instance; end must be called once it is read.
-func (c *call) send() (*http.Response, *meshError) {
-	p, r := c.p, c.r
-	ctx, cancel, me := c.budget()
-	c.cancel = cancel
-	if me != nil {
-		return nil, me
-	}
-	c.ctx = ctx
-	if me := c.admit(); me != nil {
-		return nil, me
-	}
-	if me := c.prepare(); me != nil {
-		return nil, me
-	}
-	res := c.res
-	var perTry time.Duration
-	if res.Retries != nil {
-		perTry = time.Duration(res.Retries.PerTryTimeout)
-	}
-	if res.Timeouts != nil {
-		c.idle = time.Duration(res.Timeouts.Idle)
-	}
-	preq := policy.Request{Method: r.Method, Path: r.URL.Path, Header: headerOf(r.Header)}
-	var avoid []string
-	for try := 1; ; try++ {
-		tctx, tcancel := ctx, context.CancelFunc(nil)
-		if perTry > 0 {
-			tctx, tcancel = context.WithTimeout(ctx, perTry)
-		}
-		c.obs.Attempts = try
-		resp, retry, me := c.try(tctx, preq, &avoid)
-		if me == nil {
-			c.tryCancel = tcancel
-			return resp, nil
-		}
-		if tcancel != nil {
-			tcancel()
-		}
-		if retry && try < p.cfg.Attempts && c.replay && ctx.Err() == nil {
-			p.m.retries.Inc()
-			continue
-		}
-		return nil, me
 	}
 }
 
@@ -234,14 +187,41 @@ func (b *eofBody) Read(p []byte) (int, error) {
 // and is sending its end.
 const lastWrite = time.Second
 
-// try sends the request to one instance and returns its answer. retry
-// is true when the instance's agent refused the stream before the request
-// reached any app, so that another instance may take it.
-func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*http.Response, bool, *meshError) {
+// tryResult is the outcome of one try: an answer whose head was read,
+// or a failure before any answer.
+type tryResult struct {
+	resp       *http.Response
+	att        *Attempt
+	br         *bufio.Reader // reads the answer from the stream
+	stream     *tunnel.Stream
+	meshReason string // the answer's x-meshwork-error
+	verbatim   bool   // only resp's status was read (call.verbatim)
+	// finish ends the try: the upload, the reader, att.Done, with failed
+	// counted for the balancer.
+	finish func(failed bool)
+
+	me            *meshError // no answer
+	failed        condition  // of a failure before any answer
+	perTryExpired bool       // the failure is per_try_timeout's
+	hedge         bool       // the try is a hedge
+	cancel        context.CancelFunc
+}
+
+// try sends the request to one instance, avoiding those in avoid where
+// it can, and returns its answer or why there is none. onOpen, when set,
+// learns of the instance chosen as soon as the stream is open. The outcome
+// is written into tr, which try returns.
+func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onOpen func(*Attempt), tr *tryResult) *tryResult {
 	p := c.p
-	att, err := c.rt.Open(ctx, preq, c.trace, *avoid)
+	att, err := c.rt.Open(ctx, preq, c.trace, avoid)
 	if err != nil {
-		return nil, false, openError(ctx, err, c.caller)
+		// The Router's connect already tried other instances, from the
+		// same retry budget.
+		tr.me = openError(ctx, err, c.caller)
+		return tr
+	}
+	if onOpen != nil {
+		onOpen(att)
 	}
 	s := att.Stream
 	stop := context.AfterFunc(ctx, func() { s.Abort(tunnel.AbortFailed) })
@@ -257,54 +237,57 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 	hl := limitHead(s, p.cfg.MaxHeaderBytes)
 	hl.idle, hl.deadline = c.idle, s.SetReadDeadline
 	br := p.getReader(hl)
-	fail := func(me *meshError, retry bool) (*http.Response, bool, *meshError) {
+	fail := func(me *meshError, failed condition) *tryResult {
 		stop()
 		c.noteUpload(written)
 		p.putReader(br)
 		att.Done(time.Since(t0), true)
-		return nil, retry, me
+		tr.me, tr.failed, tr.att = me, failed, att
+		return tr
 	}
 	if err := s.Status(br); err != nil {
 		// Status cancelled and released the stream, which ends a write in
 		// progress.
 		var re *tunnel.RefusedError
-		retry := errors.As(err, &re) && re.Code.Retryable()
-		if retry {
-			*avoid = append(*avoid, att.Instance)
+		var failed condition
+		if errors.As(err, &re) && re.Code.Retryable() {
+			failed = condRefusedStream
+		} else if !expired(ctx) {
+			failed = condReset
 		}
-		return fail(openError(ctx, err, c.caller), retry)
+		return fail(openError(ctx, err, c.caller), failed)
 	}
 	var resp *http.Response
+	var reason string
 	if c.verbatim {
 		var code int
 		if code, err = statusCode(br); err == nil {
 			resp = &http.Response{StatusCode: code, Body: http.NoBody, Request: c.r}
 			if code >= 400 {
-				c.obs.MeshError = meshErrorIn(br)
+				reason = meshErrorIn(br)
 			}
 		}
 	} else {
 		resp, err = http.ReadResponse(br, c.r)
 		if err == nil {
 			if v := resp.Header[ErrorHeader]; len(v) > 0 {
-				c.obs.MeshError = knownReason([]byte(v[0]))
+				reason = knownReason([]byte(v[0]))
 			}
 		}
 	}
 	if err != nil {
 		s.Abort(tunnel.AbortFailed)
 		if expired(ctx) {
-			return fail(timeoutError(c.caller, "no answer in time"), false)
+			return fail(timeoutError(c.caller, "no answer in time"), 0)
 		}
-		return fail(&meshError{http.StatusBadGateway, ReasonUpstreamReset, "read the answer: " + err.Error()}, false)
+		return fail(&meshError{http.StatusBadGateway, ReasonUpstreamReset, "read the answer: " + err.Error()}, condReset)
 	}
 	hl.n = -1 // the head is read: the body is not bounded
 	latency := time.Since(t0)
 	p.m.duration.WithLabelValues(outbound).Observe(latency.Seconds())
 	p.m.requests.WithLabelValues(outbound, class(resp.StatusCode)).Inc()
-	c.br, c.stream, c.failed = br, s, resp.StatusCode >= 500
-	c.obs.Status, c.obs.Route, c.obs.Instance = resp.StatusCode, att.Route, att.Instance
-	c.finish = func() {
+	tr.resp, tr.att, tr.br, tr.stream, tr.meshReason, tr.verbatim = resp, att, br, s, reason, c.verbatim
+	tr.finish = func(failed bool) {
 		stop()
 		if !c.noteUpload(written) {
 			// The answer is whole but the request is still being sent
@@ -314,9 +297,9 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid *[]string) (*
 		}
 		resp.Body.Close()
 		p.putReader(br)
-		att.Done(latency, c.failed)
+		att.Done(latency, failed)
 	}
-	return resp, false, nil
+	return tr
 }
 
 // uploaded reports whether nothing reads the request body any more: it
@@ -355,6 +338,10 @@ func (c *call) abort() {
 // end releases what send holds (the stream of the answer, the timers)
 // and, the first time, ends the request's record.
 func (c *call) end() {
+	if c.won != nil {
+		c.won.finish(c.failed)
+		c.won = nil
+	}
 	if c.finish != nil {
 		c.finish()
 		c.finish = nil
@@ -373,6 +360,9 @@ func (c *call) end() {
 	}
 	if !c.recorded {
 		c.recorded = true
+		if c.obs.Attempts > 0 {
+			c.p.m.attempts.Observe(float64(c.obs.Attempts))
+		}
 		if c.obs.BytesIn == 0 {
 			c.obs.BytesIn = c.bodySent()
 		}
@@ -398,6 +388,11 @@ func (c *call) writeRequest(s *tunnel.Stream) error {
 	bw := c.p.getWriter(s)
 	defer c.p.putWriter(bw)
 	r := c.r
+	if c.hedging {
+		// Hedged tries write at once: each writes a copy of its own.
+		rc := *r
+		r = &rc
+	}
 	body := r.Body
 	if c.body != nil {
 		r.Body = io.NopCloser(bytes.NewReader(c.body))
