@@ -25,6 +25,7 @@ import (
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
 	"github.com/meshwork/meshwork/transport"
@@ -145,7 +146,7 @@ func (ta *testAgent) waitTunnel(t *testing.T) {
 // eventually polls cond until it holds or the wait runs out.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	meshtest.Eventually(t, wait, what, cond)
+	testnet.Eventually(t, wait, what, cond)
 }
 
 // lookupA asks the agent's DNS server for name's A records.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // These tests run the real binary as a process: signals, sd_notify and exit
@@ -81,7 +82,7 @@ func expectNotify(t *testing.T, ch <-chan string, want string) string {
 // waitFor polls cond until it holds or a minute passes.
 func waitFor(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	meshtest.Eventually(t, time.Minute, what, cond)
+	testnet.Eventually(t, time.Minute, what, cond)
 }
 
 func writeConf(t *testing.T, path, body string) {
