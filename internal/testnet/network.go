@@ -32,6 +32,10 @@ type Link struct {
 	// Cut drops every datagram, refuses new streams (the dial times out)
 	// and breaks established streams, as a lost route does.
 	Cut bool
+	// Reject, with Cut, makes a dial across the link fail at once with
+	// EHOSTUNREACH, as a firewall that rejects does, instead of hanging
+	// until its deadline as a dropped SYN does.
+	Reject bool
 	// Drop is the probability, from 0 to 1, that a datagram is lost.
 	// Streams are not affected: TCP retransmits.
 	Drop float64
@@ -211,6 +215,13 @@ func (n *Network) update(a, b []string, edit func(*Link)) {
 	broken := n.brokenStreamsLocked()
 	n.mu.Unlock()
 	closeAll(broken)
+}
+
+// rejectsLocked reports whether a dial between a and b is rejected at
+// once (Link.Reject on a cut link, either way).
+func (n *Network) rejectsLocked(a, b string) bool {
+	l, r := n.links[[2]string{a, b}], n.links[[2]string{b, a}]
+	return (l.Cut && l.Reject) || (r.Cut && r.Reject)
 }
 
 // reachableLocked reports whether a stream may run between a and b: it

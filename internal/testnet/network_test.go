@@ -204,6 +204,12 @@ func TestStreams(t *testing.T) {
 		t.Fatalf("dial across a partition = %v, want a timeout", err)
 	}
 
+	// A rejecting cut fails the dial at once.
+	n.SetLink("a", "b", Link{Cut: true, Reject: true})
+	if _, err := dial(time.Minute); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("dial across a rejecting cut = %v, want EHOSTUNREACH", err)
+	}
+
 	n.Heal()
 	c2, err := dial(time.Second)
 	if err != nil {

@@ -76,11 +76,15 @@ func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	dst := n.hostAt(ap.Addr())
 	n.mu.Lock()
 	cut := dst != nil && !n.reachableLocked(h.name, dst.name)
+	reject := dst != nil && n.rejectsLocked(h.name, dst.name)
 	delay := time.Duration(0)
 	if dst != nil {
 		delay = n.links[[2]string{h.name, dst.name}].Delay + n.links[[2]string{dst.name, h.name}].Delay
 	}
 	n.mu.Unlock()
+	if reject {
+		return nil, opErr(os.NewSyscallError("connect", syscall.EHOSTUNREACH))
+	}
 	if cut || dst == nil {
 		// No route: nothing answers the SYN.
 		select {
