@@ -8,7 +8,7 @@
 //
 // The nodes run on the in-process network twin of internal/testnet (the
 // default), which also carries the Raft and tunnel sockets of whole agents
-// (Agents), or on real UDP and TCP sockets on 127.0.0.1 (Options.Loopback).
+// (NodeSpec.Host), or on real UDP and TCP sockets on 127.0.0.1 (Options.Loopback).
 // Every fault is applied at the network, so the code under test is the
 // production code. Tests wait with testnet.Eventually.
 package meshtest

@@ -170,7 +170,7 @@ func (n *Network) Partition(a, b []string) {
 	n.update(a, b, func(l *Link) { l.Cut = true })
 }
 
-// Isolate cuts name from every other host.
+// Isolate cuts name from every other host the network has now.
 func (n *Network) Isolate(name string) {
 	var others []string
 	for _, h := range n.Hosts() {
