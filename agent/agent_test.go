@@ -143,12 +143,6 @@ func (ta *testAgent) waitTunnel(t *testing.T) {
 	}
 }
 
-// eventually polls cond until it holds or the wait runs out.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	testnet.Eventually(t, wait, what, cond)
-}
-
 // lookupA asks the agent's DNS server for name's A records.
 func (ta *testAgent) lookupA(name string) ([]netip.Addr, error) {
 	m := new(dns.Msg)
@@ -276,7 +270,7 @@ func TestDevAgentServesItsOwnServicesThroughTheTunnel(t *testing.T) {
 		t.Fatalf("published tunnel port %d, want %d", a.Local().NodeInfo().TunnelPort, cfg.Ports.Tunnel)
 	}
 	var body string
-	eventually(t, "a call through the upstream", func() error {
+	testnet.Eventually(t, wait, "a call through the upstream", func() error {
 		body, err = get("http://" + bind + "/hello")
 		return err
 	})
@@ -290,7 +284,7 @@ func TestDevAgentServesItsOwnServicesThroughTheTunnel(t *testing.T) {
 	// A deny for the caller's service blocks it; the node identity and other
 	// services are not concerned.
 	applyPolicy(t, a.Raft(), "kind: Intention\nname: web\nsources: [{name: app, action: deny}]\n")
-	eventually(t, "the deny applies", func() error {
+	testnet.Eventually(t, wait, "the deny applies", func() error {
 		if _, err := get("http://" + bind + "/"); err == nil {
 			return errors.New("the call still goes through")
 		}
@@ -347,7 +341,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	}
 
 	var vip netip.Addr
-	eventually(t, "web.service.mesh answers a virtual IP on c1", func() error {
+	testnet.Eventually(t, wait, "web.service.mesh answers a virtual IP on c1", func() error {
 		ips, err := c.lookupA("web.service.mesh")
 		if err != nil {
 			return err
@@ -361,7 +355,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(vip, uint16(port)))
 	// The VIP listener opens with the catalog, the call is refused by
 	// default deny on s1.
-	eventually(t, "s1 refuses c1 by default", func() error {
+	testnet.Eventually(t, wait, "s1 refuses c1 by default", func() error {
 		if _, err := get(url); err == nil {
 			return errors.New("the call went through under default deny")
 		}
@@ -372,9 +366,9 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	})
 
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
-	eventually(t, "the call goes through once IntentionDefaults allows", func() error { return getBody(url, "web-s1 /") })
+	testnet.Eventually(t, wait, "the call goes through once IntentionDefaults allows", func() error { return getBody(url, "web-s1 /") })
 	applyPolicy(t, s.Raft(), "kind: Intention\nname: web\nsources: [{name: \"*\", action: deny}]\n")
-	eventually(t, "the Intention deny blocks the node caller", func() error {
+	testnet.Eventually(t, wait, "the Intention deny blocks the node caller", func() error {
 		if _, err := get(url); err == nil {
 			return errors.New("the call still goes through")
 		}
@@ -385,7 +379,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	if _, err := s.Raft().DeleteDocument(ctx, policy.Key{Kind: policy.KindIntention, Name: "web"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleting the deny allows again", func() error {
+	testnet.Eventually(t, wait, "deleting the deny allows again", func() error {
 		_, err := get(url)
 		return err
 	})
@@ -395,7 +389,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	if err := c.Local().Register(api.ServiceDefinition{Name: "api", Port: 9}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "c1's leaf names api", func() error {
+	testnet.Eventually(t, wait, "c1's leaf names api", func() error {
 		select {
 		case <-changes:
 		default:
@@ -451,7 +445,7 @@ func TestTunnelDisabled(t *testing.T) {
 	if a.TunnelReady() != nil || a.Tunnel() != nil {
 		t.Fatal("a tunnel exists with ports.tunnel -1")
 	}
-	eventually(t, "web.service.mesh answers the instance's own address", func() error {
+	testnet.Eventually(t, wait, "web.service.mesh answers the instance's own address", func() error {
 		ips, err := a.lookupA("web.service.mesh")
 		if err == nil && (len(ips) != 1 || ips[0] != netip.MustParseAddr("127.0.0.1")) {
 			err = fmt.Errorf("answers %v", ips)
