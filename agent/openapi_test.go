@@ -23,6 +23,7 @@ import (
 	"github.com/meshwork/meshwork/agent/httpapi"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // openAPIPath is the API's description, which this test holds to the agent.
@@ -205,7 +206,7 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 	base := "http://" + a.HTTPAddr()
 	ctx := context.Background()
 	m := api.NewClient(a.HTTPAddr()).WithToken(mgmt)
-	eventually(t, "the initial management token", func() error {
+	testnet.Eventually(t, wait, "the initial management token", func() error {
 		_, err := m.Self(ctx)
 		return err
 	})
