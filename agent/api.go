@@ -48,6 +48,9 @@ func (a *Agent) buildHTTP() error {
 	if err := a.mountACLAPI(s); err != nil {
 		return err
 	}
+	if err := ui.RegisterBuildInfo(a.reg, a.deps.Version, a.deps.Commit); err != nil {
+		return err
+	}
 	topology, err := a.uiTopology()
 	if err != nil {
 		return err
@@ -82,8 +85,9 @@ func (a *Agent) uiTopology() (ui.Provider, error) {
 		}
 	}
 	return ui.NewAgents(ui.AgentsConfig{TelemetryPort: port}, ui.AgentsDeps{
-		Self:    a.cfg.Node,
-		Local:   a.reg,
-		Members: func() []*catalog.Member { return a.store.Current().Members() },
+		Self:       a.cfg.Node,
+		Local:      a.reg,
+		Members:    func() []*catalog.Member { return a.store.Current().Members() },
+		Registerer: a.reg,
 	})
 }

@@ -71,14 +71,17 @@ type AgentsDeps struct {
 	Client *http.Client
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Registerer receives the provider's metrics. Default: none.
+	Registerer prometheus.Registerer
 }
 
 // Agents is the default Provider: it asks every live agent for its
 // golden-signal counters (this one from its registry, the others on their
 // telemetry listeners) and turns two readings into rates.
 type Agents struct {
-	cfg  AgentsConfig
-	deps AgentsDeps
+	cfg     AgentsConfig
+	deps    AgentsDeps
+	metrics *metrics
 
 	mu   sync.Mutex // serialises readings
 	prev map[string]agentReading
@@ -90,6 +93,7 @@ type agentReading struct {
 	at         time.Time
 	edges      map[edgeKey]edgeCounts
 	leafExpiry *time.Time
+	version    string
 }
 
 // NewAgents validates its arguments.
@@ -108,7 +112,11 @@ func NewAgents(cfg AgentsConfig, deps AgentsDeps) (*Agents, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Agents{cfg: cfg, deps: deps, prev: map[string]agentReading{}}, nil
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("ui: agents: metrics: %w", err)
+	}
+	return &Agents{cfg: cfg, deps: deps, metrics: m, prev: map[string]agentReading{}}, nil
 }
 
 // Read implements Provider.
@@ -155,10 +163,13 @@ func (p *Agents) Read(ctx context.Context) (Topology, error) {
 			at := p.deps.Now()
 			if err != nil {
 				res.src.Error = err.Error()
+				p.metrics.reads.WithLabelValues("error").Inc()
 			} else {
 				res.src.OK = true
 				res.reading = readFamilies(fams, at)
 				res.src.LeafExpiresAt = res.reading.leafExpiry
+				res.src.Version = res.reading.version
+				p.metrics.reads.WithLabelValues("ok").Inc()
 			}
 			results[i] = res
 		}()
@@ -316,6 +327,10 @@ func readFamilies(fams []*dto.MetricFamily, at time.Time) agentReading {
 				}
 				c.buckets[math.Inf(1)] += float64(h.GetSampleCount())
 				rd.edges[k] = c
+			}
+		case MetricBuildInfo:
+			if ms := f.GetMetric(); len(ms) > 0 {
+				rd.version = labelsOf(ms[0])["version"]
 			}
 		case leafExpiryMetric:
 			if ms := f.GetMetric(); len(ms) > 0 {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,13 +76,14 @@ const (
 	queryP99      = `histogram_quantile(0.99, sum by (le, source, destination) (rate(` + signals.MetricDuration + `_bucket{direction="outbound"}[%s])))`
 	queryTotal    = `sum by (source, destination) (` + signals.MetricRequests + `{direction="outbound"})`
 	queryLeaf     = leafExpiryMetric
+	queryBuild    = MetricBuildInfo
 )
 
 // Read implements Provider.
 func (p *Prometheus) Read(ctx context.Context) (Topology, error) {
 	rng := promDuration(p.cfg.Range)
 	queries := []string{
-		fmt.Sprintf(queryRate, rng), fmt.Sprintf(queryFailures, rng), fmt.Sprintf(queryP99, rng), queryTotal, queryLeaf,
+		fmt.Sprintf(queryRate, rng), fmt.Sprintf(queryFailures, rng), fmt.Sprintf(queryP99, rng), queryTotal, queryLeaf, queryBuild,
 	}
 	answers := make([][]promSample, len(queries))
 	errs := make([]error, len(queries))
@@ -136,17 +138,39 @@ func (p *Prometheus) Read(ctx context.Context) (Topology, error) {
 		top.Edges = append(top.Edges, *e)
 	}
 	sortEdges(top.Edges)
-	// The leaves' expiry, by the scraped instance's host; the nodes page
-	// matches it to a node's address. A failure here costs only that.
-	if errs[4] == nil {
-		for _, s := range answers[4] {
-			host := s.Metric["instance"]
-			if h, _, err := net.SplitHostPort(host); err == nil {
+	// The leaves' expiry and the versions, by the scraped instance; the
+	// nodes page matches its host to a node's address. A failure here
+	// costs only those.
+	byInstance := map[string]*Source{}
+	var instances []string
+	instance := func(s promSample) *Source {
+		in := s.Metric["instance"]
+		src := byInstance[in]
+		if src == nil {
+			host := in
+			if h, _, err := net.SplitHostPort(in); err == nil {
 				host = h
 			}
-			t := now.Add(time.Duration(s.Value * float64(time.Second))).UTC().Truncate(time.Second)
-			top.Sources = append(top.Sources, Source{URL: s.Metric["instance"], Node: "", OK: true, LeafExpiresAt: &t, Addr: host})
+			src = &Source{URL: in, OK: true, Addr: host}
+			byInstance[in] = src
+			instances = append(instances, in)
 		}
+		return src
+	}
+	if errs[4] == nil {
+		for _, s := range answers[4] {
+			t := now.Add(time.Duration(s.Value * float64(time.Second))).UTC().Truncate(time.Second)
+			instance(s).LeafExpiresAt = &t
+		}
+	}
+	if errs[5] == nil {
+		for _, s := range answers[5] {
+			instance(s).Version = s.Metric["version"]
+		}
+	}
+	sort.Strings(instances)
+	for _, in := range instances {
+		top.Sources = append(top.Sources, *byInstance[in])
 	}
 	return top, nil
 }

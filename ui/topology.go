@@ -44,6 +44,9 @@ type Source struct {
 	// LeafExpiresAt is when the agent's leaf certificate expires, from its
 	// meshwork_ca_leaf_expiry_seconds; absent when unknown.
 	LeafExpiresAt *time.Time `json:"leaf_expires_at,omitempty"`
+	// Version is the agent's version, from its meshwork_build_info;
+	// empty when unknown.
+	Version string `json:"version,omitempty"`
 }
 
 // Edge is the calls from Source to Destination: L7 requests and L4

@@ -103,22 +103,23 @@
     if (!nodes.length) return [empty("No node is visible to this token.")];
     const raft = {};
     for (const p of peers.value || []) raft[p.id] = p.leader ? "leader" : p.voter ? "follower" : "non-voter";
-    const leaf = {};
+    const leaf = {}, version = {};
     for (const src of (top.value && top.value.sources) || []) {
       if (src.leaf_expires_at) leaf[src.node || src.addr] = src.leaf_expires_at;
+      if (src.version) version[src.node || src.addr] = src.version;
     }
     const rows = nodes.map((n) => h("tr", { "data-node": n.name },
       h("th", { scope: "row" }, n.name),
       h("td", {}, badge(n.status)),
       h("td", {}, n.server ? "server" : "client"),
       h("td", {}, n.server ? (raft[n.name] || (peers.error ? "not allowed" : "not a peer")) : "—"),
-      h("td", {}, self.value && self.value.node === n.name ? self.value.build.version : "—"),
+      h("td", {}, version[n.name] || version[n.addr] || (self.value && self.value.node === n.name ? self.value.build.version : "—")),
       h("td", {}, when(leaf[n.name] || leaf[n.addr])),
       h("td", { class: "hide-narrow" }, n.addr),
       h("td", { class: "hide-narrow" }, String(n.services))));
     const notes = [];
     if (peers.error) notes.push(h("p", { class: "muted" }, "Raft roles: " + peers.error.message));
-    notes.push(h("p", { class: "muted" }, "Versions are known for the agent serving this page; certificate expiry comes from each agent's metrics, read as the topology reads them."));
+    notes.push(h("p", { class: "muted" }, "Versions and certificate expiry come from each agent's metrics, read as the topology reads them" + (top.error ? ": " + top.error.message : ".")));
     return [table(["Node", "Status", "Kind", "Raft", "Version", "Certificate expires", { label: "Address", narrow: true }, { label: "Services", narrow: true }], rows), ...notes];
   }
 
@@ -278,7 +279,7 @@
     const svg = s("svg", { class: "graph", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Service topology: " + edges.length + " calls between " + names.length + " services" });
     const defs = s("defs");
     for (const k of ["ok", "warn", "bad", "idle"]) {
-      defs.append(s("marker", { id: "arrow-" + k, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }, s("path", { d: "M0,0L10,5L0,10z", class: k, fill: "currentColor" })));
+      defs.append(s("marker", { id: "arrow-" + k, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" }, s("path", { d: "M0,0L10,5L0,10z", class: "arrow " + k })));
     }
     svg.append(defs);
     for (const e of edges) {
@@ -291,7 +292,7 @@
       else if (x2 > x1) { const mx = (x1 + x2) / 2; d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`; lx = mx; ly = (y1 + y2) / 2 - 8; }
       else { const x1b = a.x, x2b = b.x + bw; d = `M${x1b},${y1} C${x1b - 60},${y1 + 60} ${x2b + 60},${y2 + 60} ${x2b},${y2}`; lx = (x1b + x2b) / 2; ly = Math.max(y1, y2) + 40; }
       const g = s("g", { class: "edge-group", "data-source": e.source, "data-destination": e.destination, "data-health": k });
-      g.append(s("path", { d, class: "edge " + k, "marker-end": "url(#arrow-" + k + ")", style: "color:var(--" + (k === "idle" ? "muted" : k) + ")" }, s("title", {}, e.source + " → " + e.destination + ": " + edgeLabel(e))));
+      g.append(s("path", { d, class: "edge " + k, "marker-end": "url(#arrow-" + k + ")" }, s("title", {}, e.source + " → " + e.destination + ": " + edgeLabel(e))));
       g.append(s("text", { x: lx, y: ly, "text-anchor": "middle", class: "label " + k }, edgeLabel(e)));
       svg.append(g);
     }
