@@ -73,10 +73,14 @@ func NewPrometheus(cfg PrometheusConfig, client *http.Client) (*Prometheus, erro
 const (
 	queryRate     = `sum by (source, destination) (rate(` + signals.MetricRequests + `{direction="outbound"}[%s]))`
 	queryFailures = `sum by (source, destination) (rate(` + signals.MetricRequests + `{direction="outbound",result="failure"}[%s]))`
-	queryP99      = `histogram_quantile(0.99, sum by (le, source, destination) (rate(` + signals.MetricDuration + `_bucket{direction="outbound"}[%s])))`
-	queryTotal    = `sum by (source, destination) (` + signals.MetricRequests + `{direction="outbound"})`
-	queryLeaf     = leafExpiryMetric
-	queryBuild    = MetricBuildInfo
+	// The native histogram where Prometheus keeps it (its
+	// native-histograms feature takes it instead of the classic buckets),
+	// else the classic buckets. %[1]s is the range.
+	queryP99 = `histogram_quantile(0.99, sum by (source, destination) (rate(` + signals.MetricDuration + `{direction="outbound"}[%[1]s])))` +
+		` or histogram_quantile(0.99, sum by (le, source, destination) (rate(` + signals.MetricDuration + `_bucket{direction="outbound"}[%[1]s])))`
+	queryTotal = `sum by (source, destination) (` + signals.MetricRequests + `{direction="outbound"})`
+	queryLeaf  = leafExpiryMetric
+	queryBuild = MetricBuildInfo
 )
 
 // Read implements Provider.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,8 +34,10 @@ import (
 // Every agent's telemetry listener is on its host's address, so the UI on
 // h1 (the agents provider) asks each of them for its counters. Chromium
 // runs in the test's own namespace and reaches h1's API, on h1's
-// loopback, through a forwarder the test runs (uiForward). A second,
-// one-host cluster has ACLs on, for the token prompt.
+// loopback, through a forwarder the test runs (uiForward). TestUIPrometheus
+// runs the topology part again with a real Prometheus on h1 as the
+// source (ui.metrics_provider prometheus); TestUIACL has a one-host
+// cluster with ACLs on, for the token prompt.
 //
 // Screenshots of every page go to $MESHWORK_ARTIFACTS/<test>, else to a
 // directory under the test's temp dir, named in the log. Any console
@@ -84,43 +87,8 @@ func TestUI(t *testing.T) {
 		t.Fatal("chromium is not installed: run scripts/deps.sh e2e (Debian package chromium)")
 	}
 	artifacts := uiArtifacts(t)
-	nw := New(t, 3)
-	h1, h2, h3 := nw.Hosts[0], nw.Hosts[1], nw.Hosts[2]
-	serveApp(t, h1, uiWebPort, "web", nil)
-	telemetry := func(h *Host) string {
-		return fmt.Sprintf("telemetry:\n  listen: %s\n", net.JoinHostPort(h.Addr, uiTelemetry))
-	}
-	enc, ck := Key(), Key()
-	server := h1.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Server: true, BootstrapExpect: 1,
-		Extra: telemetry(h1) + fmt.Sprintf("services:\n  - {name: web, id: web, port: %d}\n", uiWebPort)})
-	Eventually(t, 90*time.Second, "the CA on h1", func() error {
-		_, err := server.CLI("ca", "roots")
-		return err
-	})
-	agents := []*Agent{server}
-	for _, h := range []*Host{h2, h3} {
-		tok, err := server.Token(h.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		extra := telemetry(h)
-		if h == h2 {
-			extra += fmt.Sprintf("services:\n  - name: shop\n    id: shop\n    upstreams:\n      - {service: web, local_bind: %q}\n", uiUpstream)
-		}
-		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: extra}))
-	}
-	waitForLeaves(t, agents, map[*Host][]string{h1: {"web"}, h2: {"shop"}})
-	waitForInstances(t, agents[1], map[string]int{"web": 1})
-	applyPolicy(t, server, agents, uiPolicy)
-	shop := hostClient(h2, l7Workers)
-	t.Cleanup(shop.CloseIdleConnections)
-	Eventually(t, 30*time.Second, "a call through shop's upstream", func() error {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+uiUpstream+"/warmup", nil)
-		if r := do(shop, req); !r.reached() {
-			return errors.New(r.String())
-		}
-		return nil
-	})
+	m := startUIMesh(t, "")
+	h1, h3 := m.nw.Hosts[0], m.nw.Hosts[2]
 
 	base := uiForward(t, h1, uiAPI)
 	b := newUIBrowser(t, artifacts)
@@ -183,25 +151,122 @@ func TestUI(t *testing.T) {
 	t.Logf("service late appeared on the services page %s after its registration", time.Since(registered).Round(time.Millisecond))
 
 	// Under load, the edge shop → web appears, healthy; a Fault makes it red.
-	load := (&l7Mesh{client: shop}).startLoad(uiLoadCalls, uiLoadRate, func(i int) l7Result {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+uiUpstream+"/load", nil)
-		return do(shop, req)
-	})
-	t.Cleanup(func() { load.halt(); load.wait() })
-	edge := `g.edge-group[data-source="shop"][data-destination="web"]`
-	b.page(base, "topology")
-	b.waitFor(uiEdgeWithin, edge+`[data-health="ok"]`)
-	b.screenshot("topology-healthy")
-	applyPolicy(t, server, agents, uiFault)
-	b.waitFor(uiEdgeWithin, edge+`[data-health="bad"]`)
-	b.screenshot("topology-faulty")
-	t.Logf("shop → web under the fault: %s", b.textContent(edge+` text`))
+	m.edgeTurnsRed(b, base, "")
 	sources := uiEval[int](b, `document.querySelectorAll("ul.sources li .ok").length`)
 	if sources != 3 {
 		t.Errorf("the topology read %d agents, want 3 (each agent asked for its counters)", sources)
 	}
-	load.halt()
 	b.checkConsole()
+}
+
+// TestUIPrometheus: the topology's numbers from a real Prometheus
+// (ui.metrics_provider prometheus) scraping the agents' telemetry
+// listeners, the Debian package as in TestPrometheusGoldenSignals.
+func TestUIPrometheus(t *testing.T) {
+	if _, err := os.Stat(uiChromium); err != nil {
+		t.Fatal("chromium is not installed: run scripts/deps.sh e2e (Debian package chromium)")
+	}
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed: run scripts/deps.sh test (Debian package prometheus)")
+	}
+	artifacts := uiArtifacts(t)
+	m := startUIMesh(t, fmt.Sprintf("ui:\n  metrics_provider: prometheus\n  prometheus_url: http://%s\n", sigPromAddr))
+	h1 := m.nw.Hosts[0]
+	var addrs []string
+	for _, h := range m.nw.Hosts {
+		addrs = append(addrs, h.Addr)
+	}
+	startPrometheus(t, h1, prom, addrs)
+	base := uiForward(t, h1, uiAPI)
+	b := newUIBrowser(t, artifacts)
+	m.edgeTurnsRed(b, base, "prometheus-")
+	if got := b.textContent("ul.sources"); !strings.Contains(got, "http://"+sigPromAddr+"/api/v1/query") {
+		t.Errorf("the page names its source %q, want the Prometheus API", got)
+	}
+	b.page(base, "nodes")
+	if v := b.textContent(`tr[data-node="h2"]`); !strings.Contains(v, "in 2") { // the leaf's expiry, "in 24 h" or "in 23 h"
+		t.Errorf("h2's row %q shows no certificate expiry from Prometheus", v)
+	}
+	b.checkConsole()
+}
+
+// uiMesh is the three agents of the UI tests, the web app and shop's
+// client.
+type uiMesh struct {
+	t      *testing.T
+	nw     *Net
+	agents []*Agent
+	shop   *http.Client
+}
+
+// startUIMesh starts the mesh of the UI tests; h1Extra goes into h1's
+// config.
+func startUIMesh(t *testing.T, h1Extra string) *uiMesh {
+	t.Helper()
+	nw := New(t, 3)
+	h1, h2, h3 := nw.Hosts[0], nw.Hosts[1], nw.Hosts[2]
+	serveApp(t, h1, uiWebPort, "web", nil)
+	telemetry := func(h *Host) string {
+		return fmt.Sprintf("telemetry:\n  listen: %s\n", net.JoinHostPort(h.Addr, uiTelemetry))
+	}
+	enc, ck := Key(), Key()
+	server := h1.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Server: true, BootstrapExpect: 1,
+		Extra: telemetry(h1) + h1Extra + fmt.Sprintf("services:\n  - {name: web, id: web, port: %d}\n", uiWebPort)})
+	Eventually(t, 90*time.Second, "the CA on h1", func() error {
+		_, err := server.CLI("ca", "roots")
+		return err
+	})
+	agents := []*Agent{server}
+	for _, h := range []*Host{h2, h3} {
+		tok, err := server.Token(h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra := telemetry(h)
+		if h == h2 {
+			extra += fmt.Sprintf("services:\n  - name: shop\n    id: shop\n    upstreams:\n      - {service: web, local_bind: %q}\n", uiUpstream)
+		}
+		agents = append(agents, h.StartAgent(AgentOptions{Encrypt: enc, ClusterKey: ck, Join: []string{h1.Addr}, Token: tok, Extra: extra}))
+	}
+	waitForLeaves(t, agents, map[*Host][]string{h1: {"web"}, h2: {"shop"}})
+	waitForInstances(t, agents[1], map[string]int{"web": 1})
+	applyPolicy(t, server, agents, uiPolicy)
+	shop := hostClient(h2, l7Workers)
+	t.Cleanup(shop.CloseIdleConnections)
+	Eventually(t, 30*time.Second, "a call through shop's upstream", func() error {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+uiUpstream+"/warmup", nil)
+		if r := do(shop, req); !r.reached() {
+			return errors.New(r.String())
+		}
+		return nil
+	})
+	return &uiMesh{t: t, nw: nw, agents: agents, shop: shop}
+}
+
+// edgeTurnsRed loads shop → web, waits for the topology page to show the
+// edge healthy, applies the Fault, and waits for it to turn red, with
+// screenshots named prefix+"topology-healthy" and prefix+"topology-faulty".
+func (m *uiMesh) edgeTurnsRed(b *uiBrowser, base, prefix string) {
+	t := m.t
+	t.Helper()
+	load := (&l7Mesh{client: m.shop}).startLoad(uiLoadCalls, uiLoadRate, func(i int) l7Result {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+uiUpstream+"/load", nil)
+		return do(m.shop, req)
+	})
+	defer func() { load.halt(); load.wait() }()
+	edge := `g.edge-group[data-source="shop"][data-destination="web"]`
+	b.page(base, "topology")
+	b.waitFor(uiEdgeWithin, edge+`[data-health="ok"]`)
+	b.screenshot(prefix + "topology-healthy")
+	applyPolicy(t, m.agents[0], m.agents, uiFault)
+	b.waitFor(uiEdgeWithin, edge+`[data-health="bad"]`)
+	b.screenshot(prefix + "topology-faulty")
+	label := b.textContent(edge + ` text`)
+	t.Logf("shop → web under the fault: %s", label)
+	if strings.Contains(label, "p99 —") {
+		t.Errorf("shop → web shows no p99: %q", label)
+	}
 }
 
 // TestUIACL: with ACLs on, a page refuses without a token, and shows what

@@ -58,7 +58,7 @@
   }
 
   const page = () => document.getElementById("page");
-  function show(...nodes) { page().replaceChildren(...nodes); page().removeAttribute("aria-busy"); }
+  function show(...nodes) { page().replaceChildren(...nodes.filter((n) => n)); page().removeAttribute("aria-busy"); }
   function loading() { page().setAttribute("aria-busy", "true"); page().replaceChildren(h("p", { class: "state loading", role: "status" }, "Loading…")); }
   function empty(text) { return h("p", { class: "state empty" }, text); }
   function failed(err) {
@@ -207,7 +207,7 @@
     const leaf = await optional("/v1/ca/leaf");
     const out = [h("p", {}, "Trust domain ", h("strong", {}, roots.trust_domain), ", generation " + roots.generation)];
     out.push(table(["Root", "Active", "Subject", "Valid until"], (roots.roots || []).map((r) => h("tr", {},
-      h("th", { scope: "row" }, h("code", {}, r.fingerprint.slice(0, 23) + "…")), h("td", {}, r.active ? badge("passing") : "—"), h("td", {}, r.subject), h("td", {}, when(r.not_after))))));
+      h("th", { scope: "row" }, h("code", {}, r.fingerprint.slice(0, 23) + "…")), h("td", {}, r.active ? h("span", { class: "badge ok" }, "active") : "trusted"), h("td", {}, r.subject), h("td", {}, when(r.not_after))))));
     const rot = roots.rotation;
     out.push(h("h2", {}, "Rotation"));
     if (!rot) out.push(h("p", { class: "muted" }, "Known to servers only: this agent is a client, or the CA is external."));
