@@ -183,6 +183,11 @@ func (p *Agents) Read(ctx context.Context) (Topology, error) {
 	for _, res := range results {
 		top.Sources = append(top.Sources, res.src)
 		if !res.src.OK {
+			// Keep its last reading: the next one then covers the
+			// longer span, rather than starting over.
+			if prev, ok := p.prev[res.src.Node]; ok {
+				next[res.src.Node] = prev
+			}
 			continue
 		}
 		node := res.src.Node

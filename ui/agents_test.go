@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -256,5 +257,63 @@ func TestQuantile(t *testing.T) {
 				t.Fatalf("quantile = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
 			}
 		})
+	}
+}
+
+// TestAgentsProviderAcrossAFailure: a read that fails keeps the agent's
+// last reading, so the next one gives the rate over the whole span.
+func TestAgentsProviderAcrossAFailure(t *testing.T) {
+	local := newFakeAgent(t, false)
+	remote := newFakeAgent(t, false)
+	var mu sync.Mutex
+	failing := false
+	metricsHandler := promhttp.HandlerFor(remote.reg, promhttp.HandlerOpts{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		f := failing
+		mu.Unlock()
+		if f {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		metricsHandler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	remote.url = srv.URL
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	p, err := NewAgents(AgentsConfig{TelemetryPort: remote.port(t)}, AgentsDeps{Self: "n1", Local: local.reg, Now: clk.Now,
+		Members: func() []*catalog.Member {
+			return []*catalog.Member{member("n1", catalog.StatusAlive), member("n2", catalog.StatusAlive)}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	remote.call("shop", "web", 1, 0, time.Millisecond)
+	if _, err := p.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	clk.advance(5 * time.Second)
+	top, _ := p.Read(ctx)
+	var n2 Source
+	for _, s := range top.Sources {
+		if s.Node == "n2" {
+			n2 = s
+		}
+	}
+	if n2.OK || !strings.Contains(n2.Error, "503") {
+		t.Fatalf("n2 while failing: %+v", n2)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	remote.call("shop", "web", 100, 0, time.Millisecond)
+	clk.advance(5 * time.Second)
+	top, _ = p.Read(ctx)
+	if len(top.Edges) != 1 || math.Abs(top.Edges[0].RPS-10) > 0.01 {
+		t.Fatalf("edges %+v: want 100 calls over 10 s, 10 req/s", top.Edges)
 	}
 }

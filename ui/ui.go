@@ -4,9 +4,11 @@
 // /v1 API with the token the user types (kept in the browser's
 // sessionStorage only), so the API's ACL checks decide what each page shows.
 //
-// The package adds one read-only endpoint that nothing else gives, the
-// topology's numbers:
+// The package adds two read-only endpoints (RegisterAPI): the settings
+// the pages need first, and the topology's numbers, which nothing else
+// gives:
 //
+//	GET /v1/ui/config     Settings   open: whether ACLs are on
 //	GET /v1/ui/topology   Topology   in handler: service:read on both ends of each edge,
 //	                                 node:read on each agent asked; filtered
 //
