@@ -138,7 +138,9 @@ func TestUI(t *testing.T) {
 		t.Errorf("intentions: shop → web reads %q, want allow by Intention web, source shop", cell)
 	}
 
-	// A service registered on h3 during the test appears within 5 s.
+	// A service registered on h3 during the test appears within 5 s on
+	// the services page open at h1, which watches the catalog.
+	b.page(base, "services")
 	h3api := hostClient(h3, 1)
 	t.Cleanup(h3api.CloseIdleConnections)
 	req, _ := http.NewRequest(http.MethodPut, "http://"+uiAPI+"/v1/agent/service/register", strings.NewReader(`{"name": "late", "port": 9300, "tags": ["new"]}`))
@@ -152,17 +154,7 @@ func TestUI(t *testing.T) {
 		t.Fatalf("register late on h3: %s", resp.Status)
 	}
 	registered := time.Now()
-	b.page(base, "services")
-	for {
-		if uiEval[int](b, `document.querySelectorAll('section[data-service="late"]').length`) > 0 {
-			break
-		}
-		if time.Since(registered) > uiAppearing {
-			b.screenshot("late-missing")
-			t.Fatalf("service late, registered on h3, not on the services page after %s", uiAppearing)
-		}
-		b.page(base, "services") // reload: the page reads the catalog once
-	}
+	b.waitFor(uiAppearing, `section[data-service="late"]`)
 	t.Logf("service late appeared on the services page %s after its registration", time.Since(registered).Round(time.Millisecond))
 
 	// Under load, the edge shop → web appears, healthy; a Fault makes it red.

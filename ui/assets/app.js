@@ -90,8 +90,8 @@
 
   const pages = {
     topology: { title: "Topology", load: topologyPage, refresh: true },
-    nodes: { title: "Nodes", load: nodesPage },
-    services: { title: "Services", load: servicesPage },
+    nodes: { title: "Nodes", load: nodesPage, watch: "/v1/catalog/nodes" },
+    services: { title: "Services", load: servicesPage, watch: "/v1/catalog/services" },
     intentions: { title: "Intentions", load: intentionsPage },
     policy: { title: "Policy", load: policyPage },
     ca: { title: "Certificate authority", load: caPage },
@@ -139,7 +139,7 @@
       const inst = healths[i];
       const sec = h("section", { "data-service": svc.name, "aria-labelledby": "svc-" + i },
         h("h2", { id: "svc-" + i }, svc.name, " ", h("span", { class: "muted" }, svc.passing + "/" + svc.instances + " passing")),
-        h("p", {}, "VIP: ", (vips[svc.name] || []).join(", ") || "none on this agent", " ", tags(svc.tags)));
+        h("p", {}, "VIP listeners on this agent: ", (vips[svc.name] || []).join(", ") || (tunnel.error ? "not allowed" : "none"), " ", tags(svc.tags)));
       if (inst.error) sec.append(failed(inst.error));
       else sec.append(table(["Instance", "Node", "Address", "Health", "Tags", "Checks"], inst.value.map((e) => h("tr", {},
         h("th", { scope: "row" }, e.service.id),
@@ -339,8 +339,33 @@
 
   // ---- shell -----------------------------------------------------------
 
+  // watch redraws the page when the catalog changes: a blocking query
+  // (docs/api.md) that the agent answers when its index moves past the
+  // one it gave last.
+  let watcher = null;
+  async function watch(path, gen) {
+    const ctl = new AbortController();
+    watcher = ctl;
+    const headers = token() ? { "X-Meshwork-Token": token() } : {};
+    let index = 0;
+    try {
+      for (;;) {
+        const r = await fetch(path + "?wait=55s&index=" + index, { headers, signal: ctl.signal, cache: "no-store" });
+        await r.text();
+        if (!r.ok || gen !== generation) return;
+        const next = Number(r.headers.get("X-Meshwork-Index")) || 0;
+        if (index && next !== index) { route(); return; }
+        index = next;
+      }
+    } catch (e) {
+      // Aborted by another page, or the agent went away: the page stays
+      // as it was drawn.
+    }
+  }
+
   async function route() {
     clearTimeout(timer);
+    if (watcher) { watcher.abort(); watcher = null; }
     const name = (location.hash.replace(/^#\//, "") || "topology").split("?")[0];
     const p = pages[name] || pages.topology;
     const key = pages[name] ? name : "topology";
@@ -366,6 +391,7 @@
     show(...nodes);
     document.body.dataset.ready = key;
     if (p.refresh) timer = setTimeout(() => { if (gen === generation) route(); }, REFRESH_MS);
+    if (p.watch) watch(p.watch, gen);
   }
 
   async function init() {
