@@ -212,7 +212,7 @@
     out.push(h("h2", {}, "Rotation"));
     if (!rot) out.push(h("p", { class: "muted" }, "Known to servers only: this agent is a client, or the CA is external."));
     else if (!rot.in_progress) out.push(h("p", { "data-rotation": "idle" }, "No rotation under way. ", (rot.retired || []).length + " roots retired so far."));
-    else out.push(h("p", { "data-rotation": "running" }, "Rotating from ", h("code", {}, rot.from.slice(0, 17)), " to ", h("code", {}, rot.to.slice(0, 17)), ", started ", when(rot.started_at), "; nodes still on the old root: " + ((rot.pending || []).join(", ") || "none")));
+    else out.push(h("p", { "data-rotation": "running" }, "Rotating from ", h("code", {}, (rot.from || "").slice(0, 17)), " to ", h("code", {}, (rot.to || "").slice(0, 17)), ", started ", when(rot.started_at), "; nodes still on the old root: " + ((rot.pending || []).join(", ") || "none")));
     out.push(h("h2", {}, "This agent's certificate"));
     if (leaf.error) out.push(failed(leaf.error));
     else out.push(h("p", {}, "Expires ", when(leaf.value.not_after), "; renews ", when(leaf.value.renew_at), "; identities: ", (leaf.value.ids || []).join(", ")));
