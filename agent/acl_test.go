@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // aclServer starts a --dev server agent with ACLs on, deny by default,
@@ -32,7 +33,7 @@ func aclServer(t *testing.T, node, vips string) (*testAgent, string) {
 	cfg.ACL.Tokens.InitialManagement = mgmt
 	a := startAgent(t, cfg)
 	cli := api.NewClient(a.HTTPAddr()).WithToken(mgmt)
-	eventually(t, "the initial management token", func() error {
+	testnet.Eventually(t, wait, "the initial management token", func() error {
 		_, err := cli.Self(context.Background())
 		return err
 	})
@@ -182,7 +183,7 @@ func TestACLEveryRoute(t *testing.T) {
 	if err != nil || len(svcs) != 1 || svcs[0].Name != "web" {
 		t.Fatalf("the web token lists %v, %v; want web only", svcs, err)
 	}
-	eventually(t, "the catalog to hold api", func() error {
+	testnet.Eventually(t, wait, "the catalog to hold api", func() error {
 		all, _, err := m.CatalogServices(ctx, nil)
 		if err != nil || len(all) < 2 {
 			return fmt.Errorf("catalog %v, %v", all, err)
@@ -211,7 +212,7 @@ func TestACLClientAgent(t *testing.T) {
 	c := startAgent(t, ccfg)
 	ctx := context.Background()
 	cm := api.NewClient(c.HTTPAddr()).WithToken(mgmt)
-	eventually(t, "the client to know the management token", func() error {
+	testnet.Eventually(t, wait, "the client to know the management token", func() error {
 		_, err := cm.Self(ctx)
 		return err
 	})
@@ -286,7 +287,7 @@ func TestACLAgentTokenDecidesLeaf(t *testing.T) {
 		return startAgent(t, cfg)
 	}
 	c := client("c2", "127.237.0.0/16", tok.SecretID)
-	eventually(t, "c2's leaf to name web", func() error {
+	testnet.Eventually(t, wait, "c2's leaf to name web", func() error {
 		leaf, err := c.CA().Manager().Leaf()
 		if err != nil {
 			return err
@@ -304,7 +305,7 @@ func TestACLAgentTokenDecidesLeaf(t *testing.T) {
 	if _, err := none.CA().Manager().Leaf(); err == nil {
 		t.Fatal("a client without an agent token got a leaf")
 	}
-	eventually(t, "c3 to be told to set acl.tokens.agent", func() error {
+	testnet.Eventually(t, wait, "c3 to be told to set acl.tokens.agent", func() error {
 		if !none.logs.Contains("acl.tokens.agent") {
 			return errors.New("not in its log")
 		}

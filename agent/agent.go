@@ -69,6 +69,9 @@ type Deps struct {
 	// RaftListener replaces the server port's listener (servers); the
 	// configured ports.raft must be its port, which is advertised.
 	RaftListener net.Listener
+	// RaftDial replaces the dialer of the connections to the servers' port
+	// (Raft and RPC), for agents on an in-process network.
+	RaftDial raftstore.DialFunc
 	// TunnelConn replaces the tunnel's UDP socket; the agent does not close
 	// it.
 	TunnelConn net.PacketConn

@@ -25,6 +25,7 @@ import (
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/raftstore"
 	"github.com/meshwork/meshwork/transport"
@@ -140,12 +141,6 @@ func (ta *testAgent) waitTunnel(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatalf("%s: the tunnel did not start", ta.cfg.Node)
 	}
-}
-
-// eventually polls cond until it holds or the wait runs out.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	meshtest.Eventually(t, wait, what, cond)
 }
 
 // lookupA asks the agent's DNS server for name's A records.
@@ -275,7 +270,7 @@ func TestDevAgentServesItsOwnServicesThroughTheTunnel(t *testing.T) {
 		t.Fatalf("published tunnel port %d, want %d", a.Local().NodeInfo().TunnelPort, cfg.Ports.Tunnel)
 	}
 	var body string
-	eventually(t, "a call through the upstream", func() error {
+	testnet.Eventually(t, wait, "a call through the upstream", func() error {
 		body, err = get("http://" + bind + "/hello")
 		return err
 	})
@@ -289,7 +284,7 @@ func TestDevAgentServesItsOwnServicesThroughTheTunnel(t *testing.T) {
 	// A deny for the caller's service blocks it; the node identity and other
 	// services are not concerned.
 	applyPolicy(t, a.Raft(), "kind: Intention\nname: web\nsources: [{name: app, action: deny}]\n")
-	eventually(t, "the deny applies", func() error {
+	testnet.Eventually(t, wait, "the deny applies", func() error {
 		if _, err := get("http://" + bind + "/"); err == nil {
 			return errors.New("the call still goes through")
 		}
@@ -346,7 +341,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	}
 
 	var vip netip.Addr
-	eventually(t, "web.service.mesh answers a virtual IP on c1", func() error {
+	testnet.Eventually(t, wait, "web.service.mesh answers a virtual IP on c1", func() error {
 		ips, err := c.lookupA("web.service.mesh")
 		if err != nil {
 			return err
@@ -360,7 +355,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(vip, uint16(port)))
 	// The VIP listener opens with the catalog, the call is refused by
 	// default deny on s1.
-	eventually(t, "s1 refuses c1 by default", func() error {
+	testnet.Eventually(t, wait, "s1 refuses c1 by default", func() error {
 		if _, err := get(url); err == nil {
 			return errors.New("the call went through under default deny")
 		}
@@ -371,9 +366,9 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	})
 
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
-	eventually(t, "the call goes through once IntentionDefaults allows", func() error { return getBody(url, "web-s1 /") })
+	testnet.Eventually(t, wait, "the call goes through once IntentionDefaults allows", func() error { return getBody(url, "web-s1 /") })
 	applyPolicy(t, s.Raft(), "kind: Intention\nname: web\nsources: [{name: \"*\", action: deny}]\n")
-	eventually(t, "the Intention deny blocks the node caller", func() error {
+	testnet.Eventually(t, wait, "the Intention deny blocks the node caller", func() error {
 		if _, err := get(url); err == nil {
 			return errors.New("the call still goes through")
 		}
@@ -384,7 +379,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	if _, err := s.Raft().DeleteDocument(ctx, policy.Key{Kind: policy.KindIntention, Name: "web"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deleting the deny allows again", func() error {
+	testnet.Eventually(t, wait, "deleting the deny allows again", func() error {
 		_, err := get(url)
 		return err
 	})
@@ -394,7 +389,7 @@ func TestClientAgentBootstrapsAndCallsByName(t *testing.T) {
 	if err := c.Local().Register(api.ServiceDefinition{Name: "api", Port: 9}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "c1's leaf names api", func() error {
+	testnet.Eventually(t, wait, "c1's leaf names api", func() error {
 		select {
 		case <-changes:
 		default:
@@ -450,7 +445,7 @@ func TestTunnelDisabled(t *testing.T) {
 	if a.TunnelReady() != nil || a.Tunnel() != nil {
 		t.Fatal("a tunnel exists with ports.tunnel -1")
 	}
-	eventually(t, "web.service.mesh answers the instance's own address", func() error {
+	testnet.Eventually(t, wait, "web.service.mesh answers the instance's own address", func() error {
 		ips, err := a.lookupA("web.service.mesh")
 		if err == nil && (len(ips) != 1 || ips[0] != netip.MustParseAddr("127.0.0.1")) {
 			err = fmt.Errorf("answers %v", ips)

@@ -20,6 +20,7 @@ import (
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/logstream"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // restartOnPorts starts an agent again with the configuration, data dir,
@@ -115,8 +116,8 @@ func TestRestartAnswersFromTheSavedCatalog(t *testing.T) {
 	if err := sapi.RegisterService(ctx, api.ServiceDefinition{Name: "billing", Port: backend(t, "billing")}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "c1 answers billing", c.answers("billing", true, nil))
-	eventually(t, "c1 answers web", c.answers("web", true, nil))
+	testnet.Eventually(t, wait, "c1 answers billing", c.answers("billing", true, nil))
+	testnet.Eventually(t, wait, "c1 answers web", c.answers("web", true, nil))
 	if st, ready := c.catalogCheck(t); !ready || !st.OK || !strings.Contains(st.Reason, "synced") {
 		t.Fatalf("c1 before its restart: %+v, ready %v; want synced and ready", st, ready)
 	}
@@ -127,7 +128,7 @@ func TestRestartAnswersFromTheSavedCatalog(t *testing.T) {
 	if err := sapi.DeregisterService(ctx, "billing"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "s1 no longer answers billing", s.answers("billing", false, nil))
+	testnet.Eventually(t, wait, "s1 no longer answers billing", s.answers("billing", false, nil))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestRestartAnswersFromTheSavedCatalog(t *testing.T) {
 	// The VIP of web listens at once: a connection is accepted (and then
 	// cut, since s1 is down), not refused.
 	c2.waitTunnel(t)
-	eventually(t, "web's VIP listens", func() error {
+	testnet.Eventually(t, wait, "web's VIP listens", func() error {
 		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vips[0], uint16(webPort)).String(), 5*time.Second)
 		if err != nil {
 			return err
@@ -162,11 +163,11 @@ func TestRestartAnswersFromTheSavedCatalog(t *testing.T) {
 	// s1 is back, and tells c1 what changed while both were down.
 	s.cfg.RetryJoin = []string{fmt.Sprintf("127.0.0.1:%d", c2.cfg.Ports.Gossip)}
 	restartOnPorts(t, s)
-	eventually(t, "c1 drops billing once gossip synced", c2.answers("billing", false, nil))
+	testnet.Eventually(t, wait, "c1 drops billing once gossip synced", c2.answers("billing", false, nil))
 	// s1's first record may reach c1 before s1's services are in it: the
 	// same as for any restart of s1, with or without a restored catalog.
-	eventually(t, "c1 answers web from s1's record", c2.answers("web", true, nil))
-	eventually(t, "c1's readiness says synced", func() error {
+	testnet.Eventually(t, wait, "c1 answers web from s1's record", c2.answers("web", true, nil))
+	testnet.Eventually(t, wait, "c1's readiness says synced", func() error {
 		st, ready := c2.catalogCheck(t)
 		if !st.OK || !ready || st.Reason != "synced with the cluster through gossip" {
 			return fmt.Errorf("catalog check %+v, ready %v", st, ready)
@@ -195,7 +196,7 @@ func TestUnreadableCatalogStartsEmpty(t *testing.T) {
 	if !a.Catalog().Current().RestoredAt().IsZero() {
 		t.Fatal("a damaged file was restored")
 	}
-	eventually(t, "its own service is answered", a.answers("web", true, nil))
+	testnet.Eventually(t, wait, "its own service is answered", a.answers("web", true, nil))
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}

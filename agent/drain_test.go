@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/transport"
 )
 
@@ -32,7 +33,7 @@ func TestStoppingAgentDrains(t *testing.T) {
 	s, c, _ := serverAndClient(t, "127.253.0.0/16", "127.254.0.0/16", []api.ServiceDefinition{{Name: "slow", Port: port}})
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
 	var vip netip.Addr
-	eventually(t, "slow.service.mesh answers a virtual IP on s1", func() error {
+	testnet.Eventually(t, wait, "slow.service.mesh answers a virtual IP on s1", func() error {
 		ips, err := s.lookupA("slow.service.mesh")
 		if err != nil || len(ips) != 1 || !netip.MustParsePrefix("127.253.0.0/16").Contains(ips[0]) {
 			return fmt.Errorf("answers %v, %v", ips, err)
@@ -47,7 +48,7 @@ func TestStoppingAgentDrains(t *testing.T) {
 		err  error
 	}
 	inFlight := make(chan result, 1)
-	eventually(t, "a request from s1 reaches slow on c1", func() error {
+	testnet.Eventually(t, wait, "a request from s1 reaches slow on c1", func() error {
 		go func() {
 			body, err := get(url)
 			inFlight <- result{body, err}
@@ -73,7 +74,7 @@ func TestStoppingAgentDrains(t *testing.T) {
 	}
 	drained := make(chan error, 1)
 	go func() { drained <- c.Drain(ctx) }()
-	eventually(t, "s1 to see c1 leave", func() error {
+	testnet.Eventually(t, wait, "s1 to see c1 leave", func() error {
 		if m, ok := s.Catalog().Current().Member("c1"); !ok || m.Status != catalog.StatusLeft {
 			return fmt.Errorf("c1 is %v", m.Status)
 		}
@@ -83,7 +84,7 @@ func TestStoppingAgentDrains(t *testing.T) {
 		t.Errorf("a new request reached the leaving node: %q", body)
 	}
 	// Drain runs in its own goroutine, which may not have begun yet.
-	eventually(t, "c1's tunnel to drain with 1 request in flight", func() error {
+	testnet.Eventually(t, wait, "c1's tunnel to drain with 1 request in flight", func() error {
 		if st := tunnelStatus(t, c); st.State != "draining" || st.InFlight != 1 {
 			return fmt.Errorf("status %+v", st)
 		}

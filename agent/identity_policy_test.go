@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/freeport"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestServiceIdentityPolicy runs a server agent and a client agent on
@@ -28,7 +29,7 @@ func TestServiceIdentityPolicy(t *testing.T) {
 	s, c, _ := serverAndClient(t, "127.253.0.0/16", "127.254.0.0/16",
 		[]api.ServiceDefinition{{Name: "app", Upstreams: []api.Upstream{{Service: "web", LocalBind: bind}}}})
 	const appID, apiID = "spiffe://meshwork.local/svc/app", "spiffe://meshwork.local/svc/api"
-	eventually(t, "c1's leaf names app", func() error {
+	testnet.Eventually(t, wait, "c1's leaf names app", func() error {
 		leaf, err := c.CA().Manager().Leaf()
 		if err != nil {
 			return err
@@ -41,10 +42,10 @@ func TestServiceIdentityPolicy(t *testing.T) {
 
 	applyPolicy(t, s.Raft(), "kind: IntentionDefaults\nname: default\naction: allow\n")
 	url := "http://" + bind + "/"
-	eventually(t, "app on c1 calls web on s1", func() error { return getBody(url, "web-s1 /") })
+	testnet.Eventually(t, wait, "app on c1 calls web on s1", func() error { return getBody(url, "web-s1 /") })
 
 	applyPolicy(t, s.Raft(), "kind: ServiceIdentity\nname: app\nnodes: [s1]\n")
-	eventually(t, "s1 refuses c1's claim to app", func() error {
+	testnet.Eventually(t, wait, "s1 refuses c1's claim to app", func() error {
 		if _, err := get(url); err == nil {
 			return errors.New("the call still goes through")
 		}
@@ -59,7 +60,7 @@ func TestServiceIdentityPolicy(t *testing.T) {
 	if err := c.Local().Register(api.ServiceDefinition{Name: "api", Port: 9}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "c1's next leaf withholds app", func() error {
+	testnet.Eventually(t, wait, "c1's next leaf withholds app", func() error {
 		leaf, err := c.CA().Manager().Leaf()
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // memberStatus is how agent a's API shows node.
@@ -36,7 +37,7 @@ func TestLeaveAndForceLeaveThroughAPI(t *testing.T) {
 	s, c, _ := serverAndClient(t, "127.238.0.0/16", "127.239.0.0/16", nil)
 	ctx := context.Background()
 	sc := api.NewClient(s.HTTPAddr())
-	eventually(t, "s1 sees c1 alive", func() error {
+	testnet.Eventually(t, wait, "s1 sees c1 alive", func() error {
 		st, err := memberStatus(ctx, sc, "c1")
 		if err == nil && st != string(catalog.StatusAlive) {
 			err = fmt.Errorf("c1 is %s", st)
@@ -54,7 +55,7 @@ func TestLeaveAndForceLeaveThroughAPI(t *testing.T) {
 	}
 
 	c.Close() // dies without leaving
-	eventually(t, "s1 sees c1 failed", func() error {
+	testnet.Eventually(t, wait, "s1 sees c1 failed", func() error {
 		st, err := memberStatus(ctx, sc, "c1")
 		if err == nil && st != string(catalog.StatusFailed) {
 			err = fmt.Errorf("c1 is %s", st)

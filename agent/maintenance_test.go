@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestServiceMaintenanceLeavesDNS puts a service in maintenance through the
@@ -42,13 +43,13 @@ func TestServiceMaintenanceLeavesDNS(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, "web is answered", answers("web", true))
+	testnet.Eventually(t, wait, "web is answered", answers("web", true))
 
 	if _, err := c.ServiceMaintenance(ctx, "web", true, "reindexing"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "web in maintenance is no longer answered", answers("web", false))
-	eventually(t, "db is still answered", answers("db", true))
+	testnet.Eventually(t, wait, "web in maintenance is no longer answered", answers("web", false))
+	testnet.Eventually(t, wait, "db is still answered", answers("db", true))
 	checks, err := c.AgentChecks(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -64,17 +65,17 @@ func TestServiceMaintenanceLeavesDNS(t *testing.T) {
 	if _, err := c.ServiceMaintenance(ctx, "web", false, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "web is answered again", answers("web", true))
+	testnet.Eventually(t, wait, "web is answered again", answers("web", true))
 
 	if _, err := c.NodeMaintenance(ctx, true, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "web leaves with the node", answers("web", false))
-	eventually(t, "db leaves with the node", answers("db", false))
+	testnet.Eventually(t, wait, "web leaves with the node", answers("web", false))
+	testnet.Eventually(t, wait, "db leaves with the node", answers("db", false))
 	if _, err := c.NodeMaintenance(ctx, false, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "db is back", answers("db", true))
+	testnet.Eventually(t, wait, "db is back", answers("db", true))
 
 	// Bad requests name what is wrong.
 	var ae *api.Error

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestAgentsRememberTheirPeers checks the wiring of membership.go: each
@@ -20,7 +21,7 @@ func TestAgentsRememberTheirPeers(t *testing.T) {
 		peerServer bool
 	}{{s, "c1", false}, {c, "s1", true}} {
 		file := filepath.Join(tc.a.cfg.DataDir, "gossip", "peers.json")
-		eventually(t, tc.a.cfg.Node+" remembers "+tc.peer, func() error {
+		testnet.Eventually(t, wait, tc.a.cfg.Node+" remembers "+tc.peer, func() error {
 			ps, err := gossip.ReadPeersFile(file, tc.a.cfg.Node)
 			if err != nil {
 				return err

@@ -23,6 +23,7 @@ import (
 	"github.com/meshwork/meshwork/agent/httpapi"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/httpjson"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // openAPIPath is the API's description, which this test holds to the agent.
@@ -205,7 +206,7 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 	base := "http://" + a.HTTPAddr()
 	ctx := context.Background()
 	m := api.NewClient(a.HTTPAddr()).WithToken(mgmt)
-	eventually(t, "the initial management token", func() error {
+	testnet.Eventually(t, wait, "the initial management token", func() error {
 		_, err := m.Self(ctx)
 		return err
 	})
@@ -318,6 +319,7 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		"GET /v1/acl/token/self":         {in: apiRequest{token: stranger}, status: 403, code: httpjson.CodeTokenNotFound},
 		"GET /v1/policy":                 {in: apiRequest{query: "?kind=Nope"}, status: 400, code: httpjson.CodeInvalid},
 		"GET /v1/agent/maintenance":      {in: apiRequest{rawToken: "not-a-token"}, status: 400, code: httpjson.CodeMalformedToken},
+		"GET /v1/ui/topology":            {in: apiRequest{rawToken: "not-a-token"}, status: 400, code: httpjson.CodeMalformedToken},
 		// Leave fails for want of agent:write: a token that may leave
 		// would stop the agent under test.
 		"PUT /v1/agent/leave": {status: 403, code: httpjson.CodePermissionDenied},
@@ -355,7 +357,11 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 	}
 	// The one route that nothing makes fail: the trust bundle is open, and
 	// this agent holds one (its 405 was checked above).
-	noFailure := map[string]string{"GET /v1/ca/roots": "open, and answered whenever the CA has a bundle"}
+	noFailure := map[string]string{
+		"GET /v1/ca/roots":  "open, and answered whenever the CA has a bundle",
+		"GET /ui/":          "open: the UI's files (ui/ui_test.go tests its 404s)",
+		"GET /v1/ui/config": "open: whether ACLs are on",
+	}
 	expectFailure := func(r httpapi.Route, f failure) {
 		t.Helper()
 		d := ops[r.Pattern]
@@ -444,6 +450,8 @@ func TestOpenAPIMatchesTheAgent(t *testing.T) {
 		{pattern: "GET /v1/operator/raft/peers"},
 		{pattern: "GET /v1/snapshot"},
 		{pattern: "GET /v1/metrics"},
+		{pattern: "GET /v1/ui/topology"},
+		{pattern: "GET /v1/ui/config"},
 		// Maintenance last, since it takes the node out of service.
 		{pattern: "PUT /v1/agent/maintenance", in: apiRequest{query: "?enable=true&reason=kernel+upgrade"}, contains: `"node":{"reason":"kernel upgrade"`},
 		{pattern: "PUT /v1/agent/service/maintenance/{id}", in: apiRequest{query: "?enable=true"}, contains: `"services":[{"service_id":"web","service_name":"web"`},

@@ -72,6 +72,7 @@ func (a *Agent) buildRaft() error {
 		Registerer: a.reg,
 		Discovery:  raftstore.CatalogDiscovery(a.store),
 		Listener:   a.deps.RaftListener,
+		Dial:       a.deps.RaftDial,
 	})
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/meshwork/meshwork/agent/readiness"
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/clock"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // shiftedClock is the wall clock moved by an offset the test sets: the
@@ -70,7 +71,7 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 	s := startAgentWith(t, scfg, func(d *Deps) { d.TelemetryListener = listenTCP(t) })
 	s.waitTunnel(t)
 	// A server that bootstraps alone is a cluster of its own.
-	eventually(t, "the lone server is ready", func() error {
+	testnet.Eventually(t, wait, "the lone server is ready", func() error {
 		if code, r, err := readyz("http://" + s.TelemetryAddr()); err != nil || code != http.StatusOK || !r.Ready {
 			return fmt.Errorf("%d %+v %v", code, r, err)
 		}
@@ -112,7 +113,7 @@ func TestReadyzFollowsJoinCertificateAndPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitTunnel(t) // its leaf, from the server it now knows
-	eventually(t, "the client is ready after join", func() error {
+	testnet.Eventually(t, wait, "the client is ready after join", func() error {
 		code, r, err := readyz(base)
 		if err != nil || code != http.StatusOK || !r.Ready {
 			return fmt.Errorf("/readyz %d %+v %v", code, r, err)

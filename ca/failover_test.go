@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestFailover: two servers share the replicated state; the first one made
@@ -92,14 +94,14 @@ func TestBootstrapOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "every server on the same state", func() bool {
+	testnet.Eventually(t, 10*time.Second, "every server on the same state", testnet.Holds(func() bool {
 		for _, s := range servers[1:] {
 			if s.Bundle().Generation != servers[0].Bundle().Generation {
 				return false
 			}
 		}
 		return true
-	})
+	}))
 	root := servers[0].Bundle().Roots[0]
 	for _, s := range servers {
 		if b := s.Bundle(); len(b.Roots) != 1 || !b.Roots[0].Equal(root) {
@@ -123,7 +125,7 @@ func TestWrongStateKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, 10*time.Second, "the state error to be counted", func() bool { return metricValue(s.m.stateErrors) == 1 })
+	testnet.Eventually(t, 10*time.Second, "the state error to be counted", testnet.Holds(func() bool { return metricValue(s.m.stateErrors) == 1 }))
 	if err := s.WaitReady(ctxT(t, 50*time.Millisecond)); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("WaitReady = %v, want ErrNotReady", err)
 	}

@@ -262,18 +262,6 @@ func (c *cluster) token(s *Server, node string) string {
 
 func fixed(addrs ...string) func() []string { return func() []string { return addrs } }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
-}
-
 // waitLeafIDs waits until m's leaf names exactly want. One change is not
 // enough: Changes also fires for the trust bundle, or for a renewal that was
 // already under way when the test asked for a new leaf.

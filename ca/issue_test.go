@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 func TestIssuanceSANsAndChain(t *testing.T) {
@@ -91,10 +93,10 @@ func TestSetServicesReissues(t *testing.T) {
 	if err := m.SetServices([]string{"web", "api"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a leaf with the new services", func() bool {
+	testnet.Eventually(t, 10*time.Second, "a leaf with the new services", testnet.Holds(func() bool {
 		l, _ := m.Leaf()
 		return slices.Equal(l.IDs, []string{"spiffe://mesh.test/node/app-1", "spiffe://mesh.test/svc/api", "spiffe://mesh.test/svc/web"})
-	})
+	}))
 	<-ch
 	second, _ := m.GetCertificate(nil)
 	if second.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {

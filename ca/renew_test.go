@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // validitySampler checks, until stopped, that the manager holds a leaf valid
@@ -116,7 +118,7 @@ func TestRenewalBeforeExpiryNoGap(t *testing.T) {
 				mem.SetDown(true)
 				errs := m.met.renewals.WithLabelValues("error")
 				before := metricValue(errs)
-				waitFor(t, 10*time.Second, "a failed renewal during the outage", func() bool { return metricValue(errs) > before })
+				testnet.Eventually(t, 10*time.Second, "a failed renewal during the outage", testnet.Holds(func() bool { return metricValue(errs) > before }))
 				mem.SetDown(false)
 			}
 			continue

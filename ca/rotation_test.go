@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // laggingBundles delivers the bundles of src with a delay under the test's
@@ -106,7 +108,7 @@ func (l *handshakeLoop) end(t *testing.T, name string) {
 func (l *handshakeLoop) waitCalls(t *testing.T, n int64, what string) {
 	t.Helper()
 	target := l.ok.Load() + n
-	waitFor(t, 30*time.Second, what, func() bool { return l.ok.Load() >= target || l.failed.Load() > 0 })
+	testnet.Eventually(t, 30*time.Second, what, testnet.Holds(func() bool { return l.ok.Load() >= target || l.failed.Load() > 0 }))
 }
 
 // TestRootRotationNoFailedHandshake rotates the root while two agents keep
@@ -160,10 +162,10 @@ func TestRootRotationNoFailedHandshake(t *testing.T) {
 	}
 	// Step 2: x renews under the new root; y still trusts the old root
 	// only, and the two keep talking (the cross-signed intermediate).
-	waitFor(t, 20*time.Second, "x's leaf under the new root", func() bool {
+	testnet.Eventually(t, 20*time.Second, "x's leaf under the new root", testnet.Holds(func() bool {
 		l, err := x.Leaf()
 		return err == nil && l.Root == st.To
-	})
+	}))
 	if yb := y.Bundle(); len(yb.Roots) != 1 || yb.Has(st.To) {
 		t.Fatal("y was meant to lag behind")
 	}
@@ -179,14 +181,14 @@ func TestRootRotationNoFailedHandshake(t *testing.T) {
 
 	// Step 3: y catches up, renews; the old root is retired.
 	close(lag.release)
-	waitFor(t, 20*time.Second, "the old root to be retired everywhere", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the old root to be retired everywhere", testnet.Holds(func() bool {
 		for _, b := range []*Bundle{srv.Bundle(), x.Bundle(), y.Bundle(), rs.mgr.Bundle()} {
 			if len(b.Roots) != 1 || b.ActiveRoot != st.To {
 				return false
 			}
 		}
 		return true
-	})
+	}))
 	yToX.waitCalls(t, 20, "calls after the retirement")
 	xToY.waitCalls(t, 20, "calls after the retirement")
 	yToX.end(t, "y→x")
@@ -254,21 +256,21 @@ func TestRotationWaitsForLiveNodesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.load(blind)
-	waitFor(t, 20*time.Second, "a's and srv1's leaves under the new root", func() bool {
+	testnet.Eventually(t, 20*time.Second, "a's and srv1's leaves under the new root", testnet.Holds(func() bool {
 		la, _ := a.Leaf()
 		ls, _ := rs.mgr.Leaf()
 		return la.Root == st.To && ls.Root == st.To
-	})
+	}))
 	pending, forget, err := blind.pendingNodes(ctx, st.To)
 	if err != nil || !slices.Equal(pending, []string{"gone"}) || !slices.Equal(forget, []string{"ancient"}) {
 		t.Fatalf("without the live list: pending %v, forget %v (%v); want [gone], [ancient]", pending, forget, err)
 	}
 	// With the live list, the rotation completes although "gone" never
 	// renewed.
-	waitFor(t, 20*time.Second, "the rotation to complete", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the rotation to complete", testnet.Holds(func() bool {
 		b := srv.Bundle()
 		return len(b.Roots) == 1 && b.ActiveRoot == st.To
-	})
+	}))
 	if err := blind.forgetNodes(ctx, forget); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // signLeaf signs a leaf for uris with the given CA, bypassing every check
@@ -175,7 +177,7 @@ func TestHandshakeRefusesOtherCA(t *testing.T) {
 			t.Errorf("%s: handshake succeeded", name)
 		}
 	}
-	waitFor(t, 5*time.Second, "the server to record both failed handshakes", func() bool { return len(srvErrs()) == 2 })
+	testnet.Eventually(t, 5*time.Second, "the server to record both failed handshakes", testnet.Holds(func() bool { return len(srvErrs()) == 2 }))
 	// And the other way: a mesh client refuses a server of another CA.
 	oaddr, _ := tlsEcho(t, o)
 	conn, err := tls.Dial("tcp", oaddr, b.ClientTLSConfig())

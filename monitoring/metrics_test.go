@@ -20,6 +20,7 @@ import (
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // wait bounds the wait for a dev agent to register every metric the files
@@ -275,7 +276,7 @@ func TestFilesNameRealMetrics(t *testing.T) {
 	// An agent registers some metrics, and some label values, only once it
 	// has a leader, a certificate or policy: wait for what the files need.
 	var known catalog
-	meshtest.Eventually(t, wait, "the dev agent to register every metric the files name", func() error {
+	testnet.Eventually(t, wait, "the dev agent to register every metric the files name", func() error {
 		c, err := agentCatalog(reg)
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 func newResolver(t *testing.T, store acl.Reader) *acl.Resolver {
@@ -78,10 +79,10 @@ func TestACLReplicatesToClient(t *testing.T) {
 	}
 	// Every other agent follows.
 	for _, n := range append(c.Servers(), other) {
-		WaitFor(t, 20*time.Second, n.Name+" holds the token", func() bool {
+		testnet.Eventually(t, 20*time.Second, n.Name+" holds the token", testnet.Holds(func() bool {
 			_, err := n.Node.ACL().TokenBySecret(acl.HashSecret(secret))
 			return err == nil
-		})
+		}))
 	}
 	// A delete reaches the others too, and the resolver notices.
 	oRes := newResolver(t, other.Node.ACL())
@@ -94,17 +95,17 @@ func TestACLReplicatesToClient(t *testing.T) {
 	if _, err := oRes.Resolve(secret); !errors.Is(err, acl.ErrTokenNotFound) {
 		t.Fatalf("deleted token resolves on the deleting agent: %v", err)
 	}
-	WaitFor(t, 20*time.Second, "the delete on c1", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the delete on c1", testnet.Holds(func() bool {
 		_, err := res.Resolve(secret)
 		return errors.Is(err, acl.ErrTokenNotFound)
-	})
+	}))
 
 	// The persisted copy: 0600, hashes, never a secret.
 	path := filepath.Join(cl.DataDir, ACLFile)
-	WaitFor(t, 10*time.Second, "the persisted copy", func() bool {
+	testnet.Eventually(t, 10*time.Second, "the persisted copy", testnet.Holds(func() bool {
 		b, err := os.ReadFile(path)
 		return err == nil && bytes.Contains(b, []byte(boot.AccessorID)) && !bytes.Contains(b, []byte(tok.AccessorID))
-	})
+	}))
 	st, err := os.Stat(path)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("%s: %v, mode %v; want 0600", path, err, st.Mode().Perm())
@@ -162,9 +163,9 @@ func TestACLBootstrapOnce(t *testing.T) {
 		t.Fatalf("refusal %q names reset index %q, want %d", msg, reset, wins[0].CreateIndex)
 	}
 	// The winner may be a server: the client's copy follows.
-	WaitFor(t, 20*time.Second, "the client's copy holds the anonymous and the bootstrap token", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the client's copy holds the anonymous and the bootstrap token", testnet.Holds(func() bool {
 		return len(cl.Node.ACL().Tokens()) == 2
-	})
+	}))
 
 	// A bad reset file is named; the right index lets one more bootstrap
 	// through, once.
@@ -216,10 +217,10 @@ func TestACLRestoreKeepsBootstrapClosed(t *testing.T) {
 	if _, err := cl.Node.RestoreSnapshot(ctx, bytes.NewReader(backup.Bytes())); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 20*time.Second, "the client to see the restored state", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the client to see the restored state", testnet.Holds(func() bool {
 		_, err := cl.Node.ACL().TokenBySecret(acl.HashSecret(earlySecret))
 		return err == nil
-	})
+	}))
 	st := cl.Node.ACL().State()
 	if st.Index() <= before {
 		t.Fatalf("acl index %d after the restore, not above %d", st.Index(), before)
@@ -233,9 +234,9 @@ func TestACLRestoreKeepsBootstrapClosed(t *testing.T) {
 	c.Restart(0)
 	c.Leader()
 	// The restarted server replays its log after it leads again.
-	WaitFor(t, 20*time.Second, "the restarted server's ACL state", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the restarted server's ACL state", testnet.Holds(func() bool {
 		return leader.Node.ACL().State().Index() >= st.Index()
-	})
+	}))
 	got := leader.Node.ACL().State()
 	if got.BootstrapIndex() != st.BootstrapIndex() || got.Index() < st.Index() {
 		t.Fatalf("after a restart: bootstrap index %d, index %d; had %d, %d", got.BootstrapIndex(), got.Index(), st.BootstrapIndex(), st.Index())
@@ -288,10 +289,10 @@ func TestACLInitialManagement(t *testing.T) {
 	secret, _ := acl.NewSecret()
 	c := MakeTestCluster(t, 3, TestOptions{Configure: func(cfg *Config) { cfg.ACLInitialManagement = secret }})
 	cl := c.AddClient("c1")
-	WaitFor(t, 30*time.Second, "the initial management token on the client", func() bool {
+	testnet.Eventually(t, 30*time.Second, "the initial management token on the client", testnet.Holds(func() bool {
 		_, err := cl.Node.ACL().TokenBySecret(acl.HashSecret(secret))
 		return err == nil
-	})
+	}))
 	authz, err := newResolver(t, cl.Node.ACL()).Resolve(secret)
 	if err != nil || !authz.Allowed(acl.ResourceACL, "", acl.Write) {
 		t.Fatalf("initial management token: %v", err)
@@ -352,8 +353,8 @@ func TestACLWatchBlocks(t *testing.T) {
 	}
 	// A change still reaches it at once.
 	_, secret := webToken(t, ctx, c.Server(0).Node)
-	WaitFor(t, 20*time.Second, "the client to hold the token", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the client to hold the token", testnet.Holds(func() bool {
 		_, err := cl.Node.ACL().TokenBySecret(acl.HashSecret(secret))
 		return err == nil
-	})
+	}))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -292,13 +293,13 @@ func TestHTTPAPIIdempotency(t *testing.T) {
 	}
 	leader := c.Leader()
 	var applied uint64
-	WaitFor(t, 10*time.Second, "the write on the leader", func() bool {
+	testnet.Eventually(t, 10*time.Second, "the write on the leader", testnet.Holds(func() bool {
 		en, ok := leader.Node.fsm.Policy().Get(policy.KindSplit, "web")
 		if ok {
 			applied = en.ModifyIndex
 		}
 		return ok
-	})
+	}))
 	status, retried, _, _ := putPolicy(t, srv.URL, "deploy-43", split)
 	if status != 200 || retried.Index != applied {
 		t.Fatalf("retry with the same key: %d at %d, want 200 at %d", status, retried.Index, applied)

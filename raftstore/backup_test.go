@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/internal/keytls"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // privateCluster is a cluster whose state has private keys ("sealed/",
@@ -87,7 +88,7 @@ func restoreAndWait(t *testing.T, c *TestCluster, n *Node, b []byte) uint64 {
 		t.Fatalf("restore through %s: %v", n.cfg.NodeName, err)
 	}
 	for _, s := range c.Servers() {
-		WaitFor(t, 20*time.Second, s.Name+" restored", func() bool { return s.Node.fsm.state().kvIndex >= idx })
+		testnet.Eventually(t, 20*time.Second, s.Name+" restored", testnet.Holds(func() bool { return s.Node.fsm.state().kvIndex >= idx }))
 	}
 	return idx
 }
@@ -295,13 +296,13 @@ func TestRestoreLosesNoConcurrentLedgerWrite(t *testing.T) {
 		return len(acked)
 	}
 	for round := 1; round <= 3; round++ {
-		WaitFor(t, 30*time.Second, "writes before the restore", func() bool { return count() >= 20*round })
+		testnet.Eventually(t, 30*time.Second, "writes before the restore", testnet.Holds(func() bool { return count() >= 20*round }))
 		if _, err := leader.Node.RestoreSnapshot(ctxT(t, 60*time.Second), bytes.NewReader(backup)); err != nil {
 			t.Fatalf("restore %d: %v", round, err)
 		}
 	}
 	n := count()
-	WaitFor(t, 30*time.Second, "writes after the restores", func() bool { return count() >= n+20 })
+	testnet.Eventually(t, 30*time.Second, "writes after the restores", testnet.Holds(func() bool { return count() >= n+20 }))
 	close(stop)
 	<-done
 	idx, err := leader.Node.KVSet(ctxT(t, 30*time.Second), "last", nil)
@@ -309,7 +310,7 @@ func TestRestoreLosesNoConcurrentLedgerWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range c.Servers() {
-		WaitFor(t, 20*time.Second, s.Name+" caught up", func() bool { return s.Node.fsm.state().kvIndex >= idx })
+		testnet.Eventually(t, 20*time.Second, s.Name+" caught up", testnet.Holds(func() bool { return s.Node.fsm.state().kvIndex >= idx }))
 		st := s.Node.fsm.state()
 		for _, k := range acked {
 			if _, ok := st.kvGet(k); !ok {

@@ -10,6 +10,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -24,7 +25,7 @@ func TestClusterBasics(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		net  TestNetwork
-	}{{"tcp", NetTCP}, {"inmem", NetInmem}} {
+	}{{"tcp", NetTCP}, {"twin", NetTwin}} {
 		t.Run(mode.name, func(t *testing.T) {
 			c := MakeTestCluster(t, 3, TestOptions{Network: mode.net})
 			leader := c.Leader()
@@ -157,7 +158,7 @@ func TestStreamStaysOpen(t *testing.T) {
 	if _, err := ApplyDoc(ctx, cl.Node, "kind: ServiceDefaults\nname: a\n"); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 10*time.Second, "first stream", func() bool { return cl.Node.Policy().Len() == 1 })
+	testnet.Eventually(t, 10*time.Second, "first stream", testnet.Holds(func() bool { return cl.Node.Policy().Len() == 1 }))
 	opened := func() float64 {
 		var n float64
 		for _, s := range c.Servers() {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // crashChildEnv carries a crashChild to the test binary run as a server
@@ -53,11 +54,11 @@ func TestCrashChild(t *testing.T) {
 	disc.Set(infos)
 	var ln net.Listener
 	// The killed process's port is free at once, but be lenient.
-	WaitFor(t, 10*time.Second, "the server port", func() bool {
+	testnet.Eventually(t, 10*time.Second, "the server port", testnet.Holds(func() bool {
 		var err error
 		ln, err = net.Listen("tcp", cc.Addr)
 		return err == nil
-	})
+	}))
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("MESHWORK_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -187,11 +188,11 @@ func TestCrashRestartLoop(t *testing.T) {
 		vctx, vcancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer vcancel()
 		var idx uint64
-		WaitFor(t, 60*time.Second, "a write after "+round, func() bool {
+		testnet.Eventually(t, 60*time.Second, "a write after "+round, testnet.Holds(func() bool {
 			var err error
 			idx, err = client.KVSet(vctx, "mark", []byte(round))
 			return err == nil
-		})
+		}))
 		entries, _, err := client.KVWatch(vctx, "k/", idx-1)
 		if err != nil {
 			t.Fatalf("%s: list: %v", round, err)
@@ -211,7 +212,7 @@ func TestCrashRestartLoop(t *testing.T) {
 	rounds := [][]int{{0}, {1}, {2}, {0, 1, 2}, {1, 2}}
 	for r, kill := range rounds {
 		before := count()
-		WaitFor(t, 60*time.Second, "writes before a kill", func() bool { return count() >= before+100 })
+		testnet.Eventually(t, 60*time.Second, "writes before a kill", testnet.Holds(func() bool { return count() >= before+100 }))
 		var killed []*crashProc
 		for _, i := range kill {
 			if !procs[i].kill() {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -144,7 +145,7 @@ func TestWritesFollowLeadership(t *testing.T) {
 			}
 			writers := []*writer{startWriter(t, client.Node, "via-client"), startWriter(t, follower.Node, "via-follower")}
 			for _, w := range writers {
-				WaitFor(t, 30*time.Second, w.name+" writes before the fault", func() bool { return w.count() >= 5 })
+				testnet.Eventually(t, 30*time.Second, w.name+" writes before the fault", testnet.Holds(func() bool { return w.count() >= 5 }))
 			}
 
 			f.inject(c, old)
@@ -154,7 +155,7 @@ func TestWritesFollowLeadership(t *testing.T) {
 			}
 			// Writes are acknowledged while the fault lasts.
 			for i, w := range writers {
-				WaitFor(t, 30*time.Second, w.name+" writes during the fault", func() bool { return w.count() >= before[i]+10 })
+				testnet.Eventually(t, 30*time.Second, w.name+" writes during the fault", testnet.Holds(func() bool { return w.count() >= before[i]+10 }))
 			}
 			if f.name == "stall" && !c.net.isStalled(old.Name) {
 				t.Fatal("the stall ended before the writes were checked")
@@ -176,7 +177,7 @@ func TestWritesFollowLeadership(t *testing.T) {
 			// The old leader comes back and holds the same writes.
 			n := c.Server(c.Index(old)).Node
 			want := newLeader.Node.fsm.state().kvIndex
-			WaitFor(t, 30*time.Second, "old leader catching up", func() bool { return n.fsm.state().kvIndex >= want })
+			testnet.Eventually(t, 30*time.Second, "old leader catching up", testnet.Holds(func() bool { return n.fsm.state().kvIndex >= want }))
 		})
 	}
 }
@@ -203,10 +204,10 @@ func TestLeaderLostMidWrite(t *testing.T) {
 		_, err := client.Node.KVCAS(wctx, "token", []byte("first"), 0)
 		errc <- err
 	}()
-	WaitFor(t, 30*time.Second, "the write applied on the leader", func() bool {
+	testnet.Eventually(t, 30*time.Second, "the write applied on the leader", testnet.Holds(func() bool {
 		_, ok := old.Node.fsm.state().kvGet("token")
 		return ok
-	})
+	}))
 	c.Kill(c.Index(old))
 	err := <-errc
 	if !errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrCASConflict) || errors.Is(err, ErrNoLeader) {
@@ -308,10 +309,10 @@ func TestGossipMovesWritesOff(t *testing.T) {
 		errc <- err
 	}()
 	// The new leader is elected while the write waits on the old one.
-	WaitFor(t, 20*time.Second, "a new leader", func() bool {
+	testnet.Eventually(t, 20*time.Second, "a new leader", testnet.Holds(func() bool {
 		l := c.currentLeader()
 		return l != nil && l != old
-	})
+	}))
 	c.Disc.Update(old.Name, func(s *ServerInfo) { s.Status = "suspect" })
 	if err := <-errc; err != nil {
 		t.Fatalf("write after gossip marked the stalled leader suspect: %v", err)
@@ -321,5 +322,5 @@ func TestGossipMovesWritesOff(t *testing.T) {
 	}
 	c.Stall(old.Name, false)
 	want := c.Leader().Node.fsm.state().kvIndex
-	WaitFor(t, 30*time.Second, "old leader catching up", func() bool { return old.Node.fsm.state().kvIndex >= want })
+	testnet.Eventually(t, 30*time.Second, "old leader catching up", testnet.Holds(func() bool { return old.Node.fsm.state().kvIndex >= want }))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -60,14 +61,14 @@ func TestKillLeaderLosesNoAcknowledgedWrite(t *testing.T) {
 		defer mu.Unlock()
 		return len(acked)
 	}
-	WaitFor(t, 30*time.Second, "writes before the kill", func() bool { return count() >= 50 })
+	testnet.Eventually(t, 30*time.Second, "writes before the kill", testnet.Holds(func() bool { return count() >= 50 }))
 	c.Kill(c.Index(old))
 	before := count()
 	newLeader := c.Leader()
 	if newLeader == old {
 		t.Fatal("the killed server is still the leader")
 	}
-	WaitFor(t, 30*time.Second, "writes after the failover", func() bool { return count() >= before+50 })
+	testnet.Eventually(t, 30*time.Second, "writes after the failover", testnet.Holds(func() bool { return count() >= before+50 }))
 	cancel()
 	wg.Wait()
 
@@ -90,7 +91,7 @@ func TestKillLeaderLosesNoAcknowledgedWrite(t *testing.T) {
 	// The restarted old leader catches up with all of it too.
 	c.Restart(c.Index(old))
 	n := c.Server(c.Index(old)).Node
-	WaitFor(t, 30*time.Second, "old leader catching up", func() bool { return n.fsm.state().kvIndex >= st.kvIndex })
+	testnet.Eventually(t, 30*time.Second, "old leader catching up", testnet.Holds(func() bool { return n.fsm.state().kvIndex >= st.kvIndex }))
 	for _, a := range acked {
 		if _, ok := n.fsm.state().kvGet(a.key); !ok {
 			t.Fatalf("restarted server lacks %s", a.key)
@@ -101,9 +102,16 @@ func TestKillLeaderLosesNoAcknowledgedWrite(t *testing.T) {
 }
 
 // TestMinorityCannotWrite partitions one server away: it cannot write and
-// says there is no leader; the majority goes on.
+// says there is no leader; the majority goes on. On TCP and on the network
+// twin, whose partition cuts the Raft streams themselves.
 func TestMinorityCannotWrite(t *testing.T) {
-	c := MakeTestCluster(t, 3)
+	for name, network := range map[string]TestNetwork{"tcp": NetTCP, "twin": NetTwin} {
+		t.Run(name, func(t *testing.T) { testMinorityCannotWrite(t, network) })
+	}
+}
+
+func testMinorityCannotWrite(t *testing.T, network TestNetwork) {
+	c := MakeTestCluster(t, 3, TestOptions{Network: network})
 	leader := c.Leader()
 	li := c.Index(leader)
 	// Isolate the leader: it is the minority.
@@ -114,7 +122,7 @@ func TestMinorityCannotWrite(t *testing.T) {
 		}
 	}
 	c.Partition([]int{li}, others)
-	WaitFor(t, 30*time.Second, "old leader stepping down", func() bool { return leader.Node.srv.raft.State() != raft.Leader })
+	testnet.Eventually(t, 30*time.Second, "old leader stepping down", testnet.Holds(func() bool { return leader.Node.srv.raft.State() != raft.Leader }))
 
 	// The minority server only knows servers it cannot reach.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -137,9 +145,9 @@ func TestMinorityCannotWrite(t *testing.T) {
 	}
 	// After healing, the old leader holds the majority's write.
 	c.Heal()
-	WaitFor(t, 30*time.Second, "healed server catching up", func() bool {
+	testnet.Eventually(t, 30*time.Second, "healed server catching up", testnet.Holds(func() bool {
 		return leader.Node.Policy().ProtocolFor("web") == policy.ProtocolHTTP
-	})
+	}))
 }
 
 // TestRestartAllKeepsData restarts every server from disk.
@@ -237,7 +245,7 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	for _, srv := range c.Servers() {
 		n := srv.Node
-		WaitFor(t, 20*time.Second, srv.Name+" restored", func() bool { return n.fsm.state().policyIndex >= idx })
+		testnet.Eventually(t, 20*time.Second, srv.Name+" restored", testnet.Holds(func() bool { return n.fsm.state().policyIndex >= idx }))
 		if _, ok := n.fsm.Policy().Get(policy.KindServiceDefaults, "extra"); ok {
 			t.Fatalf("%s still holds a document deleted by the restore", srv.Name)
 		}
@@ -319,7 +327,7 @@ func TestClientKeepsPolicyWhenServersDown(t *testing.T) {
 	if ok, _ := s.Intentions().Allowed("api", "web"); !ok {
 		t.Fatal("restarted client does not enforce the persisted intention")
 	}
-	WaitFor(t, 20*time.Second, "staleness reported", func() bool { return cl.Node.Status().Stale })
+	testnet.Eventually(t, 20*time.Second, "staleness reported", testnet.Holds(func() bool { return cl.Node.Status().Stale }))
 	st := cl.Node.Status()
 	if st.StalenessSeconds <= 0 || st.LastContact.IsZero() {
 		t.Fatalf("status = %+v, want staleness since the last contact", st)
@@ -352,7 +360,7 @@ func TestWrongClusterKeyCannotJoin(t *testing.T) {
 	if _, err := leader.Node.KVSet(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 10*time.Second, "autopilot to consider the intruder", func() bool {
+	testnet.Eventually(t, 10*time.Second, "autopilot to consider the intruder", testnet.Holds(func() bool {
 		peers, _ := leader.Node.srv.peers()
 		for _, p := range peers {
 			if p.ID == "intruder" {
@@ -360,7 +368,7 @@ func TestWrongClusterKeyCannotJoin(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}))
 	// Give autopilot its stabilization time several times over.
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
@@ -403,8 +411,8 @@ func TestAutopilot(t *testing.T) {
 		}
 		return m
 	}
-	WaitFor(t, 30*time.Second, "s4 added as a non-voter", func() bool { v, in := peers()["s4"]; return in && !v })
-	WaitFor(t, 30*time.Second, "s4 promoted to voter", func() bool { return peers()["s4"] })
+	testnet.Eventually(t, 30*time.Second, "s4 added as a non-voter", testnet.Holds(func() bool { v, in := peers()["s4"]; return in && !v }))
+	testnet.Eventually(t, 30*time.Second, "s4 promoted to voter", testnet.Holds(func() bool { return peers()["s4"] }))
 	if s4.Node.fsm.state().kvIndex == 0 {
 		t.Fatal("s4 was promoted without the log")
 	}
@@ -433,11 +441,11 @@ func TestAutopilot(t *testing.T) {
 	for _, name := range others[1:] {
 		c.Disc.Update(name, func(s *ServerInfo) { s.Status = catalog.StatusAlive })
 	}
-	WaitFor(t, 30*time.Second, others[0]+" removed", func() bool { _, in := peers()[others[0]]; return !in && len(peers()) == 3 })
+	testnet.Eventually(t, 30*time.Second, others[0]+" removed", testnet.Holds(func() bool { _, in := peers()[others[0]]; return !in && len(peers()) == 3 }))
 
 	// A server that leaves is removed at once (threshold or not).
 	c.Disc.Update(others[1], func(s *ServerInfo) { s.Status = catalog.StatusLeft })
-	WaitFor(t, 30*time.Second, others[1]+" removed after leaving", func() bool { _, in := peers()[others[1]]; return !in })
+	testnet.Eventually(t, 30*time.Second, others[1]+" removed after leaving", testnet.Holds(func() bool { _, in := peers()[others[1]]; return !in }))
 	if p := peers(); len(p) != 2 {
 		t.Fatalf("configuration after the leave: %v", p)
 	}
@@ -481,10 +489,10 @@ func TestBootstrapMakesOneCluster(t *testing.T) {
 		// Every server ends up in that one configuration: the ones that
 		// did not bootstrap themselves receive it from the leader.
 		for _, s := range c.Servers() {
-			WaitFor(t, 20*time.Second, s.Name+" holding the configuration", func() bool {
+			testnet.Eventually(t, 20*time.Second, s.Name+" holding the configuration", testnet.Holds(func() bool {
 				f := s.Node.srv.raft.GetConfiguration()
 				return f.Error() == nil && len(f.Configuration().Servers) == 3
-			})
+			}))
 			if _, id := s.Node.srv.raft.LeaderWithID(); string(id) != leader.Name {
 				t.Fatalf("round %d: %s follows %q, not %s", round, s.Name, id, leader.Name)
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/internal/keytls"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -79,11 +80,11 @@ func TestClusterKeyRotation(t *testing.T) {
 			if _, err := ApplyDoc(ctxT(t, 5*time.Second), stranger, "kind: ServiceDefaults\nname: stranger\nprotocol: http\n"); err == nil {
 				t.Fatal("a write through an agent whose key no server accepts")
 			}
-			WaitFor(t, 10*time.Second, "a server's warning about the stranger's key", func() bool {
+			testnet.Eventually(t, 10*time.Second, "a server's warning about the stranger's key", testnet.Holds(func() bool {
 				got := logs.String()
 				return strings.Contains(got, "raftstore handshake refused") && strings.Contains(got, "key mismatch") &&
 					strings.Contains(got, strangeFP) && strings.Contains(got, newFP)
-			})
+			}))
 			if _, _, err := clients[0].Node.KVGet(ctx, "missing"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("a read through %s after the stranger: %v, want ErrNotFound from a server", clients[0].Name, err)
 			}

@@ -22,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/raftstore/boltlog"
 	"github.com/meshwork/meshwork/raftstore/walmigrate"
 )
@@ -93,14 +94,14 @@ func TestDeposedLeaderClearsSuffixAndRestarts(t *testing.T) {
 					}
 				}()
 			}
-			c.WaitFor(10*time.Second, "the cut-off leader to append", func() bool { return old.Node.srv.raft.LastIndex() >= conflict })
+			testnet.Eventually(t, 10*time.Second, "the cut-off leader to append", testnet.Holds(func() bool { return old.Node.srv.raft.LastIndex() >= conflict }))
 			var stale raft.Log
 			if err := old.Node.srv.logs.GetLog(conflict, &stale); err != nil {
 				t.Fatal(err)
 			}
 
 			var newLeader *TestNode
-			c.WaitFor(30*time.Second, "a leader of the majority", func() bool {
+			testnet.Eventually(t, 30*time.Second, "a leader of the majority", testnet.Holds(func() bool {
 				for _, i := range others {
 					if s := c.Server(i); s.Node.srv.raft.State() == raft.Leader {
 						newLeader = s
@@ -108,7 +109,7 @@ func TestDeposedLeaderClearsSuffixAndRestarts(t *testing.T) {
 					}
 				}
 				return false
-			})
+			}))
 			want, err := ApplyDoc(ctx, newLeader.Node, "kind: ServiceDefaults\nname: during\nprotocol: grpc\n")
 			if err != nil {
 				t.Fatal(err)
@@ -120,9 +121,9 @@ func TestDeposedLeaderClearsSuffixAndRestarts(t *testing.T) {
 
 			c.Heal()
 			var fresh raft.Log
-			c.WaitFor(30*time.Second, "the old leader to replace its suffix", func() bool {
+			testnet.Eventually(t, 30*time.Second, "the old leader to replace its suffix", testnet.Holds(func() bool {
 				return old.Node.srv.logs.GetLog(conflict, &fresh) == nil && fresh.Term != stale.Term
-			})
+			}))
 			var theirs raft.Log
 			if err := newLeader.Node.srv.logs.GetLog(conflict, &theirs); err != nil {
 				t.Fatal(err)
@@ -188,9 +189,9 @@ func requireSamePolicy(t *testing.T, c *TestCluster) {
 	want := leader.Node.fsm.Policy()
 	target := leader.Node.srv.raft.AppliedIndex()
 	for _, s := range c.Servers() {
-		c.WaitFor(30*time.Second, s.Name+" to apply index "+fmt.Sprint(target), func() bool {
+		testnet.Eventually(t, 30*time.Second, s.Name+" to apply index "+fmt.Sprint(target), testnet.Holds(func() bool {
 			return s.Node.srv.raft.AppliedIndex() >= target
-		})
+		}))
 		if got := s.Node.fsm.Policy(); got.Digest() != want.Digest() || got.Len() != want.Len() {
 			t.Fatalf("%s holds %d documents (digest %s), the leader %d (%s)", s.Name, got.Len(), got.Digest(), want.Len(), want.Digest())
 		}
@@ -219,7 +220,7 @@ func TestCloseReturnsWhenPeersAreGone(t *testing.T) {
 				}()
 			}
 			defer func() { cancel(); wg.Wait() }()
-			c.WaitFor(10*time.Second, "writes in flight", func() bool { return leader.Node.srv.raft.AppliedIndex() > 50 })
+			testnet.Eventually(t, 10*time.Second, "writes in flight", testnet.Holds(func() bool { return leader.Node.srv.raft.AppliedIndex() > 50 }))
 			for i := range c.Servers() {
 				if i == li {
 					continue
@@ -298,7 +299,7 @@ func TestCloseBoundedWhenRaftHangs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 30*time.Second, "leadership", func() bool { lead, _ := n.Leadership(); return lead })
+	testnet.Eventually(t, 30*time.Second, "leadership", testnet.Holds(func() bool { lead, _ := n.Leadership(); return lead }))
 	ctx := ctxT(t, 30*time.Second)
 	if _, err := n.KVSet(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
@@ -380,7 +381,7 @@ func TestDamagedLogEntryIsAnErrorNotAPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 30*time.Second, "leadership", func() bool { lead, _ := n.Leadership(); return lead })
+	testnet.Eventually(t, 30*time.Second, "leadership", testnet.Holds(func() bool { lead, _ := n.Leadership(); return lead }))
 	if _, err := n.KVSet(ctxT(t, 10*time.Second), "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}

@@ -204,7 +204,6 @@ func (n *Node) startServer(ctx context.Context) error {
 	n.mux = newMux(ln, n.auth, tcpAddr(n.cfg.AdvertiseAddr), n.log, protos...)
 	n.mux.start()
 	rpcLn := n.mux.listener(ALPNRPC)
-	n.goRun(func() { _ = n.httpSrv.Serve(rpcLn) })
 
 	trans := n.deps.RaftTransport
 	if trans == nil {
@@ -227,6 +226,9 @@ func (n *Node) startServer(ctx context.Context) error {
 		return err
 	}
 	n.srv = srv
+	// RPC is served only now: its handlers read n.srv. A call that came in
+	// earlier waits in rpcLn.
+	n.goRun(func() { _ = n.httpSrv.Serve(rpcLn) })
 	return nil
 }
 

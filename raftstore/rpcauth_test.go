@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/acl"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestServersDecideAgentsCalls: with ACLs enabled on the servers, what a
@@ -40,10 +41,10 @@ func TestServersDecideAgentsCalls(t *testing.T) {
 	if _, err := cl.Node.ACL().SetToken(asMgmt, tok, 0); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 20*time.Second, "the leader holds the token", func() bool {
+	testnet.Eventually(t, 20*time.Second, "the leader holds the token", testnet.Holds(func() bool {
 		_, err := c.Leader().Node.ACL().TokenBySecret(acl.HashSecret(secret))
 		return err == nil
-	})
+	}))
 	asWriter := acl.WithSecret(ctx, secret)
 
 	// Policy documents by their kind.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshwork/meshwork/acl"
 	"github.com/meshwork/meshwork/internal/keytls"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestServerKeyImpostor: an agent holds the cluster key, and mints a leaf
@@ -223,7 +224,7 @@ func TestServerKeyRollingRestart(t *testing.T) {
 		if !s.Node.TLS().HasServerKey() {
 			t.Fatalf("%s runs without the server key", s.Name)
 		}
-		WaitFor(t, 30*time.Second, s.Name+" applies every write", func() bool { return s.Node.fsm.state().kvIndex >= want })
+		testnet.Eventually(t, 30*time.Second, s.Name+" applies every write", testnet.Holds(func() bool { return s.Node.fsm.state().kvIndex >= want }))
 		for _, key := range written {
 			if _, _, err := s.Node.KVGet(ctx, key); err != nil {
 				t.Fatalf("%s lost %s: %v", s.Name, key, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/policy"
 )
 
@@ -25,10 +26,15 @@ const (
 	// NetTCP runs every server on a loopback TCP port with mutual TLS:
 	// Raft and RPC share the port, as in production.
 	NetTCP TestNetwork = iota
-	// NetInmem runs Raft over raft.InmemTransport and RPC over in-memory
-	// pipes (still with mutual TLS): no socket at all.
-	NetInmem
+	// NetTwin runs every server on the in-process network twin
+	// (internal/testnet), Raft and RPC sharing the port with mutual TLS as
+	// on TCP: no socket at all, and the twin's faults (TestCluster.Twin)
+	// act on it.
+	NetTwin
 )
+
+// twinPort is the server port of every server on the twin.
+const twinPort = 7947
 
 // TestOptions tune MakeTestCluster.
 type TestOptions struct {
@@ -85,8 +91,6 @@ type TestNode struct {
 	// LogStore opens the server's Raft log at its next start (nil: the
 	// default). It starts as TestOptions.LogStore.
 	LogStore LogOpener
-
-	inmem *raft.InmemTransport
 }
 
 // MakeTestCluster starts n servers (1, 3 or 5) that bootstrap together, and
@@ -183,11 +187,6 @@ func (c *TestCluster) start(tn *TestNode) error {
 			return err
 		}
 		deps.Listener = ln
-		if c.net.mode == NetInmem {
-			_, tn.inmem = raft.NewInmemTransport(raft.ServerAddress(tn.Addr))
-			deps.RaftTransport = tn.inmem
-			c.net.addInmem(tn.Name, tn.inmem)
-		}
 	}
 	n, err := New(tn.Config, deps)
 	if err != nil {
@@ -250,9 +249,11 @@ func (c *TestCluster) Index(tn *TestNode) int {
 func (c *TestCluster) Leader() *TestNode {
 	c.t.Helper()
 	var leader *TestNode
-	c.WaitFor(30*time.Second, "one leader", func() bool {
-		leader = c.currentLeader()
-		return leader != nil
+	testnet.Eventually(c.t, 30*time.Second, "one leader", func() error {
+		if leader = c.currentLeader(); leader == nil {
+			return errors.New("no server leads with the others' agreement")
+		}
+		return nil
 	})
 	return leader
 }
@@ -286,25 +287,6 @@ func (c *TestCluster) currentLeader() *TestNode {
 	return best
 }
 
-// WaitFor polls cond until it holds, failing the test after timeout.
-func (c *TestCluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
-	c.t.Helper()
-	WaitFor(c.t, timeout, what, cond)
-}
-
-// WaitFor polls cond every 10ms until it holds, and fails t after timeout.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		tick := time.NewTimer(10 * time.Millisecond)
-		<-tick.C
-	}
-}
-
 // Kill stops server i abruptly, as kill -9 would from the cluster's point of
 // view: it does not leave, and gossip marks it failed.
 func (c *TestCluster) Kill(i int) {
@@ -317,7 +299,6 @@ func (c *TestCluster) Kill(i int) {
 	if n == nil {
 		return
 	}
-	c.net.kill(tn.Name)
 	_ = n.Close()
 	c.Disc.Update(tn.Name, func(s *ServerInfo) { s.Status = catalog.StatusFailed })
 }
@@ -332,9 +313,11 @@ func (c *TestCluster) Restart(i int) {
 	}
 	var err error
 	// The port may linger for a moment after the old listener closed.
-	WaitFor(c.t, 10*time.Second, "restart of "+tn.Name, func() bool {
-		err = c.start(tn)
-		return err == nil || !errors.Is(err, errAddrInUse)
+	testnet.Eventually(c.t, 10*time.Second, "the port of "+tn.Name+" to be free for its restart", func() error {
+		if err = c.start(tn); errors.Is(err, errAddrInUse) {
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		c.t.Fatalf("restart %s: %v", tn.Name, err)
@@ -403,6 +386,11 @@ func (c *TestCluster) Partition(groups ...[]int) {
 // Heal reconnects every server.
 func (c *TestCluster) Heal() { c.net.partition(nil) }
 
+// Twin is the network twin the cluster runs on with NetTwin, for faults
+// finer than Partition (delay, loss); nil on TCP. Partition and Isolate
+// set its links too.
+func (c *TestCluster) Twin() *testnet.Network { return c.net.twin }
+
 // Isolate cuts a client agent (or server) by name from every server.
 func (c *TestCluster) Isolate(name string, cut bool) { c.net.isolate(name, cut) }
 
@@ -411,8 +399,7 @@ func (c *TestCluster) Isolate(name string, cut bool) { c.net.isolate(name, cut) 
 // drops packets without a reset: connections stay open and new ones are
 // accepted, but nothing the agent sends or is sent is delivered until the
 // stall ends (then all of it is, in order) or the reader's deadline passes.
-// The agent itself keeps running. Raft over NetInmem is disconnected
-// instead. Gossip is not told: the Disc statuses stay as they are.
+// The agent itself keeps running. Gossip is not told: the Disc statuses stay as they are.
 func (c *TestCluster) Stall(name string, on bool) { c.net.setGate(c.net.stalled, name, on) }
 
 // Deafen holds every answer the agent called name receives on the
@@ -439,9 +426,11 @@ type testNet struct {
 	cut      map[string]bool // isolated nodes
 	addrNode map[string]string
 	conns    map[*trackedConn]struct{}
-	mem      map[string]*memListener
-	inmem    map[string]*raft.InmemTransport
-	held     map[string]net.Listener // reserved TCP ports, until first listened on
+	// twin is the network with NetTwin, nil on TCP; known holds every
+	// node that has a host on it, whose links follow group and cut.
+	twin  *testnet.Network
+	known map[string]bool
+	held  map[string]net.Listener // reserved TCP ports, until first listened on
 	// stalled and deaf hold traffic (see Stall and Deafen): node -> a
 	// channel closed when the hold ends.
 	stalled map[string]chan struct{}
@@ -451,8 +440,12 @@ type testNet struct {
 var errAddrInUse = errors.New("address in use")
 
 func newTestNet(mode TestNetwork) *testNet {
-	return &testNet{mode: mode, group: map[string]int{}, cut: map[string]bool{}, addrNode: map[string]string{},
-		conns: map[*trackedConn]struct{}{}, mem: map[string]*memListener{}, inmem: map[string]*raft.InmemTransport{},
+	var twin *testnet.Network
+	if mode == NetTwin {
+		twin = testnet.New(testnet.Options{})
+	}
+	return &testNet{mode: mode, twin: twin, group: map[string]int{}, cut: map[string]bool{}, addrNode: map[string]string{},
+		conns: map[*trackedConn]struct{}{}, known: map[string]bool{},
 		held: map[string]net.Listener{}, stalled: map[string]chan struct{}{}, deaf: map[string]chan struct{}{}}
 }
 
@@ -462,8 +455,8 @@ func newTestNet(mode TestNetwork) *testNet {
 func (tn *testNet) reserve(t testing.TB, name string) string {
 	var addr string
 	var ln net.Listener
-	if tn.mode == NetInmem {
-		addr = "mem-" + name + ":7947"
+	if tn.twin != nil {
+		addr = tn.twin.Host(name).Addr(twinPort)
 	} else {
 		var err error
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -485,16 +478,17 @@ func (tn *testNet) reserve(t testing.TB, name string) string {
 		tn.held[addr] = ln
 	}
 	tn.mu.Unlock()
+	tn.join(name)
 	return addr
 }
 
 func (tn *testNet) listen(name, addr string) (net.Listener, error) {
-	if tn.mode == NetInmem {
-		tn.mu.Lock()
-		defer tn.mu.Unlock()
-		ln := &memListener{addr: tcpAddr(addr), ch: make(chan net.Conn), done: make(chan struct{})}
-		tn.mem[addr] = ln
-		return ln, nil
+	if tn.twin != nil {
+		ln, err := tn.twin.Host(name).Listen(twinPort)
+		if errors.Is(err, testnet.ErrPortInUse) {
+			return nil, fmt.Errorf("%w: %v", errAddrInUse, err)
+		}
+		return ln, err
 	}
 	tn.mu.Lock()
 	ln, ok := tn.held[addr]
@@ -525,23 +519,65 @@ func (tn *testNet) connectedLocked(a, b string) bool {
 	return !oka || !okb || ga == gb
 }
 
+// join gives name a host on the twin, whose links follow the partition.
+func (tn *testNet) join(name string) {
+	if tn.twin == nil {
+		return
+	}
+	tn.twin.Host(name)
+	tn.mu.Lock()
+	tn.known[name] = true
+	tn.mu.Unlock()
+	tn.syncTwin()
+}
+
+// syncTwin cuts the twin's links between the nodes that group and cut
+// separate, and mends the others. The cut rejects dials at once, as
+// partitions on TCP do here, so that a server learns in time that it
+// reaches no leader.
+func (tn *testNet) syncTwin() {
+	if tn.twin == nil {
+		return
+	}
+	tn.mu.Lock()
+	var names []string
+	for n := range tn.known {
+		names = append(names, n)
+	}
+	cut := map[[2]string]bool{}
+	for _, a := range names {
+		for _, b := range names {
+			if a != b {
+				cut[[2]string{a, b}] = !tn.connectedLocked(a, b)
+			}
+		}
+	}
+	tn.mu.Unlock()
+	for k, c := range cut {
+		l := tn.twin.LinkOf(k[0], k[1])
+		if l.Cut != c {
+			l.Cut, l.Reject = c, c
+			tn.twin.SetLink(k[0], k[1], l)
+		}
+	}
+}
+
 func (tn *testNet) dialer(from string) DialFunc {
+	tn.join(from)
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		tn.mu.Lock()
 		to := tn.addrNode[addr]
-		if !tn.connectedLocked(from, to) {
+		if tn.twin == nil && !tn.connectedLocked(from, to) {
 			tn.mu.Unlock()
 			return nil, fmt.Errorf("dial %s: network partitioned (test)", addr)
 		}
-		ml := tn.mem[addr]
 		tn.mu.Unlock()
 		var c net.Conn
 		var err error
-		if tn.mode == NetInmem {
-			if ml == nil {
-				return nil, fmt.Errorf("dial %s: connection refused", addr)
-			}
-			c, err = ml.dial(ctx)
+		if tn.twin != nil {
+			// The twin itself keeps partitioned nodes apart: the dial
+			// hangs until ctx ends, as to a silent host.
+			c, err = tn.twin.Host(from).Dial(ctx, network, addr)
 		} else {
 			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 		}
@@ -716,7 +752,6 @@ func (tn *testNet) setGate(gates map[string]chan struct{}, name string, on bool)
 	} else if g == nil && on {
 		gates[name] = make(chan struct{})
 	}
-	tn.rewireInmemLocked()
 }
 
 func (tn *testNet) isStalled(name string) bool {
@@ -753,11 +788,11 @@ func (tn *testNet) partition(groups map[string]int) {
 		tn.group[k] = v
 	}
 	drop := tn.dropCrossingLocked()
-	tn.rewireInmemLocked()
 	tn.mu.Unlock()
 	for _, c := range drop {
 		c.Close()
 	}
+	tn.syncTwin()
 }
 
 func (tn *testNet) isolate(name string, cut bool) {
@@ -768,80 +803,11 @@ func (tn *testNet) isolate(name string, cut bool) {
 		delete(tn.cut, name)
 	}
 	drop := tn.dropCrossingLocked()
-	tn.rewireInmemLocked()
 	tn.mu.Unlock()
 	for _, c := range drop {
 		c.Close()
 	}
+	tn.syncTwin()
 }
-
-// kill forgets a server's in-memory transport and listener.
-func (tn *testNet) kill(name string) {
-	tn.mu.Lock()
-	delete(tn.inmem, name)
-	for addr, n := range tn.addrNode {
-		if n == name {
-			delete(tn.mem, addr)
-		}
-	}
-	tn.rewireInmemLocked()
-	tn.mu.Unlock()
-}
-
-func (tn *testNet) addInmem(name string, t *raft.InmemTransport) {
-	tn.mu.Lock()
-	tn.inmem[name] = t
-	tn.rewireInmemLocked()
-	tn.mu.Unlock()
-}
-
-// rewireInmemLocked connects every pair of in-memory transports that the
-// partition allows, and disconnects the others.
-func (tn *testNet) rewireInmemLocked() {
-	for a, ta := range tn.inmem {
-		ta.DisconnectAll()
-		for b, tb := range tn.inmem {
-			if a != b && tn.connectedLocked(a, b) && tn.stalled[a] == nil && tn.stalled[b] == nil {
-				ta.Connect(tb.LocalAddr(), tb)
-			}
-		}
-	}
-}
-
-// memListener is an in-memory listener; dial gives it one end of a pipe.
-type memListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (l *memListener) dial(ctx context.Context) (net.Conn, error) {
-	a, b := net.Pipe()
-	select {
-	case l.ch <- b:
-		return a, nil
-	case <-l.done:
-		return nil, fmt.Errorf("dial %s: connection refused", l.addr)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return l.addr }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -10,7 +10,8 @@
 #                            dashboard checks
 #   scripts/deps.sh e2e      netns and booted-host tests: tshark, curl, nginx,
 #                            systemd-container, debootstrap, ansible, ssh,
-#                            Jaeger (jaeger, the all-in-one with OTLP)
+#                            Jaeger (jaeger, the all-in-one with OTLP),
+#                            chromium (the UI's browser tests, driven by chromedp)
 #   scripts/deps.sh bench    dnsperf, CoreDNS, iperf3, stunnel4, haproxy, wrk,
 #                            fortio, ghz, redis, postgresql
 #   scripts/deps.sh step     step-ca and the step CLI, for the external-CA test
@@ -122,7 +123,7 @@ group_test() {
 
 group_e2e() {
 	group_test
-	apt_install tshark curl nginx-light systemd-container debootstrap ansible openssh-client bridge-utils
+	apt_install tshark curl nginx-light systemd-container debootstrap ansible openssh-client bridge-utils chromium
 	go_build_tool jaeger github.com/jaegertracing/jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION"
 }
 

@@ -17,17 +17,21 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/transport/transporttest"
 )
 
 const testTD = "mesh.test"
 
-// mesh is a set of agents on loopback sharing one catalog, each with a real
-// UDP socket, real QUIC and mutual TLS from a test CA.
+// mesh is a set of agents sharing one catalog, each with a real UDP socket
+// on loopback (newMesh) or a socket on the network twin (newTwinMesh), real
+// QUIC and mutual TLS from a test CA.
 type mesh struct {
-	t      testing.TB
-	ca     *transporttest.CA
-	store  *catalog.Store
+	t     testing.TB
+	ca    *transporttest.CA
+	store *catalog.Store
+	// twin is the network the tunnels run on; nil on loopback.
+	twin   *testnet.Network
 	mu     sync.Mutex
 	agents []*agent
 }
@@ -40,7 +44,7 @@ type agent struct {
 	id       *transporttest.Identity
 	local    *StaticLocal
 	reg      *prometheus.Registry
-	pc       *net.UDPConn
+	pc       net.PacketConn
 	status   catalog.MemberStatus
 	services []catalog.Service
 	authz    *recordingAuthz
@@ -102,6 +106,34 @@ func newMesh(t testing.TB) *mesh {
 	return &mesh{t: t, ca: ca, store: catalog.NewStore()}
 }
 
+// newTwinMesh is newMesh with every tunnel socket on one network twin, whose
+// faults (m.twin) cut, delay and lose the tunnels' packets. The agents'
+// VIP listeners and backends stay on loopback.
+func newTwinMesh(t testing.TB) *mesh {
+	t.Helper()
+	m := newMesh(t)
+	m.twin = testnet.New(testnet.Options{})
+	t.Cleanup(m.twin.Close)
+	return m
+}
+
+// listenTunnel opens name's tunnel socket at port (0: any).
+func (m *mesh) listenTunnel(name string, port int) net.PacketConn {
+	m.t.Helper()
+	var pc net.PacketConn
+	var err error
+	if m.twin != nil {
+		pc, err = m.twin.Host(name).ListenPacket(port)
+	} else {
+		pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	}
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
 // agentOpts tweak one agent.
 type agentOpts struct {
 	cfg      func(*Config)
@@ -128,11 +160,7 @@ func (m *mesh) addAgent(name string, svcs []LocalService, o agentOpts) *agent {
 	m.mu.Lock()
 	idx := len(m.agents)
 	m.mu.Unlock()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
+	pc := m.listenTunnel(name, 0)
 	certSvcs := o.certSvcs
 	if certSvcs == nil {
 		for _, s := range svcs {
@@ -224,15 +252,10 @@ func (a *agent) start() {
 func (a *agent) restart() {
 	t := a.m.t
 	t.Helper()
-	addr := a.pc.LocalAddr().(*net.UDPAddr)
+	port := a.pc.LocalAddr().(*net.UDPAddr).Port
 	a.tr.Close()
 	a.pc.Close()
-	pc, err := net.ListenUDP("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	a.pc = pc
+	a.pc = a.m.listenTunnel(a.name, port)
 	a.reg = prometheus.NewRegistry()
 	a.start()
 }
@@ -247,7 +270,7 @@ func (m *mesh) publish() {
 			Status: a.status,
 			Record: catalog.Record{
 				Node:       a.name,
-				Addr:       "127.0.0.1",
+				Addr:       a.pc.LocalAddr().(*net.UDPAddr).IP.String(),
 				TunnelPort: a.pc.LocalAddr().(*net.UDPAddr).Port,
 				Services:   append([]catalog.Service(nil), a.services...),
 			},
@@ -264,16 +287,10 @@ func (a *agent) setStatus(s catalog.MemberStatus) {
 	a.m.publish()
 }
 
-// eventually polls cond until it holds or 10s pass.
+// eventually is testnet.Eventually with this package's 10 s limit.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition under a deadline
-	}
+	testnet.Eventually(t, 10*time.Second, what, testnet.Holds(cond))
 }
 
 // reconciled waits until a has followed the catalog's current snapshot.

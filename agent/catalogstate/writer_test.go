@@ -13,7 +13,7 @@ import (
 
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/clock"
-	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 const wait = 20 * time.Second
@@ -61,7 +61,7 @@ func (h *writerHarness) writes(t *testing.T) float64 {
 // after the file is in place.
 func (h *writerHarness) wrote(t *testing.T, n float64) {
 	t.Helper()
-	meshtest.Eventually(t, wait, "the write is counted", func() error {
+	testnet.Eventually(t, wait, "the write is counted", func() error {
 		if got := h.writes(t); got != n {
 			return fmt.Errorf("%v writes counted, want %v", got, n)
 		}
@@ -73,7 +73,7 @@ func (h *writerHarness) wrote(t *testing.T, n float64) {
 func (h *writerHarness) saved(t *testing.T, n int) State {
 	t.Helper()
 	var s State
-	meshtest.Eventually(t, wait, "the file holds the catalog", func() error {
+	testnet.Eventually(t, wait, "the file holds the catalog", func() error {
 		var err error
 		s, err = Read(h.cfg, h.clk.Now())
 		if err == nil && len(s.Members) != n {
@@ -135,7 +135,7 @@ func TestWriterSkipsRestoredCatalog(t *testing.T) {
 	// these changes, or be waiting out a new interval.
 	h.store.Publish(sampleMembers()[:1])
 	h.store.EndRestore()
-	meshtest.Eventually(t, wait, "the publisher's view is saved", func() error {
+	testnet.Eventually(t, wait, "the publisher's view is saved", func() error {
 		h.clk.Advance(h.cfg.Interval)
 		s, err := Read(h.cfg, h.clk.Now())
 		if err == nil && len(s.Members) != 1 {

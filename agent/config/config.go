@@ -112,6 +112,7 @@ type Config struct {
 	Tunnel    Tunnel    `yaml:"tunnel"`
 	ACL       ACL       `yaml:"acl"`
 	Telemetry Telemetry `yaml:"telemetry"`
+	UI        UI        `yaml:"ui"`
 }
 
 // Ports are the listening ports. 0 means the default; -1 disables a listener
@@ -259,6 +260,28 @@ type Telemetry struct {
 	Tracing Tracing `yaml:"tracing"`
 	// AccessLog writes a line for each request and connection.
 	AccessLog AccessLog `yaml:"access_log"`
+}
+
+// UI configures the web UI that every agent serves at /ui/ on its HTTP
+// API (docs/design.md, "The web UI"). Its pages read the API with the
+// user's token; only the topology's numbers need settings.
+type UI struct {
+	// MetricsProvider is where the topology page's requests per second,
+	// error rates and p99 come from: "agents", the agent serving the UI
+	// asks every live agent for its golden-signal counters on its
+	// telemetry listener and turns two readings into rates; or
+	// "prometheus", it queries the Prometheus at prometheus_url, which
+	// scrapes the agents. Default: agents.
+	MetricsProvider string `yaml:"metrics_provider"`
+	// PrometheusURL is the base URL of the Prometheus HTTP API, such as
+	// http://prometheus.example:9090. Required with metrics_provider
+	// prometheus; not allowed otherwise.
+	PrometheusURL string `yaml:"prometheus_url"`
+	// AgentTelemetryPort is the port of the other agents' telemetry
+	// listeners, asked on their gossip address by the agents provider.
+	// Default: the port of this agent's telemetry.listen; with neither,
+	// the topology shows only the calls this agent counts, and says so.
+	AgentTelemetryPort int `yaml:"agent_telemetry_port"`
 }
 
 // Tracing configures the export of spans with OpenTelemetry.

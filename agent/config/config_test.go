@@ -292,3 +292,38 @@ func TestTelemetryDefaultsAndErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestUIConfig(t *testing.T) {
+	base := "node: n1\ndata_dir: /tmp/x\ncluster_key: " + testKey + "\nbind: 10.1.2.3\n"
+	for _, tc := range []struct {
+		name, ui string
+		errs     []string // each must be named; none: valid
+	}{
+		{"default", "", nil},
+		{"agents with a port", "ui:\n  metrics_provider: agents\n  agent_telemetry_port: 9102\n", nil},
+		{"prometheus", "ui:\n  metrics_provider: prometheus\n  prometheus_url: http://prom.example:9090\n", nil},
+		{"prometheus without url", "ui:\n  metrics_provider: prometheus\n", []string{"ui.prometheus_url"}},
+		{"url without prometheus", "ui:\n  prometheus_url: http://prom:9090\n", []string{"ui.prometheus_url", "not prometheus"}},
+		{"unknown provider", "ui:\n  metrics_provider: graphite\n", []string{"ui.metrics_provider", "graphite"}},
+		{"bad port", "ui:\n  agent_telemetry_port: 70000\n", []string{"ui.agent_telemetry_port", "70000"}},
+		{"unknown key", "ui:\n  theme: dark\n", []string{"theme"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadAndValidate([]string{write(t, t.TempDir(), "a.yaml", base+tc.ui)}, nil, nil)
+			if len(tc.errs) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.errs {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}

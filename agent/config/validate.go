@@ -226,6 +226,21 @@ func (c *Config) Validate() error {
 	if tm.AccessLog.RateLimit < 1 {
 		bad("telemetry.access_log.rate_limit", "%d must be at least 1 line per second", tm.AccessLog.RateLimit)
 	}
+	switch u := c.UI; u.MetricsProvider {
+	case "", "agents":
+		if u.PrometheusURL != "" {
+			bad("ui.prometheus_url", "%q is set, but ui.metrics_provider is not prometheus", u.PrometheusURL)
+		}
+	case "prometheus":
+		if pu, err := url.Parse(u.PrometheusURL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("ui.prometheus_url", "%q is not an http:// or https:// URL (required with ui.metrics_provider prometheus)", u.PrometheusURL)
+		}
+	default:
+		bad("ui.metrics_provider", "%q must be agents or prometheus", u.MetricsProvider)
+	}
+	if p := c.UI.AgentTelemetryPort; p < 0 || p > 65535 {
+		bad("ui.agent_telemetry_port", "%d is not a port", p)
+	}
 	return errors.Join(errs...)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -85,24 +86,24 @@ func TestClusterConvergesAndReplicatesRegistration(t *testing.T) {
 
 			reg := c.Nodes[2]
 			v := setLocal(t, reg.Gossip, webRecord(8080, catalog.Passing))
-			meshtest.WaitFor(t, waitLong, func() bool {
+			testnet.Eventually(t, waitLong, "every catalog to list web on node-2 as passing", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					m, ok := s.Member(reg.Name)
 					return ok && m.Version == v && passingOn(s, reg.Name, 8080)
 				})
-			}, "every catalog to list web on node-2 as passing")
+			}))
 
 			// A change of health travels too, and wins by version.
 			v2 := setLocal(t, reg.Gossip, webRecord(8080, catalog.Critical))
 			if v2 <= v {
 				t.Fatalf("second version %d is not above the first %d", v2, v)
 			}
-			meshtest.WaitFor(t, waitLong, func() bool {
+			testnet.Eventually(t, waitLong, "every catalog to show web on node-2 critical", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					m, ok := s.Member(reg.Name)
 					return ok && m.Version == v2 && len(s.Instances("web")) == 1 && !passingOn(s, reg.Name, 8080)
 				})
-			}, "every catalog to show web on node-2 critical")
+			}))
 
 			// Members() agrees with the catalog.
 			for _, n := range c.Nodes {
@@ -129,21 +130,21 @@ func TestFailureAndLeaveAreToldApart(t *testing.T) {
 			for _, i := range []int{3, 4} {
 				setLocal(t, c.Nodes[i].Gossip, webRecord(9000+i, catalog.Passing))
 			}
-			meshtest.WaitFor(t, waitLong, func() bool {
+			testnet.Eventually(t, waitLong, "web on node-3 and node-4 passing everywhere", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					return passingOn(s, "node-3", 9003) && passingOn(s, "node-4", 9004)
 				})
-			}, "web on node-3 and node-4 passing everywhere")
+			}))
 
 			c.Kill(3)
 			c.Leave(4)
-			meshtest.WaitFor(t, waitLong, func() bool {
+			testnet.Eventually(t, waitLong, "node-3 failed and node-4 left on every running node", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					m3, ok3 := s.Member("node-3")
 					m4, ok4 := s.Member("node-4")
 					return ok3 && ok4 && m3.Status == catalog.StatusFailed && m4.Status == catalog.StatusLeft
 				})
-			}, "node-3 failed and node-4 left on every running node")
+			}))
 			for _, n := range c.Running() {
 				s := n.Snapshot()
 				if passingOn(s, "node-3", 9003) || passingOn(s, "node-4", 9004) {
@@ -162,30 +163,30 @@ func TestPartitionedNodeRejoinsWithLatestRecord(t *testing.T) {
 	c.WaitConverged(waitLong)
 	p := c.Nodes[3]
 	setLocal(t, p.Gossip, webRecord(8000, catalog.Passing))
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "first record everywhere", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool { return passingOn(s, p.Name, 8000) })
-	}, "first record everywhere")
+	}))
 
 	c.Isolate(3)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "both sides of the partition to see the other failed", testnet.Holds(func() bool {
 		for _, i := range []int{0, 1, 2} {
 			if c.StatusOf(i, p.Name) != catalog.StatusFailed {
 				return false
 			}
 		}
 		return c.StatusOf(3, "node-0") == catalog.StatusFailed
-	}, "both sides of the partition to see the other failed")
+	}))
 
 	// Changed while cut off: nobody can hear it yet.
 	v := setLocal(t, p.Gossip, webRecord(8001, catalog.Passing))
 
 	c.Heal()
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the healed node alive everywhere with its latest record", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member(p.Name)
 			return ok && m.Status == catalog.StatusAlive && m.Version == v && passingOn(s, p.Name, 8001)
 		}) && c.Converged()
-	}, "the healed node alive everywhere with its latest record")
+	}))
 }
 
 func TestLargeRecordTravelsOverStreams(t *testing.T) {
@@ -202,12 +203,12 @@ func TestLargeRecordTravelsOverStreams(t *testing.T) {
 	}
 	src := c.Nodes[1]
 	v := setLocal(t, src.Gossip, rec)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the 200-service record on every node", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member(src.Name)
 			return ok && m.Version == v && len(m.Services) == 200 && len(s.Passing("svc-199", "zone-a")) == 1
 		})
-	}, "the 200-service record on every node")
+	}))
 	// It cannot have come by broadcast: it does not fit in a packet, and the
 	// owner pushed it over streams.
 	if n := counterValue(t, src.Registry, "meshwork_gossip_stream_messages_sent_total", "type", "record", "result", "ok"); n < 1 {
@@ -232,21 +233,21 @@ func TestForceLeave(t *testing.T) {
 	}
 
 	c.Kill(3)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "node-3 failed on every running node", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-3")
 			return ok && m.Status == catalog.StatusFailed
 		})
-	}, "node-3 failed on every running node")
+	}))
 	if err := g.ForceLeave("node-3"); err != nil {
 		t.Fatal(err)
 	}
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "node-3 left on every running node", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-3")
 			return ok && m.Status == catalog.StatusLeft
 		})
-	}, "node-3 left on every running node")
+	}))
 	if err := g.ForceLeave("node-3"); err != nil {
 		t.Fatalf("force leave of a member that left: %v, want none", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // watchStatuses records every status any node's catalog shows for any
@@ -69,13 +70,13 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 		}
 	}})
 	intruder := c.Nodes[3]
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "both ends to log the key mismatch in plain words", testnet.Holds(func() bool {
 		return intruder.Logs.Contains("gossip join refused", "encryption key does not match") &&
 			c.Nodes[0].Logs.Contains("gossip message refused", "not encrypted with a key in this node's keyring")
-	}, "both ends to log the key mismatch in plain words")
+	}))
 
 	// The three good nodes form a cluster without it, and it stays alone.
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the three nodes with the right key to see each other", testnet.Holds(func() bool {
 		for _, i := range []int{0, 1, 2} {
 			for _, j := range []int{0, 1, 2} {
 				if c.StatusOf(i, c.Nodes[j].Name) != catalog.StatusAlive {
@@ -84,7 +85,7 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 			}
 		}
 		return true
-	}, "the three nodes with the right key to see each other")
+	}))
 	for _, i := range []int{0, 1, 2} {
 		if st := c.StatusOf(i, intruder.Name); st != "" {
 			t.Fatalf("node-%d knows the intruder as %s", i, st)
@@ -131,12 +132,12 @@ func TestKeyringRotationWithoutDowntime(t *testing.T) {
 	}
 	// Gossip still flows, encrypted with the new key only.
 	v := setLocal(t, c.Nodes[0].Gossip, webRecord(8080, catalog.Passing))
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "a record change after the rotation to reach every node", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-0")
 			return ok && m.Version == v
 		})
-	}, "a record change after the rotation to reach every node")
+	}))
 	if bad := stop(); len(bad) > 0 {
 		t.Fatalf("members were marked failed or left during the rotation: %v", bad)
 	}
@@ -171,7 +172,7 @@ func TestSuspectThenFailedOnSilence(t *testing.T) {
 	target := c.Nodes[3].Name
 	var sawSuspect bool
 	c.Isolate(3)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the silent node to be failed everywhere", testnet.Holds(func() bool {
 		if c.StatusOf(0, target) == catalog.StatusSuspect {
 			sawSuspect = true
 		}
@@ -181,7 +182,7 @@ func TestSuspectThenFailedOnSilence(t *testing.T) {
 			}
 		}
 		return true
-	}, "the silent node to be failed everywhere")
+	}))
 	if !sawSuspect {
 		t.Fatal("node-0 never showed the silent node as suspect before failed")
 	}
@@ -198,12 +199,12 @@ func TestCrashIsDetectedByRefusedConnection(t *testing.T) {
 	c := meshtest.NewCluster(t, 4, meshtest.Options{Loopback: true})
 	c.WaitConverged(waitLong)
 	c.Kill(2)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "node-2 failed everywhere", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-2")
 			return ok && m.Status == catalog.StatusFailed
 		})
-	}, "node-2 failed everywhere")
+	}))
 	var downs float64
 	for _, n := range c.Running() {
 		downs += counterValue(t, n.Registry, "meshwork_gossip_down_notices_total")
@@ -235,9 +236,9 @@ func TestTwoSecondStallIsNotAFailure(t *testing.T) {
 	c.Heal()
 	// Watch past the point where memberlist would have declared it dead:
 	// one probe interval plus the 3 s suspicion timeout, with margin.
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the cluster to settle after the stall", testnet.Holds(func() bool {
 		return time.Since(start) > 6*time.Second && c.Converged()
-	}, "the cluster to settle after the stall")
+	}))
 	if bad := stop(); len(bad) > 0 {
 		t.Fatalf("a 2 s stall was declared a failure: %v", bad)
 	}
@@ -254,13 +255,13 @@ func TestTCPFallbackWhenUDPIsBlocked(t *testing.T) {
 
 	v0 := setLocal(t, c.Nodes[0].Gossip, webRecord(8000, catalog.Passing))
 	v3 := setLocal(t, c.Nodes[3].Gossip, webRecord(8003, catalog.Passing))
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "records of node-0 and node-3 to cross the UDP block", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m0, ok0 := s.Member("node-0")
 			m3, ok3 := s.Member("node-3")
 			return ok0 && ok3 && m0.Version == v0 && m3.Version == v3
 		})
-	}, "records of node-0 and node-3 to cross the UDP block")
+	}))
 	// An observation window of a few suspicion timeouts of the test profile,
 	// not a synchronisation: a failure would show in the watchers.
 	<-time.After(3 * time.Second)
@@ -293,10 +294,10 @@ func TestLargeRecordIsPulledWhenPushesStop(t *testing.T) {
 		})
 	}
 	v := setLocal(t, c.Nodes[0].Gossip, rec)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the large record on all 10 nodes", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-0")
 			return ok && m.Version == v && len(s.Passing("bulk", "")) == 100
 		})
-	}, "the large record on all 10 nodes")
+	}))
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // BenchmarkRejoinLAN measures, with the production timers
@@ -40,12 +41,12 @@ func BenchmarkRejoinLAN(b *testing.B) {
 			for _, i := range servers {
 				c.Leave(i)
 			}
-			meshtest.WaitFor(b, time.Minute, func() bool {
+			testnet.Eventually(b, time.Minute, "the clients to see the servers left", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					m, _ := s.Member("node-2")
 					return m.Status == catalog.StatusLeft
 				})
-			}, "the clients to see the servers left")
+			}))
 			start := time.Now()
 			for _, i := range servers {
 				restart(b, c, i, servers)
@@ -62,12 +63,12 @@ func BenchmarkRejoinLAN(b *testing.B) {
 			for _, i := range servers {
 				c.Kill(i)
 			}
-			meshtest.WaitFor(b, time.Minute, func() bool {
+			testnet.Eventually(b, time.Minute, "the clients to see the servers failed", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					m, _ := s.Member("node-2")
 					return m.Status == catalog.StatusFailed
 				})
-			}, "the clients to see the servers failed")
+			}))
 			c.Kill(4)
 			start := time.Now()
 			restart(b, c, 4, servers)
@@ -83,9 +84,9 @@ func BenchmarkRejoinLAN(b *testing.B) {
 			c.Partition([]int{0, 1, 2, 3}, []int{4})
 			// Past memberlist's 15 s of gossip to the dead: only a reconnect
 			// can merge the two sides.
-			meshtest.WaitFor(b, time.Minute, func() bool {
+			testnet.Eventually(b, time.Minute, "each side to see the other failed", testnet.Holds(func() bool {
 				return c.StatusOf(0, "node-4") == catalog.StatusFailed && c.StatusOf(4, "node-0") == catalog.StatusFailed
-			}, "each side to see the other failed")
+			}))
 			<-time.After(gossip.DefaultLANConfig().GossipToTheDeadTime + time.Second) // the fault's length, not a wait for a condition
 			start := time.Now()
 			c.Heal()

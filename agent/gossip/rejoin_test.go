@@ -15,6 +15,7 @@ import (
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/clock"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,7 +57,7 @@ func restart(t testing.TB, c *meshtest.Cluster, i int, servers []int) {
 // the catalog is whole.
 func waitWhole(t testing.TB, c *meshtest.Cluster, servers []int) {
 	t.Helper()
-	meshtest.Eventually(t, waitLong, "every catalog whole", func() error {
+	testnet.Eventually(t, waitLong, "every catalog whole", func() error {
 		running := c.Running()
 		for _, n := range running {
 			s := n.Snapshot()
@@ -119,7 +120,7 @@ func TestEveryServerRestartsAndOneClusterForms(t *testing.T) {
 			for _, i := range servers {
 				c.Leave(i)
 			}
-			meshtest.WaitFor(t, waitLong, func() bool {
+			testnet.Eventually(t, waitLong, "both clients to see every server left", testnet.Holds(func() bool {
 				return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 					for _, i := range servers {
 						if m, ok := s.Member(c.Nodes[i].Name); !ok || m.Status != catalog.StatusLeft {
@@ -128,7 +129,7 @@ func TestEveryServerRestartsAndOneClusterForms(t *testing.T) {
 					}
 					return true
 				})
-			}, "both clients to see every server left")
+			}))
 
 			for _, i := range servers {
 				restart(t, c, i, servers)
@@ -150,7 +151,7 @@ func TestClientRestartedDuringServerOutageRejoinsThroughRememberedPeers(t *testi
 	roles(t, c, servers)
 	restarted := c.Nodes[4]
 	peersFile := filepath.Join(restarted.DataDir, "peers.json")
-	meshtest.Eventually(t, waitLong, "node-4's peers file to list the other four", func() error {
+	testnet.Eventually(t, waitLong, "node-4's peers file to list the other four", func() error {
 		ps, err := gossip.ReadPeersFile(peersFile, restarted.Name)
 		if err != nil {
 			return err
@@ -164,17 +165,17 @@ func TestClientRestartedDuringServerOutageRejoinsThroughRememberedPeers(t *testi
 	for _, i := range servers {
 		c.Kill(i)
 	}
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the clients to see both servers failed", testnet.Holds(func() bool {
 		return c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m0, _ := s.Member("node-0")
 			m1, _ := s.Member("node-1")
 			return m0.Status == catalog.StatusFailed && m1.Status == catalog.StatusFailed
 		})
-	}, "the clients to see both servers failed")
+	}))
 	c.Kill(4)
 	restart(t, c, 4, servers)
 	clients := []int{2, 3, 4}
-	meshtest.Eventually(t, waitLong, "the clients' catalogs whole without the servers", func() error {
+	testnet.Eventually(t, waitLong, "the clients' catalogs whole without the servers", func() error {
 		for _, i := range clients {
 			s := c.Nodes[i].Snapshot()
 			for _, j := range clients {
@@ -197,9 +198,9 @@ func TestClientRestartedDuringServerOutageRejoinsThroughRememberedPeers(t *testi
 		restart(t, c, i, servers)
 	}
 	waitWhole(t, c, servers)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the restarted client to be in contact once a server is back", testnet.Holds(func() bool {
 		return counterValue(t, restarted.Registry, "meshwork_gossip_in_contact") == 1
-	}, "the restarted client to be in contact once a server is back")
+	}))
 }
 
 // TestLeftMemberIsReconnectedWhenItReturns restarts a member after a
@@ -216,19 +217,19 @@ func TestLeftMemberIsReconnectedWhenItReturns(t *testing.T) {
 	}})
 	c.WaitConverged(waitLong)
 	c.Leave(2)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "node-2 left on node-0 and node-1", testnet.Holds(func() bool {
 		return c.StatusOf(0, "node-2") == catalog.StatusLeft && c.StatusOf(1, "node-2") == catalog.StatusLeft
-	}, "node-2 left on node-0 and node-1")
+	}))
 
 	restarting = true
 	n := c.Restart(2)
 	v := setLocal(t, n.Gossip, webRecord(8002, catalog.Passing))
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "node-2 alive again everywhere with its new record", testnet.Holds(func() bool {
 		return c.Converged() && c.AllSee(func(_ *meshtest.Node, s *catalog.Snapshot) bool {
 			m, ok := s.Member("node-2")
 			return ok && m.Version == v && passingOn(s, "node-2", 8002)
 		})
-	}, "node-2 alive again everywhere with its new record")
+	}))
 	var reconnects float64
 	for _, i := range []int{0, 1} {
 		reconnects += counterValue(t, c.Nodes[i].Registry, "meshwork_gossip_join_attempts_total", "loop", "reconnect", "result", "ok")
@@ -268,7 +269,7 @@ func TestPeersFileSurvivesRestartsAndACorruptOneIsIgnored(t *testing.T) {
 		return nil
 	}
 	for _, n := range c.Nodes {
-		meshtest.Eventually(t, waitLong, n.Name+"'s peers file", func() error { return listsOthers(n) })
+		testnet.Eventually(t, waitLong, n.Name+"'s peers file", func() error { return listsOthers(n) })
 	}
 
 	restarting = true
@@ -288,7 +289,7 @@ func TestPeersFileSurvivesRestartsAndACorruptOneIsIgnored(t *testing.T) {
 		t.Fatal("the corrupt peers file was not reported")
 	}
 	c.WaitConverged(waitLong)
-	meshtest.Eventually(t, waitLong, "node-1's peers file rewritten", func() error { return listsOthers(n) })
+	testnet.Eventually(t, waitLong, "node-1's peers file rewritten", func() error { return listsOthers(n) })
 }
 
 // TestRejoinBacksOffWhenAJoinBringsNoContact gives a node one remembered
@@ -331,9 +332,9 @@ func TestRejoinBacksOffWhenAJoinBringsNoContact(t *testing.T) {
 	}
 	t.Cleanup(func() { g.Close() })
 
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "the first rejoin attempt to end in a backoff", testnet.Holds(func() bool {
 		return logs.Contains("gossip will retry joining", "attempt=1")
-	}, "the first rejoin attempt to end in a backoff")
+	}))
 	if n := counterValue(t, reg, "meshwork_gossip_join_attempts_total", "loop", "rejoin", "result", "ok"); n != 1 {
 		t.Fatalf("%v successful rejoin attempts while the clock stood still, want 1", n)
 	}
@@ -342,7 +343,7 @@ func TestRejoinBacksOffWhenAJoinBringsNoContact(t *testing.T) {
 	}
 	// The next attempt comes once the backoff has passed.
 	clk.Advance(cfg.RetryJoinInterval * 2)
-	meshtest.WaitFor(t, waitLong, func() bool {
+	testnet.Eventually(t, waitLong, "a second attempt once the clock passed the backoff", testnet.Holds(func() bool {
 		return counterValue(t, reg, "meshwork_gossip_join_attempts_total", "loop", "rejoin", "result", "ok") >= 2
-	}, "a second attempt once the clock passed the backoff")
+	}))
 }

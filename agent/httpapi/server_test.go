@@ -21,6 +21,7 @@ import (
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/internal/httpjson"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 const waitLimit = 10 * time.Second
@@ -449,21 +450,6 @@ func blockingGauge(h *harness) float64 {
 	return -1
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(waitLimit)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting until %s", what)
-		}
-	}
-}
-
 func TestBlockingQueryWakesOnChange(t *testing.T) {
 	h := newHarness(t, Config{})
 	c := ctx(t)
@@ -482,7 +468,7 @@ func TestBlockingQueryWakesOnChange(t *testing.T) {
 		s, m, err := h.client.CatalogServices(c, &api.QueryOptions{Index: meta.Index, Wait: 5 * time.Minute})
 		done <- result{s, m, err}
 	}()
-	waitUntil(t, "the query blocks", func() bool { return blockingGauge(h) == 1 })
+	testnet.Eventually(t, waitLimit, "the query blocks", testnet.Holds(func() bool { return blockingGauge(h) == 1 }))
 	select {
 	case r := <-done:
 		t.Fatalf("the blocking query returned before any change: %+v", r)
@@ -566,12 +552,12 @@ func TestBlockingQueryClientGoneAndClose(t *testing.T) {
 		_, _, err := h.client.CatalogServices(cctx, &api.QueryOptions{Index: meta.Index})
 		errc <- err
 	}()
-	waitUntil(t, "the query blocks", func() bool { return blockingGauge(h) == 1 })
+	testnet.Eventually(t, waitLimit, "the query blocks", testnet.Holds(func() bool { return blockingGauge(h) == 1 }))
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("abandoned query: %v", err)
 	}
-	waitUntil(t, "the server stops waiting", func() bool { return blockingGauge(h) == 0 })
+	testnet.Eventually(t, waitLimit, "the server stops waiting", testnet.Holds(func() bool { return blockingGauge(h) == 0 }))
 
 	// Close answers a waiting query with the current state.
 	done := make(chan error, 1)
@@ -582,7 +568,7 @@ func TestBlockingQueryClientGoneAndClose(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitUntil(t, "the query blocks", func() bool { return blockingGauge(h) == 1 })
+	testnet.Eventually(t, waitLimit, "the query blocks", testnet.Holds(func() bool { return blockingGauge(h) == 1 }))
 	if err := h.srv.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/ca/raftca"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -66,10 +67,10 @@ func TestCAOnRaft(t *testing.T) {
 	}
 	root := servers[0].Server().Bundle().Roots[0]
 	for _, a := range servers[1:] {
-		tc.WaitFor(10*time.Second, "one CA on every server", func() bool {
+		testnet.Eventually(t, 10*time.Second, "one CA on every server", testnet.Holds(func() bool {
 			b := a.Server().Bundle()
 			return b != nil && b.Roots[0].Equal(root)
-		})
+		}))
 	}
 
 	client := tc.AddClient("c1")
@@ -109,10 +110,10 @@ func TestCAOnRaft(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("no renewal")
 		}
-		tc.WaitFor(30*time.Second, "the new leaf", func() bool {
+		testnet.Eventually(t, 30*time.Second, "the new leaf", testnet.Holds(func() bool {
 			l, _ := c1.Manager().Leaf()
 			return len(l.IDs) == 1+len(services)
-		})
+		}))
 	}
 	renew("web") // over mTLS with the mesh leaf, through the server port
 

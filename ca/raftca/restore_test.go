@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshwork/meshwork/ca"
 	"github.com/meshwork/meshwork/ca/raftca"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/raftstore"
 )
 
@@ -42,10 +43,10 @@ func caCluster(t *testing.T) (*raftstore.TestCluster, []*ca.Agent) {
 	}
 	root := servers[0].Server().Bundle().Roots[0]
 	for _, a := range servers[1:] {
-		tc.WaitFor(10*time.Second, "one CA on every server", func() bool {
+		testnet.Eventually(t, 10*time.Second, "one CA on every server", testnet.Holds(func() bool {
 			b := a.Server().Bundle()
 			return b != nil && b.Roots[0].Equal(root)
-		})
+		}))
 	}
 	return tc, servers
 }

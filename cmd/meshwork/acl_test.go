@@ -16,6 +16,7 @@ import (
 	"github.com/meshwork/meshwork/agent"
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // startACLAgent runs a real --dev agent in process, with ACLs on and deny
@@ -46,7 +47,7 @@ func startACLAgent(t *testing.T) string {
 	}
 	t.Cleanup(func() { a.Close() })
 	// The ACL API answers once Raft has a leader.
-	waitFor(t, "a leader", func() error {
+	testnet.Eventually(t, time.Minute, "a leader", func() error {
 		_, err := api.NewClient(a.HTTPAddr()).Do(ctx, "GET", "/v1/acl/token/self", nil, nil, nil)
 		return err
 	})

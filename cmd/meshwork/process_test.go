@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshwork/meshwork/api"
 	"github.com/meshwork/meshwork/internal/meshtest"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // These tests run the real binary as a process: signals, sd_notify and exit
@@ -76,12 +77,6 @@ func expectNotify(t *testing.T, ch <-chan string, want string) string {
 			t.Fatalf("no %q notification", want)
 		}
 	}
-}
-
-// waitFor polls cond until it holds or a minute passes.
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	meshtest.Eventually(t, time.Minute, what, cond)
 }
 
 func writeConf(t *testing.T, path, body string) {
@@ -155,7 +150,7 @@ func TestAgentProcess(t *testing.T) {
 	if ok, err := hasWeb(); err != nil || !ok {
 		t.Fatalf("a refused reload lost web: %v, %v", ok, err)
 	}
-	waitFor(t, "the refused reload is logged with the file and key", func() error {
+	testnet.Eventually(t, time.Minute, "the refused reload is logged with the file and key", func() error {
 		if s := stderr.String(); !strings.Contains(s, "20-bad.yaml") || !strings.Contains(s, "service.prot") {
 			return errors.New("not logged yet")
 		}
@@ -164,7 +159,7 @@ func TestAgentProcess(t *testing.T) {
 
 	// Once the tunnel serves, `meshwork tunnel status` says so, and
 	// SIGTERM drains it too.
-	waitFor(t, "the tunnel to serve", func() error {
+	testnet.Eventually(t, time.Minute, "the tunnel to serve", func() error {
 		self, err := client.Self(ctx)
 		if err == nil && self.TunnelPort == 0 {
 			err = errors.New("no tunnel port published yet")

@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshwork/meshwork/agent/config"
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // TestStatusAndWatchdogProcess runs the real binaries. A --dev agent under
@@ -38,7 +40,7 @@ func TestStatusAndWatchdogProcess(t *testing.T) {
 	}
 
 	var out string
-	waitFor(t, "meshwork status to say the dev agent is ready", func() error {
+	testnet.Eventually(t, time.Minute, "meshwork status to say the dev agent is ready", func() error {
 		var code int
 		out, code = runBinary(t, bin, nil, "status", "--http-addr", ip+":8500")
 		if code != 0 {

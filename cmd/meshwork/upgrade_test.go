@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meshwork/meshwork/api"
+	"github.com/meshwork/meshwork/internal/testnet"
 	"github.com/meshwork/meshwork/transport"
 )
 
@@ -160,7 +161,7 @@ func TestAgentUpgradeProcess(t *testing.T) {
 		fmt.Sprintf("server: true\nbootstrap_expect: 1\nservices:\n- {name: web, address: 127.0.0.1, port: %d}\n", backend))
 	startUpgradeAgent(t, bin, "--config", sConf, "--data-dir", filepath.Join(t.TempDir(), "data"))
 	var token []byte
-	waitFor(t, "a bootstrap token for c", func() error {
+	testnet.Eventually(t, time.Minute, "a bootstrap token for c", func() error {
 		out, err := exec.Command(bin, "ca", "token", "c", "--http-addr", sIP+":8500").Output()
 		token = out
 		return err
@@ -179,7 +180,7 @@ func TestAgentUpgradeProcess(t *testing.T) {
 	// The test calls web through app's upstream listener, which the same
 	// code as a VIP's opens and hands over.
 	var vipAddr string
-	waitFor(t, "the upstream listener of web", func() error {
+	testnet.Eventually(t, time.Minute, "the upstream listener of web", func() error {
 		var st transport.Status
 		if _, err := client.Do(ctx, http.MethodGet, transport.StatusPath, nil, nil, &st); err != nil {
 			return err
@@ -192,7 +193,7 @@ func TestAgentUpgradeProcess(t *testing.T) {
 		}
 		return errors.New("no upstream listener for web yet")
 	})
-	waitFor(t, "web to answer through the upstream listener", func() error { return callVIP(vipAddr) })
+	testnet.Eventually(t, time.Minute, "web to answer through the upstream listener", func() error { return callVIP(vipAddr) })
 
 	// Clients: a new connection for every request, bounded in count and
 	// time; they stop once the successor has answered for a while.
@@ -265,7 +266,7 @@ func TestAgentUpgradeProcess(t *testing.T) {
 	apiRes.mu.Lock()
 	before := apiRes.ok
 	apiRes.mu.Unlock()
-	waitFor(t, "the successor to answer", func() error {
+	testnet.Eventually(t, time.Minute, "the successor to answer", func() error {
 		apiRes.mu.Lock()
 		defer apiRes.mu.Unlock()
 		if apiRes.ok < before+50 {
@@ -293,7 +294,7 @@ func TestAgentUpgradeProcess(t *testing.T) {
 	if vipRes.ok == 0 {
 		t.Error("no call through the upstream listener succeeded")
 	}
-	waitFor(t, "web through the successor's upstream listener", func() error { return callVIP(vipAddr) })
+	testnet.Eventually(t, time.Minute, "web through the successor's upstream listener", func() error { return callVIP(vipAddr) })
 	if _, err := client.Self(ctx); err != nil {
 		t.Errorf("the successor's API: %v", err)
 	}

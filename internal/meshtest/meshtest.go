@@ -6,15 +6,16 @@
 //	c.Partition([]int{0}, []int{1, 2, 3, 4})
 //	c.Kill(3)
 //
-// The nodes run on an in-memory network (the default) or on real UDP and TCP
-// sockets on 127.0.0.1 (Options.Loopback). Every fault is applied at the
-// transport, so the code under test is the production code.
+// The nodes run on the in-process network twin of internal/testnet (the
+// default), which also carries the Raft and tunnel sockets of whole agents
+// (NodeSpec.Host), or on real UDP and TCP sockets on 127.0.0.1 (Options.Loopback).
+// Every fault is applied at the network, so the code under test is the
+// production code. Tests wait with testnet.Eventually.
 package meshtest
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/meshwork/meshwork/agent/gossip"
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // Member is one node of a cluster: a gossip layer alone (the default) or a
@@ -48,6 +50,11 @@ type NodeSpec struct {
 	Name  string
 	// Transport is the member's gossip transport on the cluster's network.
 	Transport memberlist.Transport
+	// Host is the member's place on the network twin, where a whole agent
+	// opens its Raft port (Host.Listen), dials servers (Host.Dial) and
+	// opens its tunnel socket (Host.ListenPacket), so that the cluster's
+	// faults cut those planes too. Nil with Options.Loopback.
+	Host *testnet.Host
 	// Join holds the addresses to join at start: the first node's, empty
 	// for the first node itself.
 	Join []string
@@ -179,6 +186,7 @@ func (c *Cluster) startNode(node *Node) {
 		Index:      node.Index,
 		Name:       node.Name,
 		Transport:  tr,
+		Host:       c.host(node.Name),
 		Join:       join,
 		Earlier:    earlier,
 		Logger:     slog.New(slog.NewTextHandler(node.Logs, &slog.HandlerOptions{Level: c.opts.LogLevel})),
@@ -206,6 +214,22 @@ func (c *Cluster) startNode(node *Node) {
 		c.t.Fatalf("meshtest: start %s: %v", node.Name, err)
 	}
 	node.stopped = false
+}
+
+// Twin is the in-process network the nodes run on, for faults finer than
+// Partition (testnet.Network.SetLink); nil with Options.Loopback.
+func (c *Cluster) Twin() *testnet.Network {
+	if mn, ok := c.Net.(*MemNetwork); ok {
+		return mn.Twin()
+	}
+	return nil
+}
+
+func (c *Cluster) host(name string) *testnet.Host {
+	if tw := c.Twin(); tw != nil {
+		return tw.Host(name)
+	}
+	return nil
 }
 
 func (c *Cluster) newGossip(spec NodeSpec) (Member, error) {
@@ -282,7 +306,8 @@ func (c *Cluster) Restart(i int) *Node {
 	return n
 }
 
-// Partition cuts every link between the nodes of a and those of b.
+// Partition cuts every link between the nodes of a and those of b: on the
+// twin, every plane (gossip, Raft, tunnel) at once.
 func (c *Cluster) Partition(a, b []int) {
 	c.Net.Partition(c.names(a), c.names(b))
 }
@@ -390,38 +415,7 @@ func (c *Cluster) convergence() error {
 // still missing.
 func (c *Cluster) WaitConverged(timeout time.Duration) {
 	c.t.Helper()
-	Eventually(c.t, timeout, "every running node to see every running node alive", c.convergence)
-}
-
-// WaitFor polls cond every 10 ms until it holds, or fails the test after
-// timeout with msg.
-func WaitFor(t testing.TB, timeout time.Duration, cond func() bool, msg string) {
-	t.Helper()
-	Eventually(t, timeout, msg, func() error {
-		if cond() {
-			return nil
-		}
-		return errors.New("not yet")
-	})
-}
-
-// Eventually polls cond every 10 ms until it returns nil, or fails the test
-// after timeout with msg and cond's last error.
-func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, msg, err)
-		}
-		<-tick.C
-	}
+	testnet.Eventually(c.t, timeout, "every running node to see every running node alive", c.convergence)
 }
 
 // LogBuffer is an io.Writer that keeps what a node logged, for assertions.

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/meshwork/meshwork/agent/gossip"
+	"github.com/meshwork/meshwork/internal/testnet"
 )
 
 // Network is a fabric that gossip transports are created on, with fault
@@ -266,196 +265,48 @@ func (t *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.D
 
 // ---- in memory ----
 
-// MemNetwork connects transports in memory: packets are copied between
-// channels (and dropped when the receiver's queue is full, as UDP drops
-// them), streams are net.Pipe pairs. Each node name keeps its address
-// across restarts (127.0.1.x:7946). A closed transport's packets vanish and
-// dials to it are refused (ECONNREFUSED), as after a kill -9.
+// gossipPort is the port every node's gossip transport has on the twin, as
+// agents use one port number everywhere.
+const gossipPort = 7946
+
+// MemNetwork puts the transports on the in-process network twin
+// (internal/testnet): no socket at all. Each node name keeps its address
+// across restarts; a shut-down transport's packets vanish and dials to it
+// are refused (ECONNREFUSED), as after a kill -9. The same twin carries the
+// Raft and tunnel sockets of whole agents (Twin), so that a partition cuts
+// every plane at once.
 type MemNetwork struct {
-	f      faults
-	mu     sync.RWMutex
-	byAddr map[string]*memTransport
-	addrs  map[string]string // node name -> address, stable
-	next   int
-	stop   chan struct{}
-	once   sync.Once
+	twin *testnet.Network
 }
 
 // NewMemNetwork returns an empty in-memory network.
-func NewMemNetwork() *MemNetwork {
-	return &MemNetwork{
-		byAddr: make(map[string]*memTransport),
-		addrs:  make(map[string]string),
-		stop:   make(chan struct{}),
-	}
-}
+func NewMemNetwork() *MemNetwork { return &MemNetwork{twin: testnet.New(testnet.Options{})} }
+
+// Twin is the network the transports run on, for the other planes of the
+// nodes and for faults finer than Partition (testnet.Network.SetLink).
+func (n *MemNetwork) Twin() *testnet.Network { return n.twin }
 
 // NewTransport returns name's transport, at name's address. The previous
 // transport of name, if any, must be shut down.
 func (n *MemNetwork) NewTransport(name string) (memberlist.NodeAwareTransport, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	addr, ok := n.addrs[name]
-	if !ok {
-		n.next++
-		if n.next > 250*250 {
-			return nil, fmt.Errorf("meshtest: memory network is full")
-		}
-		addr = net.JoinHostPort(fmt.Sprintf("127.0.%d.%d", 1+n.next/250, 1+n.next%250), "7946")
-		n.addrs[name] = addr
+	t, err := n.twin.Host(name).GossipTransport(gossipPort)
+	if err != nil {
+		return nil, fmt.Errorf("meshtest: %w", err)
 	}
-	if _, busy := n.byAddr[addr]; busy {
-		return nil, fmt.Errorf("meshtest: %s already has a running transport at %s", name, addr)
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	p, _ := strconv.Atoi(port)
-	t := &memTransport{
-		n:        n,
-		name:     name,
-		addr:     addr,
-		ip:       net.ParseIP(host).To4(),
-		port:     p,
-		packetCh: make(chan *memberlist.Packet, 4096),
-		streamCh: make(chan net.Conn),
-		shutdown: make(chan struct{}),
-	}
-	n.byAddr[addr] = t
 	return t, nil
 }
 
 // Addr returns name's address.
-func (n *MemNetwork) Addr(name string) string {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.addrs[name]
-}
+func (n *MemNetwork) Addr(name string) string { return n.twin.Host(name).Addr(gossipPort) }
 
 // Partition cuts the links between a and b.
-func (n *MemNetwork) Partition(a, b []string) { n.f.partition(a, b) }
+func (n *MemNetwork) Partition(a, b []string) { n.twin.Partition(a, b) }
 
 // DropPackets drops UDP between a and b.
-func (n *MemNetwork) DropPackets(a, b []string) { n.f.dropPackets(a, b) }
+func (n *MemNetwork) DropPackets(a, b []string) { n.twin.DropPackets(a, b) }
 
 // Heal restores every link.
-func (n *MemNetwork) Heal() { n.f.heal() }
+func (n *MemNetwork) Heal() { n.twin.Heal() }
 
 // Close ends pending dials across cut links.
-func (n *MemNetwork) Close() { n.once.Do(func() { close(n.stop) }) }
-
-func (n *MemNetwork) lookup(addr string) *memTransport {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.byAddr[addr]
-}
-
-type memTransport struct {
-	n        *MemNetwork
-	name     string
-	addr     string
-	ip       net.IP
-	port     int
-	packetCh chan *memberlist.Packet
-	streamCh chan net.Conn
-	shutdown chan struct{}
-	once     sync.Once
-}
-
-func (t *memTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
-	if ip == "" {
-		return t.ip, t.port, nil
-	}
-	a := net.ParseIP(ip)
-	if a == nil {
-		return nil, 0, fmt.Errorf("meshtest: advertise address %q is not an IP", ip)
-	}
-	if port == 0 {
-		port = t.port
-	}
-	return a, port, nil
-}
-
-func (t *memTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
-}
-
-func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	now := time.Now()
-	dst := t.n.lookup(a.Addr)
-	if dst == nil || t.n.f.packetBlocked(t.name, dst.name) {
-		return now, nil // lost, as UDP to a dead or unreachable host
-	}
-	p := &memberlist.Packet{
-		Buf:       append([]byte(nil), b...),
-		From:      &net.UDPAddr{IP: t.ip, Port: t.port},
-		Timestamp: now,
-	}
-	select {
-	case dst.packetCh <- p:
-	default: // receiver overloaded: dropped, as a full socket buffer drops
-	}
-	return now, nil
-}
-
-func (t *memTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
-
-func (t *memTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
-}
-
-func (t *memTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	dst := t.n.lookup(a.Addr)
-	if dst == nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr),
-			Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
-	}
-	if t.n.f.blocked(t.name, dst.name) {
-		return nil, waitCut(a.Addr, timeout, t.n.stop)
-	}
-	local, remote := net.Pipe()
-	lc := &cutConn{Conn: &pipeConn{Conn: local, local: t.tcpAddr(), remote: dst.tcpAddr()}, f: &t.n.f, from: t.name, to: dst.name}
-	rc := &cutConn{Conn: &pipeConn{Conn: remote, local: dst.tcpAddr(), remote: t.tcpAddr()}, f: &t.n.f, from: dst.name, to: t.name}
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case dst.streamCh <- rc:
-		return lc, nil
-	case <-dst.shutdown:
-		local.Close()
-		remote.Close()
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr),
-			Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
-	case <-timer.C:
-		// A live but busy node: a timeout, as a full accept queue gives.
-		local.Close()
-		remote.Close()
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: strAddr(a.Addr), Err: errTimeout{}}
-	}
-}
-
-func (t *memTransport) tcpAddr() net.Addr { return &net.TCPAddr{IP: t.ip, Port: t.port} }
-
-func (t *memTransport) StreamCh() <-chan net.Conn { return t.streamCh }
-
-func (t *memTransport) Shutdown() error {
-	t.once.Do(func() {
-		t.n.mu.Lock()
-		if t.n.byAddr[t.addr] == t {
-			delete(t.n.byAddr, t.addr)
-		}
-		t.n.mu.Unlock()
-		close(t.shutdown)
-	})
-	return nil
-}
-
-// pipeConn gives a net.Pipe end TCP addresses, which memberlist logs.
-type pipeConn struct {
-	net.Conn
-	local, remote net.Addr
-}
-
-func (c *pipeConn) LocalAddr() net.Addr  { return c.local }
-func (c *pipeConn) RemoteAddr() net.Addr { return c.remote }
+func (n *MemNetwork) Close() { n.twin.Close() }

@@ -209,12 +209,14 @@ func TestBootedHosts(t *testing.T) {
 
 	web, debClient := c.hosts[webHost], c.hosts[debHost]
 	// Each client also runs an echo service (restartload serve) that the
-	// other one calls during the rolling upgrade.
+	// other one calls during the rolling upgrade, each on a port of its
+	// own: an agent opens no VIP on the port of one of its own services.
+	echoPorts := map[*Host]int{web: echoPort, debClient: echoPort + 1}
 	services := map[string][]map[string]any{
 		web.Name: {{"name": "web", "id": "web-1", "port": 8080, "tags": []string{"v1"}},
-			{"name": "echo-web", "id": "echo-web-1", "port": echoPort}},
+			{"name": "echo-web", "id": "echo-web-1", "port": echoPorts[web]}},
 		debClient.Name: {{"name": "api", "id": "api-1", "port": 8081, "tags": []string{"v1"}},
-			{"name": "echo-deb", "id": "echo-deb-1", "port": echoPort}},
+			{"name": "echo-deb", "id": "echo-deb-1", "port": echoPorts[debClient]}},
 	}
 	debVars := map[string]map[string]any{debClient.Name: {"meshwork_install_method": "deb", "meshwork_deb_src": deb}}
 	inv := c.writeInventory(services, debVars)
@@ -227,7 +229,7 @@ func TestBootedHosts(t *testing.T) {
 		svc.h.SSH(fmt.Sprintf("mkdir -p /srv/%[1]s && echo meshwork-e2e-%[1]s > /srv/%[1]s/index.html && "+
 			"systemd-run --unit=%[1]s-e2e --property=WorkingDirectory=/srv/%[1]s python3 -m http.server %[2]s --bind 127.0.0.1", svc.name, svc.port))
 		svc.h.CopyTo(loader, "/usr/local/bin/restartload", 0o755)
-		svc.h.SSH(fmt.Sprintf("systemd-run --unit=e2e-echo /usr/local/bin/restartload serve -listen 127.0.0.1:%d", echoPort))
+		svc.h.SSH(fmt.Sprintf("systemd-run --unit=e2e-echo /usr/local/bin/restartload serve -listen 127.0.0.1:%d", echoPorts[svc.h]))
 	}
 	// The version each host runs: the package's on debClient.
 	versionOf := func(h *Host, binary string) string {
@@ -391,7 +393,7 @@ func TestBootedHosts(t *testing.T) {
 		if l.instance == web {
 			svc = "echo-web"
 		}
-		loads[i].load = c.startRestartLoad(ctx, l.caller, c.serviceVIP(ctx, l.caller, svc, echoPort),
+		loads[i].load = c.startRestartLoad(ctx, l.caller, c.serviceVIP(ctx, l.caller, svc, echoPorts[l.instance]),
 			"-name", svc+".service.mesh.", "-max-duration", "15m")
 	}
 	end = tm.Phase("playbook: rolling upgrade to v2, under load")
