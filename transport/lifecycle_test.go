@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/catalog"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/transporttest"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -141,10 +142,11 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 	want := []string{MetricRefused, MetricInbound, MetricOutbound, MetricAttemptFailures, MetricActive,
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
 		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped,
-		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax, MetricFaults}
+		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax, MetricFaults, MetricEjections, MetricEjected,
+		MetricCircuitRejected}
 	// The tunnel and the handlers register part of them; each package's
 	// own test checks that its list is what it registers.
-	got := append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...)
+	got := append(append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...), breaker.MetricNames...)
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, ",") != strings.Join(want, ",") {

@@ -3,6 +3,7 @@ package transport
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/tunnel"
 )
@@ -31,11 +32,16 @@ const (
 	MetricStreamLimit     = tunnel.MetricStreamLimit
 	MetricPeerStreamsMax  = tunnel.MetricPeerStreamsMax
 	MetricFaults          = l4.MetricFaults
+	MetricEjections       = "meshwork_transport_outlier_ejections_total"
+	MetricEjected         = "meshwork_transport_outliers_ejected"
+	MetricCircuitRejected = breaker.MetricRejections
 )
 
 // metricNames lists the names of the metrics transport itself registers;
-// tunnel.MetricNames and l4.MetricNames list the others.
-var metricNames = []string{MetricOutbound, MetricAttemptFailures, MetricConnectSeconds, MetricListeners, MetricListenErrors, MetricSkipped}
+// tunnel.MetricNames, l4.MetricNames and breaker.MetricNames list the
+// others.
+var metricNames = []string{MetricOutbound, MetricAttemptFailures, MetricConnectSeconds, MetricListeners, MetricListenErrors, MetricSkipped,
+	MetricEjections, MetricEjected}
 
 type metrics struct {
 	outbound        *prometheus.CounterVec // result
@@ -44,6 +50,8 @@ type metrics struct {
 	listeners       *prometheus.GaugeVec   // kind
 	listenErrors    *prometheus.CounterVec // kind
 	skipped         *prometheus.CounterVec // reason
+	ejections       *prometheus.CounterVec // service
+	ejected         *prometheus.GaugeVec   // service
 
 	// Pre-resolved children for the hot path.
 	outOK             prometheus.Counter
@@ -63,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		outbound: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricOutbound,
-			Help: "Outbound connections taken on a VIP or upstream listener, by result: ok, refused, failed, no_instance.",
+			Help: "Outbound connections taken on a VIP or upstream listener, by result: ok, refused, failed, no_instance, circuit_open.",
 		}, []string{"result"}),
 		attemptFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricAttemptFailures,
@@ -88,9 +96,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				skipNoIdentity + " (their agent's certificate lacks the service's identity) or " +
 				skipNodeNotAllowed + " (ServiceIdentity policy does not let their node hold it).",
 		}, []string{"reason"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricEjections,
+			Help: "Instances ejected by outlier detection (Resilience outlier_detection), by service.",
+		}, []string{"service"}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricEjected,
+			Help: "Instances ejected now by outlier detection, by service.",
+		}, []string{"service"}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.outbound, m.attemptFailures, m.connectSeconds, m.listeners, m.listenErrors, m.skipped,
+		m.outbound, m.attemptFailures, m.connectSeconds, m.listeners, m.listenErrors, m.skipped, m.ejections, m.ejected,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

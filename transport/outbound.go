@@ -10,6 +10,8 @@ import (
 
 	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/spans"
@@ -31,6 +33,18 @@ func (t *Transport) handleOutbound(c *net.TCPConn, l *outListener) {
 	if id, err := spiffeid.Parse(t.cfg.TrustDomain, call.source); err == nil && id.Kind == spiffeid.KindService {
 		call.sourceService = id.Name
 	}
+	// The destination's max_connections bounds the applications'
+	// connections, L4 and L7 alike: over it the application sees a reset,
+	// at once.
+	br, err := t.acquire(l.service, t.resilience(l.service), breaker.Connections)
+	if err != nil {
+		t.m.outbound.WithLabelValues("circuit_open").Inc()
+		t.log.Debug("outbound connection refused", "service", l.service, "source", call.source, "err", err)
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	defer br.Release(breaker.Connections)
 	t.handlerFor(l.service).ServeConn(t.ctx, c, call)
 }
 
@@ -93,6 +107,8 @@ func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), err
 			result = "no_instance"
 		case errors.Is(err, ErrRefused):
 			result = "refused"
+		case errors.Is(err, breaker.ErrCircuitOpen):
+			result = "circuit_open"
 		}
 		rec.MeshError = refusalReason(err)
 		t.m.outbound.WithLabelValues(result).Inc()
@@ -127,6 +143,8 @@ func refusalReason(err error) string {
 	switch {
 	case errors.Is(err, ErrNoInstance):
 		return l7.ReasonNoInstance
+	case errors.Is(err, breaker.ErrCircuitOpen):
+		return l7.ReasonCircuitOpen
 	case errors.As(err, &re) && re.Code == wire.CodeUnauthorized:
 		return l7.ReasonDenied
 	case errors.As(err, &re):
@@ -189,7 +207,7 @@ func (o *outboundCall) Open(ctx context.Context, req policy.Request, trace wire.
 		Latency:  ep,
 		Done: func(latency time.Duration, failed bool) {
 			if failed {
-				ep.Failure()
+				ep.Failure(balance.ErrorAnswer)
 			} else {
 				ep.Success(latency)
 				ep.ObserveLatency(latency)

@@ -14,6 +14,7 @@ import (
 	"github.com/meshwork/meshwork/catalog"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/retrybudget"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -25,6 +26,7 @@ import (
 type routing struct {
 	bal        *balance.Balancer
 	eps        *balance.Table[epKey]
+	groups     sync.Map // lower-case service -> *balance.Group, its ejection policy and cap
 	skipLogged sync.Map // epKey -> *atomic.Int64: unix ns of the last log of a skip
 	// budgets caps retries per destination service: connect retries here
 	// and the L7 proxy's retries and hedges draw from the same budget.
@@ -148,6 +150,8 @@ type connectReq struct {
 	avoid []epKey
 	// trace is the trace context for the header; zero starts a new trace.
 	trace wire.TraceContext
+	// res is service's Resilience, read once by connect.
+	res *policy.Resilience
 	// budget is the retry budget of service; connect looks it up when nil.
 	budget *retrybudget.Budget
 }
@@ -182,6 +186,13 @@ type opened struct {
 // (a request's counts in the L7 proxy). The waits for restarting agents
 // do not draw from it.
 func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (*opened, error) {
+	// Waiting for a stream is bounded by the destination's max_pending.
+	rq.res = t.resilience(rq.service)
+	br, err := t.acquire(rq.service, rq.res, breaker.Pending)
+	if err != nil {
+		return nil, err
+	}
+	defer br.Release(breaker.Pending)
 	if rq.budget == nil {
 		rq.budget = t.budgetOf(rq.service)
 	}
@@ -239,6 +250,11 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 	if len(cands) == 0 {
 		return nil, false, fmt.Errorf("%w: %s", ErrNoInstance, sub.service)
 	}
+	res := rq.res
+	if sub.service != rq.service {
+		res = nil // a split to another service: that one's policy
+	}
+	grp := t.group(sub.service, res)
 	port := rq.port
 	portFor := func(in *catalog.Instance) int {
 		switch {
@@ -296,7 +312,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			break
 		}
 		i := t.lb.bal.Pick(len(cands), func(i int) *balance.Endpoint {
-			return t.lb.eps.Get(keyOf(&cands[i]))
+			return t.endpoint(&cands[i], grp)
 		}, skip)
 		if i < 0 {
 			break
@@ -309,7 +325,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 				continue
 			}
 		}
-		ep := t.lb.eps.Get(keyOf(in))
+		ep := t.endpoint(in, grp)
 		hdr.Service = in.Service.Name
 		hdr.Port = uint16(portFor(in))
 		if dl, ok := ctx.Deadline(); ok {
@@ -345,7 +361,7 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			t.log.Debug("connection to peer lost; retrying on a new one", "node", in.Member.Node, "err", err)
 			continue
 		}
-		ep.Failure()
+		ep.Failure(balance.ConnectFailure)
 		tried = append(tried, i)
 		t.m.attemptFailures.WithLabelValues(failureReason(err)).Inc()
 		t.log.Debug("connect attempt failed", "service", hdr.Service, "node", in.Member.Node, "attempt", attempt, "err", err)

@@ -32,6 +32,9 @@ type Status struct {
 	InFlight  int            `json:"in_flight"`
 	Listeners []ListenerInfo `json:"listeners"`
 	Peers     []PeerStatus   `json:"peers"`
+	// Outliers are the instances outlier detection has ejected, or that
+	// are back on probation.
+	Outliers []OutlierStatus `json:"outliers,omitempty"`
 }
 
 // PeerStatus is one peer agent; see tunnel.PeerStatus.
@@ -57,5 +60,6 @@ func (t *Transport) Status() Status {
 	st.Listeners = t.Listeners()
 
 	st.Peers = t.tun.Peers()
+	st.Outliers = t.outliers()
 	return st
 }

@@ -65,6 +65,7 @@ import (
 	"github.com/meshwork/meshwork/internal/spiffeid"
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
@@ -122,8 +123,10 @@ type Deps struct {
 	// Routes gives the Route rules of per-request services. nil sends
 	// every request to the default split.
 	Routes RouteSource
-	// Resilience gives the timeouts of calls to a service. nil applies
-	// policy.DefaultResilience.
+	// Resilience gives the settings of calls to a service: timeouts,
+	// circuit breaker limits and outlier detection, read per connection
+	// and request, so that a change applies without a restart. It must
+	// not block. nil applies policy.DefaultResilience.
 	Resilience func(service string) *policy.Resilience
 	// RequestAuthorizer decides each request to a local per-request
 	// service (L7 intentions). nil allows every request whose stream the
@@ -173,6 +176,8 @@ type Transport struct {
 	lns    listenerSet                // VIPs, listeners and their reconciliation
 	local  atomic.Pointer[localState] // this node's services
 	nodeID string                     // this node's SPIFFE ID, the default caller identity
+
+	breakers *breaker.Set // circuit breakers of destinations
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -278,6 +283,9 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.breakers, err = breaker.NewSet(reg); err != nil {
+		return nil, fmt.Errorf("transport: metrics: %w", err)
+	}
 	perRequest, err := l7.New(l7.Config{
 		IdleTimeout:      cfg.IdleTimeout,
 		HeaderTimeout:    cfg.HeaderTimeout,
@@ -287,6 +295,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		TrustDomain:      cfg.TrustDomain,
 	}, l7.Deps{
 		Resilience:   deps.Resilience,
+		Breakers:     t.breakers,
 		RouteOptions: t.routeOptions,
 		Budgets:      budgets,
 		Protocol: func(service string) policy.Protocol {
@@ -309,6 +318,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 	if t.m, err = newMetrics(reg); err != nil {
 		return nil, fmt.Errorf("transport: metrics: %w", err)
 	}
+	bal.OnEvent(t.outlierEvent)
 	return t, nil
 }
 

@@ -70,6 +70,9 @@ func printTunnelStatus(w io.Writer, st *transport.Status, now time.Time) {
 	}
 
 	fmt.Fprintln(w)
+	printOutliers(w, st.Outliers)
+
+	fmt.Fprintln(w)
 	if len(st.Peers) == 0 {
 		fmt.Fprintln(w, "No peers.")
 		return
@@ -87,6 +90,23 @@ func printTunnelStatus(w io.Writer, st *transport.Status, now time.Time) {
 			note = "replaced in " + p.Expires.Sub(now).Round(time.Second).String()
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d/%d\t%s\n", p.Node, addr, yesNo(p.Connected), p.StreamsOut, p.StreamsIn, p.StreamsInLimit, note)
+	}
+}
+
+// printOutliers lists the instances outlier detection has ejected or
+// holds on probation.
+func printOutliers(w io.Writer, outliers []transport.OutlierStatus) {
+	if len(outliers) == 0 {
+		fmt.Fprintln(w, "No ejected instances.")
+		return
+	}
+	fmt.Fprintln(w, "EJECTED\tSERVICE\tSTATE\tEJECTIONS")
+	for _, o := range outliers {
+		state := "probation"
+		if o.Ejected {
+			state = "out for " + o.Remaining
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", o.Instance, o.Service, state, o.Ejections)
 	}
 }
 

@@ -24,6 +24,10 @@ func TestPrintTunnelStatus(t *testing.T) {
 			{Node: "api-02", Addr: "10.0.0.7:7948", LastError: "timeout: no recent network activity", RetryAt: now.Add(4 * time.Second), StreamsInLimit: 32768},
 			{Node: "db-01", StreamsIn: 1, StreamsInLimit: 32768},
 		},
+		Outliers: []transport.OutlierStatus{
+			{Service: "api", Instance: "api-02/api-1", Ejected: true, Remaining: "29.5s", Ejections: 1},
+			{Service: "api", Instance: "api-03/api-1", Probation: true, Ejections: 2},
+		},
 	}
 	var b bytes.Buffer
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -40,6 +44,8 @@ func TestPrintTunnelStatus(t *testing.T) {
 		"api-01  10.0.0.6:7948  yes        2            0/32768           replaced in 1h30m0s",
 		"api-02  10.0.0.7:7948  no         0            0/32768           backing off until 2026-12-04T12:00:04Z: timeout: no recent network activity",
 		"db-01   -              no         0            1/32768",
+		"api-02/api-1  api      out for 29.5s  1",
+		"api-03/api-1  api      probation      2",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -50,7 +56,8 @@ func TestPrintTunnelStatus(t *testing.T) {
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	printTunnelStatus(tw, &transport.Status{Node: "c9", State: "waiting for a certificate"}, now)
 	tw.Flush()
-	if out := b.String(); strings.Contains(out, "Listening") || !strings.Contains(out, "No listeners.") || !strings.Contains(out, "No peers.") {
+	if out := b.String(); strings.Contains(out, "Listening") || !strings.Contains(out, "No listeners.") || !strings.Contains(out, "No peers.") ||
+		!strings.Contains(out, "No ejected instances.") {
 		t.Errorf("a tunnel that is not up:\n%s", out)
 	}
 }

@@ -1,7 +1,8 @@
 // Package balance chooses among the healthy instances of a service: a
 // power-of-two-choices pick over a peak-EWMA latency estimate with a penalty
-// for work in flight (the scheme of Finagle and Linkerd), ejection of
-// instances that keep failing, and weighted picks for traffic splits.
+// for work in flight (the scheme of Finagle and Linkerd), outlier ejection
+// of instances that keep failing (outlier.go), and weighted picks for
+// traffic splits.
 //
 // It knows nothing of networks: callers report when work starts, how long a
 // connect took and whether it failed, and ask for a pick among candidates.
@@ -30,13 +31,6 @@ type Config struct {
 	// FailurePenalty is the latency a failed attempt counts as. Peak
 	// sensitivity makes it the estimate at once. Default: 1s.
 	FailurePenalty time.Duration
-	// EjectAfter consecutive failures eject an instance. Default: 5.
-	EjectAfter int
-	// EjectBase is the first ejection period; it doubles with each further
-	// ejection in a row, up to EjectMax. Default: 1s.
-	EjectBase time.Duration
-	// EjectMax caps the ejection period. Default: 30s.
-	EjectMax time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -48,18 +42,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.FailurePenalty <= 0 {
 		c.FailurePenalty = time.Second
-	}
-	if c.EjectAfter <= 0 {
-		c.EjectAfter = 5
-	}
-	if c.EjectBase <= 0 {
-		c.EjectBase = time.Second
-	}
-	if c.EjectMax < c.EjectBase {
-		c.EjectMax = 30 * time.Second
-		if c.EjectMax < c.EjectBase {
-			c.EjectMax = c.EjectBase
-		}
 	}
 }
 
@@ -81,6 +63,9 @@ type Balancer struct {
 	mu    sync.Mutex // guards rng
 	rng   *rand.Rand
 	decay float64 // cfg.Decay in ns
+
+	events   func(Event) // nil: none; set by OnEvent before use
+	fallback *Group      // of endpoints made without a group
 }
 
 // New returns a balancer. seed fixes the random choices (tests use it);
@@ -90,35 +75,46 @@ func New(cfg Config, seed uint64, clock Clock) *Balancer {
 	if clock == nil {
 		clock = SystemClock()
 	}
-	return &Balancer{
+	b := &Balancer{
 		cfg:   cfg,
 		now:   clock,
 		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		decay: float64(cfg.Decay),
 	}
+	b.fallback = b.NewGroup("")
+	return b
 }
 
 // Now reads the balancer's clock; callers time connects with it so that a
 // virtual clock drives the whole feedback loop in tests.
 func (b *Balancer) Now() time.Duration { return b.now() }
 
-// NewEndpoint returns the state of a new instance.
-func (b *Balancer) NewEndpoint() *Endpoint {
-	return &Endpoint{b: b, cost: float64(b.cfg.DefaultRTT), stamp: b.now()}
+// NewEndpoint returns the state of a new instance with no group: it is
+// ejected by DefaultOutlier among the other endpoints made this way.
+func (b *Balancer) NewEndpoint() *Endpoint { return b.newEndpoint(b.fallback, "") }
+
+// NewEndpointIn returns the state of a new instance, named name in events,
+// of group g (its service), whose OutlierPolicy ejects it.
+func (b *Balancer) NewEndpointIn(g *Group, name string) *Endpoint { return b.newEndpoint(g, name) }
+
+func (b *Balancer) newEndpoint(g *Group, name string) *Endpoint {
+	g.size.Add(1)
+	return &Endpoint{b: b, g: g, name: name, cost: float64(b.cfg.DefaultRTT), stamp: b.now()}
 }
 
 // Endpoint is the load state of one instance: its latency estimate, the work
-// in flight and its failure streak. Safe for concurrent use.
+// in flight and its ejection state. Safe for concurrent use.
 type Endpoint struct {
 	b       *Balancer
+	g       *Group
+	name    string
 	pending atomic.Int64
 
-	mu           sync.Mutex
-	cost         float64       // peak-EWMA latency, ns
-	stamp        time.Duration // time of the last update
-	failures     int           // consecutive failures
-	ejections    int           // consecutive ejections
-	ejectedUntil atomic.Int64  // clock time in ns; read without the lock
+	mu    sync.Mutex
+	cost  float64       // peak-EWMA latency, ns
+	stamp time.Duration // time of the last update
+	out   outlierState  // guarded by mu, but for out.ejectedUntil
+	gone  bool          // left its table: no longer counted in g
 
 	latency LatencyQuantiles // request latency, for hedging (quantile.go)
 }
@@ -133,37 +129,25 @@ func (e *Endpoint) End() { e.pending.Add(-1) }
 // Pending is the work in flight.
 func (e *Endpoint) Pending() int64 { return e.pending.Load() }
 
-// Success records a connect that took rtt, and ends the failure streak.
+// Success records a call that took rtt (a connect, or a request to its
+// answer), and ends the failure streak.
 func (e *Endpoint) Success(rtt time.Duration) {
 	e.mu.Lock()
 	e.observe(float64(rtt))
-	e.failures = 0
-	e.ejections = 0
+	es := e.success()
 	e.mu.Unlock()
+	e.emit(es)
 }
 
-// Failure records a failed connect: it counts as FailurePenalty, and enough
-// of them in a row eject the endpoint for a growing period.
-func (e *Endpoint) Failure() {
+// Failure records a failed call of the given kind: it counts as
+// FailurePenalty, and enough of them in a row eject the endpoint
+// (outlier.go).
+func (e *Endpoint) Failure(kind FailureKind) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.observe(float64(e.b.cfg.FailurePenalty))
-	e.failures++
-	if e.failures >= e.b.cfg.EjectAfter {
-		d := e.b.cfg.EjectBase << min(e.ejections, 20)
-		if d > e.b.cfg.EjectMax || d <= 0 {
-			d = e.b.cfg.EjectMax
-		}
-		e.ejectedUntil.Store(int64(e.b.now() + d))
-		e.ejections++
-		e.failures = 0
-	}
-}
-
-// Ejected reports whether the endpoint is ejected now.
-func (e *Endpoint) Ejected() bool {
-	until := e.ejectedUntil.Load()
-	return until != 0 && int64(e.b.now()) < until
+	es := e.failure(kind)
+	e.mu.Unlock()
+	e.emit(es)
 }
 
 // observe folds rtt (ns) into the estimate; e.mu is held. Peak sensitivity:
@@ -279,26 +263,49 @@ type Table[K comparable] struct {
 // NewTable returns an empty table whose endpoints belong to b.
 func NewTable[K comparable](b *Balancer) *Table[K] { return &Table[K]{b: b} }
 
-// Get returns the endpoint of k, creating it on first use.
+// Get returns the endpoint of k, creating it on first use with no group.
 func (t *Table[K]) Get(k K) *Endpoint {
 	if v, ok := t.m.Load(k); ok {
 		return v.(*Endpoint)
 	}
-	v, _ := t.m.LoadOrStore(k, t.b.NewEndpoint())
+	return t.store(k, t.b.NewEndpoint())
+}
+
+// GetIn returns the endpoint of k, creating it on first use in group g
+// with name for its events. An instance belongs to one group for life.
+func (t *Table[K]) GetIn(k K, g *Group, name string) *Endpoint {
+	if v, ok := t.m.Load(k); ok {
+		return v.(*Endpoint)
+	}
+	return t.store(k, t.b.NewEndpointIn(g, name))
+}
+
+func (t *Table[K]) store(k K, e *Endpoint) *Endpoint {
+	v, loaded := t.m.LoadOrStore(k, e)
+	if loaded {
+		e.leave() // lost the race: uncount it
+	}
 	return v.(*Endpoint)
 }
 
 // Retain forgets every key for which keep is false, so that an instance
 // that left and comes back starts afresh rather than with stale state.
+// An ejected instance that leaves is counted as returned.
 func (t *Table[K]) Retain(keep func(K) bool) (removed int) {
-	t.m.Range(func(k, _ any) bool {
+	t.m.Range(func(k, v any) bool {
 		if !keep(k.(K)) {
 			t.m.Delete(k)
+			v.(*Endpoint).leave()
 			removed++
 		}
 		return true
 	})
 	return removed
+}
+
+// Range calls f for each endpoint held until f returns false.
+func (t *Table[K]) Range(f func(K, *Endpoint) bool) {
+	t.m.Range(func(k, v any) bool { return f(k.(K), v.(*Endpoint)) })
 }
 
 // Len counts the endpoints held.

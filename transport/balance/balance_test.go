@@ -138,49 +138,6 @@ func TestPeakAndDecay(t *testing.T) {
 	}
 }
 
-func TestEjection(t *testing.T) {
-	clk := &vclock{}
-	b := New(Config{EjectAfter: 3, EjectBase: time.Second, EjectMax: 4 * time.Second}, 7, clk.now)
-	eps := []*Endpoint{b.NewEndpoint(), b.NewEndpoint()}
-	get := func(i int) *Endpoint { return eps[i] }
-	for range 3 {
-		eps[0].Failure()
-	}
-	if !eps[0].Ejected() {
-		t.Fatal("three failures in a row must eject")
-	}
-	for range 100 {
-		if got := b.Pick(2, get, nil); got != 1 {
-			t.Fatalf("picked the ejected instance")
-		}
-	}
-	if got := b.Pick(2, get, func(i int) bool { return i == 1 }); got != 0 {
-		t.Fatalf("with every other instance skipped, the ejected one must still be used; got %d", got)
-	}
-	clk.advance(time.Second)
-	if eps[0].Ejected() {
-		t.Fatal("ejection must end after EjectBase")
-	}
-	for range 3 {
-		eps[0].Failure()
-	}
-	clk.advance(1500 * time.Millisecond)
-	if !eps[0].Ejected() {
-		t.Fatal("a second ejection in a row must last longer (2s)")
-	}
-	clk.advance(time.Second)
-	eps[0].Success(time.Millisecond)
-	for range 2 {
-		eps[0].Failure()
-	}
-	if eps[0].Ejected() {
-		t.Fatal("a success must reset the failure streak")
-	}
-	if got := b.Pick(2, get, func(int) bool { return true }); got != -1 {
-		t.Fatalf("all skipped: got %d, want -1", got)
-	}
-}
-
 // chiSquare returns Σ (observed-expected)²/expected.
 func chiSquare(counts []int, weights []uint32) float64 {
 	var total, wsum float64
@@ -241,7 +198,7 @@ func TestTableRetain(t *testing.T) {
 	b := New(Config{}, 1, nil)
 	tb := NewTable[string](b)
 	a := tb.Get("a")
-	a.Failure()
+	a.Failure(ConnectFailure)
 	tb.Get("b")
 	if tb.Get("a") != a {
 		t.Fatal("Get must return the same endpoint for a key")

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/tunnel"
 	"github.com/meshwork/meshwork/transport/wire"
 )
@@ -27,6 +28,7 @@ const (
 	ReasonUpstreamReset    = "upstream_reset"      // 502: the exchange broke after it began
 	ReasonBadRequest       = "bad_request"         // 400: the request cannot be carried
 	ReasonFaultInjected    = "fault_injected"      // a Fault policy's status: the mesh aborted the request on purpose
+	ReasonCircuitOpen      = "circuit_open"        // 503: the destination's circuit breaker is at a limit
 )
 
 // gRPC status codes of the mesh's answers.
@@ -142,6 +144,8 @@ func openError(ctx context.Context, err error, budgetFromCaller bool) *meshError
 	switch {
 	case errors.Is(err, tunnel.ErrNoInstance):
 		return &meshError{http.StatusServiceUnavailable, ReasonNoInstance, err.Error()}
+	case errors.Is(err, breaker.ErrCircuitOpen):
+		return &meshError{http.StatusServiceUnavailable, ReasonCircuitOpen, err.Error()}
 	case errors.As(err, &re) && re.Code == wire.CodeUnauthorized:
 		return &meshError{http.StatusForbidden, ReasonDenied, re.Reason}
 	case errors.As(err, &re) && re.Code == wire.CodeDeadlineExceeded:

@@ -52,6 +52,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/connset"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/retrybudget"
@@ -165,6 +166,10 @@ type Deps struct {
 	// Resilience gives the settings for calls to a service; it must not
 	// block. nil applies policy.DefaultResilience.
 	Resilience func(service string) *policy.Resilience
+	// Breakers are the circuit breakers of destinations: each request
+	// holds one of its destination's max_requests until its answer is
+	// relayed. nil bounds nothing.
+	Breakers *breaker.Set
 	// RouteOptions gives the retry options of the Route rule a request
 	// to service matches (retry_non_idempotent, hedge); it must not
 	// block. nil marks no request.

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshwork/meshwork/policy"
+	"github.com/meshwork/meshwork/transport/breaker"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -55,6 +57,7 @@ type call struct {
 	trace    wire.TraceContext
 	idle     time.Duration      // ends an answer that stalls this long
 	res      *policy.Resilience // the destination's, read once by budget
+	admitted *breaker.Breaker   // holds a max_requests slot, given back by end
 
 	// Of the answer being relayed, set by accept (retry.go).
 	br        *bufio.Reader // reads the answer from the stream
@@ -351,6 +354,10 @@ func (c *call) end() {
 		c.cancel()
 		c.cancel = nil
 	}
+	if c.admitted != nil {
+		c.admitted.Release(breaker.Requests)
+		c.admitted = nil
+	}
 	if !c.recorded {
 		c.recorded = true
 		if c.obs.Attempts > 0 {
@@ -413,7 +420,13 @@ func (c *call) fail(me *meshError) {
 	p := c.p
 	p.m.meshErrors.WithLabelValues(outbound, me.reason).Inc()
 	p.m.requests.WithLabelValues(outbound, class(me.status)).Inc()
-	p.log.Info("request failed in the mesh", "service", c.rt.Destination(), "method", c.r.Method,
+	level := slog.LevelInfo
+	if me.reason == ReasonCircuitOpen {
+		// An open breaker refuses requests by the thousand; its metric
+		// counts them.
+		level = slog.LevelDebug
+	}
+	p.log.Log(context.Background(), level, "request failed in the mesh", "service", c.rt.Destination(), "method", c.r.Method,
 		"path", c.r.URL.Path, "reason", me.reason, "status", me.status, "detail", me.detail)
 }
 

@@ -94,7 +94,7 @@ func parseGRPCStatus(s string) int {
 
 // reasons are the values of ErrorHeader this version knows.
 var reasons = [...]string{ReasonNoInstance, ReasonTimeout, ReasonDeadlineExceeded, ReasonDenied,
-	ReasonConnectFailed, ReasonUpstreamReset, ReasonBadRequest, ReasonFaultInjected}
+	ReasonConnectFailed, ReasonUpstreamReset, ReasonBadRequest, ReasonFaultInjected, ReasonCircuitOpen}
 
 // knownReason returns the Reason constant v spells, or "other": the
 // header reaches records from the answer, which an app could write too,

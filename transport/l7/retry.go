@@ -162,6 +162,9 @@ func (c *call) send() (*http.Response, *meshError) {
 		return nil, me
 	}
 	c.ctx = ctx
+	if me := c.admit(); me != nil {
+		return nil, me
+	}
 	if me := c.prepare(); me != nil {
 		return nil, me
 	}
