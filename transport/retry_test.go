@@ -333,15 +333,22 @@ func TestL7Hedge(t *testing.T) {
 	pol := &retryPolicy{l7Policy: newL7Policy(), opts: func(r policy.Request) policy.RouteOptions {
 		return policy.RouteOptions{Hedge: r.Path == "/hedge"}
 	}}
-	pol.res["web"] = retries(1, 20, 100, policy.RetryGatewayError)
+	res := retries(1, 20, 100, policy.RetryGatewayError)
+	// One failure ejects: a try cut because the other one answered first
+	// must not count as one.
+	res.OutlierDetection = &policy.OutlierDetection{ConsecutiveErrors: 1, Interval: policy.Duration(10 * time.Second),
+		BaseEjectionTime: policy.Duration(30 * time.Second), MaxEjectedPercent: 50}
+	pol.res["web"] = res
 	client, vip := retryMesh(t, pol, apps)
 	c := &http.Client{Timeout: 10 * time.Second}
 	defer c.CloseIdleConnections()
 
 	// Warm up: both instances' p95 needs samples.
-	// 50 each: the estimate halves every 10 s, and needs 20.
+	// 50 each: the estimate halves every 10 s, and needs 20. A latency
+	// spike can steer peak-EWMA away from one instance for seconds (its
+	// estimate decays over 10 s), so the bound leaves room for that.
 	for i := 0; apps[0].attempts.Load() < 50 || apps[1].attempts.Load() < 50; i++ {
-		if i == 1000 {
+		if i == 20000 {
 			t.Fatalf("after %d requests the instances got %d and %d", i, apps[0].attempts.Load(), apps[1].attempts.Load())
 		}
 		get(t, c, "GET", "http://"+vip+"/", nil)
@@ -371,6 +378,9 @@ func TestL7Hedge(t *testing.T) {
 	}
 	if got := totalAttempts(apps) - warm; got != 2*hedged {
 		t.Errorf("%d attempts for %d hedged requests, want two each", got, hedged)
+	}
+	if n := client.metric(t, "meshwork_transport_outlier_ejections_total", "service", "web"); n != 0 {
+		t.Errorf("%v ejections: the tries cut by a hedge's answer were taken for failures", n)
 	}
 }
 

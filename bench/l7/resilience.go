@@ -13,12 +13,14 @@ const (
 )
 
 // resilienceOff turns every part of resilience off for every service: no
-// retry, breakers too high to matter, no ejection.
+// retry, breakers at the highest limit the policy accepts, and ejection
+// only after 1,000 failures in a row (docs/policy.md: the way to turn it
+// off).
 const resilienceOff = `kind: Resilience
 name: "*"
 retries: {attempts: 0}
 circuit_breaker: {max_connections: 1000000, max_pending: 1000000, max_requests: 1000000}
-outlier_detection: {consecutive_errors: 0}
+outlier_detection: {consecutive_errors: 1000}
 `
 
 // resilienceOn is what an operator would set: retries on failures that

@@ -241,7 +241,9 @@ func (c *call) try(ctx context.Context, preq policy.Request, avoid []string, onO
 		stop()
 		c.noteUpload(written)
 		p.putReader(br)
-		att.Done(time.Since(t0), true)
+		// A hedge's loser, cut because the other try answered, took at
+		// least this long but did not fail.
+		att.Done(time.Since(t0), !hedgeLost(ctx))
 		tr.me, tr.failed, tr.att = me, failed, att
 		return tr
 	}

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -268,11 +269,15 @@ func (c *call) hedged(ctx context.Context, pl *retryPlan, preq policy.Request, a
 	perTry := pl.perTry // not pl: the tries outlive this call
 	launch := func(i int, avoid []string, onOpen func(*Attempt)) {
 		tctx, tcancel := tryContext(ctx, perTry, true)
-		cancels[i] = tcancel
+		// The loser is cancelled with errHedgeLost, so that its instance
+		// is not blamed for an answer nobody waited for.
+		lctx, lose := context.WithCancelCause(tctx)
+		cancels[i] = func() { lose(errHedgeLost) }
 		c.obs.Attempts++
 		go func() {
-			tr := c.try(tctx, preq, avoid, onOpen, new(tryResult))
-			tr.cancel, tr.hedge = tcancel, i == 1
+			tr := c.try(lctx, preq, avoid, onOpen, new(tryResult))
+			tr.cancel = func() { lose(nil); tcancel() }
+			tr.hedge = i == 1
 			tr.perTryExpired = perTry > 0 && tr.me != nil && expired(tctx) && !expired(ctx)
 			results <- tr
 		}()
@@ -332,6 +337,14 @@ func (c *call) hedged(ctx context.Context, pl *retryPlan, preq policy.Request, a
 	}
 }
 
+// errHedgeLost cancels the try of a hedged request that did not answer
+// first.
+var errHedgeLost = errors.New("l7: the other try of the hedged request answered first")
+
+// hedgeLost reports whether ctx, a try's, was cancelled because the other
+// try of its hedged request answered first.
+func hedgeLost(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errHedgeLost) }
+
 // failure is the set of retry_on conditions the try's outcome meets; 0
 // for an answer nobody retries.
 func (tr *tryResult) failure() condition {
@@ -361,7 +374,9 @@ func (tr *tryResult) discard(p *Proxy) {
 		if err != nil || n > drainLimit {
 			tr.stream.Abort(tunnel.AbortFailed)
 		}
-		tr.finish(true)
+		// A retried answer is the instance's failure; a hedge's late
+		// answer is not.
+		tr.finish(tr.failure() != 0)
 	}
 	if tr.cancel != nil {
 		tr.cancel()
