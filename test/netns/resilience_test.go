@@ -339,8 +339,9 @@ func resAllFailing(t *testing.T, m *resMesh) {
 }
 
 // resKilled: the agent of one instance is killed with SIGKILL under load.
-// Only calls in flight may fail; none fails once the caller ejected the
-// instance; the instance serves again once its agent is back.
+// Only calls in flight may fail; none fails once the caller stopped
+// sending to the instance (ejected, or failed by gossip); the instance
+// serves again once its agent is back.
 func resKilled(t *testing.T, m *resMesh) {
 	victim := m.agents["h5"]
 	before, err := metric(m.caller, "meshwork_transport_outlier_ejections_total", `service="flaky"`)
@@ -359,14 +360,27 @@ func resKilled(t *testing.T, m *resMesh) {
 		t.Fatal("the killed agent did not exit")
 	}
 	killed := time.Now()
+	// The caller stops sending to h5 when it ejects the instance (its
+	// connects or requests failed) or when gossip declares h5 failed,
+	// whichever comes first.
 	var ejected time.Time
-	Eventually(t, 30*time.Second, "the caller ejects h5's instance", func() error {
+	how := ""
+	Eventually(t, 30*time.Second, "the caller ejects h5's instance or gossip declares h5 failed", func() error {
 		v, err := metric(m.caller, "meshwork_transport_outlier_ejections_total", `service="flaky"`)
 		if err != nil {
 			return err
 		}
-		if v <= before {
-			return fmt.Errorf("%v ejections, %v before the kill", v, before)
+		status, err := m.caller.StatusOf("h5")
+		if err != nil {
+			return err
+		}
+		switch {
+		case v > before:
+			how = "ejected"
+		case status == "failed":
+			how = "failed by gossip"
+		default:
+			return fmt.Errorf("%v ejections (%v before the kill); h5 %s", v, before, status)
 		}
 		ejected = time.Now()
 		return nil
@@ -389,7 +403,7 @@ func resKilled(t *testing.T, m *resMesh) {
 			}
 		}
 	}
-	t.Logf("killed h5's agent: ejected %s later; %d calls between (%d failed), %d after the ejection", ejected.Sub(killed).Round(time.Millisecond), inFlight, inFlightFailed, after)
+	t.Logf("killed h5's agent: %s %s later; %d calls between (%d failed), %d after", how, ejected.Sub(killed).Round(time.Millisecond), inFlight, inFlightFailed, after)
 	if after == 0 {
 		t.Error("no call started after the ejection: the load ended too soon")
 	}

@@ -220,6 +220,11 @@ func (e *Endpoint) settle(now time.Duration, es *events) {
 		o.ejectedUntil.Store(0)
 		e.g.ejected.Add(-1)
 		o.probationUntil = max(now+e.g.policy.Load().Interval, 1)
+		// It comes back with a new instance's estimate: the failure
+		// penalties that led to the ejection would otherwise keep it
+		// from every pick for tens of seconds (they decay over Decay),
+		// and probation would see no traffic to judge it by.
+		e.cost, e.stamp = float64(e.b.cfg.DefaultRTT), now
 		es.add(Event{Kind: Returned, Service: e.g.name, Instance: e.name, Reason: "expired",
 			Duration: now - o.ejectedAt, Ejections: o.ejections})
 	}

@@ -288,3 +288,25 @@ func BenchmarkCallFeedback(b *testing.B) {
 		e.End()
 	}
 }
+
+// An instance back from ejection competes with a new instance's estimate,
+// not with the failure penalties that ejected it: it gets picked again
+// while its healthy peer has a real latency.
+func TestReturnedInstanceIsPickedAgain(t *testing.T) {
+	f := newOutlierFixture(t, 2, testPolicy)
+	f.eps[1].Success(5 * time.Millisecond) // the healthy peer: 5 ms
+	f.fail(0, 3)
+	if !f.eps[0].Ejected() {
+		t.Fatal("3 errors in a row must eject")
+	}
+	f.clk.advance(time.Second) // the ejection ends; 1 s is far less than Decay
+	picked := 0
+	for range 100 {
+		if f.b.Pick(2, f.get, nil) == 0 {
+			picked++
+		}
+	}
+	if picked == 0 {
+		t.Fatal("the instance back from ejection is never picked: its failure penalties outlived the ejection")
+	}
+}
