@@ -104,6 +104,9 @@ func TestACLEveryRoute(t *testing.T) {
 		"PUT /v1/acl/bootstrap":          "one time, no token: done here, 409",
 		"GET /v1/acl/token/self":         "the anonymous token's own record",
 		"GET /v1/policy":                 "a list filtered to nothing",
+		"GET /ui/":                       "the UI's files hold no data",
+		"GET /v1/ui/config":              "whether ACLs are on, which any refusal tells",
+		"GET /v1/ui/topology":            "edges filtered to nothing",
 	}
 	routes := a.http.Routes()
 	if len(routes) < 40 {
