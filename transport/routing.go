@@ -42,13 +42,12 @@ func (t *Transport) routeOptions(service string, req policy.Request) policy.Rout
 	return policy.RouteOptions{}
 }
 
-// budgetOf is the retry budget of service, with its Resilience limits.
-func (t *Transport) budgetOf(service string) *retrybudget.Budget {
+// budgetOf is the retry budget of service, with the limits of res, its
+// Resilience as the connect already read it.
+func (t *Transport) budgetOf(service string, res *policy.Resilience) *retrybudget.Budget {
 	lim := policy.DefaultResilience.Retries.Budget
-	if t.deps.Resilience != nil {
-		if rt := t.deps.Resilience(service).Retries; rt != nil && rt.Budget != nil {
-			lim = rt.Budget
-		}
+	if rt := res.Retries; rt != nil && rt.Budget != nil {
+		lim = rt.Budget
 	}
 	return t.lb.budgets.For(service, retrybudget.Limits{Percent: lim.Percent, MinPerSecond: lim.MinPerSecond})
 }
@@ -194,7 +193,7 @@ func (t *Transport) connect(ctx context.Context, rq connectReq, attempts *int) (
 	}
 	defer br.Release(breaker.Pending)
 	if rq.budget == nil {
-		rq.budget = t.budgetOf(rq.service)
+		rq.budget = t.budgetOf(rq.service, rq.res)
 	}
 	if !rq.perRequest {
 		rq.budget.Deposit()

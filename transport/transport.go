@@ -290,7 +290,6 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		IdleTimeout:      cfg.IdleTimeout,
 		HeaderTimeout:    cfg.HeaderTimeout,
 		LocalDialTimeout: cfg.LocalDialTimeout,
-		Attempts:         cfg.ConnectAttempts,
 		TraceSampleRate:  cfg.TraceSampleRate,
 		TrustDomain:      cfg.TrustDomain,
 	}, l7.Deps{

@@ -76,10 +76,6 @@ type Config struct {
 	// again after a refusal; a longer body is streamed and not retried.
 	// Default: 64 KiB.
 	MaxReplayBody int
-	// Attempts is not used any more: the destination's Resilience
-	// retries.attempts bounds a request's tries (retry.go). Kept so that
-	// configurations that set it still build.
-	Attempts int
 	// TraceSampleRate is the share, 0 to 1, of the traces this agent
 	// starts (for requests that carry no traceparent) that are sampled.
 	// Default: 0, none.
@@ -104,9 +100,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReplayBody <= 0 {
 		c.MaxReplayBody = 64 << 10
-	}
-	if c.Attempts <= 0 {
-		c.Attempts = 3
 	}
 }
 
