@@ -319,7 +319,13 @@ func (a *agent) vipAddr(t testing.TB, service string, port int) string {
 // counter reads a counter or gauge of a's registry with the given labels.
 func (a *agent) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := a.reg.Gather()
+	return metricIn(t, a.reg, name, labels...)
+}
+
+// metricIn is agent.metric on a registry.
+func metricIn(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

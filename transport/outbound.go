@@ -12,6 +12,7 @@ import (
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/breaker"
+	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/l7"
 	"github.com/meshwork/meshwork/transport/observe"
 	"github.com/meshwork/meshwork/transport/spans"
@@ -97,7 +98,8 @@ func (o *outboundCall) Connect(ctx context.Context) (*tunnel.Stream, func(), err
 	t, l := o.t, o.l
 	rec := o.record()
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.ConnectTimeout)
-	rq := connectReq{service: l.service, port: l.port, source: o.source, targets: t.splitOf(l.service), trace: traceOf(rec.Trace)}
+	rq := connectReq{service: l.service, port: l.port, source: o.source, targets: t.splitOf(l.service), trace: traceOf(rec.Trace),
+		session: l4.SessionFrom(ctx)}
 	op, err := t.connect(ctx, rq, &rec.Attempts)
 	cancel()
 	if err != nil {

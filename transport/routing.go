@@ -15,6 +15,7 @@ import (
 	"github.com/meshwork/meshwork/policy"
 	"github.com/meshwork/meshwork/transport/balance"
 	"github.com/meshwork/meshwork/transport/breaker"
+	"github.com/meshwork/meshwork/transport/l4"
 	"github.com/meshwork/meshwork/transport/retrybudget"
 	"github.com/meshwork/meshwork/transport/spans"
 	"github.com/meshwork/meshwork/transport/tunnel"
@@ -153,6 +154,10 @@ type connectReq struct {
 	res *policy.Resilience
 	// budget is the retry budget of service; connect looks it up when nil.
 	budget *retrybudget.Budget
+	// session, for a connection, names it in the header (wire.ExtSession)
+	// and learns the service and port it reached, so that it can be held
+	// across a restart (l4/hold.go).
+	session *l4.Session
 }
 
 // opened is a stream connect opened: the stream, the instance's balancer
@@ -294,6 +299,8 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 	if rq.perRequest {
 		hdr.Extensions = httpExtension
 		open = t.tun.OpenPipelined
+	} else if rq.session != nil {
+		hdr.Extensions = []wire.Extension{{Type: wire.ExtSession, Value: rq.session.ID[:]}}
 	}
 	var lastErr, lastSkip error
 	retriedGone := false
@@ -337,6 +344,9 @@ func (t *Transport) connectOnce(ctx context.Context, rq connectReq, attempts *in
 			*attempts = attempt + 1
 		}
 		if err == nil {
+			if rq.session != nil {
+				rq.session.Service, rq.session.Port = hdr.Service, hdr.Port
+			}
 			return &opened{st: st, ep: ep, key: keyOf(in), start: t0, attempts: attempt + 1}, false, nil
 		}
 		ep.End()

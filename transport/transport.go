@@ -267,6 +267,7 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		Authorizer: deps.Authorizer,
 		Services:   func(name string) (*tunnel.Service, bool) { return t.local.Load().service(name) },
 		Serve:      t.serveStream,
+		Control:    func(ctx context.Context, in *tunnel.Inbound) { t.handlers.l4.ServeControl(ctx, in) },
 		Logger:     log,
 		Registerer: reg,
 	})
@@ -279,7 +280,9 @@ func New(cfg Config, deps Deps) (*Transport, error) {
 		CopyBuffer:       cfg.CopyBuffer,
 		TraceSampleRate:  cfg.TraceSampleRate,
 		TrustDomain:      cfg.TrustDomain,
-	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer, Fault: deps.Fault})
+		Node:             cfg.Node,
+	}, l4.Deps{DialLocal: deps.DialLocal, Logger: log, Registerer: reg, Observer: deps.Observer, Fault: deps.Fault,
+		OpenControl: t.tun.OpenControl})
 	if err != nil {
 		return nil, err
 	}

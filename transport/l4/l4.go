@@ -57,6 +57,10 @@ type Config struct {
 	// destination's identity in the records of inbound connections.
 	// Default: "", which leaves it unnamed.
 	TrustDomain string
+	// Node is this agent's node. With TrustDomain it names the source of
+	// the control streams that hold and resume connections. Default: "",
+	// which holds none.
+	Node string
 }
 
 // Deps are the collaborators of a Proxy.
@@ -77,6 +81,9 @@ type Deps struct {
 	// FaultDraw returns a number in [0, 1) for each percentage a Fault
 	// draws; it must be safe for concurrent use. nil uses math/rand/v2.
 	FaultDraw func() float64
+	// OpenControl opens a control stream to a peer agent, to hold or
+	// resume a connection (tunnel.OpenControl). nil holds none.
+	OpenControl func(ctx context.Context, to tunnel.Peer, hdr *wire.Header) (*tunnel.Stream, error)
 }
 
 // Recorded is a Connector that keeps the record of its connection.
@@ -99,6 +106,12 @@ type Proxy struct {
 	bufPool sync.Pool // *[]byte of cfg.CopyBuffer
 
 	conns connset.Set // TCP connections being carried, cut by Close
+
+	nodeID   string // this node's SPIFFE ID, the source of control streams
+	sessMu   sync.Mutex
+	sessions map[sessionRef]*session // carried connections that can be held
+	done     chan struct{}           // closed by Close
+	doneOnce sync.Once
 }
 
 // New validates cfg and allocates a Proxy.
@@ -129,7 +142,10 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 	if deps.FaultDraw == nil {
 		deps.FaultDraw = rand.Float64
 	}
-	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m}
+	p := &Proxy{cfg: cfg, deps: deps, log: log, m: m, sessions: map[sessionRef]*session{}, done: make(chan struct{})}
+	if cfg.Node != "" && cfg.TrustDomain != "" && deps.OpenControl != nil {
+		p.nodeID = spiffeid.Node(cfg.TrustDomain, cfg.Node)
+	}
 	p.bufPool.New = func() any { b := make([]byte, cfg.CopyBuffer); return &b }
 	return p, nil
 }
@@ -175,7 +191,13 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 	p.m.activeIn.Inc()
 	defer p.m.activeIn.Dec()
 	tcp, _ := lc.(*net.TCPConn)
-	toStream, fromStream, idle := p.splice(lc, tcp, s)
+	var se *session
+	if v, ok := in.Header.Extension(wire.ExtSession); ok {
+		var id SessionID
+		copy(id[:], v)
+		se = p.register(id, true, in.Peer(), in.Target.Service, in.Header.Port, tcp)
+	}
+	toStream, fromStream, idle, _ := p.carry(lc, tcp, s, s.Release, se)
 	if o != nil {
 		// The caller's bytes come from the stream; the service's go to it.
 		o.BytesIn, o.BytesOut = fromStream, toStream
@@ -270,16 +292,20 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 		return
 	}
 	defer p.untrack(c)
-	s, done, err := conn.Connect(ctx)
+	sess := &Session{ID: newSessionID()}
+	s, done, err := conn.Connect(WithSession(ctx, sess))
 	if err != nil {
 		c.SetLinger(0)
 		c.Close()
 		return
 	}
 	p.m.activeOut.Inc()
-	up, down, idle := p.splice(c, c, s)
+	var se *session
+	if sess.Service != "" { // the Connector put the session in the header
+		se = p.register(sess.ID, false, s.Peer(), sess.Service, sess.Port, c)
+	}
+	up, down, idle, _ := p.carry(c, c, s, done, se)
 	p.m.activeOut.Dec()
-	done()
 	p.m.bytesUp.Add(float64(up))
 	p.m.bytesDown.Add(float64(down))
 	if o != nil {
@@ -293,6 +319,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 // Close cuts every connection still carried: applications see a reset,
 // not an end. Later connections are closed as they come. Idempotent.
 func (p *Proxy) Close() error {
+	p.doneOnce.Do(func() { close(p.done) })
 	p.conns.Close()
 	return nil
 }

@@ -11,16 +11,22 @@ const (
 	MetricActive  = "meshwork_transport_active_streams"
 	MetricBytes   = "meshwork_transport_proxied_bytes_total"
 	MetricFaults  = "meshwork_transport_faults_injected_total"
+	MetricHeld    = "meshwork_transport_connections_held_total"
+	MetricResumed = "meshwork_transport_connections_resumed_total"
+	MetricParked  = "meshwork_transport_connections_parked"
 )
 
 // MetricNames lists the names of the metrics a Proxy registers.
-var MetricNames = []string{MetricInbound, MetricActive, MetricBytes, MetricFaults}
+var MetricNames = []string{MetricInbound, MetricActive, MetricBytes, MetricFaults, MetricHeld, MetricResumed, MetricParked}
 
 type metrics struct {
 	inbound prometheus.Counter
 	active  *prometheus.GaugeVec   // direction
 	bytes   *prometheus.CounterVec // direction
 	faults  *prometheus.CounterVec // kind, service
+	held    *prometheus.CounterVec // result
+	resumed *prometheus.CounterVec // result
+	parked  prometheus.Gauge
 
 	// Pre-resolved children for the hot path.
 	activeIn, activeOut prometheus.Gauge
@@ -45,8 +51,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricFaults,
 			Help: "Faults injected into inbound connections by Fault policies, by kind (abort, delay) and destination service.",
 		}, []string{"kind", "service"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricHeld,
+			Help: "Connections this agent tried to hold for its successor as it stopped, by result: held, refused (the peer carries on), not_holdable (a direction had ended), failed (cut).",
+		}, []string{"result"}),
+		resumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricResumed,
+			Help: "Held connections carried on after a restart, on both agents, by result: resumed, expired (the successor never came; reset), failed (the successor could not resume; reset).",
+		}, []string{"result"}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricParked,
+			Help: "Connections held now for a peer agent's successor.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.inbound, m.active, m.bytes, m.faults} {
+	for _, c := range []prometheus.Collector{m.inbound, m.active, m.bytes, m.faults, m.held, m.resumed, m.parked} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

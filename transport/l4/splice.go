@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,16 +40,45 @@ type splicer struct {
 	idle *time.Timer
 	// idled records that the idle timeout cut the connection.
 	idled atomic.Bool
+
+	// A hold (hold.go): once holding, a FIN from the stream pauses the
+	// stream-to-TCP direction instead of half-closing the TCP side, and
+	// interruptUp pauses the other direction, which then sends its FIN.
+	mu          sync.Mutex
+	holding     bool
+	interrupted bool
+	up, down    dirState
+}
+
+// dirState is how a direction of a splice ended.
+type dirState uint8
+
+const (
+	running dirState = iota
+	ended            // EOF, passed on as a half-close
+	paused           // stopped for a hold; nothing read is left unsent
+	failed
+)
+
+// spliced is how a splice ended.
+type spliced struct {
+	toStream, fromStream int64
+	idle                 bool // the idle timeout cut the connection
+	held                 bool // both directions paused; c is left open
 }
 
 // splice runs until both directions end and returns the bytes moved from
-// the TCP side to the stream and back, and whether the idle timeout cut
-// the connection. It closes c.
-func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream, fromStream int64, idle bool) {
+// the TCP side to the stream and back, and how it ended. It closes c
+// unless the connection was held. se, when not nil, is the session the
+// splice belongs to.
+func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream, se *session) spliced {
 	if tcp != nil {
 		c = rawio.WrapTCP(tcp)
 	}
 	sp := &splicer{p: p, c: c, tcp: tcp, s: s}
+	if se != nil {
+		se.setSplicer(sp)
+	}
 	sp.touch()
 	sp.idle = time.AfterFunc(p.cfg.IdleTimeout, sp.checkIdle)
 	defer sp.idle.Stop()
@@ -57,26 +87,41 @@ func (p *Proxy) splice(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream) (toStream
 	// outlives the call.
 	done := make(chan int64, 1)
 	go func() { done <- sp.tcpToStream() }()
-	fromStream = sp.streamToTCP()
-	toStream = <-done
-	c.Close()
-	return toStream, fromStream, sp.idled.Load()
+	r := spliced{fromStream: sp.streamToTCP()}
+	r.toStream = <-done
+	sp.mu.Lock()
+	r.held = sp.up == paused && sp.down == paused
+	holding := sp.holding
+	sp.mu.Unlock()
+	if !r.held {
+		if holding {
+			sp.abort(tunnel.AbortFailed) // a hold that failed half-way
+		}
+		c.Close()
+	}
+	r.idle = sp.idled.Load()
+	return r
 }
 
 func (sp *splicer) touch() { sp.last.Store(time.Now().UnixNano()) }
 
 // checkIdle aborts the splice when nothing moved for IdleTimeout, and
-// otherwise re-arms itself for the remainder.
+// otherwise re-arms itself for the remainder. A connection being held is
+// never idle.
 func (sp *splicer) checkIdle() {
 	idle := sp.p.cfg.IdleTimeout
 	since := time.Duration(time.Now().UnixNano() - sp.last.Load())
-	if since >= idle {
+	if since >= idle && !sp.isHolding() {
 		sp.p.log.Debug("proxied connection idle, closing", "idle", since)
 		sp.idled.Store(true)
 		sp.abort(tunnel.AbortIdle)
 		return
 	}
-	sp.idle.Reset(idle - since)
+	next := idle - since
+	if next <= 0 {
+		next = idle // held: look again later
+	}
+	sp.idle.Reset(next)
 }
 
 // abort resets the TCP connection and cancels both sides of the stream.
@@ -90,33 +135,98 @@ func (sp *splicer) abort(code tunnel.AbortCode) {
 	})
 }
 
+// beginHold starts a hold: it reports false when a direction has ended
+// already, which a hold cannot carry over.
+func (sp *splicer) beginHold() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.holding || sp.up != running || sp.down != running || sp.tcp == nil {
+		return false
+	}
+	sp.holding = true
+	return true
+}
+
+func (sp *splicer) isHolding() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.holding
+}
+
+// cancelHold ends a hold the peer refused: a FIN that came meanwhile was
+// the peer's half-close, and is passed on now.
+func (sp *splicer) cancelHold() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.holding = false
+	if sp.down == paused {
+		sp.down = ended
+		sp.tcp.CloseWrite()
+	}
+}
+
+// interruptUp stops the TCP-to-stream direction at its next read: it then
+// sends its FIN, which the peer, holding too, takes as a pause.
+func (sp *splicer) interruptUp() {
+	sp.mu.Lock()
+	sp.interrupted = true
+	sp.mu.Unlock()
+	sp.tcp.SetReadDeadline(time.Now())
+}
+
 type halfCloser interface{ CloseWrite() error }
 
 func (sp *splicer) tcpToStream() int64 {
 	n, rerr, werr := sp.copy(sp.s, sp.c)
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
 	switch {
 	case werr != nil: // the peer stopped reading, or the connection died
-		sp.abort(tunnel.AbortFailed)
+		sp.up = failed
+	case sp.interrupted && errors.Is(rerr, os.ErrDeadlineExceeded):
+		sp.up = paused
+		sp.s.CloseWrite() // FIN: the peer, holding, takes it as a pause
+		return n
+	case sp.holding:
+		// The application half-closed as the hold began: a FIN now would
+		// read as a pause, and the half-close would be lost.
+		sp.up = failed
 	case rerr == nil || errors.Is(rerr, io.EOF):
+		sp.up = ended
 		sp.s.CloseWrite() // FIN: the caller finished sending
+		return n
 	default:
-		sp.abort(tunnel.AbortFailed)
+		sp.up = failed
 	}
+	sp.mu.Unlock()
+	sp.abort(tunnel.AbortFailed)
+	sp.mu.Lock()
 	return n
 }
 
 func (sp *splicer) streamToTCP() int64 {
 	n, rerr, werr := sp.copy(sp.c, sp.s)
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
 	switch {
 	case werr != nil:
-		sp.abort(tunnel.AbortFailed)
+		sp.down = failed
 	case rerr == nil || errors.Is(rerr, io.EOF):
+		if sp.holding {
+			sp.down = paused // the peer paused; cancelHold passes it on otherwise
+			return n
+		}
+		sp.down = ended
 		if hc, ok := sp.c.(halfCloser); ok {
 			hc.CloseWrite()
 		}
+		return n
 	default: // reset by the peer, or the connection died
-		sp.abort(tunnel.AbortFailed)
+		sp.down = failed
 	}
+	sp.mu.Unlock()
+	sp.abort(tunnel.AbortFailed)
+	sp.mu.Lock()
 	return n
 }
 

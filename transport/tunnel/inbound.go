@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -150,6 +151,10 @@ func (t *Tunnel) handleStream(s *quic.Stream, pi *peerInfo) {
 	}
 	in.Header = h
 	in.Start = time.Now()
+	if IsControl(h) {
+		t.serveControl(in)
+		return
+	}
 	target, r := t.Admit(h, pi.cert, in.Start)
 	if r != nil {
 		in.Refuse(*r)
@@ -214,6 +219,53 @@ func (t *Tunnel) Admit(h wire.Header, peer PeerCert, now time.Time) (Target, *Re
 		return Target{}, &Refusal{wire.CodeUnauthorized, fmt.Sprintf("%s may not call %s: %s", h.Source, svc.Name, why)}
 	}
 	return Target{Service: svc.Name, Addr: netip.AddrPortFrom(addr, h.Port), Source: src}, nil
+}
+
+// IsControl reports whether h opens a control stream, which holds or
+// resumes a session (wire.ExtHold, wire.ExtResume) instead of reaching a
+// service.
+func IsControl(h wire.Header) bool {
+	for _, e := range h.Extensions {
+		if e.Type == wire.ExtHold || e.Type == wire.ExtResume {
+			return true
+		}
+	}
+	return false
+}
+
+// serveControl admits a control stream and hands it to Deps.Control. Its
+// claimed source must be the node identity of the peer's certificate:
+// only the agent of a node may hold or resume the sessions it took part
+// in, and Deps.Control checks that the session is that node's.
+func (t *Tunnel) serveControl(in *Inbound) {
+	h, peer := in.Header, in.pi.cert
+	switch {
+	case !peer.has(h.Source):
+		in.Refuse(Refusal{wire.CodeIdentityMismatch, fmt.Sprintf("claimed identity %s is not in the peer certificate", h.Source)})
+		return
+	case !peer.NotAfter.IsZero() && in.Start.After(peer.NotAfter):
+		in.Refuse(Refusal{wire.CodeIdentityMismatch, "peer certificate expired; reconnect"})
+		return
+	}
+	src, err := ParseID(t.cfg.TrustDomain, h.Source)
+	if err != nil || src.Service != "" || src.Node == "" || !strings.EqualFold(src.Node, peer.Node) {
+		in.Refuse(Refusal{wire.CodeIdentityMismatch, fmt.Sprintf("a hold or resume must claim the node identity of its agent, not %s", h.Source)})
+		return
+	}
+	if t.deps.Control == nil {
+		in.Refuse(Refusal{wire.CodeBadHeader, "this agent does not hold sessions"})
+		return
+	}
+	in.Target = Target{Service: h.Service, Source: src}
+	t.deps.Control(t.ctx, in)
+}
+
+// Peer is the agent that opened the stream: the node its certificate
+// names and the address its QUIC connection comes from, which is its
+// tunnel socket.
+func (in *Inbound) Peer() Peer {
+	addr, _ := netip.ParseAddrPort(in.pi.remote)
+	return Peer{Node: in.pi.cert.Node, Addr: addr}
 }
 
 // authorize asks the Authorizer about a stream: a stream that carries a

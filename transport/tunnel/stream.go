@@ -26,6 +26,8 @@ const (
 	AbortFailed AbortCode = 2
 	// AbortIdle: nothing moved for the idle timeout.
 	AbortIdle AbortCode = 3
+	// AbortDone: a control stream was answered; nothing more is read.
+	AbortDone AbortCode = 4
 )
 
 // Stream is one carried stream: a reliable, flow-controlled byte stream in
@@ -65,6 +67,17 @@ func (s *Stream) CancelRead(code AbortCode) { s.s.CancelRead(quic.StreamErrorCod
 func (s *Stream) Abort(code AbortCode) {
 	s.s.CancelRead(quic.StreamErrorCode(code))
 	s.s.CancelWrite(quic.StreamErrorCode(code))
+}
+
+// Peer is the agent an opened stream goes to; the zero Peer for an
+// accepted inbound stream (Inbound.Peer names that one's).
+func (s *Stream) Peer() Peer {
+	if s.p == nil {
+		return Peer{}
+	}
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	return Peer{Node: s.node, Addr: s.p.addr}
 }
 
 // Release ends the caller's use of an opened stream's connection; call it
@@ -153,7 +166,7 @@ type Peer struct {
 func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
 	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
 	defer cancel()
-	s, err := t.open(actx, to, hdr)
+	s, err := t.open(actx, to, hdr, true)
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +190,34 @@ func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*St
 func (t *Tunnel) OpenPipelined(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
 	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
 	defer cancel()
-	return t.open(actx, to, hdr)
+	return t.open(actx, to, hdr, true)
 }
 
-// open opens a stream to the peer agent and writes hdr.
-func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
+// OpenControl opens a control stream (IsControl) to the peer agent, writes
+// hdr and waits for the peer's status, as OpenStream does, except that the
+// peer's certificate need not hold hdr.Service: a hold or resume may go
+// to the calling side of a session, which holds no identity of it.
+func (t *Tunnel) OpenControl(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
+	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
+	defer cancel()
+	s, err := t.open(actx, to, hdr, false)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := actx.Deadline(); ok {
+		s.s.SetReadDeadline(dl)
+	}
+	err = s.Status(s.s)
+	s.s.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// open opens a stream to the peer agent and writes hdr. holder asks that
+// the peer's certificate hold hdr.Service's identity.
+func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header, holder bool) (*Stream, error) {
 	p, err := t.peerFor(to.Node, to.Addr)
 	if err != nil {
 		return nil, err
@@ -202,7 +238,7 @@ func (t *Tunnel) open(actx context.Context, to Peer, hdr *wire.Header) (*Stream,
 			}
 		}
 	}
-	if !pc.holds(hdr.Service) {
+	if holder && !pc.holds(hdr.Service) {
 		// Decided from the certificate of the connection's handshake, with
 		// no new handshake. The peer may have been issued a certificate
 		// that holds the identity since (a service just registered): a

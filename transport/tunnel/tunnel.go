@@ -114,6 +114,10 @@ type Deps struct {
 	// it, and returns once the stream is finished with. It runs on the
 	// stream's own goroutine. Required.
 	Serve func(ctx context.Context, in *Inbound)
+	// Control serves an admitted control stream (IsControl), which holds
+	// or resumes a session: it must Accept, Refuse or Abort it. Its
+	// Target.Source is the peer's node. nil refuses control streams.
+	Control func(ctx context.Context, in *Inbound)
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics. nil keeps them private.

@@ -40,6 +40,9 @@ const (
 	CodeShuttingDown Code = 10
 	// CodeInternal: anything else.
 	CodeInternal Code = 11
+	// CodeNoSession: a hold or resume names a session the receiver does
+	// not carry or hold for this peer (it ended, or its hold expired).
+	CodeNoSession Code = 12
 )
 
 var codeNames = [...]string{
@@ -55,6 +58,7 @@ var codeNames = [...]string{
 	CodeDeadlineExceeded:   "deadline_exceeded",
 	CodeShuttingDown:       "shutting_down",
 	CodeInternal:           "internal",
+	CodeNoSession:          "no_session",
 }
 
 // String returns the code's snake_case name, used in logs and as a metric

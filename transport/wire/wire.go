@@ -106,7 +106,25 @@ const (
 	// empty. Critical: an agent that does not carry requests must refuse
 	// the stream rather than splice it to the service as a connection.
 	ExtHTTP uint16 = ExtCritical | 0x0002
+	// ExtSession names the connection a per-connection stream carries: a
+	// SessionIDLen-byte ID the caller draws, by which either agent can later
+	// hold the connection across its restart (ExtHold, ExtResume). Not
+	// critical: an agent that does not hold connections carries the stream
+	// as before.
+	ExtSession uint16 = 0x0003
+	// ExtHold asks the receiver to hold the session its value names: to
+	// stop reading from its TCP side, send what it read, close its side
+	// of the stream and keep the TCP connection for a resume. The stream
+	// carries no payload; the status answers. Critical.
+	ExtHold uint16 = ExtCritical | 0x0004
+	// ExtResume carries on the held session its value names: once
+	// accepted, the stream carries that connection's bytes. Critical.
+	ExtResume uint16 = ExtCritical | 0x0005
 )
+
+// SessionIDLen is the length of the value of ExtSession, ExtHold and
+// ExtResume.
+const SessionIDLen = 16
 
 // Extension is one type-length-value entry after the fixed fields. It is the
 // room reserved for L7: route hints, request metadata, baggage.
@@ -148,7 +166,11 @@ func (h *Header) Extension(t uint16) ([]byte, bool) {
 
 // knownExtension reports whether this version understands extension type t.
 func knownExtension(t uint16) bool {
-	return t == ExtTraceState || t == ExtHTTP
+	switch t {
+	case ExtTraceState, ExtHTTP, ExtSession, ExtHold, ExtResume:
+		return true
+	}
+	return false
 }
 
 // Validate checks h against the limits of version 1.
@@ -225,6 +247,9 @@ func checkExtension(e Extension, before []Extension) error {
 	}
 	if e.Type == ExtHTTP && len(e.Value) != 0 {
 		return fieldErr("extension", ErrMalformed, "type 0x%04x (http): %d bytes, want none", e.Type, len(e.Value))
+	}
+	if (e.Type == ExtSession || e.Type == ExtHold || e.Type == ExtResume) && len(e.Value) != SessionIDLen {
+		return fieldErr("extension", ErrMalformed, "type 0x%04x (session): %d bytes, want %d", e.Type, len(e.Value), SessionIDLen)
 	}
 	if e.Type == ExtTraceState {
 		if len(e.Value) > MaxTraceStateLen {
