@@ -143,7 +143,7 @@ func TestMetricNamesAsDocumented(t *testing.T) {
 		MetricBytes, MetricPeerConns, MetricPeerDials, MetricConnectSeconds, MetricListeners,
 		MetricListenErrors, MetricUDPBuffer, MetricGSO, MetricGRO, MetricSkipped,
 		MetricNoCredit, MetricStreamLimit, MetricPeerStreamsMax, MetricFaults, MetricEjections, MetricEjected,
-		MetricCircuitRejected}
+		MetricCircuitRejected, l4.MetricHeld, l4.MetricResumed, l4.MetricParked}
 	// The tunnel and the handlers register part of them; each package's
 	// own test checks that its list is what it registers.
 	got := append(append(append(append([]string(nil), metricNames...), tunnel.MetricNames...), l4.MetricNames...), breaker.MetricNames...)

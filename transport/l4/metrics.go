@@ -69,6 +69,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	// Every result shows from the start, at 0, so that a rate over it is
+	// defined before the first restart.
+	for _, r := range []string{"held", "refused", "not_holdable", "failed"} {
+		m.held.WithLabelValues(r)
+	}
+	for _, r := range []string{"resumed", "expired", "failed"} {
+		m.resumed.WithLabelValues(r)
+	}
 	m.activeIn = m.active.WithLabelValues("inbound")
 	m.activeOut = m.active.WithLabelValues("outbound")
 	m.bytesUp = m.bytes.WithLabelValues("up")
