@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -227,4 +228,37 @@ func TestHoldAndResumeNeedTheSessionsNode(t *testing.T) {
 	client.tr.Resume(held[0].State, fc.(*net.TCPConn))
 	p.progress(t, "after the resume")
 	p.finish(t)
+}
+
+// TestHalfClosedConnectionIsNotHeld: a hold cannot carry a direction
+// that has ended, so a connection whose application half-closed is left
+// to the drain, and completes.
+func TestHalfClosedConnectionIsNotHeld(t *testing.T) {
+	m := newMesh(t)
+	answer, read := make(chan struct{}), make(chan struct{})
+	be := startBackend(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		close(read)
+		<-answer
+		c.Write(b)
+	})
+	m.addAgent("server", []LocalService{{Name: "echo", Ports: []int{be.port}}}, agentOpts{})
+	client := m.addAgent("client", nil, agentOpts{})
+	c := dial(t, client.vipAddr(t, "echo", be.port))
+	io.WriteString(c, "request")
+	c.CloseWrite()
+	<-read // the client's agent passed the half-close on
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if held := client.tr.Hold(ctx); len(held) != 0 {
+		t.Fatalf("held %d connections, want none", len(held))
+	}
+	if n := client.metric(t, l4.MetricHeld, "result", "not_holdable"); n != 1 {
+		t.Errorf("%s{result=not_holdable} = %v, want 1", l4.MetricHeld, n)
+	}
+	close(answer)
+	if got, err := readAll(t, c); got != "request" || err != nil {
+		t.Fatalf("the connection left to the drain: %q, %v; want its answer", got, err)
+	}
 }

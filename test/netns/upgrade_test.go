@@ -29,7 +29,8 @@ import (
 // While the test opens a new connection through h2's upstream 200 times a
 // second, each sending a line and reading it back, h2's agent and then
 // h3's are upgraded in place twice each with SIGUSR2. No connection may be
-// refused, and none may fail otherwise.
+// refused, and none may fail otherwise. Four long-lived connections
+// exchange a line every 50 ms throughout: each must outlive every upgrade.
 const (
 	echoPort       = 7070
 	echoUpstream   = "127.0.0.1:9070"
@@ -113,6 +114,69 @@ func echoOnce(h *Host, addr string, i int) exchange {
 	}
 	ex.took = time.Since(ex.start)
 	return ex
+}
+
+// longLived is a connection held open through the upgrades, exchanging a
+// numbered line every 50 ms: a byte lost, repeated or cut fails it.
+type longLived struct {
+	mu        sync.Mutex
+	exchanges int
+	err       error
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+func startLongLived(t *testing.T, h *Host, addr string) *longLived {
+	t.Helper()
+	c, err := h.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &longLived{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		defer c.Close()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		// Bounded: 10 minutes of exchanges at most.
+		for i := 0; i < 12_000; i++ {
+			select {
+			case <-l.stop:
+				return
+			case <-tick.C:
+			}
+			c.SetDeadline(time.Now().Add(exchangeBound))
+			line := fmt.Sprintf("long %d\n", i)
+			got := make([]byte, len(line))
+			_, err := io.WriteString(c, line)
+			if err == nil {
+				_, err = io.ReadFull(c, got)
+			}
+			if err == nil && string(got) != line {
+				err = fmt.Errorf("echo answered %q to %q", got, line)
+			}
+			l.mu.Lock()
+			if err != nil {
+				l.err = fmt.Errorf("exchange %d at %s: %w", i, time.Now().Format("15:04:05.000"), err)
+			} else {
+				l.exchanges++
+			}
+			l.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return l
+}
+
+// finish stops l and returns how many exchanges it made and its error.
+func (l *longLived) finish() (int, error) {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.exchanges, l.err
 }
 
 // successes is how many exchanges succeeded so far.
@@ -253,6 +317,10 @@ func TestUpgradeInPlaceRefusesNothing(t *testing.T) {
 	})
 
 	load := startEchoLoad(h2, echoUpstream)
+	var long []*longLived
+	for range 4 {
+		long = append(long, startLongLived(t, h2, echoUpstream))
+	}
 	load.waitFor(t, upgradeBetween, "before the first upgrade")
 	var upgrades []string
 	for _, a := range agents[1:] {
@@ -265,6 +333,15 @@ func TestUpgradeInPlaceRefusesNothing(t *testing.T) {
 		}
 	}
 	done := load.finish()
+	// Every long-lived connection outlived every upgrade: each agent held
+	// it for its successor (docs/restart.md, "Connections carried over").
+	for i, l := range long {
+		n, err := l.finish()
+		t.Logf("long-lived connection %d: %d exchanges, error %v", i, n, err)
+		if err != nil {
+			t.Errorf("long-lived connection %d did not survive the upgrades: %v", i, err)
+		}
+	}
 
 	var refused, failed []exchange
 	var longest time.Duration
