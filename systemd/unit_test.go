@@ -124,6 +124,8 @@ func TestUnitKeepsWhatTheAgentNeeds(t *testing.T) {
 		"ExecReload=/bin/kill -HUP $MAINPID", // SIGHUP reloads services and checks
 		"WatchdogSec=30s",                    // the main loop sends WATCHDOG=1 every 15s
 		"Restart=on-failure",                 // which includes a watchdog timeout
+		// Listeners and held connections across a restart (internal/sockets).
+		"FileDescriptorStoreMax=16384",
 		"AmbientCapabilities=CAP_NET_BIND_SERVICE",
 		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", // netlink: sock_diag

@@ -18,9 +18,10 @@ import (
 // the successor has shown that it loads its configuration:
 //
 //	predecessor                          successor
-//	StartSuccessor ───── exec ─────────▶ Inherit, load, build
+//	StartSuccessor ───── exec ─────────▶ Inherit (reads connections from here on), load, build
 //	                ◀──── 'P' ────────── AwaitStart: prepared, waits
 //	release exclusive resources
+//	SendConns ── connections, end ─────▶ (buffered for TakeConns)
 //	Successor.Start ───── 'G' ─────────▶ start, claim the sockets
 //	                ◀──── 'R' ────────── SignalReady: serving
 //	MAINPID= to systemd
@@ -52,12 +53,19 @@ type Successor struct {
 	goW  *os.File
 	msgs chan byte // from the successor; closed at EOF
 	once sync.Once
+
+	// connsW is this process's side of the socket connections travel on
+	// (SendConns); nil once closed. connsUsed is set by SendConns.
+	connsMu   sync.Mutex
+	connsW    *os.File
+	connsUsed bool
 }
 
 // StartSuccessor starts the program cmd describes (Path, Args, Env, Dir,
 // and Stdin, Stdout and Stderr, which must be nil or *os.File) with every
 // open socket of the set (Files) from descriptor 3 on, named in
-// HandoffFDsEnv, and the two pipes of the handoff. It returns once the new
+// HandoffFDsEnv, the two pipes of the handoff and the socket of SendConns
+// (HandoffConnsEnv). It returns once the new
 // process is prepared (AwaitStart), and then the caller releases what only
 // one process may hold and calls Successor.Start. When the successor exits
 // first, or ctx ends, StartSuccessor kills it and returns an error wrapping
@@ -86,14 +94,22 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 		upW.Close()
 		return nil, fmt.Errorf("sockets: start successor: pipe: %w", err)
 	}
+	connsW, connsR, err := connPair() // predecessor to successor
+	if err != nil {
+		upR.Close()
+		upW.Close()
+		goR.Close()
+		goW.Close()
+		return nil, fmt.Errorf("sockets: start successor: socketpair: %w", err)
+	}
 
 	names := make([]string, len(files))
-	extra := make([]*os.File, 0, len(files)+2)
+	extra := make([]*os.File, 0, len(files)+3)
 	for i, nf := range files {
 		names[i] = nf.Name
 		extra = append(extra, nf.File)
 	}
-	extra = append(extra, upW, goR)
+	extra = append(extra, upW, goR, connsR)
 	env := cmd.Env
 	if env == nil {
 		env = os.Environ()
@@ -101,22 +117,25 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 	// WATCHDOG_PID names this process: systemd's watchdog is the
 	// successor's once it is the main process, and without the variable
 	// sd_watchdog_enabled(3) applies WATCHDOG_USEC to whoever reads it.
-	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
+	env = withoutEnv(env, HandoffFDsEnv, HandoffReadyEnv, HandoffGoEnv, HandoffConnsEnv, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID")
 	env = append(env,
 		HandoffFDsEnv+"="+strings.Join(names, ":"),
 		HandoffReadyEnv+"="+strconv.Itoa(firstFD+len(files)),
 		HandoffGoEnv+"="+strconv.Itoa(firstFD+len(files)+1),
+		HandoffConnsEnv+"="+strconv.Itoa(firstFD+len(files)+2),
 	)
 	proc, err := startProcess(cmd, env, extra)
 	// The successor holds its ends: EOF on upR means it is gone.
 	upW.Close()
 	goR.Close()
+	connsR.Close()
 	if err != nil {
 		upR.Close()
 		goW.Close()
+		connsW.Close()
 		return nil, fmt.Errorf("sockets: start successor %s: %w", cmd.Path, err)
 	}
-	p := &Successor{proc: proc, goW: goW, msgs: make(chan byte, 2)}
+	p := &Successor{proc: proc, goW: goW, msgs: make(chan byte, 2), connsW: connsW}
 	go func() {
 		defer upR.Close()
 		defer close(p.msgs)
@@ -135,9 +154,11 @@ func (s *Set) StartSuccessor(ctx context.Context, cmd *exec.Cmd) (*Successor, er
 }
 
 // Start lets the successor start and returns once it serves (SignalReady).
-// On an error, which wraps ErrSuccessorFailed, the successor has been
-// killed.
+// It first closes the socket of SendConns, so that the successor has every
+// connection before it starts. On an error, which wraps
+// ErrSuccessorFailed, the successor has been killed.
 func (p *Successor) Start(ctx context.Context) error {
+	p.closeConns()
 	if _, err := p.goW.Write([]byte{msgGo}); err != nil {
 		p.Abort()
 		return fmt.Errorf("%w: %w", ErrSuccessorFailed, err)
@@ -189,6 +210,7 @@ func stepName(msg byte) string {
 // Abort kills the successor and waits for it.
 func (p *Successor) Abort() {
 	p.once.Do(func() {
+		p.closeConns()
 		p.goW.Close()
 		_ = p.proc.Kill()
 		_, _ = p.proc.Wait()
@@ -202,6 +224,7 @@ func (p *Successor) Process() *os.Process { return p.proc }
 // Wait waits for the successor to exit; for tests and tools that started
 // it and outlive it.
 func (p *Successor) Wait() error {
+	p.closeConns()
 	p.goW.Close()
 	st, err := p.proc.Wait()
 	if err == nil && !st.Success() {

@@ -24,6 +24,12 @@ const (
 	// HandoffGoEnv is the descriptor of the pipe on which the predecessor
 	// lets the successor start (Successor.Start).
 	HandoffGoEnv = "MESHWORK_HANDOFF_GO_FD"
+	// HandoffConnsEnv is the descriptor of the SOCK_SEQPACKET unix socket
+	// on which the predecessor sends established connections
+	// (Successor.SendConns): one message per connection, its name and meta
+	// in the body and its socket as SCM_RIGHTS. The predecessor closes its
+	// side before it lets the successor start.
+	HandoffConnsEnv = "MESHWORK_HANDOFF_CONNS_FD"
 )
 
 // firstFD is the first descriptor after stdin, stdout and stderr, where both
@@ -37,6 +43,9 @@ var ErrBadHandoff = errors.New("sockets: invalid handoff environment")
 // Inherit returns a Set holding the sockets handed to this process: by
 // systemd (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, from the unit's file
 // descriptor store or socket units) and by a predecessor (HandoffFDsEnv).
+// Established connections, the "conn-*" sockets from systemd and those a
+// predecessor sends on HandoffConnsEnv, which Inherit starts reading at
+// once, are kept apart for TakeConns: they are never listeners.
 // It removes those variables from the environment, so that a process this
 // one starts does not take the descriptors for its own, and marks the
 // descriptors close-on-exec. With neither, the Set is empty and behaves as
@@ -47,9 +56,11 @@ func Inherit(logger *slog.Logger) (*Set, error) {
 	handoffNames, handoff := os.LookupEnv(HandoffFDsEnv)
 	readyEnv, hasReady := os.LookupEnv(HandoffReadyEnv)
 	goEnv, hasGo := os.LookupEnv(HandoffGoEnv)
+	connsEnv, hasConns := os.LookupEnv(HandoffConnsEnv)
 	os.Unsetenv(HandoffFDsEnv)
 	os.Unsetenv(HandoffReadyEnv)
 	os.Unsetenv(HandoffGoEnv)
+	os.Unsetenv(HandoffConnsEnv)
 
 	files := activation.Files(true)
 	if len(files) > 0 {
@@ -75,7 +86,31 @@ func Inherit(logger *slog.Logger) (*Set, error) {
 			return nil, err
 		}
 	}
+	if hasConns {
+		sock, err := connsFD(connsEnv)
+		if err != nil {
+			return nil, err
+		}
+		s.connsIn = receiveConns(s.log, sock)
+	}
 	return s, nil
+}
+
+// connsFD takes the socket of HandoffConnsEnv: a SOCK_SEQPACKET socket,
+// made non-blocking so that TakeConns can stop its reader.
+func connsFD(value string) (*os.File, error) {
+	fd, err := strconv.Atoi(value)
+	if err != nil || fd < firstFD || !isOpen(fd) {
+		return nil, fmt.Errorf("%w: %s=%q is not an open descriptor", ErrBadHandoff, HandoffConnsEnv, value)
+	}
+	if typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE); err != nil || typ != syscall.SOCK_SEQPACKET {
+		return nil, fmt.Errorf("%w: %s=%d is not a SOCK_SEQPACKET socket (type %d, %v)", ErrBadHandoff, HandoffConnsEnv, fd, typ, err)
+	}
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadHandoff, HandoffConnsEnv, err)
+	}
+	return os.NewFile(uintptr(fd), HandoffConnsEnv), nil
 }
 
 // pipeFD takes the handoff pipe descriptor named by the variable env.
@@ -109,8 +144,13 @@ func (s *Set) addHandoff(names string) error {
 }
 
 // add records one inherited socket; a second one of the same name, or one
-// with a name the Set would never ask for, is closed.
+// with a name the Set would never ask for, is closed. A "conn-*" socket is
+// an established connection, kept apart (addStoredConn).
 func (s *Set) add(name string, f *os.File, from string) {
+	if strings.HasPrefix(name, connFDPrefix) {
+		s.addStoredConn(name, f, from)
+		return
+	}
 	if err := checkName(name); err != nil {
 		s.log.Warn("inherited socket has an invalid name; closing it", "from", from, "err", err)
 		f.Close()

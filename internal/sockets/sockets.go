@@ -9,6 +9,9 @@
 // "vip-<ip>_<port>". systemd refuses ':' in a name, the separator of
 // LISTEN_FDNAMES, so an address is written with '_' in its place.
 //
+// Established TCP connections travel the same two ways, apart from the
+// listeners: StoreConnsInSystemd, Successor.SendConns and TakeConns.
+//
 // Closing a socket the Set returned closes this process's descriptor only:
 // a successor holding a duplicate, or systemd's store, keeps the socket and
 // its queue of pending connections open. Connections that arrive while no
@@ -30,11 +33,15 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshwork/meshwork/internal/clock"
 )
 
 // ErrBadName is returned for a socket name that cannot travel in
 // LISTEN_FDNAMES or HandoffFDsEnv: empty, longer than 255 bytes, or with a
-// ':', a space or a character outside printable ASCII.
+// ':', a space or a character outside printable ASCII; a listener's name
+// starting with "conn-"; a held connection's name outside 1 to 64 of
+// [A-Za-z0-9_-].
 var ErrBadName = errors.New("sockets: invalid socket name")
 
 // fileSocket is what every socket the Set hands out is: a net.Listener or
@@ -96,6 +103,17 @@ type Set struct {
 	handoverR *os.File
 	// allClaimed, when not nil, is closed once inherited is empty.
 	allClaimed chan struct{}
+
+	// Established connections handed to the process (conns.go), kept apart
+	// from the listening sockets above from the moment Inherit sees them.
+	// storedConns are the "conn-*" sockets systemd passed, by descriptor
+	// name; connsIn buffers those a predecessor sends (SendConns); both
+	// are nil once TakeConns has taken them.
+	storedConns map[string]*os.File
+	connsIn     *connReceiver
+	connsTaken  bool
+	// clock dates the connection state file and judges its age.
+	clock clock.Clock
 }
 
 // New returns a Set with no inherited sockets: every request opens a new
@@ -110,6 +128,7 @@ func New(logger *slog.Logger) *Set {
 		live:      map[string]fileSocket{},
 		stored:    map[string]fileSocket{},
 		kept:      map[string]*os.File{},
+		clock:     clock.Real,
 	}
 }
 
@@ -132,7 +151,7 @@ func (s *Set) Inherited() []string {
 // changed configuration takes effect. For TCP the result is a
 // *net.TCPListener.
 func (s *Set) Listener(name, network, addr string) (net.Listener, error) {
-	if err := checkName(name); err != nil {
+	if err := checkListenerName(name); err != nil {
 		return nil, err
 	}
 	if f := s.claim(name); f != nil {
@@ -202,7 +221,7 @@ func (s *Set) raiseBacklog(name string, ln net.Listener) {
 // PacketConn is Listener for datagram sockets ("udp", "udp4", "udp6"). For
 // UDP the result is a *net.UDPConn.
 func (s *Set) PacketConn(name, network, addr string) (net.PacketConn, error) {
-	if err := checkName(name); err != nil {
+	if err := checkListenerName(name); err != nil {
 		return nil, err
 	}
 	if f := s.claim(name); f != nil {
@@ -494,6 +513,17 @@ func checkName(name string) error {
 		}
 	}
 	return nil
+}
+
+// checkListenerName is checkName for the name of a listening socket, which
+// must not start with "conn-": that prefix marks an established connection
+// in systemd's store (StoreConnsInSystemd), and the next process would take
+// the listener for one.
+func checkListenerName(name string) error {
+	if strings.HasPrefix(name, connFDPrefix) {
+		return fmt.Errorf("%w: %q: the prefix %q is kept for held connections", ErrBadName, name, connFDPrefix)
+	}
+	return checkName(name)
 }
 
 // dupCloexec duplicates fd with FD_CLOEXEC set, as the net package does.

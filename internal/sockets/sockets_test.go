@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		os.Exit(helperSuccessor())
 	case "systemd":
 		os.Exit(helperSystemd())
+	case "conns":
+		os.Exit(helperConns())
+	case "systemd-conns":
+		os.Exit(helperSystemdConns())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)
