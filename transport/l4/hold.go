@@ -267,6 +267,9 @@ func (p *Proxy) carry(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream, release fu
 			tcp.Close()
 			return toStream, fromStream, false, false
 		}
+		se.mu.Lock()
+		se.resuming = false // the next restart may hold it again
+		se.mu.Unlock()
 		release = s.Release
 		tcp.SetReadDeadline(time.Time{}) // the hold's interruption
 		p.m.resumed.WithLabelValues("resumed").Inc()
