@@ -28,20 +28,22 @@ const connsHello = "meshwork-conns/1"
 var ErrSuccessorTakesNoConns = errors.New("sockets: the successor does not take connections")
 
 // connPair returns the two ends of the socket a handoff carries
-// connections on: this process's, non-blocking and close-on-exec, and the
-// successor's.
+// connections on, this process's and the successor's, both non-blocking
+// and close-on-exec. os.NewFile registers a non-blocking descriptor with
+// the poller, so that a send or receive blocked on the socket ends when
+// its file is closed (Abort, TakeConns's ctx).
 func connPair() (local, remote *os.File, err error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return nil, nil, err
+	for _, fd := range fds {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			syscall.Close(fds[0])
+			syscall.Close(fds[1])
+			return nil, nil, err
+		}
 	}
-	// os.NewFile registers a non-blocking descriptor with the poller, so
-	// that a send blocked on a full socket ends when the file is closed.
 	return os.NewFile(uintptr(fds[0]), "handoff-conns"), os.NewFile(uintptr(fds[1]), "handoff-conns"), nil
 }
 
@@ -183,7 +185,8 @@ const maxFDsPerConnMsg = 4
 
 // receiveConns tells the predecessor that this process reads connections
 // (connsHello) and starts reading those sent on sock, which it closes at
-// the end.
+// the end. sock must be a non-blocking descriptor's file (connPair,
+// connsFD): take could not end a blocking read.
 func receiveConns(logger *slog.Logger, sock *os.File) *connReceiver {
 	r := &connReceiver{log: logger, sock: sock, done: make(chan struct{})}
 	rc, err := sock.SyscallConn()

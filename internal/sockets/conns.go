@@ -57,9 +57,9 @@ const (
 // MaxConnMeta, no File, a name given twice, or more than 65536 of them.
 var ErrBadHeldConn = errors.New("sockets: invalid held connection")
 
-// ErrBadConnState is logged for a connection message from a predecessor or
-// a connection state file that is malformed or damaged; what it names is
-// not taken.
+// ErrBadConnState is wrapped by the errors TakeConns logs for a message
+// from a predecessor or a connection state file that is malformed or
+// damaged; the connections they name are reset, not taken.
 var ErrBadConnState = errors.New("sockets: damaged connection state")
 
 // checkConnName rejects a HeldConn.Name outside 1 to 64 of [A-Za-z0-9_-].
@@ -81,12 +81,12 @@ func checkConnName(name string) error {
 func checkHeldConns(conns []HeldConn) (int, error) {
 	seen := make(map[string]bool, len(conns))
 	for i, c := range conns {
-		var err error
+		err := checkConnName(c.Name)
 		switch {
 		case i >= maxHeldConns:
 			err = fmt.Errorf("%w: more than %d connections", ErrBadHeldConn, maxHeldConns)
-		case checkConnName(c.Name) != nil:
-			err = fmt.Errorf("%w: %w", ErrBadHeldConn, checkConnName(c.Name))
+		case err != nil:
+			err = fmt.Errorf("%w: %w", ErrBadHeldConn, err)
 		case len(c.Meta) > MaxConnMeta:
 			err = fmt.Errorf("%w: %s: meta is %d bytes, more than %d", ErrBadHeldConn, c.Name, len(c.Meta), MaxConnMeta)
 		case c.File == nil:

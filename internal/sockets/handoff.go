@@ -65,9 +65,10 @@ type Successor struct {
 // and Stdin, Stdout and Stderr, which must be nil or *os.File) with every
 // open socket of the set (Files) from descriptor 3 on, named in
 // HandoffFDsEnv, the two pipes of the handoff and the socket of SendConns
-// (HandoffConnsEnv). It returns once the new
-// process is prepared (AwaitStart), and then the caller releases what only
-// one process may hold and calls Successor.Start. When the successor exits
+// (HandoffConnsEnv). It returns once the new process is prepared
+// (AwaitStart), and then the caller releases what only one process may
+// hold, sends the connections it carries (SendConns) and calls
+// Successor.Start. When the successor exits
 // first, or ctx ends, StartSuccessor kills it and returns an error wrapping
 // ErrSuccessorFailed. cmd is not started with its Start method: see
 // startProcess.
