@@ -167,6 +167,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		_ = a.Close()
 		return err
 	}
+	resumeHeldConns(ctx, a, set, logger)
 	if set.IsSuccessor() {
 		// Under systemd the predecessor is the main process until it
 		// names this one (MAINPID=): READY=1, the watchdog and the file
@@ -217,7 +218,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		tk.store() // the VIPs opened since the start, for the next start
 		stopped = true
 		if restartKeepsSockets(ctx, set, logger) {
-			stopForRestart(ctx, a, logger)
+			stopForRestart(ctx, a, set, logger)
 			continue
 		}
 		logger.Info("leaving the cluster", "signal", sig.String())
@@ -278,14 +279,68 @@ func restartKeepsSockets(ctx context.Context, set *sockets.Set, logger *slog.Log
 // queue new connections) for at most restartDrainTimeout: calls in flight
 // that end within it complete, longer ones are cut. DNS and the API answer
 // until the agent closes.
-func stopForRestart(ctx context.Context, a *agent.Agent, logger *slog.Logger) {
+func stopForRestart(ctx context.Context, a *agent.Agent, set *sockets.Set, logger *slog.Logger) {
 	logger.Info("systemd restarts the agent; its sockets wait in the file descriptor store for the next start", "drain", restartDrainTimeout)
 	_ = sdnotify.Stopping()
+	stopPhase("holding connections for the next agent", holdConnsTimeout)
+	holdCtx, cancel := context.WithTimeout(ctx, holdConnsTimeout)
+	held := a.HoldConns(holdCtx)
+	cancel()
+	if len(held) > 0 {
+		n, err := set.StoreConnsInSystemd(a.HeldConnsPath(), held)
+		if err != nil {
+			logger.Warn("held connections not all stored in systemd's file descriptor store; the rest are reset", "stored", n, "held", len(held), "err", err)
+		}
+		closeHeld(held, n)
+	}
 	stopPhase("draining the tunnel for a restart", restartDrainTimeout)
 	drainCtx, cancel := context.WithTimeout(ctx, restartDrainTimeout)
 	_ = a.Drain(drainCtx) // the transport logs how it ended
 	cancel()
 	stopPhase("closing", 0)
+}
+
+// holdConnsTimeout bounds the hold of the connections the tunnel carries
+// (transport.Transport.Hold), which every new connection waits through:
+// each hold takes a round trip to its peer and the flush of what was
+// read, and connections are held in parallel.
+const holdConnsTimeout = time.Second
+
+// closeHeld closes this process's copies of held connections once the
+// first handed of them are with the next agent; the others are reset, as
+// nobody will resume them.
+func closeHeld(held []sockets.HeldConn, handed int) {
+	for i, hc := range held {
+		if i >= handed {
+			resetSocket(hc.File)
+		}
+		hc.File.Close()
+	}
+}
+
+// resetSocket makes the close of the last descriptor of a TCP socket
+// reset the connection (SO_LINGER 0), so that its application sees a
+// failure rather than an end.
+func resetSocket(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+	})
+}
+
+// resumeHeldConns resumes the connections that the previous agent of this
+// node held and handed over, through systemd's store or a re-exec.
+func resumeHeldConns(ctx context.Context, a *agent.Agent, set *sockets.Set, logger *slog.Logger) {
+	takeCtx, cancel := context.WithTimeout(ctx, claimTimeout)
+	conns, err := set.TakeConns(takeCtx, a.HeldConnsPath())
+	cancel()
+	if err != nil {
+		logger.Warn("connections handed over by the previous agent could not all be taken", "err", err)
+	}
+	a.ResumeConns(ctx, conns)
 }
 
 // restartDrainTimeout bounds the drain of a restart, which every new

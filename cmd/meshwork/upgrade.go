@@ -89,9 +89,21 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, ping <-chan tim
 	// From here the successor holds the sockets too; the tunnel, gossip
 	// and Raft are its once this agent lets go of them. New connections to
 	// the VIPs wait in the kernel's queue until the successor accepts.
-	// The calls in flight get a short drain first: peers' new streams are
-	// refused as shutting_down (their agents wait for the successor), and
-	// the tunnel stops when the calls end or the drain's bound passes.
+	// The connections the tunnel carries are held and sent to the
+	// successor, which resumes them. What cannot be held gets a short
+	// drain: peers' new streams are refused as shutting_down (their
+	// agents wait for the successor), and the tunnel stops when the calls
+	// end or the drain's bound passes.
+	holdCtx, cancel := context.WithTimeout(ctx, holdConnsTimeout)
+	held := a.HoldConns(holdCtx)
+	cancel()
+	if len(held) > 0 {
+		n, err := succ.SendConns(held)
+		if err != nil {
+			u.log.Warn("upgrade: held connections not all sent to the successor; the rest are reset", "sent", n, "held", len(held), "err", err)
+		}
+		closeHeld(held, n)
+	}
 	drainCtx, cancel := context.WithTimeout(ctx, handoffDrainTimeout)
 	_ = a.Drain(drainCtx) // the transport logs how it ended
 	cancel()
