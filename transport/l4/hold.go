@@ -215,12 +215,6 @@ func (se *session) setSplicer(sp *splicer) {
 	se.mu.Unlock()
 }
 
-func (se *session) current() *splicer {
-	se.mu.Lock()
-	defer se.mu.Unlock()
-	return se.sp
-}
-
 // state is the HeldState of se.
 func (se *session) state() HeldState {
 	return HeldState{Session: se.id.String(), Callee: se.callee, PeerNode: se.peer.Node,
