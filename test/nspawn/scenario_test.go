@@ -380,10 +380,9 @@ func TestBootedHosts(t *testing.T) {
 	// echo service at 500 new connections a second and asks its agent's
 	// DNS 200 times a second, while every agent but the packaged client's
 	// is upgraded in place in turn, the calling one's among them. No
-	// connection may be refused (the sockets outlive the agents); the
-	// failures (calls cut in flight) and the waits are logged: on this
-	// 2-core machine, 5 booted hosts under this load are short of CPU
-	// (docs/restart.md).
+	// request may fail (the sockets outlive the agents, and each agent
+	// hands the connections it carries to its successor), and every
+	// long-lived connection survives; the waits are logged.
 	load := c.startRestartLoad(ctx, web, c.serviceVIP(ctx, web, "echo-deb", echoPort),
 		"-name", "echo-deb.service.mesh.", "-max-duration", "15m")
 	end = tm.Phase("playbook: rolling upgrade to v2, under load")
@@ -395,8 +394,12 @@ func TestBootedHosts(t *testing.T) {
 		"DNS %d sent, %d answered (%d not NOERROR), longest %.0f ms; long-lived connections surviving: %d of %d; first failures at %q: %q",
 		rep.Requests, rep.OK, rep.Reset, rep.Other, rep.MaxWaitMS, rep.P50MS, rep.P99MS, rep.Over1s,
 		rep.DNSSent, rep.DNSAnswered, rep.DNSNotNoError, rep.DNSMaxMS, rep.LongSurvived, rep.Long, rep.FailedAt, rep.Errors)
-	if rep.Requests == 0 || rep.Refused != 0 || rep.TimedOut != 0 {
-		t.Errorf("rolling upgrade under load: %d requests, %d refused, %d timed out: %q", rep.Requests, rep.Refused, rep.TimedOut, rep.Errors)
+	if rep.Requests == 0 || rep.OK != rep.Requests {
+		t.Errorf("rolling upgrade under load: %d of %d requests failed (%d refused, %d reset, %d timed out, %d other): %q",
+			rep.Requests-rep.OK, rep.Requests, rep.Refused, rep.Reset, rep.TimedOut, rep.Other, rep.Errors)
+	}
+	if rep.Long == 0 || rep.LongSurvived != rep.Long {
+		t.Errorf("rolling upgrade under load: %d of %d long-lived connections survived: %q", rep.LongSurvived, rep.Long, rep.LongErrors)
 	}
 	requireRun("upgrade", out, recap, err, hostCount)
 	upgradeOut := out
