@@ -75,11 +75,9 @@ type loadReport struct {
 //     under a drop-in with WatchdogSec=2s, systemd takes its pings (it is
 //     not killed three intervals later) and refuses no notification.
 //
-// Each asserts no refused connection, none left waiting until its 10 s
-// timeout, and no unanswered DNS query, and the restart of the caller's
-// agent no failed request at all; the failed requests of the other steps
-// are logged with their causes (see the loop below). Every long-lived
-// connection survives every step. The longest wait of a new connection is
+// Each asserts no failed request (none refused, reset or left waiting
+// until its 10 s timeout), no unanswered DNS query, and that every
+// long-lived connection survives. The longest wait of a new connection is
 // logged, not asserted: it is a timing.
 //
 // Run as root: go test -tags e2e -run TestBootedRestart -count=1 -v ./test/nspawn/
@@ -155,27 +153,19 @@ func TestBootedRestart(t *testing.T) {
 	end()
 
 	upgraded := map[*Host]upgradedAgent{}
-	// Every step: no connection refused (the sockets outlive the agent),
-	// no DNS query unanswered. The restart of the caller's agent has no
-	// failed request at all. The other steps fail some, logged with their
-	// counts (docs/restart.md): the upgrades in place cut the calls in
-	// flight, because the re-exec stops the old tunnel before the
-	// successor starts it (two QUIC endpoints cannot share the socket);
-	// the restart of the instance's agent failed none on a quiet machine
-	// (its callers try a restarting instance again), but cut some calls
-	// in flight under load, where the caller's catalog also lost the
-	// service for a moment.
+	// Every step: no failed request (the sockets outlive the agent, the
+	// connections in flight are held for the next agent, and callers wait
+	// for a restarting instance), every long-lived connection kept, no
+	// DNS query unanswered.
 	for _, step := range []struct {
 		name   string
 		host   *Host
 		action func(context.Context, *Host)
-		// noFailure: every request succeeds, not only none is refused.
-		noFailure bool
 	}{
-		{"systemctl restart, caller's host", caller, restartAgent, true},
-		{"systemctl restart, instance's host", instance, restartAgent, false},
-		{"upgrade in place, caller's host", caller, upgradeAgent(nextVersion, upgraded), false},
-		{"upgrade in place, instance's host", instance, upgradeAgent(nextVersion, upgraded), false},
+		{"systemctl restart, caller's host", caller, restartAgent},
+		{"systemctl restart, instance's host", instance, restartAgent},
+		{"upgrade in place, caller's host", caller, upgradeAgent(nextVersion, upgraded)},
+		{"upgrade in place, instance's host", instance, upgradeAgent(nextVersion, upgraded)},
 	} {
 		end := tm.Phase(step.name)
 		since := strings.TrimSpace(caller.SSH("date +%s.%N"))
@@ -191,16 +181,13 @@ func TestBootedRestart(t *testing.T) {
 		switch {
 		case rep.Requests == 0:
 			t.Errorf("%s: no request was made", step.name)
-		case rep.Refused != 0 || rep.TimedOut != 0 || (step.noFailure && failed != 0):
+		case failed != 0:
 			// A timeout is a connection that waited 10 s in a queue no
 			// agent accepts from: a VIP reopened while systemd's store
 			// held its old socket did that, until the agent asked
 			// systemd to release it.
 			t.Errorf("%s: %d of %d requests failed (%d refused, %d reset, %d timed out, %d other): %q",
 				step.name, failed, rep.Requests, rep.Refused, rep.Reset, rep.TimedOut, rep.Other, rep.Errors)
-		case failed != 0:
-			t.Logf("%s: NOT MET: %d of %d requests failed, none refused (%d reset, %d timed out, %d other): %q",
-				step.name, failed, rep.Requests, rep.Reset, rep.TimedOut, rep.Other, rep.Errors)
 		}
 		// The agent that stops holds every connection it carries, and
 		// its successor resumes them (docs/restart.md, "Connections
