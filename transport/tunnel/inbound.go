@@ -265,6 +265,9 @@ func (t *Tunnel) serveControl(in *Inbound) {
 // tunnel socket.
 func (in *Inbound) Peer() Peer {
 	addr, _ := netip.ParseAddrPort(in.pi.remote)
+	// A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d; the
+	// catalog, and so the peer pool's key, has the IPv4 form.
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	return Peer{Node: in.pi.cert.Node, Addr: addr}
 }
 
