@@ -43,6 +43,7 @@ type loadReport struct {
 	Over1s    int      `json:"over_1s"`
 	Slowest   []string `json:"slowest"`
 	FailedAt  []string `json:"failed_at"`
+	Timeline  []string `json:"timeline"`
 
 	DNSSent       int      `json:"dns_sent"`
 	DNSAnswered   int      `json:"dns_answered"`
@@ -177,6 +178,7 @@ func TestBootedRestart(t *testing.T) {
 			"DNS %d sent, %d answered (%d not NOERROR), longest %.0f ms; long-lived connections surviving: %d of %d %q",
 			step.name, rep.Requests, rep.OK, rep.MaxWaitMS, rep.P50MS, rep.P99MS, rep.Over1s,
 			rep.DNSSent, rep.DNSAnswered, rep.DNSNotNoError, rep.DNSMaxMS, rep.LongSurvived, rep.Long, rep.LongErrors)
+		t.Logf("%s: requests by the quarter second they started in: %q", step.name, rep.Timeline)
 		failed := rep.Requests - rep.OK
 		switch {
 		case rep.Requests == 0:

@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -100,6 +101,9 @@ type Report struct {
 	// matched with the agents' journals.
 	Slowest  []string `json:"slowest,omitempty"`
 	FailedAt []string `json:"failed_at,omitempty"`
+	// Timeline is the requests by the quarter second they started in:
+	// the start, how many, and their median and longest waits.
+	Timeline []string `json:"timeline,omitempty"`
 
 	DNSSent       int      `json:"dns_sent"`
 	DNSAnswered   int      `json:"dns_answered"`
@@ -394,6 +398,7 @@ func (l *loader) report(lc *longConns) Report {
 			r.Slowest = append(r.Slowest, fmt.Sprintf("%s waited %.0f ms", l.waits[i].start.UTC().Format(stampFormat), ms(l.waits[i].wait)))
 		}
 	}
+	r.Timeline = timeline(l.waits)
 	for _, w := range l.dnsWaits {
 		r.DNSMaxMS = max(r.DNSMaxMS, ms(w))
 	}
@@ -401,6 +406,24 @@ func (l *loader) report(lc *longConns) Report {
 	r.Long, r.LongSurvived, r.LongErrors = lc.n, lc.n-len(lc.errs), lc.errs
 	lc.mu.Unlock()
 	return r
+}
+
+// timeline groups waits by the quarter second they started in.
+func timeline(waits []timedWait) []string {
+	const bucket = 250 * time.Millisecond
+	byStart := map[time.Time][]time.Duration{}
+	for _, w := range waits {
+		b := w.start.Truncate(bucket)
+		byStart[b] = append(byStart[b], w.wait)
+	}
+	starts := slices.SortedFunc(maps.Keys(byStart), func(a, b time.Time) int { return a.Compare(b) })
+	out := make([]string, 0, len(starts))
+	for _, b := range starts {
+		ws := byStart[b]
+		slices.Sort(ws)
+		out = append(out, fmt.Sprintf("%s n=%d p50=%.0fms max=%.0fms", b.UTC().Format("15:04:05.00"), len(ws), ms(ws[len(ws)/2]), ms(ws[len(ws)-1])))
+	}
+	return out
 }
 
 // stampFormat is the journal's time of day, to the microsecond.
