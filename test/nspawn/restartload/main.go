@@ -215,9 +215,10 @@ func (l *loader) requests(ctx context.Context, marked <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-marked:
-			if afterMark < 0 {
-				afterMark = 0
-			}
+			// Once: a closed channel is always ready, and would turn the
+			// rest of the load into one burst.
+			afterMark, marked = 0, nil
+			continue
 		case <-tick.C:
 		}
 		if afterMark >= l.cfg.tail {
