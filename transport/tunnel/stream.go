@@ -164,21 +164,7 @@ type Peer struct {
 // died under the attempt, and ErrPeerUnreachable when no connection could
 // be made. It is safe for concurrent use.
 func (t *Tunnel) OpenStream(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
-	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
-	defer cancel()
-	s, err := t.open(actx, to, hdr, true)
-	if err != nil {
-		return nil, err
-	}
-	if dl, ok := actx.Deadline(); ok {
-		s.s.SetReadDeadline(dl)
-	}
-	err = s.Status(s.s)
-	s.s.SetReadDeadline(time.Time{})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return t.openAccepted(ctx, to, hdr, true)
 }
 
 // OpenPipelined opens a stream to the peer agent and writes hdr, within
@@ -198,9 +184,15 @@ func (t *Tunnel) OpenPipelined(ctx context.Context, to Peer, hdr *wire.Header) (
 // peer's certificate need not hold hdr.Service: a hold or resume may go
 // to the calling side of a session, which holds no identity of it.
 func (t *Tunnel) OpenControl(ctx context.Context, to Peer, hdr *wire.Header) (*Stream, error) {
+	return t.openAccepted(ctx, to, hdr, false)
+}
+
+// openAccepted opens a stream, writes hdr and waits for the peer's status,
+// all within AttemptTimeout; holder is open's.
+func (t *Tunnel) openAccepted(ctx context.Context, to Peer, hdr *wire.Header, holder bool) (*Stream, error) {
 	actx, cancel := context.WithTimeout(ctx, t.cfg.AttemptTimeout)
 	defer cancel()
-	s, err := t.open(actx, to, hdr, false)
+	s, err := t.open(actx, to, hdr, holder)
 	if err != nil {
 		return nil, err
 	}
