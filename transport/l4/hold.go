@@ -226,7 +226,7 @@ func (se *session) state() HeldState {
 // it over (its Hold owns c then). release ends the use of the current
 // stream. It returns the bytes moved each way, whether the idle timeout
 // cut the connection, and whether it was handed over (c is not closed).
-func (p *Proxy) carry(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream, release func(), se *session) (toStream, fromStream int64, idle, handed bool) {
+func (p *Proxy) carry(ctx context.Context, c net.Conn, tcp *net.TCPConn, s *tunnel.Stream, release func(), se *session) (toStream, fromStream int64, idle, handed bool) {
 	defer p.forget(se)
 	for {
 		r := p.splice(c, tcp, s, se)
@@ -255,7 +255,7 @@ func (p *Proxy) carry(c net.Conn, tcp *net.TCPConn, s *tunnel.Stream, release fu
 			se.dropResume()
 			return toStream, fromStream, r.idle, false
 		}
-		s = p.park(se)
+		s = p.park(ctx, se)
 		if s == nil {
 			tcp.SetLinger(0) // the application must see a failure, not an end
 			tcp.Close()
@@ -301,8 +301,9 @@ func awaitHoldAck(ctx context.Context, cs *tunnel.Stream) error {
 	return nil
 }
 
-// park waits for the resume of a held session, up to holdTimeout.
-func (p *Proxy) park(se *session) *tunnel.Stream {
+// park waits for the resume of a held session, up to holdTimeout, or
+// until ctx ends or the proxy closes.
+func (p *Proxy) park(ctx context.Context, se *session) *tunnel.Stream {
 	p.m.parked.Inc()
 	defer p.m.parked.Dec()
 	t := time.NewTimer(holdTimeout)
@@ -311,14 +312,21 @@ func (p *Proxy) park(se *session) *tunnel.Stream {
 	case s := <-se.resume:
 		return s
 	case <-p.done:
+	case <-ctx.Done():
 	case <-t.C:
 	}
 	se.mu.Lock()
 	claimed := se.resuming
 	se.mu.Unlock()
 	if claimed {
-		// A resume took it as the wait ended: its stream is on the way.
-		return <-se.resume
+		// A resume took it as the wait ended: its stream is on the way,
+		// one write away.
+		select {
+		case s := <-se.resume:
+			return s
+		case <-p.done:
+		case <-ctx.Done():
+		}
 	}
 	p.forget(se)
 	p.m.resumed.WithLabelValues("expired").Inc()
@@ -533,7 +541,7 @@ func (p *Proxy) Resume(ctx context.Context, st HeldState, c *net.TCPConn) error 
 	active.Inc()
 	defer active.Dec()
 	se := p.register(id, st.Callee, peer, st.Service, st.Port, c)
-	p.carry(c, c, s, s.Release, se)
+	p.carry(ctx, c, c, s, s.Release, se)
 	return nil
 }
 

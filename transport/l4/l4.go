@@ -197,7 +197,7 @@ func (p *Proxy) ServeStream(ctx context.Context, in *tunnel.Inbound) {
 		copy(id[:], v)
 		se = p.register(id, true, in.Peer(), in.Target.Service, in.Header.Port, tcp)
 	}
-	toStream, fromStream, idle, _ := p.carry(lc, tcp, s, s.Release, se)
+	toStream, fromStream, idle, _ := p.carry(ctx, lc, tcp, s, s.Release, se)
 	if o != nil {
 		// The caller's bytes come from the stream; the service's go to it.
 		o.BytesIn, o.BytesOut = fromStream, toStream
@@ -304,7 +304,7 @@ func (p *Proxy) ServeConn(ctx context.Context, c *net.TCPConn, conn tunnel.Conne
 	if sess.Service != "" { // the Connector put the session in the header
 		se = p.register(sess.ID, false, s.Peer(), sess.Service, sess.Port, c)
 	}
-	up, down, idle, _ := p.carry(c, c, s, done, se)
+	up, down, idle, _ := p.carry(ctx, c, c, s, done, se)
 	p.m.activeOut.Dec()
 	p.m.bytesUp.Add(float64(up))
 	p.m.bytesDown.Add(float64(down))
