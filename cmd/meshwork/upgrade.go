@@ -94,9 +94,14 @@ func (u *upgrader) handOver(ctx context.Context, a *agent.Agent, ping <-chan tim
 	// drain: peers' new streams are refused as shutting_down (their
 	// agents wait for the successor), and the tunnel stops when the calls
 	// end or the drain's bound passes.
-	holdCtx, cancel := context.WithTimeout(ctx, holdConnsTimeout)
-	held := a.HoldConns(holdCtx)
-	cancel()
+	var held []sockets.HeldConn
+	if succ.TakesConns() {
+		holdCtx, cancel := context.WithTimeout(ctx, holdConnsTimeout)
+		held = a.HoldConns(holdCtx)
+		cancel()
+	} else {
+		u.log.Warn("upgrade: the successor does not take connections (an older binary?); those carried drain and are cut")
+	}
 	if len(held) > 0 {
 		n, err := succ.SendConns(held)
 		if err != nil {

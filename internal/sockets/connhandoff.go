@@ -80,7 +80,7 @@ func (p *Successor) SendConns(conns []HeldConn) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sockets: send connections: %w", err)
 	}
-	if err := readHello(wc); err != nil {
+	if err := p.hello(wc); err != nil {
 		return 0, err
 	}
 	valid, verr := checkHeldConns(conns)
@@ -95,6 +95,26 @@ func (p *Successor) SendConns(conns []HeldConn) (int, error) {
 		return valid, fmt.Errorf("sockets: send connections: %w", verr)
 	}
 	return valid, nil
+}
+
+// TakesConns reports whether the successor said it takes connections
+// (SendConns would send them): check it before holding connections for
+// it, as an older binary would leave them unresumed.
+func (p *Successor) TakesConns() bool {
+	p.connsMu.Lock()
+	w := p.connsW
+	p.connsMu.Unlock()
+	if w == nil {
+		return false
+	}
+	wc, err := w.SyscallConn()
+	return err == nil && p.hello(wc) == nil
+}
+
+// hello reads the successor's connsHello once, and remembers the answer.
+func (p *Successor) hello(wc syscall.RawConn) error {
+	p.helloOnce.Do(func() { p.helloErr = readHello(wc) })
+	return p.helloErr
 }
 
 // readHello reads the successor's connsHello, which it sent before it said

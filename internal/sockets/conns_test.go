@@ -187,6 +187,9 @@ func TestSendConnsAcrossReexec(t *testing.T) {
 	peerA, fileA := tcpPair(t)
 	peerB, fileB := tcpPair(t)
 	succ, out := startConnsHelper(t, s)
+	if !succ.TakesConns() {
+		t.Fatal("the successor does not say it takes connections")
+	}
 
 	n, err := succ.SendConns([]HeldConn{
 		{Name: "a1b2", File: fileA, Meta: []byte("meta-a")},
@@ -241,6 +244,9 @@ func TestSendConnsToOlderSuccessor(t *testing.T) {
 	s := New(nil)
 	peer, file := tcpPair(t)
 	succ, out := startConnsHelper(t, s, "HELPER_OLD=1")
+	if succ.TakesConns() {
+		t.Error("an older successor says it takes connections")
+	}
 	n, err := succ.SendConns([]HeldConn{{Name: "a1", File: file}})
 	if !errors.Is(err, ErrSuccessorTakesNoConns) || n != 0 {
 		t.Fatalf("SendConns = %d, %v; want 0, ErrSuccessorTakesNoConns", n, err)

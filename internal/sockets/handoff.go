@@ -59,6 +59,10 @@ type Successor struct {
 	connsMu   sync.Mutex
 	connsW    *os.File
 	connsUsed bool
+	// helloErr is whether the successor said it takes connections,
+	// read once (TakesConns, SendConns).
+	helloOnce sync.Once
+	helloErr  error
 }
 
 // StartSuccessor starts the program cmd describes (Path, Args, Env, Dir,
