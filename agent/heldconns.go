@@ -13,8 +13,8 @@ import (
 
 // heldConnsFile is where, under data_dir, a stop for a systemd restart
 // writes the state of the connections it left in the file descriptor
-// store (internal/sockets).
-const heldConnsFile = "held-conns.json"
+// store (internal/sockets' format, with each connection's state as JSON).
+const heldConnsFile = "held-conns.state"
 
 // HeldConnsPath is the file of the state of held connections.
 func (a *Agent) HeldConnsPath() string { return filepath.Join(a.cfg.DataDir, heldConnsFile) }
