@@ -136,20 +136,7 @@ func helperConns() int {
 	if err != nil {
 		fmt.Println("take error:", err)
 	}
-	for _, c := range conns {
-		fmt.Printf("conn %s %s\n", c.Name, c.Meta)
-		nc, err := net.FileConn(c.File)
-		c.File.Close()
-		if err != nil {
-			fmt.Println("fileconn error:", err)
-			continue
-		}
-		fmt.Fprintf(nc, "successor %s\n", c.Name)
-		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		line, err := bufio.NewReader(nc).ReadString('\n')
-		fmt.Printf("read %q %v\n", strings.TrimSpace(line), err)
-		nc.Close()
-	}
+	greetTaken(conns, true)
 	if again, _ := s.TakeConns(ctx, ""); len(again) != 0 {
 		fmt.Println("second take:", len(again))
 	}
@@ -779,19 +766,7 @@ func helperSystemdConns() int {
 		names = append(names, c.Name+"="+string(c.Meta))
 	}
 	fmt.Printf("conns %s %v\n", strings.Join(names, ","), err)
-	for _, c := range conns {
-		nc, err := net.FileConn(c.File)
-		c.File.Close()
-		if err != nil {
-			fmt.Println("fileconn error:", err)
-			continue
-		}
-		fmt.Fprintf(nc, "successor %s\n", c.Name)
-		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		line, err := bufio.NewReader(nc).ReadString('\n')
-		fmt.Printf("read %q %v\n", strings.TrimSpace(line), err)
-		nc.Close()
-	}
+	greetTaken(conns, false)
 	return 0
 }
 
@@ -907,4 +882,26 @@ func FuzzDecodeConnMessage(f *testing.F) {
 			t.Fatalf("decoded and encoded again differs: %q, %q", body, again)
 		}
 	})
+}
+
+// greetTaken speaks on each taken connection as a successor would: it
+// prints its name and meta first when announce is set, writes a line,
+// prints the peer's answer, and closes it.
+func greetTaken(conns []HeldConn, announce bool) {
+	for _, c := range conns {
+		if announce {
+			fmt.Printf("conn %s %s\n", c.Name, c.Meta)
+		}
+		nc, err := net.FileConn(c.File)
+		c.File.Close()
+		if err != nil {
+			fmt.Println("fileconn error:", err)
+			continue
+		}
+		fmt.Fprintf(nc, "successor %s\n", c.Name)
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(nc).ReadString('\n')
+		fmt.Printf("read %q %v\n", strings.TrimSpace(line), err)
+		nc.Close()
+	}
 }
