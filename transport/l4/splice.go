@@ -178,56 +178,62 @@ type halfCloser interface{ CloseWrite() error }
 
 func (sp *splicer) tcpToStream() int64 {
 	n, rerr, werr := sp.copy(sp.s, sp.c)
+	if !sp.endUp(rerr, werr) {
+		sp.abort(tunnel.AbortFailed)
+	}
+	return n
+}
+
+// endUp records how the TCP-to-stream direction ended, sends its FIN when
+// it ended cleanly or paused, and reports false when it failed.
+func (sp *splicer) endUp(rerr, werr error) bool {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	switch {
 	case werr != nil: // the peer stopped reading, or the connection died
-		sp.up = failed
 	case sp.interrupted && errors.Is(rerr, os.ErrDeadlineExceeded):
 		sp.up = paused
 		sp.s.CloseWrite() // FIN: the peer, holding, takes it as a pause
-		return n
+		return true
 	case sp.holding:
 		// The application half-closed as the hold began: a FIN now would
 		// read as a pause, and the half-close would be lost.
-		sp.up = failed
 	case rerr == nil || errors.Is(rerr, io.EOF):
 		sp.up = ended
 		sp.s.CloseWrite() // FIN: the caller finished sending
-		return n
-	default:
-		sp.up = failed
+		return true
 	}
-	sp.mu.Unlock()
-	sp.abort(tunnel.AbortFailed)
-	sp.mu.Lock()
-	return n
+	sp.up = failed
+	return false
 }
 
 func (sp *splicer) streamToTCP() int64 {
 	n, rerr, werr := sp.copy(sp.c, sp.s)
+	if !sp.endDown(rerr, werr) {
+		sp.abort(tunnel.AbortFailed)
+	}
+	return n
+}
+
+// endDown records how the stream-to-TCP direction ended, half-closes the
+// TCP side on a clean end, and reports false when it failed (a write
+// error, or the peer reset the stream).
+func (sp *splicer) endDown(rerr, werr error) bool {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	switch {
-	case werr != nil:
+	if werr != nil || (rerr != nil && !errors.Is(rerr, io.EOF)) {
 		sp.down = failed
-	case rerr == nil || errors.Is(rerr, io.EOF):
-		if sp.holding {
-			sp.down = paused // the peer paused; cancelHold passes it on otherwise
-			return n
-		}
-		sp.down = ended
-		if hc, ok := sp.c.(halfCloser); ok {
-			hc.CloseWrite()
-		}
-		return n
-	default: // reset by the peer, or the connection died
-		sp.down = failed
+		return false
 	}
-	sp.mu.Unlock()
-	sp.abort(tunnel.AbortFailed)
-	sp.mu.Lock()
-	return n
+	if sp.holding {
+		sp.down = paused // the peer paused; cancelHold passes it on otherwise
+		return true
+	}
+	sp.down = ended
+	if hc, ok := sp.c.(halfCloser); ok {
+		hc.CloseWrite()
+	}
+	return true
 }
 
 // copy moves bytes from src to dst until src ends or either fails, and
