@@ -385,6 +385,7 @@ func TestBootedHosts(t *testing.T) {
 	// long-lived connection survives; the waits are logged.
 	load := c.startRestartLoad(ctx, web, c.serviceVIP(ctx, web, "echo-deb", echoPort),
 		"-name", "echo-deb.service.mesh.", "-max-duration", "15m")
+	upgradeSince := strings.TrimSpace(web.SSH("date +%s.%N"))
 	end = tm.Phase("playbook: rolling upgrade to v2, under load")
 	out, recap, err = c.playbook(ctx, repo, inv, vars)
 	end()
@@ -400,6 +401,15 @@ func TestBootedHosts(t *testing.T) {
 	}
 	if rep.Long == 0 || rep.LongSurvived != rep.Long {
 		t.Errorf("rolling upgrade under load: %d of %d long-lived connections survived: %q", rep.LongSurvived, rep.Long, rep.LongErrors)
+	}
+	if t.Failed() {
+		// The journals of the caller's and the instance's agents during the
+		// upgrade, without the debug lines: the hosts' own dump at the end
+		// shows only their last lines.
+		for _, h := range []*Host{web, debClient} {
+			t.Logf("%s: meshwork journal during the upgrade:\n%s", h.Name,
+				h.SSH("journalctl --no-pager -o short-precise -u meshwork.service --since @"+upgradeSince+" | grep -v 'level=DEBUG' | tail -n 150"))
+		}
 	}
 	requireRun("upgrade", out, recap, err, hostCount)
 	upgradeOut := out
