@@ -17,20 +17,19 @@ import (
 	"time"
 )
 
-// buildDeb builds the release's Debian package for amd64 with
-// scripts/release.sh, or takes MESHWORK_E2E_DEB, and returns its path and
-// the version its binary reports.
-func buildDeb(t testingT, repo, out string) (deb, version string) {
+// buildDeb builds the release's Debian package for amd64 at version with
+// scripts/release.sh, or takes the one the environment variable env names,
+// and returns its path and the version its binary reports.
+func buildDeb(t testingT, repo, out, env, version string) (deb, binVersion string) {
 	t.Helper()
-	if p := os.Getenv("MESHWORK_E2E_DEB"); p != "" {
+	if p := os.Getenv(env); p != "" {
 		v, err := exec.Command("dpkg-deb", "--field", p, "Version").Output()
 		if err != nil {
-			t.Fatalf("MESHWORK_E2E_DEB=%s: %v", p, err)
+			t.Fatalf("%s=%s: %v", env, p, err)
 		}
 		// Debian writes a semver pre-release with ~ (release.sh).
 		return p, strings.Replace(strings.TrimSpace(string(v)), "~", "-", 1)
 	}
-	version = "0.0.0-e2e." + time.Now().UTC().Format("20060102T150405")
 	cmd := exec.Command(filepath.Join(repo, "scripts/release.sh"))
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "VERSION="+version, "OUT="+out, "ARCHES=amd64")
@@ -266,6 +265,29 @@ func (c *Cluster) checkCARotated(ctx context.Context, oldRoot string) {
 		}
 	}
 	t.Logf("CA root rotated: %s active on every agent, %s retired", newRoot, oldRoot)
+}
+
+// checkDebUpgraded asserts that the run that brought h the next package
+// upgraded its agent in place, as a new binary alone asks, and not with a
+// restart: the packaged unit did not change.
+func (c *Cluster) checkDebUpgraded(out string, h *Host, pidBefore, version string) {
+	t := c.t
+	t.Helper()
+	if got := taskResults(out, "meshwork : Install the meshwork package")[h.Name]; got != "changed" {
+		t.Errorf("%s: the package install: %q, want changed", h.Name, got)
+	}
+	if got := taskResults(out, "meshwork : Ask the agent to upgrade itself in place")[h.Name]; got != "changed" {
+		t.Errorf("%s: the upgrade in place: %q, want changed", h.Name, got)
+	}
+	if got, ok := taskResults(out, "meshwork : Restart meshwork")[h.Name]; ok {
+		t.Errorf("%s: the Restart meshwork handler ran (%s) for a package whose unit did not change", h.Name, got)
+	}
+	pid := parseProps(h.SSH("systemctl show -p MainPID meshwork.service"))["MainPID"]
+	if pid == pidBefore {
+		t.Errorf("%s: the agent's main process is still %s after the package upgrade", h.Name, pid)
+	}
+	c.checkDebHost(h, version)
+	t.Logf("%s: package upgraded to %s in place (main PID %s, then %s)", h.Name, version, pidBefore, pid)
 }
 
 // checkServicesReloaded asserts that a run that changed only h's services
