@@ -189,8 +189,8 @@ func TestBootedHosts(t *testing.T) {
 	// versions that sort in that order for dpkg and for semver.
 	end = tm.Phase("release .deb v1, v2 (scripts/release.sh)")
 	debStamp := "0.0.0-e2e." + time.Now().UTC().Format("20060102T150405")
-	deb, debVersion := buildDeb(t, repo, filepath.Join(bin, "release"), "MESHWORK_E2E_DEB", debStamp+".1")
-	deb2, debVersion2 := buildDeb(t, repo, filepath.Join(bin, "release"), "MESHWORK_E2E_DEB_V2", debStamp+".2")
+	deb, debVersion := buildDeb(t, repo, filepath.Join(bin, "release", "v1"), "MESHWORK_E2E_DEB", debStamp+".1")
+	deb2, debVersion2 := buildDeb(t, repo, filepath.Join(bin, "release", "v2"), "MESHWORK_E2E_DEB_V2", debStamp+".2")
 	end()
 
 	end = tm.Phase("rootfs (debootstrap or cache)")
