@@ -59,8 +59,8 @@ func (c *Cluster) checkDebHost(h *Host, version string) {
 	// Debian's merged /usr: systemd may name the unit by /lib, a link to
 	// /usr/lib.
 	fragment := strings.TrimSpace(h.SSH("readlink -f " + props["FragmentPath"]))
-	if fragment != "/usr/lib/systemd/system/meshwork.service" || !strings.Contains(props["ExecStart"], "path=/usr/bin/meshwork ") {
-		t.Errorf("%s: meshwork.service from %s, ExecStart %s; want the packaged unit running /usr/bin/meshwork", h.Name, fragment, props["ExecStart"])
+	if fragment != "/usr/lib/systemd/system/meshwork.service" || !strings.Contains(props["ExecStart"], "path="+packagedBin+" ") {
+		t.Errorf("%s: meshwork.service from %s, ExecStart %s; want the packaged unit running %s", h.Name, fragment, props["ExecStart"], packagedBin)
 	}
 	if out, err := h.SSHContext(context.Background(), "test ! -e /etc/systemd/system/meshwork.service && test ! -e /usr/local/bin/meshwork"); err != nil {
 		t.Errorf("%s: the role's unit or binary is on a host installed from the package: %v %s", h.Name, err, out)
@@ -69,8 +69,8 @@ func (c *Cluster) checkDebHost(h *Host, version string) {
 	if !strings.HasPrefix(status, "install ok installed ") {
 		t.Errorf("%s: dpkg: meshwork %q, want installed", h.Name, status)
 	}
-	if got := h.SSH("/usr/bin/meshwork --version"); !strings.Contains(got, version) {
-		t.Errorf("%s: /usr/bin/meshwork --version = %q, want %s", h.Name, strings.TrimSpace(got), version)
+	if got := h.SSH(packagedBin + " --version"); !strings.Contains(got, version) {
+		t.Errorf("%s: %s --version = %q, want %s", h.Name, packagedBin, strings.TrimSpace(got), version)
 	}
 	t.Logf("%s: installed from the package (%s): %s", h.Name, strings.TrimSpace(status), props["FragmentPath"])
 }

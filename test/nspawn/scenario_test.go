@@ -45,6 +45,8 @@ const (
 	// installedBin is where the role installs the binary
 	// (meshwork_binary_path).
 	installedBin = "/usr/local/bin/meshwork"
+	// packagedBin is where the .deb installs it.
+	packagedBin = "/usr/bin/meshwork"
 	// agentTokenFile holds every host's own ACL token.
 	agentTokenFile = "/etc/meshwork/agent-token"
 	// managementTokenFile holds the management token, on servers only.
@@ -422,7 +424,7 @@ func TestBootedHosts(t *testing.T) {
 	upgradeOut := out
 	c.checkRollingOrder(c.hosts, func(h *Host) (string, string) {
 		if h == debClient {
-			return debVersion2, "/usr/bin/meshwork"
+			return debVersion2, packagedBin
 		}
 		return ver2, installedBin
 	})
